@@ -1,0 +1,79 @@
+# Parley build. `make` builds build/parleyd; `make run` and `make test` also
+# install missing Debian packages and start a private Redis and PostgreSQL
+# under ./var (see deploy/dev/). Third-party code comes from Debian packages
+# only; llhttp's C sources are compiled from where node-llhttp installs them.
+
+CC      ?= cc
+BUILD   := build
+LLHTTP_SRC ?= /usr/share/llhttp
+LLHTTP_INC ?= /usr/share/include/llhttp
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN)
+CPPFLAGS += -Iinclude -I$(LLHTTP_INC) -I/usr/include/postgresql -MMD -MP
+LDLIBS  := -luv -lwslay -lhiredis -lpq -lcjson -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
+
+LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+LIB     := $(BUILD)/libparley.a
+
+UNIT_SRC := $(wildcard test/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
+
+.PHONY: all deps run test unit bench bench-big clean services-start services-stop format
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/parleyd
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# llhttp is generated C; it is not ours to keep warning-free.
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -I$(LLHTTP_INC) -O2 -g -w -c -o $@ $<
+
+$(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/parleyd: $(BUILD)/obj/main.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test/%: test/unit/%.c test/unit/unit.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itest/unit $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+unit: $(UNIT_BIN)
+
+-include bench/bench.mk
+
+deps:
+	@deploy/dev/deps.sh
+
+services-start:
+	@deploy/dev/services.sh start
+
+services-stop:
+	@deploy/dev/services.sh stop
+
+# Set-up, then parleyd in the foreground on :8080 with dev credentials.
+run: deps
+	@$(MAKE) --no-print-directory all
+	@deploy/dev/run.sh
+
+# Set-up, then every test; the last line is `N passed, N failed`.
+test: deps
+	@$(MAKE) --no-print-directory all unit
+	@test/run
+
+format:
+	clang-format -i src/*.c include/parley/*.h test/unit/*.c test/unit/*.h
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/test/*.d)
