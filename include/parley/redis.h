@@ -1,0 +1,54 @@
+/*
+ * redis: one shard's asynchronous Redis connection (hiredis on the shard's
+ * libuv loop) for PUBLISH and state commands, reconnecting on loss with
+ * capped exponential backoff.
+ *
+ * Ownership: the shard embeds a pl_redis_t and owns it; the hiredis context
+ * belongs to it while connected. Commands are refused (return -1, callback
+ * never called) while disconnected, so callers can answer `unavailable` at
+ * once. A command sent before a connection loss gets its callback with a
+ * NULL reply: hiredis calls every pending callback exactly once.
+ */
+#ifndef PARLEY_REDIS_H
+#define PARLEY_REDIS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <uv.h>
+
+struct redisAsyncContext;
+
+/**
+ * Reply callback (hiredis' redisCallbackFn): `reply` is a redisReply*, NULL if
+ * the connection was lost before the reply came.
+ */
+typedef void (*pl_redis_cb)(struct redisAsyncContext *ac, void *reply, void *privdata);
+
+/** An auto-reconnecting async connection. */
+typedef struct pl_redis {
+    uv_loop_t *loop;
+    const char *host; /**< borrowed from the config */
+    int port, db;
+    struct redisAsyncContext *ac; /**< NULL while disconnected */
+    atomic_int connected;         /**< read by other threads for /health */
+    uv_timer_t retry;
+    int backoff_ms;
+    int stopping;
+    int was_up; /**< for logging transitions once */
+} pl_redis_t;
+
+/** Start connecting on `loop`. Returns 0 or a negative libuv error. */
+int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const char *host, int port, int db);
+
+/**
+ * Send a command of `argc` binary-safe arguments. Returns 0 and later calls
+ * `cb` once (if cb is non-NULL); returns -1 without calling it when not
+ * connected.
+ */
+int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, const char **argv,
+                     const size_t *lens);
+
+/** Stop: free the connection (pending callbacks get NULL) and close the retry timer. */
+void pl_redis_stop(pl_redis_t *r);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * room: one shard's table of the rooms its connections subscribe to.
+ *
+ * A subscription (pl_sub_t) links one owner (a connection) to one room. The
+ * room keeps an array of its subscriptions for fan-out; the owner keeps a
+ * singly linked list of its own. Removal is O(1) from the room (swap with the
+ * last) and O(subscriptions of that owner) from the owner's list.
+ *
+ * Ownership: the table owns rooms and subscriptions; a room is created by
+ * its first join and freed by its last leave. Owners only hold the head of
+ * their list. Not thread-safe: a table belongs to one shard thread.
+ */
+#ifndef PARLEY_ROOM_H
+#define PARLEY_ROOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** Longest room id, in bytes. */
+#define PL_ROOM_MAX 128
+
+struct pl_room;
+
+/** One owner's membership of one room. */
+typedef struct pl_sub {
+    struct pl_room *room;
+    void *owner;
+    uint32_t idx;        /**< position in room->members */
+    struct pl_sub *next; /**< next subscription of the same owner */
+} pl_sub_t;
+
+/** A room with at least one subscriber on this shard. */
+typedef struct pl_room {
+    struct pl_room *hnext; /**< hash chain */
+    uint32_t hash;
+    uint32_t nmembers, cap;
+    pl_sub_t **members; /**< [0, nmembers): the subscriptions, in no particular order */
+    uint32_t len;
+    char name[]; /**< NUL-terminated */
+} pl_room_t;
+
+/** The table; zero-initialise or pl_room_table_init. */
+typedef struct {
+    pl_room_t **buckets;
+    size_t nbuckets; /**< 0 or a power of two */
+    size_t count;    /**< rooms */
+} pl_room_table_t;
+
+/** 1 if `name[0..len)` is a valid room id: 1–128 bytes of [A-Za-z0-9_.:-]. */
+int pl_room_id_valid(const char *name, size_t len);
+
+/** Initialise an empty table. */
+void pl_room_table_init(pl_room_table_t *t);
+
+/** Free the table and every room and subscription still in it (owners' lists then dangle). */
+void pl_room_table_free(pl_room_table_t *t);
+
+/** The room called `name`, or NULL if no owner on this shard is subscribed to it. */
+pl_room_t *pl_room_find(const pl_room_table_t *t, const char *name, size_t len);
+
+/** The owner's subscription to `room`, or NULL. */
+pl_sub_t *pl_room_sub_of(pl_sub_t *list, const pl_room_t *room);
+
+/**
+ * Subscribe `owner` (whose list head is `*list`) to room `name`. Returns the
+ * subscription, the existing one if already subscribed; NULL on allocation
+ * failure (nothing changed).
+ */
+pl_sub_t *pl_room_join(pl_room_table_t *t, const char *name, size_t len, void *owner,
+                       pl_sub_t **list);
+
+/** Remove one subscription from its room and from the owner's list, and free it. */
+void pl_room_leave(pl_room_table_t *t, pl_sub_t **list, pl_sub_t *sub);
+
+/** Remove every subscription in the owner's list. */
+void pl_room_leave_all(pl_room_table_t *t, pl_sub_t **list);
+
+/** Number of subscriptions in an owner's list. */
+size_t pl_room_count(const pl_sub_t *list);
+
+#endif

@@ -1,0 +1,124 @@
+/*
+ * shard: one event loop thread owning a share of the connections.
+ *
+ * Each shard has its own SO_REUSEPORT listening socket (the kernel spreads
+ * new connections over the shards), its own room table, its own Redis
+ * publishing connection and its own id generator. A connection is touched
+ * only by the shard that accepted it, so nothing on the per-connection path
+ * takes a lock. Other threads reach a shard only through its inbox, a
+ * lock-free MPSC queue woken once per batch with uv_async_send.
+ *
+ * Per loop iteration (uSockets' and Redis' discipline): I/O callbacks only
+ * queue output and queue closes; the check phase then writes every dirty
+ * connection once (batched iovecs) and carries out queued closes; memory is
+ * freed in the close callbacks, never inside the callback that decided it.
+ */
+#ifndef PARLEY_SHARD_H
+#define PARLEY_SHARD_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "parley/buf.h"
+#include "parley/frame.h"
+#include "parley/idgen.h"
+#include "parley/mpsc.h"
+#include "parley/redis.h"
+#include "parley/room.h"
+#include "parley/ws.h"
+
+struct pl_server;
+struct pl_conn;
+
+/** Kinds of cross-thread events a shard's inbox carries. */
+typedef enum {
+    PL_EV_BCAST,    /**< a room message from the Redis subscriber */
+    PL_EV_SHUTDOWN, /**< close every client with 1001 and stop */
+} pl_event_kind_t;
+
+struct pl_bcast;
+
+/** A node in a shard's inbox. Owned by whatever embeds it (a pl_bcast_t, or the shard). */
+typedef struct {
+    pl_mpsc_node_t node;
+    pl_event_kind_t kind;
+    struct pl_bcast *bcast;
+} pl_event_t;
+
+/**
+ * One room message on its way to every shard. Allocated by the subscriber
+ * thread with one event per shard; the last shard to finish with it frees it
+ * (and drops its reference on the frame).
+ */
+typedef struct pl_bcast {
+    pl_frame_t *frame;   /**< the WebSocket frame every recipient gets */
+    atomic_uint pending; /**< shards that have not processed it yet */
+    uint32_t room_len;
+    char room[PL_ROOM_MAX + 1];
+    pl_event_t ev[]; /**< one per shard */
+} pl_bcast_t;
+
+/** An output queue entry: one frame reference. Recycled through the shard's free list. */
+typedef struct pl_outq_node {
+    struct pl_outq_node *next;
+    pl_frame_t *frame;
+} pl_outq_node_t;
+
+/** One shard. Allocated and freed by the server; everything inside is this shard's. */
+typedef struct pl_shard {
+    struct pl_server *srv;
+    int index;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    int listen_fd; /**< bound by the server at start-up, opened by the shard */
+    uv_tcp_t listener;
+    uv_async_t wake;
+    pl_mpsc_t inbox;
+    uv_check_t check;
+    uv_timer_t sweep;
+    pl_room_table_t rooms;
+    struct pl_conn *conns;   /**< every live connection (doubly linked) */
+    struct pl_conn *dirty;   /**< connections with output to write this iteration */
+    struct pl_conn *closing; /**< connections whose close was requested this iteration */
+    pl_ws_pool_t ws;
+    pl_redis_t redis;
+    pl_idgen_t ids;
+    pl_buf_t scratch;           /**< reusable encoding buffer (one loop turn at a time) */
+    pl_outq_node_t *free_nodes; /**< recycled output queue nodes */
+    size_t nfree_nodes;
+    int stopping;
+    pl_event_t shutdown_ev;
+    /* Read by other threads (status endpoint); written only by this shard. */
+    atomic_long nconns;
+    atomic_long nrooms;
+    atomic_ulong delivered;
+    /* Reads are processed synchronously, so one buffer serves every connection. */
+    char rbuf[64 * 1024];
+} pl_shard_t;
+
+/**
+ * Start the shard's thread: open `listen_fd` on a new loop and serve.
+ * Returns 0 or a negative libuv error; on error nothing was started.
+ */
+int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_fd,
+                   uint32_t id_node);
+
+/** Post an event from any thread; wakes the shard only if its inbox was empty. */
+void pl_shard_post(pl_shard_t *s, pl_event_t *ev);
+
+/** Post, without waking: the caller wakes later with pl_shard_wake (batching). Returns 1 if a wake is owed. */
+int pl_shard_post_nowake(pl_shard_t *s, pl_event_t *ev);
+
+/** Wake the shard to drain its inbox. Any thread. */
+void pl_shard_wake(pl_shard_t *s);
+
+/** Wait for the shard's thread to end and free what it held. */
+void pl_shard_join(pl_shard_t *s);
+
+/** Take an output queue node from the shard's free list (or the heap). NULL on OOM. */
+pl_outq_node_t *pl_shard_node_get(pl_shard_t *s);
+/** Return one. */
+void pl_shard_node_put(pl_shard_t *s, pl_outq_node_t *n);
+
+#endif

@@ -1,0 +1,250 @@
+/* api: HTTP endpoints and upgrade checks; see the header. */
+#include "parley/api.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "parley/jwt.h"
+#include "parley/log.h"
+#include "parley/server.h"
+#include "parley/session.h"
+
+#define TOKEN_TTL_S 3600
+
+static void respond(pl_conn_t *c, int status, const pl_buf_t *body, int keep_alive)
+{
+    pl_buf_t out = {0};
+    pl_http_respond(&out, status, "application/json", body->data ? body->data : "", body->len,
+                    keep_alive);
+    pl_frame_t *f = pl_frame_raw(out.data, out.len);
+    pl_buf_free(&out);
+    if (!f) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
+    pl_conn_send(c, f);
+    pl_frame_unref(f);
+}
+
+void pl_api_error(pl_conn_t *c, int status, const char *code, const char *msg, int keep_alive)
+{
+    pl_buf_t b = {0};
+    pl_buf_adds(&b, "{\"error\":");
+    pl_buf_json_str(&b, code, strlen(code));
+    pl_buf_adds(&b, ",\"message\":");
+    pl_buf_json_str(&b, msg, strlen(msg));
+    pl_buf_adds(&b, "}");
+    respond(c, status, &b, keep_alive);
+    pl_buf_free(&b);
+}
+
+static int path_is(const char *path, size_t len, const char *want)
+{
+    return len == strlen(want) && memcmp(path, want, len) == 0;
+}
+
+/* The credential of "Authorization: Bearer <x>", or NULL. */
+static const char *bearer(const pl_http_t *h, size_t *len)
+{
+    const char *a = pl_http_header(h, PL_H_AUTHORIZATION);
+    if (!a || strncasecmp(a, "Bearer ", 7) != 0) return NULL;
+    a += 7;
+    while (*a == ' ') a++;
+    *len = strlen(a);
+    while (*len && a[*len - 1] == ' ') (*len)--;
+    return *len ? a : NULL;
+}
+
+/* Constant-time comparison, so the API key cannot be guessed byte by byte. */
+static int secret_eq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned char d = alen != blen;
+    for (size_t i = 0; i < alen; i++) d |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
+    return d == 0;
+}
+
+static void health(pl_conn_t *c, int keep)
+{
+    pl_server_t *srv = c->shard->srv;
+    int ok = pl_server_redis_ok(srv);
+    pl_buf_t b = {0};
+    pl_buf_printf(&b, "{\"status\":\"%s\",\"server_id\":", ok ? "healthy" : "unhealthy");
+    pl_buf_json_str(&b, srv->cfg.server_id, strlen(srv->cfg.server_id));
+    pl_buf_printf(&b, ",\"timestamp\":%lld", (long long)pl_now_ms());
+    if (!ok) pl_buf_adds(&b, ",\"reason\":\"redis unreachable\"");
+    pl_buf_adds(&b, "}");
+    respond(c, ok ? 200 : 503, &b, keep);
+    pl_buf_free(&b);
+}
+
+static void status(pl_conn_t *c, int keep)
+{
+    pl_server_t *srv = c->shard->srv;
+    long total = 0, rooms = 0;
+    unsigned long delivered = 0;
+    int pubs_up = 0;
+    pl_buf_t per = {0};
+    pl_buf_adds(&per, "[");
+    for (int i = 0; i < srv->nshards; i++) {
+        pl_shard_t *s = srv->shards[i];
+        long n = atomic_load_explicit(&s->nconns, memory_order_relaxed);
+        long r = atomic_load_explicit(&s->nrooms, memory_order_relaxed);
+        int up = atomic_load_explicit(&s->redis.connected, memory_order_relaxed);
+        total += n;
+        rooms += r;
+        pubs_up += up;
+        delivered += atomic_load_explicit(&s->delivered, memory_order_relaxed);
+        pl_buf_printf(&per, "%s{\"shard\":%d,\"connections\":%ld,\"rooms\":%ld,\"redis\":%s}",
+                      i ? "," : "", i, n, r, up ? "true" : "false");
+    }
+    pl_buf_adds(&per, "]");
+    pl_buf_t b = {0};
+    pl_buf_adds(&b, "{\"server_id\":");
+    pl_buf_json_str(&b, srv->cfg.server_id, strlen(srv->cfg.server_id));
+    pl_buf_printf(&b,
+                  ",\"uptime_s\":%lld,\"shards\":%d,\"connections\":{\"total\":%ld,\"per_shard\":[",
+                  (long long)(pl_now_ms() - srv->started_ms) / 1000, srv->nshards, total);
+    for (int i = 0; i < srv->nshards; i++)
+        pl_buf_printf(&b, "%s%ld", i ? "," : "",
+                      atomic_load_explicit(&srv->shards[i]->nconns, memory_order_relaxed));
+    pl_buf_printf(&b,
+                  "]},\"local_rooms\":%ld,\"delivered\":%lu,\"redis\":{\"healthy\":%s,"
+                  "\"subscriber\":%s,\"publishers_up\":%d},\"per_shard\":%s}",
+                  rooms, delivered, pl_server_redis_ok(srv) ? "true" : "false",
+                  atomic_load(&srv->sub.connected) ? "true" : "false", pubs_up, per.data);
+    respond(c, 200, &b, keep);
+    pl_buf_free(&b);
+    pl_buf_free(&per);
+}
+
+static void token(pl_conn_t *c, int keep)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    size_t klen;
+    const char *key = bearer(c->http, &klen);
+    if (!key || !secret_eq(key, klen, cfg->api_key)) {
+        pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required", keep);
+        return;
+    }
+    const pl_buf_t *body = &c->http->body;
+    cJSON *j = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(j, "user_id");
+    char tok[1024];
+    int n = cJSON_IsString(user) ? pl_jwt_sign(cfg->jwt_secret, strlen(cfg->jwt_secret),
+                                               user->valuestring, pl_now_ms() / 1000 + TOKEN_TTL_S,
+                                               tok, sizeof tok)
+                                 : PL_JWT_ESUB;
+    if (n < 0) {
+        cJSON_Delete(j);
+        pl_api_error(c, 400, "bad_request",
+                     "body must be {\"user_id\":\"<1-128 bytes, no control characters>\"}", keep);
+        return;
+    }
+    const char *host = pl_http_header(c->http, PL_H_HOST);
+    pl_buf_t b = {0};
+    pl_buf_adds(&b, "{\"token\":");
+    pl_buf_json_str(&b, tok, (size_t)n);
+    pl_buf_t url = {0};
+    pl_buf_printf(&url, "ws://%s/ws", host && *host ? host : "127.0.0.1");
+    pl_buf_adds(&b, ",\"websocket_url\":");
+    pl_buf_json_str(&b, url.data, url.len);
+    pl_buf_printf(&b, ",\"expires_in\":%d,\"user_id\":", TOKEN_TTL_S);
+    pl_buf_json_str(&b, user->valuestring, strlen(user->valuestring));
+    pl_buf_adds(&b, "}");
+    respond(c, 200, &b, keep);
+    pl_buf_free(&b);
+    pl_buf_free(&url);
+    cJSON_Delete(j);
+}
+
+int pl_api_handle(pl_conn_t *c)
+{
+    int keep = pl_http_keep_alive(c->http);
+    int method = pl_http_method(c->http);
+    const char *path;
+    size_t len;
+    pl_http_path(c->http, &path, &len);
+
+    if (path_is(path, len, "/health")) {
+        if (method != HTTP_GET && method != HTTP_HEAD) goto not_allowed;
+        health(c, keep);
+    } else if (path_is(path, len, "/api/websocket/status")) {
+        if (method != HTTP_GET) goto not_allowed;
+        status(c, keep);
+    } else if (path_is(path, len, "/api/websocket/token")) {
+        if (method != HTTP_POST) goto not_allowed;
+        token(c, keep);
+    } else if (path_is(path, len, "/ws")) {
+        pl_api_error(c, 400, "bad_request", "expected a WebSocket upgrade", keep);
+    } else {
+        pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+    }
+    return keep;
+not_allowed:
+    pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+    return keep;
+}
+
+int pl_api_upgrade(pl_conn_t *c)
+{
+    const pl_http_t *h = c->http;
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    const char *path;
+    size_t len;
+    pl_http_path(h, &path, &len);
+    if (!path_is(path, len, "/ws")) {
+        pl_api_error(c, 404, "not_found", "WebSocket endpoint is /ws", 0);
+        return -1;
+    }
+    const char *upgrade = pl_http_header(h, PL_H_UPGRADE);
+    if (pl_http_method(h) != HTTP_GET || !upgrade || strcasecmp(upgrade, "websocket") != 0) {
+        pl_api_error(c, 400, "bad_request", "expected GET with Upgrade: websocket", 0);
+        return -1;
+    }
+    const char *version = pl_http_header(h, PL_H_SEC_WEBSOCKET_VERSION);
+    if (!version || strcmp(version, "13") != 0) {
+        static const char resp[] = "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
+                                   "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        pl_frame_t *f = pl_frame_raw(resp, sizeof resp - 1);
+        if (f) {
+            pl_conn_send(c, f);
+            pl_frame_unref(f);
+        }
+        return -1;
+    }
+    const char *key = pl_http_header(h, PL_H_SEC_WEBSOCKET_KEY);
+    char accept[PL_WS_ACCEPT_LEN + 1];
+    if (!key || pl_ws_accept_key(key, strlen(key), accept) != 0) {
+        pl_api_error(c, 400, "bad_request", "missing or bad Sec-WebSocket-Key", 0);
+        return -1;
+    }
+
+    /* A token on the upgrade is checked before switching protocols. */
+    size_t tlen = 0;
+    const char *tok = bearer(h, &tlen);
+    if (!tok) tok = pl_http_query(h, "token", &tlen);
+    char user[PL_JWT_SUB_MAX + 1];
+    if (tok && tlen) {
+        int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
+                               pl_now_ms() / 1000, user);
+        if (rc != 0) {
+            pl_api_error(c, 401, "unauthorized", pl_jwt_strerror(rc), 0);
+            return -1;
+        }
+    }
+
+    char resp[160];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                     accept);
+    pl_frame_t *f = pl_frame_raw(resp, (size_t)n);
+    if (!f) return -1;
+    pl_conn_send(c, f);
+    pl_frame_unref(f);
+    if (tok && tlen) pl_session_start(c, user);
+    return 0;
+}

@@ -1,0 +1,442 @@
+/*
+ * conn: connection transport. Output is one ordered queue of shared frames
+ * per connection, written once per loop iteration (check phase) with
+ * uv_try_write over up to PL_IOV_MAX iovecs, falling back to uv_write for
+ * whatever the kernel did not take. Closing is always deferred to the check
+ * phase so no callback frees what its caller still iterates.
+ */
+#include "parley/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley/api.h"
+#include "parley/log.h"
+#include "parley/server.h"
+#include "parley/session.h"
+
+/* Frames gathered into one write. */
+#define PL_IOV_MAX 64
+/* Seconds a closing connection may take to drain before it is cut. */
+#define CLOSE_GRACE_MS 2000
+
+static void mark_dirty(pl_conn_t *c)
+{
+    if (c->flags & PL_CONN_DIRTY) return;
+    c->flags |= PL_CONN_DIRTY;
+    c->dirty_next = c->shard->dirty;
+    c->shard->dirty = c;
+}
+
+static int queue_frame(pl_conn_t *c, pl_frame_t *f)
+{
+    pl_outq_node_t *n = pl_shard_node_get(c->shard);
+    if (!n) return -1;
+    n->frame = pl_frame_ref(f);
+    n->next = NULL;
+    if (c->q_tail) c->q_tail->next = n;
+    else c->q_head = n;
+    c->q_tail = n;
+    c->q_bytes += f->len;
+    mark_dirty(c);
+    return 0;
+}
+
+static void pop_node(pl_conn_t *c)
+{
+    pl_outq_node_t *n = c->q_head;
+    c->q_head = n->next;
+    if (!c->q_head) c->q_tail = NULL;
+    c->q_bytes -= n->frame->len - c->q_off;
+    c->q_off = 0;
+    pl_frame_unref(n->frame);
+    pl_shard_node_put(c->shard, n);
+}
+
+/* Drop queued frames, keeping those a write in flight covers and a partly written head. */
+static void drop_queue(pl_conn_t *c, uint32_t keep)
+{
+    pl_outq_node_t *n = c->q_head, *last = NULL;
+    for (uint32_t i = 0; i < keep && n; i++) last = n, n = n->next;
+    while (n) {
+        pl_outq_node_t *next = n->next;
+        c->q_bytes -= n->frame->len;
+        pl_frame_unref(n->frame);
+        pl_shard_node_put(c->shard, n);
+        n = next;
+    }
+    if (last) last->next = NULL;
+    else c->q_head = NULL;
+    c->q_tail = last;
+}
+
+int pl_conn_send(pl_conn_t *c, pl_frame_t *f)
+{
+    if (!pl_conn_open(c)) return -1;
+    if (c->q_bytes + f->len > c->shard->srv->cfg.max_outbuf) {
+        /* Redis' client-output-buffer-limit: a consumer this far behind is cut off. */
+        pl_warn("conn %s: %zu bytes queued, over PARLEY_MAX_OUTBUF; closing (slow consumer)",
+                c->user ? c->user : "-", c->q_bytes);
+        pl_conn_close(c, 4008, "slow consumer");
+        drop_queue(c, c->wreq ? c->w_nodes : (c->q_off ? 1 : 0));
+        return -1;
+    }
+    if (queue_frame(c, f) != 0) {
+        pl_conn_abort(c, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+void pl_conn_send_json(pl_conn_t *c, const pl_buf_t *b)
+{
+    pl_frame_t *f = pl_frame_text(b->data, b->len);
+    if (!f) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
+    pl_conn_send(c, f);
+    pl_frame_unref(f);
+}
+
+void pl_conn_close(pl_conn_t *c, uint16_t code, const char *reason)
+{
+    if (c->flags & PL_CONN_CLOSE_QUEUED) return;
+    c->flags |= PL_CONN_CLOSE_QUEUED;
+    c->close_code = c->phase == PL_CONN_WS ? code : 0;
+    c->close_reason = reason;
+    c->close_ms = uv_now(&c->shard->loop);
+    c->closing_next = c->shard->closing;
+    c->shard->closing = c;
+}
+
+void pl_conn_abort(pl_conn_t *c, const char *why)
+{
+    pl_debug("conn %s: aborting: %s", c->user ? c->user : "-", why);
+    c->flags |= PL_CONN_ABORT;
+    pl_conn_close(c, 0, why);
+}
+
+static void free_conn(pl_conn_t *c)
+{
+    free(c->user);
+    free(c);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    pl_conn_t *c = h->data;
+    pl_shard_t *s = c->shard;
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
+    while (c->q_head) pop_node(c);
+    pl_http_free(c->http);
+    c->http = NULL;
+    pl_ws_in_free(&c->in);
+    c->flags |= PL_CONN_GONE;
+    if (c->replies_pending == 0) free_conn(c);
+}
+
+void pl_conn_reply_done(pl_conn_t *c)
+{
+    if (--c->replies_pending == 0 && (c->flags & PL_CONN_GONE)) free_conn(c);
+}
+
+static void close_handle(pl_conn_t *c)
+{
+    if (c->flags & PL_CONN_HANDLE_CLOSED) return;
+    c->flags |= PL_CONN_HANDLE_CLOSED;
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+/* Check phase: the close requested during this iteration takes effect. */
+static void begin_close(pl_conn_t *c)
+{
+    pl_shard_t *s = c->shard;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->subs) {
+        pl_room_leave_all(&s->rooms, &c->subs);
+        atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
+    }
+    if (c->flags & PL_CONN_ABORT) {
+        /* uv_close cancels a write in flight; its callback releases what it covered. */
+        drop_queue(c, c->wreq ? c->w_nodes : 0);
+        close_handle(c);
+        return;
+    }
+    c->flags |= PL_CONN_CLOSING;
+    if (c->close_code) {
+        pl_frame_t *f = pl_frame_close(c->close_code, c->close_reason);
+        if (f) {
+            queue_frame(c, f);
+            pl_frame_unref(f);
+        }
+    }
+    if (!c->q_head && !c->wreq) close_handle(c);
+    else mark_dirty(c);
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    pl_conn_t *c = req->data;
+    uint32_t n = c->w_nodes;
+    free(req);
+    c->wreq = NULL;
+    c->w_nodes = 0;
+    while (n-- && c->q_head) pop_node(c);
+    if (c->flags & PL_CONN_HANDLE_CLOSED) return;
+    if (status < 0) {
+        pl_conn_abort(c, uv_strerror(status));
+        return;
+    }
+    if (c->q_head) mark_dirty(c);
+    else if (c->flags & PL_CONN_CLOSING) close_handle(c);
+}
+
+static uint32_t gather(pl_conn_t *c, uv_buf_t *iov)
+{
+    uint32_t n = 0;
+    uint32_t off = c->q_off;
+    for (pl_outq_node_t *q = c->q_head; q && n < PL_IOV_MAX; q = q->next, off = 0)
+        iov[n++] = uv_buf_init((char *)q->frame->data + off, q->frame->len - off);
+    return n;
+}
+
+static void flush(pl_conn_t *c)
+{
+    if (c->wreq || !c->q_head || (c->flags & PL_CONN_HANDLE_CLOSED)) return;
+    uv_buf_t iov[PL_IOV_MAX];
+    uint32_t n = gather(c, iov);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+    if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
+    if (r < 0) {
+        pl_conn_abort(c, uv_strerror(r));
+        return;
+    }
+    size_t left = (size_t)r;
+    while (left && c->q_head) {
+        size_t avail = c->q_head->frame->len - c->q_off;
+        if (left < avail) {
+            c->q_off += (uint32_t)left;
+            c->q_bytes -= left;
+            break;
+        }
+        left -= avail;
+        pop_node(c);
+    }
+    if (!c->q_head) {
+        if (c->flags & PL_CONN_CLOSING) close_handle(c);
+        return;
+    }
+    /* The kernel's buffer is full: hand the rest to libuv, which writes it as the socket drains. */
+    n = gather(c, iov);
+    uv_write_t *req = malloc(sizeof *req);
+    if (!req) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
+    req->data = c;
+    int rc = uv_write(req, (uv_stream_t *)&c->tcp, iov, n, write_cb);
+    if (rc != 0) {
+        free(req);
+        pl_conn_abort(c, uv_strerror(rc));
+        return;
+    }
+    c->wreq = req;
+    c->w_nodes = n;
+}
+
+void pl_conn_process_pending(pl_shard_t *s)
+{
+    for (;;) {
+        pl_conn_t *c;
+        if ((c = s->closing)) {
+            s->closing = c->closing_next;
+            begin_close(c);
+        } else if ((c = s->dirty)) {
+            s->dirty = c->dirty_next;
+            c->flags &= (uint8_t)~PL_CONN_DIRTY;
+            flush(c);
+        } else {
+            break;
+        }
+    }
+}
+
+/* WebSocket messages from the client. */
+static int on_ws_msg(void *ud, unsigned opcode, const uint8_t *p, size_t len)
+{
+    pl_conn_t *c = ud;
+    switch (opcode) {
+    case PL_WS_TEXT:
+        if (!pl_utf8_valid(p, len)) {
+            pl_conn_close(c, 1007, "invalid UTF-8");
+            return 1;
+        }
+        pl_session_on_text(c, p, len);
+        break;
+    case PL_WS_BINARY:
+        pl_session_error(c, PL_ERR_BAD_REQUEST, "binary frames are not supported; send JSON text",
+                         NULL, 0);
+        break;
+    case PL_WS_PING: {
+        pl_frame_t *f = pl_frame_ws(PL_WS_PONG, p, len);
+        if (f) {
+            pl_conn_send(c, f);
+            pl_frame_unref(f);
+        }
+        break;
+    }
+    case PL_WS_PONG: break;
+    case PL_WS_CLOSE: {
+        /* Echo the client's code (RFC 6455 5.5.1); 1005 means it sent none. */
+        uint16_t code = len >= 2 ? (uint16_t)(p[0] << 8 | p[1]) : 1000;
+        if (len == 1 || code < 1000 || code == 1004 || code == 1005 || code == 1006 ||
+            (code > 1014 && code < 3000) || code >= 5000)
+            code = 1002;
+        pl_conn_close(c, code, "");
+        return 1;
+    }
+    }
+    return !pl_conn_open(c);
+}
+
+static void feed_ws(pl_conn_t *c, const char *p, size_t n)
+{
+    pl_shard_t *s = c->shard;
+    int code = pl_ws_feed(&s->ws, &c->in, (const uint8_t *)p, n, s->srv->cfg.max_frame, on_ws_msg, c);
+    if (code) {
+        pl_debug("conn %s: websocket close %d", c->user ? c->user : "-", code);
+        pl_conn_close(c, (uint16_t)code,
+                      code == 1009 ? "message too big" : code == 1011 ? "internal error" : "protocol error");
+    }
+}
+
+static void feed_http(pl_conn_t *c, const char *p, size_t n)
+{
+    while (n > 0 && pl_conn_open(c)) {
+        size_t used = 0;
+        int status = 400;
+        pl_http_result_t r = pl_http_feed(c->http, p, n, &used, &status);
+        p += used;
+        n -= used;
+        switch (r) {
+        case PL_HTTP_MORE: return;
+        case PL_HTTP_ERROR:
+            pl_api_error(c, status, "bad_request", "malformed HTTP request", 0);
+            pl_conn_close(c, 0, NULL);
+            return;
+        case PL_HTTP_REQUEST:
+            if (pl_api_handle(c)) pl_http_next(c->http);
+            else pl_conn_close(c, 0, NULL);
+            break;
+        case PL_HTTP_UPGRADE:
+            if (pl_api_upgrade(c) != 0) {
+                pl_conn_close(c, 0, NULL);
+                return;
+            }
+            pl_http_free(c->http);
+            c->http = NULL;
+            c->phase = PL_CONN_WS;
+            if (n) feed_ws(c, p, n);
+            return;
+        }
+    }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    pl_conn_t *c = h->data;
+    *buf = uv_buf_init(c->shard->rbuf, sizeof c->shard->rbuf);
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    pl_conn_t *c = st->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        pl_conn_abort(c, nread == UV_EOF ? "peer closed" : uv_strerror((int)nread));
+        return;
+    }
+    if (!pl_conn_open(c)) return;
+    c->last_rx_ms = uv_now(&c->shard->loop);
+    if (c->phase == PL_CONN_HTTP) feed_http(c, buf->base, (size_t)nread);
+    else feed_ws(c, buf->base, (size_t)nread);
+}
+
+void pl_conn_accept_cb(uv_stream_t *listener, int status)
+{
+    pl_shard_t *s = listener->data;
+    if (status < 0) {
+        pl_warn("accept: %s", uv_strerror(status));
+        return;
+    }
+    pl_conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        pl_error("accept: out of memory");
+        return;
+    }
+    c->shard = s;
+    c->tcp.data = c;
+    int rc = uv_tcp_init(&s->loop, &c->tcp);
+    if (rc != 0) {
+        pl_error("accept: uv_tcp_init: %s", uv_strerror(rc));
+        free(c);
+        return;
+    }
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed);
+    c->created_ms = c->last_rx_ms = c->last_ping_ms = uv_now(&s->loop);
+    if ((rc = uv_accept(listener, (uv_stream_t *)&c->tcp)) != 0) {
+        pl_warn("accept: %s", uv_strerror(rc));
+        close_handle(c);
+        return;
+    }
+    if (!(c->http = pl_http_new())) {
+        close_handle(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if ((rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb)) != 0) {
+        pl_warn("read_start: %s", uv_strerror(rc));
+        close_handle(c);
+    }
+}
+
+void pl_conn_sweep(pl_conn_t *c, uint64_t now)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    if (c->flags & PL_CONN_HANDLE_CLOSED) return;
+    if (c->flags & PL_CONN_CLOSE_QUEUED) {
+        if (now - c->close_ms > CLOSE_GRACE_MS) {
+            drop_queue(c, c->wreq ? c->w_nodes : 0);
+            close_handle(c);
+        }
+        return;
+    }
+    uint64_t auth_ms = (uint64_t)cfg->auth_timeout * 1000;
+    if (c->phase == PL_CONN_HTTP) {
+        if (now - c->last_rx_ms >= auth_ms) pl_conn_close(c, 0, "http idle");
+        return;
+    }
+    if (!(c->flags & PL_CONN_AUTHED)) {
+        if (now - c->created_ms >= auth_ms) pl_conn_close(c, 4001, "authentication timeout");
+        return;
+    }
+    uint64_t idle = now - c->last_rx_ms;
+    if (idle >= (uint64_t)cfg->idle_timeout * 1000) {
+        pl_conn_close(c, 1001, "idle timeout");
+    } else if (idle >= (uint64_t)cfg->ping_interval * 1000 &&
+               now - c->last_ping_ms >= (uint64_t)cfg->ping_interval * 1000) {
+        pl_frame_t *f = pl_frame_ws(PL_WS_PING, NULL, 0);
+        if (f) {
+            pl_conn_send(c, f);
+            pl_frame_unref(f);
+        }
+        c->last_ping_ms = now;
+    }
+}

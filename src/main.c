@@ -1,0 +1,23 @@
+/* parleyd: parse the configuration, then run the server. */
+#include <signal.h>
+#include <stdio.h>
+
+#include "parley/config.h"
+#include "parley/log.h"
+#include "parley/server.h"
+
+int main(int argc, char **argv)
+{
+    pl_config_t cfg;
+    char err[512];
+    int rc = pl_config_load(&cfg, argc, argv, err, sizeof err);
+    if (rc == PL_CONFIG_HELP) return 0;
+    if (rc != 0) {
+        fprintf(stderr, "parleyd: %s\n", err);
+        return 2;
+    }
+    if (cfg.log_debug) pl_log_set_level(PL_LOG_DEBUG);
+    /* Writes to a vanished peer must fail with EPIPE, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    return pl_server_run(&cfg);
+}

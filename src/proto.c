@@ -1,0 +1,187 @@
+/* proto: protocol v1 decoding (cJSON) and encoding (pl_buf, type first). */
+#include "parley/proto.h"
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "parley/room.h"
+
+static const char *const err_names[] = {
+    [PL_ERR_NONE] = "none",
+    [PL_ERR_BAD_JSON] = "bad_json",
+    [PL_ERR_UNKNOWN_TYPE] = "unknown_type",
+    [PL_ERR_BAD_REQUEST] = "bad_request",
+    [PL_ERR_NOT_SUBSCRIBED] = "not_subscribed",
+    [PL_ERR_TOO_LARGE] = "too_large",
+    [PL_ERR_UNAUTHORIZED] = "unauthorized",
+    [PL_ERR_UNAVAILABLE] = "unavailable",
+};
+
+const char *pl_proto_err_name(pl_err_t code)
+{
+    return code <= PL_ERR_UNAVAILABLE ? err_names[code] : "internal";
+}
+
+static int fail(pl_proto_err_t *err, pl_err_t code, const char *message)
+{
+    err->code = code;
+    err->message = message;
+    return -1;
+}
+
+/* A string member, or NULL if absent; *bad set if present but not a string. */
+static const char *str_member(const cJSON *o, const char *key, size_t *len, int *bad)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) return NULL;
+    if (!cJSON_IsString(v)) {
+        *bad = 1;
+        return NULL;
+    }
+    *len = strlen(v->valuestring);
+    return v->valuestring;
+}
+
+static int decode_rooms(const cJSON *root, const pl_proto_limits_t *lim, pl_req_t *req,
+                        pl_proto_err_t *err)
+{
+    const cJSON *rooms = cJSON_GetObjectItemCaseSensitive(root, "rooms");
+    if (!cJSON_IsArray(rooms)) return fail(err, PL_ERR_BAD_REQUEST, "rooms must be an array");
+    size_t n = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rooms)
+    {
+        if (!cJSON_IsString(r) || !pl_room_id_valid(r->valuestring, strlen(r->valuestring)))
+            return fail(err, PL_ERR_BAD_REQUEST,
+                        "room ids are strings of 1-128 bytes of [A-Za-z0-9_.:-]");
+        n++;
+    }
+    if (n == 0) return fail(err, PL_ERR_BAD_REQUEST, "rooms must not be empty");
+    if (n > lim->max_rooms) return fail(err, PL_ERR_TOO_LARGE, "too many rooms");
+    req->rooms = rooms;
+    req->nrooms = n;
+    return 0;
+}
+
+int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_req_t *req,
+                    pl_proto_err_t *err)
+{
+    memset(req, 0, sizeof *req);
+    cJSON *root = cJSON_ParseWithLength(p, len);
+    if (!root) return fail(err, PL_ERR_BAD_JSON, "frame is not valid JSON");
+    req->root = root;
+    if (!cJSON_IsObject(root)) return fail(err, PL_ERR_BAD_JSON, "frame must be a JSON object");
+
+    int bad = 0;
+    size_t cid_len = 0;
+    const char *cid = str_member(root, "cid", &cid_len, &bad);
+    if (bad || (cid && (cid_len == 0 || cid_len > PL_CID_MAX)))
+        return fail(err, PL_ERR_BAD_REQUEST, "cid must be a string of 1-128 bytes");
+    req->cid = cid;
+    req->cid_len = cid_len;
+
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
+    if (!cJSON_IsString(type)) return fail(err, PL_ERR_BAD_JSON, "frame needs a string type");
+    const char *t = type->valuestring;
+
+    if (strcmp(t, "message") == 0) {
+        req->type = PL_REQ_MESSAGE;
+        req->room = str_member(root, "room", &req->room_len, &bad);
+        req->text = str_member(root, "text", &req->text_len, &bad);
+        if (bad || !req->room || !pl_room_id_valid(req->room, req->room_len))
+            return fail(err, PL_ERR_BAD_REQUEST, "message needs a valid room id");
+        if (!req->text || req->text_len == 0)
+            return fail(err, PL_ERR_BAD_REQUEST, "message needs a non-empty string text");
+        if (req->text_len > lim->max_text) return fail(err, PL_ERR_TOO_LARGE, "text too long");
+        return 0;
+    }
+    if (strcmp(t, "subscribe") == 0) {
+        req->type = PL_REQ_SUBSCRIBE;
+        return decode_rooms(root, lim, req, err);
+    }
+    if (strcmp(t, "unsubscribe") == 0) {
+        req->type = PL_REQ_UNSUBSCRIBE;
+        return decode_rooms(root, lim, req, err);
+    }
+    if (strcmp(t, "ping") == 0) {
+        req->type = PL_REQ_PING;
+        return 0;
+    }
+    if (strcmp(t, "authenticate") == 0) {
+        req->type = PL_REQ_AUTHENTICATE;
+        req->token = str_member(root, "token", &req->token_len, &bad);
+        if (bad || !req->token || req->token_len == 0)
+            return fail(err, PL_ERR_BAD_REQUEST, "authenticate needs a string token");
+        return 0;
+    }
+    return fail(err, PL_ERR_UNKNOWN_TYPE, "unknown frame type");
+}
+
+void pl_proto_req_free(pl_req_t *req)
+{
+    cJSON_Delete(req->root);
+    req->root = NULL;
+}
+
+/* Encoders. Keys are literals, so only values go through escaping. */
+
+void pl_proto_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session)
+{
+    pl_buf_adds(b, "{\"type\":\"authenticated\",\"user\":");
+    pl_buf_json_str(b, user, strlen(user));
+    pl_buf_adds(b, ",\"server\":");
+    pl_buf_json_str(b, server, strlen(server));
+    pl_buf_adds(b, ",\"session\":");
+    pl_buf_json_str(b, session, strlen(session));
+    pl_buf_add(b, "}", 1);
+}
+
+void pl_proto_room_reply(pl_buf_t *b, const char *type, const char *room, size_t room_len)
+{
+    pl_buf_adds(b, "{\"type\":\"");
+    pl_buf_adds(b, type);
+    pl_buf_adds(b, "\",\"room\":");
+    pl_buf_json_str(b, room, room_len);
+    pl_buf_add(b, "}", 1);
+}
+
+void pl_proto_error(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
+                    size_t cid_len)
+{
+    pl_buf_adds(b, "{\"type\":\"error\",\"code\":\"");
+    pl_buf_adds(b, pl_proto_err_name(code));
+    pl_buf_adds(b, "\",\"message\":");
+    pl_buf_json_str(b, message, strlen(message));
+    if (cid) {
+        pl_buf_adds(b, ",\"cid\":");
+        pl_buf_json_str(b, cid, cid_len);
+    }
+    pl_buf_add(b, "}", 1);
+}
+
+void pl_proto_message(pl_buf_t *b, const pl_req_t *req, uint64_t id, const char *from,
+                      int64_t ts_ms)
+{
+    pl_buf_adds(b, "{\"type\":\"message\",\"room\":");
+    pl_buf_json_str(b, req->room, req->room_len);
+    pl_buf_printf(b, ",\"id\":\"%llu\",\"from\":", (unsigned long long)id);
+    pl_buf_json_str(b, from, strlen(from));
+    pl_buf_adds(b, ",\"text\":");
+    pl_buf_json_str(b, req->text, req->text_len);
+    pl_buf_adds(b, ",\"ts\":");
+    pl_buf_int(b, ts_ms);
+    if (req->cid) {
+        pl_buf_adds(b, ",\"cid\":");
+        pl_buf_json_str(b, req->cid, req->cid_len);
+    }
+    pl_buf_add(b, "}", 1);
+}
+
+void pl_proto_notice(pl_buf_t *b, const char *code, const char *message)
+{
+    pl_buf_adds(b, "{\"type\":\"server_notice\",\"code\":");
+    pl_buf_json_str(b, code, strlen(code));
+    pl_buf_adds(b, ",\"message\":");
+    pl_buf_json_str(b, message, strlen(message));
+    pl_buf_add(b, "}", 1);
+}

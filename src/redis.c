@@ -1,0 +1,117 @@
+/* redis: hiredis async + libuv adapter, with reconnect; see the header. */
+#include "parley/redis.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "parley/log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+/* hiredis gives no privdata for context callbacks; ac->data carries the pl_redis_t. */
+
+static void connect_now(pl_redis_t *r);
+
+static void retry_cb(uv_timer_t *t)
+{
+    connect_now(t->data);
+}
+
+static void lost(pl_redis_t *r, const char *why)
+{
+    r->ac = NULL;
+    atomic_store(&r->connected, 0);
+    if (r->was_up && !r->stopping)
+        pl_warn("redis %s:%d lost (%s); reconnecting", r->host, r->port, why);
+    r->was_up = 0;
+    if (r->stopping) return;
+    uv_timer_start(&r->retry, retry_cb, (uint64_t)r->backoff_ms, 0);
+    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    pl_redis_t *r = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback. */
+        pl_debug("redis connect to %s:%d failed: %s", r->host, r->port, ac->errstr);
+        lost(r, ac->errstr);
+        return;
+    }
+    atomic_store(&r->connected, 1);
+    r->backoff_ms = BACKOFF_MIN_MS;
+    r->was_up = 1;
+    pl_info("redis %s:%d connected", r->host, r->port);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    pl_redis_t *r = ac->data;
+    lost(r, status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+static void connect_now(pl_redis_t *r)
+{
+    if (r->stopping) return;
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    if (!ac || ac->err) {
+        pl_debug("redis connect to %s:%d: %s", r->host, r->port, ac ? ac->errstr : "out of memory");
+        if (ac) redisAsyncFree(ac);
+        r->was_up = 0;
+        uv_timer_start(&r->retry, retry_cb, (uint64_t)r->backoff_ms, 0);
+        r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+        return;
+    }
+    ac->data = r;
+    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        uv_timer_start(&r->retry, retry_cb, BACKOFF_MAX_MS, 0);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->ac = ac;
+    if (r->db) redisAsyncCommand(ac, NULL, NULL, "SELECT %d", r->db);
+}
+
+int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const char *host, int port, int db)
+{
+    r->loop = loop;
+    r->host = host;
+    r->port = port;
+    r->db = db;
+    r->ac = NULL;
+    atomic_init(&r->connected, 0);
+    r->backoff_ms = BACKOFF_MIN_MS;
+    r->stopping = 0;
+    r->was_up = 1; /* so the first failure is logged */
+    int rc = uv_timer_init(loop, &r->retry);
+    if (rc != 0) return rc;
+    r->retry.data = r;
+    connect_now(r);
+    return 0;
+}
+
+int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, const char **argv,
+                     const size_t *lens)
+{
+    if (!r->ac || !atomic_load_explicit(&r->connected, memory_order_relaxed)) return -1;
+    return redisAsyncCommandArgv(r->ac, cb, privdata, argc, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+void pl_redis_stop(pl_redis_t *r)
+{
+    r->stopping = 1;
+    uv_timer_stop(&r->retry);
+    if (r->ac) {
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        redisAsyncFree(ac); /* pending callbacks get NULL; on_disconnect runs */
+    }
+    atomic_store(&r->connected, 0);
+    if (!uv_is_closing((uv_handle_t *)&r->retry)) uv_close((uv_handle_t *)&r->retry, NULL);
+}

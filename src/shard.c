@@ -1,0 +1,185 @@
+/*
+ * shard: the event loop thread. See the header for the per-iteration
+ * discipline; this file wires the handles and handles inbox events.
+ */
+#include "parley/shard.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "parley/conn.h"
+#include "parley/log.h"
+#include "parley/proto.h"
+#include "parley/server.h"
+#include "parley/session.h"
+
+/* Sweep period: timeouts are coarse (seconds), so one timer per shard suffices. */
+#define SWEEP_MS 1000
+/* Output queue nodes kept for reuse after a burst; the rest go back to the heap. */
+#define NODES_KEEP 65536
+
+pl_outq_node_t *pl_shard_node_get(pl_shard_t *s)
+{
+    pl_outq_node_t *n = s->free_nodes;
+    if (n) {
+        s->free_nodes = n->next;
+        s->nfree_nodes--;
+        return n;
+    }
+    return malloc(sizeof *n);
+}
+
+void pl_shard_node_put(pl_shard_t *s, pl_outq_node_t *n)
+{
+    if (s->nfree_nodes >= NODES_KEEP) {
+        free(n);
+        return;
+    }
+    n->next = s->free_nodes;
+    s->free_nodes = n;
+    s->nfree_nodes++;
+}
+
+static void begin_shutdown(pl_shard_t *s)
+{
+    if (s->stopping) return;
+    s->stopping = 1;
+    if (!uv_is_closing((uv_handle_t *)&s->listener)) uv_close((uv_handle_t *)&s->listener, NULL);
+    pl_buf_reset(&s->scratch);
+    pl_proto_notice(&s->scratch, "shutdown", "server shutting down");
+    pl_frame_t *notice = pl_frame_text(s->scratch.data, s->scratch.len);
+    long n = 0;
+    for (pl_conn_t *c = s->conns; c; c = c->next) {
+        if (c->phase == PL_CONN_WS && notice) pl_conn_send(c, notice);
+        pl_conn_close(c, 1001, "server shutting down");
+        n++;
+    }
+    if (notice) pl_frame_unref(notice);
+    pl_info("shutting down: closing %ld connections", n);
+}
+
+static void wake_cb(uv_async_t *a)
+{
+    pl_shard_t *s = a->data;
+    pl_mpsc_node_t *n = pl_mpsc_take_all(&s->inbox);
+    while (n) {
+        pl_mpsc_node_t *next = n->next;
+        pl_event_t *ev = (pl_event_t *)((char *)n - offsetof(pl_event_t, node));
+        switch (ev->kind) {
+        case PL_EV_BCAST: {
+            pl_bcast_t *b = ev->bcast;
+            if (!s->stopping) pl_session_deliver(s, b);
+            if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) == 1) {
+                pl_frame_unref(b->frame);
+                free(b);
+            }
+            break;
+        }
+        case PL_EV_SHUTDOWN: begin_shutdown(s); break;
+        }
+        n = next;
+    }
+    /* Output is written in the check phase, right after this iteration's I/O. */
+}
+
+static void finish(pl_shard_t *s)
+{
+    pl_redis_stop(&s->redis);
+    uv_close((uv_handle_t *)&s->wake, NULL);
+    uv_close((uv_handle_t *)&s->check, NULL);
+    uv_close((uv_handle_t *)&s->sweep, NULL);
+}
+
+static void check_cb(uv_check_t *h)
+{
+    pl_shard_t *s = h->data;
+    pl_conn_process_pending(s);
+    if (s->stopping && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);
+}
+
+static void sweep_cb(uv_timer_t *t)
+{
+    pl_shard_t *s = t->data;
+    uint64_t now = uv_now(&s->loop);
+    for (pl_conn_t *c = s->conns; c; c = c->next) pl_conn_sweep(c, now);
+}
+
+static void shard_main(void *arg)
+{
+    pl_shard_t *s = arg;
+    char tag[16];
+    snprintf(tag, sizeof tag, "shard-%d", s->index);
+    pl_log_set_thread(tag);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+
+    /* Only here, after the loop, is nothing in flight any more. */
+    int rc = uv_loop_close(&s->loop);
+    if (rc != 0) pl_warn("loop close: %s", uv_strerror(rc));
+    pl_room_table_free(&s->rooms);
+    pl_ws_pool_free(&s->ws);
+    pl_buf_free(&s->scratch);
+    while (s->free_nodes) {
+        pl_outq_node_t *n = s->free_nodes;
+        s->free_nodes = n->next;
+        free(n);
+    }
+    atomic_fetch_sub(&s->srv->shards_running, 1);
+    uv_async_send(&s->srv->shard_done);
+}
+
+int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_fd,
+                   uint32_t id_node)
+{
+    s->srv = srv;
+    s->index = index;
+    s->listen_fd = listen_fd;
+    pl_mpsc_init(&s->inbox);
+    pl_room_table_init(&s->rooms);
+    pl_ws_pool_init(&s->ws);
+    pl_idgen_init(&s->ids, id_node);
+    atomic_init(&s->nconns, 0);
+    atomic_init(&s->nrooms, 0);
+    atomic_init(&s->delivered, 0);
+    s->shutdown_ev.kind = PL_EV_SHUTDOWN;
+
+    int rc;
+    if ((rc = uv_loop_init(&s->loop)) != 0) return rc;
+    /* Everything is set up here, before the thread exists; after that only it touches the loop. */
+    if ((rc = uv_async_init(&s->loop, &s->wake, wake_cb)) != 0 ||
+        (rc = uv_check_init(&s->loop, &s->check)) != 0 ||
+        (rc = uv_check_start(&s->check, check_cb)) != 0 ||
+        (rc = uv_timer_init(&s->loop, &s->sweep)) != 0 ||
+        (rc = uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS)) != 0 ||
+        (rc = uv_tcp_init(&s->loop, &s->listener)) != 0)
+        return rc;
+    s->wake.data = s->check.data = s->sweep.data = s->listener.data = s;
+    if ((rc = uv_tcp_open(&s->listener, listen_fd)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&s->listener, 4096, pl_conn_accept_cb)) != 0)
+        return rc;
+    const pl_config_t *cfg = &srv->cfg;
+    if ((rc = pl_redis_start(&s->redis, &s->loop, cfg->redis_host, cfg->redis_port,
+                             cfg->redis_db)) != 0)
+        return rc;
+    return uv_thread_create(&s->thread, shard_main, s);
+}
+
+int pl_shard_post_nowake(pl_shard_t *s, pl_event_t *ev)
+{
+    return pl_mpsc_push(&s->inbox, &ev->node);
+}
+
+void pl_shard_wake(pl_shard_t *s)
+{
+    uv_async_send(&s->wake);
+}
+
+void pl_shard_post(pl_shard_t *s, pl_event_t *ev)
+{
+    if (pl_mpsc_push(&s->inbox, &ev->node)) uv_async_send(&s->wake);
+}
+
+void pl_shard_join(pl_shard_t *s)
+{
+    uv_thread_join(&s->thread);
+}

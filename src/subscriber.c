@@ -1,0 +1,164 @@
+/*
+ * subscriber: blocking hiredis in a thread of its own. Each pmessage on
+ * `room:<id>` becomes one frame and one pl_bcast_t posted to every shard;
+ * shards are woken once per drained batch.
+ */
+#include "parley/subscriber.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "parley/log.h"
+#include "parley/room.h"
+#include "parley/server.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+/* Guards `fd` against pl_subscriber_stop shutting down a socket being closed or reused. */
+static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void set_fd(pl_subscriber_t *s, int fd)
+{
+    pthread_mutex_lock(&fd_lock);
+    atomic_store(&s->fd, fd);
+    pthread_mutex_unlock(&fd_lock);
+}
+
+/* Sleep in short steps so a stop request is seen promptly. */
+static void backoff_sleep(pl_subscriber_t *s, int ms)
+{
+    for (int slept = 0; slept < ms && !atomic_load(&s->stop); slept += 50) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
+{
+    /* ["pmessage", pattern, channel, payload] */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "pmessage") != 0)
+        return;
+    const redisReply *chan = r->element[2], *payload = r->element[3];
+    if (chan->len <= 5 || memcmp(chan->str, "room:", 5) != 0) return;
+    const char *room = chan->str + 5;
+    size_t room_len = chan->len - 5;
+    if (!pl_room_id_valid(room, room_len)) {
+        pl_warn("ignoring message on invalid channel '%.*s'", (int)(chan->len > 200 ? 200 : chan->len), chan->str);
+        return;
+    }
+    pl_server_t *srv = s->srv;
+    pl_bcast_t *b = malloc(sizeof *b + (size_t)srv->nshards * sizeof(pl_event_t));
+    pl_frame_t *f = b ? pl_frame_text(payload->str, payload->len) : NULL;
+    if (!f) {
+        free(b);
+        pl_error("out of memory: dropped a message for room %s", room);
+        return;
+    }
+    b->frame = f;
+    atomic_init(&b->pending, (unsigned)srv->nshards);
+    b->room_len = (uint32_t)room_len;
+    memcpy(b->room, room, room_len);
+    b->room[room_len] = '\0';
+    for (int i = 0; i < srv->nshards; i++) {
+        b->ev[i].kind = PL_EV_BCAST;
+        b->ev[i].bcast = b;
+        if (pl_shard_post_nowake(srv->shards[i], &b->ev[i])) owe[i] = 1;
+    }
+}
+
+static void wake_owed(pl_subscriber_t *s, unsigned char *owe)
+{
+    for (int i = 0; i < s->srv->nshards; i++)
+        if (owe[i]) {
+            owe[i] = 0;
+            pl_shard_wake(s->srv->shards[i]);
+        }
+}
+
+static void serve(pl_subscriber_t *s, redisContext *c, unsigned char *owe)
+{
+    for (;;) {
+        void *reply = NULL;
+        /* Drain what is already buffered, then wake the shards once and block. */
+        if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return;
+        if (!reply) {
+            wake_owed(s, owe);
+            if (redisGetReply(c, &reply) != REDIS_OK || !reply) return;
+        }
+        dispatch(s, reply, owe);
+        freeReplyObject(reply);
+    }
+}
+
+static void *sub_main(void *arg)
+{
+    pl_subscriber_t *s = arg;
+    pl_log_set_thread("redis-sub");
+    const pl_config_t *cfg = &s->srv->cfg;
+    unsigned char *owe = calloc((size_t)s->srv->nshards, 1);
+    int backoff = BACKOFF_MIN_MS, logged_down = 0;
+    while (owe && !atomic_load(&s->stop)) {
+        struct timeval tv = {2, 0};
+        redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+        if (!c || c->err) {
+            if (!logged_down)
+                pl_warn("subscriber: redis %s:%d unreachable (%s); retrying", cfg->redis_host,
+                        cfg->redis_port, c ? c->errstr : "out of memory");
+            logged_down = 1;
+            if (c) redisFree(c);
+            backoff_sleep(s, backoff);
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        set_fd(s, c->fd);
+        redisEnableKeepAlive(c); /* notice a Redis that vanished without closing */
+        redisReply *r = redisCommand(c, "PSUBSCRIBE room:*");
+        int ok = r && r->type == REDIS_REPLY_ARRAY;
+        if (r) freeReplyObject(r);
+        if (ok) {
+            struct timeval none = {0, 0}; /* block for as long as Redis is quiet */
+            redisSetTimeout(c, none);
+            atomic_store(&s->connected, 1);
+            backoff = BACKOFF_MIN_MS;
+            logged_down = 0;
+            pl_info("subscriber: PSUBSCRIBE room:* on %s:%d", cfg->redis_host, cfg->redis_port);
+            serve(s, c, owe);
+            atomic_store(&s->connected, 0);
+            wake_owed(s, owe);
+            if (!atomic_load(&s->stop))
+                pl_warn("subscriber: redis connection lost (%s); reconnecting",
+                        c->errstr[0] ? c->errstr : "closed");
+        }
+        set_fd(s, -1);
+        redisFree(c);
+        if (!atomic_load(&s->stop)) backoff_sleep(s, backoff);
+    }
+    free(owe);
+    return NULL;
+}
+
+int pl_subscriber_start(pl_subscriber_t *s, struct pl_server *srv)
+{
+    s->srv = srv;
+    atomic_init(&s->connected, 0);
+    atomic_init(&s->stop, 0);
+    atomic_init(&s->fd, -1);
+    int rc = pthread_create(&s->thread, NULL, sub_main, s);
+    return rc ? -rc : 0;
+}
+
+void pl_subscriber_stop(pl_subscriber_t *s)
+{
+    atomic_store(&s->stop, 1);
+    pthread_mutex_lock(&fd_lock);
+    int fd = atomic_load(&s->fd);
+    if (fd >= 0) shutdown(fd, SHUT_RDWR); /* unblocks redisGetReply */
+    pthread_mutex_unlock(&fd_lock);
+    pthread_join(s->thread, NULL);
+}
