@@ -14,6 +14,50 @@
 
 /* hiredis gives no privdata for context callbacks; ac->data carries the pl_redis_t. */
 
+/*
+ * hiredis 0.14's libuv adapter ignores a poll callback with an error status.
+ * libuv reports POLLERR that way (and stops watching), which is exactly what
+ * a refused connect or a reset connection produces, so with the stock
+ * callbacks a reconnect attempt hangs forever. We keep the adapter's attach
+ * and cleanup and replace its event callbacks: on an error status, hiredis is
+ * told the socket is ready for whatever we waited for and finds the error
+ * itself.
+ */
+static void poll_cb(uv_poll_t *h, int status, int events)
+{
+    redisLibuvEvents *p = h->data;
+    if (status < 0) events = p->events;
+    if (p->context && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->context);
+    if (p->context && (events & UV_READABLE)) redisAsyncHandleRead(p->context);
+}
+
+static void poll_update(redisLibuvEvents *p, int add, int del)
+{
+    p->events = (p->events | add) & ~del;
+    if (p->events) uv_poll_start(&p->handle, p->events, poll_cb);
+    else uv_poll_stop(&p->handle);
+}
+
+static void ev_add_read(void *pd)
+{
+    poll_update(pd, UV_READABLE, 0);
+}
+
+static void ev_del_read(void *pd)
+{
+    poll_update(pd, 0, UV_READABLE);
+}
+
+static void ev_add_write(void *pd)
+{
+    poll_update(pd, UV_WRITABLE, 0);
+}
+
+static void ev_del_write(void *pd)
+{
+    poll_update(pd, 0, UV_WRITABLE);
+}
+
 static void connect_now(pl_redis_t *r);
 
 static void retry_cb(uv_timer_t *t)
@@ -72,6 +116,10 @@ static void connect_now(pl_redis_t *r)
         uv_timer_start(&r->retry, retry_cb, BACKOFF_MAX_MS, 0);
         return;
     }
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->ac = ac;
