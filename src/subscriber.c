@@ -104,7 +104,7 @@ static void *sub_main(void *arg)
     unsigned char *owe = calloc((size_t)s->srv->nshards, 1);
     int backoff = BACKOFF_MIN_MS, logged_down = 0;
     while (owe && !atomic_load(&s->stop)) {
-        struct timeval tv = {2, 0};
+        struct timeval tv = {1, 0}; /* short: a shutdown waits for it */
         redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
         if (!c || c->err) {
             if (!logged_down)
