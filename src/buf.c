@@ -92,3 +92,18 @@ void pl_buf_free(pl_buf_t *b)
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+int pl_json_has_nul(const char *p, size_t n)
+{
+    if (memchr(p, '\0', n)) return 1;
+    for (const char *q = p; (q = memchr(q, '\\', (size_t)(p + n - q))) != NULL;) {
+        /* q starts a run of backslashes; an odd run escapes what follows. */
+        const char *r = q;
+        while (r < p + n && *r == '\\') r++;
+        if (((r - q) & 1) && p + n - r >= 5 && r[0] == 'u' && memcmp(r + 1, "0000", 4) == 0)
+            return 1;
+        q = r;
+        if (q >= p + n) break;
+    }
+    return 0;
+}

@@ -47,6 +47,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 static int on_header_field_complete(llhttp_t *p)
 {
     pl_http_t *h = of(p);
+    /* ": " and CRLF count too: many short headers are as large a head as one long one. */
+    if (count_head(h, 4)) return -1;
     h->cur_hdr = -1;
     for (int i = 0; i < PL_H_COUNT; i++)
         if (strcasecmp(h->field.data ? h->field.data : "", kept_names[i]) == 0) {

@@ -4,6 +4,8 @@
  */
 #include "parley/jwt.h"
 
+#include "parley/buf.h"
+
 #include <cjson/cJSON.h>
 #include <mbedtls/base64.h>
 #include <mbedtls/md.h>
@@ -132,6 +134,7 @@ int pl_jwt_verify(const char *secret, size_t secret_len, const char *token, size
     /* Claims. */
     if (b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), json, sizeof json - 1, &jlen) != 0)
         return PL_JWT_EFORMAT;
+    if (pl_json_has_nul((const char *)json, jlen)) return PL_JWT_ESUB; /* cJSON would cut sub short */
     cJSON *claims = cJSON_ParseWithLength((const char *)json, jlen);
     if (!claims || !cJSON_IsObject(claims)) {
         cJSON_Delete(claims);

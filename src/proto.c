@@ -67,6 +67,7 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
                     pl_proto_err_t *err)
 {
     memset(req, 0, sizeof *req);
+    if (pl_json_has_nul(p, len)) return fail(err, PL_ERR_BAD_REQUEST, "strings must not contain NUL (\\u0000)");
     cJSON *root = cJSON_ParseWithLength(p, len);
     if (!root) return fail(err, PL_ERR_BAD_JSON, "frame is not valid JSON");
     req->root = root;

@@ -29,6 +29,12 @@ void pl_buf_adds(pl_buf_t *b, const char *s);
 void pl_buf_printf(pl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /** Append `s` as a JSON string literal, quotes included. Invalid UTF-8 is not checked here. */
 void pl_buf_json_str(pl_buf_t *b, const char *s, size_t n);
+/**
+ * 1 if the JSON text `p[0..n)` has a string escape `\u0000` (or a raw NUL).
+ * cJSON's strings end at the first NUL, so such text would be read cut
+ * short: callers refuse it instead.
+ */
+int pl_json_has_nul(const char *p, size_t n);
 /** Append a signed integer in decimal. */
 void pl_buf_int(pl_buf_t *b, int64_t v);
 /** Empty the buffer, keeping its storage. */

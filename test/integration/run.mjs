@@ -1,0 +1,69 @@
+// Integration test runner: imports every *.test.mjs beside it, runs the tests
+// one after another, each with a time limit, and prints `PASS <name>` or
+// `FAIL <name>: <reason>`. Optional argument / PARLEY_TEST_FILTER: run only
+// tests whose name contains that text.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { registry, current, cleanupCurrent, PARLEYD } from './lib.mjs';
+
+const dir = path.dirname(fileURLToPath(import.meta.url));
+const DEFAULT_TIMEOUT = Number(process.env.PARLEY_TEST_TIMEOUT_MS || 120000);
+const filter = process.argv[2] || process.env.PARLEY_TEST_FILTER || '';
+
+const files = fs.readdirSync(dir).filter((f) => f.endsWith('.test.mjs')).sort();
+for (const f of files) await import(pathToFileURL(path.join(dir, f)).href);
+
+process.on('unhandledRejection', (e) => { console.log(`  (unhandled rejection: ${e && e.stack || e})`); });
+
+if (!fs.existsSync(PARLEYD)) {
+  console.log(`FAIL integration: ${PARLEYD} does not exist (build it with make)`);
+  process.exit(1);
+}
+
+let passed = 0, failed = 0;
+const oneLine = (s) => String(s).replace(/\s*\n\s*/g, ' / ').slice(0, 600);
+
+for (const t of registry) {
+  if (filter && !t.name.includes(filter)) continue;
+  const limit = t.timeout || DEFAULT_TIMEOUT;
+  const t0 = Date.now();
+  let timer, err = null;
+  try {
+    await Promise.race([
+      Promise.resolve().then(() => t.fn()),
+      new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`time limit of ${limit / 1000} s exceeded`)), limit); }),
+    ]);
+  } catch (e) {
+    err = e || new Error('failed');
+  } finally {
+    clearTimeout(timer);
+  }
+  // Clean up every process and client the test started, whatever happened.
+  const procs = [...current.procs];
+  try { await cleanupCurrent(); } catch {}
+  const secs = ((Date.now() - t0) / 1000).toFixed(1);
+  if (!err) {
+    passed++;
+    console.log(`PASS ${t.name} (${secs}s)`);
+  } else {
+    failed++;
+    const msg = err && err.message ? err.message : String(err);
+    const first = msg.split('\n')[0];
+    console.log(`FAIL ${t.name}: ${oneLine(first)} (${secs}s)`);
+    const restLines = msg.split('\n').slice(1).filter(Boolean);
+    if (restLines.length) console.log(restLines.map((l) => '  ' + l).join('\n'));
+    for (const p of procs) {
+      const tail = p.logTail ? p.logTail(40) : '';
+      if (tail && tail.trim()) {
+        console.log(`  --- ${p.name} log (last lines) ---`);
+        console.log(tail.split('\n').map((l) => '  | ' + l).join('\n'));
+      }
+      if (p.exit) console.log(`  --- ${p.name} exit: ${JSON.stringify(p.exit)}`);
+    }
+  }
+  if (current.tmp) { if (!err) fs.rmSync(current.tmp, { recursive: true, force: true }); current.tmp = null; }
+}
+
+console.log(`integration: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
