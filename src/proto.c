@@ -67,7 +67,6 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
                     pl_proto_err_t *err)
 {
     memset(req, 0, sizeof *req);
-    if (pl_json_has_nul(p, len)) return fail(err, PL_ERR_BAD_REQUEST, "strings must not contain NUL (\\u0000)");
     cJSON *root = cJSON_ParseWithLength(p, len);
     if (!root) return fail(err, PL_ERR_BAD_JSON, "frame is not valid JSON");
     req->root = root;
@@ -80,6 +79,9 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
         return fail(err, PL_ERR_BAD_REQUEST, "cid must be a string of 1-128 bytes");
     req->cid = cid;
     req->cid_len = cid_len;
+    /* Checked after the cid is known so the error can echo it. */
+    if (pl_json_has_nul(p, len))
+        return fail(err, PL_ERR_BAD_REQUEST, "strings must not contain NUL (\\u0000)");
 
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
     if (!cJSON_IsString(type)) return fail(err, PL_ERR_BAD_JSON, "frame needs a string type");
