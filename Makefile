@@ -15,7 +15,8 @@ CPPFLAGS += -Iinclude -I$(LLHTTP_INC) -I/usr/include/postgresql -MMD -MP
 LDLIBS  := -luv -lwslay -lhiredis -lpq -lcjson -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 
 LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
-LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/migrations.o
+SQL     := $(sort $(wildcard sql/[0-9]*.sql))
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 LIB     := $(BUILD)/libparley.a
 
@@ -29,6 +30,14 @@ all: $(BUILD)/parleyd
 
 $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# The migrations travel inside the binary (parleyd --migrate).
+$(BUILD)/gen/migrations.c: $(SQL) sql/embed.sh
+	@mkdir -p $(dir $@)
+	sql/embed.sh $(SQL) > $@
+
+$(BUILD)/obj/migrations.o: $(BUILD)/gen/migrations.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 # llhttp is generated C; it is not ours to keep warning-free.

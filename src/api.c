@@ -2,10 +2,13 @@
 #include "parley/api.h"
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "parley/db.h"
 #include "parley/jwt.h"
 #include "parley/log.h"
 #include "parley/server.h"
@@ -160,6 +163,139 @@ static void token(pl_conn_t *c, int keep)
     cJSON_Delete(j);
 }
 
+/* ---- /api/rooms: history and memberships, answered by the database pool ---- */
+
+/* A job's answer is ready: respond and let the connection go on. */
+static void http_job_done(pl_db_job_t *j)
+{
+    pl_conn_t *c = j->ctx;
+    int keep = j->tag != 0;
+    if (pl_conn_open(c)) {
+        if (j->status != PL_DB_OK && j->http_status == 0)
+            pl_api_error(c, 500, "internal", "the database could not answer", keep);
+        else respond(c, j->http_status ? j->http_status : 500, &j->body, keep);
+    }
+    pl_db_job_free(j);
+    pl_conn_http_resume(c, keep);
+}
+
+/* Decode %XX in a path segment into out (size PL_JWT_SUB_MAX + 1). Returns -1 if bad or too long. */
+static int path_segment(const char *p, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == '%') {
+            unsigned v;
+            if (i + 2 >= n) return -1; /* truncated escape */
+            char hex[3] = {p[i + 1], p[i + 2], 0};
+            if (sscanf(hex, "%2x", &v) != 1 || v == 0) return -1;
+            ch = (unsigned char)v;
+            i += 2;
+        }
+        if (o >= PL_JWT_SUB_MAX || ch < 0x20) return -1;
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    return o ? 0 : -1;
+}
+
+/* An integer query parameter in [min, max]; `def` if absent; -1 on a bad value. */
+static long long query_int(const pl_http_t *h, const char *key, long long def, long long min,
+                           long long max)
+{
+    size_t n;
+    const char *v = pl_http_query(h, key, &n);
+    if (!v) return def;
+    char tmp[24];
+    if (n == 0 || n >= sizeof tmp) return -1;
+    memcpy(tmp, v, n);
+    tmp[n] = '\0';
+    char *end;
+    long long x = strtoll(tmp, &end, 10);
+    return *end || x < min || x > max ? -1 : x;
+}
+
+static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int keep)
+{
+    pl_server_t *srv = c->shard->srv;
+    const pl_config_t *cfg = &srv->cfg;
+    const char *p = path + 11, *end = path + len; /* after "/api/rooms/" */
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    if (!slash || !pl_room_id_valid(p, (size_t)(slash - p))) {
+        pl_api_error(c, slash ? 400 : 404, slash ? "bad_request" : "not_found",
+                     slash ? "bad room id" : "no such endpoint", keep);
+        return keep;
+    }
+    char room[PL_ROOM_MAX + 1];
+    memcpy(room, p, (size_t)(slash - p));
+    room[slash - p] = '\0';
+    const char *rest = slash;
+    size_t rest_len = (size_t)(end - rest);
+    pl_db_job_t *j = NULL;
+
+    if (rest_len == 9 && memcmp(rest, "/messages", 9) == 0) {
+        if (method != HTTP_GET) goto not_allowed;
+        /* The user's own token: history is for members. */
+        size_t tlen;
+        const char *tok = bearer(c->http, &tlen);
+        char user[PL_JWT_SUB_MAX + 1];
+        int rc = tok ? pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
+                                     pl_now_ms() / 1000, user)
+                     : PL_JWT_EFORMAT;
+        if (rc != 0) {
+            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <user token> required", keep);
+            return keep;
+        }
+        long long before = query_int(c->http, "before", 0, 1, INT64_MAX);
+        long long limit = query_int(c->http, "limit", 50, 1, 100);
+        if (before < 0 || limit < 0) {
+            pl_api_error(c, 400, "bad_request", "before must be a seq >= 1 and limit 1..100", keep);
+            return keep;
+        }
+        if (!srv->db) goto no_db;
+        j = pl_db_job_new(PL_DB_HISTORY, c->shard, http_job_done, c);
+        if (!j) goto oom;
+        snprintf(j->user, sizeof j->user, "%s", user);
+        j->before = before;
+        j->limit = (int)limit;
+    } else if (rest_len > 9 && memcmp(rest, "/members/", 9) == 0) {
+        if (method != HTTP_PUT && method != HTTP_DELETE) goto not_allowed;
+        size_t klen;
+        const char *key = bearer(c->http, &klen);
+        if (!key || !secret_eq(key, klen, cfg->api_key)) {
+            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required", keep);
+            return keep;
+        }
+        char user[PL_JWT_SUB_MAX + 1];
+        if (path_segment(rest + 9, rest_len - 9, user) != 0) {
+            pl_api_error(c, 400, "bad_request", "bad user id", keep);
+            return keep;
+        }
+        if (!srv->db) goto no_db;
+        j = pl_db_job_new(method == HTTP_PUT ? PL_DB_MEMBER_PUT : PL_DB_MEMBER_DEL, c->shard,
+                          http_job_done, c);
+        if (!j) goto oom;
+        snprintf(j->user, sizeof j->user, "%s", user);
+    } else {
+        pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+        return keep;
+    }
+    snprintf(j->room, sizeof j->room, "%s", room);
+    j->tag = (uint32_t)keep;
+    pl_db_submit(srv->db, j);
+    return PL_API_ASYNC;
+not_allowed:
+    pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+    return keep;
+no_db:
+    pl_api_error(c, 503, "unavailable", "this server runs without a database", keep);
+    return keep;
+oom:
+    pl_api_error(c, 503, "unavailable", "out of memory", 0);
+    return 0;
+}
+
 int pl_api_handle(pl_conn_t *c)
 {
     int keep = pl_http_keep_alive(c->http);
@@ -177,6 +313,8 @@ int pl_api_handle(pl_conn_t *c)
     } else if (path_is(path, len, "/api/websocket/token")) {
         if (method != HTTP_POST) goto not_allowed;
         token(c, keep);
+    } else if (len > 11 && memcmp(path, "/api/rooms/", 11) == 0) {
+        return rooms_api(c, path, len, method, keep);
     } else if (path_is(path, len, "/ws")) {
         pl_api_error(c, 400, "bad_request", "expected a WebSocket upgrade", keep);
     } else {

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef enum { T_STR, T_INT, T_SIZE, T_SPECIAL } kind_t;
+typedef enum { T_STR, T_INT, T_SIZE, T_BOOL, T_SPECIAL } kind_t;
 
 typedef struct {
     const char *flag;
@@ -38,6 +38,13 @@ static const opt_t opts[] = {
     {"ping-interval", "PARLEY_PING_INTERVAL", T_INT, "30", 1, 3600, "seconds of client silence before the server pings"},
     {"idle-timeout", "PARLEY_IDLE_TIMEOUT", T_INT, "75", 2, 86400, "seconds of client silence before the server drops it"},
     {"log-level", "PARLEY_LOG_LEVEL", T_STR, "info", 0, 0, "debug or info"},
+    {"database-url", "PARLEY_DATABASE_URL", T_STR, NULL, 0, 0, "PostgreSQL (libpq string or postgresql:// URL); unset: messages are not stored"},
+    {"db-workers", "PARLEY_DB_WORKERS", T_INT, "2", 1, 64, "database worker threads, one connection each"},
+    {"db-queue", "PARLEY_DB_QUEUE", T_SIZE, "100000", 1, 100000000, "messages waiting to be stored; when full, sends get error unavailable"},
+    {"open-rooms", "PARLEY_OPEN_ROOMS", T_BOOL, "0", 0, 1, "anyone may join any room, becoming a member (dev mode)"},
+    {"stream-len", "PARLEY_STREAM_LEN", T_SIZE, "1000", 10, 10000000, "recent messages per room kept in Redis for recovery"},
+    {"recover-max", "PARLEY_RECOVER_MAX", T_SIZE, "10000", 1, 1000000, "most missed messages replayed per room on resubscribe"},
+    {"migrate", "PARLEY_MIGRATE", T_BOOL, "0", 0, 1, "apply the database schema to PARLEY_DATABASE_URL and exit"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -117,7 +124,12 @@ static int parse_redis(pl_config_t *c, const char *v, char *err, size_t n)
 
 static int apply(pl_config_t *c, const opt_t *o, const char *v, char *err, size_t n)
 {
-    long long num;
+    long long num = 0;
+    if (o->kind == T_BOOL) {
+        if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on")) num = 1;
+        else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off")) num = 0;
+        else return failf(err, n, "%s: expected 1/0, true/false, yes/no or on/off, got '%s'", o->env, v);
+    }
     if (o->kind == T_INT || o->kind == T_SIZE) {
         if (parse_num(v, o->min, o->max, &num) != 0)
             return failf(err, n, "%s: '%s' is not an integer in [%lld, %lld]", o->env, v, o->min,
@@ -138,6 +150,13 @@ static int apply(pl_config_t *c, const opt_t *o, const char *v, char *err, size_
     else if (strcmp(o->flag, "auth-timeout") == 0) c->auth_timeout = (int)num;
     else if (strcmp(o->flag, "ping-interval") == 0) c->ping_interval = (int)num;
     else if (strcmp(o->flag, "idle-timeout") == 0) c->idle_timeout = (int)num;
+    else if (strcmp(o->flag, "database-url") == 0) c->database_url = *v ? strdup(v) : NULL;
+    else if (strcmp(o->flag, "db-workers") == 0) c->db_workers = (int)num;
+    else if (strcmp(o->flag, "db-queue") == 0) c->db_queue = (size_t)num;
+    else if (strcmp(o->flag, "open-rooms") == 0) c->open_rooms = (int)num;
+    else if (strcmp(o->flag, "stream-len") == 0) c->stream_len = (size_t)num;
+    else if (strcmp(o->flag, "recover-max") == 0) c->recover_max = (size_t)num;
+    else if (strcmp(o->flag, "migrate") == 0) c->migrate = (int)num;
     else if (strcmp(o->flag, "log-level") == 0) {
         if (strcmp(v, "debug") != 0 && strcmp(v, "info") != 0)
             return failf(err, n, "%s: expected debug or info, got '%s'", o->env, v);
@@ -168,12 +187,18 @@ int pl_config_load(pl_config_t *c, int argc, char **argv, char *err, size_t n)
             if (strlen(opts[i].flag) == nlen && strncmp(opts[i].flag, name, nlen) == 0) break;
         if (i == NOPTS) return failf(err, n, "unknown flag '%s' (see --help)", arg);
         if (eq) val[i] = eq + 1;
+        else if (opts[i].kind == T_BOOL) val[i] = "1"; /* --open-rooms alone means on */
         else if (a + 1 < argc) val[i] = argv[++a];
         else return failf(err, n, "flag '%s' needs a value", arg);
     }
     for (size_t i = 0; i < NOPTS; i++)
         if (val[i] && apply(c, &opts[i], val[i], err, n) != 0) return -1;
 
+    if (c->migrate) {
+        if (!c->database_url)
+            return failf(err, n, "--migrate needs PARLEY_DATABASE_URL (or --database-url)");
+        return 0;
+    }
     if (!c->jwt_secret || !*c->jwt_secret)
         return failf(err, n, "PARLEY_JWT_SECRET is required (the HS256 secret clients' tokens are signed with)");
     if (!c->api_key || !*c->api_key)
@@ -205,5 +230,6 @@ void pl_config_free(pl_config_t *c)
     free(c->redis_host);
     free(c->jwt_secret);
     free(c->api_key);
+    free(c->database_url);
     memset(c, 0, sizeof *c);
 }

@@ -154,12 +154,8 @@ static void close_handle(pl_conn_t *c)
 /* Check phase: the close requested during this iteration takes effect. */
 static void begin_close(pl_conn_t *c)
 {
-    pl_shard_t *s = c->shard;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->subs) {
-        pl_room_leave_all(&s->rooms, &c->subs);
-        atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
-    }
+    if (c->subs) pl_session_leave_all(c);
     if (c->flags & PL_CONN_ABORT) {
         /* uv_close cancels a write in flight; its callback releases what it covered. */
         drop_queue(c, c->wreq ? c->w_nodes : 0);
@@ -257,13 +253,17 @@ void pl_conn_process_pending(pl_shard_t *s)
             begin_close(c);
         } else if ((c = s->dirty)) {
             s->dirty = c->dirty_next;
-            c->flags &= (uint8_t)~PL_CONN_DIRTY;
+            c->flags &= (uint16_t)~PL_CONN_DIRTY;
             flush(c);
         } else {
             break;
         }
     }
 }
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void feed_http(pl_conn_t *c, const char *p, size_t n);
 
 /* WebSocket messages from the client. */
 static int on_ws_msg(void *ud, unsigned opcode, const uint8_t *p, size_t len)
@@ -328,10 +328,16 @@ static void feed_http(pl_conn_t *c, const char *p, size_t n)
             pl_api_error(c, status, "bad_request", "malformed HTTP request", 0);
             pl_conn_close(c, 0, NULL);
             return;
-        case PL_HTTP_REQUEST:
-            if (pl_api_handle(c)) pl_http_next(c->http);
+        case PL_HTTP_REQUEST: {
+            int r2 = pl_api_handle(c);
+            if (r2 == PL_API_ASYNC) {
+                pl_conn_http_wait(c, p, n);
+                return;
+            }
+            if (r2) pl_http_next(c->http);
             else pl_conn_close(c, 0, NULL);
             break;
+        }
         case PL_HTTP_UPGRADE:
             if (pl_api_upgrade(c) != 0) {
                 pl_conn_close(c, 0, NULL);
@@ -344,6 +350,37 @@ static void feed_http(pl_conn_t *c, const char *p, size_t n)
             return;
         }
     }
+}
+
+void pl_conn_http_wait(pl_conn_t *c, const char *rest, size_t n)
+{
+    c->flags |= PL_CONN_HTTP_WAIT;
+    c->replies_pending++;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (n) pl_buf_add(&c->http->stash, rest, n);
+}
+
+void pl_conn_http_resume(pl_conn_t *c, int keep_alive)
+{
+    c->flags &= (uint16_t)~PL_CONN_HTTP_WAIT;
+    if (pl_conn_open(c)) {
+        if (!keep_alive) {
+            pl_conn_close(c, 0, NULL);
+        } else {
+            pl_http_next(c->http);
+            c->last_rx_ms = uv_now(&c->shard->loop);
+            if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
+                pl_conn_abort(c, "read_start");
+            else if (c->http->stash.len) {
+                /* Pipelined requests read before the answer was ready. */
+                pl_buf_t rest = c->http->stash;
+                memset(&c->http->stash, 0, sizeof rest);
+                feed_http(c, rest.data, rest.len);
+                pl_buf_free(&rest);
+            }
+        }
+    }
+    pl_conn_reply_done(c);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)

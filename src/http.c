@@ -133,6 +133,7 @@ void pl_http_free(pl_http_t *h)
     pl_buf_free(&h->body);
     pl_buf_free(&h->strs);
     pl_buf_free(&h->field);
+    pl_buf_free(&h->stash);
     free(h);
 }
 
@@ -214,6 +215,7 @@ const char *pl_http_reason(int status)
     case 200: return "OK";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";

@@ -4,6 +4,7 @@
 
 #include "parley/config.h"
 #include "parley/log.h"
+#include "parley/migrate.h"
 #include "parley/server.h"
 
 int main(int argc, char **argv)
@@ -17,6 +18,12 @@ int main(int argc, char **argv)
         return 2;
     }
     if (cfg.log_debug) pl_log_set_level(PL_LOG_DEBUG);
+    if (cfg.migrate) {
+        int n = pl_migrate(cfg.database_url);
+        if (n >= 0) printf("parleyd: schema up to date (%d migration(s) applied)\n", n);
+        pl_config_free(&cfg);
+        return n < 0 ? 1 : 0;
+    }
     /* Writes to a vanished peer must fail with EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);
     return pl_server_run(&cfg);

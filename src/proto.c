@@ -15,11 +15,12 @@ static const char *const err_names[] = {
     [PL_ERR_TOO_LARGE] = "too_large",
     [PL_ERR_UNAUTHORIZED] = "unauthorized",
     [PL_ERR_UNAVAILABLE] = "unavailable",
+    [PL_ERR_FORBIDDEN] = "forbidden",
 };
 
 const char *pl_proto_err_name(pl_err_t code)
 {
-    return code <= PL_ERR_UNAVAILABLE ? err_names[code] : "internal";
+    return code <= PL_ERR_FORBIDDEN ? err_names[code] : "internal";
 }
 
 static int fail(pl_proto_err_t *err, pl_err_t code, const char *message)
@@ -100,6 +101,19 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
     }
     if (strcmp(t, "subscribe") == 0) {
         req->type = PL_REQ_SUBSCRIBE;
+        const cJSON *since = cJSON_GetObjectItemCaseSensitive(root, "since");
+        if (since) {
+            const cJSON *v;
+            if (!cJSON_IsObject(since))
+                return fail(err, PL_ERR_BAD_REQUEST, "since must be an object of room -> seq");
+            cJSON_ArrayForEach(v, since)
+            {
+                if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9e15 ||
+                    v->valuedouble != (double)(int64_t)v->valuedouble)
+                    return fail(err, PL_ERR_BAD_REQUEST, "since values must be integers >= 0");
+            }
+            req->since = since;
+        }
         return decode_rooms(root, lim, req, err);
     }
     if (strcmp(t, "unsubscribe") == 0) {
@@ -118,6 +132,13 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
         return 0;
     }
     return fail(err, PL_ERR_UNKNOWN_TYPE, "unknown frame type");
+}
+
+int64_t pl_proto_since(const pl_req_t *req, const char *room)
+{
+    if (!req->since) return -1;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req->since, room);
+    return v ? (int64_t)v->valuedouble : -1;
 }
 
 void pl_proto_req_free(pl_req_t *req)
@@ -162,21 +183,61 @@ void pl_proto_error(pl_buf_t *b, pl_err_t code, const char *message, const char 
     pl_buf_add(b, "}", 1);
 }
 
-void pl_proto_message(pl_buf_t *b, const pl_req_t *req, uint64_t id, const char *from,
-                      int64_t ts_ms)
+#define MESSAGE_HEAD "{\"type\":\"message\",\"seq\":"
+
+void pl_proto_message_head(pl_buf_t *b, int64_t seq)
 {
-    pl_buf_adds(b, "{\"type\":\"message\",\"room\":");
-    pl_buf_json_str(b, req->room, req->room_len);
+    pl_buf_adds(b, MESSAGE_HEAD);
+    pl_buf_int(b, seq);
+    pl_buf_add(b, ",", 1);
+}
+
+void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
+                           const char *from, const char *text, size_t text_len, int64_t ts_ms,
+                           const char *cid, size_t cid_len)
+{
+    pl_buf_adds(b, "\"room\":");
+    pl_buf_json_str(b, room, room_len);
     pl_buf_printf(b, ",\"id\":\"%llu\",\"from\":", (unsigned long long)id);
     pl_buf_json_str(b, from, strlen(from));
     pl_buf_adds(b, ",\"text\":");
-    pl_buf_json_str(b, req->text, req->text_len);
+    pl_buf_json_str(b, text, text_len);
     pl_buf_adds(b, ",\"ts\":");
     pl_buf_int(b, ts_ms);
-    if (req->cid) {
+    if (cid) {
         pl_buf_adds(b, ",\"cid\":");
-        pl_buf_json_str(b, req->cid, req->cid_len);
+        pl_buf_json_str(b, cid, cid_len);
     }
+    pl_buf_add(b, "}", 1);
+}
+
+int64_t pl_proto_payload_seq(const char *p, size_t len)
+{
+    size_t h = sizeof MESSAGE_HEAD - 1;
+    if (len <= h || memcmp(p, MESSAGE_HEAD, h) != 0) return 0;
+    int64_t seq = 0;
+    for (size_t i = h; i < len && p[i] >= '0' && p[i] <= '9'; i++) seq = seq * 10 + (p[i] - '0');
+    return seq;
+}
+
+void pl_proto_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq)
+{
+    pl_buf_adds(b, "{\"type\":\"ack\"");
+    if (cid) {
+        pl_buf_adds(b, ",\"cid\":");
+        pl_buf_json_str(b, cid, cid_len);
+    }
+    pl_buf_printf(b, ",\"id\":\"%llu\",\"seq\":%lld}", (unsigned long long)id, (long long)seq);
+}
+
+void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq,
+                         long recovered, int truncated)
+{
+    pl_buf_adds(b, "{\"type\":\"subscribed\",\"room\":");
+    pl_buf_json_str(b, room, room_len);
+    if (seq >= 0) pl_buf_printf(b, ",\"seq\":%lld", (long long)seq);
+    if (recovered >= 0) pl_buf_printf(b, ",\"recovered\":%ld", recovered);
+    if (truncated) pl_buf_adds(b, ",\"truncated\":true");
     pl_buf_add(b, "}", 1);
 }
 

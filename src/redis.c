@@ -87,6 +87,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     atomic_store(&r->connected, 1);
+    if (r->on_connect) r->on_connect(r);
     r->backoff_ms = BACKOFF_MIN_MS;
     r->was_up = 1;
     pl_info("redis %s:%d connected", r->host, r->port);

@@ -117,7 +117,7 @@ pl_sub_t *pl_room_join(pl_room_table_t *t, const char *name, size_t len, void *o
         room->members = m;
         room->cap = cap;
     }
-    pl_sub_t *s = malloc(sizeof *s);
+    pl_sub_t *s = calloc(1, sizeof *s);
     if (!s) goto fail;
     s->room = room;
     s->owner = owner;

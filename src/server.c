@@ -19,10 +19,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "parley/db.h"
 #include "parley/log.h"
+#include "parley/script.h"
 
 /* The whole shutdown must end within 5 s; shards get this long to drain. */
-#define SHUTDOWN_DEADLINE_MS 4000
+#define SHUTDOWN_DEADLINE_MS 4500
+/* Of which the database pool gets this long to store what is queued. */
+#define DB_DRAIN_MS 2500
 
 int64_t pl_now_ms(void)
 {
@@ -124,10 +128,17 @@ static void on_signal(uv_signal_t *h, int signum)
     if (srv->stopping) return;
     srv->stopping = 1;
     pl_info("%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    /* Stop the subscriber first: after it is joined nothing posts to the shards. */
+    uv_timer_start(&srv->deadline, on_deadline, SHUTDOWN_DEADLINE_MS, 0);
+    /* Stop the subscriber first: after it is joined it posts nothing more. */
     pl_subscriber_stop(&srv->sub);
     for (int i = 0; i < srv->nshards; i++) pl_shard_post(srv->shards[i], &srv->shards[i]->shutdown_ev);
-    uv_timer_start(&srv->deadline, on_deadline, SHUTDOWN_DEADLINE_MS, 0);
+    /* Then let the database pool store what it holds (acks still reach clients being closed,
+     * if they are still there), and only then tell the shards that nothing more will come. */
+    if (srv->db) {
+        pl_db_stop(srv->db, DB_DRAIN_MS);
+        srv->db = NULL;
+    }
+    for (int i = 0; i < srv->nshards; i++) pl_shard_post(srv->shards[i], &srv->shards[i]->finish_ev);
 }
 
 int pl_server_run(pl_config_t *cfg)
@@ -150,6 +161,19 @@ int pl_server_run(pl_config_t *cfg)
         }
     }
     uint32_t node = alloc_id_nodes(cfg);
+    if (pl_script_init() != 0) {
+        pl_error("cannot hash the Redis scripts");
+        return 1;
+    }
+    if (cfg->database_url) {
+        srv->db = pl_db_start(cfg->database_url, cfg->db_workers, cfg->db_queue);
+        if (!srv->db) {
+            pl_error("cannot start the database pool");
+            return 1;
+        }
+    } else {
+        pl_warn("PARLEY_DATABASE_URL is not set: messages are delivered but not stored, and not acked");
+    }
 
     uv_async_init(srv->loop, &srv->shard_done, on_shard_done);
     srv->shard_done.data = srv;

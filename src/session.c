@@ -1,8 +1,6 @@
 /*
- * session: protocol v1 semantics for one connection. Publish first: a
- * message is validated, stamped with an id, and PUBLISHed; every subscriber,
- * the sender included, gets it from the subscriber thread (pl_session_deliver),
- * never from a local shortcut, so no instance can deliver a message twice.
+ * session: protocol v1 semantics for one connection; see the header for the
+ * message and subscription flows.
  */
 #include "parley/session.h"
 
@@ -12,40 +10,59 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parley/db.h"
 #include "parley/jwt.h"
 #include "parley/log.h"
+#include "parley/script.h"
 #include "parley/server.h"
 
-/* A publish in flight: which connection to tell if it fails, and its cid. */
-typedef struct pub_ticket {
-    struct pub_ticket *next_free;
+/* A room whose Redis seq is missing (new room, or Redis lost its data) and is
+ * being seeded from PostgreSQL; messages for it wait here, in order. */
+typedef struct pl_seed {
+    struct pl_seed *next;
+    pl_db_job_t *head, *tail;
+    char room[PL_ROOM_MAX + 1];
+} pl_seed_t;
+
+/* A catch-up in flight: which subscription it is for, and what Redis had. */
+typedef struct {
     pl_conn_t *conn;
-    uint8_t cid_len;
-    char cid[PL_CID_MAX];
-} pub_ticket_t;
+    uint32_t gen;
+    int64_t since; /**< -1: a plain subscribe */
+    int64_t cur;   /**< the room's seq, per Redis */
+    int truncated;
+    pl_frame_t **stream; /**< stream entries after those PostgreSQL is asked for */
+    size_t nstream;
+    char room[PL_ROOM_MAX + 1];
+} sync_ctx_t;
 
-/* Tickets are recycled per thread: shards never share them. */
-static _Thread_local pub_ticket_t *free_tickets;
-
-static pub_ticket_t *ticket_get(void)
+static void sync_ctx_free(sync_ctx_t *ctx)
 {
-    pub_ticket_t *t = free_tickets;
-    if (t) free_tickets = t->next_free;
-    else t = malloc(sizeof *t);
-    return t;
+    for (size_t i = 0; i < ctx->nstream; i++) pl_frame_unref(ctx->stream[i]);
+    free(ctx->stream);
+    free(ctx);
 }
 
-static void ticket_put(pub_ticket_t *t)
+/* The seq in a shared message frame (its header is 2, 4 or 10 bytes). */
+static int64_t frame_seq(const pl_frame_t *f)
 {
-    t->next_free = free_tickets;
-    free_tickets = t;
+    size_t h = (f->data[1] & 0x7f) == 126 ? 4 : (f->data[1] & 0x7f) == 127 ? 10 : 2;
+    return pl_proto_payload_seq((const char *)f->data + h, f->len - h);
 }
+
+/* Key and argument buffers; each shard thread has its own. */
+static _Thread_local pl_buf_t kbuf[3], tail_buf;
 
 static pl_buf_t *scratch(pl_conn_t *c)
 {
     pl_buf_t *b = &c->shard->scratch;
     pl_buf_reset(b);
     return b;
+}
+
+static const pl_config_t *cfg_of(pl_conn_t *c)
+{
+    return &c->shard->srv->cfg;
 }
 
 void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const char *cid,
@@ -55,6 +72,13 @@ void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const ch
     pl_proto_error(b, code, message, cid, cid_len);
     pl_conn_send_json(c, b);
 }
+
+void pl_session_redis_up(pl_redis_t *r)
+{
+    pl_script_load_all(r);
+}
+
+/* ---- authentication ---- */
 
 void pl_session_start(pl_conn_t *c, const char *user)
 {
@@ -76,7 +100,7 @@ void pl_session_start(pl_conn_t *c, const char *user)
 
 static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
 {
-    const pl_config_t *cfg = &c->shard->srv->cfg;
+    const pl_config_t *cfg = cfg_of(c);
     char sub[PL_JWT_SUB_MAX + 1];
     int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), req->token, req->token_len,
                            pl_now_ms() / 1000, sub);
@@ -87,9 +111,262 @@ static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
     pl_session_start(c, sub);
 }
 
+/* ---- held frames (a subscription catching up) ---- */
+
+static void drop_held(pl_shard_t *s, pl_sub_t *sub)
+{
+    while (sub->held) {
+        pl_outq_node_t *n = sub->held;
+        sub->held = n->next;
+        pl_frame_unref(n->frame);
+        pl_shard_node_put(s, n);
+    }
+    sub->held_tail = NULL;
+    sub->held_bytes = 0;
+}
+
+static void hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
+{
+    if (sub->held_bytes + f->len > cfg_of(c)->max_outbuf) {
+        pl_conn_close(c, 4008, "slow consumer");
+        drop_held(c->shard, sub);
+        return;
+    }
+    pl_outq_node_t *n = pl_shard_node_get(c->shard);
+    if (!n) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
+    n->frame = pl_frame_ref(f);
+    n->seq = seq;
+    n->next = NULL;
+    if (sub->held_tail) sub->held_tail->next = n;
+    else sub->held = n;
+    sub->held_tail = n;
+    sub->held_bytes += f->len;
+}
+
+static void leave(pl_conn_t *c, pl_sub_t *sub)
+{
+    drop_held(c->shard, sub);
+    pl_room_leave(&c->shard->rooms, &c->subs, sub);
+}
+
+void pl_session_leave_all(pl_conn_t *c)
+{
+    pl_shard_t *s = c->shard;
+    while (c->subs) leave(c, c->subs);
+    atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
+}
+
+/* The subscription of `c` to `room` if it is still the one catch-up `gen` is for. */
+static pl_sub_t *sub_for(pl_conn_t *c, const char *room, uint32_t gen)
+{
+    if (!pl_conn_open(c)) return NULL;
+    pl_room_t *r = pl_room_find(&c->shard->rooms, room, strlen(room));
+    pl_sub_t *sub = r ? pl_room_sub_of(c->subs, r) : NULL;
+    return sub && sub->sync_gen == gen ? sub : NULL;
+}
+
+/* ---- subscribing: catch-up ---- */
+
+/*
+ * Finish a catch-up: `subscribed`, the missed messages (those recovered from
+ * PostgreSQL, then those from the Redis stream), then live frames held
+ * meanwhile, skipping any seq already sent.
+ */
+static void finish_sync(pl_conn_t *c, pl_sub_t *sub, const sync_ctx_t *ctx, pl_frame_t **pg,
+                        size_t npg, int truncated)
+{
+    pl_frame_t *const *lists[2] = {pg, ctx->stream};
+    size_t counts[2] = {npg, ctx->nstream};
+    pl_buf_t *b = scratch(c);
+    pl_proto_subscribed(b, sub->room->name, sub->room->len, ctx->cur,
+                        ctx->since >= 0 ? (long)(npg + ctx->nstream) : -1, truncated || ctx->truncated);
+    pl_conn_send_json(c, b);
+    /* A client claiming more than the room has (Redis lost its data) is not trusted. */
+    int64_t last = ctx->since > 0 ? (ctx->since < ctx->cur ? ctx->since : ctx->cur) : 0;
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; i < counts[l]; i++) {
+            int64_t seq = frame_seq(lists[l][i]);
+            if (seq <= last) continue;
+            pl_conn_send(c, lists[l][i]);
+            last = seq;
+        }
+    if (ctx->cur > last) last = ctx->cur;
+    sub->last_seq = last;
+    sub->sync_gen = 0;
+    /* Live frames that arrived during the catch-up, in order, without repeats. */
+    while (sub->held) {
+        pl_outq_node_t *n = sub->held;
+        sub->held = n->next;
+        if (n->seq == 0 || n->seq > sub->last_seq) {
+            pl_conn_send(c, n->frame);
+            if (n->seq) sub->last_seq = n->seq;
+        }
+        pl_frame_unref(n->frame);
+        pl_shard_node_put(c->shard, n);
+    }
+    sub->held_tail = NULL;
+    sub->held_bytes = 0;
+}
+
+static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "could not subscribe to %s: %s; retry", sub->room->name, why);
+    leave(c, sub);
+    pl_session_error(c, PL_ERR_UNAVAILABLE, msg, NULL, 0);
+}
+
+/* PostgreSQL answered for what the Redis stream does not have. */
+static void recover_done(pl_db_job_t *j)
+{
+    pl_conn_t *c = j->ctx;
+    sync_ctx_t *ctx = j->extra;
+    pl_sub_t *sub = sub_for(c, ctx->room, ctx->gen);
+    if (sub) {
+        if (j->status != PL_DB_OK) {
+            sync_fail(c, sub, "the database is unreachable");
+        } else {
+            if (ctx->cur < 0) ctx->cur = j->result_seq; /* Redis had no seq: the database's */
+            if (ctx->since >= 0 && j->truncated) ctx->since = j->after;
+            finish_sync(c, sub, ctx, j->frames, j->nframes, j->truncated);
+        }
+    }
+    sync_ctx_free(ctx);
+    pl_db_job_free(j);
+    pl_conn_reply_done(c);
+}
+
+/* Ask PostgreSQL for messages after `after` and before `before` (0: no bound). Takes ctx. */
+static int start_recover(pl_conn_t *c, sync_ctx_t *ctx, int64_t after, int64_t before)
+{
+    pl_db_t *db = c->shard->srv->db;
+    pl_db_job_t *j = db ? pl_db_job_new(PL_DB_RECOVER, c->shard, recover_done, c) : NULL;
+    if (!j) return -1;
+    snprintf(j->room, sizeof j->room, "%s", ctx->room);
+    j->extra = ctx;
+    j->after = after;
+    j->before = before;
+    /* A plain subscribe only needs the room's seq (LIMIT 0 reads no rows). */
+    j->limit = ctx->since < 0 ? 0 : (int)cfg_of(c)->recover_max;
+    c->replies_pending++;
+    pl_db_submit(db, j);
+    return 0;
+}
+
+static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sync_ctx_t *ctx = privdata;
+    pl_conn_t *c = ctx->conn;
+    redisReply *r = reply;
+    pl_sub_t *sub = sub_for(c, ctx->room, ctx->gen);
+    if (!sub) {
+        /* Gone, unsubscribed or resubscribed meanwhile: nothing to do. */
+    } else if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+               r->element[0]->type != REDIS_REPLY_INTEGER) {
+        sync_fail(c, sub, r && r->type == REDIS_REPLY_ERROR ? r->str : "redis unreachable");
+    } else if (r->element[0]->integer < 0) {
+        /* No seq in Redis for this room: PostgreSQL knows (or the room is new). */
+        ctx->cur = -1;
+        if (start_recover(c, ctx, ctx->since, 0) == 0) ctx = NULL;
+        else {
+            ctx->cur = 0;
+            finish_sync(c, sub, ctx, NULL, 0, 0);
+        }
+    } else if (r->elements >= 3) {
+        ctx->cur = r->element[0]->integer;
+        ctx->truncated = (int)r->element[1]->integer;
+        int64_t since = r->element[2]->integer;
+        size_t n = r->elements - 3;
+        ctx->stream = n ? calloc(n, sizeof *ctx->stream) : NULL;
+        for (size_t i = 0; i < n && ctx->stream; i++) {
+            const redisReply *e = r->element[3 + i];
+            if (e->type == REDIS_REPLY_STRING && (ctx->stream[ctx->nstream] = pl_frame_text(e->str, e->len)))
+                ctx->nstream++;
+        }
+        if (ctx->since >= 0) ctx->since = since;
+        int64_t first = ctx->nstream ? frame_seq(ctx->stream[0]) : ctx->cur + 1;
+        if (ctx->since >= 0 && since < ctx->cur && first != since + 1) {
+            /* The stream was trimmed past `since`: older ones come from PostgreSQL. */
+            if (start_recover(c, ctx, since, first) == 0) ctx = NULL;
+            else ctx->truncated = 1; /* no database: what the stream has is all there is */
+        }
+        if (ctx) finish_sync(c, sub, ctx, NULL, 0, 0);
+    }
+    if (ctx) sync_ctx_free(ctx);
+    pl_conn_reply_done(c);
+}
+
+static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
+{
+    pl_shard_t *s = c->shard;
+    if (++s->sync_gen == 0) s->sync_gen = 1;
+    sub->sync_gen = s->sync_gen;
+    drop_held(s, sub);
+    sync_ctx_t *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        sync_fail(c, sub, "out of memory");
+        return;
+    }
+    ctx->conn = c;
+    ctx->gen = sub->sync_gen;
+    ctx->since = since;
+    snprintf(ctx->room, sizeof ctx->room, "%s", sub->room->name);
+
+    char since_s[24], most[24];
+    snprintf(since_s, sizeof since_s, "%lld", (long long)since);
+    snprintf(most, sizeof most, "%zu", cfg_of(c)->recover_max);
+    pl_key_seq(&kbuf[0], sub->room->name, sub->room->len);
+    pl_key_stream(&kbuf[1], sub->room->name, sub->room->len);
+    const char *argv[7] = {"EVALSHA", pl_script_sha(PL_SCRIPT_SYNC), "2", kbuf[0].data, kbuf[1].data,
+                           since_s, most};
+    size_t lens[7] = {7, 40, 1, kbuf[0].len, kbuf[1].len, strlen(since_s), strlen(most)};
+    if (pl_redis_command(&s->redis, sync_reply, ctx, 7, argv, lens) != 0) {
+        sync_ctx_free(ctx);
+        sync_fail(c, sub, "redis unreachable");
+        return;
+    }
+    c->replies_pending++;
+}
+
+/* ---- subscribing: membership ---- */
+
+/* Closed rooms: the membership check came back. */
+static void join_checked(pl_db_job_t *j)
+{
+    pl_conn_t *c = j->ctx;
+    pl_sub_t *sub = sub_for(c, j->room, j->tag);
+    if (sub) {
+        if (j->status == PL_DB_OK) {
+            start_sync(c, sub, j->after);
+        } else {
+            leave(c, sub);
+            atomic_store_explicit(&c->shard->nrooms, (long)c->shard->rooms.count,
+                                  memory_order_relaxed);
+            char msg[200];
+            snprintf(msg, sizeof msg, "%s %s", j->room,
+                     j->status == PL_DB_EFORBIDDEN ? ": not a member of this room"
+                                                   : ": membership could not be checked; retry");
+            pl_session_error(c, j->status == PL_DB_EFORBIDDEN ? PL_ERR_FORBIDDEN : PL_ERR_UNAVAILABLE,
+                             msg, NULL, 0);
+        }
+    }
+    pl_db_job_free(j);
+    pl_conn_reply_done(c);
+}
+
+static void job_free_cb(pl_db_job_t *j)
+{
+    pl_db_job_free(j);
+}
+
 static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
 {
     pl_shard_t *s = c->shard;
+    const pl_config_t *cfg = cfg_of(c);
+    pl_db_t *db = s->srv->db;
     /* All or nothing: count the rooms that would be new before joining any. */
     size_t have = pl_room_count(c->subs), add = 0;
     const cJSON *r;
@@ -98,7 +375,7 @@ static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
         pl_room_t *room = pl_room_find(&s->rooms, r->valuestring, strlen(r->valuestring));
         if (!room || !pl_room_sub_of(c->subs, room)) add++;
     }
-    if (have + add > s->srv->cfg.max_rooms) {
+    if (have + add > cfg->max_rooms) {
         pl_session_error(c, PL_ERR_TOO_LARGE, "too many rooms on this connection", req->cid,
                          req->cid_len);
         return;
@@ -106,13 +383,41 @@ static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
     cJSON_ArrayForEach(r, req->rooms)
     {
         size_t len = strlen(r->valuestring);
-        if (!pl_room_join(&s->rooms, r->valuestring, len, c, &c->subs)) {
+        pl_sub_t *sub = pl_room_join(&s->rooms, r->valuestring, len, c, &c->subs);
+        if (!sub) {
             pl_conn_abort(c, "out of memory");
             return;
         }
-        pl_buf_t *b = scratch(c);
-        pl_proto_room_reply(b, "subscribed", r->valuestring, len);
-        pl_conn_send_json(c, b);
+        int64_t since = pl_proto_since(req, r->valuestring);
+        if (db && !cfg->open_rooms) {
+            /* Hold live frames from now on; the catch-up starts once membership is confirmed. */
+            if (++s->sync_gen == 0) s->sync_gen = 1;
+            sub->sync_gen = s->sync_gen;
+            drop_held(s, sub);
+            pl_db_job_t *j = pl_db_job_new(PL_DB_JOIN, s, join_checked, c);
+            if (!j) {
+                sync_fail(c, sub, "out of memory");
+                continue;
+            }
+            snprintf(j->room, sizeof j->room, "%s", r->valuestring);
+            snprintf(j->user, sizeof j->user, "%s", c->user);
+            j->tag = sub->sync_gen;
+            j->after = since;
+            c->replies_pending++;
+            pl_db_submit(db, j);
+            continue;
+        }
+        if (db) {
+            /* Open rooms: subscribing makes you a member; recorded in the background. */
+            pl_db_job_t *j = pl_db_job_new(PL_DB_JOIN, s, job_free_cb, NULL);
+            if (j) {
+                snprintf(j->room, sizeof j->room, "%s", r->valuestring);
+                snprintf(j->user, sizeof j->user, "%s", c->user);
+                j->open_rooms = 1;
+                pl_db_submit(db, j);
+            }
+        }
+        start_sync(c, sub, since);
     }
     atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
 }
@@ -126,7 +431,7 @@ static void on_unsubscribe(pl_conn_t *c, const pl_req_t *req)
         size_t len = strlen(r->valuestring);
         pl_room_t *room = pl_room_find(&s->rooms, r->valuestring, len);
         pl_sub_t *sub = room ? pl_room_sub_of(c->subs, room) : NULL;
-        if (sub) pl_room_leave(&s->rooms, &c->subs, sub);
+        if (sub) leave(c, sub);
         pl_buf_t *b = scratch(c);
         pl_proto_room_reply(b, "unsubscribed", r->valuestring, len);
         pl_conn_send_json(c, b);
@@ -134,63 +439,238 @@ static void on_unsubscribe(pl_conn_t *c, const pl_req_t *req)
     atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
 }
 
-static void publish_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+/* ---- publishing ---- */
+
+static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script);
+
+/* The end of a message's road: the connection's hold and the job go. */
+static void message_done(pl_db_job_t *j)
 {
-    pub_ticket_t *t = privdata;
-    pl_conn_t *c = t->conn;
-    redisReply *r = reply;
-    if (!r || r->type == REDIS_REPLY_ERROR) {
-        if (pl_conn_open(c))
-            pl_session_error(c, PL_ERR_UNAVAILABLE,
-                             r ? "redis refused the message; retry"
-                               : "redis connection lost; the message may not have been delivered",
-                             t->cid_len ? t->cid : NULL, t->cid_len);
-    }
-    ticket_put(t);
+    pl_conn_t *c = j->ctx;
+    pl_db_job_free(j);
     pl_conn_reply_done(c);
+}
+
+static void message_failed(pl_db_job_t *j, const char *why)
+{
+    pl_conn_t *c = j->ctx;
+    if (pl_conn_open(c))
+        pl_session_error(c, PL_ERR_UNAVAILABLE, why, j->cid[0] ? j->cid : NULL, strlen(j->cid));
+    if (j->shard->srv->db) pl_db_release(j->shard->srv->db);
+    message_done(j);
+}
+
+/* Stored (or not): the sender hears of it. */
+static void store_done(pl_db_job_t *j)
+{
+    pl_conn_t *c = j->ctx;
+    if (pl_conn_open(c)) {
+        pl_buf_t *b = scratch(c);
+        if (j->status == PL_DB_OK) {
+            pl_proto_ack(b, j->cid[0] ? j->cid : NULL, strlen(j->cid), j->id, j->seq);
+            pl_conn_send_json(c, b);
+        } else {
+            pl_session_error(c, PL_ERR_UNAVAILABLE,
+                             j->status == PL_DB_EUNAVAILABLE
+                                 ? "the message was delivered but not stored (server stopping); resend it with the same cid"
+                                 : "the message was delivered but could not be stored",
+                             j->cid[0] ? j->cid : NULL, strlen(j->cid));
+        }
+    }
+    message_done(j);
+}
+
+/* Published (or found to be a duplicate): on to the database, if there is one. */
+static void published(pl_db_job_t *j)
+{
+    pl_db_t *db = j->shard->srv->db;
+    if (!db) {
+        message_done(j); /* no database: no ack (docs/protocol.md) */
+        return;
+    }
+    j->done = store_done;
+    pl_db_submit(db, j);
+}
+
+static pl_seed_t *seed_find(pl_shard_t *s, const char *room)
+{
+    for (pl_seed_t *sd = s->seeds; sd; sd = sd->next)
+        if (strcmp(sd->room, room) == 0) return sd;
+    return NULL;
+}
+
+/* The room's seq is in Redis again: send what waited, in order. */
+static void seed_release(pl_shard_t *s, pl_seed_t *sd, int64_t max, int ok)
+{
+    pl_seed_t **pp = &s->seeds;
+    while (*pp != sd) pp = &(*pp)->next;
+    *pp = sd->next;
+    if (ok) {
+        char v[24];
+        snprintf(v, sizeof v, "%lld", (long long)max);
+        pl_key_seq(&kbuf[0], sd->room, strlen(sd->room));
+        const char *argv[4] = {"SET", kbuf[0].data, v, "NX"};
+        size_t lens[4] = {3, kbuf[0].len, strlen(v), 2};
+        /* NX: another shard or instance may have seeded it first, and maybe used it. */
+        ok = pl_redis_command(&s->redis, NULL, NULL, 4, argv, lens) == 0;
+    }
+    while (sd->head) {
+        pl_db_job_t *j = sd->head;
+        sd->head = j->next;
+        if (!ok || eval_publish(s, j, 0) != 0)
+            message_failed(j, "the room's sequence could not be set up; retry");
+    }
+    free(sd);
+}
+
+static void seed_done(pl_db_job_t *mj)
+{
+    pl_shard_t *s = mj->shard;
+    pl_seed_t *sd = seed_find(s, mj->room);
+    if (sd) seed_release(s, sd, mj->result_seq, mj->status == PL_DB_OK);
+    pl_db_job_free(mj);
+}
+
+static void seed_wait(pl_shard_t *s, pl_db_job_t *j)
+{
+    pl_seed_t *sd = seed_find(s, j->room);
+    j->next = NULL;
+    if (sd) {
+        sd->tail->next = j;
+        sd->tail = j;
+        return;
+    }
+    sd = calloc(1, sizeof *sd);
+    if (!sd) {
+        message_failed(j, "out of memory");
+        return;
+    }
+    snprintf(sd->room, sizeof sd->room, "%s", j->room);
+    sd->head = sd->tail = j;
+    sd->next = s->seeds;
+    s->seeds = sd;
+    pl_db_t *db = s->srv->db;
+    pl_db_job_t *mj = db ? pl_db_job_new(PL_DB_MAX_SEQ, s, seed_done, NULL) : NULL;
+    if (!mj) {
+        seed_release(s, sd, 0, db == NULL); /* no database: a new room starts at 0 */
+        return;
+    }
+    snprintf(mj->room, sizeof mj->room, "%s", j->room);
+    pl_db_submit(db, mj);
+}
+
+static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_db_job_t *j = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        /* Redis lost its script cache (SCRIPT FLUSH): send the source this once. */
+        if (eval_publish(j->shard, j, 1) != 0) message_failed(j, "redis is unreachable; retry later");
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        if (r && r->type == REDIS_REPLY_ERROR) pl_warn("publish to %s: %s", j->room, r->str);
+        message_failed(j, r ? "redis refused the message; retry"
+                            : "redis connection lost; the message may not have been delivered");
+        return;
+    }
+    long long code = r->element[0]->integer;
+    if (code == -1) {
+        seed_wait(j->shard, j);
+    } else if (code == 1 && r->elements == 2) {
+        j->seq = r->element[1]->integer;
+        published(j);
+    } else if (code == 0 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+        /* A resend of a message already accepted: same id, seq and ts; nothing republished. */
+        unsigned long long id;
+        long long seq, ts;
+        if (sscanf(r->element[1]->str, "%llu:%lld:%lld", &id, &seq, &ts) == 3) {
+            j->id = id;
+            j->seq = seq;
+            j->ts_ms = ts;
+            published(j);
+        } else {
+            message_failed(j, "bad deduplication record");
+        }
+    } else {
+        message_failed(j, "unexpected reply from redis");
+    }
+}
+
+static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
+{
+    const pl_config_t *cfg = &s->srv->cfg;
+    size_t room_len = strlen(j->room), cid_len = strlen(j->cid);
+    pl_buf_reset(&tail_buf);
+    pl_proto_message_tail(&tail_buf, j->room, room_len, j->id, j->user, j->text, j->text_len,
+                          j->ts_ms, cid_len ? j->cid : NULL, cid_len);
+    pl_key_seq(&kbuf[0], j->room, room_len);
+    pl_key_stream(&kbuf[1], j->room, room_len);
+    if (cid_len) pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
+    else pl_buf_reset(&kbuf[2]);
+    char chan[5 + PL_ROOM_MAX + 1], id[24], ts[24], maxlen[24], ttl[16];
+    int chan_len = snprintf(chan, sizeof chan, "room:%s", j->room);
+    snprintf(id, sizeof id, "%llu", (unsigned long long)j->id);
+    snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ms);
+    snprintf(maxlen, sizeof maxlen, "%zu", cfg->stream_len);
+    snprintf(ttl, sizeof ttl, "%d", PL_CID_TTL_S);
+    const char *src = full_script ? pl_script_source(PL_SCRIPT_PUBLISH) : pl_script_sha(PL_SCRIPT_PUBLISH);
+    const char *argv[13] = {full_script ? "EVAL" : "EVALSHA", src, "3", kbuf[0].data, kbuf[1].data,
+                            kbuf[2].data ? kbuf[2].data : "", chan, tail_buf.data, id, ts, maxlen, ttl};
+    size_t lens[13] = {full_script ? 4u : 7u, strlen(src), 1, kbuf[0].len, kbuf[1].len, kbuf[2].len,
+                       (size_t)chan_len, tail_buf.len, strlen(id), strlen(ts), strlen(maxlen),
+                       strlen(ttl)};
+    return pl_redis_command(&s->redis, publish_reply, j, 12, argv, lens);
 }
 
 static void on_message(pl_conn_t *c, const pl_req_t *req)
 {
     pl_shard_t *s = c->shard;
+    pl_db_t *db = s->srv->db;
     pl_room_t *room = pl_room_find(&s->rooms, req->room, req->room_len);
     if (!room || !pl_room_sub_of(c->subs, room)) {
         pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room before sending to it",
                          req->cid, req->cid_len);
         return;
     }
-    int64_t now = pl_now_ms();
-    uint64_t id = pl_idgen_next(&s->ids, now);
-    pl_buf_t *b = scratch(c);
-    /* The published payload is the exact frame subscribers get: encoded once, here. */
-    pl_proto_message(b, req, id, c->user, now);
-
-    char chan[5 + PL_ROOM_MAX];
-    memcpy(chan, "room:", 5);
-    memcpy(chan + 5, req->room, req->room_len);
-    const char *argv[3] = {"PUBLISH", chan, b->data};
-    size_t lens[3] = {7, 5 + req->room_len, b->len};
-
-    pub_ticket_t *t = ticket_get();
-    if (!t) {
+    /* Bounded store queue: refuse now rather than accept and lose later. */
+    if (db && pl_db_reserve(db) != 0) {
+        pl_session_error(c, PL_ERR_UNAVAILABLE, "too many messages waiting to be stored; retry later",
+                         req->cid, req->cid_len);
+        return;
+    }
+    pl_db_job_t *j = pl_db_job_new(PL_DB_STORE, s, store_done, c);
+    char *text = j ? malloc(req->text_len + 1) : NULL;
+    if (!text) {
+        pl_db_job_free(j);
+        if (db) pl_db_release(db);
         pl_session_error(c, PL_ERR_UNAVAILABLE, "out of memory", req->cid, req->cid_len);
         return;
     }
-    t->conn = c;
-    t->cid_len = (uint8_t)req->cid_len;
-    if (req->cid) memcpy(t->cid, req->cid, req->cid_len);
-    if (pl_redis_command(&s->redis, publish_cb, t, 3, argv, lens) != 0) {
-        ticket_put(t);
-        pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
-                         req->cid_len);
+    memcpy(text, req->text, req->text_len + 1);
+    j->text = text;
+    j->text_len = req->text_len;
+    j->ts_ms = pl_now_ms();
+    j->id = pl_idgen_next(&s->ids, j->ts_ms);
+    memcpy(j->room, req->room, req->room_len + 1);
+    snprintf(j->user, sizeof j->user, "%s", c->user);
+    if (req->cid) memcpy(j->cid, req->cid, req->cid_len + 1);
+    c->replies_pending++;
+    /* A room being seeded keeps its messages in order behind the seeding. */
+    pl_seed_t *sd = seed_find(s, j->room);
+    if (sd) {
+        seed_wait(s, j);
         return;
     }
-    c->replies_pending++;
+    if (eval_publish(s, j, 0) != 0) message_failed(j, "redis is unreachable; retry later");
 }
+
+/* ---- dispatch ---- */
 
 void pl_session_on_text(pl_conn_t *c, const uint8_t *p, size_t len)
 {
-    const pl_config_t *cfg = &c->shard->srv->cfg;
+    const pl_config_t *cfg = cfg_of(c);
     pl_proto_limits_t lim = {cfg->max_text, cfg->max_rooms};
     pl_req_t req;
     pl_proto_err_t err;
@@ -224,12 +704,25 @@ void pl_session_on_text(pl_conn_t *c, const uint8_t *p, size_t len)
     pl_proto_req_free(&req);
 }
 
+/* ---- delivery (the fan-out hot path) ---- */
+
 void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b)
 {
     pl_room_t *room = pl_room_find(&s->rooms, b->room, b->room_len);
     if (!room) return;
     unsigned long n = 0;
-    for (uint32_t i = 0; i < room->nmembers; i++)
-        if (pl_conn_send(room->members[i]->owner, b->frame) == 0) n++;
+    for (uint32_t i = 0; i < room->nmembers; i++) {
+        pl_sub_t *sub = room->members[i];
+        pl_conn_t *c = sub->owner;
+        if (sub->sync_gen) {
+            hold(c, sub, b->frame, b->seq); /* catching up: after the missed ones */
+            continue;
+        }
+        if (b->seq) {
+            if (b->seq <= sub->last_seq) continue; /* already sent by the catch-up */
+            sub->last_seq = b->seq;
+        }
+        if (pl_conn_send(c, b->frame) == 0) n++;
+    }
     atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
 }

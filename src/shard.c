@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "parley/conn.h"
+#include "parley/db.h"
 #include "parley/log.h"
 #include "parley/proto.h"
 #include "parley/server.h"
@@ -76,7 +77,9 @@ static void wake_cb(uv_async_t *a)
             }
             break;
         }
+        case PL_EV_DB: ev->job->done(ev->job); break;
         case PL_EV_SHUTDOWN: begin_shutdown(s); break;
+        case PL_EV_FINISH: s->finishing = 1; break;
         }
         n = next;
     }
@@ -95,7 +98,8 @@ static void check_cb(uv_check_t *h)
 {
     pl_shard_t *s = h->data;
     pl_conn_process_pending(s);
-    if (s->stopping && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);
+    /* The last to go: clients, then (FINISH) the database pool's answers. */
+    if (s->finishing && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);
 }
 
 static void sweep_cb(uv_timer_t *t)
@@ -142,6 +146,7 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
     atomic_init(&s->nrooms, 0);
     atomic_init(&s->delivered, 0);
     s->shutdown_ev.kind = PL_EV_SHUTDOWN;
+    s->finish_ev.kind = PL_EV_FINISH;
 
     int rc;
     if ((rc = uv_loop_init(&s->loop)) != 0) return rc;
@@ -158,6 +163,7 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
         (rc = uv_listen((uv_stream_t *)&s->listener, 4096, pl_conn_accept_cb)) != 0)
         return rc;
     const pl_config_t *cfg = &srv->cfg;
+    s->redis.on_connect = pl_session_redis_up;
     if ((rc = pl_redis_start(&s->redis, &s->loop, cfg->redis_host, cfg->redis_port,
                              cfg->redis_db)) != 0)
         return rc;

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "parley/log.h"
+#include "parley/proto.h"
 #include "parley/room.h"
 #include "parley/server.h"
 
@@ -61,6 +62,7 @@ static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
         return;
     }
     b->frame = f;
+    b->seq = pl_proto_payload_seq(payload->str, payload->len);
     atomic_init(&b->pending, (unsigned)srv->nshards);
     b->room_len = (uint32_t)room_len;
     memcpy(b->room, room, room_len);

@@ -8,7 +8,14 @@
 
 #include "parley/conn.h"
 
-/** Answer the plain HTTP request parsed in c->http. Returns 1 to keep the connection, 0 to close it. */
+/** pl_api_handle's answer when the response will come later (pl_conn_http_wait was called). */
+#define PL_API_ASYNC 2
+
+/**
+ * Answer the plain HTTP request parsed in c->http. Returns 1 to keep the
+ * connection, 0 to close it, or PL_API_ASYNC when the answer needs the
+ * database: the caller then hands the unread rest to pl_conn_http_wait.
+ */
 int pl_api_handle(pl_conn_t *c);
 
 /**

@@ -27,6 +27,13 @@ typedef struct {
     int ping_interval;  /**< PARLEY_PING_INTERVAL, seconds */
     int idle_timeout;   /**< PARLEY_IDLE_TIMEOUT, seconds */
     int log_debug;      /**< PARLEY_LOG_LEVEL=debug */
+    char *database_url; /**< PARLEY_DATABASE_URL; NULL: no database (ephemeral mode) */
+    int db_workers;     /**< PARLEY_DB_WORKERS */
+    size_t db_queue;    /**< PARLEY_DB_QUEUE: messages waiting to be stored before sends are refused */
+    int open_rooms;     /**< PARLEY_OPEN_ROOMS: anyone may join any room (and becomes a member) */
+    size_t stream_len;  /**< PARLEY_STREAM_LEN: recent messages kept per room in Redis */
+    size_t recover_max; /**< PARLEY_RECOVER_MAX: most messages replayed on one resubscribe */
+    int migrate;        /**< --migrate: apply the schema and exit */
 } pl_config_t;
 
 /** Outcome of pl_config_load besides success. */

@@ -33,6 +33,7 @@ enum {
     PL_CONN_AUTHED = 1 << 4,
     PL_CONN_ABORT = 1 << 5,        /**< drop queued output, close at once */
     PL_CONN_GONE = 1 << 6,         /**< close callback ran; freed once replies_pending is 0 */
+    PL_CONN_HTTP_WAIT = 1 << 7,    /**< an HTTP answer is being prepared elsewhere (database) */
 };
 
 /** A client connection. */
@@ -43,7 +44,7 @@ typedef struct pl_conn {
     struct pl_conn *dirty_next;    /**< shard->dirty */
     struct pl_conn *closing_next;  /**< shard->closing */
     uint8_t phase;
-    uint8_t flags;
+    uint16_t flags;
     uint16_t close_code;       /**< WebSocket close code to send, 0 for none */
     const char *close_reason;  /**< static string */
     uint32_t replies_pending;  /**< Redis replies that will name this connection */
@@ -89,6 +90,14 @@ void pl_conn_process_pending(pl_shard_t *s);
 
 /** Timer sweep: authentication deadline, pings, idle and close timeouts for one connection. */
 void pl_conn_sweep(pl_conn_t *c, uint64_t now);
+
+/**
+ * An HTTP request's answer will come later (a database job): stop reading and
+ * keep the bytes already read after the request for when it does.
+ */
+void pl_conn_http_wait(pl_conn_t *c, const char *rest, size_t n);
+/** The delayed answer has been queued: go on with the connection (or close it). */
+void pl_conn_http_resume(pl_conn_t *c, int keep_alive);
 
 /** A Redis reply naming `c` arrived: drop the hold and free `c` if it is already closed. */
 void pl_conn_reply_done(pl_conn_t *c);

@@ -41,6 +41,7 @@ typedef struct {
     int cur_hdr;         /**< which kept header the value being parsed belongs to, or -1 */
     size_t head_bytes;
     int complete; /**< a whole request has been parsed */
+    pl_buf_t stash; /**< bytes read after a request whose answer is pending */
     int too_large;
 } pl_http_t;
 

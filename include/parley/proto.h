@@ -38,6 +38,7 @@ typedef enum {
     PL_ERR_TOO_LARGE,
     PL_ERR_UNAUTHORIZED,
     PL_ERR_UNAVAILABLE,
+    PL_ERR_FORBIDDEN,
 } pl_err_t;
 
 /** Limits a decoded request is checked against. */
@@ -60,6 +61,7 @@ typedef struct {
     size_t text_len;
     const struct cJSON *rooms; /**< subscribe/unsubscribe: array of valid room id strings */
     size_t nrooms;
+    const struct cJSON *since; /**< subscribe: object of room -> last seq seen, or NULL */
 } pl_req_t;
 
 /** Why a frame was refused: the code and a human message for the error frame. */
@@ -77,6 +79,9 @@ typedef struct {
 int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_req_t *req,
                     pl_proto_err_t *err);
 
+/** The `since` seq a subscribe gave for `room`, or -1 if none. */
+int64_t pl_proto_since(const pl_req_t *req, const char *room);
+
 /** Release what pl_proto_decode allocated. Safe on a zeroed request. */
 void pl_proto_req_free(pl_req_t *req);
 
@@ -92,9 +97,24 @@ void pl_proto_room_reply(pl_buf_t *b, const char *type, const char *room, size_t
 /** {"type":"error","code":..,"message":..[,"cid":..]} (cid omitted when NULL). */
 void pl_proto_error(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
                     size_t cid_len);
-/** {"type":"message","room":..,"id":"<id>","from":..,"text":..,"ts":..[,"cid":..]} */
-void pl_proto_message(pl_buf_t *b, const pl_req_t *req, uint64_t id, const char *from,
-                      int64_t ts_ms);
+/**
+ * A room message is `{"type":"message","seq":<n>,` (the head, which Redis
+ * writes when it assigns the seq) followed by the tail
+ * `"room":..,"id":"<id>","from":..,"text":..,"ts":..[,"cid":..]}`.
+ * Live and recovered copies are built from these two and are byte-identical.
+ */
+void pl_proto_message_head(pl_buf_t *b, int64_t seq);
+/** The tail of a room message (see pl_proto_message_head); cid omitted when NULL. */
+void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
+                           const char *from, const char *text, size_t text_len, int64_t ts_ms,
+                           const char *cid, size_t cid_len);
+/** The seq of a room message frame's JSON (its head), or 0 if it is not one. */
+int64_t pl_proto_payload_seq(const char *p, size_t len);
+/** {"type":"ack"[,"cid":..],"id":"<id>","seq":n} */
+void pl_proto_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq);
+/** {"type":"subscribed","room":..,"seq":n[,"recovered":k][,"truncated":true]} (seq < 0: omitted) */
+void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq,
+                         long recovered, int truncated);
 /** {"type":"server_notice","code":..,"message":..} */
 void pl_proto_notice(pl_buf_t *b, const char *code, const char *message);
 

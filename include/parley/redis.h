@@ -35,9 +35,10 @@ typedef struct pl_redis {
     int backoff_ms;
     int stopping;
     int was_up; /**< for logging transitions once */
+    void (*on_connect)(struct pl_redis *r); /**< per-connection set-up (script loading), or NULL */
 } pl_redis_t;
 
-/** Start connecting on `loop`. Returns 0 or a negative libuv error. */
+/** Start connecting on `loop` (set on_connect first, if wanted). Returns 0 or a negative libuv error. */
 int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const char *host, int port, int db);
 
 /**

@@ -1,7 +1,19 @@
 /*
- * session: protocol v1 on an upgraded connection: authentication, rooms,
- * publishing messages (publish first: a message reaches its room, the sender
- * included, only through Redis and the subscriber thread), errors.
+ * session: protocol v1 on an upgraded connection: authentication, rooms with
+ * catch-up, publishing, acks, errors.
+ *
+ * Publish first: a message is validated, stamped with an id and handed to
+ * Redis, which assigns the room's next seq, keeps it in the room's recent
+ * stream and publishes it, atomically (script.h). Every subscriber, the sender
+ * included, gets it from the subscriber thread (pl_session_deliver), never
+ * from a local shortcut, so no instance can deliver a message twice. Then the
+ * database pool stores it and the sender gets its ack.
+ *
+ * Subscribing catches up: the subscription joins the room at once but holds
+ * live frames back while the room's current seq and anything missed since the
+ * client's `since` are fetched (Redis stream, then PostgreSQL for older ones);
+ * `subscribed`, the missed messages and the held live ones then go out in seq
+ * order, each exactly once.
  */
 #ifndef PARLEY_SESSION_H
 #define PARLEY_SESSION_H
@@ -11,6 +23,8 @@
 
 #include "parley/conn.h"
 #include "parley/proto.h"
+
+struct pl_db_job;
 
 /** Mark `c` authenticated as `user` and send `authenticated`. */
 void pl_session_start(pl_conn_t *c, const char *user);
@@ -24,5 +38,11 @@ void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const ch
 
 /** Deliver a room message from the subscriber to this shard's subscribers of its room. */
 void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b);
+
+/** Leave every room (the connection is closing). */
+void pl_session_leave_all(pl_conn_t *c);
+
+/** The shard's Redis connection came up: load the scripts. */
+void pl_session_redis_up(pl_redis_t *r);
 
 #endif

@@ -34,16 +34,22 @@ struct pl_conn;
 /** Kinds of cross-thread events a shard's inbox carries. */
 typedef enum {
     PL_EV_BCAST,    /**< a room message from the Redis subscriber */
-    PL_EV_SHUTDOWN, /**< close every client with 1001 and stop */
+    PL_EV_DB,       /**< a finished database job */
+    PL_EV_SHUTDOWN, /**< close every client with 1001 */
+    PL_EV_FINISH,   /**< nothing more will be posted: end the loop once the clients are gone */
 } pl_event_kind_t;
 
 struct pl_bcast;
+struct pl_db_job;
 
-/** A node in a shard's inbox. Owned by whatever embeds it (a pl_bcast_t, or the shard). */
+/** A node in a shard's inbox. Owned by whatever embeds it (a pl_bcast_t, a job, or the shard). */
 typedef struct {
     pl_mpsc_node_t node;
     pl_event_kind_t kind;
-    struct pl_bcast *bcast;
+    union {
+        struct pl_bcast *bcast;
+        struct pl_db_job *job;
+    };
 } pl_event_t;
 
 /**
@@ -53,6 +59,7 @@ typedef struct {
  */
 typedef struct pl_bcast {
     pl_frame_t *frame;   /**< the WebSocket frame every recipient gets */
+    int64_t seq;         /**< the room message's seq, 0 for other events */
     atomic_uint pending; /**< shards that have not processed it yet */
     uint32_t room_len;
     char room[PL_ROOM_MAX + 1];
@@ -63,7 +70,10 @@ typedef struct pl_bcast {
 typedef struct pl_outq_node {
     struct pl_outq_node *next;
     pl_frame_t *frame;
+    int64_t seq; /**< for frames held back while a subscription catches up */
 } pl_outq_node_t;
+
+struct pl_seed;
 
 /** One shard. Allocated and freed by the server; everything inside is this shard's. */
 typedef struct pl_shard {
@@ -88,7 +98,10 @@ typedef struct pl_shard {
     pl_outq_node_t *free_nodes; /**< recycled output queue nodes */
     size_t nfree_nodes;
     int stopping;
-    pl_event_t shutdown_ev;
+    int finishing;
+    pl_event_t shutdown_ev, finish_ev;
+    uint32_t sync_gen;     /**< generation counter for subscription catch-ups */
+    struct pl_seed *seeds; /**< rooms whose Redis seq is being seeded, with their waiting messages */
     /* Read by other threads (status endpoint); written only by this shard. */
     atomic_long nconns;
     atomic_long nrooms;

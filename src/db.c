@@ -1,0 +1,534 @@
+/*
+ * db: PostgreSQL worker pool; see the header. Each worker takes either a run
+ * of queued STORE jobs (one INSERT) or one other job, runs it on its own
+ * connection and posts the jobs back to their shards.
+ */
+#include "parley/db.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "parley/log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct pl_db {
+    char *url;
+    int nworkers;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pl_db_job_t *head, *tail; /**< queue, guarded by mu */
+    int stopping;             /**< guarded by mu */
+    int64_t deadline_ms;      /**< guarded by mu: after it, queued jobs fail */
+    atomic_size_t store_reserved;
+    size_t store_limit;
+    atomic_int up;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+pl_db_job_t *pl_db_job_new(pl_db_kind_t kind, pl_shard_t *shard, pl_db_done_cb done, void *ctx)
+{
+    pl_db_job_t *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->kind = kind;
+    j->shard = shard;
+    j->done = done;
+    j->ctx = ctx;
+    j->ev.kind = PL_EV_DB;
+    j->ev.job = j;
+    return j;
+}
+
+void pl_db_job_free(pl_db_job_t *j)
+{
+    if (!j) return;
+    free(j->text);
+    pl_buf_free(&j->body);
+    for (size_t i = 0; i < j->nframes; i++) pl_frame_unref(j->frames[i]);
+    free(j->frames);
+    free(j);
+}
+
+int pl_db_reserve(pl_db_t *db)
+{
+    size_t n = atomic_fetch_add(&db->store_reserved, 1);
+    if (n >= db->store_limit) {
+        atomic_fetch_sub(&db->store_reserved, 1);
+        return -1;
+    }
+    return 0;
+}
+
+void pl_db_release(pl_db_t *db)
+{
+    atomic_fetch_sub(&db->store_reserved, 1);
+}
+
+size_t pl_db_store_pending(pl_db_t *db)
+{
+    return atomic_load(&db->store_reserved);
+}
+
+int pl_db_up(pl_db_t *db)
+{
+    return atomic_load(&db->up) > 0;
+}
+
+void pl_db_submit(pl_db_t *db, pl_db_job_t *j)
+{
+    j->next = NULL;
+    pthread_mutex_lock(&db->mu);
+    if (db->tail) db->tail->next = j;
+    else db->head = j;
+    db->tail = j;
+    pthread_cond_signal(&db->cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* Post finished jobs back to their shards. */
+static void post(pl_db_t *db, pl_db_job_t **jobs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (jobs[i]->kind == PL_DB_STORE) pl_db_release(db);
+        if (pl_shard_post_nowake(jobs[i]->shard, &jobs[i]->ev)) pl_shard_wake(jobs[i]->shard);
+    }
+}
+
+/* Put a batch back at the head of the queue, in order (caller holds nothing). */
+static void requeue(pl_db_t *db, pl_db_job_t **jobs, int n)
+{
+    pthread_mutex_lock(&db->mu);
+    for (int i = n - 1; i >= 0; i--) {
+        jobs[i]->next = db->head;
+        db->head = jobs[i];
+        if (!db->tail) db->tail = jobs[i];
+    }
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* Take a run of STORE jobs or one other job. Caller holds mu and the queue is not empty. */
+static int take(pl_db_t *db, pl_db_job_t **out)
+{
+    int n = 0;
+    do {
+        out[n++] = db->head;
+        db->head = db->head->next;
+    } while (db->head && out[0]->kind == PL_DB_STORE && db->head->kind == PL_DB_STORE &&
+             n < PL_DB_BATCH);
+    if (!db->head) db->tail = NULL;
+    return n;
+}
+
+static PGresult *query(PGconn *pg, const char *sql, int n, const char *const *params)
+{
+    return PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
+}
+
+/* 1 if a failed result means the connection is gone (retry elsewhere), 0 if the statement failed. */
+static int conn_lost(PGconn *pg)
+{
+    return PQstatus(pg) != CONNECTION_OK;
+}
+
+static void json_message(pl_buf_t *b, PGresult *r, int row, const char *room)
+{
+    /* Columns: seq, id, sender, cid, body, ts_ms. Byte-identical to the live frame. */
+    pl_proto_message_head(b, strtoll(PQgetvalue(r, row, 0), NULL, 10));
+    const char *cid = PQgetisnull(r, row, 3) ? NULL : PQgetvalue(r, row, 3);
+    pl_proto_message_tail(b, room, strlen(room), strtoull(PQgetvalue(r, row, 1), NULL, 10),
+                          PQgetvalue(r, row, 2), PQgetvalue(r, row, 4),
+                          (size_t)PQgetlength(r, row, 4), strtoll(PQgetvalue(r, row, 5), NULL, 10),
+                          cid, cid ? strlen(cid) : 0);
+}
+
+/* STORE: one multi-row INSERT; rows that were already there answer for their duplicates. */
+static int run_store(PGconn *pg, pl_db_job_t **jobs, int n)
+{
+    enum { COLS = 7 };
+    static _Thread_local char nums[PL_DB_BATCH][3][24];
+    static _Thread_local const char *params[PL_DB_BATCH * COLS];
+    pl_buf_t sql = {0};
+    pl_buf_adds(&sql, "INSERT INTO messages (id, room_id, seq, sender, cid, body, ts_ms) VALUES ");
+    for (int i = 0; i < n; i++) {
+        pl_db_job_t *j = jobs[i];
+        snprintf(nums[i][0], 24, "%llu", (unsigned long long)j->id);
+        snprintf(nums[i][1], 24, "%lld", (long long)j->seq);
+        snprintf(nums[i][2], 24, "%lld", (long long)j->ts_ms);
+        const char **p = params + i * COLS;
+        p[0] = nums[i][0];
+        p[1] = j->room;
+        p[2] = nums[i][1];
+        p[3] = j->user;
+        p[4] = j->cid[0] ? j->cid : NULL;
+        p[5] = j->text;
+        p[6] = nums[i][2];
+        int k = i * COLS;
+        pl_buf_printf(&sql, "%s($%d::bigint,$%d,$%d::bigint,$%d,$%d,$%d,$%d::bigint)", i ? "," : "",
+                      k + 1, k + 2, k + 3, k + 4, k + 5, k + 6, k + 7);
+    }
+    pl_buf_adds(&sql, " ON CONFLICT DO NOTHING RETURNING id");
+    PGresult *r = query(pg, sql.data, n * COLS, params);
+    pl_buf_free(&sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int lost = conn_lost(pg);
+        pl_error("db: storing %d message(s): %s", n, PQerrorMessage(pg));
+        PQclear(r);
+        if (lost) return -1;
+        for (int i = 0; i < n; i++) jobs[i]->status = PL_DB_EFAILED;
+        return 0;
+    }
+    /* Inserted rows are done (PL_DB_OK); the rest are looked up below. */
+    int inserted = PQntuples(r);
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        for (int row = 0; row < inserted && !found; row++)
+            found = strtoull(PQgetvalue(r, row, 0), NULL, 10) == jobs[i]->id;
+        jobs[i]->status = found ? PL_DB_OK : PL_DB_ECONFLICT;
+    }
+    PQclear(r);
+    for (int i = 0; i < n; i++) {
+        pl_db_job_t *j = jobs[i];
+        if (j->status == PL_DB_OK) continue;
+        /* A duplicate: answer with the row stored for this sender and cid, or this very id. */
+        const char *p[3] = {j->user, j->cid, nums[i][0]};
+        PGresult *d = query(pg,
+                            "SELECT id, seq FROM messages WHERE (sender = $1 AND cid = $2 AND $2 <> '')"
+                            " OR id = $3::bigint LIMIT 1",
+                            3, p);
+        if (PQresultStatus(d) != PGRES_TUPLES_OK) {
+            int lost = conn_lost(pg);
+            PQclear(d);
+            if (lost) return -1;
+            j->status = PL_DB_EFAILED;
+            continue;
+        }
+        if (PQntuples(d) == 1) {
+            j->id = strtoull(PQgetvalue(d, 0, 0), NULL, 10);
+            j->seq = strtoll(PQgetvalue(d, 0, 1), NULL, 10);
+            j->status = PL_DB_OK;
+        } else {
+            pl_error("db: room %s seq %lld is taken by another message; message %llu not stored",
+                     j->room, (long long)j->seq, (unsigned long long)j->id);
+            j->status = PL_DB_ECONFLICT;
+        }
+        PQclear(d);
+    }
+    return 0;
+}
+
+static int run_max_seq(PGconn *pg, pl_db_job_t *j)
+{
+    const char *p[1] = {j->room};
+    PGresult *r = query(pg, "SELECT COALESCE(max(seq), 0) FROM messages WHERE room_id = $1", 1, p);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (ok) j->result_seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    else if (!conn_lost(pg)) pl_error("db: max seq of %s: %s", j->room, PQerrorMessage(pg));
+    PQclear(r);
+    if (!ok) return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
+    return 0;
+}
+
+static int run_recover(PGconn *pg, pl_db_job_t *j)
+{
+    if (run_max_seq(pg, j) != 0 || j->status) return j->status ? 0 : -1;
+    /* Open-ended catch-up: never more than `limit`; the newest ones are the ones to keep. */
+    if (j->before == 0 && j->after >= 0 && j->result_seq - j->after > j->limit) {
+        j->after = j->result_seq - j->limit;
+        j->truncated = 1;
+    }
+    char after[24], before[24], limit[16];
+    snprintf(after, sizeof after, "%lld", (long long)j->after);
+    snprintf(before, sizeof before, "%lld", (long long)j->before);
+    snprintf(limit, sizeof limit, "%d", j->limit);
+    const char *p[4] = {j->room, after, before, limit};
+    PGresult *r = query(pg,
+                        "SELECT seq, id, sender, cid, body, ts_ms FROM messages"
+                        " WHERE room_id = $1 AND seq > $2::bigint AND ($3::bigint = 0 OR seq < $3::bigint)"
+                        " ORDER BY seq LIMIT $4::int",
+                        4, p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int lost = conn_lost(pg);
+        if (!lost) pl_error("db: recovering %s: %s", j->room, PQerrorMessage(pg));
+        PQclear(r);
+        if (lost) return -1;
+        j->status = PL_DB_EFAILED;
+        return 0;
+    }
+    int rows = PQntuples(r);
+    j->frames = rows ? calloc((size_t)rows, sizeof *j->frames) : NULL;
+    pl_buf_t b = {0};
+    for (int i = 0; i < rows && j->frames; i++) {
+        pl_buf_reset(&b);
+        json_message(&b, r, i, j->room);
+        pl_frame_t *f = pl_frame_text(b.data, b.len);
+        if (!f) break;
+        j->frames[j->nframes++] = f;
+    }
+    pl_buf_free(&b);
+    PQclear(r);
+    return 0;
+}
+
+static int is_member(PGconn *pg, pl_db_job_t *j, int *member)
+{
+    const char *p[2] = {j->room, j->user};
+    PGresult *r = query(pg, "SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2", 2, p);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (ok) *member = PQntuples(r) > 0;
+    else if (!conn_lost(pg)) pl_error("db: membership %s/%s: %s", j->room, j->user, PQerrorMessage(pg));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+static void http_json(pl_db_job_t *j, int status, const char *code, const char *msg)
+{
+    j->http_status = status;
+    pl_buf_reset(&j->body);
+    pl_buf_adds(&j->body, "{\"error\":\"");
+    pl_buf_adds(&j->body, code);
+    pl_buf_adds(&j->body, "\",\"message\":");
+    pl_buf_json_str(&j->body, msg, strlen(msg));
+    pl_buf_adds(&j->body, "}");
+}
+
+static int run_history(PGconn *pg, pl_db_job_t *j)
+{
+    int member = 0;
+    if (is_member(pg, j, &member) != 0) return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
+    if (!member) {
+        http_json(j, 403, "forbidden", "not a member of this room");
+        return 0;
+    }
+    char before[24], limit[16];
+    snprintf(before, sizeof before, "%lld", (long long)j->before);
+    snprintf(limit, sizeof limit, "%d", j->limit + 1); /* one more tells whether there is more */
+    const char *p[3] = {j->room, before, limit};
+    PGresult *r = query(pg,
+                        "SELECT seq, id, sender, cid, body, ts_ms FROM messages"
+                        " WHERE room_id = $1 AND ($2::bigint = 0 OR seq < $2::bigint)"
+                        " ORDER BY seq DESC LIMIT $3::int",
+                        3, p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int lost = conn_lost(pg);
+        if (!lost) pl_error("db: history of %s: %s", j->room, PQerrorMessage(pg));
+        PQclear(r);
+        if (lost) return -1;
+        j->status = PL_DB_EFAILED;
+        return 0;
+    }
+    int rows = PQntuples(r), more = rows > j->limit;
+    if (more) rows = j->limit;
+    pl_buf_t *b = &j->body;
+    pl_buf_reset(b);
+    pl_buf_adds(b, "{\"room\":");
+    pl_buf_json_str(b, j->room, strlen(j->room));
+    pl_buf_adds(b, ",\"messages\":[");
+    for (int i = 0; i < rows; i++) {
+        if (i) pl_buf_add(b, ",", 1);
+        json_message(b, r, i, j->room);
+    }
+    pl_buf_printf(b, "],\"has_more\":%s", more ? "true" : "false");
+    if (more) pl_buf_printf(b, ",\"next_before\":%s", PQgetvalue(r, rows - 1, 0));
+    pl_buf_adds(b, "}");
+    j->http_status = 200;
+    PQclear(r);
+    return 0;
+}
+
+static const char upsert_member[] =
+    "WITH u AS (INSERT INTO users (id) VALUES ($2) ON CONFLICT DO NOTHING),"
+    " r AS (INSERT INTO rooms (id) VALUES ($1) ON CONFLICT DO NOTHING)"
+    " INSERT INTO room_members (room_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+static int run_member(PGconn *pg, pl_db_job_t *j)
+{
+    const char *p[2] = {j->room, j->user};
+    int member = 0;
+    if (j->kind == PL_DB_JOIN && !j->open_rooms) {
+        if (is_member(pg, j, &member) != 0) return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
+        j->status = member ? PL_DB_OK : PL_DB_EFORBIDDEN;
+        return 0;
+    }
+    const char *sql = j->kind == PL_DB_MEMBER_DEL
+                          ? "DELETE FROM room_members WHERE room_id = $1 AND user_id = $2"
+                          : upsert_member;
+    PGresult *r = query(pg, sql, 2, p);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        int lost = conn_lost(pg);
+        if (!lost) pl_error("db: membership %s/%s: %s", j->room, j->user, PQerrorMessage(pg));
+        PQclear(r);
+        if (lost) return -1;
+        j->status = PL_DB_EFAILED;
+        return 0;
+    }
+    int changed = atoi(PQcmdTuples(r));
+    PQclear(r);
+    if (j->kind != PL_DB_JOIN) {
+        pl_buf_t *b = &j->body;
+        pl_buf_reset(b);
+        pl_buf_adds(b, "{\"room\":");
+        pl_buf_json_str(b, j->room, strlen(j->room));
+        pl_buf_adds(b, ",\"user\":");
+        pl_buf_json_str(b, j->user, strlen(j->user));
+        pl_buf_printf(b, ",\"member\":%s,\"changed\":%s}",
+                      j->kind == PL_DB_MEMBER_PUT ? "true" : "false", changed ? "true" : "false");
+        j->http_status = 200;
+    }
+    return 0;
+}
+
+/* Run one job or batch. Returns -1 if the connection was lost (nothing is decided), else 0. */
+static int run(PGconn *pg, pl_db_job_t **jobs, int n)
+{
+    switch (jobs[0]->kind) {
+    case PL_DB_STORE: return run_store(pg, jobs, n);
+    case PL_DB_MAX_SEQ: return run_max_seq(pg, jobs[0]);
+    case PL_DB_RECOVER: return run_recover(pg, jobs[0]);
+    case PL_DB_HISTORY: return run_history(pg, jobs[0]);
+    case PL_DB_JOIN:
+    case PL_DB_MEMBER_PUT:
+    case PL_DB_MEMBER_DEL: return run_member(pg, jobs[0]);
+    }
+    return 0;
+}
+
+static void fail(pl_db_job_t **jobs, int n, int status)
+{
+    for (int i = 0; i < n; i++) {
+        jobs[i]->status = status;
+        if (jobs[i]->kind >= PL_DB_HISTORY && !jobs[i]->http_status)
+            http_json(jobs[i], 503, "unavailable", "the database is unreachable; retry later");
+    }
+}
+
+/* Wait up to ms unless the pool is stopping. */
+static void pause_ms(pl_db_t *db, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&db->mu);
+    int stopping = db->stopping;
+    if (!stopping) pthread_cond_timedwait(&db->cv, &db->mu, &ts);
+    pthread_mutex_unlock(&db->mu);
+    if (stopping) { /* draining: keep trying until the deadline, but not in a busy loop */
+        struct timespec short_wait = {0, 50 * 1000000L};
+        nanosleep(&short_wait, NULL);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    pl_db_t *db = arg;
+    pl_log_set_thread("db");
+    PGconn *pg = NULL;
+    int backoff = BACKOFF_MIN_MS, logged_down = 0;
+    pl_db_job_t *jobs[PL_DB_BATCH];
+    for (;;) {
+        pthread_mutex_lock(&db->mu);
+        while (!db->head && !db->stopping) pthread_cond_wait(&db->cv, &db->mu);
+        if (!db->head) {
+            pthread_mutex_unlock(&db->mu);
+            break;
+        }
+        int n = take(db, jobs);
+        int expired = db->stopping && mono_ms() > db->deadline_ms;
+        pthread_mutex_unlock(&db->mu);
+        if (expired) {
+            fail(jobs, n, PL_DB_EUNAVAILABLE);
+            post(db, jobs, n);
+            continue;
+        }
+        if (!pg || PQstatus(pg) != CONNECTION_OK) {
+            if (pg) {
+                PQfinish(pg);
+                atomic_fetch_sub(&db->up, 1);
+            }
+            pg = PQconnectdb(db->url);
+            if (PQstatus(pg) != CONNECTION_OK) {
+                if (!logged_down) pl_warn("db: cannot connect: %s", PQerrorMessage(pg));
+                logged_down = 1;
+                PQfinish(pg);
+                pg = NULL;
+                if (jobs[0]->kind == PL_DB_STORE) {
+                    requeue(db, jobs, n); /* acks wait; the messages are safe in the queue */
+                } else {
+                    fail(jobs, n, PL_DB_EUNAVAILABLE);
+                    post(db, jobs, n);
+                }
+                pause_ms(db, backoff);
+                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            atomic_fetch_add(&db->up, 1);
+            if (logged_down) pl_info("db: connected");
+            logged_down = 0;
+            backoff = BACKOFF_MIN_MS;
+        }
+        if (run(pg, jobs, n) != 0) {
+            pl_warn("db: connection lost: %s", PQerrorMessage(pg));
+            if (jobs[0]->kind == PL_DB_STORE) requeue(db, jobs, n);
+            else {
+                fail(jobs, n, PL_DB_EUNAVAILABLE);
+                post(db, jobs, n);
+            }
+            continue; /* the next round reconnects */
+        }
+        post(db, jobs, n);
+    }
+    if (pg) {
+        PQfinish(pg);
+        atomic_fetch_sub(&db->up, 1);
+    }
+    return NULL;
+}
+
+pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit)
+{
+    pl_db_t *db = calloc(1, sizeof *db);
+    if (!db) return NULL;
+    db->url = strdup(url);
+    db->nworkers = workers;
+    db->store_limit = store_limit;
+    atomic_init(&db->store_reserved, 0);
+    atomic_init(&db->up, 0);
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_cond_init(&db->cv, NULL);
+    db->threads = calloc((size_t)workers, sizeof *db->threads);
+    if (!db->url || !db->threads) return NULL;
+    for (int i = 0; i < workers; i++)
+        if (pthread_create(&db->threads[i], NULL, worker_main, db) != 0) {
+            db->nworkers = i;
+            pl_db_stop(db, 0);
+            return NULL;
+        }
+    return db;
+}
+
+void pl_db_stop(pl_db_t *db, int drain_ms)
+{
+    pthread_mutex_lock(&db->mu);
+    db->stopping = 1;
+    db->deadline_ms = mono_ms() + drain_ms;
+    pthread_cond_broadcast(&db->cv);
+    pthread_mutex_unlock(&db->mu);
+    for (int i = 0; i < db->nworkers; i++) pthread_join(db->threads[i], NULL);
+    pthread_mutex_destroy(&db->mu);
+    pthread_cond_destroy(&db->cv);
+    free(db->threads);
+    free(db->url);
+    free(db);
+}
