@@ -86,6 +86,8 @@ static int parse_listen(pl_config_t *c, const char *v, char *err, size_t n)
     if (!colon || colon == v || parse_num(colon + 1, 1, 65535, &port) != 0)
         return failf(err, n, "PARLEY_LISTEN: expected host:port, got '%s'", v);
     /* [::1]:8080: an IPv6 literal in brackets. */
+    if (v[0] == '[' && colon[-1] == ']' && colon - v == 2)
+        return failf(err, n, "PARLEY_LISTEN: expected host:port, got '%s'", v);
     if (v[0] == '[' && colon[-1] == ']') c->listen_host = strndup(v + 1, (size_t)(colon - v - 2));
     else c->listen_host = strndup(v, (size_t)(colon - v));
     c->listen_port = (int)port;

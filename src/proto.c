@@ -43,6 +43,25 @@ static const char *str_member(const cJSON *o, const char *key, size_t *len, int 
     return v->valuestring;
 }
 
+/* 1 if a string value of a "cid" key in the raw JSON has a NUL escape. */
+static int cid_has_nul(const char *p, size_t len)
+{
+    const char *end = p + len;
+    for (const char *q = p; (q = memmem(q, (size_t)(end - q), "\"cid\"", 5)) != NULL;) {
+        q += 5;
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+        if (q >= end || *q != ':') continue;
+        q++;
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+        if (q >= end || *q != '"') continue;
+        const char *v = ++q;
+        while (q < end && *q != '"') q += *q == '\\' ? 2 : 1;
+        if (q > end) q = end;
+        if (pl_json_has_nul(v, (size_t)(q - v))) return 1;
+    }
+    return 0;
+}
+
 static int decode_rooms(const cJSON *root, const pl_proto_limits_t *lim, pl_req_t *req,
                         pl_proto_err_t *err)
 {
@@ -80,9 +99,11 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
         return fail(err, PL_ERR_BAD_REQUEST, "cid must be a string of 1-128 bytes");
     req->cid = cid;
     req->cid_len = cid_len;
-    /* Checked after the cid is known so the error can echo it. */
-    if (pl_json_has_nul(p, len))
+    /* Checked after the cid is known so the error can echo it, unless the cid is what was cut. */
+    if (pl_json_has_nul(p, len)) {
+        if (cid && cid_has_nul(p, len)) req->cid = NULL, req->cid_len = 0;
         return fail(err, PL_ERR_BAD_REQUEST, "strings must not contain NUL (\\u0000)");
+    }
 
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
     if (!cJSON_IsString(type)) return fail(err, PL_ERR_BAD_JSON, "frame needs a string type");
