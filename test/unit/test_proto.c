@@ -428,6 +428,23 @@ static void enc_error(void)
     pl_buf_free(&b);
 }
 
+/* A whole room message as the live path builds it: Redis's head (seq 7 here) + our tail. */
+static void message(pl_buf_t *b, const pl_req_t *req, uint64_t id, const char *from, int64_t ts)
+{
+    pl_proto_message_head(b, 7);
+    pl_proto_message_tail(b, req->room, req->room_len, id, from, req->text, req->text_len, ts,
+                          req->cid, req->cid_len);
+}
+
+static void message_head_only(pl_buf_t *b)
+{
+    pl_proto_message_head(b, 1234567);
+    CHECK_STR(b->data, "{\"type\":\"message\",\"seq\":1234567,");
+    CHECK_EQ_INT(pl_proto_payload_seq(b->data, b->len), 1234567);
+    CHECK_EQ_INT(pl_proto_payload_seq("{\"type\":\"pong\"}", 15), 0);
+    CHECK_EQ_INT(pl_proto_payload_seq("{\"type\":\"message\",\"seq\":", 24), 0);
+}
+
 static void enc_message(void)
 {
     /* decode a client frame full of characters that need escaping, re-encode it */
@@ -440,7 +457,7 @@ static void enc_message(void)
     CHECK_EQ_INT(pl_proto_decode(in, strlen(in), &big, &req, &err), 0);
     pl_buf_t b = {0};
     const char *from = "b\"o\\b\x01\xc3\xa9";
-    pl_proto_message(&b, &req, 18446744073709551615ull, from, 1700000000123LL);
+    message(&b, &req, 18446744073709551615ull, from, 1700000000123LL);
     cJSON *j = parse_frame(&b, "message");
     if (j) {
         CHECK_STR(jstr(j, "room"), "r1");
@@ -457,7 +474,7 @@ static void enc_message(void)
         const cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "ts");
         CHECK(cJSON_IsNumber(ts) && ts->valuedouble == 1700000000123.0);
         CHECK(strstr(b.data, ",\"ts\":1700000000123") != NULL); /* an integer, not 1.7e12 */
-        CHECK_EQ_INT(jcount(j), 7);
+        CHECK_EQ_INT(jcount(j), 8);
     }
     /* raw control bytes never appear in the output */
     for (size_t i = 0; i < b.len; i++)
@@ -471,20 +488,64 @@ static void enc_message(void)
     in = "{\"type\":\"message\",\"room\":\"lobby\",\"text\":\"hello\"}";
     CHECK_EQ_INT(pl_proto_decode(in, strlen(in), &big, &req, &err), 0);
     pl_buf_reset(&b);
-    pl_proto_message(&b, &req, 42, "alice", 5);
+    message(&b, &req, 42, "alice", 5);
     j = parse_frame(&b, "message");
     if (j) {
         CHECK(cJSON_GetObjectItemCaseSensitive(j, "cid") == NULL);
         CHECK(strstr(b.data, "cid") == NULL);
         CHECK_STR(jstr(j, "id"), "42");
         CHECK_STR(jstr(j, "text"), "hello");
-        CHECK_EQ_INT(jcount(j), 6);
+        CHECK_EQ_INT(jcount(j), 7);
     }
-    CHECK_STR(b.data, "{\"type\":\"message\",\"room\":\"lobby\",\"id\":\"42\",\"from\":\"alice\","
+    CHECK_STR(b.data, "{\"type\":\"message\",\"seq\":7,\"room\":\"lobby\",\"id\":\"42\",\"from\":\"alice\","
                       "\"text\":\"hello\",\"ts\":5}");
     cJSON_Delete(j);
     pl_proto_req_free(&req);
     pl_buf_free(&b);
+}
+
+/* Room messages and their seq, acks, subscribed, since. */
+static void enc_seq_frames(void)
+{
+    pl_buf_t b = {0};
+    message_head_only(&b);
+    pl_buf_reset(&b);
+    pl_proto_ack(&b, "c-1", 3, 99, 12);
+    CHECK_STR(b.data, "{\"type\":\"ack\",\"cid\":\"c-1\",\"id\":\"99\",\"seq\":12}");
+    pl_buf_reset(&b);
+    pl_proto_ack(&b, NULL, 0, 99, 12);
+    CHECK_STR(b.data, "{\"type\":\"ack\",\"id\":\"99\",\"seq\":12}");
+    pl_buf_reset(&b);
+    pl_proto_subscribed(&b, "r1", 2, 41, 4, 1);
+    CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":41,\"recovered\":4,"
+                      "\"truncated\":true}");
+    pl_buf_reset(&b);
+    pl_proto_subscribed(&b, "r1", 2, 0, -1, 0);
+    CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":0}");
+    pl_buf_free(&b);
+}
+
+static void since_decoding(void)
+{
+    pl_proto_limits_t lim = {100, 10};
+    pl_req_t req;
+    pl_proto_err_t err;
+    const char *ok = "{\"type\":\"subscribe\",\"rooms\":[\"a\",\"b\"],\"since\":{\"a\":37}}";
+    CHECK_EQ_INT(pl_proto_decode(ok, strlen(ok), &lim, &req, &err), 0);
+    CHECK_EQ_INT(pl_proto_since(&req, "a"), 37);
+    CHECK_EQ_INT(pl_proto_since(&req, "b"), -1);
+    pl_proto_req_free(&req);
+    const char *bad[] = {
+        "{\"type\":\"subscribe\",\"rooms\":[\"a\"],\"since\":[1]}",
+        "{\"type\":\"subscribe\",\"rooms\":[\"a\"],\"since\":{\"a\":-1}}",
+        "{\"type\":\"subscribe\",\"rooms\":[\"a\"],\"since\":{\"a\":1.5}}",
+        "{\"type\":\"subscribe\",\"rooms\":[\"a\"],\"since\":{\"a\":\"3\"}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_EQ_INT(pl_proto_decode(bad[i], strlen(bad[i]), &lim, &req, &err), -1);
+        CHECK_EQ_INT(err.code, PL_ERR_BAD_REQUEST);
+        pl_proto_req_free(&req);
+    }
 }
 
 static void enc_notice(void)
@@ -530,6 +591,8 @@ int main(void)
     RUN(enc_room_reply);
     RUN(enc_error);
     RUN(enc_message);
+    RUN(enc_seq_frames);
+    RUN(since_decoding);
     RUN(enc_notice);
     RUN(enc_appends);
     UNIT_EXIT();
