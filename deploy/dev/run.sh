@@ -14,6 +14,9 @@ export PARLEY_LISTEN="${PARLEY_LISTEN:-0.0.0.0:8080}"
 export PARLEY_JWT_SECRET="${PARLEY_JWT_SECRET:-dev-secret-change-me}"
 export PARLEY_API_KEY="${PARLEY_API_KEY:-dev-api-key}"
 export PARLEY_REDIS_URL PARLEY_DATABASE_URL
+# Dev mode: anyone may join any room (and becomes a member by doing so).
+export PARLEY_OPEN_ROOMS="${PARLEY_OPEN_ROOMS:-1}"
+build/parleyd --migrate
 
 port="${PARLEY_LISTEN##*:}"
 cat <<MSG
@@ -24,7 +27,7 @@ Health:      http://127.0.0.1:$port/health
 JWT secret:  $PARLEY_JWT_SECRET
 API key:     $PARLEY_API_KEY
 Redis:       $PARLEY_REDIS_URL
-PostgreSQL:  $PARLEY_DATABASE_URL
+PostgreSQL:  $PARLEY_DATABASE_URL (schema applied; open rooms on)
 
 Mint a token for user "alice":
   curl -s -X POST http://127.0.0.1:$port/api/websocket/token \\
