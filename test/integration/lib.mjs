@@ -470,3 +470,314 @@ export async function until(fn, ms, what, every = 100) {
 // ---------------------------------------------------------------- tests
 export const registry = [];
 export function test(name, fn, { timeout } = {}) { registry.push({ name, fn, timeout }); }
+
+// ---------------------------------------------------------------- postgres
+// A private PostgreSQL 15 cluster per test: initdb into a fresh directory
+// under /tmp (as root, owned by and run as the `postgres` user: PostgreSQL
+// refuses to run as root, and the test's own tmpDir() is root-only), a free
+// loopback port, its socket directory inside the cluster's directory, fast
+// and unsafe settings (fsync off: the crash tests kill parleyd, not
+// PostgreSQL), database `parley` owned by superuser role `parley` (trust
+// auth), then `parleyd --migrate`. The server's log goes to a file in the
+// test's tmpDir() (opened here and inherited), so the runner can print it on
+// failure after the cluster's directory is gone.
+export const PGBIN = process.env.PGBIN || '/usr/lib/postgresql/15/bin';
+const IS_ROOT = typeof process.getuid === 'function' && process.getuid() === 0;
+let pgIds = null;
+function postgresIds() {
+  if (!pgIds) {
+    const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
+    if (!line) throw new Error('running as root but there is no `postgres` user to run PostgreSQL as');
+    const f = line.split(':');
+    pgIds = { uid: Number(f[2]), gid: Number(f[3]) };
+  }
+  return pgIds;
+}
+
+// Run a command to completion (as the postgres user when root and asPg).
+// Resolves { code, signal, stdout, stderr }; rejects only on spawn failure or time-out.
+export function runCmd(cmd, args, { env, asPg = false, timeout = 30000, input } = {}) {
+  return new Promise((resolve, reject) => {
+    let file = cmd, argv = args;
+    if (asPg && IS_ROOT) { file = 'runuser'; argv = ['-u', 'postgres', '--', cmd, ...args]; }
+    const child = spawn(file, argv, { env: env || process.env, cwd: '/', stdio: ['pipe', 'pipe', 'pipe'] });
+    const out = [], err = [];
+    child.stdout.on('data', (d) => out.push(d));
+    child.stderr.on('data', (d) => err.push(d));
+    const t = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${cmd} ${args.join(' ')}: timed out after ${timeout} ms`)); }, timeout);
+    child.on('error', (e) => { clearTimeout(t); reject(e); });
+    child.on('close', (code, signal) => {
+      clearTimeout(t);
+      resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+    });
+    if (input !== undefined) child.stdin.end(input); else child.stdin.end();
+  });
+}
+
+export class Postgres {
+  constructor() { this.port = 0; this.dir = null; this.child = null; this.exit = null; }
+  get name() { return `postgres:${this.port}`; }
+  get url() { return `postgresql://parley@127.0.0.1:${this.port}/parley`; }
+  get dataDir() { return path.join(this.dir, 'data'); }
+  get sockDir() { return path.join(this.dir, 'run'); }
+  get running() { return !!this.child && this.child.exitCode === null && this.child.signalCode === null; }
+  logTail(n = 40) { return readTail(this.logFile, n); }
+
+  async init() {
+    if (!fs.existsSync(path.join(PGBIN, 'initdb'))) throw new Error(`PostgreSQL 15 not found in ${PGBIN}`);
+    this.dir = fs.mkdtempSync('/tmp/parley-pg-');
+    this.logFile = path.join(tmpDir(), `postgres-${path.basename(this.dir)}.log`);
+    fs.mkdirSync(this.sockDir);
+    if (IS_ROOT) {
+      const { uid, gid } = postgresIds();
+      fs.chownSync(this.dir, uid, gid); fs.chownSync(this.sockDir, uid, gid);
+    }
+    fs.chmodSync(this.dir, 0o700);
+    const r = await runCmd(path.join(PGBIN, 'initdb'),
+      ['-D', this.dataDir, '-U', 'parley', '-A', 'trust', '-E', 'UTF8', '--no-locale', '-N'], { asPg: true });
+    if (r.code !== 0) throw new Error(`initdb failed (${r.code}): ${r.stderr || r.stdout}`);
+    this.port = await freePort();
+  }
+
+  // Start the postmaster on this.port (the same port and data directory on a restart).
+  async start() {
+    if (this.running) return this;
+    fs.rmSync(path.join(this.dataDir, 'postmaster.pid'), { force: true });
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const log = fs.openSync(this.logFile, 'a');
+      const opts = { cwd: '/', stdio: ['ignore', log, log], env: { PATH: process.env.PATH, LANG: 'C.UTF-8', HOME: '/tmp' } };
+      if (IS_ROOT) Object.assign(opts, postgresIds()); // setuid/setgid (supplementary groups dropped) in the child
+      this.child = spawn(path.join(PGBIN, 'postgres'), ['-D', this.dataDir, '-p', String(this.port),
+        '-h', '127.0.0.1', '-k', this.sockDir, '-c', 'fsync=off', '-c', 'synchronous_commit=off',
+        '-c', 'full_page_writes=off', '-c', 'max_connections=50', '-c', 'shared_buffers=32MB',
+        '-c', 'log_min_messages=warning'], opts);
+      fs.closeSync(log);
+      this.child.on('error', () => {});
+      this.exit = null;
+      const deadline = Date.now() + 15000;
+      while (Date.now() < deadline && this.running) {
+        const r = await runCmd(path.join(PGBIN, 'pg_isready'), ['-h', '127.0.0.1', '-p', String(this.port), '-U', 'parley', '-d', 'postgres', '-t', '1'], { timeout: 5000 }).catch(() => null);
+        if (r && r.code === 0) return this;
+        await sleep(100);
+      }
+      const inUse = /could not bind|already in use/i.test(this.logTail(20));
+      await this.kill();
+      if (!inUse || this.started) break; // a restart must keep its port
+      this.port = await freePort();
+    }
+    throw new Error(`postgres did not start on port ${this.port}; log:\n${this.logTail(20)}`);
+  }
+
+  // Fast shutdown (SIGINT: roll back open transactions, disconnect clients).
+  async stop() {
+    const c = this.child;
+    if (!c) return null;
+    if (this.running) {
+      c.kill('SIGINT');
+      if (!(await waitExit(c, 15000))) { c.kill('SIGKILL'); await waitExit(c, 5000); }
+    }
+    this.exit = { code: c.exitCode, signal: c.signalCode };
+    await this.reapChildren();
+    return this.exit;
+  }
+
+  // SIGKILL the postmaster and its backends.
+  async kill() {
+    const c = this.child;
+    if (!c) return;
+    const pid = c.pid;
+    if (this.running) { c.kill('SIGKILL'); await waitExit(c, 5000); }
+    this.exit = { code: c.exitCode, signal: c.signalCode };
+    await this.reapChildren(pid);
+  }
+
+  // Backends left behind by a killed postmaster hold its shared memory: end them.
+  async reapChildren(pid = this.child && this.child.pid) {
+    if (!pid) return;
+    for (let i = 0; i < 50; i++) {
+      const kids = [];
+      for (const d of fs.readdirSync('/proc')) {
+        if (!/^\d+$/.test(d)) continue;
+        try {
+          const st = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+          const ppid = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
+          if (ppid === pid) kids.push(Number(d));
+        } catch {}
+      }
+      if (!kids.length) return;
+      for (const k of kids) { try { process.kill(k, 'SIGKILL'); } catch {} }
+      await sleep(50);
+    }
+  }
+
+  async destroy() {
+    await this.kill();
+    if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  // psql -Atc: resolves stdout lines (fields split on '|'); throws on error.
+  async query(sql, db = 'parley') {
+    const r = await runCmd('psql', ['-h', '127.0.0.1', '-p', String(this.port), '-U', 'parley', '-d', db,
+      '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql], { env: { PATH: process.env.PATH, LANG: 'C.UTF-8' }, timeout: 30000 });
+    if (r.code !== 0) throw new Error(`psql ${JSON.stringify(sql)}: exit ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout.split('\n').filter((l) => l !== '').map((l) => l.split('|'));
+  }
+  async scalar(sql) { const rows = await this.query(sql); return rows.length ? rows[0][0] : null; }
+}
+
+// Run `parleyd --migrate` against url. Resolves { code, stdout, stderr }.
+export function migrate(url, env = {}) {
+  return runCmd(path.resolve(PARLEYD), ['--migrate'], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME || '/tmp', LANG: 'C.UTF-8',
+      PARLEY_DATABASE_URL: url, PARLEY_JWT_SECRET: SECRET, PARLEY_API_KEY: API_KEY, ...env },
+    timeout: 30000,
+  });
+}
+
+// startPostgres({ migrate: true }) -> Postgres with { url, stop(), start(), kill(), query(), scalar() }.
+// Registered with the running test: killed and its directory removed at clean-up.
+export async function startPostgres({ migrate: doMigrate = true } = {}) {
+  const pg = new Postgres();
+  current.procs.push({ name: 'postgres', stop: () => pg.destroy(), logTail: (n) => pg.logTail(n), get exit() { return pg.exit; } });
+  await pg.init();
+  await pg.start();
+  pg.started = true;
+  const r = await runCmd(path.join(PGBIN, 'createdb'), ['-h', '127.0.0.1', '-p', String(pg.port), '-U', 'parley', 'parley'],
+    { env: { PATH: process.env.PATH, LANG: 'C.UTF-8' } });
+  if (r.code !== 0) throw new Error(`createdb failed: ${r.stderr}`);
+  if (doMigrate) {
+    const m = await migrate(pg.url);
+    if (m.code !== 0) throw new Error(`parleyd --migrate exited ${m.code}: ${m.stderr}${m.stdout}`);
+  }
+  return pg;
+}
+
+// redis-cli against a test Redis: resolves trimmed stdout.
+export async function redisCli(redis, ...args) {
+  const r = await runCmd('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), ...args.map(String)], { timeout: 10000 });
+  if (r.code !== 0) throw new Error(`redis-cli ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+// ---------------------------------------------------------------- durable messages
+// Environment for a parleyd that stores messages in `pg`.
+export const dbEnv = (pg, extra = {}) => ({ PARLEY_DATABASE_URL: pg.url, ...extra });
+
+// Record every message, ack, and error-with-cid a client gets (they are
+// consumed; other frames stay queued for next()). Each record has `at` (ms)
+// and `n` (its place in this client's arrival order, over all frames).
+//   t.msgs: message frames in arrival order; t.rooms: room -> [message]
+//   t.acks: cid -> [ack, ...]; t.errors: [error with a cid]
+//   t.mine: cid -> [message frames from this client's own user with that cid]
+//   t.problems: protocol violations seen (non-JSON, a message without seq, ...)
+//   t.onEvent(kind, json): optional hook, called after recording
+export function track(c) {
+  const t = { msgs: [], rooms: new Map(), acks: new Map(), ackCount: 0, errors: [], mine: new Map(), problems: [], frames: 0, onEvent: null };
+  const prev = c.onFrame;
+  c.onFrame = (f) => {
+    const n = ++t.frames;
+    f.n = n;
+    const j = f.json;
+    if (!j) { if (t.problems.length < 20) t.problems.push(`non-JSON frame: ${String(f.raw).slice(0, 100)}`); return true; }
+    if (j.type === 'message') {
+      if (!/^\{"type":"message","seq":\d+,/.test(f.raw) && t.problems.length < 20) t.problems.push(`message frame does not start with type then seq: ${f.raw.slice(0, 120)}`);
+      const m = { ...j, at: f.at, n, raw: f.raw };
+      t.msgs.push(m);
+      if (!t.rooms.has(j.room)) t.rooms.set(j.room, []);
+      t.rooms.get(j.room).push(m);
+      if (j.cid !== undefined && j.from === c.user) {
+        if (!t.mine.has(j.cid)) t.mine.set(j.cid, []);
+        t.mine.get(j.cid).push(m);
+      }
+      if (t.onEvent) t.onEvent('message', m);
+      return true;
+    }
+    if (j.type === 'ack') {
+      if (!f.raw.startsWith('{"type":"ack"') && t.problems.length < 20) t.problems.push(`ack frame does not start with type: ${f.raw}`);
+      const a = { ...j, at: f.at, n };
+      if (!t.acks.has(j.cid)) t.acks.set(j.cid, []);
+      t.acks.get(j.cid).push(a);
+      t.ackCount++;
+      if (t.onEvent) t.onEvent('ack', a);
+      return true;
+    }
+    if (j.type === 'error' && j.cid !== undefined) {
+      const e = { ...j, at: f.at, n };
+      t.errors.push(e);
+      if (t.onEvent) t.onEvent('error', e);
+      return true;
+    }
+    return prev ? prev(f) : false;
+  };
+  c.track = t;
+  return t;
+}
+
+// Problems with one client's view of a room: seqs must be exactly
+// from..to (to = from + count - 1), in order. Returns a list of strings.
+export function seqProblems(list, from, to, who) {
+  const out = [];
+  let expect = from;
+  for (const m of list || []) {
+    if (m.seq !== expect) { out.push(`${who}: expected seq ${expect}, got ${m.seq} (${m.seq < expect ? 'duplicate/reorder' : 'gap'})`); if (out.length > 5) break; }
+    expect = Math.max(expect, m.seq + 1);
+  }
+  const n = (list || []).length;
+  if (to !== undefined && n !== to - from + 1) out.push(`${who}: ${n} messages, expected ${to - from + 1} (seq ${from}..${to})`);
+  return out;
+}
+
+// GET /api/rooms/{room}/messages; token: a JWT (null: no Authorization).
+export function getHistory(server, room, { token, query = '', headers = {} } = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  return httpRequest(server.port, 'GET', `/api/rooms/${encodeURIComponent(room)}/messages${query ? '?' + query : ''}`, { headers: h });
+}
+
+// PUT or DELETE /api/rooms/{room}/members/{user} with the API key (key: null for none).
+export function setMember(server, method, room, user, { key = API_KEY } = {}) {
+  const headers = key === null ? {} : { Authorization: `Bearer ${key}` };
+  return httpRequest(server.port, method, `/api/rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(user)}`, { headers });
+}
+
+// Messages stored for a room (or all), as objects, ordered by room and seq.
+export async function storedMessages(pg, room) {
+  const where = room ? `WHERE room_id = '${room.replace(/'/g, "''")}'` : '';
+  // ids and seqs as text: bigint does not fit a JS number exactly
+  const rows = await pg.query(`SELECT id::text, room_id, seq::text, sender, coalesce(cid, '<null>'), ts_ms::text, md5(body) FROM messages ${where} ORDER BY messages.room_id, messages.seq`);
+  return rows.map(([id, room_id, seq, sender, cid, ts, md5]) => ({ id, room: room_id, seq: Number(seq), sender, cid: cid === '<null>' ? null : cid, ts: Number(ts), md5 }));
+}
+export const md5 = (s) => crypto.createHash('md5').update(s, 'utf8').digest('hex');
+
+// Send n messages to `room` from tracked client c (see track), with at most
+// `window` unacked; resolves with their cids once every one is acked, rejects
+// on an error frame for one of them or after ms.
+export function sendAcked(c, room, n, { window = 50, prefix = `${c.user}-${Date.now().toString(36)}`, text = (i) => `${prefix} #${i}`, ms = 30000 } = {}) {
+  const t = c.track;
+  return new Promise((resolve, reject) => {
+    const cids = [], pending = new Set();
+    let sent = 0, acked = 0;
+    const prev = t.onEvent;
+    const finish = (err) => { clearTimeout(timer); t.onEvent = prev; if (err) reject(err); else resolve(cids); };
+    const timer = setTimeout(() => finish(new Error(`sendAcked ${room}: ${acked}/${n} acked (${sent} sent) after ${ms} ms; last errors ${JSON.stringify(t.errors.slice(-3))}`)), ms);
+    const pump = () => {
+      while (sent - acked < window && sent < n) {
+        const cid = `${prefix}-${sent}`;
+        cids.push(cid); pending.add(cid);
+        c.send({ type: 'message', room, text: text(sent), cid });
+        sent++;
+      }
+    };
+    t.onEvent = (kind, j) => {
+      if (prev) prev(kind, j);
+      if (kind === 'message' || !pending.has(j.cid)) return;
+      if (kind === 'error') { finish(new Error(`sendAcked ${room}: error for ${j.cid}: ${JSON.stringify(j)}`)); return; }
+      pending.delete(j.cid);
+      if (++acked === n) finish(); else pump();
+    };
+    if (n === 0) finish(); else pump();
+  });
+}
+
+// The fields of a message frame, in a fixed order, for comparing two copies.
+export const msgKey = (m) => JSON.stringify(['type', 'seq', 'room', 'id', 'from', 'text', 'ts', 'cid'].map((k) => m[k]));
