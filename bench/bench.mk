@@ -1,0 +1,25 @@
+# bench/bench.mk: included by the top-level Makefile.
+#   make bench      idle (10k), fanout, rooms, connect against parleyd and the floor
+#   make bench-big  19,000 idle connections on one parleyd (and on the floor)
+# Results land in bench/results/<date>.md; see docs/performance.md.
+
+BENCH_CFLAGS = $(CFLAGS) -Ibench
+BENCH_EXTRA_OBJ ?=
+
+all: $(BUILD)/parley-bench $(BUILD)/parley-floor
+
+$(BUILD)/parley-bench: bench/parley_bench.c bench/benchlib.h include/parley/jwt.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< $(BENCH_EXTRA_OBJ) $(LIB) -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lm
+
+$(BUILD)/parley-floor: bench/floor.c bench/benchlib.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< -lmbedcrypto
+
+bench: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
+	@bench/run
+
+bench-big: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
+	@bench/run big
+
+-include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d

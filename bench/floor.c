@@ -1,0 +1,732 @@
+/*
+ * parley-floor: the physical floor for Parley's benchmarks.
+ *
+ * A minimal single-threaded raw-epoll WebSocket broadcaster speaking the
+ * subset of protocol v1 the load generator uses: upgrade on GET /ws?token=..
+ * (the token is not verified; `sub` is read from its payload), then
+ * `subscribe`, `unsubscribe`, `message`, `ping`. No Redis, no JSON library.
+ *
+ * A message builds ONE server frame, appended (memcpy) to each subscriber's
+ * output buffer; every dirty connection is flushed once per epoll loop turn
+ * with a single write(). That is the cheapest honest way to broadcast on this
+ * kernel and what Parley's figures are divided by.
+ *
+ *   parley-floor [--listen 127.0.0.1:9001]      (or PARLEY_LISTEN)
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/sha1.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "benchlib.h"
+
+#define MAX_HTTP 8192
+#define MAX_FRAME (64 * 1024)
+#define MAX_OUT (64u << 20)
+#define MAX_ROOM 128
+
+typedef struct room room;
+typedef struct conn conn;
+
+struct room {
+    room *next;
+    conn **m;
+    uint32_t n, cap;
+    uint32_t hash;
+    uint8_t nlen;
+    char name[];
+};
+
+struct conn {
+    int fd;
+    uint8_t ws;    /* upgraded */
+    uint8_t dead;
+    uint8_t dirty;
+    uint8_t epout; /* EPOLLOUT armed */
+    uint8_t *in;   /* leftover partial input */
+    uint32_t in_len;
+    uint8_t *out;
+    uint32_t out_len, out_off, out_cap;
+    conn *next_dirty;
+    conn *next_dead;
+    room **rooms;
+    uint16_t nrooms, rooms_cap;
+    uint8_t ulen;
+    char user[];
+};
+
+static int g_ep;
+static int g_lfd;
+static conn *g_dirty;
+static conn *g_dead;
+static room **g_tab;
+static uint32_t g_tab_size = 1u << 16;
+static uint64_t g_id;
+static uint64_t g_session;
+static uint8_t g_rbuf[1 << 18];
+static volatile sig_atomic_t g_stop;
+static int g_listener_tag;
+static uint64_t g_writes, g_wbytes, g_frames, g_turns;
+
+static void on_sig(int s) { (void)s; g_stop = 1; }
+
+static uint32_t fnv(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 16777619u;
+    return h;
+}
+
+static room *room_get(const char *name, size_t n, int create)
+{
+    uint32_t h = fnv(name, n);
+    room **slot = &g_tab[h & (g_tab_size - 1)];
+    for (room *r = *slot; r; r = r->next)
+        if (r->hash == h && r->nlen == n && memcmp(r->name, name, n) == 0)
+            return r;
+    if (!create)
+        return NULL;
+    room *r = calloc(1, sizeof *r + n + 1);
+    if (!r)
+        abort();
+    r->hash = h;
+    r->nlen = (uint8_t)n;
+    memcpy(r->name, name, n);
+    r->next = *slot;
+    *slot = r;
+    return r;
+}
+
+static int conn_in_room(conn *c, room *r)
+{
+    for (uint16_t i = 0; i < c->nrooms; i++)
+        if (c->rooms[i] == r)
+            return 1;
+    return 0;
+}
+
+static void room_add(room *r, conn *c)
+{
+    if (conn_in_room(c, r))
+        return;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 4;
+        r->m = realloc(r->m, r->cap * sizeof *r->m);
+        if (!r->m)
+            abort();
+    }
+    r->m[r->n++] = c;
+    if (c->nrooms == c->rooms_cap) {
+        c->rooms_cap = c->rooms_cap ? (uint16_t)(c->rooms_cap * 2) : 1;
+        c->rooms = realloc(c->rooms, c->rooms_cap * sizeof *c->rooms);
+        if (!c->rooms)
+            abort();
+    }
+    c->rooms[c->nrooms++] = r;
+}
+
+static void room_del(room *r, conn *c)
+{
+    for (uint32_t i = 0; i < r->n; i++)
+        if (r->m[i] == c) {
+            r->m[i] = r->m[--r->n];
+            break;
+        }
+    for (uint16_t i = 0; i < c->nrooms; i++)
+        if (c->rooms[i] == r) {
+            c->rooms[i] = c->rooms[--c->nrooms];
+            break;
+        }
+}
+
+static void conn_kill(conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    while (c->nrooms)
+        room_del(c->rooms[0], c);
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->next_dead = g_dead;
+    g_dead = c;
+}
+
+static void out_append(conn *c, const void *p, size_t n)
+{
+    if (c->dead)
+        return;
+    if (c->out_len + n > c->out_cap) {
+        if (c->out_off) {
+            memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+            c->out_len -= c->out_off;
+            c->out_off = 0;
+        }
+        if (c->out_len + n > c->out_cap) {
+            if (c->out_len + n > MAX_OUT) { /* slow consumer */
+                conn_kill(c);
+                return;
+            }
+            uint32_t cap = c->out_cap ? c->out_cap : 512;
+            while (cap < c->out_len + n)
+                cap *= 2;
+            c->out = realloc(c->out, cap);
+            if (!c->out)
+                abort();
+            c->out_cap = cap;
+        }
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += (uint32_t)n;
+    if (!c->dirty) {
+        c->dirty = 1;
+        c->next_dirty = g_dirty;
+        g_dirty = c;
+    }
+}
+
+static void send_text(conn *c, const char *p, size_t n)
+{
+    uint8_t h[14];
+    size_t hl = bl_ws_header(h, BL_OP_TEXT, n, NULL);
+    out_append(c, h, hl);
+    out_append(c, p, n);
+}
+
+static void send_error(conn *c, const char *code, const char *msg)
+{
+    char b[256];
+    int n = snprintf(b, sizeof b, "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}", code, msg);
+    send_text(c, b, (size_t)n);
+}
+
+static void flush(conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        g_writes++;
+        if (w > 0) {
+            g_wbytes += (uint64_t)w;
+            c->out_off += (uint32_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN) {
+            if (!c->epout) {
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+                epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev);
+                c->epout = 1;
+            }
+            return;
+        }
+        conn_kill(c);
+        return;
+    }
+    /* fully flushed: give small buffers back, keep the connection lean */
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_off = c->out_cap = 0;
+    if (c->epout) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev);
+        c->epout = 0;
+    }
+}
+
+static int valid_room(const char *p, size_t n)
+{
+    if (n < 1 || n > MAX_ROOM)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!(isalnum((unsigned char)ch) || ch == '_' || ch == '.' || ch == ':' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static void on_subscribe(conn *c, const char *p, size_t n, int sub)
+{
+    const char *e = p + n;
+    const char *k = memmem(p, n, "\"rooms\"", 7);
+    if (!k) {
+        send_error(c, "bad_request", "rooms missing");
+        return;
+    }
+    const char *s = memchr(k, '[', (size_t)(e - k));
+    if (!s) {
+        send_error(c, "bad_request", "rooms not an array");
+        return;
+    }
+    s++;
+    for (;;) {
+        while (s < e && (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t' || *s == '\r'))
+            s++;
+        if (s >= e || *s == ']')
+            break;
+        if (*s != '"') {
+            send_error(c, "bad_request", "room not a string");
+            return;
+        }
+        const char *v = ++s;
+        while (s < e && *s != '"')
+            s++;
+        if (s >= e)
+            return;
+        size_t vl = (size_t)(s - v);
+        s++;
+        if (!valid_room(v, vl)) {
+            send_error(c, "bad_request", "bad room id");
+            continue;
+        }
+        room *r = room_get(v, vl, sub);
+        if (sub)
+            room_add(r, c);
+        else if (r)
+            room_del(r, c);
+        char b[200];
+        int bl = snprintf(b, sizeof b, "{\"type\":\"%s\",\"room\":\"%.*s\"}",
+                          sub ? "subscribed" : "unsubscribed", (int)vl, v);
+        send_text(c, b, (size_t)bl);
+    }
+}
+
+static void on_message(conn *c, const char *p, size_t n)
+{
+    size_t rl, tl, cl = 0;
+    const char *rn = bl_json_str(p, n, "room", &rl);
+    const char *t = bl_json_str(p, n, "text", &tl);
+    const char *cid = bl_json_str(p, n, "cid", &cl);
+    if (!rn || !t || !valid_room(rn, rl) || tl == 0) {
+        send_error(c, "bad_request", "room and text required");
+        return;
+    }
+    room *r = room_get(rn, rl, 0);
+    if (!r || !conn_in_room(c, r)) {
+        send_error(c, "not_subscribed", "not subscribed");
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    size_t cap = 14 + 128 + rl + c->ulen + tl + cl;
+    uint8_t stackbuf[1024];
+    uint8_t *f = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
+    if (!f)
+        abort();
+    /* payload first at offset 14, header in front of it afterwards */
+    char *pl = (char *)f + 14;
+    int m;
+    if (cid)
+        m = sprintf(pl,
+                    "{\"type\":\"message\",\"room\":\"%.*s\",\"id\":\"%llu\",\"from\":\"%.*s\","
+                    "\"text\":\"%.*s\",\"ts\":%llu,\"cid\":\"%.*s\"}",
+                    (int)rl, rn, (unsigned long long)++g_id, (int)c->ulen, c->user, (int)tl, t,
+                    (unsigned long long)ms, (int)cl, cid);
+    else
+        m = sprintf(pl,
+                    "{\"type\":\"message\",\"room\":\"%.*s\",\"id\":\"%llu\",\"from\":\"%.*s\","
+                    "\"text\":\"%.*s\",\"ts\":%llu}",
+                    (int)rl, rn, (unsigned long long)++g_id, (int)c->ulen, c->user, (int)tl, t,
+                    (unsigned long long)ms);
+    uint8_t h[14];
+    size_t hl = bl_ws_header(h, BL_OP_TEXT, (uint64_t)m, NULL);
+    uint8_t *frame = f + 14 - hl;
+    memcpy(frame, h, hl);
+    size_t fl = hl + (size_t)m;
+    for (uint32_t i = 0; i < r->n; i++)
+        out_append(r->m[i], frame, fl);
+    g_frames += r->n;
+    if (f != stackbuf)
+        free(f);
+}
+
+static void on_text(conn *c, char *p, size_t n)
+{
+    size_t tl;
+    const char *t = bl_json_str(p, n, "type", &tl);
+    if (!t) {
+        send_error(c, "bad_json", "no type");
+        return;
+    }
+#define T_IS(s) (tl == sizeof(s) - 1 && memcmp(t, s, tl) == 0)
+    if (T_IS("message"))
+        on_message(c, p, n);
+    else if (T_IS("subscribe"))
+        on_subscribe(c, p, n, 1);
+    else if (T_IS("unsubscribe"))
+        on_subscribe(c, p, n, 0);
+    else if (T_IS("ping"))
+        send_text(c, "{\"type\":\"pong\"}", 15);
+    else
+        send_error(c, "unknown_type", "unknown type");
+#undef T_IS
+}
+
+/* Process complete frames in p[0..n); returns bytes consumed or -1 to close. */
+static ssize_t ws_input(conn *c, uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n && !c->dead) {
+        bl_frame f;
+        int r = bl_ws_parse(p + off, n - off, &f);
+        if (r < 0 || (r == 1 && !f.masked))
+            return -1;
+        if (r == 0) {
+            if (f.len > MAX_FRAME && n - off >= 10)
+                return -1;
+            break;
+        }
+        if (f.len > MAX_FRAME || !f.fin)
+            return -1; /* the bench never fragments */
+        uint8_t *pl = p + off + f.hdr_len;
+        bl_ws_mask(pl, pl, f.len, f.mask);
+        switch (f.opcode) {
+        case BL_OP_TEXT:
+            on_text(c, (char *)pl, f.len);
+            break;
+        case BL_OP_PING: {
+            uint8_t h[14];
+            size_t hl = bl_ws_header(h, BL_OP_PONG, f.len, NULL);
+            out_append(c, h, hl);
+            out_append(c, pl, f.len);
+            break;
+        }
+        case BL_OP_CLOSE: {
+            uint8_t h[4] = {0x88, 2, 0x03, 0xe8};
+            out_append(c, h, 4);
+            flush(c);
+            return -1;
+        }
+        case BL_OP_BIN:
+            send_error(c, "bad_request", "binary frame");
+            break;
+        default:
+            break;
+        }
+        off += f.hdr_len + f.len;
+    }
+    return (ssize_t)off;
+}
+
+/* Base64url-decode the JWT payload and copy its "sub" into out. */
+static size_t jwt_sub(const char *tok, size_t tl, char *out, size_t cap)
+{
+    const char *d1 = memchr(tok, '.', tl);
+    if (!d1)
+        return 0;
+    const char *d2 = memchr(d1 + 1, '.', (size_t)(tok + tl - d1 - 1));
+    if (!d2)
+        return 0;
+    size_t bl = (size_t)(d2 - d1 - 1);
+    if (bl > 1024)
+        return 0;
+    unsigned char b64[1100], raw[800];
+    size_t k = 0;
+    for (size_t i = 0; i < bl; i++) {
+        char ch = d1[1 + i];
+        b64[k++] = (unsigned char)(ch == '-' ? '+' : ch == '_' ? '/' : ch);
+    }
+    while (k % 4)
+        b64[k++] = '=';
+    size_t rl;
+    if (mbedtls_base64_decode(raw, sizeof raw, &rl, b64, k) != 0)
+        return 0;
+    size_t sl;
+    const char *s = bl_json_str((const char *)raw, rl, "sub", &sl);
+    if (!s || sl == 0 || sl >= cap)
+        return 0;
+    memcpy(out, s, sl);
+    return sl;
+}
+
+static void http_reply(conn *c, const char *status, const char *body)
+{
+    char b[512];
+    int n = snprintf(b, sizeof b,
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     status, strlen(body), body);
+    out_append(c, b, (size_t)n);
+    flush(c);
+}
+
+/* Returns bytes of the request consumed (0: need more), -1 to close. */
+static ssize_t http_input(conn **cp, uint8_t *p, size_t n)
+{
+    conn *c = *cp;
+    uint8_t *end = memmem(p, n, "\r\n\r\n", 4);
+    if (!end)
+        return n > MAX_HTTP ? -1 : 0;
+    size_t hlen = (size_t)(end - p) + 4;
+    char *req = (char *)p;
+    if (strncmp(req, "GET ", 4) != 0) {
+        http_reply(c, "400 Bad Request", "{\"error\":\"bad_request\"}");
+        return -1;
+    }
+    const char *path = req + 4;
+    const char *sp = memchr(path, ' ', hlen - 4);
+    if (!sp)
+        return -1;
+    size_t pathlen = (size_t)(sp - path);
+    if (pathlen >= 7 && memcmp(path, "/health", 7) == 0) {
+        http_reply(c, "200 OK", "{\"status\":\"healthy\",\"server_id\":\"floor\"}");
+        return -1;
+    }
+    if (pathlen < 3 || memcmp(path, "/ws", 3) != 0 || (pathlen > 3 && path[3] != '?')) {
+        http_reply(c, "404 Not Found", "{\"error\":\"not_found\"}");
+        return -1;
+    }
+    /* Sec-WebSocket-Key and optional Authorization */
+    const char *key = NULL;
+    size_t keylen = 0;
+    const char *tok = NULL;
+    size_t toklen = 0;
+    const char *q = memmem(path, pathlen, "token=", 6);
+    if (q) {
+        tok = q + 6;
+        const char *te = tok;
+        while (te < sp && *te != '&')
+            te++;
+        toklen = (size_t)(te - tok);
+    }
+    const char *line = memchr(req, '\n', hlen);
+    while (line && line < (char *)end) {
+        line++;
+        const char *le = memchr(line, '\r', (size_t)((char *)end + 2 - line));
+        if (!le)
+            break;
+        if (le - line > 18 && strncasecmp(line, "Sec-WebSocket-Key:", 18) == 0) {
+            key = line + 18;
+            while (*key == ' ')
+                key++;
+            keylen = (size_t)(le - key);
+        } else if (!tok && le - line > 21 && strncasecmp(line, "Authorization: Bearer ", 22) == 0) {
+            tok = line + 22;
+            toklen = (size_t)(le - tok);
+        }
+        line = memchr(line, '\n', (size_t)((char *)end + 4 - line));
+    }
+    if (!key || keylen == 0 || keylen > 64) {
+        http_reply(c, "400 Bad Request", "{\"error\":\"bad_request\"}");
+        return -1;
+    }
+    char user[130];
+    size_t ul = tok ? jwt_sub(tok, toklen, user, sizeof user) : 0;
+    if (!ul) {
+        http_reply(c, "401 Unauthorized", "{\"error\":\"unauthorized\"}");
+        return -1;
+    }
+    unsigned char cat[128], dig[20], acc[64];
+    memcpy(cat, key, keylen);
+    memcpy(cat + keylen, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", 36);
+    mbedtls_sha1_ret(cat, keylen + 36, dig);
+    size_t al;
+    mbedtls_base64_encode(acc, sizeof acc, &al, dig, 20);
+    /* the user name lives in the conn allocation: reallocate once */
+    conn *nc = realloc(c, sizeof *c + ul + 1);
+    if (!nc)
+        abort();
+    if (nc != c) {
+        c = nc;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev);
+        *cp = c;
+    }
+    memcpy(c->user, user, ul);
+    c->user[ul] = 0;
+    c->ulen = (uint8_t)ul;
+    char b[512];
+    int m = snprintf(b, sizeof b,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %.*s\r\n\r\n",
+                     (int)al, acc);
+    out_append(c, b, (size_t)m);
+    m = snprintf(b, sizeof b,
+                 "{\"type\":\"authenticated\",\"user\":\"%s\",\"server\":\"floor\",\"session\":\"%llu\"}",
+                 c->user, (unsigned long long)++g_session);
+    send_text(c, b, (size_t)m);
+    c->ws = 1;
+    return (ssize_t)hlen;
+}
+
+static void on_readable(conn *c)
+{
+    uint8_t *buf = g_rbuf;
+    size_t have = 0;
+    if (c->in_len) {
+        memcpy(buf, c->in, c->in_len);
+        have = c->in_len;
+        free(c->in);
+        c->in = NULL;
+        c->in_len = 0;
+    }
+    ssize_t r = read(c->fd, buf + have, sizeof g_rbuf - have);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+        conn_kill(c);
+        return;
+    }
+    if (r > 0)
+        have += (size_t)r;
+    size_t off = 0;
+    if (!c->ws) {
+        ssize_t k = http_input(&c, buf, have);
+        if (k < 0) {
+            conn_kill(c);
+            return;
+        }
+        off = (size_t)k;
+    }
+    if (c->ws && off < have) {
+        ssize_t k = ws_input(c, buf + off, have - off);
+        if (k < 0) {
+            conn_kill(c);
+            return;
+        }
+        off += (size_t)k;
+    }
+    if (off < have && !c->dead) {
+        if (have - off > MAX_FRAME + MAX_HTTP) {
+            conn_kill(c);
+            return;
+        }
+        c->in = malloc(have - off);
+        if (!c->in)
+            abort();
+        memcpy(c->in, buf + off, have - off);
+        c->in_len = (uint32_t)(have - off);
+    }
+}
+
+static void on_accept(void)
+{
+    for (;;) {
+        int fd = accept4(g_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                fprintf(stderr, "floor: accept: %s\n", strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn *c = calloc(1, sizeof *c);
+        if (!c)
+            abort();
+        c->fd = fd;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            free(c);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen_s = getenv("PARLEY_LISTEN");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--listen") && i + 1 < argc)
+            listen_s = argv[++i];
+        else {
+            fprintf(stderr, "usage: parley-floor [--listen host:port]  (or PARLEY_LISTEN)\n");
+            return 2;
+        }
+    }
+    if (!listen_s)
+        listen_s = "127.0.0.1:9001";
+    char host[64];
+    int port;
+    const char *colon = strrchr(listen_s, ':');
+    if (!colon || (size_t)(colon - listen_s) >= sizeof host || (port = atoi(colon + 1)) <= 0) {
+        fprintf(stderr, "parley-floor: bad listen address '%s'\n", listen_s);
+        return 2;
+    }
+    memcpy(host, listen_s, (size_t)(colon - listen_s));
+    host[colon - listen_s] = 0;
+
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, on_sig);
+    signal(SIGINT, on_sig);
+
+    g_tab = calloc(g_tab_size, sizeof *g_tab);
+    g_lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(g_lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "parley-floor: bad host '%s'\n", host);
+        return 2;
+    }
+    if (bind(g_lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(g_lfd, 65535) < 0) {
+        fprintf(stderr, "parley-floor: bind/listen %s: %s\n", listen_s, strerror(errno));
+        return 1;
+    }
+    g_ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &g_listener_tag};
+    epoll_ctl(g_ep, EPOLL_CTL_ADD, g_lfd, &lev);
+    fprintf(stderr, "parley-floor: listening on %s (fd limit %llu)\n", listen_s,
+            (unsigned long long)rl.rlim_cur);
+
+    struct epoll_event evs[1024];
+    while (!g_stop) {
+        int n = epoll_wait(g_ep, evs, 1024, 1000);
+        g_turns++;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &g_listener_tag) {
+                on_accept();
+                continue;
+            }
+            conn *c = evs[i].data.ptr;
+            if (c->dead)
+                continue;
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                on_readable(c);
+            if (!c->dead && (evs[i].events & EPOLLOUT) && !c->dirty)
+                flush(c);
+        }
+        /* one write per dirty connection per loop turn */
+        conn *d = g_dirty;
+        g_dirty = NULL;
+        while (d) {
+            conn *nx = d->next_dirty;
+            d->dirty = 0;
+            if (!d->dead)
+                flush(d);
+            d = nx;
+        }
+        while (g_dead) {
+            conn *x = g_dead;
+            g_dead = x->next_dead;
+            free(x->in);
+            free(x->out);
+            free(x->rooms);
+            free(x);
+        }
+    }
+    fprintf(stderr,
+            "parley-floor: stopping; %llu loop turns, %llu message deliveries, %llu writes, "
+            "%llu bytes written\n",
+            (unsigned long long)g_turns, (unsigned long long)g_frames,
+            (unsigned long long)g_writes, (unsigned long long)g_wbytes);
+    return 0;
+}

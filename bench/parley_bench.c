@@ -1,0 +1,1287 @@
+/*
+ * parley-bench: a single-threaded epoll WebSocket load generator for
+ * protocol v1 (docs/protocol.md). See bench/README and docs/performance.md.
+ *
+ *   parley-bench SCENARIO [options]        SCENARIO: idle | fanout | rooms | connect
+ *
+ * Every scenario is bounded and stops by itself. Each figure set is printed
+ * as one machine-readable `RESULT key=value ...` line and as a readable table.
+ * Exit status: 0 ok, 1 usage/setup error, 3 lost messages, errors or failed
+ * connections.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "benchlib.h"
+#include "parley/jwt.h"
+
+#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
+#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+#define MAX_PIDS 16
+
+enum { ST_NEW, ST_CONNECTING, ST_HS, ST_OPEN, ST_CLOSED, ST_FAILED };
+
+typedef struct conn {
+    int fd;
+    uint32_t idx;   /* user bench-<idx> */
+    int32_t room;   /* room number to subscribe to, -1 none */
+    uint8_t state;
+    uint8_t epout;
+    uint8_t authed;
+    uint8_t ready;
+    uint8_t *in;
+    uint32_t in_len;
+    uint8_t *out;
+    uint32_t out_len, out_off;
+    uint64_t last_seq;
+    char *tok;      /* minted before the connection phase, freed once sent */
+} conn;
+
+/* ------------------------------------------------------------- options */
+
+static struct {
+    const char *scenario;
+    bl_url url;
+    const char *url_s;
+    const char *secret;
+    const char *label;
+    int n;
+    int n_set;
+    int rooms;
+    double rate;
+    int rate_set;
+    double duration;
+    int dur_set;
+    double max_duration;
+    int window;
+    double settle;
+    double warmup;
+    double timeout;
+    int conc;
+    int procs;
+    int src_ips;
+    int idx_base;
+    pid_t pids[MAX_PIDS];
+    int npids;
+    pid_t rpids[MAX_PIDS];
+    int nrpids;
+    int verbose;
+} o;
+
+/* --------------------------------------------------------------- state */
+
+static struct {
+    int ep;
+    conn *c;
+    int n;
+    int next_start;   /* next conn index to start */
+    int pending;      /* started, not yet ready nor failed */
+    int n_open;       /* upgraded and not closed */
+    int n_ready;
+    int n_authed;
+    int n_failed;
+    int n_closed;     /* closed by the server after upgrade */
+    int errors;       /* error frames */
+    int need_auth;    /* ready = authenticated (connect) rather than subscribed */
+    uint64_t t_last_ready;
+    struct sockaddr_in dst;
+    uint32_t rng;
+    /* message accounting for the current phase */
+    uint64_t seq;         /* last seq sent */
+    uint64_t phase_seq0;  /* first seq of this phase */
+    uint64_t sent;
+    uint64_t expected;
+    uint64_t delivered;
+    uint64_t late;        /* deliveries of earlier phases */
+    uint64_t ooo;         /* out of order or duplicate (single publisher) */
+    uint64_t bad;         /* message frames without a parsable stamp */
+    int check_order;
+    conn *pub;
+    int64_t inflight;
+    int *room_ready;      /* ready members per room */
+    bl_hist hist;
+    char first_err[4][256];
+    int n_first_err;
+} g;
+
+static uint8_t g_rbuf[1 << 18];
+
+static void note_err(const char *fmt, ...)
+{
+    if (g.n_first_err >= 4)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g.first_err[g.n_first_err++], sizeof g.first_err[0], fmt, ap);
+    va_end(ap);
+    if (o.verbose)
+        fprintf(stderr, "parley-bench: %s\n", g.first_err[g.n_first_err - 1]);
+}
+
+static uint32_t rnd(void)
+{
+    uint32_t x = g.rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return g.rng = x;
+}
+
+/* ------------------------------------------------------- /proc sampling */
+
+static long long proc_cpu_us(const pid_t *pids, int n)
+{
+    long long tot = 0;
+    long tck = sysconf(_SC_CLK_TCK);
+    for (int i = 0; i < n; i++) {
+        char p[64], b[2048];
+        snprintf(p, sizeof p, "/proc/%d/stat", (int)pids[i]);
+        FILE *f = fopen(p, "r");
+        if (!f)
+            return -1;
+        size_t k = fread(b, 1, sizeof b - 1, f);
+        fclose(f);
+        b[k] = 0;
+        char *s = strrchr(b, ')');
+        if (!s)
+            return -1;
+        s += 2; /* field 3 */
+        unsigned long long ut = 0, st = 0;
+        int field = 3;
+        while (*s && field < 14) {
+            if (*s++ == ' ')
+                field++;
+        }
+        if (sscanf(s, "%llu %llu", &ut, &st) != 2)
+            return -1;
+        tot += (long long)((ut + st) * 1000000ull / (unsigned long long)tck);
+    }
+    return tot;
+}
+
+static long long proc_rss_kib(const pid_t *pids, int n)
+{
+    long long tot = 0;
+    for (int i = 0; i < n; i++) {
+        char p[64], line[256];
+        snprintf(p, sizeof p, "/proc/%d/status", (int)pids[i]);
+        FILE *f = fopen(p, "r");
+        if (!f)
+            return -1;
+        long long v = -1;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "VmRSS: %lld kB", &v) == 1)
+                break;
+        fclose(f);
+        if (v < 0)
+            return -1;
+        tot += v;
+    }
+    return tot;
+}
+
+/* Busy CPU time of the whole machine (all CPUs, all processes), in us. */
+static long long machine_busy_us(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    unsigned long long v[8] = {0};
+    int k = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (k < 8)
+        return 0;
+    unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    return (long long)(busy * 1000000ull / (unsigned long long)sysconf(_SC_CLK_TCK));
+}
+
+static long long self_cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (long long)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
+           (long long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+}
+
+/* ------------------------------------------------------------- results */
+
+#define MAX_KV 40
+typedef struct {
+    char k[MAX_KV][32];
+    char v[MAX_KV][48];
+    int n;
+} result;
+
+static void rs(result *r, const char *k, const char *fmt, ...)
+{
+    if (r->n >= MAX_KV)
+        return;
+    snprintf(r->k[r->n], sizeof r->k[0], "%s", k);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->v[r->n], sizeof r->v[0], fmt, ap);
+    va_end(ap);
+    r->n++;
+}
+
+static void result_print(const result *r)
+{
+    printf("RESULT");
+    for (int i = 0; i < r->n; i++)
+        printf(" %s=%s", r->k[i], r->v[i]);
+    printf("\n");
+    printf("  +--------------------------------+----------------------+\n");
+    for (int i = 0; i < r->n; i++)
+        printf("  | %-30s | %20s |\n", r->k[i], r->v[i]);
+    printf("  +--------------------------------+----------------------+\n");
+    fflush(stdout);
+}
+
+/* ---------------------------------------------------------- connections */
+
+static void conn_arm(conn *c, int out)
+{
+    if (c->epout == out)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->epout = (uint8_t)out;
+}
+
+static void conn_close(conn *c, int st)
+{
+    if (c->fd >= 0) {
+        struct linger lg = {1, 0}; /* RST: no TIME_WAIT piles up across runs */
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(c->fd);
+        c->fd = -1;
+    }
+    if (c->state == ST_OPEN) {
+        g.n_open--;
+        if (st == ST_CLOSED)
+            g.n_closed++;
+    }
+    if (c->ready) {
+        c->ready = 0;
+        g.n_ready--;
+        if (c->room >= 0 && g.room_ready)
+            g.room_ready[c->room]--;
+    } else if (c->state != ST_NEW && c->state != ST_CLOSED && c->state != ST_FAILED) {
+        g.pending--;
+    }
+    if (st == ST_FAILED && !c->ready)
+        g.n_failed++;
+    c->state = (uint8_t)st;
+    free(c->tok);
+    c->tok = NULL;
+    free(c->in);
+    free(c->out);
+    c->in = c->out = NULL;
+    c->in_len = c->out_len = c->out_off = 0;
+}
+
+static int conn_flush(conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        if (w > 0) {
+            c->out_off += (uint32_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else if (w < 0 && errno == EAGAIN) {
+            conn_arm(c, 1);
+            return 0;
+        } else {
+            note_err("write: %s", strerror(errno));
+            conn_close(c, c->state == ST_OPEN ? ST_CLOSED : ST_FAILED);
+            return -1;
+        }
+    }
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_off = 0;
+    conn_arm(c, 0);
+    return 0;
+}
+
+static void conn_send(conn *c, const void *p, size_t n)
+{
+    if (c->fd < 0)
+        return;
+    if (c->out_len == c->out_off) {
+        ssize_t w;
+        do
+            w = write(c->fd, p, n);
+        while (w < 0 && errno == EINTR);
+        if (w == (ssize_t)n)
+            return;
+        if (w < 0 && errno != EAGAIN) {
+            note_err("write: %s", strerror(errno));
+            conn_close(c, c->state == ST_OPEN ? ST_CLOSED : ST_FAILED);
+            return;
+        }
+        if (w < 0)
+            w = 0;
+        p = (const uint8_t *)p + w;
+        n -= (size_t)w;
+    }
+    uint8_t *nb = realloc(c->out, c->out_len + n);
+    if (!nb)
+        abort();
+    c->out = nb;
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += (uint32_t)n;
+    conn_arm(c, 1);
+}
+
+static void send_text(conn *c, const char *p, size_t n)
+{
+    uint8_t buf[2048];
+    uint32_t r = rnd();
+    uint8_t mask[4];
+    memcpy(mask, &r, 4);
+    if (n + 14 > sizeof buf)
+        return;
+    size_t fl = bl_ws_client_text(buf, p, n, mask);
+    conn_send(c, buf, fl);
+}
+
+static void conn_start(conn *c)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        note_err("socket: %s", strerror(errno));
+        c->state = ST_FAILED;
+        g.n_failed++;
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (o.src_ips > 1) {
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000001u + (c->idx % (uint32_t)o.src_ips));
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            note_err("bind 127.0.0.x: %s", strerror(errno));
+            close(fd);
+            c->state = ST_FAILED;
+            g.n_failed++;
+            return;
+        }
+    }
+    c->fd = fd;
+    c->state = ST_CONNECTING;
+    g.pending++;
+    if (connect(fd, (struct sockaddr *)&g.dst, sizeof g.dst) < 0 && errno != EINPROGRESS) {
+        note_err("connect: %s", strerror(errno));
+        conn_close(c, ST_FAILED);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    c->epout = 1;
+    epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* Mint the token for user bench-<idx> (HS256 via pl_jwt_sign, 1 day). */
+static char *mint_token(uint32_t idx)
+{
+    char sub[64], tok[512];
+    snprintf(sub, sizeof sub, "bench-%u", idx);
+    int tl = pl_jwt_sign(o.secret, strlen(o.secret), sub, (int64_t)time(NULL) + 86400, tok,
+                         sizeof tok);
+    if (tl < 0) {
+        fprintf(stderr, "parley-bench: pl_jwt_sign failed: %d\n", tl);
+        exit(1);
+    }
+    return strdup(tok);
+}
+
+static void send_upgrade(conn *c)
+{
+    char req[1024];
+    if (!c->tok)
+        c->tok = mint_token(c->idx);
+    int n = snprintf(req, sizeof req,
+                     "GET %s%ctoken=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     o.url.path, strchr(o.url.path, '?') ? '&' : '?', c->tok, o.url.host,
+                     o.url.port);
+    free(c->tok);
+    c->tok = NULL;
+    c->state = ST_HS;
+    conn_send(c, req, (size_t)n);
+}
+
+static void mark_ready(conn *c)
+{
+    if (c->ready)
+        return;
+    c->ready = 1;
+    g.n_ready++;
+    g.pending--;
+    g.t_last_ready = bl_now_ns();
+    if (c->room >= 0 && g.room_ready)
+        g.room_ready[c->room]++;
+}
+
+static void on_open(conn *c)
+{
+    g.n_open++;
+    if (c->room >= 0) {
+        char b[128];
+        int n = g.room_ready
+                    ? snprintf(b, sizeof b, "{\"type\":\"subscribe\",\"rooms\":[\"r%d\"]}", c->room)
+                    : snprintf(b, sizeof b, "{\"type\":\"subscribe\",\"rooms\":[\"fanout\"]}");
+        send_text(c, b, (size_t)n);
+    } else if (!g.need_auth) {
+        mark_ready(c);
+    }
+}
+
+static void on_frame_text(conn *c, const char *p, size_t n, uint64_t now)
+{
+    switch (bl_frame_type(p, n)) {
+    case BL_T_MESSAGE: {
+        uint64_t seq, ns;
+        if (bl_parse_stamp(p, n, &seq, &ns) != 0) {
+            g.bad++;
+            return;
+        }
+        if (seq < g.phase_seq0) {
+            g.late++;
+            return;
+        }
+        g.delivered++;
+        bl_hist_add(&g.hist, now > ns ? now - ns : 0);
+        if (g.check_order) {
+            if (c->last_seq && seq <= c->last_seq)
+                g.ooo++;
+            c->last_seq = seq;
+        }
+        if (c == g.pub)
+            g.inflight--;
+        break;
+    }
+    case BL_T_SUBSCRIBED:
+        mark_ready(c);
+        break;
+    case BL_T_AUTHENTICATED:
+        if (!c->authed) {
+            c->authed = 1;
+            g.n_authed++;
+            if (g.need_auth)
+                mark_ready(c);
+        }
+        break;
+    case BL_T_ERROR:
+        g.errors++;
+        note_err("error frame on bench-%u: %.*s", c->idx, (int)(n > 200 ? 200 : n), p);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Parse frames in p[0..n); returns bytes consumed, or -1 if c got closed. */
+static ssize_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
+{
+    size_t off = 0;
+    while (off < n) {
+        bl_frame f;
+        int r = bl_ws_parse(p + off, n - off, &f);
+        if (r < 0 || (r == 1 && f.masked)) {
+            note_err("bad frame from server (bench-%u)", c->idx);
+            conn_close(c, ST_CLOSED);
+            return -1;
+        }
+        if (r == 0)
+            break;
+        uint8_t *pl = p + off + f.hdr_len;
+        switch (f.opcode) {
+        case BL_OP_TEXT:
+            on_frame_text(c, (const char *)pl, f.len, now);
+            break;
+        case BL_OP_PING: {
+            uint8_t b[140];
+            uint8_t mask[4] = {1, 2, 3, 4};
+            size_t h = bl_ws_header(b, BL_OP_PONG, f.len, mask);
+            bl_ws_mask(b + h, pl, f.len, mask);
+            conn_send(c, b, h + f.len);
+            break;
+        }
+        case BL_OP_CLOSE: {
+            unsigned code = f.len >= 2 ? (unsigned)(pl[0] << 8 | pl[1]) : 0;
+            note_err("server closed bench-%u with %u %.*s", c->idx, code,
+                     (int)(f.len > 2 ? f.len - 2 : 0), pl + 2);
+            conn_close(c, ST_CLOSED);
+            return -1;
+        }
+        default:
+            break;
+        }
+        if (c->fd < 0) /* a write failed and closed it */
+            return -1;
+        off += f.hdr_len + f.len;
+    }
+    return (ssize_t)off;
+}
+
+static void on_readable(conn *c)
+{
+    uint8_t *buf = g_rbuf;
+    size_t have = c->in_len;
+    if (have) {
+        memcpy(buf, c->in, have);
+        free(c->in);
+        c->in = NULL;
+        c->in_len = 0;
+    }
+    ssize_t r = read(c->fd, buf + have, sizeof g_rbuf - have);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+        if (c->state != ST_OPEN)
+            note_err("bench-%u: %s during %s", c->idx, r == 0 ? "EOF" : strerror(errno),
+                     c->state == ST_HS ? "upgrade" : "connect");
+        else if (o.verbose)
+            note_err("bench-%u: server closed the connection", c->idx);
+        conn_close(c, c->state == ST_OPEN ? ST_CLOSED : ST_FAILED);
+        return;
+    }
+    if (r > 0)
+        have += (size_t)r;
+    size_t off = 0;
+    if (c->state == ST_HS) {
+        uint8_t *e = memmem(buf, have, "\r\n\r\n", 4);
+        if (!e) {
+            if (have > 4096) {
+                note_err("bench-%u: oversized upgrade response", c->idx);
+                conn_close(c, ST_FAILED);
+                return;
+            }
+            goto keep;
+        }
+        size_t hl = (size_t)(e - buf) + 4;
+        if (have < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0 ||
+            !memmem(buf, hl, WS_ACCEPT, sizeof WS_ACCEPT - 1)) {
+            char *eol = memchr(buf, '\r', hl);
+            note_err("bench-%u: upgrade refused: %.*s", c->idx,
+                     (int)(eol ? eol - (char *)buf : 40), (char *)buf);
+            conn_close(c, ST_FAILED);
+            return;
+        }
+        off = hl;
+        c->state = ST_OPEN;
+        on_open(c);
+        if (c->fd < 0)
+            return;
+    }
+    if (c->state == ST_OPEN && off < have) {
+        ssize_t k = ws_input(c, buf + off, have - off, bl_now_ns());
+        if (k < 0)
+            return;
+        off += (size_t)k;
+    }
+keep:
+    if (off < have) {
+        c->in = malloc(have - off);
+        if (!c->in)
+            abort();
+        memcpy(c->in, buf + off, have - off);
+        c->in_len = (uint32_t)(have - off);
+    }
+}
+
+static void on_event(conn *c, uint32_t ev)
+{
+    if (c->fd < 0)
+        return;
+    if (c->state == ST_CONNECTING) {
+        if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) {
+            note_err("connect bench-%u: %s", c->idx, strerror(err));
+            conn_close(c, ST_FAILED);
+            return;
+        }
+        conn_arm(c, 0);
+        send_upgrade(c);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        on_readable(c);
+    if (c->fd >= 0 && (ev & EPOLLOUT))
+        conn_flush(c);
+}
+
+static void start_more(void)
+{
+    while (g.next_start < g.n && g.pending < o.conc)
+        conn_start(&g.c[g.next_start++]);
+}
+
+static struct epoll_event g_evs[4096];
+
+static void loop_once(int timeout_ms)
+{
+    int k = epoll_wait(g.ep, g_evs, 4096, timeout_ms);
+    for (int i = 0; i < k; i++) {
+        if (!g_evs[i].data.ptr)
+            continue;
+        on_event(g_evs[i].data.ptr, g_evs[i].events);
+    }
+    start_more();
+}
+
+/* Open g.n connections (room per conn from room_of, -1 none) and wait until
+ * every one is ready or failed, or until o.timeout. Returns seconds taken. */
+static double open_all(int n, int32_t (*room_of)(int))
+{
+    g.c = calloc((size_t)n, sizeof *g.c);
+    if (!g.c)
+        abort();
+    g.n = n;
+    for (int i = 0; i < n; i++) {
+        g.c[i].fd = -1;
+        g.c[i].idx = (uint32_t)(o.idx_base + i);
+        g.c[i].room = room_of ? room_of(i) : -1;
+        g.c[i].tok = mint_token(g.c[i].idx); /* outside the timed connection phase */
+    }
+    uint64_t t0 = bl_now_ns();
+    uint64_t deadline = t0 + (uint64_t)(o.timeout * 1e9);
+    start_more();
+    while (g.n_ready + g.n_failed + g.n_closed < n && bl_now_ns() < deadline)
+        loop_once(10);
+    if (g.n_ready < n)
+        note_err("%d of %d connections ready after %.1f s (%d failed, %d closed by server)",
+                 g.n_ready, n, (double)(bl_now_ns() - t0) / 1e9, g.n_failed, g.n_closed);
+    return (double)(g.t_last_ready > t0 ? g.t_last_ready - t0 : 0) / 1e9;
+}
+
+static void close_all(void)
+{
+    for (int i = 0; i < g.n; i++)
+        if (g.c[i].fd >= 0)
+            conn_close(&g.c[i], ST_CLOSED);
+}
+
+/* run the loop for `s` seconds */
+static void run_for(double s)
+{
+    uint64_t end = bl_now_ns() + (uint64_t)(s * 1e9);
+    while (bl_now_ns() < end)
+        loop_once(10);
+}
+
+static void base_result(result *r, const char *scenario)
+{
+    rs(r, "scenario", "%s", scenario);
+    rs(r, "target", "%s", o.label);
+}
+
+static void print_errors(void)
+{
+    for (int i = 0; i < g.n_first_err; i++)
+        fprintf(stderr, "parley-bench: %s\n", g.first_err[i]);
+}
+
+/* ------------------------------------------------------------ scenarios */
+
+static int32_t room_mod1000(int i) { return (int32_t)(i % 1000); }
+static int32_t room_mod_rooms(int i) { return (int32_t)(i % o.rooms); }
+static int32_t room_zero(int i) { return 0; }
+
+static void check_fit(int per_proc)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if ((unsigned long long)per_proc + 32 > (unsigned long long)rl.rlim_cur) {
+        fprintf(stderr,
+                "parley-bench: %d connections in one process need %d file descriptors, but "
+                "RLIMIT_NOFILE is %llu (hard limit %llu, cannot be raised here).\n"
+                "  Use --procs P (idle) or several client processes, each with at most %llu "
+                "connections.\n",
+                per_proc, per_proc + 32, (unsigned long long)rl.rlim_cur,
+                (unsigned long long)rl.rlim_max, (unsigned long long)rl.rlim_cur - 32);
+        exit(1);
+    }
+}
+
+/* Child of --procs: open n connections, report, hold until the parent says. */
+static int idle_child(int n, int wfd, int rfd)
+{
+    g.room_ready = calloc(1000, sizeof *g.room_ready);
+    open_all(n, room_mod1000);
+    char b[64];
+    int k = snprintf(b, sizeof b, "%d %d %d\n", g.n_ready, g.n_failed, g.errors);
+    if (write(wfd, b, (size_t)k) < 0)
+        return 1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(g.ep, EPOLL_CTL_ADD, rfd, &ev);
+    uint64_t end = bl_now_ns() + (uint64_t)((o.settle + o.timeout + 60) * 1e9);
+    while (bl_now_ns() < end) {
+        struct pollfd pf = {.fd = rfd, .events = POLLIN};
+        if (poll(&pf, 1, 0) > 0)
+            break;
+        loop_once(50);
+    }
+    k = snprintf(b, sizeof b, "%d\n", g.n_open);
+    if (write(wfd, b, (size_t)k) < 0)
+        return 1;
+    print_errors();
+    close_all();
+    return 0;
+}
+
+static int scen_idle(void)
+{
+    long long rss0 = proc_rss_kib(o.pids, o.npids);
+    long long cpu0 = proc_cpu_us(o.pids, o.npids);
+    int held = 0, ready = 0, failed = 0, errs = 0;
+    double t_open = 0;
+    if (o.procs <= 1) {
+        check_fit(o.n);
+        g.room_ready = calloc(1000, sizeof *g.room_ready);
+        uint64_t t0 = bl_now_ns();
+        open_all(o.n, room_mod1000);
+        t_open = (double)(bl_now_ns() - t0) / 1e9;
+        ready = g.n_ready;
+        run_for(o.settle);
+        held = g.n_open;
+        failed = g.n_failed;
+        errs = g.errors;
+    } else {
+        int per = (o.n + o.procs - 1) / o.procs;
+        check_fit(per);
+        pid_t kids[64];
+        int up[64], down[64];
+        int nk = 0;
+        uint64_t t0 = bl_now_ns();
+        for (int p = 0; p < o.procs && p < 64; p++) {
+            int cnt = o.n - p * per < per ? o.n - p * per : per;
+            if (cnt <= 0)
+                break;
+            int a[2], b[2];
+            if (pipe(a) < 0 || pipe(b) < 0) {
+                perror("pipe");
+                return 1;
+            }
+            fflush(stdout);
+            pid_t pid = fork();
+            if (pid == 0) {
+                close(a[0]);
+                close(b[1]);
+                for (int j = 0; j < nk; j++) { /* earlier children's pipes */
+                    close(up[j]);
+                    close(down[j]);
+                }
+                o.idx_base += p * per;
+                g.rng ^= (uint32_t)p * 2654435761u;
+                close(g.ep);
+                g.ep = epoll_create1(EPOLL_CLOEXEC);
+                _exit(idle_child(cnt, a[1], b[0]));
+            }
+            close(a[1]);
+            close(b[0]);
+            kids[nk] = pid;
+            up[nk] = a[0];
+            down[nk] = b[1];
+            nk++;
+        }
+        for (int k = 0; k < nk; k++) {
+            struct pollfd pf = {.fd = up[k], .events = POLLIN};
+            char b[64] = {0};
+            int rr = 0, ff = 0, ee = 0;
+            if (poll(&pf, 1, (int)((o.timeout + 10) * 1000)) > 0 && read(up[k], b, sizeof b - 1) > 0)
+                sscanf(b, "%d %d %d", &rr, &ff, &ee);
+            ready += rr;
+            failed += ff;
+            errs += ee;
+        }
+        t_open = (double)(bl_now_ns() - t0) / 1e9;
+        usleep((useconds_t)(o.settle * 1e6));
+        long long rss1 = proc_rss_kib(o.pids, o.npids);
+        for (int k = 0; k < nk; k++) {
+            close(down[k]);
+            struct pollfd pf = {.fd = up[k], .events = POLLIN};
+            char b[64] = {0};
+            int h = 0;
+            if (poll(&pf, 1, 10000) > 0 && read(up[k], b, sizeof b - 1) > 0)
+                sscanf(b, "%d", &h);
+            held += h;
+        }
+        for (int k = 0; k < nk; k++)
+            waitpid(kids[k], NULL, 0);
+        long long cpu1 = proc_cpu_us(o.pids, o.npids);
+        result r = {0};
+        base_result(&r, "idle");
+        rs(&r, "conns", "%d", o.n);
+        rs(&r, "procs", "%d", nk);
+        rs(&r, "ready", "%d", ready);
+        rs(&r, "held", "%d", held);
+        rs(&r, "failed", "%d", failed);
+        rs(&r, "errors", "%d", errs);
+        rs(&r, "open_s", "%.2f", t_open);
+        rs(&r, "rss_before_kib", "%lld", rss0);
+        rs(&r, "rss_after_kib", "%lld", rss1);
+        rs(&r, "kib_per_conn", "%.2f", held ? (double)(rss1 - rss0) / held : 0.0);
+        rs(&r, "server_cpu_ms", "%.1f", (double)(cpu1 - cpu0) / 1000);
+        result_print(&r);
+        return (held < o.n || failed || errs) ? 3 : 0;
+    }
+    long long rss1 = proc_rss_kib(o.pids, o.npids);
+    long long cpu1 = proc_cpu_us(o.pids, o.npids);
+    result r = {0};
+    base_result(&r, "idle");
+    rs(&r, "conns", "%d", o.n);
+    rs(&r, "procs", "1");
+    rs(&r, "ready", "%d", ready);
+    rs(&r, "held", "%d", held);
+    rs(&r, "failed", "%d", failed);
+    rs(&r, "errors", "%d", errs);
+    rs(&r, "open_s", "%.2f", t_open);
+    rs(&r, "rss_before_kib", "%lld", rss0);
+    rs(&r, "rss_after_kib", "%lld", rss1);
+    rs(&r, "kib_per_conn", "%.2f", held ? (double)(rss1 - rss0) / held : 0.0);
+    rs(&r, "server_cpu_ms", "%.1f", (double)(cpu1 - cpu0) / 1000);
+    rs(&r, "client_cpu_ms", "%.1f", (double)self_cpu_us() / 1000);
+    result_print(&r);
+    print_errors();
+    close_all();
+    return (held < o.n || failed || errs) ? 3 : 0;
+}
+
+static void phase_begin(void)
+{
+    g.phase_seq0 = g.seq + 1;
+    g.sent = g.expected = g.delivered = g.late = g.ooo = g.bad = 0;
+    g.inflight = 0;
+    bl_hist_reset(&g.hist);
+    for (int i = 0; i < g.n; i++)
+        g.c[i].last_seq = 0;
+}
+
+static void publish(conn *c, const char *room, int receivers)
+{
+    char b[256];
+    uint64_t seq = ++g.seq;
+    int n = snprintf(b, sizeof b,
+                     "{\"type\":\"message\",\"room\":\"%s\",\"text\":\"%" PRIu64 ":%" PRIu64
+                     "\",\"cid\":\"c%" PRIu64 "\"}",
+                     room, seq, bl_now_ns(), seq);
+    send_text(c, b, (size_t)n);
+    g.sent++;
+    g.expected += (uint64_t)receivers;
+    if (c == g.pub)
+        g.inflight++;
+}
+
+/* Wait until everything expected arrived, or 2 s pass without progress
+ * (at most 10 s). */
+static void drain(void)
+{
+    uint64_t start = bl_now_ns(), last_change = start, last = g.delivered;
+    while (g.delivered < g.expected) {
+        loop_once(5);
+        uint64_t now = bl_now_ns();
+        if (g.delivered != last) {
+            last = g.delivered;
+            last_change = now;
+        }
+        if (now - last_change > 2000000000ull || now - start > 10000000000ull)
+            break;
+    }
+}
+
+static long long g_mach0;
+
+/* CPU used on the machine by processes other than the client, --pids and
+ * --redis-pids during the phase, in % of one CPU: non-zero means someone
+ * else was competing for the CPUs and the figures are skewed. */
+static double other_cpu_pct(double secs, long long cpu_us, long long rcpu_us, long long ccpu_us)
+{
+    long long m = machine_busy_us() - g_mach0 - cpu_us - rcpu_us - ccpu_us;
+    return secs > 0 && m > 0 ? (double)m / 1e4 / secs : 0.0;
+}
+
+static int report_msgs(const char *scenario, double secs, long long cpu_us, long long rcpu_us,
+                       long long ccpu_us)
+{
+    result r = {0};
+    base_result(&r, scenario);
+    uint64_t lost = g.expected > g.delivered ? g.expected - g.delivered : 0;
+    uint64_t extra = g.delivered > g.expected ? g.delivered - g.expected : 0;
+    rs(&r, "conns", "%d", g.n_ready);
+    rs(&r, "rate", "%.0f", g.sent / (secs > 0 ? secs : 1));
+    rs(&r, "sent", "%" PRIu64, g.sent);
+    rs(&r, "expected", "%" PRIu64, g.expected);
+    rs(&r, "delivered", "%" PRIu64, g.delivered);
+    rs(&r, "lost", "%" PRIu64, lost);
+    rs(&r, "extra", "%" PRIu64, extra);
+    rs(&r, "out_of_order", "%" PRIu64, g.ooo);
+    rs(&r, "errors", "%d", g.errors);
+    rs(&r, "closed", "%d", g.n_closed);
+    rs(&r, "p50_us", "%" PRIu64, bl_hist_pct(&g.hist, 50));
+    rs(&r, "p99_us", "%" PRIu64, bl_hist_pct(&g.hist, 99));
+    rs(&r, "p999_us", "%" PRIu64, bl_hist_pct(&g.hist, 99.9));
+    rs(&r, "max_us", "%" PRIu64, g.hist.max_ns / 1000);
+    rs(&r, "secs", "%.2f", secs);
+    rs(&r, "deliveries_per_s", "%.0f", g.delivered / (secs > 0 ? secs : 1));
+    rs(&r, "server_cpu_us_per_delivery", "%.3f",
+       g.delivered ? (double)cpu_us / (double)g.delivered : 0.0);
+    if (o.nrpids)
+        rs(&r, "redis_cpu_us_per_delivery", "%.3f",
+           g.delivered ? (double)rcpu_us / (double)g.delivered : 0.0);
+    rs(&r, "server_cpu_pct", "%.0f", secs > 0 ? (double)cpu_us / 1e4 / secs : 0.0);
+    rs(&r, "client_cpu_pct", "%.0f", secs > 0 ? (double)ccpu_us / 1e4 / secs : 0.0);
+    rs(&r, "other_cpu_pct", "%.0f", other_cpu_pct(secs, cpu_us, rcpu_us, ccpu_us));
+    result_print(&r);
+    return (lost || extra || g.errors || g.n_closed || g.ooo || g.bad) ? 3 : 0;
+}
+
+/* Publish at `rate` msg/s for `secs` seconds, one message per pub_one() call. */
+static void run_rate(double rate, double secs, void (*pub_one)(void))
+{
+    uint64_t t0 = bl_now_ns(), end = t0 + (uint64_t)(secs * 1e9), n = 0;
+    for (;;) {
+        uint64_t now = bl_now_ns();
+        if (now >= end)
+            break;
+        uint64_t due = (uint64_t)((double)(now - t0) / 1e9 * rate) + 1;
+        while (n < due) {
+            pub_one();
+            n++;
+        }
+        loop_once(1);
+    }
+}
+
+static void fanout_one(void) { publish(g.pub, "fanout", g.n_ready); }
+
+static void rooms_one(void)
+{
+    int per_room = (o.n + o.rooms - 1) / o.rooms;
+    for (int tries = 0; tries < 100000; tries++) {
+        int room = (int)(rnd() % (uint32_t)o.rooms);
+        int idx = room + (int)(rnd() % (uint32_t)per_room) * o.rooms;
+        if (idx >= o.n || !g.c[idx].ready)
+            continue;
+        char rn[32];
+        snprintf(rn, sizeof rn, "r%d", room);
+        publish(&g.c[idx], rn, g.room_ready[room]);
+        return;
+    }
+}
+
+/* Same traffic for --warmup seconds, not measured: the first second after
+ * thousands of connections were opened is not what we measure. */
+static void warmup(double rate, void (*pub_one)(void))
+{
+    if (o.warmup <= 0)
+        return;
+    phase_begin();
+    run_rate(rate, o.warmup, pub_one);
+    drain();
+}
+
+static int scen_fanout(void)
+{
+    check_fit(o.n);
+    open_all(o.n, room_zero);
+    if (g.n_ready < o.n || !g.c[0].ready) {
+        print_errors();
+        fprintf(stderr, "parley-bench: fanout: only %d of %d receivers subscribed\n", g.n_ready,
+                o.n);
+        return 3;
+    }
+    g.pub = &g.c[0];
+    g.check_order = 1;
+    int rc = 0;
+    /* fixed rate */
+    if (o.duration > 0) {
+        warmup(o.rate, fanout_one);
+        phase_begin();
+        long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids),
+                  s0 = self_cpu_us();
+        g_mach0 = machine_busy_us();
+        uint64_t t0 = bl_now_ns();
+        run_rate(o.rate, o.duration, fanout_one);
+        drain();
+        double secs = (double)(bl_now_ns() - t0) / 1e9;
+        long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
+                  s1 = self_cpu_us();
+        rc |= report_msgs("fanout-fixed", secs, c1 - c0, r1 - r0, s1 - s0);
+    }
+    /* max rate, paced by a window of in-flight messages (the publisher's echo) */
+    if (o.max_duration > 0) {
+        phase_begin();
+        long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids),
+                  s0 = self_cpu_us();
+        g_mach0 = machine_busy_us();
+        uint64_t t0 = bl_now_ns(), end = t0 + (uint64_t)(o.max_duration * 1e9);
+        while (bl_now_ns() < end && g.pub->fd >= 0) {
+            while (g.inflight < o.window)
+                publish(g.pub, "fanout", g.n_ready);
+            loop_once(1);
+        }
+        drain();
+        double secs = (double)(bl_now_ns() - t0) / 1e9;
+        long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
+                  s1 = self_cpu_us();
+        rc |= report_msgs("fanout-max", secs, c1 - c0, r1 - r0, s1 - s0);
+    }
+    print_errors();
+    close_all();
+    return rc;
+}
+
+static int scen_rooms(void)
+{
+    check_fit(o.n);
+    if (o.rooms < 1 || o.rooms > o.n) {
+        fprintf(stderr, "parley-bench: --rooms must be 1..N\n");
+        return 1;
+    }
+    g.room_ready = calloc((size_t)o.rooms, sizeof *g.room_ready);
+    open_all(o.n, room_mod_rooms);
+    if (g.n_ready < o.n)
+        fprintf(stderr, "parley-bench: rooms: only %d of %d connections subscribed\n", g.n_ready,
+                o.n);
+    warmup(o.rate, rooms_one);
+    phase_begin();
+    long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids),
+              s0 = self_cpu_us();
+    g_mach0 = machine_busy_us();
+    uint64_t t0 = bl_now_ns();
+    run_rate(o.rate, o.duration, rooms_one);
+    drain();
+    double secs = (double)(bl_now_ns() - t0) / 1e9;
+    long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
+              s1 = self_cpu_us();
+    int rc = report_msgs("rooms", secs, c1 - c0, r1 - r0, s1 - s0);
+    int short_ready = g.n_ready < o.n;
+    print_errors();
+    close_all();
+    return rc | (short_ready ? 3 : 0);
+}
+
+static int scen_connect(void)
+{
+    check_fit(o.n);
+    g.need_auth = 1;
+    long long c0 = proc_cpu_us(o.pids, o.npids), s0 = self_cpu_us();
+    g_mach0 = machine_busy_us();
+    uint64_t t0 = bl_now_ns();
+    double secs = open_all(o.n, NULL);
+    double wall = (double)(bl_now_ns() - t0) / 1e9;
+    long long c1 = proc_cpu_us(o.pids, o.npids), s1 = self_cpu_us();
+    result r = {0};
+    base_result(&r, "connect");
+    rs(&r, "conns", "%d", o.n);
+    rs(&r, "concurrency", "%d", o.conc);
+    rs(&r, "authenticated", "%d", g.n_authed);
+    rs(&r, "failed", "%d", g.n_failed);
+    rs(&r, "closed", "%d", g.n_closed);
+    rs(&r, "secs", "%.3f", secs);
+    rs(&r, "conns_per_s", "%.0f", secs > 0 ? g.n_authed / secs : 0.0);
+    rs(&r, "server_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(c1 - c0) / g.n_authed : 0.0);
+    rs(&r, "client_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(s1 - s0) / g.n_authed : 0.0);
+    rs(&r, "other_cpu_pct", "%.0f", other_cpu_pct(wall, c1 - c0, 0, s1 - s0));
+    result_print(&r);
+    print_errors();
+    close_all();
+    return (g.n_authed < o.n) ? 3 : 0;
+}
+
+/* ----------------------------------------------------------------- main */
+
+static int parse_pids(const char *s, pid_t *out)
+{
+    int n = 0;
+    while (*s && n < MAX_PIDS) {
+        char *e;
+        long v = strtol(s, &e, 10);
+        if (e == s || v <= 0)
+            return -1;
+        out[n++] = (pid_t)v;
+        s = e;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -1;
+    }
+    return n;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: parley-bench SCENARIO [options]\n"
+            "scenarios (all bounded):\n"
+            "  idle     N connections, each subscribed to room i %% 1000; settle; held conns and\n"
+            "           server RSS per connection (VmRSS of --pids before/after)\n"
+            "  fanout   1 room, N receivers (default 1000), receiver 0 publishes: --rate msg/s for\n"
+            "           --duration s, then --max-duration s paced by --window in-flight messages\n"
+            "  rooms    N connections (default 10000) in --rooms rooms (default 1000), random\n"
+            "           members publish to their room at --rate msg/s total (default 2000)\n"
+            "  connect  connection storm: N (default 10000) connect+upgrade+authenticated, at most\n"
+            "           --conc in progress; connections/s and server CPU per connection\n"
+            "options:\n"
+            "  --url ws://host:port/ws   (env PARLEY_URL; default ws://127.0.0.1:8080/ws)\n"
+            "  --secret S                (env PARLEY_JWT_SECRET) tokens minted per user bench-<i>\n"
+            "  -n, --conns N   --rooms K   -r, --rate R   -d, --duration S   -w, --window W\n"
+            "  --max-duration S (fanout, default 5; 0 skips)  --window W (default 20)\n"
+            "  --settle S (idle, default 2)   --timeout S (connection phase, default 60)\n"
+            "  --warmup S (fanout fixed, rooms: unmeasured traffic first, default 1)\n"
+            "  --conc C (connections being set up at once, default 500)\n"
+            "  --procs P (idle: spread N over P client processes)\n"
+            "  --src-ips K (bind sources over 127.0.0.1..K; default: auto when N > 25000)\n"
+            "  --pids P1,P2 (server)     --redis-pids P (reported separately)\n"
+            "  --label NAME (target= in RESULT lines, default parley)   -v, --verbose\n");
+}
+
+int main(int argc, char **argv)
+{
+    static struct option lo[] = {
+        {"url", 1, 0, 'u'},        {"secret", 1, 0, 's'},   {"conns", 1, 0, 'n'},
+        {"rooms", 1, 0, 'R'},      {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'd'},
+        {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'}, {"settle", 1, 0, 'S'},
+        {"timeout", 1, 0, 'T'}, {"warmup", 1, 0, 'W'},    {"conc", 1, 0, 'c'},     {"procs", 1, 0, 'P'},
+        {"src-ips", 1, 0, 'I'},    {"pids", 1, 0, 'p'},     {"redis-pids", 1, 0, 'x'},
+        {"label", 1, 0, 'l'},      {"verbose", 0, 0, 'v'},  {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    o.url_s = getenv("PARLEY_URL") ? getenv("PARLEY_URL") : "ws://127.0.0.1:8080/ws";
+    o.secret = getenv("PARLEY_JWT_SECRET");
+    o.label = "parley";
+    o.rooms = 1000;
+    o.max_duration = 5;
+    o.window = 20;
+    o.settle = 2;
+    o.warmup = 1;
+    o.timeout = 60;
+    o.conc = 500;
+    o.procs = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "n:d:r:w:vh", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'u': o.url_s = optarg; break;
+        case 's': o.secret = optarg; break;
+        case 'n': o.n = atoi(optarg); o.n_set = 1; break;
+        case 'R': o.rooms = atoi(optarg); break;
+        case 'r': o.rate = atof(optarg); o.rate_set = 1; break;
+        case 'd': o.duration = atof(optarg); o.dur_set = 1; break;
+        case 'M': o.max_duration = atof(optarg); break;
+        case 'w': o.window = atoi(optarg); break;
+        case 'S': o.settle = atof(optarg); break;
+        case 'T': o.timeout = atof(optarg); break;
+        case 'W': o.warmup = atof(optarg); break;
+        case 'c': o.conc = atoi(optarg); break;
+        case 'P': o.procs = atoi(optarg); break;
+        case 'I': o.src_ips = atoi(optarg); break;
+        case 'p':
+            if ((o.npids = parse_pids(optarg, o.pids)) < 0) {
+                fprintf(stderr, "parley-bench: bad --pids\n");
+                return 1;
+            }
+            break;
+        case 'x':
+            if ((o.nrpids = parse_pids(optarg, o.rpids)) < 0) {
+                fprintf(stderr, "parley-bench: bad --redis-pids\n");
+                return 1;
+            }
+            break;
+        case 'l': o.label = optarg; break;
+        case 'v': o.verbose = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 1;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 1;
+    }
+    o.scenario = argv[optind];
+    if (bl_parse_url(o.url_s, &o.url) != 0) {
+        fprintf(stderr, "parley-bench: bad URL '%s' (want ws://host:port/path)\n", o.url_s);
+        return 1;
+    }
+    if (!o.secret || !*o.secret) {
+        fprintf(stderr, "parley-bench: set PARLEY_JWT_SECRET (or --secret) to mint tokens\n");
+        return 1;
+    }
+    g.dst.sin_family = AF_INET;
+    g.dst.sin_port = htons((uint16_t)o.url.port);
+    if (inet_pton(AF_INET, strcmp(o.url.host, "localhost") ? o.url.host : "127.0.0.1",
+                  &g.dst.sin_addr) != 1) {
+        fprintf(stderr, "parley-bench: host must be an IPv4 address, got '%s'\n", o.url.host);
+        return 1;
+    }
+    for (int i = 0; i < o.npids; i++)
+        if (proc_cpu_us(&o.pids[i], 1) < 0) {
+            fprintf(stderr, "parley-bench: cannot read /proc/%d/stat\n", (int)o.pids[i]);
+            return 1;
+        }
+    for (int i = 0; i < o.nrpids; i++)
+        if (proc_cpu_us(&o.rpids[i], 1) < 0) {
+            fprintf(stderr, "parley-bench: cannot read /proc/%d/stat\n", (int)o.rpids[i]);
+            return 1;
+        }
+    int is_idle = !strcmp(o.scenario, "idle"), is_fan = !strcmp(o.scenario, "fanout"),
+        is_rooms = !strcmp(o.scenario, "rooms"), is_conn = !strcmp(o.scenario, "connect");
+    if (!is_idle && !is_fan && !is_rooms && !is_conn) {
+        fprintf(stderr, "parley-bench: unknown scenario '%s'\n", o.scenario);
+        return 1;
+    }
+    if (!o.n_set)
+        o.n = is_fan ? 1000 : 10000;
+    if (!o.rate_set)
+        o.rate = is_rooms ? 2000 : 100;
+    if (!o.dur_set)
+        o.duration = 10;
+    if (o.n < 1 || o.conc < 1 || o.window < 1 || o.procs < 1 || o.rate <= 0) {
+        fprintf(stderr, "parley-bench: N, --conc, --window, --procs and --rate must be positive\n");
+        return 1;
+    }
+    if (o.procs > 1 && !is_idle) {
+        fprintf(stderr, "parley-bench: --procs is only for the idle scenario\n");
+        return 1;
+    }
+    if (!o.src_ips && o.n > 25000 && !strncmp(o.url.host, "127.", 4))
+        o.src_ips = (o.n + 24999) / 25000;
+    signal(SIGPIPE, SIG_IGN);
+    g.rng = (uint32_t)(bl_now_ns() | 1);
+    g.ep = epoll_create1(EPOLL_CLOEXEC);
+    if (bl_hist_init(&g.hist) != 0) {
+        fprintf(stderr, "parley-bench: out of memory\n");
+        return 1;
+    }
+    if (is_idle)
+        return scen_idle();
+    if (is_fan)
+        return scen_fanout();
+    if (is_rooms)
+        return scen_rooms();
+    return scen_connect();
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The load generator's smoke run (bench/smoke.sh: every scenario, small N, 1 s)
+# against a private redis-server and parleyd that this script starts and
+# stops. Prints PASS/FAIL lines; fails on any lost message.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+dir=$(mktemp -d /tmp/parley-bsmoke.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rport=$(free_port)
+pport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
+rpid=$!
+secret=bench-smoke-secret
+PARLEY_LISTEN=127.0.0.1:$pport PARLEY_REDIS_URL=redis://127.0.0.1:$rport/0 \
+    PARLEY_JWT_SECRET=$secret PARLEY_API_KEY=k build/parleyd >"$dir/parleyd.log" 2>&1 &
+ppid=$!
+cleanup() {
+    kill "$ppid" "$rpid" 2>/dev/null
+    wait "$ppid" "$rpid" 2>/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+for _ in $(seq 50); do
+    curl -sf "http://127.0.0.1:$pport/health" >/dev/null && break
+    sleep 0.1
+done
+PARLEY_URL=ws://127.0.0.1:$pport/ws PARLEY_JWT_SECRET=$secret PARLEY_PIDS=$ppid bench/smoke.sh
+rc=$?
+[ $rc -eq 0 ] || tail -20 "$dir/parleyd.log"
+exit $rc
