@@ -5,6 +5,7 @@
  */
 #include "parley/db.h"
 
+#include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "parley/log.h"
+#include "parley/script.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -28,7 +30,12 @@ struct pl_db {
     atomic_size_t store_reserved;
     size_t store_limit;
     atomic_int up;
+    char *redis_host; /**< for PL_DB_RESTORE */
+    int redis_port, redis_db;
 };
+
+/* cids younger than this are put back into Redis by a restore. */
+#define RESTORE_CID_WINDOW "1 hour"
 
 static int64_t mono_ms(void)
 {
@@ -388,12 +395,71 @@ static int run_member(PGconn *pg, pl_db_job_t *j)
     return 0;
 }
 
+/*
+ * Redis lost its data (no parley:ready): put back each room's seq (its
+ * highest stored one) and the cids of the last hour, then parley:ready. SET NX
+ * everywhere: another instance may be doing the same, or messages may already
+ * flow again. Writes to Redis directly, pipelined, from this worker.
+ */
+static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
+{
+    PGresult *seqs = query(pg, "SELECT room_id, max(seq) FROM messages GROUP BY room_id", 0, NULL);
+    PGresult *cids = PQresultStatus(seqs) == PGRES_TUPLES_OK
+                         ? query(pg,
+                                 "SELECT sender, cid, id, seq, ts_ms, GREATEST(1, 86400 - "
+                                 "extract(epoch FROM now() - stored_at)::bigint) FROM messages "
+                                 "WHERE cid IS NOT NULL AND stored_at > now() - interval '" RESTORE_CID_WINDOW "'",
+                                 0, NULL)
+                         : NULL;
+    if (!cids || PQresultStatus(cids) != PGRES_TUPLES_OK) {
+        int lost = conn_lost(pg);
+        if (!lost) pl_error("db: restore: %s", PQerrorMessage(pg));
+        PQclear(seqs);
+        PQclear(cids);
+        if (lost) return -1;
+        j->status = PL_DB_EFAILED;
+        return 0;
+    }
+    struct timeval tv = {2, 0};
+    redisContext *r = redisConnectWithTimeout(db->redis_host, db->redis_port, tv);
+    int ok = r && !r->err;
+    if (ok && db->redis_db) ok = redisAppendCommand(r, "SELECT %d", db->redis_db) == REDIS_OK;
+    long n = ok && db->redis_db ? 1 : 0;
+    pl_buf_t key = {0};
+    for (int i = 0; ok && i < PQntuples(seqs); i++, n++) {
+        pl_key_seq(&key, PQgetvalue(seqs, i, 0), (size_t)PQgetlength(seqs, i, 0));
+        ok = redisAppendCommand(r, "SET %b %s NX", key.data, key.len, PQgetvalue(seqs, i, 1)) == REDIS_OK;
+    }
+    for (int i = 0; ok && i < PQntuples(cids); i++, n++) {
+        pl_key_cid(&key, PQgetvalue(cids, i, 0), PQgetvalue(cids, i, 1), (size_t)PQgetlength(cids, i, 1));
+        ok = redisAppendCommand(r, "SET %b %s:%s:%s NX EX %s", key.data, key.len, PQgetvalue(cids, i, 2),
+                                PQgetvalue(cids, i, 3), PQgetvalue(cids, i, 4), PQgetvalue(cids, i, 5)) == REDIS_OK;
+    }
+    if (ok) ok = redisAppendCommand(r, "SET " PL_KEY_READY " 1") == REDIS_OK, n++;
+    for (long k = 0; ok && k < n; k++) {
+        void *reply = NULL;
+        ok = redisGetReply(r, &reply) == REDIS_OK;
+        if (reply) freeReplyObject(reply);
+    }
+    if (ok)
+        pl_info("db: restored %d room seq(s) and %d recent cid(s) into redis", PQntuples(seqs),
+                PQntuples(cids));
+    else
+        pl_error("db: restore into redis failed: %s", r ? r->errstr : "out of memory");
+    if (r) redisFree(r);
+    pl_buf_free(&key);
+    PQclear(seqs);
+    PQclear(cids);
+    j->status = ok ? PL_DB_OK : PL_DB_EUNAVAILABLE;
+    return 0;
+}
+
 /* Run one job or batch. Returns -1 if the connection was lost (nothing is decided), else 0. */
-static int run(PGconn *pg, pl_db_job_t **jobs, int n)
+static int run(pl_db_t *db, PGconn *pg, pl_db_job_t **jobs, int n)
 {
     switch (jobs[0]->kind) {
     case PL_DB_STORE: return run_store(pg, jobs, n);
-    case PL_DB_MAX_SEQ: return run_max_seq(pg, jobs[0]);
+    case PL_DB_RESTORE: return run_restore(db, pg, jobs[0]);
     case PL_DB_RECOVER: return run_recover(pg, jobs[0]);
     case PL_DB_HISTORY: return run_history(pg, jobs[0]);
     case PL_DB_JOIN:
@@ -478,7 +544,7 @@ static void *worker_main(void *arg)
             logged_down = 0;
             backoff = BACKOFF_MIN_MS;
         }
-        if (run(pg, jobs, n) != 0) {
+        if (run(db, pg, jobs, n) != 0) {
             pl_warn("db: connection lost: %s", PQerrorMessage(pg));
             if (jobs[0]->kind == PL_DB_STORE) requeue(db, jobs, n);
             else {
@@ -496,11 +562,15 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit)
+pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit, const char *redis_host,
+                     int redis_port, int redis_db)
 {
     pl_db_t *db = calloc(1, sizeof *db);
     if (!db) return NULL;
     db->url = strdup(url);
+    db->redis_host = strdup(redis_host);
+    db->redis_port = redis_port;
+    db->redis_db = redis_db;
     db->nworkers = workers;
     db->store_limit = store_limit;
     atomic_init(&db->store_reserved, 0);
@@ -530,5 +600,6 @@ void pl_db_stop(pl_db_t *db, int drain_ms)
     pthread_cond_destroy(&db->cv);
     free(db->threads);
     free(db->url);
+    free(db->redis_host);
     free(db);
 }

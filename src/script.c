@@ -5,15 +5,16 @@
 #include <stdio.h>
 #include <string.h>
 
-/* KEYS: seq, stream, cid ('' for none). ARGV: channel, tail, id, ts, stream maxlen, cid ttl.
- * Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if the seq must first be seeded. */
+/* KEYS: seq, stream, cid ('' for none), ready. ARGV: channel, tail, id, ts, stream maxlen, cid ttl.
+ * Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if Redis is not ready (it lost its
+ * data and the seqs are being restored from PostgreSQL). */
 static const char publish_lua[] =
+    "if redis.call('EXISTS', KEYS[4]) == 0 then return {-1} end\n"
     "local dedup = KEYS[3] ~= ''\n"
     "if dedup then\n"
     "  local d = redis.call('GET', KEYS[3])\n"
     "  if d then return {0, d} end\n"
     "end\n"
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end\n"
     "local seq = redis.call('INCR', KEYS[1])\n"
     "local s = string.format('%d', seq)\n"
     "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. ARGV[2]\n"
@@ -22,13 +23,12 @@ static const char publish_lua[] =
     "if dedup then redis.call('SET', KEYS[3], ARGV[3] .. ':' .. s .. ':' .. ARGV[4], 'EX', ARGV[6]) end\n"
     "return {1, seq}\n";
 
-/* KEYS: seq, stream. ARGV: since (-1: none), most entries.
- * Returns {-1} if the room has no seq in Redis, else {cur, truncated, since, entries after
+/* KEYS: seq, stream, ready. ARGV: since (-1: none), most entries.
+ * Returns {-1} if Redis is not ready (see above), else {cur, truncated, since, entries after
  * since...}: when more than `most` are missing, since moves up to cur - most (truncated = 1). */
 static const char sync_lua[] =
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "if not cur then return {-1} end\n"
-    "cur = tonumber(cur)\n"
+    "if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end\n"
+    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
     "local since = tonumber(ARGV[1])\n"
     "local most = tonumber(ARGV[2])\n"
     "if since < 0 or since >= cur then return {cur, 0, since} end\n"

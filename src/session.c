@@ -16,14 +16,6 @@
 #include "parley/script.h"
 #include "parley/server.h"
 
-/* A room whose Redis seq is missing (new room, or Redis lost its data) and is
- * being seeded from PostgreSQL; messages for it wait here, in order. */
-typedef struct pl_seed {
-    struct pl_seed *next;
-    pl_db_job_t *head, *tail;
-    char room[PL_ROOM_MAX + 1];
-} pl_seed_t;
-
 /* A catch-up in flight: which subscription it is for, and what Redis had. */
 typedef struct {
     pl_conn_t *conn;
@@ -50,6 +42,8 @@ static int64_t frame_seq(const pl_frame_t *f)
     return pl_proto_payload_seq((const char *)f->data + h, f->len - h);
 }
 
+static void need_restore(pl_shard_t *s);
+
 /* Key and argument buffers; each shard thread has its own. */
 static _Thread_local pl_buf_t kbuf[3], tail_buf;
 
@@ -73,9 +67,15 @@ void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const ch
     pl_conn_send_json(c, b);
 }
 
+static void ready_check(pl_shard_t *s);
+
 void pl_session_redis_up(pl_redis_t *r)
 {
+    pl_shard_t *s = r->data;
     pl_script_load_all(r);
+    /* Nothing is published on a new connection until parley:ready is seen on it. */
+    s->redis_ready = 0;
+    ready_check(s);
 }
 
 /* ---- authentication ---- */
@@ -268,7 +268,8 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
                r->element[0]->type != REDIS_REPLY_INTEGER) {
         sync_fail(c, sub, r && r->type == REDIS_REPLY_ERROR ? r->str : "redis unreachable");
     } else if (r->element[0]->integer < 0) {
-        /* No seq in Redis for this room: PostgreSQL knows (or the room is new). */
+        /* Redis lost its data: PostgreSQL knows the seq (and the missed messages). */
+        need_restore(c->shard);
         ctx->cur = -1;
         if (start_recover(c, ctx, ctx->since, 0) == 0) ctx = NULL;
         else {
@@ -320,10 +321,11 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
     snprintf(most, sizeof most, "%zu", cfg_of(c)->recover_max);
     pl_key_seq(&kbuf[0], sub->room->name, sub->room->len);
     pl_key_stream(&kbuf[1], sub->room->name, sub->room->len);
-    const char *argv[7] = {"EVALSHA", pl_script_sha(PL_SCRIPT_SYNC), "2", kbuf[0].data, kbuf[1].data,
-                           since_s, most};
-    size_t lens[7] = {7, 40, 1, kbuf[0].len, kbuf[1].len, strlen(since_s), strlen(most)};
-    if (pl_redis_command(&s->redis, sync_reply, ctx, 7, argv, lens) != 0) {
+    const char *argv[8] = {"EVALSHA", pl_script_sha(PL_SCRIPT_SYNC), "3", kbuf[0].data, kbuf[1].data,
+                           PL_KEY_READY, since_s, most};
+    size_t lens[8] = {7, 40, 1, kbuf[0].len, kbuf[1].len, strlen(PL_KEY_READY), strlen(since_s),
+                      strlen(most)};
+    if (pl_redis_command(&s->redis, sync_reply, ctx, 8, argv, lens) != 0) {
         sync_ctx_free(ctx);
         sync_fail(c, sub, "redis unreachable");
         return;
@@ -333,13 +335,14 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
 
 /* ---- subscribing: membership ---- */
 
-/* Closed rooms: the membership check came back. */
+/* The membership check (closed rooms) or record (open rooms) came back. */
 static void join_checked(pl_db_job_t *j)
 {
     pl_conn_t *c = j->ctx;
     pl_sub_t *sub = sub_for(c, j->room, j->tag);
     if (sub) {
-        if (j->status == PL_DB_OK) {
+        /* Open rooms let anyone in: a membership that could not be recorded is no reason to refuse. */
+        if (j->status == PL_DB_OK || j->open_rooms) {
             start_sync(c, sub, j->after);
         } else {
             leave(c, sub);
@@ -355,11 +358,6 @@ static void join_checked(pl_db_job_t *j)
     }
     pl_db_job_free(j);
     pl_conn_reply_done(c);
-}
-
-static void job_free_cb(pl_db_job_t *j)
-{
-    pl_db_job_free(j);
 }
 
 static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
@@ -389,8 +387,10 @@ static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
             return;
         }
         int64_t since = pl_proto_since(req, r->valuestring);
-        if (db && !cfg->open_rooms) {
-            /* Hold live frames from now on; the catch-up starts once membership is confirmed. */
+        if (db) {
+            /* Membership first (closed rooms: checked; open rooms: recorded, so that
+             * `subscribed` means member, e.g. for the history API). Live frames are held
+             * from now on; the catch-up starts when the database has answered. */
             if (++s->sync_gen == 0) s->sync_gen = 1;
             sub->sync_gen = s->sync_gen;
             drop_held(s, sub);
@@ -403,19 +403,10 @@ static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
             snprintf(j->user, sizeof j->user, "%s", c->user);
             j->tag = sub->sync_gen;
             j->after = since;
+            j->open_rooms = cfg->open_rooms;
             c->replies_pending++;
             pl_db_submit(db, j);
             continue;
-        }
-        if (db) {
-            /* Open rooms: subscribing makes you a member; recorded in the background. */
-            pl_db_job_t *j = pl_db_job_new(PL_DB_JOIN, s, job_free_cb, NULL);
-            if (j) {
-                snprintf(j->room, sizeof j->room, "%s", r->valuestring);
-                snprintf(j->user, sizeof j->user, "%s", c->user);
-                j->open_rooms = 1;
-                pl_db_submit(db, j);
-            }
         }
         start_sync(c, sub, since);
     }
@@ -492,71 +483,93 @@ static void published(pl_db_job_t *j)
     pl_db_submit(db, j);
 }
 
-static pl_seed_t *seed_find(pl_shard_t *s, const char *room)
+/*
+ * Redis answered "not ready": it lost its data (restarted without
+ * persistence, flushed). One restore at a time per process puts the seqs and
+ * recent cids back from PostgreSQL (db.c) and marks Redis ready; meanwhile
+ * messages are refused with `unavailable`, never published with a wrong seq.
+ */
+static void restore_done(pl_db_job_t *j)
 {
-    for (pl_seed_t *sd = s->seeds; sd; sd = sd->next)
-        if (strcmp(sd->room, room) == 0) return sd;
-    return NULL;
+    atomic_store(&j->shard->srv->restoring, 0);
+    pl_db_job_free(j);
 }
 
-/* The room's seq is in Redis again: send what waited, in order. */
-static void seed_release(pl_shard_t *s, pl_seed_t *sd, int64_t max, int ok)
+static void need_restore(pl_shard_t *s)
 {
-    pl_seed_t **pp = &s->seeds;
-    while (*pp != sd) pp = &(*pp)->next;
-    *pp = sd->next;
-    if (ok) {
-        char v[24];
-        snprintf(v, sizeof v, "%lld", (long long)max);
-        pl_key_seq(&kbuf[0], sd->room, strlen(sd->room));
-        const char *argv[4] = {"SET", kbuf[0].data, v, "NX"};
-        size_t lens[4] = {3, kbuf[0].len, strlen(v), 2};
-        /* NX: another shard or instance may have seeded it first, and maybe used it. */
-        ok = pl_redis_command(&s->redis, NULL, NULL, 4, argv, lens) == 0;
+    pl_server_t *srv = s->srv;
+    if (atomic_exchange(&srv->restoring, 1)) return;
+    pl_db_job_t *j = srv->db ? pl_db_job_new(PL_DB_RESTORE, s, restore_done, NULL) : NULL;
+    if (j) {
+        static _Atomic int64_t last_log;
+        int64_t now = pl_now_ms();
+        if (now - atomic_exchange(&last_log, now) > 5000)
+            pl_warn("redis has no %s: restoring room seqs from the database", PL_KEY_READY);
+        pl_db_submit(srv->db, j);
+        return;
     }
-    while (sd->head) {
-        pl_db_job_t *j = sd->head;
-        sd->head = j->next;
-        if (!ok || eval_publish(s, j, 0) != 0)
-            message_failed(j, "the room's sequence could not be set up; retry");
-    }
-    free(sd);
+    /* No database: nothing to restore; a fresh Redis is simply ready. */
+    const char *argv[3] = {"SET", PL_KEY_READY, "1"};
+    size_t lens[3] = {3, strlen(PL_KEY_READY), 1};
+    pl_redis_command(&s->redis, NULL, NULL, 3, argv, lens);
+    atomic_store(&srv->restoring, 0);
 }
 
-static void seed_done(pl_db_job_t *mj)
+/* Queue a message until Redis is ready; `bounced`: Redis refused it (it was sent earlier). */
+static void wait_ready(pl_shard_t *s, pl_db_job_t *j, int bounced)
 {
-    pl_shard_t *s = mj->shard;
-    pl_seed_t *sd = seed_find(s, mj->room);
-    if (sd) seed_release(s, sd, mj->result_seq, mj->status == PL_DB_OK);
-    pl_db_job_free(mj);
-}
-
-static void seed_wait(pl_shard_t *s, pl_db_job_t *j)
-{
-    pl_seed_t *sd = seed_find(s, j->room);
+    pl_db_job_t **head = bounced ? &s->bounced : &s->waiting;
+    pl_db_job_t **tail = bounced ? &s->bounced_tail : &s->waiting_tail;
     j->next = NULL;
-    if (sd) {
-        sd->tail->next = j;
-        sd->tail = j;
+    if (*tail) (*tail)->next = j;
+    else *head = j;
+    *tail = j;
+    s->nwaiting++;
+}
+
+/* Redis is ready (ok) or gone (!ok): send, or refuse, what waited, in order. */
+static void release_waiting(pl_shard_t *s, int ok)
+{
+    pl_db_job_t *list = s->bounced;
+    if (s->bounced_tail) s->bounced_tail->next = s->waiting;
+    else list = s->waiting;
+    s->bounced = s->bounced_tail = s->waiting = s->waiting_tail = NULL;
+    s->nwaiting = 0;
+    while (list) {
+        pl_db_job_t *j = list;
+        list = j->next;
+        if (!ok || eval_publish(s, j, 0) != 0) message_failed(j, "redis is unreachable; retry later");
+    }
+}
+
+static void ready_timer_cb(uv_timer_t *t)
+{
+    ready_check(t->data);
+}
+
+static void ready_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        release_waiting(s, 0);
         return;
     }
-    sd = calloc(1, sizeof *sd);
-    if (!sd) {
-        message_failed(j, "out of memory");
+    if (r->integer == 1) {
+        s->redis_ready = 1;
+        release_waiting(s, 1);
         return;
     }
-    snprintf(sd->room, sizeof sd->room, "%s", j->room);
-    sd->head = sd->tail = j;
-    sd->next = s->seeds;
-    s->seeds = sd;
-    pl_db_t *db = s->srv->db;
-    pl_db_job_t *mj = db ? pl_db_job_new(PL_DB_MAX_SEQ, s, seed_done, NULL) : NULL;
-    if (!mj) {
-        seed_release(s, sd, 0, db == NULL); /* no database: a new room starts at 0 */
-        return;
-    }
-    snprintf(mj->room, sizeof mj->room, "%s", j->room);
-    pl_db_submit(db, mj);
+    /* A Redis without parley:ready lost its data (or is new): restore, then look again. */
+    need_restore(s);
+    uv_timer_start(&s->ready_timer, ready_timer_cb, 50, 0);
+}
+
+static void ready_check(pl_shard_t *s)
+{
+    const char *argv[2] = {"EXISTS", PL_KEY_READY};
+    size_t lens[2] = {6, strlen(PL_KEY_READY)};
+    if (pl_redis_command(&s->redis, ready_reply, s, 2, argv, lens) != 0) release_waiting(s, 0);
 }
 
 static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
@@ -577,7 +590,13 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
     }
     long long code = r->element[0]->integer;
     if (code == -1) {
-        seed_wait(j->shard, j);
+        /* Redis lost its data under us: hold this and what follows until it is ready again. */
+        pl_shard_t *s = j->shard;
+        wait_ready(s, j, 1);
+        if (s->redis_ready) {
+            s->redis_ready = 0;
+            ready_check(s);
+        }
     } else if (code == 1 && r->elements == 2) {
         j->seq = r->element[1]->integer;
         published(j);
@@ -616,12 +635,13 @@ static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
     snprintf(maxlen, sizeof maxlen, "%zu", cfg->stream_len);
     snprintf(ttl, sizeof ttl, "%d", PL_CID_TTL_S);
     const char *src = full_script ? pl_script_source(PL_SCRIPT_PUBLISH) : pl_script_sha(PL_SCRIPT_PUBLISH);
-    const char *argv[13] = {full_script ? "EVAL" : "EVALSHA", src, "3", kbuf[0].data, kbuf[1].data,
-                            kbuf[2].data ? kbuf[2].data : "", chan, tail_buf.data, id, ts, maxlen, ttl};
+    const char *argv[13] = {full_script ? "EVAL" : "EVALSHA", src, "4", kbuf[0].data, kbuf[1].data,
+                            kbuf[2].data ? kbuf[2].data : "", PL_KEY_READY, chan, tail_buf.data, id,
+                            ts, maxlen, ttl};
     size_t lens[13] = {full_script ? 4u : 7u, strlen(src), 1, kbuf[0].len, kbuf[1].len, kbuf[2].len,
-                       (size_t)chan_len, tail_buf.len, strlen(id), strlen(ts), strlen(maxlen),
-                       strlen(ttl)};
-    return pl_redis_command(&s->redis, publish_reply, j, 12, argv, lens);
+                       strlen(PL_KEY_READY), (size_t)chan_len, tail_buf.len, strlen(id), strlen(ts),
+                       strlen(maxlen), strlen(ttl)};
+    return pl_redis_command(&s->redis, publish_reply, j, 13, argv, lens);
 }
 
 static void on_message(pl_conn_t *c, const pl_req_t *req)
@@ -657,10 +677,12 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
     snprintf(j->user, sizeof j->user, "%s", c->user);
     if (req->cid) memcpy(j->cid, req->cid, req->cid_len + 1);
     c->replies_pending++;
-    /* A room being seeded keeps its messages in order behind the seeding. */
-    pl_seed_t *sd = seed_find(s, j->room);
-    if (sd) {
-        seed_wait(s, j);
+    if (!s->redis_ready && atomic_load_explicit(&s->redis.connected, memory_order_relaxed)) {
+        if (s->nwaiting < s->srv->cfg.db_queue) {
+            wait_ready(s, j, 0); /* a moment after (re)connecting: keep order, send when ready */
+            return;
+        }
+        message_failed(j, "redis is not ready; retry later");
         return;
     }
     if (eval_publish(s, j, 0) != 0) message_failed(j, "redis is unreachable; retry later");

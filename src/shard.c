@@ -92,6 +92,7 @@ static void finish(pl_shard_t *s)
     uv_close((uv_handle_t *)&s->wake, NULL);
     uv_close((uv_handle_t *)&s->check, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
+    uv_close((uv_handle_t *)&s->ready_timer, NULL);
 }
 
 static void check_cb(uv_check_t *h)
@@ -156,14 +157,16 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
         (rc = uv_check_start(&s->check, check_cb)) != 0 ||
         (rc = uv_timer_init(&s->loop, &s->sweep)) != 0 ||
         (rc = uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS)) != 0 ||
+        (rc = uv_timer_init(&s->loop, &s->ready_timer)) != 0 ||
         (rc = uv_tcp_init(&s->loop, &s->listener)) != 0)
         return rc;
-    s->wake.data = s->check.data = s->sweep.data = s->listener.data = s;
+    s->wake.data = s->check.data = s->sweep.data = s->listener.data = s->ready_timer.data = s;
     if ((rc = uv_tcp_open(&s->listener, listen_fd)) != 0 ||
         (rc = uv_listen((uv_stream_t *)&s->listener, 4096, pl_conn_accept_cb)) != 0)
         return rc;
     const pl_config_t *cfg = &srv->cfg;
     s->redis.on_connect = pl_session_redis_up;
+    s->redis.data = s;
     if ((rc = pl_redis_start(&s->redis, &s->loop, cfg->redis_host, cfg->redis_port,
                              cfg->redis_db)) != 0)
         return rc;

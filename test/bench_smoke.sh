@@ -11,6 +11,8 @@ pport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
 rpid=$!
 secret=bench-smoke-secret
+# Redis only: the smoke run checks the fan-out path (make test exports the dev database URL).
+unset PARLEY_DATABASE_URL PARLEY_OPEN_ROOMS
 PARLEY_LISTEN=127.0.0.1:$pport PARLEY_REDIS_URL=redis://127.0.0.1:$rport/0 \
     PARLEY_JWT_SECRET=$secret PARLEY_API_KEY=k build/parleyd >"$dir/parleyd.log" 2>&1 &
 ppid=$!

@@ -39,7 +39,7 @@
 /** What a job asks of the database. */
 typedef enum {
     PL_DB_STORE,      /**< insert a message; result: its id and seq as stored */
-    PL_DB_MAX_SEQ,    /**< the room's highest stored seq -> result_seq */
+    PL_DB_RESTORE,    /**< Redis lost its data: put back every room's seq and recent cids, then parley:ready */
     PL_DB_RECOVER,    /**< messages with after < seq < before (before 0: no bound), ascending, up to limit -> frames */
     PL_DB_HISTORY,    /**< HTTP history page for `user` (members only) -> http_status, body */
     PL_DB_JOIN,       /**< open rooms: record membership; closed: check it (status PL_DB_EFORBIDDEN) */
@@ -97,10 +97,12 @@ typedef struct pl_db pl_db_t;
 
 /**
  * Start `workers` threads connecting to `url`. They connect lazily and
- * reconnect with backoff; an unreachable database is not an error here.
+ * reconnect with backoff; an unreachable database is not an error here. The
+ * Redis address is for PL_DB_RESTORE, which writes there directly.
  * Returns NULL on allocation or thread failure.
  */
-pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit);
+pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit, const char *redis_host,
+                     int redis_port, int redis_db);
 
 /** Reserve a place for one STORE job. Returns 0, or -1 if the store queue is full. Any thread. */
 int pl_db_reserve(pl_db_t *db);

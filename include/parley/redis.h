@@ -36,6 +36,7 @@ typedef struct pl_redis {
     int stopping;
     int was_up; /**< for logging transitions once */
     void (*on_connect)(struct pl_redis *r); /**< per-connection set-up (script loading), or NULL */
+    void *data;                             /**< the owner's */
 } pl_redis_t;
 
 /** Start connecting on `loop` (set on_connect first, if wanted). Returns 0 or a negative libuv error. */

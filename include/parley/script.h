@@ -10,7 +10,10 @@
  *
  * Keys (docs/redis.md): parley:seq:{room} (counter), parley:stream:{room}
  * (stream, ids <seq>-0, field m = the frame's JSON),
- * parley:cid:{len(user)}:{user}:{cid} ("id:seq:ts", expires after a day).
+ * parley:cid:{len(user)}:{user}:{cid} ("id:seq:ts", expires after a day),
+ * parley:ready (exists once the seqs are known to be right: a Redis that lost
+ * its data has none, and both scripts refuse to run until the seqs and
+ * recent cids are restored from PostgreSQL).
  */
 #ifndef PARLEY_SCRIPT_H
 #define PARLEY_SCRIPT_H
@@ -22,6 +25,9 @@
 
 /** The scripts. */
 typedef enum { PL_SCRIPT_PUBLISH, PL_SCRIPT_SYNC, PL_SCRIPT_COUNT } pl_script_t;
+
+/** The key whose presence says Redis' seqs can be trusted. */
+#define PL_KEY_READY "parley:ready"
 
 /** How long a sender's cid is remembered for deduplication, seconds. */
 #define PL_CID_TTL_S 86400

@@ -30,6 +30,7 @@ typedef struct pl_server {
     uv_async_t shard_done;
     uv_timer_t deadline;
     atomic_int shards_running;
+    atomic_int restoring; /**< a restore of Redis' seqs is under way (session.c) */
     int stopping;
 } pl_server_t;
 

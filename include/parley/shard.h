@@ -73,7 +73,6 @@ typedef struct pl_outq_node {
     int64_t seq; /**< for frames held back while a subscription catches up */
 } pl_outq_node_t;
 
-struct pl_seed;
 
 /** One shard. Allocated and freed by the server; everything inside is this shard's. */
 typedef struct pl_shard {
@@ -100,8 +99,13 @@ typedef struct pl_shard {
     int stopping;
     int finishing;
     pl_event_t shutdown_ev, finish_ev;
-    uint32_t sync_gen;     /**< generation counter for subscription catch-ups */
-    struct pl_seed *seeds; /**< rooms whose Redis seq is being seeded, with their waiting messages */
+    uint32_t sync_gen; /**< generation counter for subscription catch-ups */
+    /* Messages wait here, in order, until this shard has seen parley:ready on its Redis
+     * connection (session.c): first those Redis bounced, then those that came meanwhile. */
+    int redis_ready;
+    struct pl_db_job *bounced, *bounced_tail, *waiting, *waiting_tail;
+    size_t nwaiting;
+    uv_timer_t ready_timer;
     /* Read by other threads (status endpoint); written only by this shard. */
     atomic_long nconns;
     atomic_long nrooms;
