@@ -887,10 +887,14 @@ static void publish(conn *c, const char *room, int receivers)
 {
     char b[256];
     uint64_t seq = ++g.seq;
+    /* A cid is unique per sender for good (the server deduplicates resends by sender and
+     * cid, for 24 h in Redis and for ever in PostgreSQL), so it carries this run's id. */
+    static uint64_t run_id;
+    if (!run_id) run_id = bl_now_ns() ^ ((uint64_t)getpid() << 40);
     int n = snprintf(b, sizeof b,
                      "{\"type\":\"message\",\"room\":\"%s\",\"text\":\"%" PRIu64 ":%" PRIu64
-                     "\",\"cid\":\"c%" PRIu64 "\"}",
-                     room, seq, bl_now_ns(), seq);
+                     "\",\"cid\":\"c%" PRIx64 "-%" PRIu64 "\"}",
+                     room, seq, bl_now_ns(), run_id, seq);
     send_text(c, b, (size_t)n);
     g.sent++;
     g.expected += (uint64_t)receivers;
