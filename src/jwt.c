@@ -29,21 +29,40 @@ static int b64url_encode(const unsigned char *in, size_t n, char *out, size_t ou
     return (int)olen;
 }
 
+/*
+ * base64url without padding. Not mbedTLS's decoder: that one is constant-time
+ * (for keys), which made it a visible share of connect CPU; nothing in a
+ * token's encoding is secret, only the signature comparison must not leak.
+ */
 static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t out_size,
                          size_t *out_len)
 {
-    char tmp[JWT_MAX + 4];
-    if (n > JWT_MAX) return -1;
-    for (size_t i = 0; i < n; i++) {
-        char c = in[i];
-        if (c == '-') c = '+';
-        else if (c == '_') c = '/';
-        else if (c == '+' || c == '/' || c == '=') return -1; /* not base64url */
-        tmp[i] = c;
+    static signed char val[256];
+    static int ready;
+    if (!ready) { /* benign race: every thread writes the same table */
+        memset(val, -1, sizeof val);
+        const char *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for (int i = 0; i < 64; i++) val[(unsigned char)abc[i]] = (signed char)i;
+        ready = 1;
     }
-    size_t len = n;
-    while (len % 4) tmp[len++] = '=';
-    return mbedtls_base64_decode(out, out_size, out_len, (unsigned char *)tmp, len) == 0 ? 0 : -1;
+    if (n % 4 == 1 || (n / 4) * 3 + 2 > out_size) return -1;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = val[(unsigned char)in[i]];
+        if (v < 0) return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    /* Leftover bits must be zero (a canonical encoding). */
+    if (acc & ((1u << bits) - 1)) return -1;
+    *out_len = o;
+    return 0;
 }
 
 static int hmac256(const char *key, size_t key_len, const char *msg, size_t n, unsigned char out[32])

@@ -33,7 +33,10 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 
 static void poll_update(redisLibuvEvents *p, int add, int del)
 {
-    p->events = (p->events | add) & ~del;
+    int events = (p->events | add) & ~del;
+    /* hiredis asks for reads after every write: an unchanged set costs no epoll_ctl. */
+    if (events == p->events && uv_is_active((uv_handle_t *)&p->handle) == (events != 0)) return;
+    p->events = events;
     if (p->events) uv_poll_start(&p->handle, p->events, poll_cb);
     else uv_poll_stop(&p->handle);
 }
@@ -48,8 +51,22 @@ static void ev_del_read(void *pd)
     poll_update(pd, 0, UV_READABLE);
 }
 
+/*
+ * Commands are not written as they are issued: hiredis would ask for
+ * POLLOUT (an epoll_ctl), wait a loop turn for it, write one command and
+ * drop POLLOUT again (another epoll_ctl). Instead the shard writes everything
+ * issued during a loop turn with one write in its check phase
+ * (pl_redis_flush). Only a connect in progress, or a write the kernel did not
+ * take whole, waits for POLLOUT.
+ */
 static void ev_add_write(void *pd)
 {
+    redisLibuvEvents *p = pd;
+    pl_redis_t *r = p->context ? p->context->data : NULL;
+    if (r && (p->context->c.flags & REDIS_CONNECTED) && !r->flushing) {
+        r->flush_pending = 1;
+        return;
+    }
     poll_update(pd, UV_WRITABLE, 0);
 }
 
@@ -68,6 +85,7 @@ static void retry_cb(uv_timer_t *t)
 static void lost(pl_redis_t *r, const char *why)
 {
     r->ac = NULL;
+    r->flush_pending = 0;
     atomic_store(&r->connected, 0);
     if (r->was_up && !r->stopping)
         pl_warn("redis %s:%d lost (%s); reconnecting", r->host, r->port, why);
@@ -150,6 +168,15 @@ int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, co
 {
     if (!r->ac || !atomic_load_explicit(&r->connected, memory_order_relaxed)) return -1;
     return redisAsyncCommandArgv(r->ac, cb, privdata, argc, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+void pl_redis_flush(pl_redis_t *r)
+{
+    if (!r->flush_pending || !r->ac) return;
+    r->flush_pending = 0;
+    r->flushing = 1;
+    redisAsyncHandleWrite(r->ac); /* may free the context on a write error */
+    r->flushing = 0;
 }
 
 void pl_redis_stop(pl_redis_t *r)

@@ -98,6 +98,7 @@ static void finish(pl_shard_t *s)
 static void check_cb(uv_check_t *h)
 {
     pl_shard_t *s = h->data;
+    pl_redis_flush(&s->redis); /* this turn's publishes, in one write */
     pl_conn_process_pending(s);
     /* The last to go: clients, then (FINISH) the database pool's answers. */
     if (s->finishing && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);

@@ -21,6 +21,8 @@ test('durable history: newest first, limits, paging with next_before, members on
   await alice.subscribe([room]);
   const N = 237;
   await sendAcked(alice, room, N, { window: 50 });
+  // An ack and the sender's live copy travel different roads (database, Redis): either may come first.
+  await until(() => (alice.track.rooms.get(room) || []).length >= N, 10000, 'live copies');
   const ref = new Map(alice.track.rooms.get(room).map((m) => [m.seq, m]));
   eq(ref.size, N, 'live copies');
   const tok = mintToken(user);
