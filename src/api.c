@@ -2,6 +2,7 @@
 #include "parley/api.h"
 
 #include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -170,6 +171,8 @@ static void http_job_done(pl_db_job_t *j)
 {
     pl_conn_t *c = j->ctx;
     int keep = j->tag != 0;
+    if (j->status == PL_DB_OK && (j->kind == PL_DB_MEMBER_PUT || j->kind == PL_DB_MEMBER_DEL))
+        pl_session_member_changed(c->shard, j->room, j->user, j->kind == PL_DB_MEMBER_PUT);
     if (pl_conn_open(c)) {
         if (j->status != PL_DB_OK && j->http_status == 0)
             pl_api_error(c, 500, "internal", "the database could not answer", keep);
@@ -296,6 +299,144 @@ oom:
     return 0;
 }
 
+/* ---- /api/websocket/users: presence, answered by Redis ---- */
+
+typedef struct {
+    pl_conn_t *conn;
+    int keep;
+    long long count, offset, limit;
+    char user[PL_JWT_SUB_MAX + 1];
+} online_ctx_t;
+
+/* The API key or any valid user token. */
+static int api_or_user(pl_conn_t *c)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    size_t n;
+    const char *b = bearer(c->http, &n);
+    if (!b) return 0;
+    if (secret_eq(b, n, cfg->api_key)) return 1;
+    char user[PL_JWT_SUB_MAX + 1];
+    return pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), b, n, pl_now_ms() / 1000, user) == 0;
+}
+
+static void online_finish(online_ctx_t *x, int status, pl_buf_t *body)
+{
+    pl_conn_t *c = x->conn;
+    if (pl_conn_open(c)) {
+        if (status == 200) respond(c, 200, body, x->keep);
+        else pl_api_error(c, 503, "unavailable", "redis is unreachable; retry later", x->keep);
+    }
+    int keep = x->keep;
+    free(x);
+    pl_conn_http_resume(c, keep);
+}
+
+static void online_count_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    online_ctx_t *x = privdata;
+    redisReply *r = reply;
+    x->count = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+}
+
+static void online_list_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    online_ctx_t *x = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || x->count < 0) {
+        online_finish(x, 503, NULL);
+        return;
+    }
+    pl_buf_t b = {0};
+    pl_buf_printf(&b, "{\"count\":%lld,\"users\":[", x->count);
+    for (size_t i = 0; i < r->elements; i++) {
+        if (i) pl_buf_add(&b, ",", 1);
+        pl_buf_json_str(&b, r->element[i]->str, r->element[i]->len);
+    }
+    pl_buf_printf(&b, "],\"offset\":%lld,\"limit\":%lld}", x->offset, x->limit);
+    online_finish(x, 200, &b);
+    pl_buf_free(&b);
+}
+
+static void online_one_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    online_ctx_t *x = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        online_finish(x, 503, NULL);
+        return;
+    }
+    pl_buf_t b = {0};
+    pl_buf_adds(&b, "{\"user\":");
+    pl_buf_json_str(&b, x->user, strlen(x->user));
+    pl_buf_printf(&b, ",\"online\":%s}", r->integer ? "true" : "false");
+    online_finish(x, 200, &b);
+    pl_buf_free(&b);
+}
+
+static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int keep,
+                     const char *rest, size_t rest_len)
+{
+    pl_shard_t *s = c->shard;
+    const char *pfx = s->srv->cfg.redis_prefix;
+    if (method != HTTP_GET) {
+        pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+        return keep;
+    }
+    if (!api_or_user(c)) {
+        pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY or a user token> required", keep);
+        return keep;
+    }
+    online_ctx_t *x = calloc(1, sizeof *x);
+    if (!x) {
+        pl_api_error(c, 503, "unavailable", "out of memory", 0);
+        return 0;
+    }
+    x->conn = c;
+    x->keep = keep;
+    char key[64];
+    snprintf(key, sizeof key, "%sonline_users", pfx);
+    int rc;
+    if (rest_len == 7 && memcmp(rest, "/online", 7) == 0) {
+        x->offset = query_int(c->http, "offset", 0, 0, INT32_MAX);
+        x->limit = query_int(c->http, "limit", 100, 1, 1000);
+        if (x->offset < 0 || x->limit < 0) {
+            free(x);
+            pl_api_error(c, 400, "bad_request", "offset must be >= 0 and limit 1..1000", keep);
+            return keep;
+        }
+        char off[24], lim[24];
+        snprintf(off, sizeof off, "%lld", x->offset);
+        snprintf(lim, sizeof lim, "%lld", x->limit);
+        const char *a1[2] = {"SCARD", key};
+        size_t l1[2] = {5, strlen(key)};
+        const char *a2[6] = {"SORT", key, "ALPHA", "LIMIT", off, lim};
+        size_t l2[6] = {4, strlen(key), 5, 5, strlen(off), strlen(lim)};
+        /* Both or neither: a command is refused only while disconnected, which cannot change
+         * between these two calls. */
+        rc = pl_redis_command(&s->redis, online_count_cb, x, 2, a1, l1);
+        if (rc == 0) pl_redis_command(&s->redis, online_list_cb, x, 6, a2, l2);
+    } else {
+        /* /api/websocket/users/{id}/online */
+        const char *id = path + 21, *end = path + len - 7;
+        if (len < 21 + 7 + 1 || memcmp(end, "/online", 7) != 0 ||
+            path_segment(id, (size_t)(end - id), x->user) != 0) {
+            free(x);
+            pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+            return keep;
+        }
+        const char *a[3] = {"SISMEMBER", key, x->user};
+        size_t l[3] = {9, strlen(key), strlen(x->user)};
+        rc = pl_redis_command(&s->redis, online_one_cb, x, 3, a, l);
+    }
+    if (rc != 0) {
+        free(x);
+        pl_api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
+        return keep;
+    }
+    return PL_API_ASYNC;
+}
+
 int pl_api_handle(pl_conn_t *c)
 {
     int keep = pl_http_keep_alive(c->http);
@@ -313,6 +454,8 @@ int pl_api_handle(pl_conn_t *c)
     } else if (path_is(path, len, "/api/websocket/token")) {
         if (method != HTTP_POST) goto not_allowed;
         token(c, keep);
+    } else if (len > 20 && memcmp(path, "/api/websocket/users", 20) == 0) {
+        return users_api(c, path, len, method, keep, path + 20, len - 20);
     } else if (len > 11 && memcmp(path, "/api/rooms/", 11) == 0) {
         return rooms_api(c, path, len, method, keep);
     } else if (path_is(path, len, "/ws")) {

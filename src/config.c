@@ -44,6 +44,8 @@ static const opt_t opts[] = {
     {"open-rooms", "PARLEY_OPEN_ROOMS", T_BOOL, "0", 0, 1, "anyone may join any room, becoming a member (dev mode)"},
     {"stream-len", "PARLEY_STREAM_LEN", T_SIZE, "1000", 10, 10000000, "recent messages per room kept in Redis for recovery"},
     {"recover-max", "PARLEY_RECOVER_MAX", T_SIZE, "10000", 1, 1000000, "most missed messages replayed per room on resubscribe"},
+    {"redis-prefix", "PARLEY_REDIS_PREFIX", T_STR, "ws:", 0, 0, "prefix of the presence/typing/read/offline keys in Redis (docs/redis.md)"},
+    {"offline-max", "PARLEY_OFFLINE_MAX", T_SIZE, "1000", 1, 1000000, "direct messages kept per offline user; older ones are dropped from the queue"},
     {"migrate", "PARLEY_MIGRATE", T_BOOL, "0", 0, 1, "apply the database schema to PARLEY_DATABASE_URL and exit"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -159,6 +161,10 @@ static int apply(pl_config_t *c, const opt_t *o, const char *v, char *err, size_
     else if (strcmp(o->flag, "stream-len") == 0) c->stream_len = (size_t)num;
     else if (strcmp(o->flag, "recover-max") == 0) c->recover_max = (size_t)num;
     else if (strcmp(o->flag, "migrate") == 0) c->migrate = (int)num;
+    else if (strcmp(o->flag, "redis-prefix") == 0) {
+        if (strlen(v) > 32) return failf(err, n, "%s: at most 32 bytes", o->env);
+        c->redis_prefix = strdup(v);
+    } else if (strcmp(o->flag, "offline-max") == 0) c->offline_max = (size_t)num;
     else if (strcmp(o->flag, "log-level") == 0) {
         if (strcmp(v, "debug") != 0 && strcmp(v, "info") != 0)
             return failf(err, n, "%s: expected debug or info, got '%s'", o->env, v);
@@ -233,5 +239,6 @@ void pl_config_free(pl_config_t *c)
     free(c->jwt_secret);
     free(c->api_key);
     free(c->database_url);
+    free(c->redis_prefix);
     memset(c, 0, sizeof *c);
 }

@@ -155,7 +155,7 @@ static void close_handle(pl_conn_t *c)
 static void begin_close(pl_conn_t *c)
 {
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->subs) pl_session_leave_all(c);
+    if (c->flags & PL_CONN_AUTHED) pl_session_leave_all(c);
     if (c->flags & PL_CONN_ABORT) {
         /* uv_close cancels a write in flight; its callback releases what it covered. */
         drop_queue(c, c->wreq ? c->w_nodes : 0);
@@ -464,6 +464,7 @@ void pl_conn_sweep(pl_conn_t *c, uint64_t now)
         if (now - c->created_ms >= auth_ms) pl_conn_close(c, 4001, "authentication timeout");
         return;
     }
+    if (c->typing) pl_session_sweep(c, now);
     uint64_t idle = now - c->last_rx_ms;
     if (idle >= (uint64_t)cfg->idle_timeout * 1000) {
         pl_conn_close(c, 1001, "idle timeout");

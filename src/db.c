@@ -31,6 +31,7 @@ struct pl_db {
     size_t store_limit;
     atomic_int up;
     char *redis_host; /**< for PL_DB_RESTORE */
+    char *redis_prefix;
     int redis_port, redis_db;
 };
 
@@ -358,6 +359,23 @@ static const char upsert_member[] =
     " r AS (INSERT INTO rooms (id) VALUES ($1) ON CONFLICT DO NOTHING)"
     " INSERT INTO room_members (room_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 
+static int run_read(PGconn *pg, pl_db_job_t *j)
+{
+    char seq[24];
+    snprintf(seq, sizeof seq, "%lld", (long long)j->seq);
+    const char *p[3] = {j->room, j->user, seq};
+    PGresult *r = query(pg,
+                        "INSERT INTO message_status (room_id, user_id, last_read_seq) VALUES ($1, $2, $3::bigint)"
+                        " ON CONFLICT (room_id, user_id) DO UPDATE SET last_read_seq ="
+                        " GREATEST(message_status.last_read_seq, EXCLUDED.last_read_seq), updated_at = now()",
+                        3, p);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok && !conn_lost(pg)) pl_error("db: read position %s/%s: %s", j->room, j->user, PQerrorMessage(pg));
+    PQclear(r);
+    if (!ok) return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
+    return 0;
+}
+
 static int run_member(PGconn *pg, pl_db_job_t *j)
 {
     const char *p[2] = {j->room, j->user};
@@ -435,6 +453,14 @@ static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
         ok = redisAppendCommand(r, "SET %b %s:%s:%s NX EX %s", key.data, key.len, PQgetvalue(cids, i, 2),
                                 PQgetvalue(cids, i, 3), PQgetvalue(cids, i, 4), PQgetvalue(cids, i, 5)) == REDIS_OK;
     }
+    PGresult *reads = ok ? query(pg, "SELECT room_id, user_id, last_read_seq FROM message_status", 0, NULL)
+                         : NULL;
+    if (reads && PQresultStatus(reads) == PGRES_TUPLES_OK) {
+        for (int i = 0; ok && i < PQntuples(reads); i++, n++)
+            ok = redisAppendCommand(r, "HSET %sread:%s %s %s", db->redis_prefix, PQgetvalue(reads, i, 0),
+                                    PQgetvalue(reads, i, 1), PQgetvalue(reads, i, 2)) == REDIS_OK;
+    }
+    PQclear(reads);
     if (ok) ok = redisAppendCommand(r, "SET " PL_KEY_READY " 1") == REDIS_OK, n++;
     for (long k = 0; ok && k < n; k++) {
         void *reply = NULL;
@@ -465,6 +491,7 @@ static int run(pl_db_t *db, PGconn *pg, pl_db_job_t **jobs, int n)
     case PL_DB_JOIN:
     case PL_DB_MEMBER_PUT:
     case PL_DB_MEMBER_DEL: return run_member(pg, jobs[0]);
+    case PL_DB_READ: return run_read(pg, jobs[0]);
     }
     return 0;
 }
@@ -563,10 +590,11 @@ static void *worker_main(void *arg)
 }
 
 pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit, const char *redis_host,
-                     int redis_port, int redis_db)
+                     int redis_port, int redis_db, const char *redis_prefix)
 {
     pl_db_t *db = calloc(1, sizeof *db);
     if (!db) return NULL;
+    db->redis_prefix = strdup(redis_prefix);
     db->url = strdup(url);
     db->redis_host = strdup(redis_host);
     db->redis_port = redis_port;
@@ -601,5 +629,6 @@ void pl_db_stop(pl_db_t *db, int drain_ms)
     free(db->threads);
     free(db->url);
     free(db->redis_host);
+    free(db->redis_prefix);
     free(db);
 }

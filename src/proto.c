@@ -112,9 +112,14 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
     if (strcmp(t, "message") == 0) {
         req->type = PL_REQ_MESSAGE;
         req->room = str_member(root, "room", &req->room_len, &bad);
+        req->to = str_member(root, "to", &req->to_len, &bad);
         req->text = str_member(root, "text", &req->text_len, &bad);
-        if (bad || !req->room || !pl_room_id_valid(req->room, req->room_len))
-            return fail(err, PL_ERR_BAD_REQUEST, "message needs a valid room id");
+        if (!bad && req->to && !req->room) {
+            if (!pl_user_id_valid(req->to, req->to_len))
+                return fail(err, PL_ERR_BAD_REQUEST, "to must be a user id of 1-128 bytes");
+        } else if (bad || !req->room || req->to || !pl_room_id_valid(req->room, req->room_len)) {
+            return fail(err, PL_ERR_BAD_REQUEST, "message needs a valid room id, or a user in to");
+        }
         if (!req->text || req->text_len == 0)
             return fail(err, PL_ERR_BAD_REQUEST, "message needs a non-empty string text");
         if (req->text_len > lim->max_text) return fail(err, PL_ERR_TOO_LARGE, "text too long");
@@ -141,6 +146,22 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
         req->type = PL_REQ_UNSUBSCRIBE;
         return decode_rooms(root, lim, req, err);
     }
+    if (strcmp(t, "typing_start") == 0 || strcmp(t, "typing_stop") == 0 || strcmp(t, "read") == 0) {
+        req->type = strcmp(t, "read") == 0           ? PL_REQ_READ
+                    : strcmp(t, "typing_start") == 0 ? PL_REQ_TYPING_START
+                                                     : PL_REQ_TYPING_STOP;
+        req->room = str_member(root, "room", &req->room_len, &bad);
+        if (bad || !req->room || !pl_room_id_valid(req->room, req->room_len))
+            return fail(err, PL_ERR_BAD_REQUEST, "needs a valid room id");
+        if (req->type == PL_REQ_READ) {
+            const cJSON *seq = cJSON_GetObjectItemCaseSensitive(root, "seq");
+            if (!cJSON_IsNumber(seq) || seq->valuedouble < 0 || seq->valuedouble > 9e15 ||
+                seq->valuedouble != (double)(int64_t)seq->valuedouble)
+                return fail(err, PL_ERR_BAD_REQUEST, "read needs an integer seq >= 0");
+            req->seq = (int64_t)seq->valuedouble;
+        }
+        return 0;
+    }
     if (strcmp(t, "ping") == 0) {
         req->type = PL_REQ_PING;
         return 0;
@@ -153,6 +174,14 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
         return 0;
     }
     return fail(err, PL_ERR_UNKNOWN_TYPE, "unknown frame type");
+}
+
+int pl_user_id_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > 128) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 0;
+    return 1;
 }
 
 int64_t pl_proto_since(const pl_req_t *req, const char *room)
@@ -232,6 +261,27 @@ void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint6
     pl_buf_add(b, "}", 1);
 }
 
+void pl_proto_dm_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id, const char *from,
+                      const char *to, const char *text, size_t text_len, int64_t ts_ms,
+                      const char *cid, size_t cid_len)
+{
+    pl_buf_adds(b, "\"room\":");
+    pl_buf_json_str(b, room, room_len);
+    pl_buf_printf(b, ",\"id\":\"%llu\",\"from\":", (unsigned long long)id);
+    pl_buf_json_str(b, from, strlen(from));
+    pl_buf_adds(b, ",\"to\":");
+    pl_buf_json_str(b, to, strlen(to));
+    pl_buf_adds(b, ",\"text\":");
+    pl_buf_json_str(b, text, text_len);
+    pl_buf_adds(b, ",\"ts\":");
+    pl_buf_int(b, ts_ms);
+    if (cid) {
+        pl_buf_adds(b, ",\"cid\":");
+        pl_buf_json_str(b, cid, cid_len);
+    }
+    pl_buf_add(b, "}", 1);
+}
+
 int64_t pl_proto_payload_seq(const char *p, size_t len)
 {
     size_t h = sizeof MESSAGE_HEAD - 1;
@@ -251,12 +301,15 @@ void pl_proto_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int
     pl_buf_printf(b, ",\"id\":\"%llu\",\"seq\":%lld}", (unsigned long long)id, (long long)seq);
 }
 
-void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq,
+void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq, int64_t read,
                          long recovered, int truncated)
 {
     pl_buf_adds(b, "{\"type\":\"subscribed\",\"room\":");
     pl_buf_json_str(b, room, room_len);
     if (seq >= 0) pl_buf_printf(b, ",\"seq\":%lld", (long long)seq);
+    if (seq >= 0 && read >= 0)
+        pl_buf_printf(b, ",\"read\":%lld,\"unread\":%lld", (long long)read,
+                      (long long)(seq > read ? seq - read : 0));
     if (recovered >= 0) pl_buf_printf(b, ",\"recovered\":%ld", recovered);
     if (truncated) pl_buf_adds(b, ",\"truncated\":true");
     pl_buf_add(b, "}", 1);

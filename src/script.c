@@ -23,23 +23,166 @@ static const char publish_lua[] =
     "if dedup then redis.call('SET', KEYS[3], ARGV[3] .. ':' .. s .. ':' .. ARGV[4], 'EX', ARGV[6]) end\n"
     "return {1, seq}\n";
 
-/* KEYS: seq, stream, ready. ARGV: since (-1: none), most entries.
- * Returns {-1} if Redis is not ready (see above), else {cur, truncated, since, entries after
- * since...}: when more than `most` are missing, since moves up to cur - most (truncated = 1). */
+/* KEYS: seq, stream, ready, read hash. ARGV: since (-1: none), most entries, user.
+ * Returns {-1} if Redis is not ready (see above), else {cur, truncated, since, read position
+ * (-1 if none), entries after since...}: when more than `most` are missing, since moves up to
+ * cur - most (truncated = 1). */
 static const char sync_lua[] =
     "if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end\n"
     "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
     "local since = tonumber(ARGV[1])\n"
     "local most = tonumber(ARGV[2])\n"
-    "if since < 0 or since >= cur then return {cur, 0, since} end\n"
+    "local rd = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '-1')\n"
+    "if since < 0 or since >= cur then return {cur, 0, since, rd} end\n"
     "local trunc = 0\n"
     "if cur - since > most then since = cur - most; trunc = 1 end\n"
-    "local out = {cur, trunc, since}\n"
+    "local out = {cur, trunc, since, rd}\n"
     "local e = redis.call('XRANGE', KEYS[2], string.format('%d', since + 1) .. '-0', '+', 'COUNT', most)\n"
     "for i = 1, #e do out[#out + 1] = e[i][2][2] end\n"
     "return out\n";
 
-static const char *const sources[PL_SCRIPT_COUNT] = {publish_lua, sync_lua};
+/*
+ * Chat state (issue 5). ARGV[1] is always the key prefix (PARLEY_REDIS_PREFIX,
+ * "ws:"). These scripts name keys built from user and room ids, which is
+ * fine on one Redis (Parley does not use Redis Cluster).
+ */
+#define LUA_CONNS \
+    "local function conns(u)\n" \
+    "  local n = 0\n" \
+    "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n" \
+    "    if string.sub(f, 1, 5) == 'conn:' then n = n + 1 end\n" \
+    "  end\n" \
+    "  return n\n" \
+    "end\n"
+#define LUA_PRESENCE \
+    "local function presence(u, status)\n" \
+    "  local msg = '{\"type\":\"presence\",\"user\":' .. cjson.encode(u) .. ',\"status\":\"' .. status .. '\"}'\n" \
+    "  for _, r in ipairs(redis.call('SMEMBERS', P .. 'user_rooms:' .. u)) do\n" \
+    "    redis.call('PUBLISH', 'room:' .. r, msg)\n" \
+    "  end\n" \
+    "end\n"
+#define LUA_GONE \
+    "local function gone(srv, u)\n" \
+    "  redis.call('HDEL', P .. 'user:' .. u, 'conn:' .. srv)\n" \
+    "  redis.call('SREM', P .. 'server_users:' .. srv, u)\n" \
+    "  if conns(u) == 0 and redis.call('SREM', P .. 'online_users', u) == 1 then\n" \
+    "    presence(u, 'offline')\n" \
+    "    return 1\n" \
+    "  end\n" \
+    "  return 0\n" \
+    "end\n"
+
+/* ARGV: prefix, server, user, now. A connection opened: count it; the user's first anywhere
+ * publishes "online". Returns {online now (1/0), DMs that waited for the user}. */
+static const char presence_up_lua[] =
+    "local P, srv, u, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_PRESENCE
+    "local uk = P .. 'user:' .. u\n"
+    "redis.call('HINCRBY', uk, 'conn:' .. srv, 1)\n"
+    "redis.call('HSET', uk, 'last_seen', now)\n"
+    "redis.call('EXPIRE', uk, 60)\n"
+    "redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
+    "local ok = P .. 'offline:' .. u\n"
+    "local waiting = redis.call('LRANGE', ok, 0, -1)\n"
+    "if #waiting > 0 then redis.call('DEL', ok) end\n"
+    "if redis.call('SADD', P .. 'online_users', u) == 1 then\n"
+    "  redis.call('HSET', uk, 'connected_at', now)\n"
+    "  presence(u, 'online')\n"
+    "  return {1, waiting}\n"
+    "end\n"
+    "return {0, waiting}\n";
+
+/* ARGV: prefix, server, user, now. A connection closed; the user's last anywhere publishes
+ * "offline". */
+static const char presence_down_lua[] =
+    "local P, srv, u, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
+    "local uk = P .. 'user:' .. u\n"
+    "redis.call('HSET', uk, 'last_seen', now)\n"
+    "if redis.call('HINCRBY', uk, 'conn:' .. srv, -1) <= 0 then return gone(srv, u) end\n"
+    "return 0\n";
+
+/* ARGV: prefix, server, now, heartbeat ttl. Every few seconds per instance: refresh this
+ * instance's heartbeat and its users' TTLs; clean up after instances whose heartbeat
+ * expired (they died without closing their connections). Returns users reported offline. */
+static const char sweep_lua[] =
+    "local P, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
+    "redis.call('SET', P .. 'server:' .. me, now, 'EX', ttl)\n"
+    "redis.call('SADD', P .. 'servers', me)\n"
+    "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. me)) do\n"
+    "  redis.call('EXPIRE', P .. 'user:' .. u, 60)\n"
+    "end\n"
+    "local off = 0\n"
+    "for _, srv in ipairs(redis.call('SMEMBERS', P .. 'servers')) do\n"
+    "  if srv ~= me and redis.call('EXISTS', P .. 'server:' .. srv) == 0 then\n"
+    "    for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. srv)) do off = off + gone(srv, u) end\n"
+    "    redis.call('DEL', P .. 'server_users:' .. srv)\n"
+    "    redis.call('SREM', P .. 'servers', srv)\n"
+    "  end\n"
+    "end\n"
+    "return off\n";
+
+/* KEYS: seq, stream, cid, ready. ARGV: tail, id, ts, stream maxlen, cid ttl, prefix, to, from,
+ * offline max. A direct message: like publish, but sent to the server:{id} channel of every
+ * instance where the recipient or the sender has a connection, and queued for a recipient
+ * with none. */
+static const char dm_lua[] =
+    "if redis.call('EXISTS', KEYS[4]) == 0 then return {-1} end\n"
+    "local dedup = KEYS[3] ~= ''\n"
+    "if dedup then\n"
+    "  local d = redis.call('GET', KEYS[3])\n"
+    "  if d then return {0, d} end\n"
+    "end\n"
+    "local P, to, from = ARGV[6], ARGV[7], ARGV[8]\n"
+    "local seq = redis.call('INCR', KEYS[1])\n"
+    "local s = string.format('%d', seq)\n"
+    "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. ARGV[1]\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], s .. '-0', 'm', msg)\n"
+    "local servers, online = {}, false\n"
+    "for _, u in ipairs({to, from}) do\n"
+    "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"
+    "    if string.sub(f, 1, 5) == 'conn:' then\n"
+    "      servers[string.sub(f, 6)] = true\n"
+    "      if u == to then online = true end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "for srv in pairs(servers) do redis.call('PUBLISH', 'server:' .. srv, msg) end\n"
+    "if not online then\n"
+    "  redis.call('RPUSH', P .. 'offline:' .. to, msg)\n"
+    "  redis.call('LTRIM', P .. 'offline:' .. to, -tonumber(ARGV[9]), -1)\n"
+    "end\n"
+    "if dedup then redis.call('SET', KEYS[3], ARGV[2] .. ':' .. s .. ':' .. ARGV[3], 'EX', ARGV[5]) end\n"
+    "return {1, seq}\n";
+
+/* ARGV: prefix, room, user, start (1) / stop (0) / expire (2). Typing state with a 10 s TTL;
+ * at most one start per user and room per second is forwarded. Returns 1 if published. */
+static const char typing_lua[] =
+    "local P, room, u, op = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+    "local k = P .. 'typing:' .. room .. ':' .. u\n"
+    "local what = 'typing_stop'\n"
+    "if op == '1' then\n"
+    "  if not redis.call('SET', P .. 'typing_rl:' .. room .. ':' .. u, '1', 'PX', 1000, 'NX') then return 0 end\n"
+    "  redis.call('SET', k, '1', 'EX', 10)\n"
+    "  what = 'typing_start'\n"
+    "elseif redis.call('DEL', k) == 0 and op == '0' then\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"' .. what .. '\",\"room\":' .. cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
+    "return 1\n";
+
+/* KEYS: seq. ARGV: prefix, room, user, seq. A read position: only forward, never past the
+ * room's seq (-1). Returns 1 if it moved (and the receipt was published), 0 if not. */
+static const char read_lua[] =
+    "local P, room, u, seq = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+    "if seq > tonumber(redis.call('GET', KEYS[1]) or '0') then return -1 end\n"
+    "local k = P .. 'read:' .. room\n"
+    "if seq <= tonumber(redis.call('HGET', k, u) or '-1') then return 0 end\n"
+    "redis.call('HSET', k, u, ARGV[4])\n"
+    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"read_receipt\",\"room\":' .. cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"seq\":' .. ARGV[4] .. '}')\n"
+    "return 1\n";
+
+static const char *const sources[PL_SCRIPT_COUNT] = {
+    publish_lua, sync_lua, presence_up_lua, presence_down_lua, sweep_lua, dm_lua, typing_lua, read_lua,
+};
 static char shas[PL_SCRIPT_COUNT][41];
 
 int pl_script_init(void)

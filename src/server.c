@@ -167,7 +167,7 @@ int pl_server_run(pl_config_t *cfg)
     }
     if (cfg->database_url) {
         srv->db = pl_db_start(cfg->database_url, cfg->db_workers, cfg->db_queue, cfg->redis_host,
-                               cfg->redis_port, cfg->redis_db);
+                               cfg->redis_port, cfg->redis_db, cfg->redis_prefix);
         if (!srv->db) {
             pl_error("cannot start the database pool");
             return 1;

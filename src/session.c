@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
+#include <mbedtls/sha1.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ typedef struct {
     uint32_t gen;
     int64_t since; /**< -1: a plain subscribe */
     int64_t cur;   /**< the room's seq, per Redis */
+    int64_t read;  /**< the user's read position, -1 unknown (Redis not ready) */
     int truncated;
     pl_frame_t **stream; /**< stream entries after those PostgreSQL is asked for */
     size_t nstream;
@@ -43,6 +45,9 @@ static int64_t frame_seq(const pl_frame_t *f)
 }
 
 static void need_restore(pl_shard_t *s);
+static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char **keys, int argc,
+                       const char **args, pl_redis_cb cb, void *priv);
+static void presence_up(pl_conn_t *c);
 
 /* Key and argument buffers; each shard thread has its own. */
 static _Thread_local pl_buf_t kbuf[3], tail_buf;
@@ -96,6 +101,51 @@ void pl_session_start(pl_conn_t *c, const char *user)
     pl_proto_authenticated(b, user, s->srv->cfg.server_id, session);
     pl_conn_send_json(c, b);
     pl_debug("conn %s: authenticated, session %s", user, session);
+    if (!pl_room_join(&s->users, user, strlen(user), c, &c->usub)) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
+    presence_up(c);
+}
+
+/* The user's first connection anywhere makes them online; DMs that waited come now. */
+static void presence_up_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_conn_t *c = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_ARRAY && pl_conn_open(c)) {
+        const redisReply *w = r->element[1];
+        for (size_t i = 0; i < w->elements; i++) {
+            if (w->element[i]->type != REDIS_REPLY_STRING) continue;
+            pl_frame_t *f = pl_frame_text(w->element[i]->str, w->element[i]->len);
+            if (!f) break;
+            pl_conn_send(c, f);
+            pl_frame_unref(f);
+        }
+    }
+    pl_conn_reply_done(c);
+}
+
+static void presence_up(pl_conn_t *c)
+{
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    const char *args[3] = {c->shard->srv->cfg.server_id, c->user, now};
+    if (chat_script(c->shard, PL_SCRIPT_PRESENCE_UP, 0, NULL, 3, args, presence_up_reply, c) == 0) {
+        c->replies_pending++;
+        c->presence = 1; /* the matching "down" goes on the same connection, after it */
+    }
+}
+
+static void presence_down(pl_conn_t *c)
+{
+    if (!c->presence) return;
+    c->presence = 0;
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    const char *args[3] = {c->shard->srv->cfg.server_id, c->user, now};
+    chat_script(c->shard, PL_SCRIPT_PRESENCE_DOWN, 0, NULL, 3, args, NULL, NULL);
 }
 
 static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
@@ -152,11 +202,52 @@ static void leave(pl_conn_t *c, pl_sub_t *sub)
     pl_room_leave(&c->shard->rooms, &c->subs, sub);
 }
 
+/* Rooms this connection is typing in: a stop is sent when it stops, expires or closes. */
+typedef struct pl_typing {
+    struct pl_typing *next;
+    uint64_t deadline; /**< uv_now of the shard loop */
+    char room[PL_ROOM_MAX + 1];
+} pl_typing_t;
+
+#define TYPING_TTL_MS 10000
+
+static void typing_send(pl_conn_t *c, const char *room, const char *op)
+{
+    const char *args[3] = {room, c->user, op};
+    chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 3, args, NULL, NULL);
+}
+
+static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
+{
+    for (pl_typing_t **pp = &c->typing; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->room, room) == 0) {
+            pl_typing_t *t = *pp;
+            *pp = t->next;
+            if (send_stop) typing_send(c, t->room, "2");
+            free(t);
+            return;
+        }
+}
+
 void pl_session_leave_all(pl_conn_t *c)
 {
     pl_shard_t *s = c->shard;
     while (c->subs) leave(c, c->subs);
     atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
+    /* The connection is closing: its typing stops, its presence goes. */
+    while (c->typing) typing_forget(c, c->typing->room, 1);
+    if (c->usub) pl_room_leave(&s->users, &c->usub, c->usub);
+    if (c->user) presence_down(c);
+}
+
+void pl_session_sweep(pl_conn_t *c, uint64_t now)
+{
+    pl_typing_t *t = c->typing;
+    while (t) {
+        pl_typing_t *next = t->next;
+        if (now >= t->deadline) typing_forget(c, t->room, 1);
+        t = next;
+    }
 }
 
 /* The subscription of `c` to `room` if it is still the one catch-up `gen` is for. */
@@ -181,7 +272,7 @@ static void finish_sync(pl_conn_t *c, pl_sub_t *sub, const sync_ctx_t *ctx, pl_f
     pl_frame_t *const *lists[2] = {pg, ctx->stream};
     size_t counts[2] = {npg, ctx->nstream};
     pl_buf_t *b = scratch(c);
-    pl_proto_subscribed(b, sub->room->name, sub->room->len, ctx->cur,
+    pl_proto_subscribed(b, sub->room->name, sub->room->len, ctx->cur, ctx->read,
                         ctx->since >= 0 ? (long)(npg + ctx->nstream) : -1, truncated || ctx->truncated);
     pl_conn_send_json(c, b);
     /* A client claiming more than the room has (Redis lost its data) is not trusted. */
@@ -276,14 +367,16 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
             ctx->cur = 0;
             finish_sync(c, sub, ctx, NULL, 0, 0);
         }
-    } else if (r->elements >= 3) {
+    } else if (r->elements >= 4) {
         ctx->cur = r->element[0]->integer;
         ctx->truncated = (int)r->element[1]->integer;
         int64_t since = r->element[2]->integer;
-        size_t n = r->elements - 3;
+        int64_t rd = r->element[3]->integer;
+        ctx->read = rd < 0 ? 0 : rd;
+        size_t n = r->elements - 4;
         ctx->stream = n ? calloc(n, sizeof *ctx->stream) : NULL;
         for (size_t i = 0; i < n && ctx->stream; i++) {
-            const redisReply *e = r->element[3 + i];
+            const redisReply *e = r->element[4 + i];
             if (e->type == REDIS_REPLY_STRING && (ctx->stream[ctx->nstream] = pl_frame_text(e->str, e->len)))
                 ctx->nstream++;
         }
@@ -314,6 +407,7 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
     ctx->conn = c;
     ctx->gen = sub->sync_gen;
     ctx->since = since;
+    ctx->read = -1;
     snprintf(ctx->room, sizeof ctx->room, "%s", sub->room->name);
 
     char since_s[24], most[24];
@@ -321,16 +415,59 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
     snprintf(most, sizeof most, "%zu", cfg_of(c)->recover_max);
     pl_key_seq(&kbuf[0], sub->room->name, sub->room->len);
     pl_key_stream(&kbuf[1], sub->room->name, sub->room->len);
-    const char *argv[8] = {"EVALSHA", pl_script_sha(PL_SCRIPT_SYNC), "3", kbuf[0].data, kbuf[1].data,
-                           PL_KEY_READY, since_s, most};
-    size_t lens[8] = {7, 40, 1, kbuf[0].len, kbuf[1].len, strlen(PL_KEY_READY), strlen(since_s),
-                      strlen(most)};
-    if (pl_redis_command(&s->redis, sync_reply, ctx, 8, argv, lens) != 0) {
+    pl_buf_reset(&kbuf[2]);
+    pl_buf_printf(&kbuf[2], "%sread:%s", cfg_of(c)->redis_prefix, sub->room->name);
+    const char *argv[10] = {"EVALSHA", pl_script_sha(PL_SCRIPT_SYNC), "4", kbuf[0].data, kbuf[1].data,
+                            PL_KEY_READY, kbuf[2].data, since_s, most, c->user};
+    size_t lens[10] = {7, 40, 1, kbuf[0].len, kbuf[1].len, strlen(PL_KEY_READY), kbuf[2].len,
+                       strlen(since_s), strlen(most), strlen(c->user)};
+    if (pl_redis_command(&s->redis, sync_reply, ctx, 10, argv, lens) != 0) {
         sync_ctx_free(ctx);
         sync_fail(c, sub, "redis unreachable");
         return;
     }
     c->replies_pending++;
+}
+
+/* ---- chat state in Redis (presence, typing, reads, DMs): fire-and-forget helpers ---- */
+
+/* Run a chat-state script: ARGV[1] is the key prefix, then `argc` more. */
+static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char **keys, int argc,
+                       const char **args, pl_redis_cb cb, void *priv)
+{
+    const char *argv[16];
+    size_t lens[16];
+    char nk[8];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    int n = 0;
+    argv[n] = "EVALSHA", lens[n++] = 7;
+    argv[n] = pl_script_sha(which), lens[n++] = 40;
+    argv[n] = nk, lens[n++] = strlen(nk);
+    for (int i = 0; i < nkeys; i++) argv[n] = keys[i], lens[n++] = strlen(keys[i]);
+    argv[n] = s->srv->cfg.redis_prefix, lens[n++] = strlen(s->srv->cfg.redis_prefix);
+    for (int i = 0; i < argc; i++) argv[n] = args[i], lens[n++] = strlen(args[i]);
+    return pl_redis_command(&s->redis, cb, priv, n, argv, lens);
+}
+
+/* Mirror a membership into Redis (presence goes to the rooms a user is a member of). */
+static void mirror_member(pl_shard_t *s, const char *room, const char *user, int add)
+{
+    const char *pfx = s->srv->cfg.redis_prefix;
+    pl_buf_reset(&kbuf[0]);
+    pl_buf_printf(&kbuf[0], "%suser_rooms:%s", pfx, user);
+    pl_buf_reset(&kbuf[1]);
+    pl_buf_printf(&kbuf[1], "%sroom_participants:%s", pfx, room);
+    const char *a1[3] = {add ? "SADD" : "SREM", kbuf[0].data, room};
+    size_t l1[3] = {4, kbuf[0].len, strlen(room)};
+    const char *a2[3] = {add ? "SADD" : "SREM", kbuf[1].data, user};
+    size_t l2[3] = {4, kbuf[1].len, strlen(user)};
+    pl_redis_command(&s->redis, NULL, NULL, 3, a1, l1);
+    pl_redis_command(&s->redis, NULL, NULL, 3, a2, l2);
+}
+
+void pl_session_member_changed(pl_shard_t *s, const char *room, const char *user, int member)
+{
+    mirror_member(s, room, user, member);
 }
 
 /* ---- subscribing: membership ---- */
@@ -343,6 +480,7 @@ static void join_checked(pl_db_job_t *j)
     if (sub) {
         /* Open rooms let anyone in: a membership that could not be recorded is no reason to refuse. */
         if (j->status == PL_DB_OK || j->open_rooms) {
+            mirror_member(c->shard, j->room, c->user, 1);
             start_sync(c, sub, j->after);
         } else {
             leave(c, sub);
@@ -380,6 +518,15 @@ static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
     }
     cJSON_ArrayForEach(r, req->rooms)
     {
+        if (strncmp(r->valuestring, "dm:", 3) == 0) {
+            /* Direct conversations are not rooms one subscribes to: they come to the user. */
+            pl_session_error(c, PL_ERR_FORBIDDEN, "dm: rooms cannot be subscribed to", req->cid,
+                             req->cid_len);
+            return;
+        }
+    }
+    cJSON_ArrayForEach(r, req->rooms)
+    {
         size_t len = strlen(r->valuestring);
         pl_sub_t *sub = pl_room_join(&s->rooms, r->valuestring, len, c, &c->subs);
         if (!sub) {
@@ -408,6 +555,7 @@ static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
             pl_db_submit(db, j);
             continue;
         }
+        mirror_member(s, r->valuestring, c->user, 1);
         start_sync(c, sub, since);
     }
     atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
@@ -617,11 +765,41 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
     }
 }
 
+/* A direct message (its tail is in tail_buf): the DM script routes it to server:{id} channels. */
+static int eval_dm(pl_shard_t *s, pl_db_job_t *j, int full_script)
+{
+    const pl_config_t *cfg = &s->srv->cfg;
+    size_t room_len = strlen(j->room), cid_len = strlen(j->cid);
+    pl_key_seq(&kbuf[0], j->room, room_len);
+    pl_key_stream(&kbuf[1], j->room, room_len);
+    if (cid_len) pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
+    else pl_buf_reset(&kbuf[2]);
+    char id[24], ts[24], maxlen[24], ttl[16], omax[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)j->id);
+    snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ms);
+    snprintf(maxlen, sizeof maxlen, "%zu", cfg->stream_len);
+    snprintf(ttl, sizeof ttl, "%d", PL_CID_TTL_S);
+    snprintf(omax, sizeof omax, "%zu", cfg->offline_max);
+    const char *src = full_script ? pl_script_source(PL_SCRIPT_DM) : pl_script_sha(PL_SCRIPT_DM);
+    const char *argv[16] = {full_script ? "EVAL" : "EVALSHA", src, "4", kbuf[0].data, kbuf[1].data,
+                            kbuf[2].data ? kbuf[2].data : "", PL_KEY_READY, tail_buf.data, id, ts,
+                            maxlen, ttl, cfg->redis_prefix, j->to, j->user, omax};
+    size_t lens[16];
+    for (int i = 0; i < 16; i++) lens[i] = strlen(argv[i]);
+    lens[7] = tail_buf.len;
+    return pl_redis_command(&s->redis, publish_reply, j, 16, argv, lens);
+}
+
 static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
 {
     const pl_config_t *cfg = &s->srv->cfg;
     size_t room_len = strlen(j->room), cid_len = strlen(j->cid);
     pl_buf_reset(&tail_buf);
+    if (j->to[0]) {
+        pl_proto_dm_tail(&tail_buf, j->room, room_len, j->id, j->user, j->to, j->text, j->text_len,
+                         j->ts_ms, cid_len ? j->cid : NULL, cid_len);
+        return eval_dm(s, j, full_script);
+    }
     pl_proto_message_tail(&tail_buf, j->room, room_len, j->id, j->user, j->text, j->text_len,
                           j->ts_ms, cid_len ? j->cid : NULL, cid_len);
     pl_key_seq(&kbuf[0], j->room, room_len);
@@ -644,12 +822,35 @@ static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
     return pl_redis_command(&s->redis, publish_reply, j, 13, argv, lens);
 }
 
+/* The room of a direct conversation: the same for both directions. */
+static void dm_room(const char *a, const char *b, char out[3 + 32 + 1])
+{
+    const char *lo = strcmp(a, b) < 0 ? a : b, *hi = lo == a ? b : a;
+    pl_buf_t *k = &kbuf[2];
+    pl_buf_reset(k);
+    /* User ids have no control characters, so "\n" keeps the pair unambiguous. */
+    pl_buf_printf(k, "%s\n%s", lo, hi);
+    unsigned char d[20];
+    mbedtls_sha1_ret((const unsigned char *)k->data, k->len, d);
+    memcpy(out, "dm:", 3);
+    for (int i = 0; i < 16; i++) snprintf(out + 3 + 2 * i, 3, "%02x", d[i]);
+}
+
 static void on_message(pl_conn_t *c, const pl_req_t *req)
 {
     pl_shard_t *s = c->shard;
     pl_db_t *db = s->srv->db;
-    pl_room_t *room = pl_room_find(&s->rooms, req->room, req->room_len);
-    if (!room || !pl_room_sub_of(c->subs, room)) {
+    char dm[3 + 32 + 1];
+    if (req->to) {
+        if (strcmp(req->to, c->user) == 0) {
+            pl_session_error(c, PL_ERR_BAD_REQUEST, "a direct message needs another user",
+                             req->cid, req->cid_len);
+            return;
+        }
+        dm_room(c->user, req->to, dm);
+    }
+    pl_room_t *room = req->to ? NULL : pl_room_find(&s->rooms, req->room, req->room_len);
+    if (!req->to && (!room || !pl_room_sub_of(c->subs, room))) {
         pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room before sending to it",
                          req->cid, req->cid_len);
         return;
@@ -673,7 +874,12 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
     j->text_len = req->text_len;
     j->ts_ms = pl_now_ms();
     j->id = pl_idgen_next(&s->ids, j->ts_ms);
-    memcpy(j->room, req->room, req->room_len + 1);
+    if (req->to) {
+        memcpy(j->room, dm, sizeof dm);
+        memcpy(j->to, req->to, req->to_len + 1);
+    } else {
+        memcpy(j->room, req->room, req->room_len + 1);
+    }
     snprintf(j->user, sizeof j->user, "%s", c->user);
     if (req->cid) memcpy(j->cid, req->cid, req->cid_len + 1);
     c->replies_pending++;
@@ -686,6 +892,132 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
         return;
     }
     if (eval_publish(s, j, 0) != 0) message_failed(j, "redis is unreachable; retry later");
+}
+
+static void message_done_free(pl_db_job_t *j)
+{
+    pl_db_job_free(j);
+}
+
+/* ---- typing and read receipts ---- */
+
+static int subscribed_to(pl_conn_t *c, const pl_req_t *req)
+{
+    pl_room_t *room = pl_room_find(&c->shard->rooms, req->room, req->room_len);
+    if (room && pl_room_sub_of(c->subs, room)) return 1;
+    pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room first", req->cid, req->cid_len);
+    return 0;
+}
+
+typedef struct {
+    pl_conn_t *conn;
+    char room[PL_ROOM_MAX + 1];
+    int64_t seq;
+    uint8_t cid_len;
+    char cid[PL_CID_MAX];
+} chat_ctx_t;
+
+static chat_ctx_t *chat_ctx(pl_conn_t *c, const pl_req_t *req)
+{
+    chat_ctx_t *x = malloc(sizeof *x);
+    if (!x) return NULL;
+    x->conn = c;
+    memcpy(x->room, req->room, req->room_len + 1);
+    x->seq = req->seq;
+    x->cid_len = (uint8_t)req->cid_len;
+    if (req->cid) memcpy(x->cid, req->cid, req->cid_len);
+    c->replies_pending++;
+    return x;
+}
+
+static void chat_ctx_done(chat_ctx_t *x)
+{
+    pl_conn_t *c = x->conn;
+    free(x);
+    pl_conn_reply_done(c);
+}
+
+static void typing_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    chat_ctx_t *x = privdata;
+    pl_conn_t *c = x->conn;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && pl_conn_open(c)) {
+        /* Forwarded: (re)arm this connection's 10 s expiry for the room. */
+        uint64_t deadline = uv_now(&c->shard->loop) + TYPING_TTL_MS;
+        pl_typing_t *t;
+        for (t = c->typing; t && strcmp(t->room, x->room) != 0; t = t->next) {
+        }
+        if (!t && (t = malloc(sizeof *t))) {
+            snprintf(t->room, sizeof t->room, "%s", x->room);
+            t->next = c->typing;
+            c->typing = t;
+        }
+        if (t) t->deadline = deadline;
+    }
+    chat_ctx_done(x);
+}
+
+static void on_typing(pl_conn_t *c, const pl_req_t *req, int start)
+{
+    if (!subscribed_to(c, req)) return;
+    if (!start) {
+        typing_forget(c, req->room, 0);
+        typing_send(c, req->room, "0");
+        return;
+    }
+    chat_ctx_t *x = chat_ctx(c, req);
+    if (!x) return;
+    const char *args[3] = {req->room, c->user, "1"};
+    if (chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 3, args, typing_reply, x) != 0) {
+        chat_ctx_done(x);
+        pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
+                         req->cid_len);
+    }
+}
+
+static void read_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    chat_ctx_t *x = privdata;
+    pl_conn_t *c = x->conn;
+    redisReply *r = reply;
+    const char *cid = x->cid_len ? x->cid : NULL;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        if (pl_conn_open(c))
+            pl_session_error(c, PL_ERR_UNAVAILABLE, "the read position could not be stored; retry",
+                             cid, x->cid_len);
+    } else if (r->integer < 0) {
+        if (pl_conn_open(c))
+            pl_session_error(c, PL_ERR_BAD_REQUEST, "seq is past the room's last message", cid,
+                             x->cid_len);
+    } else if (r->integer == 1 && c->shard->srv->db) {
+        /* Moved forward: make it durable too (the database keeps the greatest). */
+        pl_db_job_t *j = pl_db_job_new(PL_DB_READ, c->shard, message_done_free, NULL);
+        if (j) {
+            snprintf(j->room, sizeof j->room, "%s", x->room);
+            snprintf(j->user, sizeof j->user, "%s", c->user);
+            j->seq = x->seq;
+            pl_db_submit(c->shard->srv->db, j);
+        }
+    }
+    chat_ctx_done(x);
+}
+
+static void on_read(pl_conn_t *c, const pl_req_t *req)
+{
+    if (!subscribed_to(c, req)) return;
+    chat_ctx_t *x = chat_ctx(c, req);
+    if (!x) return;
+    char seq[24];
+    snprintf(seq, sizeof seq, "%lld", (long long)req->seq);
+    pl_key_seq(&kbuf[0], req->room, req->room_len);
+    const char *keys[1] = {kbuf[0].data};
+    const char *args[3] = {req->room, c->user, seq};
+    if (chat_script(c->shard, PL_SCRIPT_READ, 1, keys, 3, args, read_reply, x) != 0) {
+        chat_ctx_done(x);
+        pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
+                         req->cid_len);
+    }
 }
 
 /* ---- dispatch ---- */
@@ -715,6 +1047,9 @@ void pl_session_on_text(pl_conn_t *c, const uint8_t *p, size_t len)
     case PL_REQ_SUBSCRIBE: on_subscribe(c, &req); break;
     case PL_REQ_UNSUBSCRIBE: on_unsubscribe(c, &req); break;
     case PL_REQ_MESSAGE: on_message(c, &req); break;
+    case PL_REQ_TYPING_START: on_typing(c, &req, 1); break;
+    case PL_REQ_TYPING_STOP: on_typing(c, &req, 0); break;
+    case PL_REQ_READ: on_read(c, &req); break;
     case PL_REQ_PING: {
         static const char pong[] = "{\"type\":\"pong\"}";
         pl_buf_t *b = scratch(c);
@@ -728,14 +1063,34 @@ void pl_session_on_text(pl_conn_t *c, const uint8_t *p, size_t len)
 
 /* ---- delivery (the fan-out hot path) ---- */
 
+/* A direct message: to this shard's connections of its sender and its recipient. */
+static void deliver_dm(pl_shard_t *s, const pl_bcast_t *b)
+{
+    unsigned long n = 0;
+    const char *users[2] = {b->user_a, b->user_b};
+    for (int u = 0; u < 2; u++) {
+        if (u == 1 && strcmp(users[0], users[1]) == 0) break;
+        pl_room_t *r = pl_room_find(&s->users, users[u], strlen(users[u]));
+        for (uint32_t i = 0; r && i < r->nmembers; i++)
+            if (pl_conn_send(r->members[i]->owner, b->frame) == 0) n++;
+    }
+    atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
+}
+
 void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b)
 {
+    if (b->kind == PL_BC_DM) {
+        deliver_dm(s, b);
+        return;
+    }
     pl_room_t *room = pl_room_find(&s->rooms, b->room, b->room_len);
     if (!room) return;
     unsigned long n = 0;
     for (uint32_t i = 0; i < room->nmembers; i++) {
         pl_sub_t *sub = room->members[i];
         pl_conn_t *c = sub->owner;
+        /* Typing goes to the room's other users. */
+        if (b->kind == PL_BC_TYPING && c->user && strcmp(c->user, b->user_a) == 0) continue;
         if (sub->sync_gen) {
             hold(c, sub, b->frame, b->seq); /* catching up: after the missed ones */
             continue;
@@ -747,4 +1102,24 @@ void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b)
         if (pl_conn_send(c, b->frame) == 0) n++;
     }
     atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
+}
+
+/* ---- presence: heartbeat and dead instances (shard 0) ---- */
+
+static void presence_sweep_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        pl_info("presence: %lld user(s) of dead instance(s) reported offline", r->integer);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        pl_warn("presence sweep: %s", r->str);
+}
+
+void pl_session_presence_sweep(pl_shard_t *s)
+{
+    char now[24], ttl[8];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    snprintf(ttl, sizeof ttl, "%d", PL_HEARTBEAT_TTL_S);
+    const char *args[3] = {s->srv->cfg.server_id, now, ttl};
+    chat_script(s, PL_SCRIPT_SWEEP, 0, NULL, 3, args, presence_sweep_reply, NULL);
 }

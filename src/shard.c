@@ -93,13 +93,19 @@ static void finish(pl_shard_t *s)
     uv_close((uv_handle_t *)&s->check, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
     uv_close((uv_handle_t *)&s->ready_timer, NULL);
+    uv_close((uv_handle_t *)&s->presence_timer, NULL);
+}
+
+static void presence_timer_cb(uv_timer_t *t)
+{
+    pl_session_presence_sweep(t->data);
 }
 
 static void check_cb(uv_check_t *h)
 {
     pl_shard_t *s = h->data;
-    pl_redis_flush(&s->redis); /* this turn's publishes, in one write */
     pl_conn_process_pending(s);
+    pl_redis_flush(&s->redis); /* this turn's Redis commands (closes add some), in one write */
     /* The last to go: clients, then (FINISH) the database pool's answers. */
     if (s->finishing && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);
 }
@@ -123,6 +129,7 @@ static void shard_main(void *arg)
     int rc = uv_loop_close(&s->loop);
     if (rc != 0) pl_warn("loop close: %s", uv_strerror(rc));
     pl_room_table_free(&s->rooms);
+    pl_room_table_free(&s->users);
     pl_ws_pool_free(&s->ws);
     pl_buf_free(&s->scratch);
     while (s->free_nodes) {
@@ -142,6 +149,7 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
     s->listen_fd = listen_fd;
     pl_mpsc_init(&s->inbox);
     pl_room_table_init(&s->rooms);
+    pl_room_table_init(&s->users);
     pl_ws_pool_init(&s->ws);
     pl_idgen_init(&s->ids, id_node);
     atomic_init(&s->nconns, 0);
@@ -159,9 +167,15 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
         (rc = uv_timer_init(&s->loop, &s->sweep)) != 0 ||
         (rc = uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS)) != 0 ||
         (rc = uv_timer_init(&s->loop, &s->ready_timer)) != 0 ||
+        (rc = uv_timer_init(&s->loop, &s->presence_timer)) != 0 ||
         (rc = uv_tcp_init(&s->loop, &s->listener)) != 0)
         return rc;
     s->wake.data = s->check.data = s->sweep.data = s->listener.data = s->ready_timer.data = s;
+    s->presence_timer.data = s;
+    /* One instance-wide heartbeat: shard 0 keeps it. */
+    if (index == 0 &&
+        (rc = uv_timer_start(&s->presence_timer, presence_timer_cb, 200, PL_HEARTBEAT_EVERY_MS)) != 0)
+        return rc;
     if ((rc = uv_tcp_open(&s->listener, listen_fd)) != 0 ||
         (rc = uv_listen((uv_stream_t *)&s->listener, 4096, pl_conn_accept_cb)) != 0)
         return rc;

@@ -5,6 +5,7 @@
  */
 #include "parley/subscriber.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
@@ -39,17 +40,55 @@ static void backoff_sleep(pl_subscriber_t *s, int ms)
     }
 }
 
+/* Copy a string member of a small JSON object (typing, direct messages: not the hot path). */
+static int json_user(const cJSON *o, const char *key, char out[129])
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(v) || strlen(v->valuestring) > 128) return -1;
+    strcpy(out, v->valuestring);
+    return 0;
+}
+
 static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
 {
-    /* ["pmessage", pattern, channel, payload] */
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
-        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "pmessage") != 0)
+    /* ["pmessage", pattern, "room:<id>", payload] or ["message", "server:<us>", payload] */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING)
         return;
-    const redisReply *chan = r->element[2], *payload = r->element[3];
-    if (chan->len <= 5 || memcmp(chan->str, "room:", 5) != 0) return;
-    const char *room = chan->str + 5;
-    size_t room_len = chan->len - 5;
-    if (!pl_room_id_valid(room, room_len)) {
+    pl_bcast_kind_t kind;
+    const redisReply *chan, *payload;
+    if (r->elements == 4 && strcmp(r->element[0]->str, "pmessage") == 0) {
+        chan = r->element[2], payload = r->element[3];
+        kind = PL_BC_ROOM;
+    } else if (r->elements == 3 && strcmp(r->element[0]->str, "message") == 0) {
+        chan = r->element[1], payload = r->element[2];
+        kind = PL_BC_DM;
+    } else {
+        return; /* (p)subscribe confirmations */
+    }
+    const char *room = "";
+    size_t room_len = 0;
+    char user_a[129] = "", user_b[129] = "";
+    if (kind == PL_BC_ROOM) {
+        if (chan->len <= 5 || memcmp(chan->str, "room:", 5) != 0) return;
+        room = chan->str + 5;
+        room_len = chan->len - 5;
+        if (payload->len > 16 && memcmp(payload->str, "{\"type\":\"typing_", 16) == 0) {
+            cJSON *j = cJSON_ParseWithLength(payload->str, payload->len);
+            int bad = json_user(j, "user", user_a);
+            cJSON_Delete(j);
+            if (bad) return;
+            kind = PL_BC_TYPING;
+        }
+    } else {
+        cJSON *j = cJSON_ParseWithLength(payload->str, payload->len);
+        int bad = json_user(j, "from", user_a) || json_user(j, "to", user_b);
+        cJSON_Delete(j);
+        if (bad) {
+            pl_warn("ignoring a malformed direct message on %.*s", (int)chan->len, chan->str);
+            return;
+        }
+    }
+    if (kind != PL_BC_DM && !pl_room_id_valid(room, room_len)) {
         pl_warn("ignoring message on invalid channel '%.*s'", (int)(chan->len > 200 ? 200 : chan->len), chan->str);
         return;
     }
@@ -63,6 +102,9 @@ static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
     }
     b->frame = f;
     b->seq = pl_proto_payload_seq(payload->str, payload->len);
+    b->kind = kind;
+    memcpy(b->user_a, user_a, sizeof user_a);
+    memcpy(b->user_b, user_b, sizeof user_b);
     atomic_init(&b->pending, (unsigned)srv->nshards);
     b->room_len = (uint32_t)room_len;
     memcpy(b->room, room, room_len);
@@ -120,16 +162,32 @@ static void *sub_main(void *arg)
         }
         set_fd(s, c->fd);
         redisEnableKeepAlive(c); /* notice a Redis that vanished without closing */
-        redisReply *r = redisCommand(c, "PSUBSCRIBE room:*");
-        int ok = r && r->type == REDIS_REPLY_ARRAY;
-        if (r) freeReplyObject(r);
+        /* Rooms from everyone; direct messages only for the users connected here. */
+        int ok = redisAppendCommand(c, "PSUBSCRIBE room:*") == REDIS_OK &&
+                 redisAppendCommand(c, "SUBSCRIBE server:%s", cfg->server_id) == REDIS_OK;
+        for (int confirmed = 0; ok && confirmed < 2;) {
+            void *reply = NULL;
+            ok = redisGetReply(c, &reply) == REDIS_OK && reply;
+            if (!ok) break;
+            redisReply *rr = reply;
+            if (rr->type == REDIS_REPLY_ARRAY && rr->elements == 3 &&
+                rr->element[0]->type == REDIS_REPLY_STRING &&
+                (!strcmp(rr->element[0]->str, "psubscribe") || !strcmp(rr->element[0]->str, "subscribe")))
+                confirmed++;
+            else if (rr->type == REDIS_REPLY_ERROR)
+                ok = 0;
+            else
+                dispatch(s, rr, owe);
+            freeReplyObject(reply);
+        }
         if (ok) {
             struct timeval none = {0, 0}; /* block for as long as Redis is quiet */
             redisSetTimeout(c, none);
             atomic_store(&s->connected, 1);
             backoff = BACKOFF_MIN_MS;
             logged_down = 0;
-            pl_info("subscriber: PSUBSCRIBE room:* on %s:%d", cfg->redis_host, cfg->redis_port);
+            pl_info("subscriber: PSUBSCRIBE room:*, SUBSCRIBE server:%s on %s:%d", cfg->server_id,
+                    cfg->redis_host, cfg->redis_port);
             serve(s, c, owe);
             atomic_store(&s->connected, 0);
             wake_owed(s, owe);

@@ -34,6 +34,8 @@ typedef struct {
     size_t stream_len;  /**< PARLEY_STREAM_LEN: recent messages kept per room in Redis */
     size_t recover_max; /**< PARLEY_RECOVER_MAX: most messages replayed on one resubscribe */
     int migrate;        /**< --migrate: apply the schema and exit */
+    char *redis_prefix; /**< PARLEY_REDIS_PREFIX: prefix of the chat-state keys (presence...) */
+    size_t offline_max; /**< PARLEY_OFFLINE_MAX: direct messages kept for an offline user */
 } pl_config_t;
 
 /** Outcome of pl_config_load besides success. */

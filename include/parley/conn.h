@@ -54,6 +54,9 @@ typedef struct pl_conn {
     char *user;                /**< after authentication */
     uint64_t session;
     pl_sub_t *subs;            /**< rooms subscribed to, on this shard's table */
+    pl_sub_t *usub;            /**< this connection in the shard's user table */
+    struct pl_typing *typing;  /**< rooms this connection is typing in (session.c) */
+    uint8_t presence;          /**< counted in Redis presence (session.c) */
     /* Output: frames in order; the head may be partly written (q_off). */
     pl_outq_node_t *q_head, *q_tail;
     uint32_t q_off;

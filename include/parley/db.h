@@ -45,6 +45,7 @@ typedef enum {
     PL_DB_JOIN,       /**< open rooms: record membership; closed: check it (status PL_DB_EFORBIDDEN) */
     PL_DB_MEMBER_PUT, /**< add `user` to `room` -> http_status, body */
     PL_DB_MEMBER_DEL, /**< remove -> http_status, body */
+    PL_DB_READ,       /**< store `user`'s read position `seq` in `room` (never moves back) */
 } pl_db_kind_t;
 
 /** Job outcomes (job->status). */
@@ -77,6 +78,7 @@ typedef struct pl_db_job {
     char room[PL_ROOM_MAX + 1];
     char user[PL_JWT_SUB_MAX + 1];
     char cid[PL_CID_MAX + 1]; /**< "" if none */
+    char to[PL_JWT_SUB_MAX + 1]; /**< a direct message's recipient, "" for a room message */
     char *text;               /**< owned, NUL-terminated */
     size_t text_len;
     /* Queries. */
@@ -102,7 +104,7 @@ typedef struct pl_db pl_db_t;
  * Returns NULL on allocation or thread failure.
  */
 pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit, const char *redis_host,
-                     int redis_port, int redis_db);
+                     int redis_port, int redis_db, const char *redis_prefix);
 
 /** Reserve a place for one STORE job. Returns 0, or -1 if the store queue is full. Any thread. */
 int pl_db_reserve(pl_db_t *db);

@@ -26,6 +26,9 @@ typedef enum {
     PL_REQ_UNSUBSCRIBE,
     PL_REQ_MESSAGE,
     PL_REQ_PING,
+    PL_REQ_TYPING_START,
+    PL_REQ_TYPING_STOP,
+    PL_REQ_READ,
 } pl_req_type_t;
 
 /** Error codes of `error` frames. */
@@ -55,8 +58,11 @@ typedef struct {
     size_t cid_len;
     const char *token; /**< authenticate */
     size_t token_len;
-    const char *room; /**< message */
+    const char *room; /**< message, typing_*, read */
     size_t room_len;
+    const char *to; /**< message: a direct message to this user (room is then NULL) */
+    size_t to_len;
+    int64_t seq; /**< read */
     const char *text; /**< message */
     size_t text_len;
     const struct cJSON *rooms; /**< subscribe/unsubscribe: array of valid room id strings */
@@ -81,6 +87,9 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
 
 /** The `since` seq a subscribe gave for `room`, or -1 if none. */
 int64_t pl_proto_since(const pl_req_t *req, const char *room);
+
+/** 1 if `s[0..n)` is a valid user id: 1-128 bytes, no control characters. */
+int pl_user_id_valid(const char *s, size_t n);
 
 /** Release what pl_proto_decode allocated. Safe on a zeroed request. */
 void pl_proto_req_free(pl_req_t *req);
@@ -112,9 +121,16 @@ void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint6
 int64_t pl_proto_payload_seq(const char *p, size_t len);
 /** {"type":"ack"[,"cid":..],"id":"<id>","seq":n} */
 void pl_proto_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq);
-/** {"type":"subscribed","room":..,"seq":n[,"recovered":k][,"truncated":true]} (seq < 0: omitted) */
-void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq,
+/**
+ * {"type":"subscribed","room":..,"seq":n[,"read":r,"unread":u][,"recovered":k][,"truncated":true]}
+ * (seq < 0: omitted; read < 0: read and unread omitted; recovered < 0: omitted)
+ */
+void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq, int64_t read,
                          long recovered, int truncated);
+/** The tail of a direct message: like pl_proto_message_tail, with "to" after "from". */
+void pl_proto_dm_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id, const char *from,
+                      const char *to, const char *text, size_t text_len, int64_t ts_ms,
+                      const char *cid, size_t cid_len);
 /** {"type":"server_notice","code":..,"message":..} */
 void pl_proto_notice(pl_buf_t *b, const char *code, const char *message);
 

@@ -24,7 +24,17 @@
 #include "parley/redis.h"
 
 /** The scripts. */
-typedef enum { PL_SCRIPT_PUBLISH, PL_SCRIPT_SYNC, PL_SCRIPT_COUNT } pl_script_t;
+typedef enum {
+    PL_SCRIPT_PUBLISH,
+    PL_SCRIPT_SYNC,
+    PL_SCRIPT_PRESENCE_UP,
+    PL_SCRIPT_PRESENCE_DOWN,
+    PL_SCRIPT_SWEEP,
+    PL_SCRIPT_DM,
+    PL_SCRIPT_TYPING,
+    PL_SCRIPT_READ,
+    PL_SCRIPT_COUNT
+} pl_script_t;
 
 /** The key whose presence says Redis' seqs can be trusted. */
 #define PL_KEY_READY "parley:ready"

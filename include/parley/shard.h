@@ -57,9 +57,18 @@ typedef struct {
  * thread with one event per shard; the last shard to finish with it frees it
  * (and drops its reference on the frame).
  */
+/** What a broadcast is, which decides who gets it. */
+typedef enum {
+    PL_BC_ROOM,   /**< subscribers of `room` */
+    PL_BC_TYPING, /**< subscribers of `room` except user_a's connections */
+    PL_BC_DM,     /**< every connection of user_a (sender) and user_b (recipient) */
+} pl_bcast_kind_t;
+
 typedef struct pl_bcast {
     pl_frame_t *frame;   /**< the WebSocket frame every recipient gets */
     int64_t seq;         /**< the room message's seq, 0 for other events */
+    pl_bcast_kind_t kind;
+    char user_a[129], user_b[129];
     atomic_uint pending; /**< shards that have not processed it yet */
     uint32_t room_len;
     char room[PL_ROOM_MAX + 1];
@@ -87,6 +96,8 @@ typedef struct pl_shard {
     uv_check_t check;
     uv_timer_t sweep;
     pl_room_table_t rooms;
+    pl_room_table_t users; /**< user id -> this shard's connections of that user (direct messages) */
+    uv_timer_t presence_timer; /**< shard 0 only: heartbeat and dead-instance sweep */
     struct pl_conn *conns;   /**< every live connection (doubly linked) */
     struct pl_conn *dirty;   /**< connections with output to write this iteration */
     struct pl_conn *closing; /**< connections whose close was requested this iteration */

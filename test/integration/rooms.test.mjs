@@ -9,10 +9,10 @@ test('rooms: subscribe/unsubscribe answer one frame per room, idempotently', asy
   c.send({ type: 'subscribe', rooms: ['r1', 'r2', room128] });
   for (const r of ['r1', 'r2', room128]) {
     const f = await c.next((j) => j.type === 'subscribed' || j.type === 'error', 5000, `subscribed ${r}`);
-    eq(f.raw, JSON.stringify({ type: 'subscribed', room: r, seq: 0 }), 'subscribed frame (a new room: seq 0)');
+    eq(f.raw, JSON.stringify({ type: 'subscribed', room: r, seq: 0, read: 0, unread: 0 }), 'subscribed frame (a new room: seq 0, nothing read)');
   }
   c.send({ type: 'subscribe', rooms: ['r1'] });
-  eq((await c.next()).raw, '{"type":"subscribed","room":"r1","seq":0}', 'second subscribe to r1');
+  eq((await c.next()).raw, '{"type":"subscribed","room":"r1","seq":0,"read":0,"unread":0}', 'second subscribe to r1');
   c.send({ type: 'unsubscribe', rooms: ['r1', 'never-joined'] });
   eq((await c.next()).raw, '{"type":"unsubscribed","room":"r1"}', 'unsubscribe r1');
   eq((await c.next()).raw, '{"type":"unsubscribed","room":"never-joined"}', 'unsubscribe never-joined');

@@ -516,12 +516,15 @@ static void enc_seq_frames(void)
     pl_proto_ack(&b, NULL, 0, 99, 12);
     CHECK_STR(b.data, "{\"type\":\"ack\",\"id\":\"99\",\"seq\":12}");
     pl_buf_reset(&b);
-    pl_proto_subscribed(&b, "r1", 2, 41, 4, 1);
+    pl_proto_subscribed(&b, "r1", 2, 41, -1, 4, 1);
     CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":41,\"recovered\":4,"
                       "\"truncated\":true}");
     pl_buf_reset(&b);
-    pl_proto_subscribed(&b, "r1", 2, 0, -1, 0);
+    pl_proto_subscribed(&b, "r1", 2, 0, -1, -1, 0);
     CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":0}");
+    pl_buf_reset(&b);
+    pl_proto_subscribed(&b, "r1", 2, 50, 42, -1, 0);
+    CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":50,\"read\":42,\"unread\":8}");
     pl_buf_free(&b);
 }
 
