@@ -551,6 +551,52 @@ static void since_decoding(void)
     }
 }
 
+/* typing_start/typing_stop/read and direct messages. */
+static void chat_frames(void)
+{
+    pl_proto_limits_t lim = {100, 10};
+    pl_req_t req;
+    pl_proto_err_t err;
+    struct {
+        const char *in;
+        int rc;
+        int type;
+        pl_err_t code;
+    } cases[] = {
+        {"{\"type\":\"typing_start\",\"room\":\"r1\"}", 0, PL_REQ_TYPING_START, 0},
+        {"{\"type\":\"typing_stop\",\"room\":\"r1\"}", 0, PL_REQ_TYPING_STOP, 0},
+        {"{\"type\":\"typing_start\"}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"typing_stop\",\"room\":\"bad room\"}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"read\",\"room\":\"r1\",\"seq\":42}", 0, PL_REQ_READ, 0},
+        {"{\"type\":\"read\",\"room\":\"r1\",\"seq\":-1}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"read\",\"room\":\"r1\",\"seq\":1.5}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"read\",\"room\":\"r1\"}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"message\",\"to\":\"bob\",\"text\":\"hi\"}", 0, PL_REQ_MESSAGE, 0},
+        {"{\"type\":\"message\",\"to\":\"\",\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"message\",\"to\":\"a\\nb\",\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"message\",\"to\":\"bob\",\"room\":\"r1\",\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"message\",\"to\":5,\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int rc = pl_proto_decode(cases[i].in, strlen(cases[i].in), &lim, &req, &err);
+        CHECK_EQ_INT(rc, cases[i].rc);
+        if (rc == 0) CHECK_EQ_INT(req.type, cases[i].type);
+        else CHECK_EQ_INT(err.code, cases[i].code);
+        if (rc == 0 && req.type == PL_REQ_READ) CHECK_EQ_INT(req.seq, 42);
+        if (rc == 0 && req.type == PL_REQ_MESSAGE) CHECK(req.to && strcmp(req.to, "bob") == 0 && !req.room);
+        pl_proto_req_free(&req);
+    }
+    pl_buf_t b = {0};
+    pl_proto_message_head(&b, 3);
+    pl_proto_dm_tail(&b, "dm:ab", 5, 9, "alice", "bob", "hi", 2, 7, "c", 1);
+    CHECK_STR(b.data, "{\"type\":\"message\",\"seq\":3,\"room\":\"dm:ab\",\"id\":\"9\",\"from\":"
+                      "\"alice\",\"to\":\"bob\",\"text\":\"hi\",\"ts\":7,\"cid\":\"c\"}");
+    pl_buf_free(&b);
+    CHECK(pl_user_id_valid("alice@example.com", 17));
+    CHECK(!pl_user_id_valid("", 0));
+    CHECK(!pl_user_id_valid("a\x01", 2));
+}
+
 static void enc_notice(void)
 {
     pl_buf_t b = {0};
@@ -596,6 +642,7 @@ int main(void)
     RUN(enc_message);
     RUN(enc_seq_frames);
     RUN(since_decoding);
+    RUN(chat_frames);
     RUN(enc_notice);
     RUN(enc_appends);
     UNIT_EXIT();
