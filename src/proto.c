@@ -242,14 +242,19 @@ void pl_proto_message_head(pl_buf_t *b, int64_t seq)
     pl_buf_add(b, ",", 1);
 }
 
-void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
-                           const char *from, const char *text, size_t text_len, int64_t ts_ms,
-                           const char *cid, size_t cid_len)
+/* The tail of a room message or, with `to`, of a direct message. */
+static void message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
+                         const char *from, const char *to, const char *text, size_t text_len,
+                         int64_t ts_ms, const char *cid, size_t cid_len)
 {
     pl_buf_adds(b, "\"room\":");
     pl_buf_json_str(b, room, room_len);
     pl_buf_printf(b, ",\"id\":\"%llu\",\"from\":", (unsigned long long)id);
     pl_buf_json_str(b, from, strlen(from));
+    if (to) {
+        pl_buf_adds(b, ",\"to\":");
+        pl_buf_json_str(b, to, strlen(to));
+    }
     pl_buf_adds(b, ",\"text\":");
     pl_buf_json_str(b, text, text_len);
     pl_buf_adds(b, ",\"ts\":");
@@ -261,25 +266,18 @@ void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint6
     pl_buf_add(b, "}", 1);
 }
 
+void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
+                           const char *from, const char *text, size_t text_len, int64_t ts_ms,
+                           const char *cid, size_t cid_len)
+{
+    message_tail(b, room, room_len, id, from, NULL, text, text_len, ts_ms, cid, cid_len);
+}
+
 void pl_proto_dm_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id, const char *from,
                       const char *to, const char *text, size_t text_len, int64_t ts_ms,
                       const char *cid, size_t cid_len)
 {
-    pl_buf_adds(b, "\"room\":");
-    pl_buf_json_str(b, room, room_len);
-    pl_buf_printf(b, ",\"id\":\"%llu\",\"from\":", (unsigned long long)id);
-    pl_buf_json_str(b, from, strlen(from));
-    pl_buf_adds(b, ",\"to\":");
-    pl_buf_json_str(b, to, strlen(to));
-    pl_buf_adds(b, ",\"text\":");
-    pl_buf_json_str(b, text, text_len);
-    pl_buf_adds(b, ",\"ts\":");
-    pl_buf_int(b, ts_ms);
-    if (cid) {
-        pl_buf_adds(b, ",\"cid\":");
-        pl_buf_json_str(b, cid, cid_len);
-    }
-    pl_buf_add(b, "}", 1);
+    message_tail(b, room, room_len, id, from, to, text, text_len, ts_ms, cid, cid_len);
 }
 
 int64_t pl_proto_payload_seq(const char *p, size_t len)

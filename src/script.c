@@ -8,17 +8,21 @@
 /* KEYS: seq, stream, cid ('' for none), ready. ARGV: channel, tail, id, ts, stream maxlen, cid ttl.
  * Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if Redis is not ready (it lost its
  * data and the seqs are being restored from PostgreSQL). */
+/* Shared by publish and dm: not ready, a duplicate, or the next seq and the stored frame. */
+#define LUA_SEQ_AND_STREAM(TAIL, MAXLEN) \
+    "if redis.call('EXISTS', KEYS[4]) == 0 then return {-1} end\n" \
+    "local dedup = KEYS[3] ~= ''\n" \
+    "if dedup then\n" \
+    "  local d = redis.call('GET', KEYS[3])\n" \
+    "  if d then return {0, d} end\n" \
+    "end\n" \
+    "local seq = redis.call('INCR', KEYS[1])\n" \
+    "local s = string.format('%d', seq)\n" \
+    "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. " TAIL "\n" \
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " MAXLEN ", s .. '-0', 'm', msg)\n"
+
 static const char publish_lua[] =
-    "if redis.call('EXISTS', KEYS[4]) == 0 then return {-1} end\n"
-    "local dedup = KEYS[3] ~= ''\n"
-    "if dedup then\n"
-    "  local d = redis.call('GET', KEYS[3])\n"
-    "  if d then return {0, d} end\n"
-    "end\n"
-    "local seq = redis.call('INCR', KEYS[1])\n"
-    "local s = string.format('%d', seq)\n"
-    "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. ARGV[2]\n"
-    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], s .. '-0', 'm', msg)\n"
+    LUA_SEQ_AND_STREAM("ARGV[2]", "ARGV[5]")
     "redis.call('PUBLISH', ARGV[1], msg)\n"
     "if dedup then redis.call('SET', KEYS[3], ARGV[3] .. ':' .. s .. ':' .. ARGV[4], 'EX', ARGV[6]) end\n"
     "return {1, seq}\n";
@@ -125,17 +129,8 @@ static const char sweep_lua[] =
  * instance where the recipient or the sender has a connection, and queued for a recipient
  * with none. */
 static const char dm_lua[] =
-    "if redis.call('EXISTS', KEYS[4]) == 0 then return {-1} end\n"
-    "local dedup = KEYS[3] ~= ''\n"
-    "if dedup then\n"
-    "  local d = redis.call('GET', KEYS[3])\n"
-    "  if d then return {0, d} end\n"
-    "end\n"
+    LUA_SEQ_AND_STREAM("ARGV[1]", "ARGV[4]")
     "local P, to, from = ARGV[6], ARGV[7], ARGV[8]\n"
-    "local seq = redis.call('INCR', KEYS[1])\n"
-    "local s = string.format('%d', seq)\n"
-    "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. ARGV[1]\n"
-    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], s .. '-0', 'm', msg)\n"
     "local servers, online = {}, false\n"
     "for _, u in ipairs({to, from}) do\n"
     "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"
