@@ -106,7 +106,8 @@ static const char presence_down_lua[] =
 
 /* ARGV: prefix, server, now, heartbeat ttl. Every few seconds per instance: refresh this
  * instance's heartbeat and its users' TTLs; clean up after instances whose heartbeat
- * expired (they died without closing their connections). Returns users reported offline. */
+ * expired (they died without closing their connections), and stop typing states whose
+ * instance did not (died). Returns users reported offline. */
 static const char sweep_lua[] =
     "local P, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
     "redis.call('SET', P .. 'server:' .. me, now, 'EX', ttl)\n"
@@ -122,6 +123,23 @@ static const char sweep_lua[] =
     "    redis.call('SREM', P .. 'servers', srv)\n"
     "  end\n"
     "end\n"
+    "local td = P .. 'typing_deadlines'\n"
+    "for _, m in ipairs(redis.call('ZRANGEBYSCORE', td, '-inf', tonumber(now) - 1000)) do\n"
+    "  if redis.call('ZREM', td, m) == 1 then\n"
+    "    local nl = string.find(m, '\\n', 1, true)\n"
+    "    local room, u = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)\n"
+    "    redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"typing_stop\",\"room\":' .. cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
+    "  end\n"
+    "end\n"
+    "return off\n";
+
+/* ARGV: prefix, server. At start-up: an instance that restarts under the same id forgets the
+ * connections its previous life left behind (users left with none go offline). */
+static const char reset_lua[] =
+    "local P, me = ARGV[1], ARGV[2]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
+    "local off = 0\n"
+    "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. me)) do off = off + gone(me, u) end\n"
+    "redis.call('DEL', P .. 'server_users:' .. me)\n"
     "return off\n";
 
 /* KEYS: seq, stream, cid, ready. ARGV: tail, id, ts, stream maxlen, cid ttl, prefix, to, from,
@@ -148,18 +166,24 @@ static const char dm_lua[] =
     "if dedup then redis.call('SET', KEYS[3], ARGV[2] .. ':' .. s .. ':' .. ARGV[3], 'EX', ARGV[5]) end\n"
     "return {1, seq}\n";
 
-/* ARGV: prefix, room, user, start (1) / stop (0) / expire (2). Typing state with a 10 s TTL;
- * at most one start per user and room per second is forwarded. Returns 1 if published. */
+/* ARGV: prefix, room, user, op: start (1), stop (0). Typing state with a 10 s TTL, also kept in
+ * the sorted set ws:typing_deadlines (member "room\nuser", score the deadline in ms) so that a
+ * state whose instance died still gets its typing_stop from another instance's sweep. At most
+ * one start per user and room per second is forwarded. A stop is published only by whoever
+ * removes the state (ZREM), so exactly once. ARGV[5]: now (ms). Returns 1 if published. */
 static const char typing_lua[] =
-    "local P, room, u, op = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+    "local P, room, u, op, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])\n"
     "local k = P .. 'typing:' .. room .. ':' .. u\n"
+    "local m = room .. '\\n' .. u\n"
     "local what = 'typing_stop'\n"
     "if op == '1' then\n"
     "  if not redis.call('SET', P .. 'typing_rl:' .. room .. ':' .. u, '1', 'PX', 1000, 'NX') then return 0 end\n"
     "  redis.call('SET', k, '1', 'EX', 10)\n"
+    "  redis.call('ZADD', P .. 'typing_deadlines', now + 10000, m)\n"
     "  what = 'typing_start'\n"
-    "elseif redis.call('DEL', k) == 0 and op == '0' then\n"
-    "  return 0\n"
+    "else\n"
+    "  redis.call('DEL', k)\n"
+    "  if redis.call('ZREM', P .. 'typing_deadlines', m) == 0 then return 0 end\n"
     "end\n"
     "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"' .. what .. '\",\"room\":' .. cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
     "return 1\n";
@@ -176,7 +200,8 @@ static const char read_lua[] =
     "return 1\n";
 
 static const char *const sources[PL_SCRIPT_COUNT] = {
-    publish_lua, sync_lua, presence_up_lua, presence_down_lua, sweep_lua, dm_lua, typing_lua, read_lua,
+    publish_lua, sync_lua,   presence_up_lua, presence_down_lua, sweep_lua,
+    dm_lua,      typing_lua, read_lua,        reset_lua,
 };
 static char shas[PL_SCRIPT_COUNT][41];
 

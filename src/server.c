@@ -96,6 +96,28 @@ static uint32_t alloc_id_nodes(const pl_config_t *cfg)
     return (uint32_t)(v % (1 << PL_IDGEN_NODE_BITS));
 }
 
+/* An instance restarting under the same id: forget what its previous life left in Redis. */
+static void reset_presence(const pl_config_t *cfg)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+    if (!c || c->err) {
+        if (c) redisFree(c);
+        return; /* unreachable: the other instances' sweep will do it once our heartbeat lapses */
+    }
+    redisReply *r = cfg->redis_db ? redisCommand(c, "SELECT %d", cfg->redis_db) : NULL;
+    if (r) freeReplyObject(r);
+    r = redisCommand(c, "EVAL %s 0 %s %s", pl_script_source(PL_SCRIPT_RESET), cfg->redis_prefix,
+                     cfg->server_id);
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        pl_info("presence: %lld user(s) left online by this server id's previous run reported offline",
+                r->integer);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        pl_warn("presence reset: %s", r->str);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+}
+
 static void raise_nofile(void)
 {
     struct rlimit rl;
@@ -165,6 +187,7 @@ int pl_server_run(pl_config_t *cfg)
         pl_error("cannot hash the Redis scripts");
         return 1;
     }
+    reset_presence(cfg);
     if (cfg->database_url) {
         srv->db = pl_db_start(cfg->database_url, cfg->db_workers, cfg->db_queue, cfg->redis_host,
                                cfg->redis_port, cfg->redis_db, cfg->redis_prefix);

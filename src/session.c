@@ -213,8 +213,10 @@ typedef struct pl_typing {
 
 static void typing_send(pl_conn_t *c, const char *room, const char *op)
 {
-    const char *args[3] = {room, c->user, op};
-    chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 3, args, NULL, NULL);
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    const char *args[4] = {room, c->user, op, now};
+    chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 4, args, NULL, NULL);
 }
 
 static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
@@ -223,7 +225,7 @@ static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
         if (strcmp((*pp)->room, room) == 0) {
             pl_typing_t *t = *pp;
             *pp = t->next;
-            if (send_stop) typing_send(c, t->room, "2");
+            if (send_stop) typing_send(c, t->room, "0");
             free(t);
             return;
         }
@@ -968,8 +970,10 @@ static void on_typing(pl_conn_t *c, const pl_req_t *req, int start)
     }
     chat_ctx_t *x = chat_ctx(c, req);
     if (!x) return;
-    const char *args[3] = {req->room, c->user, "1"};
-    if (chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 3, args, typing_reply, x) != 0) {
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    const char *args[4] = {req->room, c->user, "1", now};
+    if (chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 4, args, typing_reply, x) != 0) {
         chat_ctx_done(x);
         pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
                          req->cid_len);

@@ -33,6 +33,7 @@ typedef enum {
     PL_SCRIPT_DM,
     PL_SCRIPT_TYPING,
     PL_SCRIPT_READ,
+    PL_SCRIPT_RESET,
     PL_SCRIPT_COUNT
 } pl_script_t;
 

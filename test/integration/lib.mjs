@@ -781,3 +781,63 @@ export function sendAcked(c, room, n, { window = 50, prefix = `${c.user}-${Date.
 
 // The fields of a message frame, in a fixed order, for comparing two copies.
 export const msgKey = (m) => JSON.stringify(['type', 'seq', 'room', 'id', 'from', 'text', 'ts', 'cid'].map((k) => m[k]));
+
+// ---------------------------------------------------------------- chat (presence, typing, reads, DMs)
+// GET /api/websocket/users/{id}/online on `server`; auth: the API key (default),
+// a user JWT, or null for no Authorization header.
+export function userOnline(server, user, { auth = API_KEY } = {}) {
+  const headers = auth === null ? {} : { Authorization: `Bearer ${auth}` };
+  return httpRequest(server.port, 'GET', `/api/websocket/users/${encodeURIComponent(user)}/online`, { headers });
+}
+// GET /api/websocket/users/online[?query] on `server` (auth as above).
+export function onlineUsers(server, { auth = API_KEY, query = '' } = {}) {
+  const headers = auth === null ? {} : { Authorization: `Bearer ${auth}` };
+  return httpRequest(server.port, 'GET', `/api/websocket/users/online${query ? '?' + query : ''}`, { headers });
+}
+
+// Record (and consume) every frame of c whose json satisfies pred, in arrival
+// order, into the returned array (each entry: { ...json, at, raw }). Frames
+// not matching go on to the previous hook (track's, say) or stay queued for next().
+export function recordFrames(c, pred) {
+  const list = [];
+  const prev = c.onFrame;
+  c.onFrame = (f) => {
+    if (f.json && pred(f.json)) { list.push({ ...f.json, at: f.at, raw: f.raw }); return true; }
+    return prev ? prev(f) : false;
+  };
+  return list;
+}
+
+// `redis-cli MONITOR` against a test Redis, spawned and bounded: resolves once
+// it is ready with { lines (every line so far), publishes() -> [{ channel, payload, lua }],
+// stop() }. Stopped at clean-up at the latest (and after `ms`).
+export async function redisMonitor(redis, { ms = 120000 } = {}) {
+  const child = spawn('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), 'MONITOR'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.on('error', () => {});
+  const lines = [];
+  let partial = '';
+  child.stdout.on('data', (d) => {
+    partial += d.toString('utf8');
+    const parts = partial.split('\n');
+    partial = parts.pop();
+    for (const l of parts) lines.push(l.replace(/\r$/, ''));
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  const stop = async () => { clearTimeout(timer); if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await waitExit(child, 3000); } };
+  current.cleanups.push(stop);
+  await until(() => lines.some((l) => l.trim() === 'OK'), 5000, 'redis-cli MONITOR to start');
+  // "<ts> [<db> <client>|lua] "CMD" "arg" ...": the arguments, unquoted.
+  const parseArgs = (s) => {
+    const out = []; const re = /"((?:[^"\\]|\\.)*)"/g; let m;
+    while ((m = re.exec(s))) out.push(m[1].replace(/\\x([0-9a-f]{2})|\\(.)/gi, (_, h, ch) => (h ? String.fromCharCode(parseInt(h, 16)) : ({ n: '\n', r: '\r', t: '\t' }[ch] || ch))));
+    return out;
+  };
+  const publishes = () => lines.map((l) => {
+    const i = l.indexOf(']');
+    if (i < 0) return null;
+    const args = parseArgs(l.slice(i + 1));
+    if (!args.length || !/^s?publish$/i.test(args[0])) return null;
+    return { channel: args[1], payload: args[2] || '', lua: /\[\d+ lua\]/.test(l), line: l };
+  }).filter(Boolean);
+  return { lines, publishes, stop };
+}
