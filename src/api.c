@@ -11,6 +11,7 @@
 
 #include "parley/db.h"
 #include "parley/jwt.h"
+#include "parley/chat.h"
 #include "parley/log.h"
 #include "parley/server.h"
 #include "parley/session.h"
@@ -172,7 +173,7 @@ static void http_job_done(pl_db_job_t *j)
     pl_conn_t *c = j->ctx;
     int keep = j->tag != 0;
     if (j->status == PL_DB_OK && (j->kind == PL_DB_MEMBER_PUT || j->kind == PL_DB_MEMBER_DEL))
-        pl_session_member_changed(c->shard, j->room, j->user, j->kind == PL_DB_MEMBER_PUT);
+        pl_chat_member(c->shard, j->room, j->user, j->kind == PL_DB_MEMBER_PUT);
     if (pl_conn_open(c)) {
         if (j->status != PL_DB_OK && j->http_status == 0)
             pl_api_error(c, 500, "internal", "the database could not answer", keep);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "parley/api.h"
+#include "parley/chat.h"
 #include "parley/log.h"
 #include "parley/server.h"
 #include "parley/session.h"
@@ -464,7 +465,7 @@ void pl_conn_sweep(pl_conn_t *c, uint64_t now)
         if (now - c->created_ms >= auth_ms) pl_conn_close(c, 4001, "authentication timeout");
         return;
     }
-    if (c->typing) pl_session_sweep(c, now);
+    if (c->typing) pl_chat_sweep(c, now);
     uint64_t idle = now - c->last_rx_ms;
     if (idle >= (uint64_t)cfg->idle_timeout * 1000) {
         pl_conn_close(c, 1001, "idle timeout");

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parley/chat.h"
 #include "parley/db.h"
 #include "parley/jwt.h"
 #include "parley/log.h"
@@ -45,9 +46,6 @@ static int64_t frame_seq(const pl_frame_t *f)
 }
 
 static void need_restore(pl_shard_t *s);
-static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char **keys, int argc,
-                       const char **args, pl_redis_cb cb, void *priv);
-static void presence_up(pl_conn_t *c);
 
 /* Key and argument buffers; each shard thread has its own. */
 static _Thread_local pl_buf_t kbuf[3], tail_buf;
@@ -105,47 +103,7 @@ void pl_session_start(pl_conn_t *c, const char *user)
         pl_conn_abort(c, "out of memory");
         return;
     }
-    presence_up(c);
-}
-
-/* The user's first connection anywhere makes them online; DMs that waited come now. */
-static void presence_up_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
-{
-    pl_conn_t *c = privdata;
-    redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_ARRAY && pl_conn_open(c)) {
-        const redisReply *w = r->element[1];
-        for (size_t i = 0; i < w->elements; i++) {
-            if (w->element[i]->type != REDIS_REPLY_STRING) continue;
-            pl_frame_t *f = pl_frame_text(w->element[i]->str, w->element[i]->len);
-            if (!f) break;
-            pl_conn_send(c, f);
-            pl_frame_unref(f);
-        }
-    }
-    pl_conn_reply_done(c);
-}
-
-static void presence_up(pl_conn_t *c)
-{
-    char now[24];
-    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[3] = {c->shard->srv->cfg.server_id, c->user, now};
-    if (chat_script(c->shard, PL_SCRIPT_PRESENCE_UP, 0, NULL, 3, args, presence_up_reply, c) == 0) {
-        c->replies_pending++;
-        c->presence = 1; /* the matching "down" goes on the same connection, after it */
-    }
-}
-
-static void presence_down(pl_conn_t *c)
-{
-    if (!c->presence) return;
-    c->presence = 0;
-    char now[24];
-    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[3] = {c->shard->srv->cfg.server_id, c->user, now};
-    chat_script(c->shard, PL_SCRIPT_PRESENCE_DOWN, 0, NULL, 3, args, NULL, NULL);
+    pl_chat_presence_up(c);
 }
 
 static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
@@ -202,54 +160,15 @@ static void leave(pl_conn_t *c, pl_sub_t *sub)
     pl_room_leave(&c->shard->rooms, &c->subs, sub);
 }
 
-/* Rooms this connection is typing in: a stop is sent when it stops, expires or closes. */
-typedef struct pl_typing {
-    struct pl_typing *next;
-    uint64_t deadline; /**< uv_now of the shard loop */
-    char room[PL_ROOM_MAX + 1];
-} pl_typing_t;
-
-#define TYPING_TTL_MS 10000
-
-static void typing_send(pl_conn_t *c, const char *room, const char *op)
-{
-    char now[24];
-    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[4] = {room, c->user, op, now};
-    chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 4, args, NULL, NULL);
-}
-
-static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
-{
-    for (pl_typing_t **pp = &c->typing; *pp; pp = &(*pp)->next)
-        if (strcmp((*pp)->room, room) == 0) {
-            pl_typing_t *t = *pp;
-            *pp = t->next;
-            if (send_stop) typing_send(c, t->room, "0");
-            free(t);
-            return;
-        }
-}
-
 void pl_session_leave_all(pl_conn_t *c)
 {
     pl_shard_t *s = c->shard;
     while (c->subs) leave(c, c->subs);
     atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
     /* The connection is closing: its typing stops, its presence goes. */
-    while (c->typing) typing_forget(c, c->typing->room, 1);
+    pl_chat_typing_stop_all(c);
     if (c->usub) pl_room_leave(&s->users, &c->usub, c->usub);
-    if (c->user) presence_down(c);
-}
-
-void pl_session_sweep(pl_conn_t *c, uint64_t now)
-{
-    pl_typing_t *t = c->typing;
-    while (t) {
-        pl_typing_t *next = t->next;
-        if (now >= t->deadline) typing_forget(c, t->room, 1);
-        t = next;
-    }
+    if (c->user) pl_chat_presence_down(c);
 }
 
 /* The subscription of `c` to `room` if it is still the one catch-up `gen` is for. */
@@ -431,47 +350,6 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
     c->replies_pending++;
 }
 
-/* ---- chat state in Redis (presence, typing, reads, DMs): fire-and-forget helpers ---- */
-
-/* Run a chat-state script: ARGV[1] is the key prefix, then `argc` more. */
-static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char **keys, int argc,
-                       const char **args, pl_redis_cb cb, void *priv)
-{
-    const char *argv[16];
-    size_t lens[16];
-    char nk[8];
-    snprintf(nk, sizeof nk, "%d", nkeys);
-    int n = 0;
-    argv[n] = "EVALSHA", lens[n++] = 7;
-    argv[n] = pl_script_sha(which), lens[n++] = 40;
-    argv[n] = nk, lens[n++] = strlen(nk);
-    for (int i = 0; i < nkeys; i++) argv[n] = keys[i], lens[n++] = strlen(keys[i]);
-    argv[n] = s->srv->cfg.redis_prefix, lens[n++] = strlen(s->srv->cfg.redis_prefix);
-    for (int i = 0; i < argc; i++) argv[n] = args[i], lens[n++] = strlen(args[i]);
-    return pl_redis_command(&s->redis, cb, priv, n, argv, lens);
-}
-
-/* Mirror a membership into Redis (presence goes to the rooms a user is a member of). */
-static void mirror_member(pl_shard_t *s, const char *room, const char *user, int add)
-{
-    const char *pfx = s->srv->cfg.redis_prefix;
-    pl_buf_reset(&kbuf[0]);
-    pl_buf_printf(&kbuf[0], "%suser_rooms:%s", pfx, user);
-    pl_buf_reset(&kbuf[1]);
-    pl_buf_printf(&kbuf[1], "%sroom_participants:%s", pfx, room);
-    const char *a1[3] = {add ? "SADD" : "SREM", kbuf[0].data, room};
-    size_t l1[3] = {4, kbuf[0].len, strlen(room)};
-    const char *a2[3] = {add ? "SADD" : "SREM", kbuf[1].data, user};
-    size_t l2[3] = {4, kbuf[1].len, strlen(user)};
-    pl_redis_command(&s->redis, NULL, NULL, 3, a1, l1);
-    pl_redis_command(&s->redis, NULL, NULL, 3, a2, l2);
-}
-
-void pl_session_member_changed(pl_shard_t *s, const char *room, const char *user, int member)
-{
-    mirror_member(s, room, user, member);
-}
-
 /* ---- subscribing: membership ---- */
 
 /* The membership check (closed rooms) or record (open rooms) came back. */
@@ -482,7 +360,7 @@ static void join_checked(pl_db_job_t *j)
     if (sub) {
         /* Open rooms let anyone in: a membership that could not be recorded is no reason to refuse. */
         if (j->status == PL_DB_OK || j->open_rooms) {
-            mirror_member(c->shard, j->room, c->user, 1);
+            pl_chat_member(c->shard, j->room, c->user, 1);
             start_sync(c, sub, j->after);
         } else {
             leave(c, sub);
@@ -557,7 +435,7 @@ static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
             pl_db_submit(db, j);
             continue;
         }
-        mirror_member(s, r->valuestring, c->user, 1);
+        pl_chat_member(s, r->valuestring, c->user, 1);
         start_sync(c, sub, since);
     }
     atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
@@ -896,134 +774,6 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
     if (eval_publish(s, j, 0) != 0) message_failed(j, "redis is unreachable; retry later");
 }
 
-static void message_done_free(pl_db_job_t *j)
-{
-    pl_db_job_free(j);
-}
-
-/* ---- typing and read receipts ---- */
-
-static int subscribed_to(pl_conn_t *c, const pl_req_t *req)
-{
-    pl_room_t *room = pl_room_find(&c->shard->rooms, req->room, req->room_len);
-    if (room && pl_room_sub_of(c->subs, room)) return 1;
-    pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room first", req->cid, req->cid_len);
-    return 0;
-}
-
-typedef struct {
-    pl_conn_t *conn;
-    char room[PL_ROOM_MAX + 1];
-    int64_t seq;
-    uint8_t cid_len;
-    char cid[PL_CID_MAX];
-} chat_ctx_t;
-
-static chat_ctx_t *chat_ctx(pl_conn_t *c, const pl_req_t *req)
-{
-    chat_ctx_t *x = malloc(sizeof *x);
-    if (!x) return NULL;
-    x->conn = c;
-    memcpy(x->room, req->room, req->room_len + 1);
-    x->seq = req->seq;
-    x->cid_len = (uint8_t)req->cid_len;
-    if (req->cid) memcpy(x->cid, req->cid, req->cid_len);
-    c->replies_pending++;
-    return x;
-}
-
-static void chat_ctx_done(chat_ctx_t *x)
-{
-    pl_conn_t *c = x->conn;
-    free(x);
-    pl_conn_reply_done(c);
-}
-
-static void typing_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
-{
-    chat_ctx_t *x = privdata;
-    pl_conn_t *c = x->conn;
-    redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && pl_conn_open(c)) {
-        /* Forwarded: (re)arm this connection's 10 s expiry for the room. */
-        uint64_t deadline = uv_now(&c->shard->loop) + TYPING_TTL_MS;
-        pl_typing_t *t;
-        for (t = c->typing; t && strcmp(t->room, x->room) != 0; t = t->next) {
-        }
-        if (!t && (t = malloc(sizeof *t))) {
-            snprintf(t->room, sizeof t->room, "%s", x->room);
-            t->next = c->typing;
-            c->typing = t;
-        }
-        if (t) t->deadline = deadline;
-    }
-    chat_ctx_done(x);
-}
-
-static void on_typing(pl_conn_t *c, const pl_req_t *req, int start)
-{
-    if (!subscribed_to(c, req)) return;
-    if (!start) {
-        typing_forget(c, req->room, 0);
-        typing_send(c, req->room, "0");
-        return;
-    }
-    chat_ctx_t *x = chat_ctx(c, req);
-    if (!x) return;
-    char now[24];
-    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[4] = {req->room, c->user, "1", now};
-    if (chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 4, args, typing_reply, x) != 0) {
-        chat_ctx_done(x);
-        pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
-                         req->cid_len);
-    }
-}
-
-static void read_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
-{
-    chat_ctx_t *x = privdata;
-    pl_conn_t *c = x->conn;
-    redisReply *r = reply;
-    const char *cid = x->cid_len ? x->cid : NULL;
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        if (pl_conn_open(c))
-            pl_session_error(c, PL_ERR_UNAVAILABLE, "the read position could not be stored; retry",
-                             cid, x->cid_len);
-    } else if (r->integer < 0) {
-        if (pl_conn_open(c))
-            pl_session_error(c, PL_ERR_BAD_REQUEST, "seq is past the room's last message", cid,
-                             x->cid_len);
-    } else if (r->integer == 1 && c->shard->srv->db) {
-        /* Moved forward: make it durable too (the database keeps the greatest). */
-        pl_db_job_t *j = pl_db_job_new(PL_DB_READ, c->shard, message_done_free, NULL);
-        if (j) {
-            snprintf(j->room, sizeof j->room, "%s", x->room);
-            snprintf(j->user, sizeof j->user, "%s", c->user);
-            j->seq = x->seq;
-            pl_db_submit(c->shard->srv->db, j);
-        }
-    }
-    chat_ctx_done(x);
-}
-
-static void on_read(pl_conn_t *c, const pl_req_t *req)
-{
-    if (!subscribed_to(c, req)) return;
-    chat_ctx_t *x = chat_ctx(c, req);
-    if (!x) return;
-    char seq[24];
-    snprintf(seq, sizeof seq, "%lld", (long long)req->seq);
-    pl_key_seq(&kbuf[0], req->room, req->room_len);
-    const char *keys[1] = {kbuf[0].data};
-    const char *args[3] = {req->room, c->user, seq};
-    if (chat_script(c->shard, PL_SCRIPT_READ, 1, keys, 3, args, read_reply, x) != 0) {
-        chat_ctx_done(x);
-        pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
-                         req->cid_len);
-    }
-}
-
 /* ---- dispatch ---- */
 
 void pl_session_on_text(pl_conn_t *c, const uint8_t *p, size_t len)
@@ -1051,9 +801,9 @@ void pl_session_on_text(pl_conn_t *c, const uint8_t *p, size_t len)
     case PL_REQ_SUBSCRIBE: on_subscribe(c, &req); break;
     case PL_REQ_UNSUBSCRIBE: on_unsubscribe(c, &req); break;
     case PL_REQ_MESSAGE: on_message(c, &req); break;
-    case PL_REQ_TYPING_START: on_typing(c, &req, 1); break;
-    case PL_REQ_TYPING_STOP: on_typing(c, &req, 0); break;
-    case PL_REQ_READ: on_read(c, &req); break;
+    case PL_REQ_TYPING_START: pl_chat_typing(c, &req, 1); break;
+    case PL_REQ_TYPING_STOP: pl_chat_typing(c, &req, 0); break;
+    case PL_REQ_READ: pl_chat_read(c, &req); break;
     case PL_REQ_PING: {
         static const char pong[] = "{\"type\":\"pong\"}";
         pl_buf_t *b = scratch(c);
@@ -1108,22 +858,3 @@ void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b)
     atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
 }
 
-/* ---- presence: heartbeat and dead instances (shard 0) ---- */
-
-static void presence_sweep_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
-{
-    redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
-        pl_info("presence: %lld user(s) of dead instance(s) reported offline", r->integer);
-    else if (r && r->type == REDIS_REPLY_ERROR)
-        pl_warn("presence sweep: %s", r->str);
-}
-
-void pl_session_presence_sweep(pl_shard_t *s)
-{
-    char now[24], ttl[8];
-    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    snprintf(ttl, sizeof ttl, "%d", PL_HEARTBEAT_TTL_S);
-    const char *args[3] = {s->srv->cfg.server_id, now, ttl};
-    chat_script(s, PL_SCRIPT_SWEEP, 0, NULL, 3, args, presence_sweep_reply, NULL);
-}

@@ -10,6 +10,7 @@
 
 #include "parley/conn.h"
 #include "parley/db.h"
+#include "parley/chat.h"
 #include "parley/log.h"
 #include "parley/proto.h"
 #include "parley/server.h"
@@ -98,7 +99,7 @@ static void finish(pl_shard_t *s)
 
 static void presence_timer_cb(uv_timer_t *t)
 {
-    pl_session_presence_sweep(t->data);
+    pl_chat_presence_sweep(t->data);
 }
 
 static void check_cb(uv_check_t *h)

@@ -26,10 +26,6 @@
 
 struct pl_db_job;
 
-/** Seconds an instance's heartbeat key lives; it is refreshed every PL_HEARTBEAT_EVERY_MS. */
-#define PL_HEARTBEAT_TTL_S 15
-#define PL_HEARTBEAT_EVERY_MS 5000
-
 /** Mark `c` authenticated as `user` and send `authenticated`. */
 void pl_session_start(pl_conn_t *c, const char *user);
 
@@ -46,14 +42,6 @@ void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b);
 /** The connection is closing: leave every room, stop typing, count the user's presence down. */
 void pl_session_leave_all(pl_conn_t *c);
 
-/** Once a second per connection: expire typing states (10 s). */
-void pl_session_sweep(pl_conn_t *c, uint64_t now);
-
-/** A membership changed over the HTTP API: mirror it in Redis for presence. */
-void pl_session_member_changed(pl_shard_t *s, const char *room, const char *user, int member);
-
-/** Shard 0, every few seconds: heartbeat and clean up after dead instances (presence). */
-void pl_session_presence_sweep(pl_shard_t *s);
 
 /** The shard's Redis connection came up: load the scripts. */
 void pl_session_redis_up(pl_redis_t *r);
