@@ -46,6 +46,8 @@ static int64_t frame_seq(const pl_frame_t *f)
 }
 
 static void need_restore(pl_shard_t *s);
+static void submit_publish(pl_shard_t *s, pl_db_job_t *j);
+static void release_pending(pl_shard_t *s, pl_sub_t *sub);
 
 /* Key and argument buffers; each shard thread has its own. */
 static _Thread_local pl_buf_t kbuf[3], tail_buf;
@@ -156,6 +158,7 @@ static void hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
 
 static void leave(pl_conn_t *c, pl_sub_t *sub)
 {
+    release_pending(c->shard, sub); /* accepted while catching up: they still go out */
     drop_held(c->shard, sub);
     pl_room_leave(&c->shard->rooms, &c->subs, sub);
 }
@@ -221,6 +224,8 @@ static void finish_sync(pl_conn_t *c, pl_sub_t *sub, const sync_ctx_t *ctx, pl_f
     }
     sub->held_tail = NULL;
     sub->held_bytes = 0;
+    /* Messages the client sent to the room before `subscribed`: now, after it, in order. */
+    release_pending(c->shard, sub);
 }
 
 static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
@@ -763,6 +768,22 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
     snprintf(j->user, sizeof j->user, "%s", c->user);
     if (req->cid) memcpy(j->cid, req->cid, req->cid_len + 1);
     c->replies_pending++;
+    pl_sub_t *sub = room ? pl_room_sub_of(c->subs, room) : NULL;
+    if (sub && sub->sync_gen) {
+        /* Still catching up: a subscription starts where `subscribed` says, so the sender's
+         * own message must come after it; it waits on the subscription until then. */
+        j->next = NULL;
+        if (sub->pending_tail) sub->pending_tail->next = j;
+        else sub->pending = j;
+        sub->pending_tail = j;
+        return;
+    }
+    submit_publish(s, j);
+}
+
+/* Publish now, or queue in order while this shard's Redis is not known to be ready. */
+static void submit_publish(pl_shard_t *s, pl_db_job_t *j)
+{
     if (!s->redis_ready && atomic_load_explicit(&s->redis.connected, memory_order_relaxed)) {
         if (s->nwaiting < s->srv->cfg.db_queue) {
             wait_ready(s, j, 0); /* a moment after (re)connecting: keep order, send when ready */
@@ -772,6 +793,17 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
         return;
     }
     if (eval_publish(s, j, 0) != 0) message_failed(j, "redis is unreachable; retry later");
+}
+
+static void release_pending(pl_shard_t *s, pl_sub_t *sub)
+{
+    pl_db_job_t *j = sub->pending;
+    sub->pending = sub->pending_tail = NULL;
+    while (j) {
+        pl_db_job_t *next = j->next;
+        submit_publish(s, j);
+        j = next;
+    }
 }
 
 /* ---- dispatch ---- */

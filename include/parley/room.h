@@ -21,6 +21,7 @@
 
 struct pl_room;
 struct pl_outq_node;
+struct pl_db_job;
 
 /** One owner's membership of one room. */
 typedef struct pl_sub {
@@ -34,6 +35,7 @@ typedef struct pl_sub {
     struct pl_outq_node *held;       /**< live frames held back during a catch-up, oldest first */
     struct pl_outq_node *held_tail;
     size_t held_bytes;
+    struct pl_db_job *pending, *pending_tail; /**< the owner's messages to the room, sent after the catch-up */
 } pl_sub_t;
 
 /** A room with at least one subscriber on this shard. */
