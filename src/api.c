@@ -226,14 +226,14 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
     const pl_config_t *cfg = &srv->cfg;
     const char *p = path + 11, *end = path + len; /* after "/api/rooms/" */
     const char *slash = memchr(p, '/', (size_t)(end - p));
-    if (!slash || !pl_room_id_valid(p, (size_t)(slash - p))) {
+    /* Room ids may arrive percent-encoded ("dm%3A..."): decode, then validate. */
+    char room[PL_JWT_SUB_MAX + 1];
+    if (!slash || path_segment(p, (size_t)(slash - p), room) != 0 ||
+        !pl_room_id_valid(room, strlen(room))) {
         pl_api_error(c, slash ? 400 : 404, slash ? "bad_request" : "not_found",
                      slash ? "bad room id" : "no such endpoint", keep);
         return keep;
     }
-    char room[PL_ROOM_MAX + 1];
-    memcpy(room, p, (size_t)(slash - p));
-    room[slash - p] = '\0';
     const char *rest = slash;
     size_t rest_len = (size_t)(end - rest);
     pl_db_job_t *j = NULL;

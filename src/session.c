@@ -605,6 +605,27 @@ static void ready_check(pl_shard_t *s)
     if (pl_redis_command(&s->redis, ready_reply, s, 2, argv, lens) != 0) release_waiting(s, 0);
 }
 
+static void dm_member_done(pl_db_job_t *j)
+{
+    pl_db_job_free(j);
+}
+
+/* A conversation's first message: both users become members of its dm: room, which is what
+ * lets them (and only them) read its history over HTTP. */
+static void dm_members(const pl_db_job_t *m)
+{
+    pl_db_t *db = m->shard->srv->db;
+    const char *users[2] = {m->user, m->to};
+    for (int i = 0; db && i < 2; i++) {
+        pl_db_job_t *j = pl_db_job_new(PL_DB_JOIN, m->shard, dm_member_done, NULL);
+        if (!j) return;
+        snprintf(j->room, sizeof j->room, "%s", m->room);
+        snprintf(j->user, sizeof j->user, "%s", users[i]);
+        j->open_rooms = 1; /* record, not check */
+        pl_db_submit(db, j);
+    }
+}
+
 static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {
     pl_db_job_t *j = privdata;
@@ -632,6 +653,7 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
         }
     } else if (code == 1 && r->elements == 2) {
         j->seq = r->element[1]->integer;
+        if (j->to[0] && j->seq == 1) dm_members(j);
         published(j);
     } else if (code == 0 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
         /* A resend of a message already accepted: same id, seq and ts; nothing republished. */
