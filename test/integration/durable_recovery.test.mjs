@@ -93,7 +93,10 @@ async function recoveryScenario(extraEnv, label) {
       `${label}: catch-up plus 200 live messages (have ${(R3.track.rooms.get(room) || []).length}, recovered ${sub3.recovered})`);
     stop = true; await s2loop;
     await until(() => s2pending.size === 0, 15000, `${label}: S2's messages acked (${s2pending.size} pending)`);
-    const final = Math.max(...(S.track.rooms.get(room) || []).map((m) => m.seq));
+    // An ack and the live copies travel different roads (database, Redis): wait for the copies.
+    const maxSeen = () => Math.max(...(S.track.rooms.get(room) || []).map((m) => m.seq));
+    await until(() => maxSeen() >= 1006 + s2sent, 10000, `${label}: S sees the last seq`);
+    const final = maxSeen();
     eq(final, 1006 + s2sent, `${label}: last seq (S2 sent ${s2sent})`);
     await until(() => (R3.track.rooms.get(room) || []).at(-1).seq >= final, 10000, `${label}: R3 reaches seq ${final}`);
     await sleep(300);
