@@ -1010,6 +1010,31 @@ static void warmup(double rate, void (*pub_one)(void))
     drain();
 }
 
+/* CPU and time of the server(s), Redis and this client over one measured phase. */
+typedef struct {
+    long long c0, r0, s0;
+    uint64_t t0;
+} meter_t;
+
+static meter_t meter_start(void)
+{
+    phase_begin();
+    meter_t m = {proc_cpu_us(o.pids, o.npids), proc_cpu_us(o.rpids, o.nrpids), self_cpu_us(), 0};
+    g_mach0 = machine_busy_us();
+    m.t0 = bl_now_ns();
+    return m;
+}
+
+/* Drain what is in flight, then report the phase as `name`. */
+static int meter_report(const meter_t *m, const char *name)
+{
+    drain();
+    double secs = (double)(bl_now_ns() - m->t0) / 1e9;
+    long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
+              s1 = self_cpu_us();
+    return report_msgs(name, secs, c1 - m->c0, r1 - m->r0, s1 - m->s0);
+}
+
 static int scen_fanout(void)
 {
     check_fit(o.n);
@@ -1026,35 +1051,20 @@ static int scen_fanout(void)
     /* fixed rate */
     if (o.duration > 0) {
         warmup(o.rate, fanout_one);
-        phase_begin();
-        long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids),
-                  s0 = self_cpu_us();
-        g_mach0 = machine_busy_us();
-        uint64_t t0 = bl_now_ns();
+        meter_t m = meter_start();
         run_rate(o.rate, o.duration, fanout_one);
-        drain();
-        double secs = (double)(bl_now_ns() - t0) / 1e9;
-        long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
-                  s1 = self_cpu_us();
-        rc |= report_msgs("fanout-fixed", secs, c1 - c0, r1 - r0, s1 - s0);
+        rc |= meter_report(&m, "fanout-fixed");
     }
     /* max rate, paced by a window of in-flight messages (the publisher's echo) */
     if (o.max_duration > 0) {
-        phase_begin();
-        long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids),
-                  s0 = self_cpu_us();
-        g_mach0 = machine_busy_us();
-        uint64_t t0 = bl_now_ns(), end = t0 + (uint64_t)(o.max_duration * 1e9);
+        meter_t m = meter_start();
+        uint64_t end = m.t0 + (uint64_t)(o.max_duration * 1e9);
         while (bl_now_ns() < end && g.pub->fd >= 0) {
             while (g.inflight < o.window)
                 publish(g.pub, "fanout", g.n_ready);
             loop_once(1);
         }
-        drain();
-        double secs = (double)(bl_now_ns() - t0) / 1e9;
-        long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
-                  s1 = self_cpu_us();
-        rc |= report_msgs("fanout-max", secs, c1 - c0, r1 - r0, s1 - s0);
+        rc |= meter_report(&m, "fanout-max");
     }
     print_errors();
     close_all();
@@ -1074,17 +1084,9 @@ static int scen_rooms(void)
         fprintf(stderr, "parley-bench: rooms: only %d of %d connections subscribed\n", g.n_ready,
                 o.n);
     warmup(o.rate, rooms_one);
-    phase_begin();
-    long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids),
-              s0 = self_cpu_us();
-    g_mach0 = machine_busy_us();
-    uint64_t t0 = bl_now_ns();
+    meter_t m = meter_start();
     run_rate(o.rate, o.duration, rooms_one);
-    drain();
-    double secs = (double)(bl_now_ns() - t0) / 1e9;
-    long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
-              s1 = self_cpu_us();
-    int rc = report_msgs("rooms", secs, c1 - c0, r1 - r0, s1 - s0);
+    int rc = meter_report(&m, "rooms");
     int short_ready = g.n_ready < o.n;
     print_errors();
     close_all();

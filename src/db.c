@@ -149,6 +149,20 @@ static int conn_lost(PGconn *pg)
     return PQstatus(pg) != CONNECTION_OK;
 }
 
+/*
+ * A statement failed (r is cleared here). Returns -1 if the connection is gone
+ * (nothing is decided: the caller's job is retried or failed elsewhere), else
+ * logs it once and marks the job failed, returning 0.
+ */
+static int stmt_failed(PGconn *pg, PGresult *r, pl_db_job_t *j, const char *what)
+{
+    PQclear(r);
+    if (conn_lost(pg)) return -1;
+    pl_error("db: %s (room %s): %s", what, j->room, PQerrorMessage(pg));
+    j->status = PL_DB_EFAILED;
+    return 0;
+}
+
 static void json_message(pl_buf_t *b, PGresult *r, int row, const char *room)
 {
     /* Columns: seq, id, sender, cid, body, ts_ms. Byte-identical to the live frame. */
@@ -239,11 +253,9 @@ static int run_max_seq(PGconn *pg, pl_db_job_t *j)
 {
     const char *p[1] = {j->room};
     PGresult *r = query(pg, "SELECT COALESCE(max(seq), 0) FROM messages WHERE room_id = $1", 1, p);
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (ok) j->result_seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    else if (!conn_lost(pg)) pl_error("db: max seq of %s: %s", j->room, PQerrorMessage(pg));
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) return stmt_failed(pg, r, j, "max seq");
+    j->result_seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
-    if (!ok) return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
     return 0;
 }
 
@@ -265,14 +277,7 @@ static int run_recover(PGconn *pg, pl_db_job_t *j)
                         " WHERE room_id = $1 AND seq > $2::bigint AND ($3::bigint = 0 OR seq < $3::bigint)"
                         " ORDER BY seq LIMIT $4::int",
                         4, p);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int lost = conn_lost(pg);
-        if (!lost) pl_error("db: recovering %s: %s", j->room, PQerrorMessage(pg));
-        PQclear(r);
-        if (lost) return -1;
-        j->status = PL_DB_EFAILED;
-        return 0;
-    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) return stmt_failed(pg, r, j, "recovering");
     int rows = PQntuples(r);
     j->frames = rows ? calloc((size_t)rows, sizeof *j->frames) : NULL;
     pl_buf_t b = {0};
@@ -327,14 +332,7 @@ static int run_history(PGconn *pg, pl_db_job_t *j)
                         " WHERE room_id = $1 AND ($2::bigint = 0 OR seq < $2::bigint)"
                         " ORDER BY seq DESC LIMIT $3::int",
                         3, p);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int lost = conn_lost(pg);
-        if (!lost) pl_error("db: history of %s: %s", j->room, PQerrorMessage(pg));
-        PQclear(r);
-        if (lost) return -1;
-        j->status = PL_DB_EFAILED;
-        return 0;
-    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) return stmt_failed(pg, r, j, "history");
     int rows = PQntuples(r), more = rows > j->limit;
     if (more) rows = j->limit;
     pl_buf_t *b = &j->body;
@@ -369,10 +367,8 @@ static int run_read(PGconn *pg, pl_db_job_t *j)
                         " ON CONFLICT (room_id, user_id) DO UPDATE SET last_read_seq ="
                         " GREATEST(message_status.last_read_seq, EXCLUDED.last_read_seq), updated_at = now()",
                         3, p);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok && !conn_lost(pg)) pl_error("db: read position %s/%s: %s", j->room, j->user, PQerrorMessage(pg));
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return stmt_failed(pg, r, j, "read position");
     PQclear(r);
-    if (!ok) return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
     return 0;
 }
 
@@ -389,14 +385,7 @@ static int run_member(PGconn *pg, pl_db_job_t *j)
                           ? "DELETE FROM room_members WHERE room_id = $1 AND user_id = $2"
                           : upsert_member;
     PGresult *r = query(pg, sql, 2, p);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        int lost = conn_lost(pg);
-        if (!lost) pl_error("db: membership %s/%s: %s", j->room, j->user, PQerrorMessage(pg));
-        PQclear(r);
-        if (lost) return -1;
-        j->status = PL_DB_EFAILED;
-        return 0;
-    }
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return stmt_failed(pg, r, j, "membership");
     int changed = atoi(PQcmdTuples(r));
     PQclear(r);
     if (j->kind != PL_DB_JOIN) {
