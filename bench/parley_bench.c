@@ -113,7 +113,8 @@ static struct {
     uint64_t bad;         /* message frames without a parsable stamp */
     int check_order;
     conn *pub;
-    int64_t inflight;
+    int64_t inflight;     /* fanout max: messages not yet delivered to every receiver */
+    uint32_t *left;       /* fanout max: receivers still missing seq, at seq % WINDOW_RING */
     int *room_ready;      /* ready members per room */
     bl_hist hist;
     char first_err[4][256];
@@ -121,6 +122,10 @@ static struct {
 } g;
 
 static uint8_t g_rbuf[1 << 18];
+
+/* The fanout window counts, per message, the receivers still missing it; the
+ * ring is indexed by seq and bounds --window. */
+#define WINDOW_RING 4096
 
 static void note_err(const char *fmt, ...)
 {
@@ -196,20 +201,24 @@ static long long proc_rss_kib(const pid_t *pids, int n)
     return tot;
 }
 
-/* Busy CPU time of the whole machine (all CPUs, all processes), in us. */
-static long long machine_busy_us(void)
+/* Busy and stolen CPU time of the whole machine (all CPUs, all processes), in
+ * us. Steal is time the hypervisor gave our vCPUs to someone else: a thread
+ * that was runnable and waited for it, which shows up in latency tails. */
+static void machine_cpu_us(long long *busy_us, long long *steal_us)
 {
+    *busy_us = *steal_us = 0;
     FILE *f = fopen("/proc/stat", "r");
     if (!f)
-        return 0;
+        return;
     unsigned long long v[8] = {0};
     int k = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
                    &v[4], &v[5], &v[6], &v[7]);
     fclose(f);
     if (k < 8)
-        return 0;
-    unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
-    return (long long)(busy * 1000000ull / (unsigned long long)sysconf(_SC_CLK_TCK));
+        return;
+    unsigned long long hz = (unsigned long long)sysconf(_SC_CLK_TCK);
+    *busy_us = (long long)((v[0] + v[1] + v[2] + v[5] + v[6]) * 1000000ull / hz);
+    *steal_us = (long long)(v[7] * 1000000ull / hz);
 }
 
 static long long self_cpu_us(void)
@@ -476,7 +485,8 @@ static void on_frame_text(conn *c, const char *p, size_t n, uint64_t now)
                 g.ooo++;
             c->last_seq = seq;
         }
-        if (c == g.pub)
+        if (g.left && g.left[seq % WINDOW_RING] &&
+            --g.left[seq % WINDOW_RING] == 0)
             g.inflight--;
         break;
     }
@@ -898,8 +908,10 @@ static void publish(conn *c, const char *room, int receivers)
     send_text(c, b, (size_t)n);
     g.sent++;
     g.expected += (uint64_t)receivers;
-    if (c == g.pub)
+    if (g.left) {
+        g.left[seq % WINDOW_RING] = (uint32_t)receivers;
         g.inflight++;
+    }
 }
 
 /* Wait until everything expected arrived, or 2 s pass without progress
@@ -919,15 +931,27 @@ static void drain(void)
     }
 }
 
-static long long g_mach0;
+static long long g_mach0, g_steal0;
+
+static void machine_mark(void) { machine_cpu_us(&g_mach0, &g_steal0); }
 
 /* CPU used on the machine by processes other than the client, --pids and
- * --redis-pids during the phase, in % of one CPU: non-zero means someone
+ * --redis-pids since machine_mark(), in % of one CPU: non-zero means someone
  * else was competing for the CPUs and the figures are skewed. */
 static double other_cpu_pct(double secs, long long cpu_us, long long rcpu_us, long long ccpu_us)
 {
-    long long m = machine_busy_us() - g_mach0 - cpu_us - rcpu_us - ccpu_us;
+    long long busy, steal;
+    machine_cpu_us(&busy, &steal);
+    long long m = busy - g_mach0 - cpu_us - rcpu_us - ccpu_us;
     return secs > 0 && m > 0 ? (double)m / 1e4 / secs : 0.0;
+}
+
+/* CPU stolen by the hypervisor since machine_mark(), in % of one CPU. */
+static double steal_pct(double secs)
+{
+    long long busy, steal;
+    machine_cpu_us(&busy, &steal);
+    return secs > 0 ? (double)(steal - g_steal0) / 1e4 / secs : 0.0;
 }
 
 static int report_msgs(const char *scenario, double secs, long long cpu_us, long long rcpu_us,
@@ -961,6 +985,7 @@ static int report_msgs(const char *scenario, double secs, long long cpu_us, long
     rs(&r, "server_cpu_pct", "%.0f", secs > 0 ? (double)cpu_us / 1e4 / secs : 0.0);
     rs(&r, "client_cpu_pct", "%.0f", secs > 0 ? (double)ccpu_us / 1e4 / secs : 0.0);
     rs(&r, "other_cpu_pct", "%.0f", other_cpu_pct(secs, cpu_us, rcpu_us, ccpu_us));
+    rs(&r, "steal_pct", "%.0f", steal_pct(secs));
     result_print(&r);
     return (lost || extra || g.errors || g.n_closed || g.ooo || g.bad) ? 3 : 0;
 }
@@ -1020,7 +1045,7 @@ static meter_t meter_start(void)
 {
     phase_begin();
     meter_t m = {proc_cpu_us(o.pids, o.npids), proc_cpu_us(o.rpids, o.nrpids), self_cpu_us(), 0};
-    g_mach0 = machine_busy_us();
+    machine_mark();
     m.t0 = bl_now_ns();
     return m;
 }
@@ -1055,8 +1080,12 @@ static int scen_fanout(void)
         run_rate(o.rate, o.duration, fanout_one);
         rc |= meter_report(&m, "fanout-fixed");
     }
-    /* max rate, paced by a window of in-flight messages (the publisher's echo) */
+    /* Max rate, paced by a window of in-flight messages: a message is in flight
+     * until every receiver has it, so the server sees up to --window messages
+     * at once and is measured on how it coalesces them per subscriber. */
     if (o.max_duration > 0) {
+        static uint32_t left[WINDOW_RING];
+        g.left = left;
         meter_t m = meter_start();
         uint64_t end = m.t0 + (uint64_t)(o.max_duration * 1e9);
         while (bl_now_ns() < end && g.pub->fd >= 0) {
@@ -1065,6 +1094,7 @@ static int scen_fanout(void)
             loop_once(1);
         }
         rc |= meter_report(&m, "fanout-max");
+        g.left = NULL;
     }
     print_errors();
     close_all();
@@ -1098,7 +1128,7 @@ static int scen_connect(void)
     check_fit(o.n);
     g.need_auth = 1;
     long long c0 = proc_cpu_us(o.pids, o.npids), s0 = self_cpu_us();
-    g_mach0 = machine_busy_us();
+    machine_mark();
     uint64_t t0 = bl_now_ns();
     double secs = open_all(o.n, NULL);
     double wall = (double)(bl_now_ns() - t0) / 1e9;
@@ -1115,6 +1145,7 @@ static int scen_connect(void)
     rs(&r, "server_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(c1 - c0) / g.n_authed : 0.0);
     rs(&r, "client_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(s1 - s0) / g.n_authed : 0.0);
     rs(&r, "other_cpu_pct", "%.0f", other_cpu_pct(wall, c1 - c0, 0, s1 - s0));
+    rs(&r, "steal_pct", "%.0f", steal_pct(wall));
     result_print(&r);
     print_errors();
     close_all();
@@ -1266,6 +1297,10 @@ int main(int argc, char **argv)
         o.rate = is_rooms ? 2000 : 100;
     if (!o.dur_set)
         o.duration = 10;
+    if (o.window > WINDOW_RING) {
+        fprintf(stderr, "parley-bench: --window is at most %d\n", WINDOW_RING);
+        return 1;
+    }
     if (o.n < 1 || o.conc < 1 || o.window < 1 || o.procs < 1 || o.rate <= 0) {
         fprintf(stderr, "parley-bench: N, --conc, --window, --procs and --rate must be positive\n");
         return 1;

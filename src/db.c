@@ -433,14 +433,16 @@ static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
     if (ok && db->redis_db) ok = redisAppendCommand(r, "SELECT %d", db->redis_db) == REDIS_OK;
     long n = ok && db->redis_db ? 1 : 0;
     pl_buf_t key = {0};
-    for (int i = 0; ok && i < PQntuples(seqs); i++, n++) {
-        pl_key_seq(&key, PQgetvalue(seqs, i, 0), (size_t)PQgetlength(seqs, i, 0));
-        ok = redisAppendCommand(r, "SET %b %s NX", key.data, key.len, PQgetvalue(seqs, i, 1)) == REDIS_OK;
-    }
+    /* cids before seqs: the publish script skips its readiness check for a room whose seq
+     * key exists, so by then that room's dedup records must be back (src/script.c). */
     for (int i = 0; ok && i < PQntuples(cids); i++, n++) {
         pl_key_cid(&key, PQgetvalue(cids, i, 0), PQgetvalue(cids, i, 1), (size_t)PQgetlength(cids, i, 1));
         ok = redisAppendCommand(r, "SET %b %s:%s:%s NX EX %s", key.data, key.len, PQgetvalue(cids, i, 2),
                                 PQgetvalue(cids, i, 3), PQgetvalue(cids, i, 4), PQgetvalue(cids, i, 5)) == REDIS_OK;
+    }
+    for (int i = 0; ok && i < PQntuples(seqs); i++, n++) {
+        pl_key_seq(&key, PQgetvalue(seqs, i, 0), (size_t)PQgetlength(seqs, i, 0));
+        ok = redisAppendCommand(r, "SET %b %s NX", key.data, key.len, PQgetvalue(seqs, i, 1)) == REDIS_OK;
     }
     PGresult *reads = ok ? query(pg, "SELECT room_id, user_id, last_read_seq FROM message_status", 0, NULL)
                          : NULL;

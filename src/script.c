@@ -8,23 +8,33 @@
 /* KEYS: seq, stream, cid ('' for none), ready. ARGV: channel, tail, id, ts, stream maxlen, cid ttl.
  * Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if Redis is not ready (it lost its
  * data and the seqs are being restored from PostgreSQL). */
-/* Shared by publish and dm: not ready, a duplicate, or the next seq and the stored frame. */
-#define LUA_SEQ_AND_STREAM(TAIL, MAXLEN) \
-    "if redis.call('EXISTS', KEYS[4]) == 0 then return {-1} end\n" \
-    "local dedup = KEYS[3] ~= ''\n" \
-    "if dedup then\n" \
-    "  local d = redis.call('GET', KEYS[3])\n" \
-    "  if d then return {0, d} end\n" \
-    "end\n" \
+/* Shared by publish and dm: not ready, a duplicate, or the next seq and the stored frame.
+ * Four Redis calls on the common path (this script runs for every message):
+ * - readiness is checked only when INCR created the seq key: after a data loss every seq key
+ *   is gone, and a restore puts back cids before seqs, so an existing seq key implies the
+ *   room's dedup records are back too;
+ * - one SET NX GET both claims the cid and returns an earlier claim; a duplicate then gives
+ *   its seq back (the script is atomic, nobody saw it). */
+#define LUA_SEQ_AND_STREAM(TAIL, ID, TS, MAXLEN, TTL) \
     "local seq = redis.call('INCR', KEYS[1])\n" \
+    "if seq == 1 and redis.call('EXISTS', KEYS[4]) == 0 then\n" \
+    "  redis.call('DEL', KEYS[1])\n" \
+    "  return {-1}\n" \
+    "end\n" \
     "local s = string.format('%d', seq)\n" \
+    "if KEYS[3] ~= '' then\n" \
+    "  local d = redis.call('SET', KEYS[3], " ID " .. ':' .. s .. ':' .. " TS ", 'NX', 'GET', 'EX', " TTL ")\n" \
+    "  if d then\n" \
+    "    redis.call('DECR', KEYS[1])\n" \
+    "    return {0, d}\n" \
+    "  end\n" \
+    "end\n" \
     "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. " TAIL "\n" \
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " MAXLEN ", s .. '-0', 'm', msg)\n"
 
 static const char publish_lua[] =
-    LUA_SEQ_AND_STREAM("ARGV[2]", "ARGV[5]")
+    LUA_SEQ_AND_STREAM("ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", "ARGV[6]")
     "redis.call('PUBLISH', ARGV[1], msg)\n"
-    "if dedup then redis.call('SET', KEYS[3], ARGV[3] .. ':' .. s .. ':' .. ARGV[4], 'EX', ARGV[6]) end\n"
     "return {1, seq}\n";
 
 /* KEYS: seq, stream, ready, read hash. ARGV: since (-1: none), most entries, user.
@@ -83,7 +93,6 @@ static const char presence_up_lua[] =
     "local uk = P .. 'user:' .. u\n"
     "redis.call('HINCRBY', uk, 'conn:' .. srv, 1)\n"
     "redis.call('HSET', uk, 'last_seen', now)\n"
-    "redis.call('EXPIRE', uk, 60)\n"
     "redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
     "local ok = P .. 'offline:' .. u\n"
     "local waiting = redis.call('LRANGE', ok, 0, -1)\n"
@@ -112,9 +121,6 @@ static const char sweep_lua[] =
     "local P, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
     "redis.call('SET', P .. 'server:' .. me, now, 'EX', ttl)\n"
     "redis.call('SADD', P .. 'servers', me)\n"
-    "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. me)) do\n"
-    "  redis.call('EXPIRE', P .. 'user:' .. u, 60)\n"
-    "end\n"
     "local off = 0\n"
     "for _, srv in ipairs(redis.call('SMEMBERS', P .. 'servers')) do\n"
     "  if srv ~= me and redis.call('EXISTS', P .. 'server:' .. srv) == 0 then\n"
@@ -147,7 +153,7 @@ static const char reset_lua[] =
  * instance where the recipient or the sender has a connection, and queued for a recipient
  * with none. */
 static const char dm_lua[] =
-    LUA_SEQ_AND_STREAM("ARGV[1]", "ARGV[4]")
+    LUA_SEQ_AND_STREAM("ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]")
     "local P, to, from = ARGV[6], ARGV[7], ARGV[8]\n"
     "local servers, online = {}, false\n"
     "for _, u in ipairs({to, from}) do\n"
@@ -163,7 +169,6 @@ static const char dm_lua[] =
     "  redis.call('RPUSH', P .. 'offline:' .. to, msg)\n"
     "  redis.call('LTRIM', P .. 'offline:' .. to, -tonumber(ARGV[9]), -1)\n"
     "end\n"
-    "if dedup then redis.call('SET', KEYS[3], ARGV[2] .. ':' .. s .. ':' .. ARGV[3], 'EX', ARGV[5]) end\n"
     "return {1, seq}\n";
 
 /* ARGV: prefix, room, user, op: start (1), stop (0). Typing state with a 10 s TTL, also kept in
