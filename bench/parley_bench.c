@@ -1127,12 +1127,12 @@ static int scen_connect(void)
 {
     check_fit(o.n);
     g.need_auth = 1;
-    long long c0 = proc_cpu_us(o.pids, o.npids), s0 = self_cpu_us();
+    long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids), s0 = self_cpu_us();
     machine_mark();
     uint64_t t0 = bl_now_ns();
     double secs = open_all(o.n, NULL);
     double wall = (double)(bl_now_ns() - t0) / 1e9;
-    long long c1 = proc_cpu_us(o.pids, o.npids), s1 = self_cpu_us();
+    long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids), s1 = self_cpu_us();
     result r = {0};
     base_result(&r, "connect");
     rs(&r, "conns", "%d", o.n);
@@ -1143,8 +1143,10 @@ static int scen_connect(void)
     rs(&r, "secs", "%.3f", secs);
     rs(&r, "conns_per_s", "%.0f", secs > 0 ? g.n_authed / secs : 0.0);
     rs(&r, "server_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(c1 - c0) / g.n_authed : 0.0);
+    if (o.nrpids)
+        rs(&r, "redis_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(r1 - r0) / g.n_authed : 0.0);
     rs(&r, "client_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(s1 - s0) / g.n_authed : 0.0);
-    rs(&r, "other_cpu_pct", "%.0f", other_cpu_pct(wall, c1 - c0, 0, s1 - s0));
+    rs(&r, "other_cpu_pct", "%.0f", other_cpu_pct(wall, c1 - c0, r1 - r0, s1 - s0));
     rs(&r, "steal_pct", "%.0f", steal_pct(wall));
     result_print(&r);
     print_errors();

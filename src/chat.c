@@ -64,44 +64,134 @@ void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int membe
 
 /* ---- presence ---- */
 
-/* The user's first connection anywhere makes them online; DMs that waited come now. */
-static void presence_up_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+/*
+ * Presence changes are batched per loop turn: pl_chat_presence_up/down queue
+ * them here in the order they happen, pl_chat_flush (the shard's check phase,
+ * before its Redis write) sends them as one script call. A reconnect storm of
+ * thousands of connections then costs Redis a few script calls, not one each,
+ * and the order of one connection's up and down is kept.
+ *
+ * Thread-local: each shard thread has its own queue. The arrays grow once and
+ * are reused; users are copied (a closing connection may be freed before the
+ * flush).
+ */
+#define PRESENCE_BATCH_MAX 512
+#define PRESENCE_FIXED_ARGS 6 /* EVALSHA sha numkeys prefix server now */
+
+static _Thread_local struct {
+    pl_buf_t users;    /* the queued users, NUL-terminated one after the other */
+    size_t off[PRESENCE_BATCH_MAX];
+    pl_conn_t *conn[PRESENCE_BATCH_MAX]; /* an opening connection (holds a reply), or NULL */
+    size_t n;
+} pq;
+
+/* A sent batch: which connections wait for their element of the reply. Allocated by
+ * pl_chat_flush, freed by presence_reply (hiredis calls it, with NULL if Redis went away). */
+typedef struct {
+    size_t n;
+    pl_conn_t *conn[];
+} presence_batch_t;
+
+/* Deliver the DMs that waited for a user who just came online to its connection. */
+static void deliver_waiting(pl_conn_t *c, const redisReply *e)
 {
-    pl_conn_t *c = privdata;
-    redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_ARRAY && pl_conn_open(c)) {
-        const redisReply *w = r->element[1];
-        for (size_t i = 0; i < w->elements; i++) {
-            if (w->element[i]->type != REDIS_REPLY_STRING) continue;
-            pl_frame_t *f = pl_frame_text(w->element[i]->str, w->element[i]->len);
-            if (!f) break;
-            pl_conn_send(c, f);
-            pl_frame_unref(f);
-        }
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[1]->type != REDIS_REPLY_ARRAY)
+        return;
+    const redisReply *w = e->element[1];
+    for (size_t i = 0; i < w->elements; i++) {
+        if (w->element[i]->type != REDIS_REPLY_STRING) continue;
+        pl_frame_t *f = pl_frame_text(w->element[i]->str, w->element[i]->len);
+        if (!f) break;
+        pl_conn_send(c, f);
+        pl_frame_unref(f);
     }
-    pl_conn_reply_done(c);
+}
+
+static void presence_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    presence_batch_t *b = privdata;
+    redisReply *r = reply;
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == b->n;
+    if (r && !ok)
+        pl_warn("presence: unexpected reply to a batch of %zu: %s", b->n,
+                r->type == REDIS_REPLY_ERROR ? r->str : "not an array of that size");
+    for (size_t i = 0; i < b->n; i++) {
+        pl_conn_t *c = b->conn[i];
+        if (!c) continue;
+        if (ok && pl_conn_open(c)) deliver_waiting(c, r->element[i]);
+        pl_conn_reply_done(c);
+    }
+    free(b);
+}
+
+static void presence_queue(pl_conn_t *c, int up)
+{
+    if (pq.n == PRESENCE_BATCH_MAX) pl_chat_flush(c->shard);
+    pq.off[pq.n] = pq.users.len;
+    pl_buf_add(&pq.users, up ? "u" : "d", 1);
+    pl_buf_add(&pq.users, c->user, strlen(c->user) + 1);
+    pq.conn[pq.n++] = up ? c : NULL;
 }
 
 void pl_chat_presence_up(pl_conn_t *c)
 {
-    char now[24];
-    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[3] = {c->shard->srv->cfg.server_id, c->user, now};
-    if (chat_script(c->shard, PL_SCRIPT_PRESENCE_UP, 0, NULL, 3, args, presence_up_reply, c) == 0) {
-        c->replies_pending++;
-        c->presence = 1; /* the matching "down" goes on the same connection, after it */
-    }
+    c->replies_pending++; /* released by presence_reply, or by pl_chat_flush if the call fails */
+    c->presence = 1;      /* the matching "down" is queued after it */
+    presence_queue(c, 1);
 }
 
 void pl_chat_presence_down(pl_conn_t *c)
 {
     if (!c->presence) return;
     c->presence = 0;
+    presence_queue(c, 0);
+}
+
+void pl_chat_flush(pl_shard_t *s)
+{
+    size_t n = pq.n;
+    if (!n) return;
+    pq.n = 0;
+    static _Thread_local const char *argv[PRESENCE_FIXED_ARGS + 2 * PRESENCE_BATCH_MAX];
+    static _Thread_local size_t lens[PRESENCE_FIXED_ARGS + 2 * PRESENCE_BATCH_MAX];
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[3] = {c->shard->srv->cfg.server_id, c->user, now};
-    chat_script(c->shard, PL_SCRIPT_PRESENCE_DOWN, 0, NULL, 3, args, NULL, NULL);
+    const pl_config_t *cfg = &s->srv->cfg;
+    int k = 0;
+    argv[k] = "EVALSHA", lens[k++] = 7;
+    argv[k] = pl_script_sha(PL_SCRIPT_PRESENCE), lens[k++] = 40;
+    argv[k] = "0", lens[k++] = 1;
+    argv[k] = cfg->redis_prefix, lens[k++] = strlen(cfg->redis_prefix);
+    argv[k] = cfg->server_id, lens[k++] = strlen(cfg->server_id);
+    argv[k] = now, lens[k++] = strlen(now);
+    for (size_t i = 0; i < n; i++) {
+        const char *e = pq.users.data + pq.off[i]; /* op letter, then the user */
+        argv[k] = e, lens[k++] = 1;
+        argv[k] = e + 1, lens[k++] = strlen(e + 1);
+    }
+    presence_batch_t *b = malloc(sizeof *b + n * sizeof b->conn[0]);
+    if (b) {
+        b->n = n;
+        memcpy(b->conn, pq.conn, n * sizeof b->conn[0]);
+    }
+    if (!b || pl_redis_command(&s->redis, presence_reply, b, k, argv, lens) != 0) {
+        /* Not counted in Redis: these connections will not be "down"ed either. */
+        pl_warn("presence: %zu change(s) not sent (%s)", n, b ? "redis unavailable" : "out of memory");
+        free(b);
+        for (size_t i = 0; i < n; i++) {
+            if (!pq.conn[i]) continue;
+            pq.conn[i]->presence = 0;
+            pl_conn_reply_done(pq.conn[i]);
+        }
+    }
+    pl_buf_reset(&pq.users);
+}
+
+void pl_chat_thread_free(void)
+{
+    pl_buf_free(&pq.users);
+    pl_buf_free(&kbuf[0]);
+    pl_buf_free(&kbuf[1]);
 }
 
 /* ---- typing ---- */

@@ -86,35 +86,43 @@ static const char sync_lua[] =
     "  return 0\n" \
     "end\n"
 
-/* ARGV: prefix, server, user, now. A connection opened: count it; the user's first anywhere
- * publishes "online". Returns {online now (1/0), DMs that waited for the user}. */
-static const char presence_up_lua[] =
-    "local P, srv, u, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_PRESENCE
-    "local uk = P .. 'user:' .. u\n"
-    "redis.call('HINCRBY', uk, 'conn:' .. srv, 1)\n"
-    "redis.call('HSET', uk, 'last_seen', now)\n"
-    "redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
-    "local ok = P .. 'offline:' .. u\n"
-    "local waiting = redis.call('LRANGE', ok, 0, -1)\n"
-    "if #waiting > 0 then redis.call('DEL', ok) end\n"
-    "if redis.call('SADD', P .. 'online_users', u) == 1 then\n"
-    "  redis.call('HSET', uk, 'connected_at', now)\n"
-    "  presence(u, 'online')\n"
-    "  return {1, waiting}\n"
+/* ARGV: prefix, server, now, then (op, user) pairs in the order they happened on this
+ * instance: op "u" a connection opened (the user's first anywhere publishes "online"), "d" one
+ * closed (the user's last anywhere publishes "offline"). One call carries a shard's changes
+ * of one loop turn, so a connection storm costs one script call per batch, not per
+ * connection. Returns one element per pair: for "u", {online now (1/0), DMs that waited for
+ * the user}; for "d", 1 if the user went offline, else 0. */
+static const char presence_lua[] =
+    "local P, srv, now = ARGV[1], ARGV[2], ARGV[3]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
+    "local function up(u)\n"
+    "  local uk = P .. 'user:' .. u\n"
+    "  redis.call('HINCRBY', uk, 'conn:' .. srv, 1)\n"
+    "  redis.call('HSET', uk, 'last_seen', now)\n"
+    "  redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
+    "  local ok = P .. 'offline:' .. u\n"
+    "  local waiting = redis.call('LRANGE', ok, 0, -1)\n"
+    "  if #waiting > 0 then redis.call('DEL', ok) end\n"
+    "  if redis.call('SADD', P .. 'online_users', u) == 1 then\n"
+    "    redis.call('HSET', uk, 'connected_at', now)\n"
+    "    presence(u, 'online')\n"
+    "    return {1, waiting}\n"
+    "  end\n"
+    "  return {0, waiting}\n"
     "end\n"
-    "return {0, waiting}\n";
-
-/* ARGV: prefix, server, user, now. A connection closed; the user's last anywhere publishes
- * "offline". */
-static const char presence_down_lua[] =
-    "local P, srv, u, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
-    "local uk = P .. 'user:' .. u\n"
-    "redis.call('HSET', uk, 'last_seen', now)\n"
-    "if redis.call('HINCRBY', uk, 'conn:' .. srv, -1) <= 0 then return gone(srv, u) end\n"
-    "return 0\n";
+    "local function down(u)\n"
+    "  local uk = P .. 'user:' .. u\n"
+    "  redis.call('HSET', uk, 'last_seen', now)\n"
+    "  if redis.call('HINCRBY', uk, 'conn:' .. srv, -1) <= 0 then return gone(srv, u) end\n"
+    "  return 0\n"
+    "end\n"
+    "local out = {}\n"
+    "for i = 4, #ARGV - 1, 2 do\n"
+    "  if ARGV[i] == 'u' then out[#out + 1] = up(ARGV[i + 1]) else out[#out + 1] = down(ARGV[i + 1]) end\n"
+    "end\n"
+    "return out\n";
 
 /* ARGV: prefix, server, now, heartbeat ttl. Every few seconds per instance: refresh this
- * instance's heartbeat and its users' TTLs; clean up after instances whose heartbeat
+ * instance's heartbeat; clean up after instances whose heartbeat
  * expired (they died without closing their connections), and stop typing states whose
  * instance did not (died). Returns users reported offline. */
 static const char sweep_lua[] =
@@ -205,7 +213,7 @@ static const char read_lua[] =
     "return 1\n";
 
 static const char *const sources[PL_SCRIPT_COUNT] = {
-    publish_lua, sync_lua,   presence_up_lua, presence_down_lua, sweep_lua,
+    publish_lua, sync_lua,   presence_lua, sweep_lua,
     dm_lua,      typing_lua, read_lua,        reset_lua,
 };
 static char shas[PL_SCRIPT_COUNT][41];

@@ -106,6 +106,7 @@ static void check_cb(uv_check_t *h)
 {
     pl_shard_t *s = h->data;
     pl_conn_process_pending(s);
+    pl_chat_flush(s);          /* presence changes of this turn (closes add some), one script call */
     pl_redis_flush(&s->redis); /* this turn's Redis commands (closes add some), in one write */
     /* The last to go: clients, then (FINISH) the database pool's answers. */
     if (s->finishing && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);
@@ -133,6 +134,7 @@ static void shard_main(void *arg)
     pl_room_table_free(&s->users);
     pl_ws_pool_free(&s->ws);
     pl_buf_free(&s->scratch);
+    pl_chat_thread_free();
     while (s->free_nodes) {
         pl_outq_node_t *n = s->free_nodes;
         s->free_nodes = n->next;

@@ -17,10 +17,16 @@
 #define PL_HEARTBEAT_TTL_S 15
 #define PL_HEARTBEAT_EVERY_MS 5000
 
-/** An authenticated connection opened: count it; the user's first anywhere goes online. Delivers DMs that waited. */
+/** An authenticated connection opened: count it; the user's first anywhere goes online. Delivers DMs that waited.
+ *  Queued: sent with the shard's other presence changes of this loop turn by pl_chat_flush. */
 void pl_chat_presence_up(pl_conn_t *c);
-/** It closed: the user's last connection anywhere goes offline. */
+/** It closed: the user's last connection anywhere goes offline. Queued like pl_chat_presence_up. */
 void pl_chat_presence_down(pl_conn_t *c);
+/** The shard's check phase, before its Redis write: send this loop turn's presence changes as
+ *  one script call. Changes that cannot be sent (Redis down) are dropped, and logged. */
+void pl_chat_flush(pl_shard_t *s);
+/** A shard thread's loop ended: free this thread's buffers. */
+void pl_chat_thread_free(void);
 
 /** typing_start (start = 1) or typing_stop from the client. */
 void pl_chat_typing(pl_conn_t *c, const pl_req_t *req, int start);

@@ -301,3 +301,38 @@ test('chat presence: graceful shutdown (SIGTERM) of an instance: its users go of
   await expectList(A, [carol, erin], { step: 'after B shut down' });
   assert(e2.open, 'erin\'s connection on A closed');
 }, { timeout: 60000 });
+
+// Presence changes are sent to Redis in one script call per shard and loop
+// turn (src/chat.c): a storm of connections opening and closing together must
+// still count every connection exactly, across two instances.
+test('chat presence: a storm of 400 connections (100 users x 2 tabs x 2 instances) opening and closing at once keeps exact counts', async () => {
+  const redis = await startRedis();
+  const A = await startParleyd({ redis }), B = await startParleyd({ redis });
+  const users = Array.from({ length: 100 }, (_, i) => `storm-${process.pid}-${i}`);
+  const open = (srv) => Promise.all(users.flatMap((u) => [connectAuthed(srv, u), connectAuthed(srv, u)]));
+  const [onA, onB] = await Promise.all([open(A), open(B)]);
+  await until(async () => (await onlineUsers(A, { auth: API_KEY })).json?.count === users.length, 5000,
+    'all 100 users online');
+  for (const [srv, u] of [[A, users[0]], [B, users[99]]]) {
+    eq(await redisCli(redis, 'HGET', `ws:user:${u}`, `conn:${srv.serverId}`), '2', `${u}'s connections counted on ${srv.serverId}`);
+  }
+
+  // Close the first tab of every user on A and every tab on B, all at once: everyone is still online (A's second tabs).
+  const closing = [...onA.filter((_, i) => i % 2 === 0), ...onB];
+  for (const c of closing) c.close();
+  await Promise.all(closing.map((c) => c.waitClose()));
+  await until(async () => (await redisCli(redis, 'HEXISTS', `ws:user:${users[50]}`, `conn:${B.serverId}`)) === '0', 5000,
+    'B\'s connections uncounted');
+  const r = await onlineUsers(B, { auth: API_KEY });
+  eq(r.json && r.json.count, users.length, `online count with one tab left per user (${r.text.slice(0, 200)})`);
+  for (const u of [users[0], users[50], users[99]]) {
+    eq(await redisCli(redis, 'HGET', `ws:user:${u}`, `conn:${A.serverId}`), '1', `${u}'s connections on A after closing one`);
+  }
+
+  // The last tabs close together: nobody is online.
+  const rest = onA.filter((_, i) => i % 2 === 1);
+  for (const c of rest) c.close();
+  await Promise.all(rest.map((c) => c.waitClose()));
+  await until(async () => (await onlineUsers(A, { auth: API_KEY })).json?.count === 0, 5000, 'nobody online');
+  eq(await redisCli(redis, 'SCARD', 'ws:online_users'), '0', 'ws:online_users empty');
+});
