@@ -27,19 +27,29 @@ static inline uint64_t bl_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static inline double bl_now_s(void) { return (double)bl_now_ns() / 1e9; }
+static inline double bl_now_s(void)
+{
+    return (double)bl_now_ns() / 1e9;
+}
 
 /* ---------------------------------------------------------------- frames */
 
-enum { BL_OP_CONT = 0, BL_OP_TEXT = 1, BL_OP_BIN = 2, BL_OP_CLOSE = 8, BL_OP_PING = 9, BL_OP_PONG = 10 };
+enum {
+    BL_OP_CONT = 0,
+    BL_OP_TEXT = 1,
+    BL_OP_BIN = 2,
+    BL_OP_CLOSE = 8,
+    BL_OP_PING = 9,
+    BL_OP_PONG = 10
+};
 
 typedef struct {
     int fin;
     int opcode;
     int masked;
     uint8_t mask[4];
-    size_t hdr_len;     /* bytes of header (incl. mask key) */
-    uint64_t len;       /* payload length */
+    size_t hdr_len; /* bytes of header (incl. mask key) */
+    uint64_t len;   /* payload length */
 } bl_frame;
 
 /*
@@ -53,47 +63,37 @@ static inline int bl_ws_parse(const uint8_t *p, size_t n, bl_frame *f)
     f->len = 0;
     f->hdr_len = 0;
     f->masked = f->fin = f->opcode = 0;
-    if (n < 2)
-        return 0;
+    if (n < 2) return 0;
     uint8_t b0 = p[0], b1 = p[1];
-    if (b0 & 0x70)
-        return -1;
+    if (b0 & 0x70) return -1;
     f->fin = (b0 & 0x80) != 0;
     f->opcode = b0 & 0x0f;
-    if ((f->opcode > 2 && f->opcode < 8) || f->opcode > 10)
-        return -1;
+    if ((f->opcode > 2 && f->opcode < 8) || f->opcode > 10) return -1;
     f->masked = (b1 & 0x80) != 0;
     uint64_t len = b1 & 0x7f;
     size_t h = 2;
     if (len == 126) {
-        if (n < 4)
-            return 0;
+        if (n < 4) return 0;
         len = ((uint64_t)p[2] << 8) | p[3];
         h = 4;
-        if (len < 126)
-            return -1;
+        if (len < 126) return -1;
     } else if (len == 127) {
-        if (n < 10)
-            return 0;
+        if (n < 10) return 0;
         len = 0;
         for (int i = 0; i < 8; i++)
             len = (len << 8) | p[2 + i];
         h = 10;
-        if (len >> 63 || len < 65536)
-            return -1;
+        if (len >> 63 || len < 65536) return -1;
     }
-    if (f->opcode >= 8 && (len > 125 || !f->fin))
-        return -1;
+    if (f->opcode >= 8 && (len > 125 || !f->fin)) return -1;
     if (f->masked) {
-        if (n < h + 4)
-            return 0;
+        if (n < h + 4) return 0;
         memcpy(f->mask, p + h, 4);
         h += 4;
     }
     f->hdr_len = h;
     f->len = len;
-    if ((uint64_t)(n - h) < len)
-        return 0;
+    if ((uint64_t)(n - h) < len) return 0;
     return 1;
 }
 
@@ -156,25 +156,17 @@ static inline int bl_frame_type(const char *p, size_t n)
 {
     static const char pre[] = "{\"type\":\"";
     const size_t pl = sizeof pre - 1;
-    if (n < pl + 2 || memcmp(p, pre, pl) != 0)
-        return BL_T_OTHER;
+    if (n < pl + 2 || memcmp(p, pre, pl) != 0) return BL_T_OTHER;
     p += pl;
     n -= pl;
 #define BL_IS(s) (n > sizeof(s) - 1 && memcmp(p, s "\"", sizeof(s)) == 0)
-    if (BL_IS("message"))
-        return BL_T_MESSAGE;
-    if (BL_IS("subscribed"))
-        return BL_T_SUBSCRIBED;
-    if (BL_IS("authenticated"))
-        return BL_T_AUTHENTICATED;
-    if (BL_IS("error"))
-        return BL_T_ERROR;
-    if (BL_IS("pong"))
-        return BL_T_PONG;
-    if (BL_IS("unsubscribed"))
-        return BL_T_UNSUBSCRIBED;
-    if (BL_IS("server_notice"))
-        return BL_T_NOTICE;
+    if (BL_IS("message")) return BL_T_MESSAGE;
+    if (BL_IS("subscribed")) return BL_T_SUBSCRIBED;
+    if (BL_IS("authenticated")) return BL_T_AUTHENTICATED;
+    if (BL_IS("error")) return BL_T_ERROR;
+    if (BL_IS("pong")) return BL_T_PONG;
+    if (BL_IS("unsubscribed")) return BL_T_UNSUBSCRIBED;
+    if (BL_IS("server_notice")) return BL_T_NOTICE;
 #undef BL_IS
     return BL_T_OTHER;
 }
@@ -193,8 +185,7 @@ static inline const char *bl_json_str(const char *p, size_t n, const char *key, 
     const char *s = p;
     while (s < end) {
         const char *q = memchr(s, '"', (size_t)(end - s));
-        if (!q || (size_t)(end - q) < kl + 2)
-            return NULL;
+        if (!q || (size_t)(end - q) < kl + 2) return NULL;
         if (memcmp(q + 1, key, kl) == 0 && q[kl + 1] == '"') {
             const char *v = q + kl + 2;
             while (v < end && (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n'))
@@ -207,12 +198,10 @@ static inline const char *bl_json_str(const char *p, size_t n, const char *key, 
                     v++;
                     const char *e = v;
                     while (e < end && *e != '"') {
-                        if (*e == '\\')
-                            e++;
+                        if (*e == '\\') e++;
                         e++;
                     }
-                    if (e >= end)
-                        return NULL;
+                    if (e >= end) return NULL;
                     *vlen = (size_t)(e - v);
                     return v;
                 }
@@ -231,8 +220,7 @@ static inline int bl_parse_stamp(const char *p, size_t n, uint64_t *seq, uint64_
 {
     static const char k[] = "\"text\":\"";
     const char *v = memmem(p, n, k, sizeof k - 1);
-    if (!v)
-        return -1;
+    if (!v) return -1;
     v += sizeof k - 1;
     const char *end = p + n;
     uint64_t a = 0, b = 0;
@@ -241,15 +229,13 @@ static inline int bl_parse_stamp(const char *p, size_t n, uint64_t *seq, uint64_
         a = a * 10 + (uint64_t)(*v++ - '0');
         da++;
     }
-    if (!da || v >= end || *v != ':')
-        return -1;
+    if (!da || v >= end || *v != ':') return -1;
     v++;
     while (v < end && *v >= '0' && *v <= '9') {
         b = b * 10 + (uint64_t)(*v++ - '0');
         db++;
     }
-    if (!db || v >= end || *v != '"')
-        return -1;
+    if (!db || v >= end || *v != '"') return -1;
     *seq = a;
     *ns = b;
     return 0;
@@ -260,7 +246,7 @@ static inline int bl_parse_stamp(const char *p, size_t n, uint64_t *seq, uint64_
 #define BL_HIST_US 1000000u /* 1 us buckets up to 1 s; above goes to the last */
 
 typedef struct {
-    uint32_t *b;   /* BL_HIST_US + 1 buckets */
+    uint32_t *b; /* BL_HIST_US + 1 buckets */
     uint64_t n;
     uint64_t max_ns;
     uint64_t sum_ns;
@@ -291,8 +277,7 @@ static inline void bl_hist_add(bl_hist *h, uint64_t ns)
     h->b[us < BL_HIST_US ? us : BL_HIST_US]++;
     h->n++;
     h->sum_ns += ns;
-    if (ns > h->max_ns)
-        h->max_ns = ns;
+    if (ns > h->max_ns) h->max_ns = ns;
 }
 
 /*
@@ -302,21 +287,17 @@ static inline void bl_hist_add(bl_hist *h, uint64_t ns)
  */
 static inline uint64_t bl_hist_pct(const bl_hist *h, double p)
 {
-    if (!h->n)
-        return 0;
+    if (!h->n) return 0;
     /* integer nearest rank: ceil(p/100 * n) with p in thousandths, so that
      * 99.9% of 1000 is exactly 999 (no floating-point rounding up) */
     uint64_t pm = (uint64_t)(p * 1000.0 + 0.5);
     uint64_t rank = (pm * h->n + 99999) / 100000;
-    if (rank < 1)
-        rank = 1;
-    if (rank > h->n)
-        rank = h->n;
+    if (rank < 1) rank = 1;
+    if (rank > h->n) rank = h->n;
     uint64_t c = 0;
     for (uint32_t i = 0; i <= BL_HIST_US; i++) {
         c += h->b[i];
-        if (c >= rank)
-            return i;
+        if (c >= rank) return i;
     }
     return BL_HIST_US;
 }
@@ -332,15 +313,13 @@ typedef struct {
 /* Parse ws://host[:port][/path]. Returns 0 or -1. */
 static inline int bl_parse_url(const char *s, bl_url *u)
 {
-    if (strncmp(s, "ws://", 5) != 0)
-        return -1;
+    if (strncmp(s, "ws://", 5) != 0) return -1;
     s += 5;
     const char *hs = s;
     while (*s && *s != ':' && *s != '/')
         s++;
     size_t hl = (size_t)(s - hs);
-    if (!hl || hl >= sizeof u->host)
-        return -1;
+    if (!hl || hl >= sizeof u->host) return -1;
     memcpy(u->host, hs, hl);
     u->host[hl] = 0;
     u->port = 80;
@@ -348,15 +327,12 @@ static inline int bl_parse_url(const char *s, bl_url *u)
         s++;
         char *e;
         long p = strtol(s, &e, 10);
-        if (e == s || p < 1 || p > 65535)
-            return -1;
+        if (e == s || p < 1 || p > 65535) return -1;
         u->port = (int)p;
         s = e;
     }
-    if (!*s)
-        s = "/";
-    if (*s != '/' || strlen(s) >= sizeof u->path)
-        return -1;
+    if (!*s) s = "/";
+    if (*s != '/' || strlen(s) >= sizeof u->path) return -1;
     strcpy(u->path, s);
     return 0;
 }

@@ -52,7 +52,7 @@ struct room {
 
 struct conn {
     int fd;
-    uint8_t ws;    /* upgraded */
+    uint8_t ws; /* upgraded */
     uint8_t dead;
     uint8_t dirty;
     uint8_t epout; /* EPOLLOUT armed */
@@ -81,7 +81,11 @@ static volatile sig_atomic_t g_stop;
 static int g_listener_tag;
 static uint64_t g_writes, g_wbytes, g_frames, g_turns;
 
-static void on_sig(int s) { (void)s; g_stop = 1; }
+static void on_sig(int s)
+{
+    (void)s;
+    g_stop = 1;
+}
 
 static uint32_t fnv(const char *s, size_t n)
 {
@@ -96,13 +100,10 @@ static room *room_get(const char *name, size_t n, int create)
     uint32_t h = fnv(name, n);
     room **slot = &g_tab[h & (g_tab_size - 1)];
     for (room *r = *slot; r; r = r->next)
-        if (r->hash == h && r->nlen == n && memcmp(r->name, name, n) == 0)
-            return r;
-    if (!create)
-        return NULL;
+        if (r->hash == h && r->nlen == n && memcmp(r->name, name, n) == 0) return r;
+    if (!create) return NULL;
     room *r = calloc(1, sizeof *r + n + 1);
-    if (!r)
-        abort();
+    if (!r) abort();
     r->hash = h;
     r->nlen = (uint8_t)n;
     memcpy(r->name, name, n);
@@ -114,27 +115,23 @@ static room *room_get(const char *name, size_t n, int create)
 static int conn_in_room(conn *c, room *r)
 {
     for (uint16_t i = 0; i < c->nrooms; i++)
-        if (c->rooms[i] == r)
-            return 1;
+        if (c->rooms[i] == r) return 1;
     return 0;
 }
 
 static void room_add(room *r, conn *c)
 {
-    if (conn_in_room(c, r))
-        return;
+    if (conn_in_room(c, r)) return;
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 4;
         r->m = realloc(r->m, r->cap * sizeof *r->m);
-        if (!r->m)
-            abort();
+        if (!r->m) abort();
     }
     r->m[r->n++] = c;
     if (c->nrooms == c->rooms_cap) {
         c->rooms_cap = c->rooms_cap ? (uint16_t)(c->rooms_cap * 2) : 1;
         c->rooms = realloc(c->rooms, c->rooms_cap * sizeof *c->rooms);
-        if (!c->rooms)
-            abort();
+        if (!c->rooms) abort();
     }
     c->rooms[c->nrooms++] = r;
 }
@@ -155,8 +152,7 @@ static void room_del(room *r, conn *c)
 
 static void conn_kill(conn *c)
 {
-    if (c->dead)
-        return;
+    if (c->dead) return;
     c->dead = 1;
     while (c->nrooms)
         room_del(c->rooms[0], c);
@@ -168,8 +164,7 @@ static void conn_kill(conn *c)
 
 static void out_append(conn *c, const void *p, size_t n)
 {
-    if (c->dead)
-        return;
+    if (c->dead) return;
     if (c->out_len + n > c->out_cap) {
         if (c->out_off) {
             memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
@@ -185,8 +180,7 @@ static void out_append(conn *c, const void *p, size_t n)
             while (cap < c->out_len + n)
                 cap *= 2;
             c->out = realloc(c->out, cap);
-            if (!c->out)
-                abort();
+            if (!c->out) abort();
             c->out_cap = cap;
         }
     }
@@ -210,7 +204,8 @@ static void send_text(conn *c, const char *p, size_t n)
 static void send_error(conn *c, const char *code, const char *msg)
 {
     char b[256];
-    int n = snprintf(b, sizeof b, "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}", code, msg);
+    int n =
+        snprintf(b, sizeof b, "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}", code, msg);
     send_text(c, b, (size_t)n);
 }
 
@@ -224,8 +219,7 @@ static void flush(conn *c)
             c->out_off += (uint32_t)w;
             continue;
         }
-        if (w < 0 && errno == EINTR)
-            continue;
+        if (w < 0 && errno == EINTR) continue;
         if (w < 0 && errno == EAGAIN) {
             if (!c->epout) {
                 struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
@@ -250,8 +244,7 @@ static void flush(conn *c)
 
 static int valid_room(const char *p, size_t n)
 {
-    if (n < 1 || n > MAX_ROOM)
-        return 0;
+    if (n < 1 || n > MAX_ROOM) return 0;
     for (size_t i = 0; i < n; i++) {
         char ch = p[i];
         if (!(isalnum((unsigned char)ch) || ch == '_' || ch == '.' || ch == ':' || ch == '-'))
@@ -277,8 +270,7 @@ static void on_subscribe(conn *c, const char *p, size_t n, int sub)
     for (;;) {
         while (s < e && (*s == ' ' || *s == ',' || *s == '\n' || *s == '\t' || *s == '\r'))
             s++;
-        if (s >= e || *s == ']')
-            break;
+        if (s >= e || *s == ']') break;
         if (*s != '"') {
             send_error(c, "bad_request", "room not a string");
             return;
@@ -286,8 +278,7 @@ static void on_subscribe(conn *c, const char *p, size_t n, int sub)
         const char *v = ++s;
         while (s < e && *s != '"')
             s++;
-        if (s >= e)
-            return;
+        if (s >= e) return;
         size_t vl = (size_t)(s - v);
         s++;
         if (!valid_room(v, vl)) {
@@ -327,8 +318,7 @@ static void on_message(conn *c, const char *p, size_t n)
     size_t cap = 14 + 128 + rl + c->ulen + tl + cl;
     uint8_t stackbuf[1024];
     uint8_t *f = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
-    if (!f)
-        abort();
+    if (!f) abort();
     /* payload first at offset 14, header in front of it afterwards */
     char *pl = (char *)f + 14;
     int m;
@@ -352,8 +342,7 @@ static void on_message(conn *c, const char *p, size_t n)
     for (uint32_t i = 0; i < r->n; i++)
         out_append(r->m[i], frame, fl);
     g_frames += r->n;
-    if (f != stackbuf)
-        free(f);
+    if (f != stackbuf) free(f);
 }
 
 static void on_text(conn *c, char *p, size_t n)
@@ -385,15 +374,12 @@ static ssize_t ws_input(conn *c, uint8_t *p, size_t n)
     while (off < n && !c->dead) {
         bl_frame f;
         int r = bl_ws_parse(p + off, n - off, &f);
-        if (r < 0 || (r == 1 && !f.masked))
-            return -1;
+        if (r < 0 || (r == 1 && !f.masked)) return -1;
         if (r == 0) {
-            if (f.len > MAX_FRAME && n - off >= 10)
-                return -1;
+            if (f.len > MAX_FRAME && n - off >= 10) return -1;
             break;
         }
-        if (f.len > MAX_FRAME || !f.fin)
-            return -1; /* the bench never fragments */
+        if (f.len > MAX_FRAME || !f.fin) return -1; /* the bench never fragments */
         uint8_t *pl = p + off + f.hdr_len;
         bl_ws_mask(pl, pl, f.len, f.mask);
         switch (f.opcode) {
@@ -428,14 +414,11 @@ static ssize_t ws_input(conn *c, uint8_t *p, size_t n)
 static size_t jwt_sub(const char *tok, size_t tl, char *out, size_t cap)
 {
     const char *d1 = memchr(tok, '.', tl);
-    if (!d1)
-        return 0;
+    if (!d1) return 0;
     const char *d2 = memchr(d1 + 1, '.', (size_t)(tok + tl - d1 - 1));
-    if (!d2)
-        return 0;
+    if (!d2) return 0;
     size_t bl = (size_t)(d2 - d1 - 1);
-    if (bl > 1024)
-        return 0;
+    if (bl > 1024) return 0;
     unsigned char b64[1100], raw[800];
     size_t k = 0;
     for (size_t i = 0; i < bl; i++) {
@@ -445,12 +428,10 @@ static size_t jwt_sub(const char *tok, size_t tl, char *out, size_t cap)
     while (k % 4)
         b64[k++] = '=';
     size_t rl;
-    if (mbedtls_base64_decode(raw, sizeof raw, &rl, b64, k) != 0)
-        return 0;
+    if (mbedtls_base64_decode(raw, sizeof raw, &rl, b64, k) != 0) return 0;
     size_t sl;
     const char *s = bl_json_str((const char *)raw, rl, "sub", &sl);
-    if (!s || sl == 0 || sl >= cap)
-        return 0;
+    if (!s || sl == 0 || sl >= cap) return 0;
     memcpy(out, s, sl);
     return sl;
 }
@@ -471,8 +452,7 @@ static ssize_t http_input(conn **cp, uint8_t *p, size_t n)
 {
     conn *c = *cp;
     uint8_t *end = memmem(p, n, "\r\n\r\n", 4);
-    if (!end)
-        return n > MAX_HTTP ? -1 : 0;
+    if (!end) return n > MAX_HTTP ? -1 : 0;
     size_t hlen = (size_t)(end - p) + 4;
     char *req = (char *)p;
     if (strncmp(req, "GET ", 4) != 0) {
@@ -481,8 +461,7 @@ static ssize_t http_input(conn **cp, uint8_t *p, size_t n)
     }
     const char *path = req + 4;
     const char *sp = memchr(path, ' ', hlen - 4);
-    if (!sp)
-        return -1;
+    if (!sp) return -1;
     size_t pathlen = (size_t)(sp - path);
     if (pathlen >= 7 && memcmp(path, "/health", 7) == 0) {
         http_reply(c, "200 OK", "{\"status\":\"healthy\",\"server_id\":\"floor\"}");
@@ -509,8 +488,7 @@ static ssize_t http_input(conn **cp, uint8_t *p, size_t n)
     while (line && line < (char *)end) {
         line++;
         const char *le = memchr(line, '\r', (size_t)((char *)end + 2 - line));
-        if (!le)
-            break;
+        if (!le) break;
         if (le - line > 18 && strncasecmp(line, "Sec-WebSocket-Key:", 18) == 0) {
             key = line + 18;
             while (*key == ' ')
@@ -540,8 +518,7 @@ static ssize_t http_input(conn **cp, uint8_t *p, size_t n)
     mbedtls_base64_encode(acc, sizeof acc, &al, dig, 20);
     /* the user name lives in the conn allocation: reallocate once */
     conn *nc = realloc(c, sizeof *c + ul + 1);
-    if (!nc)
-        abort();
+    if (!nc) abort();
     if (nc != c) {
         c = nc;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -557,9 +534,10 @@ static ssize_t http_input(conn **cp, uint8_t *p, size_t n)
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %.*s\r\n\r\n",
                      (int)al, acc);
     out_append(c, b, (size_t)m);
-    m = snprintf(b, sizeof b,
-                 "{\"type\":\"authenticated\",\"user\":\"%s\",\"server\":\"floor\",\"session\":\"%llu\"}",
-                 c->user, (unsigned long long)++g_session);
+    m = snprintf(
+        b, sizeof b,
+        "{\"type\":\"authenticated\",\"user\":\"%s\",\"server\":\"floor\",\"session\":\"%llu\"}",
+        c->user, (unsigned long long)++g_session);
     send_text(c, b, (size_t)m);
     c->ws = 1;
     return (ssize_t)hlen;
@@ -581,8 +559,7 @@ static void on_readable(conn *c)
         conn_kill(c);
         return;
     }
-    if (r > 0)
-        have += (size_t)r;
+    if (r > 0) have += (size_t)r;
     size_t off = 0;
     if (!c->ws) {
         ssize_t k = http_input(&c, buf, have);
@@ -606,8 +583,7 @@ static void on_readable(conn *c)
             return;
         }
         c->in = malloc(have - off);
-        if (!c->in)
-            abort();
+        if (!c->in) abort();
         memcpy(c->in, buf + off, have - off);
         c->in_len = (uint32_t)(have - off);
     }
@@ -625,8 +601,7 @@ static void on_accept(void)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn *c = calloc(1, sizeof *c);
-        if (!c)
-            abort();
+        if (!c) abort();
         c->fd = fd;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -647,8 +622,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!listen_s)
-        listen_s = "127.0.0.1:9001";
+    if (!listen_s) listen_s = "127.0.0.1:9001";
     char host[64];
     int port;
     const char *colon = strrchr(listen_s, ':');
@@ -697,12 +671,9 @@ int main(int argc, char **argv)
                 continue;
             }
             conn *c = evs[i].data.ptr;
-            if (c->dead)
-                continue;
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                on_readable(c);
-            if (!c->dead && (evs[i].events & EPOLLOUT) && !c->dirty)
-                flush(c);
+            if (c->dead) continue;
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
+            if (!c->dead && (evs[i].events & EPOLLOUT) && !c->dirty) flush(c);
         }
         /* one write per dirty connection per loop turn */
         conn *d = g_dirty;
@@ -710,8 +681,7 @@ int main(int argc, char **argv)
         while (d) {
             conn *nx = d->next_dirty;
             d->dirty = 0;
-            if (!d->dead)
-                flush(d);
+            if (!d->dead) flush(d);
             d = nx;
         }
         while (g_dead) {
@@ -726,7 +696,7 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "parley-floor: stopping; %llu loop turns, %llu message deliveries, %llu writes, "
             "%llu bytes written\n",
-            (unsigned long long)g_turns, (unsigned long long)g_frames,
-            (unsigned long long)g_writes, (unsigned long long)g_wbytes);
+            (unsigned long long)g_turns, (unsigned long long)g_frames, (unsigned long long)g_writes,
+            (unsigned long long)g_wbytes);
     return 0;
 }

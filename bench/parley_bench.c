@@ -39,8 +39,8 @@ enum { ST_NEW, ST_CONNECTING, ST_HS, ST_OPEN, ST_CLOSED, ST_FAILED };
 
 typedef struct conn {
     int fd;
-    uint32_t idx;   /* user bench-<idx> */
-    int32_t room;   /* room number to subscribe to, -1 none */
+    uint32_t idx; /* user bench-<idx> */
+    int32_t room; /* room number to subscribe to, -1 none */
     uint8_t state;
     uint8_t epout;
     uint8_t authed;
@@ -50,7 +50,7 @@ typedef struct conn {
     uint8_t *out;
     uint32_t out_len, out_off;
     uint64_t last_seq;
-    char *tok;      /* minted before the connection phase, freed once sent */
+    char *tok; /* minted before the connection phase, freed once sent */
 } conn;
 
 /* ------------------------------------------------------------- options */
@@ -90,32 +90,32 @@ static struct {
     int ep;
     conn *c;
     int n;
-    int next_start;   /* next conn index to start */
-    int pending;      /* started, not yet ready nor failed */
-    int n_open;       /* upgraded and not closed */
+    int next_start; /* next conn index to start */
+    int pending;    /* started, not yet ready nor failed */
+    int n_open;     /* upgraded and not closed */
     int n_ready;
     int n_authed;
     int n_failed;
-    int n_closed;     /* closed by the server after upgrade */
-    int errors;       /* error frames */
-    int need_auth;    /* ready = authenticated (connect) rather than subscribed */
+    int n_closed;  /* closed by the server after upgrade */
+    int errors;    /* error frames */
+    int need_auth; /* ready = authenticated (connect) rather than subscribed */
     uint64_t t_last_ready;
     struct sockaddr_in dst;
     uint32_t rng;
     /* message accounting for the current phase */
-    uint64_t seq;         /* last seq sent */
-    uint64_t phase_seq0;  /* first seq of this phase */
+    uint64_t seq;        /* last seq sent */
+    uint64_t phase_seq0; /* first seq of this phase */
     uint64_t sent;
     uint64_t expected;
     uint64_t delivered;
-    uint64_t late;        /* deliveries of earlier phases */
-    uint64_t ooo;         /* out of order or duplicate (single publisher) */
-    uint64_t bad;         /* message frames without a parsable stamp */
+    uint64_t late; /* deliveries of earlier phases */
+    uint64_t ooo;  /* out of order or duplicate (single publisher) */
+    uint64_t bad;  /* message frames without a parsable stamp */
     int check_order;
     conn *pub;
-    int64_t inflight;     /* fanout max: messages not yet delivered to every receiver */
-    uint32_t *left;       /* fanout max: receivers still missing seq, at seq % WINDOW_RING */
-    int *room_ready;      /* ready members per room */
+    int64_t inflight; /* fanout max: messages not yet delivered to every receiver */
+    uint32_t *left;   /* fanout max: receivers still missing seq, at seq % WINDOW_RING */
+    int *room_ready;  /* ready members per room */
     bl_hist hist;
     char first_err[4][256];
     int n_first_err;
@@ -129,14 +129,12 @@ static uint8_t g_rbuf[1 << 18];
 
 static void note_err(const char *fmt, ...)
 {
-    if (g.n_first_err >= 4)
-        return;
+    if (g.n_first_err >= 4) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(g.first_err[g.n_first_err++], sizeof g.first_err[0], fmt, ap);
     va_end(ap);
-    if (o.verbose)
-        fprintf(stderr, "parley-bench: %s\n", g.first_err[g.n_first_err - 1]);
+    if (o.verbose) fprintf(stderr, "parley-bench: %s\n", g.first_err[g.n_first_err - 1]);
 }
 
 static uint32_t rnd(void)
@@ -158,23 +156,19 @@ static long long proc_cpu_us(const pid_t *pids, int n)
         char p[64], b[2048];
         snprintf(p, sizeof p, "/proc/%d/stat", (int)pids[i]);
         FILE *f = fopen(p, "r");
-        if (!f)
-            return -1;
+        if (!f) return -1;
         size_t k = fread(b, 1, sizeof b - 1, f);
         fclose(f);
         b[k] = 0;
         char *s = strrchr(b, ')');
-        if (!s)
-            return -1;
+        if (!s) return -1;
         s += 2; /* field 3 */
         unsigned long long ut = 0, st = 0;
         int field = 3;
         while (*s && field < 14) {
-            if (*s++ == ' ')
-                field++;
+            if (*s++ == ' ') field++;
         }
-        if (sscanf(s, "%llu %llu", &ut, &st) != 2)
-            return -1;
+        if (sscanf(s, "%llu %llu", &ut, &st) != 2) return -1;
         tot += (long long)((ut + st) * 1000000ull / (unsigned long long)tck);
     }
     return tot;
@@ -187,15 +181,12 @@ static long long proc_rss_kib(const pid_t *pids, int n)
         char p[64], line[256];
         snprintf(p, sizeof p, "/proc/%d/status", (int)pids[i]);
         FILE *f = fopen(p, "r");
-        if (!f)
-            return -1;
+        if (!f) return -1;
         long long v = -1;
         while (fgets(line, sizeof line, f))
-            if (sscanf(line, "VmRSS: %lld kB", &v) == 1)
-                break;
+            if (sscanf(line, "VmRSS: %lld kB", &v) == 1) break;
         fclose(f);
-        if (v < 0)
-            return -1;
+        if (v < 0) return -1;
         tot += v;
     }
     return tot;
@@ -208,14 +199,12 @@ static void machine_cpu_us(long long *busy_us, long long *steal_us)
 {
     *busy_us = *steal_us = 0;
     FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return;
+    if (!f) return;
     unsigned long long v[8] = {0};
     int k = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
                    &v[4], &v[5], &v[6], &v[7]);
     fclose(f);
-    if (k < 8)
-        return;
+    if (k < 8) return;
     unsigned long long hz = (unsigned long long)sysconf(_SC_CLK_TCK);
     *busy_us = (long long)((v[0] + v[1] + v[2] + v[5] + v[6]) * 1000000ull / hz);
     *steal_us = (long long)(v[7] * 1000000ull / hz);
@@ -240,8 +229,7 @@ typedef struct {
 
 static void rs(result *r, const char *k, const char *fmt, ...)
 {
-    if (r->n >= MAX_KV)
-        return;
+    if (r->n >= MAX_KV) return;
     snprintf(r->k[r->n], sizeof r->k[0], "%s", k);
     va_list ap;
     va_start(ap, fmt);
@@ -267,8 +255,7 @@ static void result_print(const result *r)
 
 static void conn_arm(conn *c, int out)
 {
-    if (c->epout == out)
-        return;
+    if (c->epout == out) return;
     struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
     epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev);
     c->epout = (uint8_t)out;
@@ -284,19 +271,16 @@ static void conn_close(conn *c, int st)
     }
     if (c->state == ST_OPEN) {
         g.n_open--;
-        if (st == ST_CLOSED)
-            g.n_closed++;
+        if (st == ST_CLOSED) g.n_closed++;
     }
     if (c->ready) {
         c->ready = 0;
         g.n_ready--;
-        if (c->room >= 0 && g.room_ready)
-            g.room_ready[c->room]--;
+        if (c->room >= 0 && g.room_ready) g.room_ready[c->room]--;
     } else if (c->state != ST_NEW && c->state != ST_CLOSED && c->state != ST_FAILED) {
         g.pending--;
     }
-    if (st == ST_FAILED && !c->ready)
-        g.n_failed++;
+    if (st == ST_FAILED && !c->ready) g.n_failed++;
     c->state = (uint8_t)st;
     free(c->tok);
     c->tok = NULL;
@@ -332,28 +316,24 @@ static int conn_flush(conn *c)
 
 static void conn_send(conn *c, const void *p, size_t n)
 {
-    if (c->fd < 0)
-        return;
+    if (c->fd < 0) return;
     if (c->out_len == c->out_off) {
         ssize_t w;
         do
             w = write(c->fd, p, n);
         while (w < 0 && errno == EINTR);
-        if (w == (ssize_t)n)
-            return;
+        if (w == (ssize_t)n) return;
         if (w < 0 && errno != EAGAIN) {
             note_err("write: %s", strerror(errno));
             conn_close(c, c->state == ST_OPEN ? ST_CLOSED : ST_FAILED);
             return;
         }
-        if (w < 0)
-            w = 0;
+        if (w < 0) w = 0;
         p = (const uint8_t *)p + w;
         n -= (size_t)w;
     }
     uint8_t *nb = realloc(c->out, c->out_len + n);
-    if (!nb)
-        abort();
+    if (!nb) abort();
     c->out = nb;
     memcpy(c->out + c->out_len, p, n);
     c->out_len += (uint32_t)n;
@@ -366,8 +346,7 @@ static void send_text(conn *c, const char *p, size_t n)
     uint32_t r = rnd();
     uint8_t mask[4];
     memcpy(mask, &r, 4);
-    if (n + 14 > sizeof buf)
-        return;
+    if (n + 14 > sizeof buf) return;
     size_t fl = bl_ws_client_text(buf, p, n, mask);
     conn_send(c, buf, fl);
 }
@@ -413,8 +392,8 @@ static char *mint_token(uint32_t idx)
 {
     char sub[64], tok[512];
     snprintf(sub, sizeof sub, "bench-%u", idx);
-    int tl = pl_jwt_sign(o.secret, strlen(o.secret), sub, (int64_t)time(NULL) + 86400, tok,
-                         sizeof tok);
+    int tl =
+        pl_jwt_sign(o.secret, strlen(o.secret), sub, (int64_t)time(NULL) + 86400, tok, sizeof tok);
     if (tl < 0) {
         fprintf(stderr, "parley-bench: pl_jwt_sign failed: %d\n", tl);
         exit(1);
@@ -425,14 +404,13 @@ static char *mint_token(uint32_t idx)
 static void send_upgrade(conn *c)
 {
     char req[1024];
-    if (!c->tok)
-        c->tok = mint_token(c->idx);
-    int n = snprintf(req, sizeof req,
-                     "GET %s%ctoken=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     o.url.path, strchr(o.url.path, '?') ? '&' : '?', c->tok, o.url.host,
-                     o.url.port);
+    if (!c->tok) c->tok = mint_token(c->idx);
+    int n =
+        snprintf(req, sizeof req,
+                 "GET %s%ctoken=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n",
+                 o.url.path, strchr(o.url.path, '?') ? '&' : '?', c->tok, o.url.host, o.url.port);
     free(c->tok);
     c->tok = NULL;
     c->state = ST_HS;
@@ -441,14 +419,12 @@ static void send_upgrade(conn *c)
 
 static void mark_ready(conn *c)
 {
-    if (c->ready)
-        return;
+    if (c->ready) return;
     c->ready = 1;
     g.n_ready++;
     g.pending--;
     g.t_last_ready = bl_now_ns();
-    if (c->room >= 0 && g.room_ready)
-        g.room_ready[c->room]++;
+    if (c->room >= 0 && g.room_ready) g.room_ready[c->room]++;
 }
 
 static void on_open(conn *c)
@@ -481,13 +457,10 @@ static void on_frame_text(conn *c, const char *p, size_t n, uint64_t now)
         g.delivered++;
         bl_hist_add(&g.hist, now > ns ? now - ns : 0);
         if (g.check_order) {
-            if (c->last_seq && seq <= c->last_seq)
-                g.ooo++;
+            if (c->last_seq && seq <= c->last_seq) g.ooo++;
             c->last_seq = seq;
         }
-        if (g.left && g.left[seq % WINDOW_RING] &&
-            --g.left[seq % WINDOW_RING] == 0)
-            g.inflight--;
+        if (g.left && g.left[seq % WINDOW_RING] && --g.left[seq % WINDOW_RING] == 0) g.inflight--;
         break;
     }
     case BL_T_SUBSCRIBED:
@@ -497,8 +470,7 @@ static void on_frame_text(conn *c, const char *p, size_t n, uint64_t now)
         if (!c->authed) {
             c->authed = 1;
             g.n_authed++;
-            if (g.need_auth)
-                mark_ready(c);
+            if (g.need_auth) mark_ready(c);
         }
         break;
     case BL_T_ERROR:
@@ -522,8 +494,7 @@ static ssize_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
             conn_close(c, ST_CLOSED);
             return -1;
         }
-        if (r == 0)
-            break;
+        if (r == 0) break;
         uint8_t *pl = p + off + f.hdr_len;
         switch (f.opcode) {
         case BL_OP_TEXT:
@@ -574,8 +545,7 @@ static void on_readable(conn *c)
         conn_close(c, c->state == ST_OPEN ? ST_CLOSED : ST_FAILED);
         return;
     }
-    if (r > 0)
-        have += (size_t)r;
+    if (r > 0) have += (size_t)r;
     size_t off = 0;
     if (c->state == ST_HS) {
         uint8_t *e = memmem(buf, have, "\r\n\r\n", 4);
@@ -591,28 +561,25 @@ static void on_readable(conn *c)
         if (have < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0 ||
             !memmem(buf, hl, WS_ACCEPT, sizeof WS_ACCEPT - 1)) {
             char *eol = memchr(buf, '\r', hl);
-            note_err("bench-%u: upgrade refused: %.*s", c->idx,
-                     (int)(eol ? eol - (char *)buf : 40), (char *)buf);
+            note_err("bench-%u: upgrade refused: %.*s", c->idx, (int)(eol ? eol - (char *)buf : 40),
+                     (char *)buf);
             conn_close(c, ST_FAILED);
             return;
         }
         off = hl;
         c->state = ST_OPEN;
         on_open(c);
-        if (c->fd < 0)
-            return;
+        if (c->fd < 0) return;
     }
     if (c->state == ST_OPEN && off < have) {
         ssize_t k = ws_input(c, buf + off, have - off, bl_now_ns());
-        if (k < 0)
-            return;
+        if (k < 0) return;
         off += (size_t)k;
     }
 keep:
     if (off < have) {
         c->in = malloc(have - off);
-        if (!c->in)
-            abort();
+        if (!c->in) abort();
         memcpy(c->in, buf + off, have - off);
         c->in_len = (uint32_t)(have - off);
     }
@@ -620,11 +587,9 @@ keep:
 
 static void on_event(conn *c, uint32_t ev)
 {
-    if (c->fd < 0)
-        return;
+    if (c->fd < 0) return;
     if (c->state == ST_CONNECTING) {
-        if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-            return;
+        if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
         int err = 0;
         socklen_t el = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
@@ -637,10 +602,8 @@ static void on_event(conn *c, uint32_t ev)
         send_upgrade(c);
         return;
     }
-    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        on_readable(c);
-    if (c->fd >= 0 && (ev & EPOLLOUT))
-        conn_flush(c);
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
+    if (c->fd >= 0 && (ev & EPOLLOUT)) conn_flush(c);
 }
 
 static void start_more(void)
@@ -655,8 +618,7 @@ static void loop_once(int timeout_ms)
 {
     int k = epoll_wait(g.ep, g_evs, 4096, timeout_ms);
     for (int i = 0; i < k; i++) {
-        if (!g_evs[i].data.ptr)
-            continue;
+        if (!g_evs[i].data.ptr) continue;
         on_event(g_evs[i].data.ptr, g_evs[i].events);
     }
     start_more();
@@ -667,8 +629,7 @@ static void loop_once(int timeout_ms)
 static double open_all(int n, int32_t (*room_of)(int))
 {
     g.c = calloc((size_t)n, sizeof *g.c);
-    if (!g.c)
-        abort();
+    if (!g.c) abort();
     g.n = n;
     for (int i = 0; i < n; i++) {
         g.c[i].fd = -1;
@@ -690,8 +651,7 @@ static double open_all(int n, int32_t (*room_of)(int))
 static void close_all(void)
 {
     for (int i = 0; i < g.n; i++)
-        if (g.c[i].fd >= 0)
-            conn_close(&g.c[i], ST_CLOSED);
+        if (g.c[i].fd >= 0) conn_close(&g.c[i], ST_CLOSED);
 }
 
 /* run the loop for `s` seconds */
@@ -716,9 +676,18 @@ static void print_errors(void)
 
 /* ------------------------------------------------------------ scenarios */
 
-static int32_t room_mod1000(int i) { return (int32_t)(i % 1000); }
-static int32_t room_mod_rooms(int i) { return (int32_t)(i % o.rooms); }
-static int32_t room_zero(int i) { return 0; }
+static int32_t room_mod1000(int i)
+{
+    return (int32_t)(i % 1000);
+}
+static int32_t room_mod_rooms(int i)
+{
+    return (int32_t)(i % o.rooms);
+}
+static int32_t room_zero(int i)
+{
+    return 0;
+}
 
 static void check_fit(int per_proc)
 {
@@ -746,20 +715,17 @@ static int idle_child(int n, int wfd, int rfd)
     open_all(n, room_mod1000);
     char b[64];
     int k = snprintf(b, sizeof b, "%d %d %d\n", g.n_ready, g.n_failed, g.errors);
-    if (write(wfd, b, (size_t)k) < 0)
-        return 1;
+    if (write(wfd, b, (size_t)k) < 0) return 1;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(g.ep, EPOLL_CTL_ADD, rfd, &ev);
     uint64_t end = bl_now_ns() + (uint64_t)((o.settle + o.timeout + 60) * 1e9);
     while (bl_now_ns() < end) {
         struct pollfd pf = {.fd = rfd, .events = POLLIN};
-        if (poll(&pf, 1, 0) > 0)
-            break;
+        if (poll(&pf, 1, 0) > 0) break;
         loop_once(50);
     }
     k = snprintf(b, sizeof b, "%d\n", g.n_open);
-    if (write(wfd, b, (size_t)k) < 0)
-        return 1;
+    if (write(wfd, b, (size_t)k) < 0) return 1;
     print_errors();
     close_all();
     return 0;
@@ -791,8 +757,7 @@ static int scen_idle(void)
         uint64_t t0 = bl_now_ns();
         for (int p = 0; p < o.procs && p < 64; p++) {
             int cnt = o.n - p * per < per ? o.n - p * per : per;
-            if (cnt <= 0)
-                break;
+            if (cnt <= 0) break;
             int a[2], b[2];
             if (pipe(a) < 0 || pipe(b) < 0) {
                 perror("pipe");
@@ -824,7 +789,8 @@ static int scen_idle(void)
             struct pollfd pf = {.fd = up[k], .events = POLLIN};
             char b[64] = {0};
             int rr = 0, ff = 0, ee = 0;
-            if (poll(&pf, 1, (int)((o.timeout + 10) * 1000)) > 0 && read(up[k], b, sizeof b - 1) > 0)
+            if (poll(&pf, 1, (int)((o.timeout + 10) * 1000)) > 0 &&
+                read(up[k], b, sizeof b - 1) > 0)
                 sscanf(b, "%d %d %d", &rr, &ff, &ee);
             ready += rr;
             failed += ff;
@@ -838,8 +804,7 @@ static int scen_idle(void)
             struct pollfd pf = {.fd = up[k], .events = POLLIN};
             char b[64] = {0};
             int h = 0;
-            if (poll(&pf, 1, 10000) > 0 && read(up[k], b, sizeof b - 1) > 0)
-                sscanf(b, "%d", &h);
+            if (poll(&pf, 1, 10000) > 0 && read(up[k], b, sizeof b - 1) > 0) sscanf(b, "%d", &h);
             held += h;
         }
         for (int k = 0; k < nk; k++)
@@ -926,14 +891,16 @@ static void drain(void)
             last = g.delivered;
             last_change = now;
         }
-        if (now - last_change > 2000000000ull || now - start > 10000000000ull)
-            break;
+        if (now - last_change > 2000000000ull || now - start > 10000000000ull) break;
     }
 }
 
 static long long g_mach0, g_steal0;
 
-static void machine_mark(void) { machine_cpu_us(&g_mach0, &g_steal0); }
+static void machine_mark(void)
+{
+    machine_cpu_us(&g_mach0, &g_steal0);
+}
 
 /* CPU used on the machine by processes other than the client, --pids and
  * --redis-pids since machine_mark(), in % of one CPU: non-zero means someone
@@ -996,8 +963,7 @@ static void run_rate(double rate, double secs, void (*pub_one)(void))
     uint64_t t0 = bl_now_ns(), end = t0 + (uint64_t)(secs * 1e9), n = 0;
     for (;;) {
         uint64_t now = bl_now_ns();
-        if (now >= end)
-            break;
+        if (now >= end) break;
         uint64_t due = (uint64_t)((double)(now - t0) / 1e9 * rate) + 1;
         while (n < due) {
             pub_one();
@@ -1007,7 +973,10 @@ static void run_rate(double rate, double secs, void (*pub_one)(void))
     }
 }
 
-static void fanout_one(void) { publish(g.pub, "fanout", g.n_ready); }
+static void fanout_one(void)
+{
+    publish(g.pub, "fanout", g.n_ready);
+}
 
 static void rooms_one(void)
 {
@@ -1015,8 +984,7 @@ static void rooms_one(void)
     for (int tries = 0; tries < 100000; tries++) {
         int room = (int)(rnd() % (uint32_t)o.rooms);
         int idx = room + (int)(rnd() % (uint32_t)per_room) * o.rooms;
-        if (idx >= o.n || !g.c[idx].ready)
-            continue;
+        if (idx >= o.n || !g.c[idx].ready) continue;
         char rn[32];
         snprintf(rn, sizeof rn, "r%d", room);
         publish(&g.c[idx], rn, g.room_ready[room]);
@@ -1028,8 +996,7 @@ static void rooms_one(void)
  * thousands of connections were opened is not what we measure. */
 static void warmup(double rate, void (*pub_one)(void))
 {
-    if (o.warmup <= 0)
-        return;
+    if (o.warmup <= 0) return;
     phase_begin();
     run_rate(rate, o.warmup, pub_one);
     drain();
@@ -1127,12 +1094,14 @@ static int scen_connect(void)
 {
     check_fit(o.n);
     g.need_auth = 1;
-    long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids), s0 = self_cpu_us();
+    long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids),
+              s0 = self_cpu_us();
     machine_mark();
     uint64_t t0 = bl_now_ns();
     double secs = open_all(o.n, NULL);
     double wall = (double)(bl_now_ns() - t0) / 1e9;
-    long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids), s1 = self_cpu_us();
+    long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
+              s1 = self_cpu_us();
     result r = {0};
     base_result(&r, "connect");
     rs(&r, "conns", "%d", o.n);
@@ -1162,8 +1131,7 @@ static int parse_pids(const char *s, pid_t *out)
     while (*s && n < MAX_PIDS) {
         char *e;
         long v = strtol(s, &e, 10);
-        if (e == s || v <= 0)
-            return -1;
+        if (e == s || v <= 0) return -1;
         out[n++] = (pid_t)v;
         s = e;
         if (*s == ',')
@@ -1176,41 +1144,43 @@ static int parse_pids(const char *s, pid_t *out)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: parley-bench SCENARIO [options]\n"
-            "scenarios (all bounded):\n"
-            "  idle     N connections, each subscribed to room i %% 1000; settle; held conns and\n"
-            "           server RSS per connection (VmRSS of --pids before/after)\n"
-            "  fanout   1 room, N receivers (default 1000), receiver 0 publishes: --rate msg/s for\n"
-            "           --duration s, then --max-duration s paced by --window in-flight messages\n"
-            "  rooms    N connections (default 10000) in --rooms rooms (default 1000), random\n"
-            "           members publish to their room at --rate msg/s total (default 2000)\n"
-            "  connect  connection storm: N (default 10000) connect+upgrade+authenticated, at most\n"
-            "           --conc in progress; connections/s and server CPU per connection\n"
-            "options:\n"
-            "  --url ws://host:port/ws   (env PARLEY_URL; default ws://127.0.0.1:8080/ws)\n"
-            "  --secret S                (env PARLEY_JWT_SECRET) tokens minted per user bench-<i>\n"
-            "  -n, --conns N   --rooms K   -r, --rate R   -d, --duration S   -w, --window W\n"
-            "  --max-duration S (fanout, default 5; 0 skips)  --window W (default 20)\n"
-            "  --settle S (idle, default 2)   --timeout S (connection phase, default 60)\n"
-            "  --warmup S (fanout fixed, rooms: unmeasured traffic first, default 1)\n"
-            "  --conc C (connections being set up at once, default 500)\n"
-            "  --procs P (idle: spread N over P client processes)\n"
-            "  --src-ips K (bind sources over 127.0.0.1..K; default: auto when N > 25000)\n"
-            "  --pids P1,P2 (server)     --redis-pids P (reported separately)\n"
-            "  --label NAME (target= in RESULT lines, default parley)   -v, --verbose\n");
+    fprintf(
+        f, "usage: parley-bench SCENARIO [options]\n"
+           "scenarios (all bounded):\n"
+           "  idle     N connections, each subscribed to room i %% 1000; settle; held conns and\n"
+           "           server RSS per connection (VmRSS of --pids before/after)\n"
+           "  fanout   1 room, N receivers (default 1000), receiver 0 publishes: --rate msg/s for\n"
+           "           --duration s, then --max-duration s paced by --window in-flight messages\n"
+           "  rooms    N connections (default 10000) in --rooms rooms (default 1000), random\n"
+           "           members publish to their room at --rate msg/s total (default 2000)\n"
+           "  connect  connection storm: N (default 10000) connect+upgrade+authenticated, at most\n"
+           "           --conc in progress; connections/s and server CPU per connection\n"
+           "options:\n"
+           "  --url ws://host:port/ws   (env PARLEY_URL; default ws://127.0.0.1:8080/ws)\n"
+           "  --secret S                (env PARLEY_JWT_SECRET) tokens minted per user bench-<i>\n"
+           "  -n, --conns N   --rooms K   -r, --rate R   -d, --duration S   -w, --window W\n"
+           "  --max-duration S (fanout, default 5; 0 skips)  --window W (default 20)\n"
+           "  --settle S (idle, default 2)   --timeout S (connection phase, default 60)\n"
+           "  --warmup S (fanout fixed, rooms: unmeasured traffic first, default 1)\n"
+           "  --conc C (connections being set up at once, default 500)\n"
+           "  --procs P (idle: spread N over P client processes)\n"
+           "  --src-ips K (bind sources over 127.0.0.1..K; default: auto when N > 25000)\n"
+           "  --pids P1,P2 (server)     --redis-pids P (reported separately)\n"
+           "  --label NAME (target= in RESULT lines, default parley)   -v, --verbose\n");
 }
 
 int main(int argc, char **argv)
 {
-    static struct option lo[] = {
-        {"url", 1, 0, 'u'},        {"secret", 1, 0, 's'},   {"conns", 1, 0, 'n'},
-        {"rooms", 1, 0, 'R'},      {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'd'},
-        {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'}, {"settle", 1, 0, 'S'},
-        {"timeout", 1, 0, 'T'}, {"warmup", 1, 0, 'W'},    {"conc", 1, 0, 'c'},     {"procs", 1, 0, 'P'},
-        {"src-ips", 1, 0, 'I'},    {"pids", 1, 0, 'p'},     {"redis-pids", 1, 0, 'x'},
-        {"label", 1, 0, 'l'},      {"verbose", 0, 0, 'v'},  {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static struct option lo[] = {{"url", 1, 0, 'u'},          {"secret", 1, 0, 's'},
+                                 {"conns", 1, 0, 'n'},        {"rooms", 1, 0, 'R'},
+                                 {"rate", 1, 0, 'r'},         {"duration", 1, 0, 'd'},
+                                 {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'},
+                                 {"settle", 1, 0, 'S'},       {"timeout", 1, 0, 'T'},
+                                 {"warmup", 1, 0, 'W'},       {"conc", 1, 0, 'c'},
+                                 {"procs", 1, 0, 'P'},        {"src-ips", 1, 0, 'I'},
+                                 {"pids", 1, 0, 'p'},         {"redis-pids", 1, 0, 'x'},
+                                 {"label", 1, 0, 'l'},        {"verbose", 0, 0, 'v'},
+                                 {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
     o.url_s = getenv("PARLEY_URL") ? getenv("PARLEY_URL") : "ws://127.0.0.1:8080/ws";
     o.secret = getenv("PARLEY_JWT_SECRET");
     o.label = "parley";
@@ -1225,20 +1195,51 @@ int main(int argc, char **argv)
     int ch;
     while ((ch = getopt_long(argc, argv, "n:d:r:w:vh", lo, NULL)) != -1) {
         switch (ch) {
-        case 'u': o.url_s = optarg; break;
-        case 's': o.secret = optarg; break;
-        case 'n': o.n = atoi(optarg); o.n_set = 1; break;
-        case 'R': o.rooms = atoi(optarg); break;
-        case 'r': o.rate = atof(optarg); o.rate_set = 1; break;
-        case 'd': o.duration = atof(optarg); o.dur_set = 1; break;
-        case 'M': o.max_duration = atof(optarg); break;
-        case 'w': o.window = atoi(optarg); break;
-        case 'S': o.settle = atof(optarg); break;
-        case 'T': o.timeout = atof(optarg); break;
-        case 'W': o.warmup = atof(optarg); break;
-        case 'c': o.conc = atoi(optarg); break;
-        case 'P': o.procs = atoi(optarg); break;
-        case 'I': o.src_ips = atoi(optarg); break;
+        case 'u':
+            o.url_s = optarg;
+            break;
+        case 's':
+            o.secret = optarg;
+            break;
+        case 'n':
+            o.n = atoi(optarg);
+            o.n_set = 1;
+            break;
+        case 'R':
+            o.rooms = atoi(optarg);
+            break;
+        case 'r':
+            o.rate = atof(optarg);
+            o.rate_set = 1;
+            break;
+        case 'd':
+            o.duration = atof(optarg);
+            o.dur_set = 1;
+            break;
+        case 'M':
+            o.max_duration = atof(optarg);
+            break;
+        case 'w':
+            o.window = atoi(optarg);
+            break;
+        case 'S':
+            o.settle = atof(optarg);
+            break;
+        case 'T':
+            o.timeout = atof(optarg);
+            break;
+        case 'W':
+            o.warmup = atof(optarg);
+            break;
+        case 'c':
+            o.conc = atoi(optarg);
+            break;
+        case 'P':
+            o.procs = atoi(optarg);
+            break;
+        case 'I':
+            o.src_ips = atoi(optarg);
+            break;
         case 'p':
             if ((o.npids = parse_pids(optarg, o.pids)) < 0) {
                 fprintf(stderr, "parley-bench: bad --pids\n");
@@ -1251,10 +1252,18 @@ int main(int argc, char **argv)
                 return 1;
             }
             break;
-        case 'l': o.label = optarg; break;
-        case 'v': o.verbose = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        case 'l':
+            o.label = optarg;
+            break;
+        case 'v':
+            o.verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
         }
     }
     if (optind != argc - 1) {
@@ -1293,12 +1302,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "parley-bench: unknown scenario '%s'\n", o.scenario);
         return 1;
     }
-    if (!o.n_set)
-        o.n = is_fan ? 1000 : 10000;
-    if (!o.rate_set)
-        o.rate = is_rooms ? 2000 : 100;
-    if (!o.dur_set)
-        o.duration = 10;
+    if (!o.n_set) o.n = is_fan ? 1000 : 10000;
+    if (!o.rate_set) o.rate = is_rooms ? 2000 : 100;
+    if (!o.dur_set) o.duration = 10;
     if (o.window > WINDOW_RING) {
         fprintf(stderr, "parley-bench: --window is at most %d\n", WINDOW_RING);
         return 1;
@@ -1320,11 +1326,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "parley-bench: out of memory\n");
         return 1;
     }
-    if (is_idle)
-        return scen_idle();
-    if (is_fan)
-        return scen_fanout();
-    if (is_rooms)
-        return scen_rooms();
+    if (is_idle) return scen_idle();
+    if (is_fan) return scen_fanout();
+    if (is_rooms) return scen_rooms();
     return scen_connect();
 }

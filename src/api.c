@@ -56,9 +56,11 @@ static const char *bearer(const pl_http_t *h, size_t *len)
     const char *a = pl_http_header(h, PL_H_AUTHORIZATION);
     if (!a || strncasecmp(a, "Bearer ", 7) != 0) return NULL;
     a += 7;
-    while (*a == ' ') a++;
+    while (*a == ' ')
+        a++;
     *len = strlen(a);
-    while (*len && a[*len - 1] == ' ') (*len)--;
+    while (*len && a[*len - 1] == ' ')
+        (*len)--;
     return *len ? a : NULL;
 }
 
@@ -67,7 +69,8 @@ static int secret_eq(const char *a, size_t alen, const char *b)
 {
     size_t blen = strlen(b);
     unsigned char d = alen != blen;
-    for (size_t i = 0; i < alen; i++) d |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
+    for (size_t i = 0; i < alen; i++)
+        d |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
     return d == 0;
 }
 
@@ -131,17 +134,18 @@ static void token(pl_conn_t *c, int keep)
     size_t klen;
     const char *key = bearer(c->http, &klen);
     if (!key || !secret_eq(key, klen, cfg->api_key)) {
-        pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required", keep);
+        pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required",
+                     keep);
         return;
     }
     const pl_buf_t *body = &c->http->body;
     cJSON *j = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(j, "user_id");
     char tok[1024];
-    int n = cJSON_IsString(user) ? pl_jwt_sign(cfg->jwt_secret, strlen(cfg->jwt_secret),
-                                               user->valuestring, pl_now_ms() / 1000 + TOKEN_TTL_S,
-                                               tok, sizeof tok)
-                                 : PL_JWT_ESUB;
+    int n = cJSON_IsString(user)
+                ? pl_jwt_sign(cfg->jwt_secret, strlen(cfg->jwt_secret), user->valuestring,
+                              pl_now_ms() / 1000 + TOKEN_TTL_S, tok, sizeof tok)
+                : PL_JWT_ESUB;
     if (n < 0) {
         cJSON_Delete(j);
         pl_api_error(c, 400, "bad_request",
@@ -177,13 +181,15 @@ static void http_job_done(pl_db_job_t *j)
     if (pl_conn_open(c)) {
         if (j->status != PL_DB_OK && j->http_status == 0)
             pl_api_error(c, 500, "internal", "the database could not answer", keep);
-        else respond(c, j->http_status ? j->http_status : 500, &j->body, keep);
+        else
+            respond(c, j->http_status ? j->http_status : 500, &j->body, keep);
     }
     pl_db_job_free(j);
     pl_conn_http_resume(c, keep);
 }
 
-/* Decode %XX in a path segment into out (size PL_JWT_SUB_MAX + 1). Returns -1 if bad or too long. */
+/* Decode %XX in a path segment into out (size PL_JWT_SUB_MAX + 1). Returns -1 if bad or too long.
+ */
 static int path_segment(const char *p, size_t n, char *out)
 {
     size_t o = 0;
@@ -248,7 +254,8 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
                                      pl_now_ms() / 1000, user)
                      : PL_JWT_EFORMAT;
         if (rc != 0) {
-            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <user token> required", keep);
+            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <user token> required",
+                         keep);
             return keep;
         }
         long long before = query_int(c->http, "before", 0, 1, INT64_MAX);
@@ -268,7 +275,8 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
         size_t klen;
         const char *key = bearer(c->http, &klen);
         if (!key || !secret_eq(key, klen, cfg->api_key)) {
-            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required", keep);
+            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required",
+                         keep);
             return keep;
         }
         char user[PL_JWT_SUB_MAX + 1];
@@ -318,15 +326,18 @@ static int api_or_user(pl_conn_t *c)
     if (!b) return 0;
     if (secret_eq(b, n, cfg->api_key)) return 1;
     char user[PL_JWT_SUB_MAX + 1];
-    return pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), b, n, pl_now_ms() / 1000, user) == 0;
+    return pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), b, n, pl_now_ms() / 1000,
+                         user) == 0;
 }
 
 static void online_finish(online_ctx_t *x, int status, pl_buf_t *body)
 {
     pl_conn_t *c = x->conn;
     if (pl_conn_open(c)) {
-        if (status == 200) respond(c, 200, body, x->keep);
-        else pl_api_error(c, 503, "unavailable", "redis is unreachable; retry later", x->keep);
+        if (status == 200)
+            respond(c, 200, body, x->keep);
+        else
+            pl_api_error(c, 503, "unavailable", "redis is unreachable; retry later", x->keep);
     }
     int keep = x->keep;
     free(x);
@@ -385,7 +396,8 @@ static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int
         return keep;
     }
     if (!api_or_user(c)) {
-        pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY or a user token> required", keep);
+        pl_api_error(c, 401, "unauthorized",
+                     "Authorization: Bearer <PARLEY_API_KEY or a user token> required", keep);
         return keep;
     }
     online_ctx_t *x = calloc(1, sizeof *x);

@@ -10,7 +10,8 @@ void pl_buf_reserve(pl_buf_t *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra + 1) cap *= 2;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
     char *p = realloc(b->data, cap);
     if (!p) abort();
     b->data = p;
@@ -66,13 +67,27 @@ void pl_buf_json_str(pl_buf_t *b, const char *s, size_t n)
         }
         *o++ = '\\';
         switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
         default:
             *o++ = 'u';
             *o++ = '0';
@@ -99,7 +114,8 @@ int pl_json_has_nul(const char *p, size_t n)
     for (const char *q = p; (q = memchr(q, '\\', (size_t)(p + n - q))) != NULL;) {
         /* q starts a run of backslashes; an odd run escapes what follows. */
         const char *r = q;
-        while (r < p + n && *r == '\\') r++;
+        while (r < p + n && *r == '\\')
+            r++;
         if (((r - q) & 1) && p + n - r >= 5 && r[0] == 'u' && memcmp(r + 1, "0000", 4) == 0)
             return 1;
         q = r;

@@ -22,7 +22,6 @@
 /* Key buffers; each shard thread has its own. */
 static _Thread_local pl_buf_t kbuf[2];
 
-
 /* Run a chat-state script: ARGV[1] is the key prefix, then `argc` more. */
 static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char **keys, int argc,
                        const char **args, pl_redis_cb cb, void *priv)
@@ -35,9 +34,11 @@ static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char *
     argv[n] = "EVALSHA", lens[n++] = 7;
     argv[n] = pl_script_sha(which), lens[n++] = 40;
     argv[n] = nk, lens[n++] = strlen(nk);
-    for (int i = 0; i < nkeys; i++) argv[n] = keys[i], lens[n++] = strlen(keys[i]);
+    for (int i = 0; i < nkeys; i++)
+        argv[n] = keys[i], lens[n++] = strlen(keys[i]);
     argv[n] = s->srv->cfg.redis_prefix, lens[n++] = strlen(s->srv->cfg.redis_prefix);
-    for (int i = 0; i < argc; i++) argv[n] = args[i], lens[n++] = strlen(args[i]);
+    for (int i = 0; i < argc; i++)
+        argv[n] = args[i], lens[n++] = strlen(args[i]);
     return pl_redis_command(&s->redis, cb, priv, n, argv, lens);
 }
 
@@ -79,7 +80,7 @@ void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int membe
 #define PRESENCE_FIXED_ARGS 6 /* EVALSHA sha numkeys prefix server now */
 
 static _Thread_local struct {
-    pl_buf_t users;    /* the queued users, NUL-terminated one after the other */
+    pl_buf_t users; /* the queued users, NUL-terminated one after the other */
     size_t off[PRESENCE_BATCH_MAX];
     pl_conn_t *conn[PRESENCE_BATCH_MAX]; /* an opening connection (holds a reply), or NULL */
     size_t n;
@@ -95,7 +96,8 @@ typedef struct {
 /* Deliver the DMs that waited for a user who just came online to its connection. */
 static void deliver_waiting(pl_conn_t *c, const redisReply *e)
 {
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[1]->type != REDIS_REPLY_ARRAY)
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[1]->type != REDIS_REPLY_ARRAY)
         return;
     const redisReply *w = e->element[1];
     for (size_t i = 0; i < w->elements; i++) {
@@ -176,7 +178,8 @@ void pl_chat_flush(pl_shard_t *s)
     }
     if (!b || pl_redis_command(&s->redis, presence_reply, b, k, argv, lens) != 0) {
         /* Not counted in Redis: these connections will not be "down"ed either. */
-        pl_warn("presence: %zu change(s) not sent (%s)", n, b ? "redis unavailable" : "out of memory");
+        pl_warn("presence: %zu change(s) not sent (%s)", n,
+                b ? "redis unavailable" : "out of memory");
         free(b);
         for (size_t i = 0; i < n; i++) {
             if (!pq.conn[i]) continue;
@@ -227,7 +230,8 @@ static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
 
 void pl_chat_typing_stop_all(pl_conn_t *c)
 {
-    while (c->typing) typing_forget(c, c->typing->room, 1);
+    while (c->typing)
+        typing_forget(c, c->typing->room, 1);
 }
 
 void pl_chat_sweep(pl_conn_t *c, uint64_t now)
@@ -245,12 +249,12 @@ static void job_free_cb(pl_db_job_t *j)
     pl_db_job_free(j);
 }
 
-
 static int subscribed_to(pl_conn_t *c, const pl_req_t *req)
 {
     pl_room_t *room = pl_room_find(&c->shard->rooms, req->room, req->room_len);
     if (room && pl_room_sub_of(c->subs, room)) return 1;
-    pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room first", req->cid, req->cid_len);
+    pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room first", req->cid,
+                     req->cid_len);
     return 0;
 }
 
@@ -368,7 +372,6 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req)
 }
 
 /* ---- heartbeat and dead instances (shard 0) ---- */
-
 
 static void presence_sweep_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {

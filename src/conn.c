@@ -35,8 +35,10 @@ static int queue_frame(pl_conn_t *c, pl_frame_t *f)
     if (!n) return -1;
     n->frame = pl_frame_ref(f);
     n->next = NULL;
-    if (c->q_tail) c->q_tail->next = n;
-    else c->q_head = n;
+    if (c->q_tail)
+        c->q_tail->next = n;
+    else
+        c->q_head = n;
     c->q_tail = n;
     c->q_bytes += f->len;
     mark_dirty(c);
@@ -58,7 +60,8 @@ static void pop_node(pl_conn_t *c)
 static void drop_queue(pl_conn_t *c, uint32_t keep)
 {
     pl_outq_node_t *n = c->q_head, *last = NULL;
-    for (uint32_t i = 0; i < keep && n; i++) last = n, n = n->next;
+    for (uint32_t i = 0; i < keep && n; i++)
+        last = n, n = n->next;
     while (n) {
         pl_outq_node_t *next = n->next;
         c->q_bytes -= n->frame->len;
@@ -66,8 +69,10 @@ static void drop_queue(pl_conn_t *c, uint32_t keep)
         pl_shard_node_put(c->shard, n);
         n = next;
     }
-    if (last) last->next = NULL;
-    else c->q_head = NULL;
+    if (last)
+        last->next = NULL;
+    else
+        c->q_head = NULL;
     c->q_tail = last;
 }
 
@@ -128,11 +133,14 @@ static void on_close(uv_handle_t *h)
 {
     pl_conn_t *c = h->data;
     pl_shard_t *s = c->shard;
-    if (c->prev) c->prev->next = c->next;
-    else s->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
-    while (c->q_head) pop_node(c);
+    while (c->q_head)
+        pop_node(c);
     pl_http_free(c->http);
     c->http = NULL;
     pl_ws_in_free(&c->in);
@@ -171,8 +179,10 @@ static void begin_close(pl_conn_t *c)
             pl_frame_unref(f);
         }
     }
-    if (!c->q_head && !c->wreq) close_handle(c);
-    else mark_dirty(c);
+    if (!c->q_head && !c->wreq)
+        close_handle(c);
+    else
+        mark_dirty(c);
 }
 
 static void write_cb(uv_write_t *req, int status)
@@ -182,14 +192,17 @@ static void write_cb(uv_write_t *req, int status)
     free(req);
     c->wreq = NULL;
     c->w_nodes = 0;
-    while (n-- && c->q_head) pop_node(c);
+    while (n-- && c->q_head)
+        pop_node(c);
     if (c->flags & PL_CONN_HANDLE_CLOSED) return;
     if (status < 0) {
         pl_conn_abort(c, uv_strerror(status));
         return;
     }
-    if (c->q_head) mark_dirty(c);
-    else if (c->flags & PL_CONN_CLOSING) close_handle(c);
+    if (c->q_head)
+        mark_dirty(c);
+    else if (c->flags & PL_CONN_CLOSING)
+        close_handle(c);
 }
 
 static uint32_t gather(pl_conn_t *c, uv_buf_t *iov)
@@ -290,7 +303,8 @@ static int on_ws_msg(void *ud, unsigned opcode, const uint8_t *p, size_t len)
         }
         break;
     }
-    case PL_WS_PONG: break;
+    case PL_WS_PONG:
+        break;
     case PL_WS_CLOSE: {
         /* Echo the client's code (RFC 6455 5.5.1); 1005 means it sent none. */
         uint16_t code = len >= 2 ? (uint16_t)(p[0] << 8 | p[1]) : 1000;
@@ -307,11 +321,14 @@ static int on_ws_msg(void *ud, unsigned opcode, const uint8_t *p, size_t len)
 static void feed_ws(pl_conn_t *c, const char *p, size_t n)
 {
     pl_shard_t *s = c->shard;
-    int code = pl_ws_feed(&s->ws, &c->in, (const uint8_t *)p, n, s->srv->cfg.max_frame, on_ws_msg, c);
+    int code =
+        pl_ws_feed(&s->ws, &c->in, (const uint8_t *)p, n, s->srv->cfg.max_frame, on_ws_msg, c);
     if (code) {
         pl_debug("conn %s: websocket close %d", c->user ? c->user : "-", code);
         pl_conn_close(c, (uint16_t)code,
-                      code == 1009 ? "message too big" : code == 1011 ? "internal error" : "protocol error");
+                      code == 1009   ? "message too big"
+                      : code == 1011 ? "internal error"
+                                     : "protocol error");
     }
 }
 
@@ -324,7 +341,8 @@ static void feed_http(pl_conn_t *c, const char *p, size_t n)
         p += used;
         n -= used;
         switch (r) {
-        case PL_HTTP_MORE: return;
+        case PL_HTTP_MORE:
+            return;
         case PL_HTTP_ERROR:
             pl_api_error(c, status, "bad_request", "malformed HTTP request", 0);
             pl_conn_close(c, 0, NULL);
@@ -335,8 +353,10 @@ static void feed_http(pl_conn_t *c, const char *p, size_t n)
                 pl_conn_http_wait(c, p, n);
                 return;
             }
-            if (r2) pl_http_next(c->http);
-            else pl_conn_close(c, 0, NULL);
+            if (r2)
+                pl_http_next(c->http);
+            else
+                pl_conn_close(c, 0, NULL);
             break;
         }
         case PL_HTTP_UPGRADE:
@@ -400,8 +420,10 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (!pl_conn_open(c)) return;
     c->last_rx_ms = uv_now(&c->shard->loop);
-    if (c->phase == PL_CONN_HTTP) feed_http(c, buf->base, (size_t)nread);
-    else feed_ws(c, buf->base, (size_t)nread);
+    if (c->phase == PL_CONN_HTTP)
+        feed_http(c, buf->base, (size_t)nread);
+    else
+        feed_ws(c, buf->base, (size_t)nread);
 }
 
 void pl_conn_accept_cb(uv_stream_t *listener, int status)

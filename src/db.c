@@ -63,7 +63,8 @@ void pl_db_job_free(pl_db_job_t *j)
     if (!j) return;
     free(j->text);
     pl_buf_free(&j->body);
-    for (size_t i = 0; i < j->nframes; i++) pl_frame_unref(j->frames[i]);
+    for (size_t i = 0; i < j->nframes; i++)
+        pl_frame_unref(j->frames[i]);
     free(j->frames);
     free(j);
 }
@@ -97,8 +98,10 @@ void pl_db_submit(pl_db_t *db, pl_db_job_t *j)
 {
     j->next = NULL;
     pthread_mutex_lock(&db->mu);
-    if (db->tail) db->tail->next = j;
-    else db->head = j;
+    if (db->tail)
+        db->tail->next = j;
+    else
+        db->head = j;
     db->tail = j;
     pthread_cond_signal(&db->cv);
     pthread_mutex_unlock(&db->mu);
@@ -143,7 +146,8 @@ static PGresult *query(PGconn *pg, const char *sql, int n, const char *const *pa
     return PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
 }
 
-/* 1 if a failed result means the connection is gone (retry elsewhere), 0 if the statement failed. */
+/* 1 if a failed result means the connection is gone (retry elsewhere), 0 if the statement failed.
+ */
 static int conn_lost(PGconn *pg)
 {
     return PQstatus(pg) != CONNECTION_OK;
@@ -207,7 +211,8 @@ static int run_store(PGconn *pg, pl_db_job_t **jobs, int n)
         pl_error("db: storing %d message(s): %s", n, PQerrorMessage(pg));
         PQclear(r);
         if (lost) return -1;
-        for (int i = 0; i < n; i++) jobs[i]->status = PL_DB_EFAILED;
+        for (int i = 0; i < n; i++)
+            jobs[i]->status = PL_DB_EFAILED;
         return 0;
     }
     /* Inserted rows are done (PL_DB_OK); the rest are looked up below. */
@@ -224,10 +229,11 @@ static int run_store(PGconn *pg, pl_db_job_t **jobs, int n)
         if (j->status == PL_DB_OK) continue;
         /* A duplicate: answer with the row stored for this sender and cid, or this very id. */
         const char *p[3] = {j->user, j->cid, nums[i][0]};
-        PGresult *d = query(pg,
-                            "SELECT id, seq FROM messages WHERE (sender = $1 AND cid = $2 AND $2 <> '')"
-                            " OR id = $3::bigint LIMIT 1",
-                            3, p);
+        PGresult *d =
+            query(pg,
+                  "SELECT id, seq FROM messages WHERE (sender = $1 AND cid = $2 AND $2 <> '')"
+                  " OR id = $3::bigint LIMIT 1",
+                  3, p);
         if (PQresultStatus(d) != PGRES_TUPLES_OK) {
             int lost = conn_lost(pg);
             PQclear(d);
@@ -272,11 +278,12 @@ static int run_recover(PGconn *pg, pl_db_job_t *j)
     snprintf(before, sizeof before, "%lld", (long long)j->before);
     snprintf(limit, sizeof limit, "%d", j->limit);
     const char *p[4] = {j->room, after, before, limit};
-    PGresult *r = query(pg,
-                        "SELECT seq, id, sender, cid, body, ts_ms FROM messages"
-                        " WHERE room_id = $1 AND seq > $2::bigint AND ($3::bigint = 0 OR seq < $3::bigint)"
-                        " ORDER BY seq LIMIT $4::int",
-                        4, p);
+    PGresult *r =
+        query(pg,
+              "SELECT seq, id, sender, cid, body, ts_ms FROM messages"
+              " WHERE room_id = $1 AND seq > $2::bigint AND ($3::bigint = 0 OR seq < $3::bigint)"
+              " ORDER BY seq LIMIT $4::int",
+              4, p);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) return stmt_failed(pg, r, j, "recovering");
     int rows = PQntuples(r);
     j->frames = rows ? calloc((size_t)rows, sizeof *j->frames) : NULL;
@@ -298,8 +305,10 @@ static int is_member(PGconn *pg, pl_db_job_t *j, int *member)
     const char *p[2] = {j->room, j->user};
     PGresult *r = query(pg, "SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2", 2, p);
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (ok) *member = PQntuples(r) > 0;
-    else if (!conn_lost(pg)) pl_error("db: membership %s/%s: %s", j->room, j->user, PQerrorMessage(pg));
+    if (ok)
+        *member = PQntuples(r) > 0;
+    else if (!conn_lost(pg))
+        pl_error("db: membership %s/%s: %s", j->room, j->user, PQerrorMessage(pg));
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -362,11 +371,12 @@ static int run_read(PGconn *pg, pl_db_job_t *j)
     char seq[24];
     snprintf(seq, sizeof seq, "%lld", (long long)j->seq);
     const char *p[3] = {j->room, j->user, seq};
-    PGresult *r = query(pg,
-                        "INSERT INTO message_status (room_id, user_id, last_read_seq) VALUES ($1, $2, $3::bigint)"
-                        " ON CONFLICT (room_id, user_id) DO UPDATE SET last_read_seq ="
-                        " GREATEST(message_status.last_read_seq, EXCLUDED.last_read_seq), updated_at = now()",
-                        3, p);
+    PGresult *r = query(
+        pg,
+        "INSERT INTO message_status (room_id, user_id, last_read_seq) VALUES ($1, $2, $3::bigint)"
+        " ON CONFLICT (room_id, user_id) DO UPDATE SET last_read_seq ="
+        " GREATEST(message_status.last_read_seq, EXCLUDED.last_read_seq), updated_at = now()",
+        3, p);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) return stmt_failed(pg, r, j, "read position");
     PQclear(r);
     return 0;
@@ -377,7 +387,8 @@ static int run_member(PGconn *pg, pl_db_job_t *j)
     const char *p[2] = {j->room, j->user};
     int member = 0;
     if (j->kind == PL_DB_JOIN && !j->open_rooms) {
-        if (is_member(pg, j, &member) != 0) return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
+        if (is_member(pg, j, &member) != 0)
+            return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
         j->status = member ? PL_DB_OK : PL_DB_EFORBIDDEN;
         return 0;
     }
@@ -411,13 +422,15 @@ static int run_member(PGconn *pg, pl_db_job_t *j)
 static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
 {
     PGresult *seqs = query(pg, "SELECT room_id, max(seq) FROM messages GROUP BY room_id", 0, NULL);
-    PGresult *cids = PQresultStatus(seqs) == PGRES_TUPLES_OK
-                         ? query(pg,
-                                 "SELECT sender, cid, id, seq, ts_ms, GREATEST(1, 86400 - "
-                                 "extract(epoch FROM now() - stored_at)::bigint) FROM messages "
-                                 "WHERE cid IS NOT NULL AND stored_at > now() - interval '" RESTORE_CID_WINDOW "'",
-                                 0, NULL)
-                         : NULL;
+    PGresult *cids =
+        PQresultStatus(seqs) == PGRES_TUPLES_OK
+            ? query(pg,
+                    "SELECT sender, cid, id, seq, ts_ms, GREATEST(1, 86400 - "
+                    "extract(epoch FROM now() - stored_at)::bigint) FROM messages "
+                    "WHERE cid IS NOT NULL AND stored_at > now() - interval '" RESTORE_CID_WINDOW
+                    "'",
+                    0, NULL)
+            : NULL;
     if (!cids || PQresultStatus(cids) != PGRES_TUPLES_OK) {
         int lost = conn_lost(pg);
         if (!lost) pl_error("db: restore: %s", PQerrorMessage(pg));
@@ -436,20 +449,25 @@ static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
     /* cids before seqs: the publish script skips its readiness check for a room whose seq
      * key exists, so by then that room's dedup records must be back (src/script.c). */
     for (int i = 0; ok && i < PQntuples(cids); i++, n++) {
-        pl_key_cid(&key, PQgetvalue(cids, i, 0), PQgetvalue(cids, i, 1), (size_t)PQgetlength(cids, i, 1));
-        ok = redisAppendCommand(r, "SET %b %s:%s:%s NX EX %s", key.data, key.len, PQgetvalue(cids, i, 2),
-                                PQgetvalue(cids, i, 3), PQgetvalue(cids, i, 4), PQgetvalue(cids, i, 5)) == REDIS_OK;
+        pl_key_cid(&key, PQgetvalue(cids, i, 0), PQgetvalue(cids, i, 1),
+                   (size_t)PQgetlength(cids, i, 1));
+        ok = redisAppendCommand(r, "SET %b %s:%s:%s NX EX %s", key.data, key.len,
+                                PQgetvalue(cids, i, 2), PQgetvalue(cids, i, 3),
+                                PQgetvalue(cids, i, 4), PQgetvalue(cids, i, 5)) == REDIS_OK;
     }
     for (int i = 0; ok && i < PQntuples(seqs); i++, n++) {
         pl_key_seq(&key, PQgetvalue(seqs, i, 0), (size_t)PQgetlength(seqs, i, 0));
-        ok = redisAppendCommand(r, "SET %b %s NX", key.data, key.len, PQgetvalue(seqs, i, 1)) == REDIS_OK;
+        ok = redisAppendCommand(r, "SET %b %s NX", key.data, key.len, PQgetvalue(seqs, i, 1)) ==
+             REDIS_OK;
     }
-    PGresult *reads = ok ? query(pg, "SELECT room_id, user_id, last_read_seq FROM message_status", 0, NULL)
-                         : NULL;
+    PGresult *reads =
+        ok ? query(pg, "SELECT room_id, user_id, last_read_seq FROM message_status", 0, NULL)
+           : NULL;
     if (reads && PQresultStatus(reads) == PGRES_TUPLES_OK) {
         for (int i = 0; ok && i < PQntuples(reads); i++, n++)
-            ok = redisAppendCommand(r, "HSET %sread:%s %s %s", db->redis_prefix, PQgetvalue(reads, i, 0),
-                                    PQgetvalue(reads, i, 1), PQgetvalue(reads, i, 2)) == REDIS_OK;
+            ok = redisAppendCommand(r, "HSET %sread:%s %s %s", db->redis_prefix,
+                                    PQgetvalue(reads, i, 0), PQgetvalue(reads, i, 1),
+                                    PQgetvalue(reads, i, 2)) == REDIS_OK;
     }
     PQclear(reads);
     if (ok) ok = redisAppendCommand(r, "SET " PL_KEY_READY " 1") == REDIS_OK, n++;
@@ -475,14 +493,20 @@ static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
 static int run(pl_db_t *db, PGconn *pg, pl_db_job_t **jobs, int n)
 {
     switch (jobs[0]->kind) {
-    case PL_DB_STORE: return run_store(pg, jobs, n);
-    case PL_DB_RESTORE: return run_restore(db, pg, jobs[0]);
-    case PL_DB_RECOVER: return run_recover(pg, jobs[0]);
-    case PL_DB_HISTORY: return run_history(pg, jobs[0]);
+    case PL_DB_STORE:
+        return run_store(pg, jobs, n);
+    case PL_DB_RESTORE:
+        return run_restore(db, pg, jobs[0]);
+    case PL_DB_RECOVER:
+        return run_recover(pg, jobs[0]);
+    case PL_DB_HISTORY:
+        return run_history(pg, jobs[0]);
     case PL_DB_JOIN:
     case PL_DB_MEMBER_PUT:
-    case PL_DB_MEMBER_DEL: return run_member(pg, jobs[0]);
-    case PL_DB_READ: return run_read(pg, jobs[0]);
+    case PL_DB_MEMBER_DEL:
+        return run_member(pg, jobs[0]);
+    case PL_DB_READ:
+        return run_read(pg, jobs[0]);
     }
     return 0;
 }
@@ -523,7 +547,8 @@ static void *worker_main(void *arg)
     pl_db_job_t *jobs[PL_DB_BATCH];
     for (;;) {
         pthread_mutex_lock(&db->mu);
-        while (!db->head && !db->stopping) pthread_cond_wait(&db->cv, &db->mu);
+        while (!db->head && !db->stopping)
+            pthread_cond_wait(&db->cv, &db->mu);
         if (!db->head) {
             pthread_mutex_unlock(&db->mu);
             break;
@@ -564,7 +589,8 @@ static void *worker_main(void *arg)
         }
         if (run(db, pg, jobs, n) != 0) {
             pl_warn("db: connection lost: %s", PQerrorMessage(pg));
-            if (jobs[0]->kind == PL_DB_STORE) requeue(db, jobs, n);
+            if (jobs[0]->kind == PL_DB_STORE)
+                requeue(db, jobs, n);
             else {
                 fail(jobs, n, PL_DB_EUNAVAILABLE);
                 post(db, jobs, n);
@@ -614,7 +640,8 @@ void pl_db_stop(pl_db_t *db, int drain_ms)
     db->deadline_ms = mono_ms() + drain_ms;
     pthread_cond_broadcast(&db->cv);
     pthread_mutex_unlock(&db->mu);
-    for (int i = 0; i < db->nworkers; i++) pthread_join(db->threads[i], NULL);
+    for (int i = 0; i < db->nworkers; i++)
+        pthread_join(db->threads[i], NULL);
     pthread_mutex_destroy(&db->mu);
     pthread_cond_destroy(&db->cv);
     free(db->threads);

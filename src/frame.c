@@ -18,7 +18,8 @@ size_t pl_ws_header(uint8_t out[10], unsigned opcode, size_t len)
         return 4;
     }
     out[1] = 127;
-    for (int i = 0; i < 8; i++) out[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
     return 10;
 }
 

@@ -143,7 +143,8 @@ void pl_http_next(pl_http_t *h)
     pl_buf_reset(&h->body);
     pl_buf_reset(&h->strs);
     pl_buf_reset(&h->field);
-    for (int i = 0; i < PL_H_COUNT; i++) h->hdr[i] = -1;
+    for (int i = 0; i < PL_H_COUNT; i++)
+        h->hdr[i] = -1;
     h->cur_hdr = -1;
     h->head_bytes = 0;
     h->complete = 0;
@@ -211,19 +212,32 @@ const char *pl_http_query(const pl_http_t *h, const char *key, size_t *len)
 const char *pl_http_reason(int status)
 {
     switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 426:
+        return "Upgrade Required";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }
 

@@ -20,10 +20,13 @@ static int b64url_encode(const unsigned char *in, size_t n, char *out, size_t ou
 {
     size_t olen = 0;
     if (mbedtls_base64_encode((unsigned char *)out, out_size, &olen, in, n) != 0) return -1;
-    while (olen > 0 && out[olen - 1] == '=') olen--;
+    while (olen > 0 && out[olen - 1] == '=')
+        olen--;
     for (size_t i = 0; i < olen; i++) {
-        if (out[i] == '+') out[i] = '-';
-        else if (out[i] == '/') out[i] = '_';
+        if (out[i] == '+')
+            out[i] = '-';
+        else if (out[i] == '/')
+            out[i] = '_';
     }
     out[olen] = '\0';
     return (int)olen;
@@ -42,7 +45,8 @@ static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t ou
     if (!ready) { /* benign race: every thread writes the same table */
         memset(val, -1, sizeof val);
         const char *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        for (int i = 0; i < 64; i++) val[(unsigned char)abc[i]] = (signed char)i;
+        for (int i = 0; i < 64; i++)
+            val[(unsigned char)abc[i]] = (signed char)i;
         ready = 1;
     }
     if (n % 4 == 1 || (n / 4) * 3 + 2 > out_size) return -1;
@@ -65,7 +69,8 @@ static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t ou
     return 0;
 }
 
-static int hmac256(const char *key, size_t key_len, const char *msg, size_t n, unsigned char out[32])
+static int hmac256(const char *key, size_t key_len, const char *msg, size_t n,
+                   unsigned char out[32])
 {
     const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
     return mbedtls_md_hmac(md, (const unsigned char *)key, key_len, (const unsigned char *)msg, n,
@@ -147,13 +152,15 @@ int pl_jwt_verify(const char *secret, size_t secret_len, const char *token, size
         return PL_JWT_EFORMAT;
     if (hmac256(secret, secret_len, token, (size_t)(dot2 - token), mac) != 0) return PL_JWT_ESIG;
     unsigned char diff = sig_len != sizeof mac;
-    for (size_t i = 0; i < sizeof mac; i++) diff |= (unsigned char)(mac[i] ^ sig[i % sizeof sig]);
+    for (size_t i = 0; i < sizeof mac; i++)
+        diff |= (unsigned char)(mac[i] ^ sig[i % sizeof sig]);
     if (diff) return PL_JWT_ESIG;
 
     /* Claims. */
     if (b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), json, sizeof json - 1, &jlen) != 0)
         return PL_JWT_EFORMAT;
-    if (pl_json_has_nul((const char *)json, jlen)) return PL_JWT_ESUB; /* cJSON would cut sub short */
+    if (pl_json_has_nul((const char *)json, jlen))
+        return PL_JWT_ESUB; /* cJSON would cut sub short */
     cJSON *claims = cJSON_ParseWithLength((const char *)json, jlen);
     if (!claims || !cJSON_IsObject(claims)) {
         cJSON_Delete(claims);
@@ -162,9 +169,12 @@ int pl_jwt_verify(const char *secret, size_t secret_len, const char *token, size
     int rc = 0;
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(claims, "exp");
     const cJSON *sub = cJSON_GetObjectItemCaseSensitive(claims, "sub");
-    if (exp && (!cJSON_IsNumber(exp) || exp->valuedouble <= (double)now)) rc = PL_JWT_EEXPIRED;
-    else if (!cJSON_IsString(sub) || !sub_ok(sub->valuestring)) rc = PL_JWT_ESUB;
-    else snprintf(sub_out, PL_JWT_SUB_MAX + 1, "%s", sub->valuestring);
+    if (exp && (!cJSON_IsNumber(exp) || exp->valuedouble <= (double)now))
+        rc = PL_JWT_EEXPIRED;
+    else if (!cJSON_IsString(sub) || !sub_ok(sub->valuestring))
+        rc = PL_JWT_ESUB;
+    else
+        snprintf(sub_out, PL_JWT_SUB_MAX + 1, "%s", sub->valuestring);
     cJSON_Delete(claims);
     return rc;
 }
@@ -172,13 +182,21 @@ int pl_jwt_verify(const char *secret, size_t secret_len, const char *token, size
 const char *pl_jwt_strerror(int err)
 {
     switch (err) {
-    case 0: return "ok";
-    case PL_JWT_EFORMAT: return "malformed token";
-    case PL_JWT_EALG: return "unsupported algorithm";
-    case PL_JWT_ESIG: return "bad signature";
-    case PL_JWT_EEXPIRED: return "token expired";
-    case PL_JWT_ESUB: return "bad subject";
-    case PL_JWT_ENOSPC: return "token too long";
-    default: return "invalid token";
+    case 0:
+        return "ok";
+    case PL_JWT_EFORMAT:
+        return "malformed token";
+    case PL_JWT_EALG:
+        return "unsupported algorithm";
+    case PL_JWT_ESIG:
+        return "bad signature";
+    case PL_JWT_EEXPIRED:
+        return "token expired";
+    case PL_JWT_ESUB:
+        return "bad subject";
+    case PL_JWT_ENOSPC:
+        return "token too long";
+    default:
+        return "invalid token";
     }
 }

@@ -49,13 +49,16 @@ static int cid_has_nul(const char *p, size_t len)
     const char *end = p + len;
     for (const char *q = p; (q = memmem(q, (size_t)(end - q), "\"cid\"", 5)) != NULL;) {
         q += 5;
-        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+            q++;
         if (q >= end || *q != ':') continue;
         q++;
-        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+            q++;
         if (q >= end || *q != '"') continue;
         const char *v = ++q;
-        while (q < end && *q != '"') q += *q == '\\' ? 2 : 1;
+        while (q < end && *q != '"')
+            q += *q == '\\' ? 2 : 1;
         if (q > end) q = end;
         if (pl_json_has_nul(v, (size_t)(q - v))) return 1;
     }
@@ -285,7 +288,8 @@ int64_t pl_proto_payload_seq(const char *p, size_t len)
     size_t h = sizeof MESSAGE_HEAD - 1;
     if (len <= h || memcmp(p, MESSAGE_HEAD, h) != 0) return 0;
     int64_t seq = 0;
-    for (size_t i = h; i < len && p[i] >= '0' && p[i] <= '9'; i++) seq = seq * 10 + (p[i] - '0');
+    for (size_t i = h; i < len && p[i] >= '0' && p[i] <= '9'; i++)
+        seq = seq * 10 + (p[i] - '0');
     return seq;
 }
 

@@ -37,8 +37,10 @@ static void poll_update(redisLibuvEvents *p, int add, int del)
     /* hiredis asks for reads after every write: an unchanged set costs no epoll_ctl. */
     if (events == p->events && uv_is_active((uv_handle_t *)&p->handle) == (events != 0)) return;
     p->events = events;
-    if (p->events) uv_poll_start(&p->handle, p->events, poll_cb);
-    else uv_poll_stop(&p->handle);
+    if (p->events)
+        uv_poll_start(&p->handle, p->events, poll_cb);
+    else
+        uv_poll_stop(&p->handle);
 }
 
 static void ev_add_read(void *pd)

@@ -19,7 +19,8 @@ int pl_room_id_valid(const char *name, size_t len)
 static uint32_t hash_name(const char *s, size_t n)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
 }
 
@@ -34,7 +35,8 @@ void pl_room_table_free(pl_room_table_t *t)
         pl_room_t *r = t->buckets[i];
         while (r) {
             pl_room_t *next = r->hnext;
-            for (uint32_t j = 0; j < r->nmembers; j++) free(r->members[j]);
+            for (uint32_t j = 0; j < r->nmembers; j++)
+                free(r->members[j]);
             free(r->members);
             free(r);
             r = next;
@@ -85,7 +87,8 @@ static int maybe_grow(pl_room_table_t *t)
 static void room_unlink_free(pl_room_table_t *t, pl_room_t *room)
 {
     pl_room_t **pp = &t->buckets[room->hash & (t->nbuckets - 1)];
-    while (*pp != room) pp = &(*pp)->hnext;
+    while (*pp != room)
+        pp = &(*pp)->hnext;
     *pp = room->hnext;
     t->count--;
     free(room->members);
@@ -134,7 +137,8 @@ fail:
 void pl_room_leave(pl_room_table_t *t, pl_sub_t **list, pl_sub_t *sub)
 {
     pl_sub_t **pp = list;
-    while (*pp && *pp != sub) pp = &(*pp)->next;
+    while (*pp && *pp != sub)
+        pp = &(*pp)->next;
     if (*pp) *pp = sub->next;
 
     pl_room_t *room = sub->room;
@@ -147,12 +151,14 @@ void pl_room_leave(pl_room_table_t *t, pl_sub_t **list, pl_sub_t *sub)
 
 void pl_room_leave_all(pl_room_table_t *t, pl_sub_t **list)
 {
-    while (*list) pl_room_leave(t, list, *list);
+    while (*list)
+        pl_room_leave(t, list, *list);
 }
 
 size_t pl_room_count(const pl_sub_t *list)
 {
     size_t n = 0;
-    for (; list; list = list->next) n++;
+    for (; list; list = list->next)
+        n++;
     return n;
 }

@@ -15,75 +15,76 @@
  *   room's dedup records are back too;
  * - one SET NX GET both claims the cid and returns an earlier claim; a duplicate then gives
  *   its seq back (the script is atomic, nobody saw it). */
-#define LUA_SEQ_AND_STREAM(TAIL, ID, TS, MAXLEN, TTL) \
-    "local seq = redis.call('INCR', KEYS[1])\n" \
-    "if seq == 1 and redis.call('EXISTS', KEYS[4]) == 0 then\n" \
-    "  redis.call('DEL', KEYS[1])\n" \
-    "  return {-1}\n" \
-    "end\n" \
-    "local s = string.format('%d', seq)\n" \
-    "if KEYS[3] ~= '' then\n" \
-    "  local d = redis.call('SET', KEYS[3], " ID " .. ':' .. s .. ':' .. " TS ", 'NX', 'GET', 'EX', " TTL ")\n" \
-    "  if d then\n" \
-    "    redis.call('DECR', KEYS[1])\n" \
-    "    return {0, d}\n" \
-    "  end\n" \
-    "end\n" \
-    "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. " TAIL "\n" \
+#define LUA_SEQ_AND_STREAM(TAIL, ID, TS, MAXLEN, TTL)                                              \
+    "local seq = redis.call('INCR', KEYS[1])\n"                                                    \
+    "if seq == 1 and redis.call('EXISTS', KEYS[4]) == 0 then\n"                                    \
+    "  redis.call('DEL', KEYS[1])\n"                                                               \
+    "  return {-1}\n"                                                                              \
+    "end\n"                                                                                        \
+    "local s = string.format('%d', seq)\n"                                                         \
+    "if KEYS[3] ~= '' then\n"                                                                      \
+    "  local d = redis.call('SET', KEYS[3], " ID " .. ':' .. s .. ':' .. " TS                      \
+    ", 'NX', 'GET', 'EX', " TTL ")\n"                                                              \
+    "  if d then\n"                                                                                \
+    "    redis.call('DECR', KEYS[1])\n"                                                            \
+    "    return {0, d}\n"                                                                          \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. " TAIL "\n"                       \
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " MAXLEN ", s .. '-0', 'm', msg)\n"
 
-static const char publish_lua[] =
-    LUA_SEQ_AND_STREAM("ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", "ARGV[6]")
-    "redis.call('PUBLISH', ARGV[1], msg)\n"
-    "return {1, seq}\n";
+static const char publish_lua[] = LUA_SEQ_AND_STREAM(
+    "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", "ARGV[6]") "redis.call('PUBLISH', ARGV[1], msg)\n"
+                                                           "return {1, seq}\n";
 
 /* KEYS: seq, stream, ready, read hash. ARGV: since (-1: none), most entries, user.
  * Returns {-1} if Redis is not ready (see above), else {cur, truncated, since, read position
  * (-1 if none), entries after since...}: when more than `most` are missing, since moves up to
  * cur - most (truncated = 1). */
-static const char sync_lua[] =
-    "if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end\n"
-    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-    "local since = tonumber(ARGV[1])\n"
-    "local most = tonumber(ARGV[2])\n"
-    "local rd = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '-1')\n"
-    "if since < 0 or since >= cur then return {cur, 0, since, rd} end\n"
-    "local trunc = 0\n"
-    "if cur - since > most then since = cur - most; trunc = 1 end\n"
-    "local out = {cur, trunc, since, rd}\n"
-    "local e = redis.call('XRANGE', KEYS[2], string.format('%d', since + 1) .. '-0', '+', 'COUNT', most)\n"
-    "for i = 1, #e do out[#out + 1] = e[i][2][2] end\n"
-    "return out\n";
+static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end\n"
+                               "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+                               "local since = tonumber(ARGV[1])\n"
+                               "local most = tonumber(ARGV[2])\n"
+                               "local rd = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '-1')\n"
+                               "if since < 0 or since >= cur then return {cur, 0, since, rd} end\n"
+                               "local trunc = 0\n"
+                               "if cur - since > most then since = cur - most; trunc = 1 end\n"
+                               "local out = {cur, trunc, since, rd}\n"
+                               "local e = redis.call('XRANGE', KEYS[2], string.format('%d', since "
+                               "+ 1) .. '-0', '+', 'COUNT', most)\n"
+                               "for i = 1, #e do out[#out + 1] = e[i][2][2] end\n"
+                               "return out\n";
 
 /*
  * Chat state (issue 5). ARGV[1] is always the key prefix (PARLEY_REDIS_PREFIX,
  * "ws:"). These scripts name keys built from user and room ids, which is
  * fine on one Redis (Parley does not use Redis Cluster).
  */
-#define LUA_CONNS \
-    "local function conns(u)\n" \
-    "  local n = 0\n" \
-    "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n" \
-    "    if string.sub(f, 1, 5) == 'conn:' then n = n + 1 end\n" \
-    "  end\n" \
-    "  return n\n" \
+#define LUA_CONNS                                                                                  \
+    "local function conns(u)\n"                                                                    \
+    "  local n = 0\n"                                                                              \
+    "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"                            \
+    "    if string.sub(f, 1, 5) == 'conn:' then n = n + 1 end\n"                                   \
+    "  end\n"                                                                                      \
+    "  return n\n"                                                                                 \
     "end\n"
-#define LUA_PRESENCE \
-    "local function presence(u, status)\n" \
-    "  local msg = '{\"type\":\"presence\",\"user\":' .. cjson.encode(u) .. ',\"status\":\"' .. status .. '\"}'\n" \
-    "  for _, r in ipairs(redis.call('SMEMBERS', P .. 'user_rooms:' .. u)) do\n" \
-    "    redis.call('PUBLISH', 'room:' .. r, msg)\n" \
-    "  end\n" \
+#define LUA_PRESENCE                                                                               \
+    "local function presence(u, status)\n"                                                         \
+    "  local msg = '{\"type\":\"presence\",\"user\":' .. cjson.encode(u) .. ',\"status\":\"' .. "  \
+    "status .. '\"}'\n"                                                                            \
+    "  for _, r in ipairs(redis.call('SMEMBERS', P .. 'user_rooms:' .. u)) do\n"                   \
+    "    redis.call('PUBLISH', 'room:' .. r, msg)\n"                                               \
+    "  end\n"                                                                                      \
     "end\n"
-#define LUA_GONE \
-    "local function gone(srv, u)\n" \
-    "  redis.call('HDEL', P .. 'user:' .. u, 'conn:' .. srv)\n" \
-    "  redis.call('SREM', P .. 'server_users:' .. srv, u)\n" \
-    "  if conns(u) == 0 and redis.call('SREM', P .. 'online_users', u) == 1 then\n" \
-    "    presence(u, 'offline')\n" \
-    "    return 1\n" \
-    "  end\n" \
-    "  return 0\n" \
+#define LUA_GONE                                                                                   \
+    "local function gone(srv, u)\n"                                                                \
+    "  redis.call('HDEL', P .. 'user:' .. u, 'conn:' .. srv)\n"                                    \
+    "  redis.call('SREM', P .. 'server_users:' .. srv, u)\n"                                       \
+    "  if conns(u) == 0 and redis.call('SREM', P .. 'online_users', u) == 1 then\n"                \
+    "    presence(u, 'offline')\n"                                                                 \
+    "    return 1\n"                                                                               \
+    "  end\n"                                                                                      \
+    "  return 0\n"                                                                                 \
     "end\n"
 
 /* ARGV: prefix, server, now, then (op, user) pairs in the order they happened on this
@@ -117,7 +118,8 @@ static const char presence_lua[] =
     "end\n"
     "local out = {}\n"
     "for i = 4, #ARGV - 1, 2 do\n"
-    "  if ARGV[i] == 'u' then out[#out + 1] = up(ARGV[i + 1]) else out[#out + 1] = down(ARGV[i + 1]) end\n"
+    "  if ARGV[i] == 'u' then out[#out + 1] = up(ARGV[i + 1]) else out[#out + 1] = down(ARGV[i + "
+    "1]) end\n"
     "end\n"
     "return out\n";
 
@@ -132,7 +134,8 @@ static const char sweep_lua[] =
     "local off = 0\n"
     "for _, srv in ipairs(redis.call('SMEMBERS', P .. 'servers')) do\n"
     "  if srv ~= me and redis.call('EXISTS', P .. 'server:' .. srv) == 0 then\n"
-    "    for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. srv)) do off = off + gone(srv, u) end\n"
+    "    for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. srv)) do off = off + "
+    "gone(srv, u) end\n"
     "    redis.call('DEL', P .. 'server_users:' .. srv)\n"
     "    redis.call('SREM', P .. 'servers', srv)\n"
     "  end\n"
@@ -142,7 +145,8 @@ static const char sweep_lua[] =
     "  if redis.call('ZREM', td, m) == 1 then\n"
     "    local nl = string.find(m, '\\n', 1, true)\n"
     "    local room, u = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)\n"
-    "    redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"typing_stop\",\"room\":' .. cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
+    "    redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"typing_stop\",\"room\":' .. "
+    "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
     "  end\n"
     "end\n"
     "return off\n";
@@ -150,9 +154,9 @@ static const char sweep_lua[] =
 /* ARGV: prefix, server. At start-up: an instance that restarts under the same id forgets the
  * connections its previous life left behind (users left with none go offline). */
 static const char reset_lua[] =
-    "local P, me = ARGV[1], ARGV[2]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
-    "local off = 0\n"
-    "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. me)) do off = off + gone(me, u) end\n"
+    "local P, me = ARGV[1], ARGV[2]\n" LUA_CONNS LUA_PRESENCE LUA_GONE "local off = 0\n"
+    "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. me)) do off = off + "
+    "gone(me, u) end\n"
     "redis.call('DEL', P .. 'server_users:' .. me)\n"
     "return off\n";
 
@@ -160,24 +164,24 @@ static const char reset_lua[] =
  * offline max. A direct message: like publish, but sent to the server:{id} channel of every
  * instance where the recipient or the sender has a connection, and queued for a recipient
  * with none. */
-static const char dm_lua[] =
-    LUA_SEQ_AND_STREAM("ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]")
-    "local P, to, from = ARGV[6], ARGV[7], ARGV[8]\n"
-    "local servers, online = {}, false\n"
-    "for _, u in ipairs({to, from}) do\n"
-    "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"
-    "    if string.sub(f, 1, 5) == 'conn:' then\n"
-    "      servers[string.sub(f, 6)] = true\n"
-    "      if u == to then online = true end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "for srv in pairs(servers) do redis.call('PUBLISH', 'server:' .. srv, msg) end\n"
-    "if not online then\n"
-    "  redis.call('RPUSH', P .. 'offline:' .. to, msg)\n"
-    "  redis.call('LTRIM', P .. 'offline:' .. to, -tonumber(ARGV[9]), -1)\n"
-    "end\n"
-    "return {1, seq}\n";
+static const char dm_lua[] = LUA_SEQ_AND_STREAM(
+    "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4]",
+    "ARGV[5]") "local P, to, from = ARGV[6], ARGV[7], ARGV[8]\n"
+               "local servers, online = {}, false\n"
+               "for _, u in ipairs({to, from}) do\n"
+               "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"
+               "    if string.sub(f, 1, 5) == 'conn:' then\n"
+               "      servers[string.sub(f, 6)] = true\n"
+               "      if u == to then online = true end\n"
+               "    end\n"
+               "  end\n"
+               "end\n"
+               "for srv in pairs(servers) do redis.call('PUBLISH', 'server:' .. srv, msg) end\n"
+               "if not online then\n"
+               "  redis.call('RPUSH', P .. 'offline:' .. to, msg)\n"
+               "  redis.call('LTRIM', P .. 'offline:' .. to, -tonumber(ARGV[9]), -1)\n"
+               "end\n"
+               "return {1, seq}\n";
 
 /* ARGV: prefix, room, user, op: start (1), stop (0). Typing state with a 10 s TTL, also kept in
  * the sorted set ws:typing_deadlines (member "room\nuser", score the deadline in ms) so that a
@@ -190,7 +194,8 @@ static const char typing_lua[] =
     "local m = room .. '\\n' .. u\n"
     "local what = 'typing_stop'\n"
     "if op == '1' then\n"
-    "  if not redis.call('SET', P .. 'typing_rl:' .. room .. ':' .. u, '1', 'PX', 1000, 'NX') then return 0 end\n"
+    "  if not redis.call('SET', P .. 'typing_rl:' .. room .. ':' .. u, '1', 'PX', 1000, 'NX') then "
+    "return 0 end\n"
     "  redis.call('SET', k, '1', 'EX', 10)\n"
     "  redis.call('ZADD', P .. 'typing_deadlines', now + 10000, m)\n"
     "  what = 'typing_start'\n"
@@ -198,7 +203,8 @@ static const char typing_lua[] =
     "  redis.call('DEL', k)\n"
     "  if redis.call('ZREM', P .. 'typing_deadlines', m) == 0 then return 0 end\n"
     "end\n"
-    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"' .. what .. '\",\"room\":' .. cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
+    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"' .. what .. '\",\"room\":' .. "
+    "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
     "return 1\n";
 
 /* KEYS: seq. ARGV: prefix, room, user, seq. A read position: only forward, never past the
@@ -209,12 +215,12 @@ static const char read_lua[] =
     "local k = P .. 'read:' .. room\n"
     "if seq <= tonumber(redis.call('HGET', k, u) or '-1') then return 0 end\n"
     "redis.call('HSET', k, u, ARGV[4])\n"
-    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"read_receipt\",\"room\":' .. cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"seq\":' .. ARGV[4] .. '}')\n"
+    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"read_receipt\",\"room\":' .. "
+    "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"seq\":' .. ARGV[4] .. '}')\n"
     "return 1\n";
 
 static const char *const sources[PL_SCRIPT_COUNT] = {
-    publish_lua, sync_lua,   presence_lua, sweep_lua,
-    dm_lua,      typing_lua, read_lua,        reset_lua,
+    publish_lua, sync_lua, presence_lua, sweep_lua, dm_lua, typing_lua, read_lua, reset_lua,
 };
 static char shas[PL_SCRIPT_COUNT][41];
 
@@ -224,7 +230,8 @@ int pl_script_init(void)
         unsigned char d[20];
         if (mbedtls_sha1_ret((const unsigned char *)sources[i], strlen(sources[i]), d) != 0)
             return -1;
-        for (int k = 0; k < 20; k++) snprintf(shas[i] + 2 * k, 3, "%02x", d[k]);
+        for (int k = 0; k < 20; k++)
+            snprintf(shas[i] + 2 * k, 3, "%02x", d[k]);
     }
     return 0;
 }

@@ -110,8 +110,9 @@ static void reset_presence(const pl_config_t *cfg)
     r = redisCommand(c, "EVAL %s 0 %s %s", pl_script_source(PL_SCRIPT_RESET), cfg->redis_prefix,
                      cfg->server_id);
     if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
-        pl_info("presence: %lld user(s) left online by this server id's previous run reported offline",
-                r->integer);
+        pl_info(
+            "presence: %lld user(s) left online by this server id's previous run reported offline",
+            r->integer);
     else if (r && r->type == REDIS_REPLY_ERROR)
         pl_warn("presence reset: %s", r->str);
     if (r) freeReplyObject(r);
@@ -153,14 +154,16 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_timer_start(&srv->deadline, on_deadline, SHUTDOWN_DEADLINE_MS, 0);
     /* Stop the subscriber first: after it is joined it posts nothing more. */
     pl_subscriber_stop(&srv->sub);
-    for (int i = 0; i < srv->nshards; i++) pl_shard_post(srv->shards[i], &srv->shards[i]->shutdown_ev);
+    for (int i = 0; i < srv->nshards; i++)
+        pl_shard_post(srv->shards[i], &srv->shards[i]->shutdown_ev);
     /* Then let the database pool store what it holds (acks still reach clients being closed,
      * if they are still there), and only then tell the shards that nothing more will come. */
     if (srv->db) {
         pl_db_stop(srv->db, DB_DRAIN_MS);
         srv->db = NULL;
     }
-    for (int i = 0; i < srv->nshards; i++) pl_shard_post(srv->shards[i], &srv->shards[i]->finish_ev);
+    for (int i = 0; i < srv->nshards; i++)
+        pl_shard_post(srv->shards[i], &srv->shards[i]->finish_ev);
 }
 
 int pl_server_run(pl_config_t *cfg)
@@ -190,13 +193,14 @@ int pl_server_run(pl_config_t *cfg)
     reset_presence(cfg);
     if (cfg->database_url) {
         srv->db = pl_db_start(cfg->database_url, cfg->db_workers, cfg->db_queue, cfg->redis_host,
-                               cfg->redis_port, cfg->redis_db, cfg->redis_prefix);
+                              cfg->redis_port, cfg->redis_db, cfg->redis_prefix);
         if (!srv->db) {
             pl_error("cannot start the database pool");
             return 1;
         }
     } else {
-        pl_warn("PARLEY_DATABASE_URL is not set: messages are delivered but not stored, and not acked");
+        pl_warn(
+            "PARLEY_DATABASE_URL is not set: messages are delivered but not stored, and not acked");
     }
 
     uv_async_init(srv->loop, &srv->shard_done, on_shard_done);

@@ -33,7 +33,8 @@ typedef struct {
 
 static void sync_ctx_free(sync_ctx_t *ctx)
 {
-    for (size_t i = 0; i < ctx->nstream; i++) pl_frame_unref(ctx->stream[i]);
+    for (size_t i = 0; i < ctx->nstream; i++)
+        pl_frame_unref(ctx->stream[i]);
     free(ctx->stream);
     free(ctx);
 }
@@ -150,8 +151,10 @@ static void hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
     n->frame = pl_frame_ref(f);
     n->seq = seq;
     n->next = NULL;
-    if (sub->held_tail) sub->held_tail->next = n;
-    else sub->held = n;
+    if (sub->held_tail)
+        sub->held_tail->next = n;
+    else
+        sub->held = n;
     sub->held_tail = n;
     sub->held_bytes += f->len;
 }
@@ -166,7 +169,8 @@ static void leave(pl_conn_t *c, pl_sub_t *sub)
 void pl_session_leave_all(pl_conn_t *c)
 {
     pl_shard_t *s = c->shard;
-    while (c->subs) leave(c, c->subs);
+    while (c->subs)
+        leave(c, c->subs);
     atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
     /* The connection is closing: its typing stops, its presence goes. */
     pl_chat_typing_stop_all(c);
@@ -197,7 +201,8 @@ static void finish_sync(pl_conn_t *c, pl_sub_t *sub, const sync_ctx_t *ctx, pl_f
     size_t counts[2] = {npg, ctx->nstream};
     pl_buf_t *b = scratch(c);
     pl_proto_subscribed(b, sub->room->name, sub->room->len, ctx->cur, ctx->read,
-                        ctx->since >= 0 ? (long)(npg + ctx->nstream) : -1, truncated || ctx->truncated);
+                        ctx->since >= 0 ? (long)(npg + ctx->nstream) : -1,
+                        truncated || ctx->truncated);
     pl_conn_send_json(c, b);
     /* A client claiming more than the room has (Redis lost its data) is not trusted. */
     int64_t last = ctx->since > 0 ? (ctx->since < ctx->cur ? ctx->since : ctx->cur) : 0;
@@ -288,7 +293,8 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
         /* Redis lost its data: PostgreSQL knows the seq (and the missed messages). */
         need_restore(c->shard);
         ctx->cur = -1;
-        if (start_recover(c, ctx, ctx->since, 0) == 0) ctx = NULL;
+        if (start_recover(c, ctx, ctx->since, 0) == 0)
+            ctx = NULL;
         else {
             ctx->cur = 0;
             finish_sync(c, sub, ctx, NULL, 0, 0);
@@ -303,15 +309,18 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
         ctx->stream = n ? calloc(n, sizeof *ctx->stream) : NULL;
         for (size_t i = 0; i < n && ctx->stream; i++) {
             const redisReply *e = r->element[4 + i];
-            if (e->type == REDIS_REPLY_STRING && (ctx->stream[ctx->nstream] = pl_frame_text(e->str, e->len)))
+            if (e->type == REDIS_REPLY_STRING &&
+                (ctx->stream[ctx->nstream] = pl_frame_text(e->str, e->len)))
                 ctx->nstream++;
         }
         if (ctx->since >= 0) ctx->since = since;
         int64_t first = ctx->nstream ? frame_seq(ctx->stream[0]) : ctx->cur + 1;
         if (ctx->since >= 0 && since < ctx->cur && first != since + 1) {
             /* The stream was trimmed past `since`: older ones come from PostgreSQL. */
-            if (start_recover(c, ctx, since, first) == 0) ctx = NULL;
-            else ctx->truncated = 1; /* no database: what the stream has is all there is */
+            if (start_recover(c, ctx, since, first) == 0)
+                ctx = NULL;
+            else
+                ctx->truncated = 1; /* no database: what the stream has is all there is */
         }
         if (ctx) finish_sync(c, sub, ctx, NULL, 0, 0);
     }
@@ -343,10 +352,21 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
     pl_key_stream(&kbuf[1], sub->room->name, sub->room->len);
     pl_buf_reset(&kbuf[2]);
     pl_buf_printf(&kbuf[2], "%sread:%s", cfg_of(c)->redis_prefix, sub->room->name);
-    const char *argv[10] = {"EVALSHA", pl_script_sha(PL_SCRIPT_SYNC), "4", kbuf[0].data, kbuf[1].data,
-                            PL_KEY_READY, kbuf[2].data, since_s, most, c->user};
-    size_t lens[10] = {7, 40, 1, kbuf[0].len, kbuf[1].len, strlen(PL_KEY_READY), kbuf[2].len,
-                       strlen(since_s), strlen(most), strlen(c->user)};
+    const char *argv[10] = {"EVALSHA",    pl_script_sha(PL_SCRIPT_SYNC),
+                            "4",          kbuf[0].data,
+                            kbuf[1].data, PL_KEY_READY,
+                            kbuf[2].data, since_s,
+                            most,         c->user};
+    size_t lens[10] = {7,
+                       40,
+                       1,
+                       kbuf[0].len,
+                       kbuf[1].len,
+                       strlen(PL_KEY_READY),
+                       kbuf[2].len,
+                       strlen(since_s),
+                       strlen(most),
+                       strlen(c->user)};
     if (pl_redis_command(&s->redis, sync_reply, ctx, 10, argv, lens) != 0) {
         sync_ctx_free(ctx);
         sync_fail(c, sub, "redis unreachable");
@@ -363,7 +383,8 @@ static void join_checked(pl_db_job_t *j)
     pl_conn_t *c = j->ctx;
     pl_sub_t *sub = sub_for(c, j->room, j->tag);
     if (sub) {
-        /* Open rooms let anyone in: a membership that could not be recorded is no reason to refuse. */
+        /* Open rooms let anyone in: a membership that could not be recorded is no reason to refuse.
+         */
         if (j->status == PL_DB_OK || j->open_rooms) {
             pl_chat_member(c->shard, j->room, c->user, 1);
             start_sync(c, sub, j->after);
@@ -375,7 +396,8 @@ static void join_checked(pl_db_job_t *j)
             snprintf(msg, sizeof msg, "%s %s", j->room,
                      j->status == PL_DB_EFORBIDDEN ? ": not a member of this room"
                                                    : ": membership could not be checked; retry");
-            pl_session_error(c, j->status == PL_DB_EFORBIDDEN ? PL_ERR_FORBIDDEN : PL_ERR_UNAVAILABLE,
+            pl_session_error(c,
+                             j->status == PL_DB_EFORBIDDEN ? PL_ERR_FORBIDDEN : PL_ERR_UNAVAILABLE,
                              msg, NULL, 0);
         }
     }
@@ -496,7 +518,8 @@ static void store_done(pl_db_job_t *j)
         } else {
             pl_session_error(c, PL_ERR_UNAVAILABLE,
                              j->status == PL_DB_EUNAVAILABLE
-                                 ? "the message was delivered but not stored (server stopping); resend it with the same cid"
+                                 ? "the message was delivered but not stored (server stopping); "
+                                   "resend it with the same cid"
                                  : "the message was delivered but could not be stored",
                              j->cid[0] ? j->cid : NULL, strlen(j->cid));
         }
@@ -554,8 +577,10 @@ static void wait_ready(pl_shard_t *s, pl_db_job_t *j, int bounced)
     pl_db_job_t **head = bounced ? &s->bounced : &s->waiting;
     pl_db_job_t **tail = bounced ? &s->bounced_tail : &s->waiting_tail;
     j->next = NULL;
-    if (*tail) (*tail)->next = j;
-    else *head = j;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
     *tail = j;
     s->nwaiting++;
 }
@@ -564,14 +589,17 @@ static void wait_ready(pl_shard_t *s, pl_db_job_t *j, int bounced)
 static void release_waiting(pl_shard_t *s, int ok)
 {
     pl_db_job_t *list = s->bounced;
-    if (s->bounced_tail) s->bounced_tail->next = s->waiting;
-    else list = s->waiting;
+    if (s->bounced_tail)
+        s->bounced_tail->next = s->waiting;
+    else
+        list = s->waiting;
     s->bounced = s->bounced_tail = s->waiting = s->waiting_tail = NULL;
     s->nwaiting = 0;
     while (list) {
         pl_db_job_t *j = list;
         list = j->next;
-        if (!ok || eval_publish(s, j, 0) != 0) message_failed(j, "redis is unreachable; retry later");
+        if (!ok || eval_publish(s, j, 0) != 0)
+            message_failed(j, "redis is unreachable; retry later");
     }
 }
 
@@ -632,7 +660,8 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
     redisReply *r = reply;
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         /* Redis lost its script cache (SCRIPT FLUSH): send the source this once. */
-        if (eval_publish(j->shard, j, 1) != 0) message_failed(j, "redis is unreachable; retry later");
+        if (eval_publish(j->shard, j, 1) != 0)
+            message_failed(j, "redis is unreachable; retry later");
         return;
     }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
@@ -679,8 +708,10 @@ static int eval_dm(pl_shard_t *s, pl_db_job_t *j, int full_script)
     size_t room_len = strlen(j->room), cid_len = strlen(j->cid);
     pl_key_seq(&kbuf[0], j->room, room_len);
     pl_key_stream(&kbuf[1], j->room, room_len);
-    if (cid_len) pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
-    else pl_buf_reset(&kbuf[2]);
+    if (cid_len)
+        pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
+    else
+        pl_buf_reset(&kbuf[2]);
     char id[24], ts[24], maxlen[24], ttl[16], omax[24];
     snprintf(id, sizeof id, "%llu", (unsigned long long)j->id);
     snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ms);
@@ -688,11 +719,25 @@ static int eval_dm(pl_shard_t *s, pl_db_job_t *j, int full_script)
     snprintf(ttl, sizeof ttl, "%d", PL_CID_TTL_S);
     snprintf(omax, sizeof omax, "%zu", cfg->offline_max);
     const char *src = full_script ? pl_script_source(PL_SCRIPT_DM) : pl_script_sha(PL_SCRIPT_DM);
-    const char *argv[16] = {full_script ? "EVAL" : "EVALSHA", src, "4", kbuf[0].data, kbuf[1].data,
-                            kbuf[2].data ? kbuf[2].data : "", PL_KEY_READY, tail_buf.data, id, ts,
-                            maxlen, ttl, cfg->redis_prefix, j->to, j->user, omax};
+    const char *argv[16] = {full_script ? "EVAL" : "EVALSHA",
+                            src,
+                            "4",
+                            kbuf[0].data,
+                            kbuf[1].data,
+                            kbuf[2].data ? kbuf[2].data : "",
+                            PL_KEY_READY,
+                            tail_buf.data,
+                            id,
+                            ts,
+                            maxlen,
+                            ttl,
+                            cfg->redis_prefix,
+                            j->to,
+                            j->user,
+                            omax};
     size_t lens[16];
-    for (int i = 0; i < 16; i++) lens[i] = strlen(argv[i]);
+    for (int i = 0; i < 16; i++)
+        lens[i] = strlen(argv[i]);
     lens[7] = tail_buf.len;
     return pl_redis_command(&s->redis, publish_reply, j, 16, argv, lens);
 }
@@ -711,21 +756,44 @@ static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
                           j->ts_ms, cid_len ? j->cid : NULL, cid_len);
     pl_key_seq(&kbuf[0], j->room, room_len);
     pl_key_stream(&kbuf[1], j->room, room_len);
-    if (cid_len) pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
-    else pl_buf_reset(&kbuf[2]);
+    if (cid_len)
+        pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
+    else
+        pl_buf_reset(&kbuf[2]);
     char chan[5 + PL_ROOM_MAX + 1], id[24], ts[24], maxlen[24], ttl[16];
     int chan_len = snprintf(chan, sizeof chan, "room:%s", j->room);
     snprintf(id, sizeof id, "%llu", (unsigned long long)j->id);
     snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ms);
     snprintf(maxlen, sizeof maxlen, "%zu", cfg->stream_len);
     snprintf(ttl, sizeof ttl, "%d", PL_CID_TTL_S);
-    const char *src = full_script ? pl_script_source(PL_SCRIPT_PUBLISH) : pl_script_sha(PL_SCRIPT_PUBLISH);
-    const char *argv[13] = {full_script ? "EVAL" : "EVALSHA", src, "4", kbuf[0].data, kbuf[1].data,
-                            kbuf[2].data ? kbuf[2].data : "", PL_KEY_READY, chan, tail_buf.data, id,
-                            ts, maxlen, ttl};
-    size_t lens[13] = {full_script ? 4u : 7u, strlen(src), 1, kbuf[0].len, kbuf[1].len, kbuf[2].len,
-                       strlen(PL_KEY_READY), (size_t)chan_len, tail_buf.len, strlen(id), strlen(ts),
-                       strlen(maxlen), strlen(ttl)};
+    const char *src =
+        full_script ? pl_script_source(PL_SCRIPT_PUBLISH) : pl_script_sha(PL_SCRIPT_PUBLISH);
+    const char *argv[13] = {full_script ? "EVAL" : "EVALSHA",
+                            src,
+                            "4",
+                            kbuf[0].data,
+                            kbuf[1].data,
+                            kbuf[2].data ? kbuf[2].data : "",
+                            PL_KEY_READY,
+                            chan,
+                            tail_buf.data,
+                            id,
+                            ts,
+                            maxlen,
+                            ttl};
+    size_t lens[13] = {full_script ? 4u : 7u,
+                       strlen(src),
+                       1,
+                       kbuf[0].len,
+                       kbuf[1].len,
+                       kbuf[2].len,
+                       strlen(PL_KEY_READY),
+                       (size_t)chan_len,
+                       tail_buf.len,
+                       strlen(id),
+                       strlen(ts),
+                       strlen(maxlen),
+                       strlen(ttl)};
     return pl_redis_command(&s->redis, publish_reply, j, 13, argv, lens);
 }
 
@@ -740,7 +808,8 @@ static void dm_room(const char *a, const char *b, char out[3 + 32 + 1])
     unsigned char d[20];
     mbedtls_sha1_ret((const unsigned char *)k->data, k->len, d);
     memcpy(out, "dm:", 3);
-    for (int i = 0; i < 16; i++) snprintf(out + 3 + 2 * i, 3, "%02x", d[i]);
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 3 + 2 * i, 3, "%02x", d[i]);
 }
 
 static void on_message(pl_conn_t *c, const pl_req_t *req)
@@ -750,8 +819,8 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
     char dm[3 + 32 + 1];
     if (req->to) {
         if (strcmp(req->to, c->user) == 0) {
-            pl_session_error(c, PL_ERR_BAD_REQUEST, "a direct message needs another user",
-                             req->cid, req->cid_len);
+            pl_session_error(c, PL_ERR_BAD_REQUEST, "a direct message needs another user", req->cid,
+                             req->cid_len);
             return;
         }
         dm_room(c->user, req->to, dm);
@@ -764,8 +833,9 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
     }
     /* Bounded store queue: refuse now rather than accept and lose later. */
     if (db && pl_db_reserve(db) != 0) {
-        pl_session_error(c, PL_ERR_UNAVAILABLE, "too many messages waiting to be stored; retry later",
-                         req->cid, req->cid_len);
+        pl_session_error(c, PL_ERR_UNAVAILABLE,
+                         "too many messages waiting to be stored; retry later", req->cid,
+                         req->cid_len);
         return;
     }
     pl_db_job_t *j = pl_db_job_new(PL_DB_STORE, s, store_done, c);
@@ -795,8 +865,10 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
         /* Still catching up: a subscription starts where `subscribed` says, so the sender's
          * own message must come after it; it waits on the subscription until then. */
         j->next = NULL;
-        if (sub->pending_tail) sub->pending_tail->next = j;
-        else sub->pending = j;
+        if (sub->pending_tail)
+            sub->pending_tail->next = j;
+        else
+            sub->pending = j;
         sub->pending_tail = j;
         return;
     }
@@ -842,7 +914,8 @@ void pl_session_on_text(pl_conn_t *c, const uint8_t *p, size_t len)
         return;
     }
     if (!(c->flags & PL_CONN_AUTHED)) {
-        if (req.type == PL_REQ_AUTHENTICATE) on_authenticate(c, &req);
+        if (req.type == PL_REQ_AUTHENTICATE)
+            on_authenticate(c, &req);
         else
             pl_session_error(c, PL_ERR_UNAUTHORIZED, "authenticate first", req.cid, req.cid_len);
         pl_proto_req_free(&req);
@@ -852,12 +925,24 @@ void pl_session_on_text(pl_conn_t *c, const uint8_t *p, size_t len)
     case PL_REQ_AUTHENTICATE:
         pl_session_error(c, PL_ERR_BAD_REQUEST, "already authenticated", req.cid, req.cid_len);
         break;
-    case PL_REQ_SUBSCRIBE: on_subscribe(c, &req); break;
-    case PL_REQ_UNSUBSCRIBE: on_unsubscribe(c, &req); break;
-    case PL_REQ_MESSAGE: on_message(c, &req); break;
-    case PL_REQ_TYPING_START: pl_chat_typing(c, &req, 1); break;
-    case PL_REQ_TYPING_STOP: pl_chat_typing(c, &req, 0); break;
-    case PL_REQ_READ: pl_chat_read(c, &req); break;
+    case PL_REQ_SUBSCRIBE:
+        on_subscribe(c, &req);
+        break;
+    case PL_REQ_UNSUBSCRIBE:
+        on_unsubscribe(c, &req);
+        break;
+    case PL_REQ_MESSAGE:
+        on_message(c, &req);
+        break;
+    case PL_REQ_TYPING_START:
+        pl_chat_typing(c, &req, 1);
+        break;
+    case PL_REQ_TYPING_STOP:
+        pl_chat_typing(c, &req, 0);
+        break;
+    case PL_REQ_READ:
+        pl_chat_read(c, &req);
+        break;
     case PL_REQ_PING: {
         static const char pong[] = "{\"type\":\"pong\"}";
         pl_buf_t *b = scratch(c);
@@ -911,4 +996,3 @@ void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b)
     }
     atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
 }
-

@@ -78,9 +78,15 @@ static void wake_cb(uv_async_t *a)
             }
             break;
         }
-        case PL_EV_DB: ev->job->done(ev->job); break;
-        case PL_EV_SHUTDOWN: begin_shutdown(s); break;
-        case PL_EV_FINISH: s->finishing = 1; break;
+        case PL_EV_DB:
+            ev->job->done(ev->job);
+            break;
+        case PL_EV_SHUTDOWN:
+            begin_shutdown(s);
+            break;
+        case PL_EV_FINISH:
+            s->finishing = 1;
+            break;
         }
         n = next;
     }
@@ -106,7 +112,7 @@ static void check_cb(uv_check_t *h)
 {
     pl_shard_t *s = h->data;
     pl_conn_process_pending(s);
-    pl_chat_flush(s);          /* presence changes of this turn (closes add some), one script call */
+    pl_chat_flush(s); /* presence changes of this turn (closes add some), one script call */
     pl_redis_flush(&s->redis); /* this turn's Redis commands (closes add some), in one write */
     /* The last to go: clients, then (FINISH) the database pool's answers. */
     if (s->finishing && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);
@@ -116,7 +122,8 @@ static void sweep_cb(uv_timer_t *t)
 {
     pl_shard_t *s = t->data;
     uint64_t now = uv_now(&s->loop);
-    for (pl_conn_t *c = s->conns; c; c = c->next) pl_conn_sweep(c, now);
+    for (pl_conn_t *c = s->conns; c; c = c->next)
+        pl_conn_sweep(c, now);
 }
 
 static void shard_main(void *arg)
@@ -144,8 +151,7 @@ static void shard_main(void *arg)
     uv_async_send(&s->srv->shard_done);
 }
 
-int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_fd,
-                   uint32_t id_node)
+int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_fd, uint32_t id_node)
 {
     s->srv = srv;
     s->index = index;
@@ -176,8 +182,8 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
     s->wake.data = s->check.data = s->sweep.data = s->listener.data = s->ready_timer.data = s;
     s->presence_timer.data = s;
     /* One instance-wide heartbeat: shard 0 keeps it. */
-    if (index == 0 &&
-        (rc = uv_timer_start(&s->presence_timer, presence_timer_cb, 200, PL_HEARTBEAT_EVERY_MS)) != 0)
+    if (index == 0 && (rc = uv_timer_start(&s->presence_timer, presence_timer_cb, 200,
+                                           PL_HEARTBEAT_EVERY_MS)) != 0)
         return rc;
     if ((rc = uv_tcp_open(&s->listener, listen_fd)) != 0 ||
         (rc = uv_listen((uv_stream_t *)&s->listener, 4096, pl_conn_accept_cb)) != 0)

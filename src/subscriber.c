@@ -52,7 +52,8 @@ static int json_user(const cJSON *o, const char *key, char out[129])
 static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
 {
     /* ["pmessage", pattern, "room:<id>", payload] or ["message", "server:<us>", payload] */
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
         return;
     pl_bcast_kind_t kind;
     const redisReply *chan, *payload;
@@ -89,7 +90,8 @@ static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
         }
     }
     if (kind != PL_BC_DM && !pl_room_id_valid(room, room_len)) {
-        pl_warn("ignoring message on invalid channel '%.*s'", (int)(chan->len > 200 ? 200 : chan->len), chan->str);
+        pl_warn("ignoring message on invalid channel '%.*s'",
+                (int)(chan->len > 200 ? 200 : chan->len), chan->str);
         return;
     }
     pl_server_t *srv = s->srv;
@@ -172,7 +174,8 @@ static void *sub_main(void *arg)
             redisReply *rr = reply;
             if (rr->type == REDIS_REPLY_ARRAY && rr->elements == 3 &&
                 rr->element[0]->type == REDIS_REPLY_STRING &&
-                (!strcmp(rr->element[0]->str, "psubscribe") || !strcmp(rr->element[0]->str, "subscribe")))
+                (!strcmp(rr->element[0]->str, "psubscribe") ||
+                 !strcmp(rr->element[0]->str, "subscribe")))
                 confirmed++;
             else if (rr->type == REDIS_REPLY_ERROR)
                 ok = 0;

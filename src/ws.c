@@ -18,8 +18,8 @@ int pl_ws_accept_key(const char *key, size_t len, char out[PL_WS_ACCEPT_LEN + 1]
     unsigned char raw[16], sha[20], buf[64 + sizeof guid];
     size_t n;
     /* The key must be base64 of 16 bytes. */
-    if (len != 24 || mbedtls_base64_decode(raw, sizeof raw, &n, (const unsigned char *)key, len) != 0 ||
-        n != 16)
+    if (len != 24 ||
+        mbedtls_base64_decode(raw, sizeof raw, &n, (const unsigned char *)key, len) != 0 || n != 16)
         return -1;
     memcpy(buf, key, len);
     memcpy(buf + len, guid, sizeof guid - 1);
@@ -50,10 +50,14 @@ int pl_utf8_valid(const uint8_t *p, size_t n)
         }
         size_t need;
         uint32_t cp, min;
-        if ((c & 0xe0) == 0xc0) need = 1, cp = c & 0x1f, min = 0x80;
-        else if ((c & 0xf0) == 0xe0) need = 2, cp = c & 0x0f, min = 0x800;
-        else if ((c & 0xf8) == 0xf0) need = 3, cp = c & 0x07, min = 0x10000;
-        else return 0;
+        if ((c & 0xe0) == 0xc0)
+            need = 1, cp = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            need = 2, cp = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            need = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
         if (i + need >= n) return 0; /* truncated sequence */
         for (size_t k = 1; k <= need; k++) {
             if ((p[i + k] & 0xc0) != 0x80) return 0;
@@ -94,7 +98,8 @@ void pl_ws_pool_init(pl_ws_pool_t *pool)
 
 void pl_ws_pool_free(pl_ws_pool_t *pool)
 {
-    for (size_t i = 0; i < pool->nfree; i++) wslay_frame_context_free(pool->free[i]);
+    for (size_t i = 0; i < pool->nfree; i++)
+        wslay_frame_context_free(pool->free[i]);
     free(pool->free);
     memset(pool, 0, sizeof *pool);
 }
@@ -118,8 +123,10 @@ static void pool_put(pl_ws_pool_t *pool, struct wslay_frame_context *ctx)
             pool->cap = cap;
         }
     }
-    if (pool->nfree < pool->cap) pool->free[pool->nfree++] = ctx;
-    else wslay_frame_context_free(ctx);
+    if (pool->nfree < pool->cap)
+        pool->free[pool->nfree++] = ctx;
+    else
+        wslay_frame_context_free(ctx);
 }
 
 static size_t header_len(uint64_t plen, int masked)
@@ -161,16 +168,18 @@ static int check_header(pl_ws_in_t *in, const struct wslay_frame_iocb *io, size_
         break;
     case PL_WS_CLOSE:
     case PL_WS_PING:
-    case PL_WS_PONG: return 0; /* wslay already checked fin and the 125-byte limit */
-    default: return 1002;
+    case PL_WS_PONG:
+        return 0; /* wslay already checked fin and the 125-byte limit */
+    default:
+        return 1002;
     }
     size_t have = in->msg ? in->msg->len : 0;
     if (io->payload_length > max_msg || have + io->payload_length > max_msg) return 1009;
     return 0;
 }
 
-int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *in, const uint8_t *data, size_t len,
-               size_t max_msg, pl_ws_msg_cb cb, void *ud)
+int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *in, const uint8_t *data, size_t len, size_t max_msg,
+               pl_ws_msg_cb cb, void *ud)
 {
     if (!in->ctx && !(in->ctx = pool_get(pool))) return 1011;
     pool->in = data;

@@ -17,8 +17,9 @@
 #define PL_HEARTBEAT_TTL_S 15
 #define PL_HEARTBEAT_EVERY_MS 5000
 
-/** An authenticated connection opened: count it; the user's first anywhere goes online. Delivers DMs that waited.
- *  Queued: sent with the shard's other presence changes of this loop turn by pl_chat_flush. */
+/** An authenticated connection opened: count it; the user's first anywhere goes online. Delivers
+ * DMs that waited. Queued: sent with the shard's other presence changes of this loop turn by
+ * pl_chat_flush. */
 void pl_chat_presence_up(pl_conn_t *c);
 /** It closed: the user's last connection anywhere goes offline. Queued like pl_chat_presence_up. */
 void pl_chat_presence_down(pl_conn_t *c);

@@ -10,11 +10,11 @@
 
 /** Every setting; strings are owned by the struct (pl_config_free). */
 typedef struct {
-    char *listen_host;  /**< PARLEY_LISTEN host part */
-    int listen_port;    /**< PARLEY_LISTEN port part */
-    int shards;         /**< PARLEY_SHARDS, default: online CPUs */
-    char *server_id;    /**< PARLEY_SERVER_ID, default hostname-pid */
-    char *redis_host;   /**< from PARLEY_REDIS_URL */
+    char *listen_host; /**< PARLEY_LISTEN host part */
+    int listen_port;   /**< PARLEY_LISTEN port part */
+    int shards;        /**< PARLEY_SHARDS, default: online CPUs */
+    char *server_id;   /**< PARLEY_SERVER_ID, default hostname-pid */
+    char *redis_host;  /**< from PARLEY_REDIS_URL */
     int redis_port;
     int redis_db;
     char *jwt_secret;   /**< PARLEY_JWT_SECRET, required */
@@ -29,8 +29,8 @@ typedef struct {
     int log_debug;      /**< PARLEY_LOG_LEVEL=debug */
     char *database_url; /**< PARLEY_DATABASE_URL; NULL: no database (ephemeral mode) */
     int db_workers;     /**< PARLEY_DB_WORKERS */
-    size_t db_queue;    /**< PARLEY_DB_QUEUE: messages waiting to be stored before sends are refused */
-    int open_rooms;     /**< PARLEY_OPEN_ROOMS: anyone may join any room (and becomes a member) */
+    size_t db_queue; /**< PARLEY_DB_QUEUE: messages waiting to be stored before sends are refused */
+    int open_rooms;  /**< PARLEY_OPEN_ROOMS: anyone may join any room (and becomes a member) */
     size_t stream_len;  /**< PARLEY_STREAM_LEN: recent messages kept per room in Redis */
     size_t recover_max; /**< PARLEY_RECOVER_MAX: most messages replayed on one resubscribe */
     int migrate;        /**< --migrate: apply the schema and exit */

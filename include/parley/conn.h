@@ -31,37 +31,37 @@ enum {
     PL_CONN_CLOSING = 1 << 2,      /**< close carried out: writing the last bytes */
     PL_CONN_HANDLE_CLOSED = 1 << 3,
     PL_CONN_AUTHED = 1 << 4,
-    PL_CONN_ABORT = 1 << 5,        /**< drop queued output, close at once */
-    PL_CONN_GONE = 1 << 6,         /**< close callback ran; freed once replies_pending is 0 */
-    PL_CONN_HTTP_WAIT = 1 << 7,    /**< an HTTP answer is being prepared elsewhere (database) */
+    PL_CONN_ABORT = 1 << 5,     /**< drop queued output, close at once */
+    PL_CONN_GONE = 1 << 6,      /**< close callback ran; freed once replies_pending is 0 */
+    PL_CONN_HTTP_WAIT = 1 << 7, /**< an HTTP answer is being prepared elsewhere (database) */
 };
 
 /** A client connection. */
 typedef struct pl_conn {
     uv_tcp_t tcp; /**< tcp.data == this */
     pl_shard_t *shard;
-    struct pl_conn *prev, *next;   /**< shard->conns */
-    struct pl_conn *dirty_next;    /**< shard->dirty */
-    struct pl_conn *closing_next;  /**< shard->closing */
+    struct pl_conn *prev, *next;  /**< shard->conns */
+    struct pl_conn *dirty_next;   /**< shard->dirty */
+    struct pl_conn *closing_next; /**< shard->closing */
     uint8_t phase;
     uint16_t flags;
-    uint16_t close_code;       /**< WebSocket close code to send, 0 for none */
-    const char *close_reason;  /**< static string */
-    uint32_t replies_pending;  /**< Redis replies that will name this connection */
+    uint16_t close_code;      /**< WebSocket close code to send, 0 for none */
+    const char *close_reason; /**< static string */
+    uint32_t replies_pending; /**< Redis replies that will name this connection */
     uint64_t created_ms, last_rx_ms, last_ping_ms, close_ms; /**< uv_now of the shard loop */
-    pl_http_t *http;           /**< HTTP phase only */
-    pl_ws_in_t in;             /**< WebSocket phase: client frame reader */
-    char *user;                /**< after authentication */
+    pl_http_t *http;                                         /**< HTTP phase only */
+    pl_ws_in_t in; /**< WebSocket phase: client frame reader */
+    char *user;    /**< after authentication */
     uint64_t session;
-    pl_sub_t *subs;            /**< rooms subscribed to, on this shard's table */
-    pl_sub_t *usub;            /**< this connection in the shard's user table */
-    struct pl_typing *typing;  /**< rooms this connection is typing in (session.c) */
-    uint8_t presence;          /**< counted in Redis presence (session.c) */
+    pl_sub_t *subs;           /**< rooms subscribed to, on this shard's table */
+    pl_sub_t *usub;           /**< this connection in the shard's user table */
+    struct pl_typing *typing; /**< rooms this connection is typing in (session.c) */
+    uint8_t presence;         /**< counted in Redis presence (session.c) */
     /* Output: frames in order; the head may be partly written (q_off). */
     pl_outq_node_t *q_head, *q_tail;
     uint32_t q_off;
     size_t q_bytes;
-    uv_write_t *wreq;   /**< in flight, covering the first w_nodes nodes */
+    uv_write_t *wreq; /**< in flight, covering the first w_nodes nodes */
     uint32_t w_nodes;
 } pl_conn_t;
 

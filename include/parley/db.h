@@ -38,11 +38,13 @@
 
 /** What a job asks of the database. */
 typedef enum {
-    PL_DB_STORE,      /**< insert a message; result: its id and seq as stored */
-    PL_DB_RESTORE,    /**< Redis lost its data: put back every room's seq and recent cids, then parley:ready */
-    PL_DB_RECOVER,    /**< messages with after < seq < before (before 0: no bound), ascending, up to limit -> frames */
-    PL_DB_HISTORY,    /**< HTTP history page for `user` (members only) -> http_status, body */
-    PL_DB_JOIN,       /**< open rooms: record membership; closed: check it (status PL_DB_EFORBIDDEN) */
+    PL_DB_STORE,   /**< insert a message; result: its id and seq as stored */
+    PL_DB_RESTORE, /**< Redis lost its data: put back every room's seq and recent cids, then
+                      parley:ready */
+    PL_DB_RECOVER, /**< messages with after < seq < before (before 0: no bound), ascending, up to
+                      limit -> frames */
+    PL_DB_HISTORY, /**< HTTP history page for `user` (members only) -> http_status, body */
+    PL_DB_JOIN,    /**< open rooms: record membership; closed: check it (status PL_DB_EFORBIDDEN) */
     PL_DB_MEMBER_PUT, /**< add `user` to `room` -> http_status, body */
     PL_DB_MEMBER_DEL, /**< remove -> http_status, body */
     PL_DB_READ,       /**< store `user`'s read position `seq` in `room` (never moves back) */
@@ -68,18 +70,18 @@ typedef struct pl_db_job {
     pl_db_kind_t kind;
     pl_shard_t *shard;
     pl_db_done_cb done;
-    void *ctx;   /**< the submitter's (a connection, held with replies_pending) */
-    void *extra; /**< the submitter's; the pool never touches it */
-    int status; /**< result */
+    void *ctx;    /**< the submitter's (a connection, held with replies_pending) */
+    void *extra;  /**< the submitter's; the pool never touches it */
+    int status;   /**< result */
     uint32_t tag; /**< the submitter's */
     /* A message, and what STORE/JOIN/HISTORY are about. */
     uint64_t id;
     int64_t seq, ts_ms;
     char room[PL_ROOM_MAX + 1];
     char user[PL_JWT_SUB_MAX + 1];
-    char cid[PL_CID_MAX + 1]; /**< "" if none */
+    char cid[PL_CID_MAX + 1];    /**< "" if none */
     char to[PL_JWT_SUB_MAX + 1]; /**< a direct message's recipient, "" for a room message */
-    char *text;               /**< owned, NUL-terminated */
+    char *text;                  /**< owned, NUL-terminated */
     size_t text_len;
     /* Queries. */
     int64_t after, before;

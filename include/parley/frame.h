@@ -19,7 +19,13 @@
 #include <stdint.h>
 
 /** WebSocket opcodes used by the server. */
-enum { PL_WS_TEXT = 0x1, PL_WS_BINARY = 0x2, PL_WS_CLOSE = 0x8, PL_WS_PING = 0x9, PL_WS_PONG = 0xa };
+enum {
+    PL_WS_TEXT = 0x1,
+    PL_WS_BINARY = 0x2,
+    PL_WS_CLOSE = 0x8,
+    PL_WS_PING = 0x9,
+    PL_WS_PONG = 0xa
+};
 
 /** Shared outgoing bytes. `data[0..len)` is written to the socket as is. */
 typedef struct {
@@ -28,7 +34,8 @@ typedef struct {
     uint8_t data[];
 } pl_frame_t;
 
-/** Write an unmasked WebSocket header (FIN set) for a payload of `len`; returns its size (2..10). */
+/** Write an unmasked WebSocket header (FIN set) for a payload of `len`; returns its size (2..10).
+ */
 size_t pl_ws_header(uint8_t out[10], unsigned opcode, size_t len);
 
 /** A WebSocket frame with `opcode` and payload `p[0..len)`. NULL on allocation failure. */

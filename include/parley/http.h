@@ -40,7 +40,7 @@ typedef struct {
     int hdr[PL_H_COUNT]; /**< offsets into strs, -1 if absent */
     int cur_hdr;         /**< which kept header the value being parsed belongs to, or -1 */
     size_t head_bytes;
-    int complete; /**< a whole request has been parsed */
+    int complete;   /**< a whole request has been parsed */
     pl_buf_t stash; /**< bytes read after a request whose answer is pending */
     int too_large;
 } pl_http_t;
@@ -79,7 +79,8 @@ int pl_http_keep_alive(const pl_http_t *h);
  * `key` into `val` (empty if absent; percent-decoding not needed for tokens).
  */
 void pl_http_path(const pl_http_t *h, const char **path, size_t *path_len);
-/** Query parameter `key` of the URL, or NULL; points into the URL (not NUL-terminated at its end). */
+/** Query parameter `key` of the URL, or NULL; points into the URL (not NUL-terminated at its end).
+ */
 const char *pl_http_query(const pl_http_t *h, const char *key, size_t *len);
 
 /** Append a complete response with a JSON (or any) body. */

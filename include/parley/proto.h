@@ -62,7 +62,7 @@ typedef struct {
     size_t room_len;
     const char *to; /**< message: a direct message to this user (room is then NULL) */
     size_t to_len;
-    int64_t seq; /**< read */
+    int64_t seq;      /**< read */
     const char *text; /**< message */
     size_t text_len;
     const struct cJSON *rooms; /**< subscribe/unsubscribe: array of valid room id strings */

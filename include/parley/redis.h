@@ -34,14 +34,15 @@ typedef struct pl_redis {
     uv_timer_t retry;
     int backoff_ms;
     int stopping;
-    int was_up; /**< for logging transitions once */
+    int was_up;                             /**< for logging transitions once */
     void (*on_connect)(struct pl_redis *r); /**< per-connection set-up (script loading), or NULL */
     void *data;                             /**< the owner's */
     int flush_pending; /**< commands issued this loop turn await pl_redis_flush */
     int flushing;
 } pl_redis_t;
 
-/** Start connecting on `loop` (set on_connect first, if wanted). Returns 0 or a negative libuv error. */
+/** Start connecting on `loop` (set on_connect first, if wanted). Returns 0 or a negative libuv
+ * error. */
 int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const char *host, int port, int db);
 
 /**
@@ -52,7 +53,8 @@ int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const char *host, int port, i
 int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, const char **argv,
                      const size_t *lens);
 
-/** Write every command issued since the last flush (call once per loop turn, in the check phase). */
+/** Write every command issued since the last flush (call once per loop turn, in the check phase).
+ */
 void pl_redis_flush(pl_redis_t *r);
 
 /** Stop: free the connection (pending callbacks get NULL) and close the retry timer. */

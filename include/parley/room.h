@@ -30,12 +30,13 @@ typedef struct pl_sub {
     uint32_t idx;        /**< position in room->members */
     struct pl_sub *next; /**< next subscription of the same owner */
     /* Kept by the session layer; the table only zeroes them at join. */
-    int64_t last_seq;                /**< highest room seq delivered on this subscription */
-    uint32_t sync_gen;               /**< the catch-up in progress, 0 if none */
-    struct pl_outq_node *held;       /**< live frames held back during a catch-up, oldest first */
+    int64_t last_seq;          /**< highest room seq delivered on this subscription */
+    uint32_t sync_gen;         /**< the catch-up in progress, 0 if none */
+    struct pl_outq_node *held; /**< live frames held back during a catch-up, oldest first */
     struct pl_outq_node *held_tail;
     size_t held_bytes;
-    struct pl_db_job *pending, *pending_tail; /**< the owner's messages to the room, sent after the catch-up */
+    struct pl_db_job *pending,
+        *pending_tail; /**< the owner's messages to the room, sent after the catch-up */
 } pl_sub_t;
 
 /** A room with at least one subscriber on this shard. */

@@ -23,7 +23,7 @@ typedef struct pl_server {
     pl_shard_t **shards;
     int nshards;
     pl_subscriber_t sub;
-    struct pl_db *db; /**< NULL without PARLEY_DATABASE_URL */
+    struct pl_db *db;   /**< NULL without PARLEY_DATABASE_URL */
     int64_t started_ms; /**< unix ms */
     uv_loop_t *loop;    /**< the main thread's loop: signals and shutdown */
     uv_signal_t sigterm, sigint;

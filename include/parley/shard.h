@@ -65,8 +65,8 @@ typedef enum {
 } pl_bcast_kind_t;
 
 typedef struct pl_bcast {
-    pl_frame_t *frame;   /**< the WebSocket frame every recipient gets */
-    int64_t seq;         /**< the room message's seq, 0 for other events */
+    pl_frame_t *frame; /**< the WebSocket frame every recipient gets */
+    int64_t seq;       /**< the room message's seq, 0 for other events */
     pl_bcast_kind_t kind;
     char user_a[129], user_b[129];
     atomic_uint pending; /**< shards that have not processed it yet */
@@ -82,7 +82,6 @@ typedef struct pl_outq_node {
     int64_t seq; /**< for frames held back while a subscription catches up */
 } pl_outq_node_t;
 
-
 /** One shard. Allocated and freed by the server; everything inside is this shard's. */
 typedef struct pl_shard {
     struct pl_server *srv;
@@ -96,11 +95,12 @@ typedef struct pl_shard {
     uv_check_t check;
     uv_timer_t sweep;
     pl_room_table_t rooms;
-    pl_room_table_t users; /**< user id -> this shard's connections of that user (direct messages) */
+    pl_room_table_t
+        users; /**< user id -> this shard's connections of that user (direct messages) */
     uv_timer_t presence_timer; /**< shard 0 only: heartbeat and dead-instance sweep */
-    struct pl_conn *conns;   /**< every live connection (doubly linked) */
-    struct pl_conn *dirty;   /**< connections with output to write this iteration */
-    struct pl_conn *closing; /**< connections whose close was requested this iteration */
+    struct pl_conn *conns;     /**< every live connection (doubly linked) */
+    struct pl_conn *dirty;     /**< connections with output to write this iteration */
+    struct pl_conn *closing;   /**< connections whose close was requested this iteration */
     pl_ws_pool_t ws;
     pl_redis_t redis;
     pl_idgen_t ids;
@@ -135,7 +135,8 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
 /** Post an event from any thread; wakes the shard only if its inbox was empty. */
 void pl_shard_post(pl_shard_t *s, pl_event_t *ev);
 
-/** Post, without waking: the caller wakes later with pl_shard_wake (batching). Returns 1 if a wake is owed. */
+/** Post, without waking: the caller wakes later with pl_shard_wake (batching). Returns 1 if a wake
+ * is owed. */
 int pl_shard_post_nowake(pl_shard_t *s, pl_event_t *ev);
 
 /** Wake the shard to drain its inbox. Any thread. */

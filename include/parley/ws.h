@@ -71,8 +71,8 @@ void pl_ws_pool_free(pl_ws_pool_t *pool);
  * or a WebSocket close code the connection must be closed with: 1002
  * (protocol error), 1009 (message over `max_msg`), 1011 (out of memory).
  */
-int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *in, const uint8_t *data, size_t len,
-               size_t max_msg, pl_ws_msg_cb cb, void *ud);
+int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *in, const uint8_t *data, size_t len, size_t max_msg,
+               pl_ws_msg_cb cb, void *ud);
 
 /** Release what `in` holds (a borrowed context is freed, not pooled: its state is unknown). */
 void pl_ws_in_free(pl_ws_in_t *in);

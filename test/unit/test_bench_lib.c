@@ -43,8 +43,7 @@ static void frame_lengths(void)
         CHECK_EQ_INT(f.len, sizes[i]);
         CHECK(!f.masked);
         CHECK_EQ_INT(f.hdr_len, h);
-        if (sizes[i])
-            CHECK_EQ_INT(bl_ws_parse(buf, h + sizes[i] - 1, &f), 0);
+        if (sizes[i]) CHECK_EQ_INT(bl_ws_parse(buf, h + sizes[i] - 1, &f), 0);
     }
 }
 

@@ -497,8 +497,9 @@ static void enc_message(void)
         CHECK_STR(jstr(j, "text"), "hello");
         CHECK_EQ_INT(jcount(j), 7);
     }
-    CHECK_STR(b.data, "{\"type\":\"message\",\"seq\":7,\"room\":\"lobby\",\"id\":\"42\",\"from\":\"alice\","
-                      "\"text\":\"hello\",\"ts\":5}");
+    CHECK_STR(b.data,
+              "{\"type\":\"message\",\"seq\":7,\"room\":\"lobby\",\"id\":\"42\",\"from\":\"alice\","
+              "\"text\":\"hello\",\"ts\":5}");
     cJSON_Delete(j);
     pl_proto_req_free(&req);
     pl_buf_free(&b);
@@ -524,7 +525,8 @@ static void enc_seq_frames(void)
     CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":0}");
     pl_buf_reset(&b);
     pl_proto_subscribed(&b, "r1", 2, 50, 42, -1, 0);
-    CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":50,\"read\":42,\"unread\":8}");
+    CHECK_STR(b.data,
+              "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":50,\"read\":42,\"unread\":8}");
     pl_buf_free(&b);
 }
 
@@ -574,16 +576,20 @@ static void chat_frames(void)
         {"{\"type\":\"message\",\"to\":\"bob\",\"text\":\"hi\"}", 0, PL_REQ_MESSAGE, 0},
         {"{\"type\":\"message\",\"to\":\"\",\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
         {"{\"type\":\"message\",\"to\":\"a\\nb\",\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
-        {"{\"type\":\"message\",\"to\":\"bob\",\"room\":\"r1\",\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
+        {"{\"type\":\"message\",\"to\":\"bob\",\"room\":\"r1\",\"text\":\"hi\"}", -1, 0,
+         PL_ERR_BAD_REQUEST},
         {"{\"type\":\"message\",\"to\":5,\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int rc = pl_proto_decode(cases[i].in, strlen(cases[i].in), &lim, &req, &err);
         CHECK_EQ_INT(rc, cases[i].rc);
-        if (rc == 0) CHECK_EQ_INT(req.type, cases[i].type);
-        else CHECK_EQ_INT(err.code, cases[i].code);
+        if (rc == 0)
+            CHECK_EQ_INT(req.type, cases[i].type);
+        else
+            CHECK_EQ_INT(err.code, cases[i].code);
         if (rc == 0 && req.type == PL_REQ_READ) CHECK_EQ_INT(req.seq, 42);
-        if (rc == 0 && req.type == PL_REQ_MESSAGE) CHECK(req.to && strcmp(req.to, "bob") == 0 && !req.room);
+        if (rc == 0 && req.type == PL_REQ_MESSAGE)
+            CHECK(req.to && strcmp(req.to, "bob") == 0 && !req.room);
         pl_proto_req_free(&req);
     }
     pl_buf_t b = {0};

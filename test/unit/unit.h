@@ -16,7 +16,7 @@ static int unit_cur_failed;
     do {                                                                                           \
         if (!(cond)) {                                                                             \
             if (!unit_cur_failed)                                                                  \
-                printf("  check failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);                \
+                printf("  check failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);                 \
             unit_cur_failed = 1;                                                                   \
         }                                                                                          \
     } while (0)
@@ -26,7 +26,7 @@ static int unit_cur_failed;
         long long a_ = (long long)(a), b_ = (long long)(b);                                        \
         if (a_ != b_) {                                                                            \
             if (!unit_cur_failed)                                                                  \
-                printf("  check failed: %s == %s (%lld != %lld) (%s:%d)\n", #a, #b, a_, b_,       \
+                printf("  check failed: %s == %s (%lld != %lld) (%s:%d)\n", #a, #b, a_, b_,        \
                        __FILE__, __LINE__);                                                        \
             unit_cur_failed = 1;                                                                   \
         }                                                                                          \
