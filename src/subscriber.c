@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "parley/log.h"
+#include "parley/reply.h"
 #include "parley/proto.h"
 #include "parley/room.h"
 #include "parley/server.h"
@@ -95,13 +96,16 @@ static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
         return;
     }
     pl_server_t *srv = s->srv;
-    pl_bcast_t *b = malloc(sizeof *b + (size_t)srv->nshards * sizeof(pl_event_t));
-    pl_frame_t *f = b ? pl_frame_text(payload->str, payload->len) : NULL;
+    /* The broadcast rides in the frame's allocation and holds its first reference. */
+    void *extra;
+    pl_frame_t *f =
+        pl_frame_text_with(payload->str, payload->len,
+                           sizeof(pl_bcast_t) + (size_t)srv->nshards * sizeof(pl_event_t), &extra);
     if (!f) {
-        free(b);
-        pl_error("out of memory: dropped a message for room %s", room);
+        pl_error("out of memory: dropped a message for room %.*s", (int)room_len, room);
         return;
     }
+    pl_bcast_t *b = extra;
     b->frame = f;
     b->seq = pl_proto_payload_seq(payload->str, payload->len);
     b->kind = kind;
@@ -138,7 +142,7 @@ static void serve(pl_subscriber_t *s, redisContext *c, unsigned char *owe)
             if (redisGetReply(c, &reply) != REDIS_OK || !reply) return;
         }
         dispatch(s, reply, owe);
-        freeReplyObject(reply);
+        pl_reply_free(reply);
     }
 }
 
@@ -148,8 +152,11 @@ static void *sub_main(void *arg)
     pl_log_set_thread("redis-sub");
     const pl_config_t *cfg = &s->srv->cfg;
     unsigned char *owe = calloc((size_t)s->srv->nshards, 1);
+    /* Replies are built in one arena, emptied after each: no allocation per message. */
+    pl_reply_arena_t *arena = pl_reply_arena_new();
     int backoff = BACKOFF_MIN_MS, logged_down = 0;
-    while (owe && !atomic_load(&s->stop)) {
+    if (!owe || !arena) pl_error("subscriber: out of memory; not subscribing");
+    while (owe && arena && !atomic_load(&s->stop)) {
         struct timeval tv = {1, 0}; /* short: a shutdown waits for it */
         redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
         if (!c || c->err) {
@@ -162,6 +169,7 @@ static void *sub_main(void *arg)
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
+        pl_reply_attach(c->reader, arena);
         set_fd(s, c->fd);
         redisEnableKeepAlive(c); /* notice a Redis that vanished without closing */
         /* Rooms from everyone; direct messages only for the users connected here. */
@@ -181,7 +189,7 @@ static void *sub_main(void *arg)
                 ok = 0;
             else
                 dispatch(s, rr, owe);
-            freeReplyObject(reply);
+            pl_reply_free(reply);
         }
         if (ok) {
             struct timeval none = {0, 0}; /* block for as long as Redis is quiet */
@@ -203,6 +211,7 @@ static void *sub_main(void *arg)
         if (!atomic_load(&s->stop)) backoff_sleep(s, backoff);
     }
     free(owe);
+    pl_reply_arena_free(arena); /* after redisFree: it frees a partly read reply through it */
     return NULL;
 }
 
