@@ -45,11 +45,34 @@ void pl_buf_printf(pl_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+size_t pl_u64_str(char out[21], uint64_t v)
+{
+    /* Digits from the end, then moved to the front: no printf on the hot paths. */
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(out, tmp + sizeof tmp - n, n);
+    out[n] = '\0';
+    return n;
+}
+
+void pl_buf_uint(pl_buf_t *b, uint64_t v)
+{
+    char tmp[21];
+    pl_buf_add(b, tmp, pl_u64_str(tmp, v));
+}
+
 void pl_buf_int(pl_buf_t *b, int64_t v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    pl_buf_add(b, tmp, (size_t)n);
+    if (v < 0) {
+        pl_buf_add(b, "-", 1);
+        pl_buf_uint(b, (uint64_t)0 - (uint64_t)v);
+        return;
+    }
+    pl_buf_uint(b, (uint64_t)v);
 }
 
 void pl_buf_json_str(pl_buf_t *b, const char *s, size_t n)

@@ -47,8 +47,21 @@ static int64_t mono_ms(void)
 
 pl_db_job_t *pl_db_job_new(pl_db_kind_t kind, pl_shard_t *shard, pl_db_done_cb done, void *ctx)
 {
-    pl_db_job_t *j = calloc(1, sizeof *j);
+    return pl_db_job_new_text(kind, shard, done, ctx, NULL, 0);
+}
+
+pl_db_job_t *pl_db_job_new_text(pl_db_kind_t kind, pl_shard_t *shard, pl_db_done_cb done, void *ctx,
+                                const char *text, size_t text_len)
+{
+    /* The text lives after the job: one allocation per message. */
+    pl_db_job_t *j = calloc(1, sizeof *j + (text ? text_len + 1 : 0));
     if (!j) return NULL;
+    if (text) {
+        j->text = (char *)(j + 1);
+        memcpy(j->text, text, text_len);
+        j->text[text_len] = '\0';
+        j->text_len = text_len;
+    }
     j->kind = kind;
     j->shard = shard;
     j->done = done;
@@ -61,7 +74,7 @@ pl_db_job_t *pl_db_job_new(pl_db_kind_t kind, pl_shard_t *shard, pl_db_done_cb d
 void pl_db_job_free(pl_db_job_t *j)
 {
     if (!j) return;
-    free(j->text);
+    if (j->text != (char *)(j + 1)) free(j->text);
     pl_buf_free(&j->body);
     for (size_t i = 0; i < j->nframes; i++)
         pl_frame_unref(j->frames[i]);

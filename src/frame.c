@@ -32,6 +32,21 @@ static pl_frame_t *frame_alloc(size_t len)
     return f;
 }
 
+pl_frame_t *pl_frame_text_with(const char *p, size_t len, size_t extra, void **extra_out)
+{
+    uint8_t hdr[10];
+    size_t h = pl_ws_header(hdr, PL_WS_TEXT, len);
+    size_t at = (sizeof(pl_frame_t) + h + len + 15) & ~(size_t)15; /* where `extra` starts */
+    pl_frame_t *f = malloc(at + extra);
+    if (!f) return NULL;
+    atomic_init(&f->refs, 1);
+    f->len = (uint32_t)(h + len);
+    memcpy(f->data, hdr, h);
+    if (len) memcpy(f->data + h, p, len);
+    *extra_out = (char *)f + at;
+    return f;
+}
+
 pl_frame_t *pl_frame_ws(unsigned opcode, const void *p, size_t len)
 {
     uint8_t hdr[10];

@@ -5,10 +5,12 @@
 #include "parley/config.h"
 #include "parley/log.h"
 #include "parley/migrate.h"
+#include "parley/proto.h"
 #include "parley/server.h"
 
 int main(int argc, char **argv)
 {
+    pl_proto_init(); /* cJSON's hooks, before anything (any thread) uses cJSON */
     pl_config_t cfg;
     char err[512];
     int rc = pl_config_load(&cfg, argc, argv, err, sizeof err);

@@ -2,9 +2,54 @@
 #include "parley/proto.h"
 
 #include <cjson/cJSON.h>
+#include <stdalign.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "parley/room.h"
+
+/*
+ * Client frames are parsed into a per-thread arena rather than one malloc per
+ * JSON node and string (~10 for a message): cJSON's hooks (installed by
+ * pl_proto_init) bump-allocate while pl_proto_decode parses, and free nothing
+ * inside the arena; pl_proto_req_free empties it once no request of the thread
+ * is alive. A tree bigger than the arena continues on malloc. Every other use
+ * of cJSON, on any thread, gets plain malloc/free.
+ */
+#define JSON_ARENA_SIZE 16384
+
+static _Thread_local struct {
+    alignas(16) unsigned char mem[JSON_ARENA_SIZE];
+    size_t used;
+    int armed; /* in pl_proto_decode's parse */
+    int live;  /* requests decoded and not yet freed */
+} jarena;
+
+static void *json_malloc(size_t n)
+{
+    if (jarena.armed) {
+        size_t need = (n + 15) & ~(size_t)15;
+        if (need <= JSON_ARENA_SIZE - jarena.used) {
+            void *p = jarena.mem + jarena.used;
+            jarena.used += need;
+            return p;
+        }
+    }
+    return malloc(n);
+}
+
+static void json_free(void *p)
+{
+    unsigned char *c = p;
+    if (c >= jarena.mem && c < jarena.mem + JSON_ARENA_SIZE) return; /* goes with the arena */
+    free(p);
+}
+
+void pl_proto_init(void)
+{
+    cJSON_Hooks hooks = {json_malloc, json_free};
+    cJSON_InitHooks(&hooks);
+}
 
 static const char *const err_names[] = {
     [PL_ERR_NONE] = "none",
@@ -90,8 +135,14 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
                     pl_proto_err_t *err)
 {
     memset(req, 0, sizeof *req);
+    jarena.armed = 1;
     cJSON *root = cJSON_ParseWithLength(p, len);
-    if (!root) return fail(err, PL_ERR_BAD_JSON, "frame is not valid JSON");
+    jarena.armed = 0;
+    if (!root) {
+        if (!jarena.live) jarena.used = 0; /* a failed parse frees what it built */
+        return fail(err, PL_ERR_BAD_JSON, "frame is not valid JSON");
+    }
+    jarena.live++;
     req->root = root;
     if (!cJSON_IsObject(root)) return fail(err, PL_ERR_BAD_JSON, "frame must be a JSON object");
 
@@ -196,8 +247,10 @@ int64_t pl_proto_since(const pl_req_t *req, const char *room)
 
 void pl_proto_req_free(pl_req_t *req)
 {
+    if (!req->root) return;
     cJSON_Delete(req->root);
     req->root = NULL;
+    if (--jarena.live == 0) jarena.used = 0;
 }
 
 /* Encoders. Keys are literals, so only values go through escaping. */
@@ -252,7 +305,9 @@ static void message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_
 {
     pl_buf_adds(b, "\"room\":");
     pl_buf_json_str(b, room, room_len);
-    pl_buf_printf(b, ",\"id\":\"%llu\",\"from\":", (unsigned long long)id);
+    pl_buf_adds(b, ",\"id\":\"");
+    pl_buf_uint(b, id);
+    pl_buf_adds(b, "\",\"from\":");
     pl_buf_json_str(b, from, strlen(from));
     if (to) {
         pl_buf_adds(b, ",\"to\":");

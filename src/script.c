@@ -273,6 +273,11 @@ void pl_key_cid(pl_buf_t *b, const char *user, const char *cid, size_t cid_len)
 {
     /* The user's length keeps ("a:b", "c") and ("a", "b:c") apart. */
     pl_buf_reset(b);
-    pl_buf_printf(b, "parley:cid:%zu:%s:", strlen(user), user);
+    size_t user_len = strlen(user);
+    pl_buf_adds(b, "parley:cid:");
+    pl_buf_uint(b, user_len);
+    pl_buf_add(b, ":", 1);
+    pl_buf_add(b, user, user_len);
+    pl_buf_add(b, ":", 1);
     pl_buf_add(b, cid, cid_len);
 }

@@ -712,12 +712,12 @@ static int eval_dm(pl_shard_t *s, pl_db_job_t *j, int full_script)
         pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
     else
         pl_buf_reset(&kbuf[2]);
-    char id[24], ts[24], maxlen[24], ttl[16], omax[24];
-    snprintf(id, sizeof id, "%llu", (unsigned long long)j->id);
-    snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ms);
-    snprintf(maxlen, sizeof maxlen, "%zu", cfg->stream_len);
-    snprintf(ttl, sizeof ttl, "%d", PL_CID_TTL_S);
-    snprintf(omax, sizeof omax, "%zu", cfg->offline_max);
+    char id[21], ts[21], maxlen[21], ttl[21], omax[21];
+    pl_u64_str(id, j->id);
+    pl_u64_str(ts, (uint64_t)j->ts_ms);
+    pl_u64_str(maxlen, cfg->stream_len);
+    pl_u64_str(ttl, PL_CID_TTL_S);
+    pl_u64_str(omax, cfg->offline_max);
     const char *src = full_script ? pl_script_source(PL_SCRIPT_DM) : pl_script_sha(PL_SCRIPT_DM);
     const char *argv[16] = {full_script ? "EVAL" : "EVALSHA",
                             src,
@@ -760,12 +760,13 @@ static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
         pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
     else
         pl_buf_reset(&kbuf[2]);
-    char chan[5 + PL_ROOM_MAX + 1], id[24], ts[24], maxlen[24], ttl[16];
-    int chan_len = snprintf(chan, sizeof chan, "room:%s", j->room);
-    snprintf(id, sizeof id, "%llu", (unsigned long long)j->id);
-    snprintf(ts, sizeof ts, "%lld", (long long)j->ts_ms);
-    snprintf(maxlen, sizeof maxlen, "%zu", cfg->stream_len);
-    snprintf(ttl, sizeof ttl, "%d", PL_CID_TTL_S);
+    char chan[5 + PL_ROOM_MAX + 1], id[21], ts[21], maxlen[21], ttl[21];
+    memcpy(chan, "room:", 5);
+    memcpy(chan + 5, j->room, room_len + 1);
+    size_t chan_len = 5 + room_len;
+    size_t id_len = pl_u64_str(id, j->id), ts_len = pl_u64_str(ts, (uint64_t)j->ts_ms);
+    size_t maxlen_len = pl_u64_str(maxlen, cfg->stream_len),
+           ttl_len = pl_u64_str(ttl, PL_CID_TTL_S);
     const char *src =
         full_script ? pl_script_source(PL_SCRIPT_PUBLISH) : pl_script_sha(PL_SCRIPT_PUBLISH);
     const char *argv[13] = {full_script ? "EVAL" : "EVALSHA",
@@ -788,12 +789,12 @@ static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
                        kbuf[1].len,
                        kbuf[2].len,
                        strlen(PL_KEY_READY),
-                       (size_t)chan_len,
+                       chan_len,
                        tail_buf.len,
-                       strlen(id),
-                       strlen(ts),
-                       strlen(maxlen),
-                       strlen(ttl)};
+                       id_len,
+                       ts_len,
+                       maxlen_len,
+                       ttl_len};
     return pl_redis_command(&s->redis, publish_reply, j, 13, argv, lens);
 }
 
@@ -838,17 +839,12 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
                          req->cid_len);
         return;
     }
-    pl_db_job_t *j = pl_db_job_new(PL_DB_STORE, s, store_done, c);
-    char *text = j ? malloc(req->text_len + 1) : NULL;
-    if (!text) {
-        pl_db_job_free(j);
+    pl_db_job_t *j = pl_db_job_new_text(PL_DB_STORE, s, store_done, c, req->text, req->text_len);
+    if (!j) {
         if (db) pl_db_release(db);
         pl_session_error(c, PL_ERR_UNAVAILABLE, "out of memory", req->cid, req->cid_len);
         return;
     }
-    memcpy(text, req->text, req->text_len + 1);
-    j->text = text;
-    j->text_len = req->text_len;
     j->ts_ms = pl_now_ms();
     j->id = pl_idgen_next(&s->ids, j->ts_ms);
     if (req->to) {

@@ -72,10 +72,8 @@ static void wake_cb(uv_async_t *a)
         case PL_EV_BCAST: {
             pl_bcast_t *b = ev->bcast;
             if (!s->stopping) pl_session_deliver(s, b);
-            if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) == 1) {
-                pl_frame_unref(b->frame);
-                free(b);
-            }
+            if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) == 1)
+                pl_frame_unref(b->frame); /* b lives in the frame's allocation: gone with it */
             break;
         }
         case PL_EV_DB:

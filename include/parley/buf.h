@@ -37,6 +37,10 @@ void pl_buf_json_str(pl_buf_t *b, const char *s, size_t n);
 int pl_json_has_nul(const char *p, size_t n);
 /** Append a signed integer in decimal. */
 void pl_buf_int(pl_buf_t *b, int64_t v);
+/** Append an unsigned integer in decimal. */
+void pl_buf_uint(pl_buf_t *b, uint64_t v);
+/** Write `v` in decimal to `out`, NUL-terminated; returns its length (1..20). */
+size_t pl_u64_str(char out[21], uint64_t v);
 /** Empty the buffer, keeping its storage. */
 static inline void pl_buf_reset(pl_buf_t *b)
 {

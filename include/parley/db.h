@@ -81,7 +81,7 @@ typedef struct pl_db_job {
     char user[PL_JWT_SUB_MAX + 1];
     char cid[PL_CID_MAX + 1];    /**< "" if none */
     char to[PL_JWT_SUB_MAX + 1]; /**< a direct message's recipient, "" for a room message */
-    char *text;                  /**< owned, NUL-terminated */
+    char *text; /**< NUL-terminated; inside the job (pl_db_job_new_text), else owned */
     size_t text_len;
     /* Queries. */
     int64_t after, before;
@@ -115,6 +115,10 @@ void pl_db_release(pl_db_t *db);
 
 /** A zeroed job of `kind` that will come back to `shard` and `done`. NULL on OOM. */
 pl_db_job_t *pl_db_job_new(pl_db_kind_t kind, pl_shard_t *shard, pl_db_done_cb done, void *ctx);
+/** pl_db_job_new with a copy of `text[0..text_len)` (NUL-terminated) in the job's own
+ *  allocation, as `text`. */
+pl_db_job_t *pl_db_job_new_text(pl_db_kind_t kind, pl_shard_t *shard, pl_db_done_cb done, void *ctx,
+                                const char *text, size_t text_len);
 /** Free a job and its results. */
 void pl_db_job_free(pl_db_job_t *job);
 

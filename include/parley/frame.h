@@ -47,6 +47,14 @@ static inline pl_frame_t *pl_frame_text(const char *p, size_t len)
     return pl_frame_ws(PL_WS_TEXT, p, len);
 }
 
+/**
+ * A text frame followed, in the same allocation, by `extra` bytes for the
+ * caller (16-byte aligned, at *extra_out), which go when the frame goes. For a
+ * header that needs the frame exactly as long as the header's own reference
+ * (a broadcast on its way to the shards): one allocation per message, not two.
+ */
+pl_frame_t *pl_frame_text_with(const char *p, size_t len, size_t extra, void **extra_out);
+
 /** A close frame with status `code` and a reason (truncated to fit a control frame). */
 pl_frame_t *pl_frame_close(uint16_t code, const char *reason);
 

@@ -91,6 +91,10 @@ int64_t pl_proto_since(const pl_req_t *req, const char *room);
 /** 1 if `s[0..n)` is a valid user id: 1-128 bytes, no control characters. */
 int pl_user_id_valid(const char *s, size_t n);
 
+/** Install cJSON's allocation hooks that let pl_proto_decode parse into a per-thread arena.
+ *  Call once, before any thread uses cJSON; without it decoding simply mallocs. */
+void pl_proto_init(void);
+
 /** Release what pl_proto_decode allocated. Safe on a zeroed request. */
 void pl_proto_req_free(pl_req_t *req);
 

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "parley/buf.h"
+
 struct redisAsyncContext;
 
 /**
@@ -30,6 +32,8 @@ typedef struct pl_redis {
     const char *host; /**< borrowed from the config */
     int port, db;
     struct redisAsyncContext *ac; /**< NULL while disconnected */
+    struct pl_reply_arena *arena; /**< replies are built here (reply.h); freed by pl_redis_stop */
+    pl_buf_t cmd;                 /**< the command being formatted; freed by pl_redis_stop */
     atomic_int connected;         /**< read by other threads for /health */
     uv_timer_t retry;
     int backoff_ms;

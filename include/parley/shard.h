@@ -52,11 +52,6 @@ typedef struct {
     };
 } pl_event_t;
 
-/**
- * One room message on its way to every shard. Allocated by the subscriber
- * thread with one event per shard; the last shard to finish with it frees it
- * (and drops its reference on the frame).
- */
 /** What a broadcast is, which decides who gets it. */
 typedef enum {
     PL_BC_ROOM,   /**< subscribers of `room` */
@@ -64,6 +59,12 @@ typedef enum {
     PL_BC_DM,     /**< every connection of user_a (sender) and user_b (recipient) */
 } pl_bcast_kind_t;
 
+/**
+ * One room message on its way to every shard. Built by the subscriber thread
+ * inside its frame's allocation (pl_frame_text_with), with one event per
+ * shard; it holds the frame's first reference, which the last shard to finish
+ * with it drops: that frees both, once no connection queues the frame either.
+ */
 typedef struct pl_bcast {
     pl_frame_t *frame; /**< the WebSocket frame every recipient gets */
     int64_t seq;       /**< the room message's seq, 0 for other events */

@@ -134,7 +134,20 @@ static void ints(void)
     pl_buf_adds(&b, ",");
     pl_buf_int(&b, INT64_MIN);
     CHECK_STR(b.data, "0,-1,1700000000123,-42,9223372036854775807,-9223372036854775808");
+    pl_buf_reset(&b);
+    pl_buf_uint(&b, UINT64_MAX);
+    CHECK_STR(b.data, "18446744073709551615");
     pl_buf_free(&b);
+    /* pl_u64_str against printf over every digit count */
+    char out[21], want[32];
+    int bad = 0;
+    for (uint64_t v = 1, k = 0; k < 20; k++, v *= 10)
+        for (uint64_t d = 0; d < 3; d++) {
+            uint64_t x = v - 1 + d;
+            snprintf(want, sizeof want, "%llu", (unsigned long long)x);
+            if (pl_u64_str(out, x) != strlen(want) || strcmp(out, want) != 0) bad++;
+        }
+    CHECK_EQ_INT(bad, 0);
 }
 
 /* Escape s[0..n) and parse the result back with cJSON: it must be one JSON
