@@ -1,6 +1,7 @@
 # bench/bench.mk: included by the top-level Makefile.
 #   make bench      idle (10k), fanout, rooms, connect against parleyd and the floor
 #   make bench-big  19,000 idle connections on one parleyd (and on the floor)
+#   make bench-callgrind  instructions and allocations per message in parleyd (valgrind)
 # Results land in bench/results/<date>.md; see docs/performance.md.
 
 BENCH_CFLAGS = $(CFLAGS) -Ibench
@@ -21,5 +22,10 @@ bench: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
 
 bench-big: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
 	@bench/run big
+
+bench-callgrind: $(BUILD)/parleyd $(BUILD)/parley-bench
+	@bench/callgrind
+
+.PHONY: bench-callgrind
 
 -include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d
