@@ -2,6 +2,7 @@
 #   make bench      idle (10k), fanout, rooms, connect against parleyd and the floor
 #   make bench-big  19,000 idle connections on one parleyd (and on the floor)
 #   make bench-callgrind  instructions and allocations per message in parleyd (valgrind)
+#   make bench-peers      the same scenarios as bench, parleyd against a Node ws + ioredis server
 # Results land in bench/results/<date>.md; see docs/performance.md.
 
 BENCH_CFLAGS = $(CFLAGS) -Ibench
@@ -26,6 +27,9 @@ bench-big: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
 bench-callgrind: $(BUILD)/parleyd $(BUILD)/parley-bench
 	@bench/callgrind
 
-.PHONY: bench-callgrind
+bench-peers: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
+	@bench/run peers
+
+.PHONY: bench-callgrind bench-peers
 
 -include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d
