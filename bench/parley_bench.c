@@ -82,7 +82,20 @@ static struct {
     pid_t rpids[MAX_PIDS];
     int nrpids;
     int verbose;
+    int proto; /* PROTO_*: what the server speaks */
 } o;
+
+/* Protocol v1 is Parley's. The others let the same scenarios drive peers:
+ * - nchan: nginx's Nchan with an nchan_pubsub location. A client joins a room
+ *   by connecting to <url>/<room> and publishes by sending the message on its
+ *   WebSocket; every subscriber (the publisher too) gets the text as sent.
+ *   Nchan verifies no token: its connect figure has no authentication in it.
+ * - socketio: Socket.IO v4 over its WebSocket transport (Engine.IO packets
+ *   "0" open, "2"/"3" ping/pong, "40" connect, "42[event,data]"), with the
+ *   events of bench/peers/socketio: "subscribe" [rooms] and "message"
+ *   {room,text,cid} from the client, "m" {type:...} from the server, whose
+ *   data is the v1 frame. */
+enum { PROTO_V1, PROTO_NCHAN, PROTO_SOCKETIO };
 
 /* --------------------------------------------------------------- state */
 
@@ -401,16 +414,33 @@ static char *mint_token(uint32_t idx)
     return strdup(tok);
 }
 
+/* The room a connection joins: r<k> (idle, rooms), "fanout", or "lobby" (connect). */
+static const char *room_name(const conn *c, char out[32])
+{
+    if (c->room < 0) return "lobby";
+    if (!g.room_ready) return "fanout";
+    snprintf(out, 32, "r%d", c->room);
+    return out;
+}
+
 static void send_upgrade(conn *c)
 {
-    char req[1024];
+    char req[4096], path[2048], rn[32];
     if (!c->tok) c->tok = mint_token(c->idx);
-    int n =
-        snprintf(req, sizeof req,
-                 "GET %s%ctoken=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n",
-                 o.url.path, strchr(o.url.path, '?') ? '&' : '?', c->tok, o.url.host, o.url.port);
+    const char *q = strchr(o.url.path, '?') ? "&" : "?";
+    if (o.proto == PROTO_NCHAN)
+        snprintf(path, sizeof path, "%s%s%s", o.url.path,
+                 o.url.path[strlen(o.url.path) - 1] == '/' ? "" : "/", room_name(c, rn));
+    else if (o.proto == PROTO_SOCKETIO)
+        snprintf(path, sizeof path, "%s%sEIO=4&transport=websocket&token=%s", o.url.path, q,
+                 c->tok);
+    else
+        snprintf(path, sizeof path, "%s%stoken=%s", o.url.path, q, c->tok);
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     path, o.url.host, o.url.port);
     free(c->tok);
     c->tok = NULL;
     c->state = ST_HS;
@@ -427,9 +457,20 @@ static void mark_ready(conn *c)
     if (c->room >= 0 && g.room_ready) g.room_ready[c->room]++;
 }
 
+static void socketio_connected(conn *c);
+
 static void on_open(conn *c)
 {
     g.n_open++;
+    if (o.proto == PROTO_NCHAN) { /* subscribed by the URL; no authentication */
+        if (g.need_auth && !c->authed) {
+            c->authed = 1;
+            g.n_authed++;
+        }
+        mark_ready(c);
+        return;
+    }
+    if (o.proto == PROTO_SOCKETIO) return; /* waits for Engine.IO's open packet */
     if (c->room >= 0) {
         char b[128];
         int n = g.room_ready
@@ -441,8 +482,53 @@ static void on_open(conn *c)
     }
 }
 
+/* Socket.IO connected ("40{...}"): the token was accepted; join the room. */
+static void socketio_connected(conn *c)
+{
+    if (!c->authed) {
+        c->authed = 1;
+        g.n_authed++;
+    }
+    if (c->room >= 0) {
+        char b[128], rn[32];
+        int k = snprintf(b, sizeof b, "42[\"subscribe\",[\"%s\"]]", room_name(c, rn));
+        send_text(c, b, (size_t)k);
+    } else {
+        mark_ready(c);
+    }
+}
+
+/* Engine.IO/Socket.IO framing around the v1 frames; returns the frame inside an event, if any. */
+static const char *socketio_unwrap(conn *c, const char *p, size_t *n)
+{
+    if (*n == 1 && p[0] == '2') { /* ping */
+        send_text(c, "3", 1);
+        return NULL;
+    }
+    if (*n >= 1 && p[0] == '0') { /* open: connect to the default namespace */
+        send_text(c, "40", 2);
+        return NULL;
+    }
+    if (*n >= 2 && p[0] == '4' && p[1] == '0') {
+        socketio_connected(c);
+        return NULL;
+    }
+    if (*n >= 2 && p[0] == '4' && p[1] == '4') {
+        note_err("socket.io connect_error on bench-%u: %.*s", c->idx, (int)(*n > 200 ? 200 : *n),
+                 p);
+        g.errors++;
+        return NULL;
+    }
+    if (*n < 4 || memcmp(p, "42[", 3) != 0) return NULL;
+    const char *comma = memchr(p, ',', *n);
+    if (!comma) return NULL;
+    *n -= (size_t)(comma + 1 - p);
+    return comma + 1; /* the event's data; the closing ']' is left at the end */
+}
+
 static void on_frame_text(conn *c, const char *p, size_t n, uint64_t now)
 {
+    if (o.proto == PROTO_SOCKETIO && !(p = socketio_unwrap(c, p, &n))) return;
     switch (bl_frame_type(p, n)) {
     case BL_T_MESSAGE: {
         uint64_t seq, ns;
@@ -866,9 +952,13 @@ static void publish(conn *c, const char *room, int receivers)
      * cid, for 24 h in Redis and for ever in PostgreSQL), so it carries this run's id. */
     static uint64_t run_id;
     if (!run_id) run_id = bl_now_ns() ^ ((uint64_t)getpid() << 40);
+    /* Nchan passes the text through as it is: it is the frame every subscriber gets. */
     int n = snprintf(b, sizeof b,
-                     "{\"type\":\"message\",\"room\":\"%s\",\"text\":\"%" PRIu64 ":%" PRIu64
-                     "\",\"cid\":\"c%" PRIx64 "-%" PRIu64 "\"}",
+                     o.proto == PROTO_SOCKETIO
+                         ? "42[\"message\",{\"room\":\"%s\",\"text\":\"%" PRIu64 ":%" PRIu64
+                           "\",\"cid\":\"c%" PRIx64 "-%" PRIu64 "\"}]"
+                         : "{\"type\":\"message\",\"room\":\"%s\",\"text\":\"%" PRIu64 ":%" PRIu64
+                           "\",\"cid\":\"c%" PRIx64 "-%" PRIu64 "\"}",
                      room, seq, bl_now_ns(), run_id, seq);
     send_text(c, b, (size_t)n);
     g.sent++;
@@ -1166,21 +1256,20 @@ static void usage(FILE *f)
            "  --procs P (idle: spread N over P client processes)\n"
            "  --src-ips K (bind sources over 127.0.0.1..K; default: auto when N > 25000)\n"
            "  --pids P1,P2 (server)     --redis-pids P (reported separately)\n"
-           "  --label NAME (target= in RESULT lines, default parley)   -v, --verbose\n");
+           "  --label NAME (target= in RESULT lines, default parley)   -v, --verbose\n"
+           "  --proto v1|nchan|socketio (default v1; the others drive the peers in bench/peers)\n");
 }
 
 int main(int argc, char **argv)
 {
-    static struct option lo[] = {{"url", 1, 0, 'u'},          {"secret", 1, 0, 's'},
-                                 {"conns", 1, 0, 'n'},        {"rooms", 1, 0, 'R'},
-                                 {"rate", 1, 0, 'r'},         {"duration", 1, 0, 'd'},
-                                 {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'},
-                                 {"settle", 1, 0, 'S'},       {"timeout", 1, 0, 'T'},
-                                 {"warmup", 1, 0, 'W'},       {"conc", 1, 0, 'c'},
-                                 {"procs", 1, 0, 'P'},        {"src-ips", 1, 0, 'I'},
-                                 {"pids", 1, 0, 'p'},         {"redis-pids", 1, 0, 'x'},
-                                 {"label", 1, 0, 'l'},        {"verbose", 0, 0, 'v'},
-                                 {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+    static struct option lo[] = {
+        {"url", 1, 0, 'u'},          {"secret", 1, 0, 's'},     {"conns", 1, 0, 'n'},
+        {"rooms", 1, 0, 'R'},        {"rate", 1, 0, 'r'},       {"duration", 1, 0, 'd'},
+        {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'},     {"proto", 1, 0, 'Y'},
+        {"settle", 1, 0, 'S'},       {"timeout", 1, 0, 'T'},    {"warmup", 1, 0, 'W'},
+        {"conc", 1, 0, 'c'},         {"procs", 1, 0, 'P'},      {"src-ips", 1, 0, 'I'},
+        {"pids", 1, 0, 'p'},         {"redis-pids", 1, 0, 'x'}, {"label", 1, 0, 'l'},
+        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
     o.url_s = getenv("PARLEY_URL") ? getenv("PARLEY_URL") : "ws://127.0.0.1:8080/ws";
     o.secret = getenv("PARLEY_JWT_SECRET");
     o.label = "parley";
@@ -1218,6 +1307,18 @@ int main(int argc, char **argv)
             break;
         case 'M':
             o.max_duration = atof(optarg);
+            break;
+        case 'Y':
+            if (!strcmp(optarg, "v1"))
+                o.proto = PROTO_V1;
+            else if (!strcmp(optarg, "nchan"))
+                o.proto = PROTO_NCHAN;
+            else if (!strcmp(optarg, "socketio"))
+                o.proto = PROTO_SOCKETIO;
+            else {
+                fprintf(stderr, "parley-bench: --proto is v1, nchan or socketio\n");
+                return 1;
+            }
             break;
         case 'w':
             o.window = atoi(optarg);

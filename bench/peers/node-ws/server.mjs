@@ -8,30 +8,15 @@
 // the issue names ("Node ws + ioredis"), not a Parley replacement.
 //
 // PORT, REDIS_URL (redis://host:port/db) and JWT_SECRET from the environment.
-import crypto from 'node:crypto';
 import Redis from 'ioredis';
 import { WebSocketServer } from 'ws';
+import { verifyToken } from '../jwt.mjs';
 
 const port = Number(process.env.PORT || 8090);
 const secret = process.env.JWT_SECRET || '';
 const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379/0';
 
-function verify(token) {
-  const parts = String(token || '').split('.');
-  if (parts.length !== 3) return null;
-  const mac = crypto.createHmac('sha256', secret).update(`${parts[0]}.${parts[1]}`).digest();
-  const sig = Buffer.from(parts[2], 'base64url');
-  if (sig.length !== mac.length || !crypto.timingSafeEqual(sig, mac)) return null;
-  let claims;
-  try {
-    claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString());
-  } catch {
-    return null;
-  }
-  if (typeof claims.sub !== 'string' || !claims.sub) return null;
-  if (claims.exp && claims.exp * 1000 < Date.now()) return null;
-  return claims.sub;
-}
+const verify = (token) => verifyToken(token, secret);
 
 const pub = new Redis(redisUrl);
 const sub = new Redis(redisUrl);
