@@ -798,6 +798,13 @@ static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
     return pl_redis_command(&s->redis, publish_reply, j, 13, argv, lens);
 }
 
+void pl_session_thread_free(void)
+{
+    for (int i = 0; i < 3; i++)
+        pl_buf_free(&kbuf[i]);
+    pl_buf_free(&tail_buf);
+}
+
 /* The room of a direct conversation: the same for both directions. */
 static void dm_room(const char *a, const char *b, char out[3 + 32 + 1])
 {

@@ -140,6 +140,7 @@ static void shard_main(void *arg)
     pl_ws_pool_free(&s->ws);
     pl_buf_free(&s->scratch);
     pl_chat_thread_free();
+    pl_session_thread_free();
     while (s->free_nodes) {
         pl_outq_node_t *n = s->free_nodes;
         s->free_nodes = n->next;

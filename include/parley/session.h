@@ -42,6 +42,9 @@ void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b);
 /** The connection is closing: leave every room, stop typing, count the user's presence down. */
 void pl_session_leave_all(pl_conn_t *c);
 
+/** A shard thread's loop ended: free this thread's key and encoding buffers. */
+void pl_session_thread_free(void);
+
 /** The shard's Redis connection came up: load the scripts. */
 void pl_session_redis_up(pl_redis_t *r);
 
