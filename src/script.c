@@ -70,11 +70,11 @@ static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then retur
     "end\n"
 #define LUA_PRESENCE                                                                               \
     "local function presence(u, status)\n"                                                         \
+    "  local rooms = redis.call('SMEMBERS', P .. 'user_rooms:' .. u)\n"                            \
+    "  if #rooms == 0 then return end\n"                                                           \
     "  local msg = '{\"type\":\"presence\",\"user\":' .. cjson.encode(u) .. ',\"status\":\"' .. "  \
     "status .. '\"}'\n"                                                                            \
-    "  for _, r in ipairs(redis.call('SMEMBERS', P .. 'user_rooms:' .. u)) do\n"                   \
-    "    redis.call('PUBLISH', 'room:' .. r, msg)\n"                                               \
-    "  end\n"                                                                                      \
+    "  for _, r in ipairs(rooms) do redis.call('PUBLISH', 'room:' .. r, msg) end\n"                \
     "end\n"
 #define LUA_GONE                                                                                   \
     "local function gone(srv, u)\n"                                                                \
@@ -95,20 +95,22 @@ static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then retur
  * the user}; for "d", 1 if the user went offline, else 0. */
 static const char presence_lua[] =
     "local P, srv, now = ARGV[1], ARGV[2], ARGV[3]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
+    /* DMs are queued only for a user with no connection anywhere (dm script), so only the
+     * user's first connection can find any waiting. */
     "local function up(u)\n"
     "  local uk = P .. 'user:' .. u\n"
     "  redis.call('HINCRBY', uk, 'conn:' .. srv, 1)\n"
-    "  redis.call('HSET', uk, 'last_seen', now)\n"
     "  redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
+    "  if redis.call('SADD', P .. 'online_users', u) == 0 then\n"
+    "    redis.call('HSET', uk, 'last_seen', now)\n"
+    "    return {0, {}}\n"
+    "  end\n"
+    "  redis.call('HSET', uk, 'last_seen', now, 'connected_at', now)\n"
     "  local ok = P .. 'offline:' .. u\n"
     "  local waiting = redis.call('LRANGE', ok, 0, -1)\n"
     "  if #waiting > 0 then redis.call('DEL', ok) end\n"
-    "  if redis.call('SADD', P .. 'online_users', u) == 1 then\n"
-    "    redis.call('HSET', uk, 'connected_at', now)\n"
-    "    presence(u, 'online')\n"
-    "    return {1, waiting}\n"
-    "  end\n"
-    "  return {0, waiting}\n"
+    "  presence(u, 'online')\n"
+    "  return {1, waiting}\n"
     "end\n"
     "local function down(u)\n"
     "  local uk = P .. 'user:' .. u\n"
