@@ -8,6 +8,9 @@
  * never called) while disconnected, so callers can answer `unavailable` at
  * once. A command sent before a connection loss gets its callback with a
  * NULL reply: hiredis calls every pending callback exactly once.
+ *
+ * Replies are built in the connection's reply arena (reply.h): a callback must
+ * not keep a reply, or anything in it, after it returns.
  */
 #ifndef PARLEY_REDIS_H
 #define PARLEY_REDIS_H
