@@ -16,7 +16,7 @@ int pl_room_id_valid(const char *name, size_t len)
     return 1;
 }
 
-static uint32_t hash_name(const char *s, size_t n)
+uint32_t pl_room_hash(const char *s, size_t n)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < n; i++)
@@ -49,7 +49,7 @@ void pl_room_table_free(pl_room_table_t *t)
 pl_room_t *pl_room_find(const pl_room_table_t *t, const char *name, size_t len)
 {
     if (!t->nbuckets) return NULL;
-    uint32_t h = hash_name(name, len);
+    uint32_t h = pl_room_hash(name, len);
     for (pl_room_t *r = t->buckets[h & (t->nbuckets - 1)]; r; r = r->hnext)
         if (r->hash == h && r->len == len && memcmp(r->name, name, len) == 0) return r;
     return NULL;
@@ -91,6 +91,7 @@ static void room_unlink_free(pl_room_table_t *t, pl_room_t *room)
         pp = &(*pp)->hnext;
     *pp = room->hnext;
     t->count--;
+    if (t->on_room) t->on_room(t->on_room_ctx, room->hash, 0);
     free(room->members);
     free(room);
 }
@@ -106,12 +107,13 @@ pl_sub_t *pl_room_join(pl_room_table_t *t, const char *name, size_t len, void *o
         if (maybe_grow(t) != 0) return NULL;
         room = calloc(1, sizeof *room + len + 1);
         if (!room) return NULL;
-        room->hash = hash_name(name, len);
+        room->hash = pl_room_hash(name, len);
         room->len = (uint32_t)len;
         memcpy(room->name, name, len);
         room->hnext = t->buckets[room->hash & (t->nbuckets - 1)];
         t->buckets[room->hash & (t->nbuckets - 1)] = room;
         t->count++;
+        if (t->on_room) t->on_room(t->on_room_ctx, room->hash, 1);
     }
     if (room->nmembers == room->cap) {
         uint32_t cap = room->cap ? room->cap * 2 : 4;

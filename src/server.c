@@ -209,8 +209,9 @@ int pl_server_run(pl_config_t *cfg)
     srv->deadline.data = srv;
     uv_unref((uv_handle_t *)&srv->deadline);
 
+    srv->rooms_mask = calloc(1, sizeof *srv->rooms_mask);
     srv->shards = calloc((size_t)srv->nshards, sizeof *srv->shards);
-    if (!srv->shards) return 1;
+    if (!srv->shards || !srv->rooms_mask) return 1;
     atomic_init(&srv->shards_running, 0);
     for (int i = 0; i < srv->nshards; i++) {
         srv->shards[i] = calloc(1, sizeof(pl_shard_t));
@@ -248,6 +249,7 @@ int pl_server_run(pl_config_t *cfg)
             free(srv->shards[i]);
         }
         free(srv->shards);
+        free(srv->rooms_mask); /* the subscriber and every shard are gone */
         pl_info("stopped");
     }
     /* Otherwise a shard is stuck: returning from main ends the process regardless. */

@@ -116,6 +116,13 @@ static void check_cb(uv_check_t *h)
     if (s->finishing && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);
 }
 
+/* A room appeared on or left this shard: the subscriber thread wakes us for it, or not. */
+static void room_cb(void *ctx, uint32_t hash, int present)
+{
+    pl_shard_t *s = ctx;
+    pl_shardmask_update(s->srv->rooms_mask, s->mask_counts, s->index, hash, present);
+}
+
 static void sweep_cb(uv_timer_t *t)
 {
     pl_shard_t *s = t->data;
@@ -137,6 +144,7 @@ static void shard_main(void *arg)
     if (rc != 0) pl_warn("loop close: %s", uv_strerror(rc));
     pl_room_table_free(&s->rooms);
     pl_room_table_free(&s->users);
+    free(s->mask_counts);
     pl_ws_pool_free(&s->ws);
     pl_buf_free(&s->scratch);
     pl_chat_thread_free();
@@ -158,6 +166,9 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
     pl_mpsc_init(&s->inbox);
     pl_room_table_init(&s->rooms);
     pl_room_table_init(&s->users);
+    if (!(s->mask_counts = calloc(1, sizeof *s->mask_counts))) return UV_ENOMEM;
+    s->rooms.on_room = room_cb;
+    s->rooms.on_room_ctx = s;
     pl_ws_pool_init(&s->ws);
     pl_idgen_init(&s->ids, id_node);
     atomic_init(&s->nconns, 0);

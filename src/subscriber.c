@@ -96,11 +96,16 @@ static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
         return;
     }
     pl_server_t *srv = s->srv;
+    /* Room events go only to the shards that hold the room (a direct message to every shard:
+     * its users may be anywhere); none, and the message is not even framed. */
+    uint64_t to = srv->nshards == 64 ? ~(uint64_t)0 : ((uint64_t)1 << srv->nshards) - 1;
+    if (kind != PL_BC_DM) to &= pl_shardmask_get(srv->rooms_mask, pl_room_hash(room, room_len));
+    if (!to) return;
+    int n = __builtin_popcountll(to);
     /* The broadcast rides in the frame's allocation and holds its first reference. */
     void *extra;
-    pl_frame_t *f =
-        pl_frame_text_with(payload->str, payload->len,
-                           sizeof(pl_bcast_t) + (size_t)srv->nshards * sizeof(pl_event_t), &extra);
+    pl_frame_t *f = pl_frame_text_with(payload->str, payload->len,
+                                       sizeof(pl_bcast_t) + (size_t)n * sizeof(pl_event_t), &extra);
     if (!f) {
         pl_error("out of memory: dropped a message for room %.*s", (int)room_len, room);
         return;
@@ -111,14 +116,16 @@ static void dispatch(pl_subscriber_t *s, redisReply *r, unsigned char *owe)
     b->kind = kind;
     memcpy(b->user_a, user_a, sizeof user_a);
     memcpy(b->user_b, user_b, sizeof user_b);
-    atomic_init(&b->pending, (unsigned)srv->nshards);
+    atomic_init(&b->pending, (unsigned)n);
     b->room_len = (uint32_t)room_len;
     memcpy(b->room, room, room_len);
     b->room[room_len] = '\0';
-    for (int i = 0; i < srv->nshards; i++) {
-        b->ev[i].kind = PL_EV_BCAST;
-        b->ev[i].bcast = b;
-        if (pl_shard_post_nowake(srv->shards[i], &b->ev[i])) owe[i] = 1;
+    for (int i = 0, k = 0; i < srv->nshards; i++) {
+        if (!(to & ((uint64_t)1 << i))) continue;
+        b->ev[k].kind = PL_EV_BCAST;
+        b->ev[k].bcast = b;
+        if (pl_shard_post_nowake(srv->shards[i], &b->ev[k])) owe[i] = 1;
+        k++;
     }
 }
 

@@ -54,7 +54,14 @@ typedef struct {
     pl_room_t **buckets;
     size_t nbuckets; /**< 0 or a power of two */
     size_t count;    /**< rooms */
+    /** If set: called with the room's hash when a room appears (first join, present = 1) and
+     *  when it goes (last leave, present = 0). Not called by pl_room_table_free. */
+    void (*on_room)(void *ctx, uint32_t hash, int present);
+    void *on_room_ctx;
 } pl_room_table_t;
+
+/** The hash the table files `name[0..len)` under (FNV-1a), for filters outside it. */
+uint32_t pl_room_hash(const char *name, size_t len);
 
 /** 1 if `name[0..len)` is a valid room id: 1–128 bytes of [A-Za-z0-9_.:-]. */
 int pl_room_id_valid(const char *name, size_t len);

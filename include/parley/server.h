@@ -15,6 +15,7 @@
 
 #include "parley/config.h"
 #include "parley/shard.h"
+#include "parley/shardmask.h"
 #include "parley/subscriber.h"
 
 /** The process. */
@@ -23,9 +24,10 @@ typedef struct pl_server {
     pl_shard_t **shards;
     int nshards;
     pl_subscriber_t sub;
-    struct pl_db *db;   /**< NULL without PARLEY_DATABASE_URL */
-    int64_t started_ms; /**< unix ms */
-    uv_loop_t *loop;    /**< the main thread's loop: signals and shutdown */
+    pl_shardmask_t *rooms_mask; /**< which shards hold which rooms (shardmask.h); owned here */
+    struct pl_db *db;           /**< NULL without PARLEY_DATABASE_URL */
+    int64_t started_ms;         /**< unix ms */
+    uv_loop_t *loop;            /**< the main thread's loop: signals and shutdown */
     uv_signal_t sigterm, sigint;
     uv_async_t shard_done;
     uv_timer_t deadline;

@@ -26,6 +26,7 @@
 #include "parley/mpsc.h"
 #include "parley/redis.h"
 #include "parley/room.h"
+#include "parley/shardmask.h"
 #include "parley/ws.h"
 
 struct pl_server;
@@ -96,6 +97,7 @@ typedef struct pl_shard {
     uv_check_t check;
     uv_timer_t sweep;
     pl_room_table_t rooms;
+    pl_shardmask_counts_t *mask_counts; /**< this shard's share of srv->rooms_mask; owned */
     pl_room_table_t
         users; /**< user id -> this shard's connections of that user (direct messages) */
     uv_timer_t presence_timer; /**< shard 0 only: heartbeat and dead-instance sweep */
