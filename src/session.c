@@ -701,45 +701,66 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
     }
 }
 
-/* A direct message (its tail is in tail_buf): the DM script routes it to server:{id} channels. */
-static int eval_dm(pl_shard_t *s, pl_db_job_t *j, int full_script)
+/* The arguments of a publish or dm script call, built in place (strings are borrowed from the
+ * job, the config and the thread's key buffers until the command is formatted). */
+typedef struct {
+    const char *argv[16];
+    size_t lens[16];
+    int n;
+    char id[21], ts[21], maxlen[21], ttl[21];
+} script_args_t;
+
+static void arg(script_args_t *a, const char *p, size_t len)
 {
-    const pl_config_t *cfg = &s->srv->cfg;
-    size_t room_len = strlen(j->room), cid_len = strlen(j->cid);
+    a->argv[a->n] = p;
+    a->lens[a->n++] = len;
+}
+
+/* What both scripts start with: the call and the four keys (seq, stream, cid or "", ready). */
+static void args_begin(script_args_t *a, pl_script_t which, int full_script, const pl_db_job_t *j,
+                       size_t room_len)
+{
+    size_t cid_len = strlen(j->cid);
     pl_key_seq(&kbuf[0], j->room, room_len);
     pl_key_stream(&kbuf[1], j->room, room_len);
     if (cid_len)
         pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
     else
         pl_buf_reset(&kbuf[2]);
-    char id[21], ts[21], maxlen[21], ttl[21], omax[21];
-    pl_u64_str(id, j->id);
-    pl_u64_str(ts, (uint64_t)j->ts_ms);
-    pl_u64_str(maxlen, cfg->stream_len);
-    pl_u64_str(ttl, PL_CID_TTL_S);
-    pl_u64_str(omax, cfg->offline_max);
-    const char *src = full_script ? pl_script_source(PL_SCRIPT_DM) : pl_script_sha(PL_SCRIPT_DM);
-    const char *argv[16] = {full_script ? "EVAL" : "EVALSHA",
-                            src,
-                            "4",
-                            kbuf[0].data,
-                            kbuf[1].data,
-                            kbuf[2].data ? kbuf[2].data : "",
-                            PL_KEY_READY,
-                            tail_buf.data,
-                            id,
-                            ts,
-                            maxlen,
-                            ttl,
-                            cfg->redis_prefix,
-                            j->to,
-                            j->user,
-                            omax};
-    size_t lens[16];
-    for (int i = 0; i < 16; i++)
-        lens[i] = strlen(argv[i]);
-    lens[7] = tail_buf.len;
-    return pl_redis_command(&s->redis, publish_reply, j, 16, argv, lens);
+    const char *src = full_script ? pl_script_source(which) : pl_script_sha(which);
+    a->n = 0;
+    arg(a, full_script ? "EVAL" : "EVALSHA", full_script ? 4 : 7);
+    arg(a, src, strlen(src));
+    arg(a, "4", 1);
+    arg(a, kbuf[0].data, kbuf[0].len);
+    arg(a, kbuf[1].data, kbuf[1].len);
+    arg(a, kbuf[2].data ? kbuf[2].data : "", kbuf[2].len);
+    arg(a, PL_KEY_READY, strlen(PL_KEY_READY));
+}
+
+/* What both scripts take next: the frame's tail (in tail_buf), id, ts, stream length, cid ttl. */
+static void args_message(script_args_t *a, const pl_db_job_t *j, const pl_config_t *cfg)
+{
+    arg(a, tail_buf.data, tail_buf.len);
+    arg(a, a->id, pl_u64_str(a->id, j->id));
+    arg(a, a->ts, pl_u64_str(a->ts, (uint64_t)j->ts_ms));
+    arg(a, a->maxlen, pl_u64_str(a->maxlen, cfg->stream_len));
+    arg(a, a->ttl, pl_u64_str(a->ttl, PL_CID_TTL_S));
+}
+
+/* A direct message (its tail is in tail_buf): the DM script routes it to server:{id} channels. */
+static int eval_dm(pl_shard_t *s, pl_db_job_t *j, int full_script)
+{
+    const pl_config_t *cfg = &s->srv->cfg;
+    script_args_t a;
+    char omax[21];
+    args_begin(&a, PL_SCRIPT_DM, full_script, j, strlen(j->room));
+    args_message(&a, j, cfg);
+    arg(&a, cfg->redis_prefix, strlen(cfg->redis_prefix));
+    arg(&a, j->to, strlen(j->to));
+    arg(&a, j->user, strlen(j->user));
+    arg(&a, omax, pl_u64_str(omax, cfg->offline_max));
+    return pl_redis_command(&s->redis, publish_reply, j, a.n, a.argv, a.lens);
 }
 
 static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
@@ -754,48 +775,14 @@ static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
     }
     pl_proto_message_tail(&tail_buf, j->room, room_len, j->id, j->user, j->text, j->text_len,
                           j->ts_ms, cid_len ? j->cid : NULL, cid_len);
-    pl_key_seq(&kbuf[0], j->room, room_len);
-    pl_key_stream(&kbuf[1], j->room, room_len);
-    if (cid_len)
-        pl_key_cid(&kbuf[2], j->user, j->cid, cid_len);
-    else
-        pl_buf_reset(&kbuf[2]);
-    char chan[5 + PL_ROOM_MAX + 1], id[21], ts[21], maxlen[21], ttl[21];
+    script_args_t a;
+    char chan[5 + PL_ROOM_MAX + 1];
     memcpy(chan, "room:", 5);
     memcpy(chan + 5, j->room, room_len + 1);
-    size_t chan_len = 5 + room_len;
-    size_t id_len = pl_u64_str(id, j->id), ts_len = pl_u64_str(ts, (uint64_t)j->ts_ms);
-    size_t maxlen_len = pl_u64_str(maxlen, cfg->stream_len),
-           ttl_len = pl_u64_str(ttl, PL_CID_TTL_S);
-    const char *src =
-        full_script ? pl_script_source(PL_SCRIPT_PUBLISH) : pl_script_sha(PL_SCRIPT_PUBLISH);
-    const char *argv[13] = {full_script ? "EVAL" : "EVALSHA",
-                            src,
-                            "4",
-                            kbuf[0].data,
-                            kbuf[1].data,
-                            kbuf[2].data ? kbuf[2].data : "",
-                            PL_KEY_READY,
-                            chan,
-                            tail_buf.data,
-                            id,
-                            ts,
-                            maxlen,
-                            ttl};
-    size_t lens[13] = {full_script ? 4u : 7u,
-                       strlen(src),
-                       1,
-                       kbuf[0].len,
-                       kbuf[1].len,
-                       kbuf[2].len,
-                       strlen(PL_KEY_READY),
-                       chan_len,
-                       tail_buf.len,
-                       id_len,
-                       ts_len,
-                       maxlen_len,
-                       ttl_len};
-    return pl_redis_command(&s->redis, publish_reply, j, 13, argv, lens);
+    args_begin(&a, PL_SCRIPT_PUBLISH, full_script, j, room_len);
+    arg(&a, chan, 5 + room_len);
+    args_message(&a, j, cfg);
+    return pl_redis_command(&s->redis, publish_reply, j, a.n, a.argv, a.lens);
 }
 
 void pl_session_thread_free(void)
