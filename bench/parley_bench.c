@@ -42,7 +42,6 @@ typedef struct conn {
     uint32_t idx; /* user bench-<idx> */
     int32_t room; /* room number to subscribe to, -1 none */
     uint8_t state;
-    uint8_t epout;
     uint8_t authed;
     uint8_t ready;
     uint8_t *in;
@@ -266,14 +265,6 @@ static void result_print(const result *r)
 
 /* ---------------------------------------------------------- connections */
 
-static void conn_arm(conn *c, int out)
-{
-    if (c->epout == out) return;
-    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
-    epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev);
-    c->epout = (uint8_t)out;
-}
-
 static void conn_close(conn *c, int st)
 {
     if (c->fd >= 0) {
@@ -312,8 +303,7 @@ static int conn_flush(conn *c)
         } else if (w < 0 && errno == EINTR) {
             continue;
         } else if (w < 0 && errno == EAGAIN) {
-            conn_arm(c, 1);
-            return 0;
+            return 0; /* edge-triggered EPOLLOUT calls again */
         } else {
             note_err("write: %s", strerror(errno));
             conn_close(c, c->state == ST_OPEN ? ST_CLOSED : ST_FAILED);
@@ -323,7 +313,6 @@ static int conn_flush(conn *c)
     free(c->out);
     c->out = NULL;
     c->out_len = c->out_off = 0;
-    conn_arm(c, 0);
     return 0;
 }
 
@@ -350,7 +339,6 @@ static void conn_send(conn *c, const void *p, size_t n)
     c->out = nb;
     memcpy(c->out + c->out_len, p, n);
     c->out_len += (uint32_t)n;
-    conn_arm(c, 1);
 }
 
 static void send_text(conn *c, const char *p, size_t n)
@@ -395,8 +383,9 @@ static void conn_start(conn *c)
         conn_close(c, ST_FAILED);
         return;
     }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-    c->epout = 1;
+    /* Edge-triggered, registered once: no EPOLL_CTL_MOD per connection or per blocked write
+     * (the client's syscalls share the CPUs with the server it measures). */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
     epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
@@ -611,7 +600,8 @@ static ssize_t ws_input(conn *c, uint8_t *p, size_t n, uint64_t now)
     return (ssize_t)off;
 }
 
-static void on_readable(conn *c)
+/* Reads once; returns 1 if the read filled the buffer (more may be waiting), else 0. */
+static int on_readable(conn *c)
 {
     uint8_t *buf = g_rbuf;
     size_t have = c->in_len;
@@ -621,7 +611,9 @@ static void on_readable(conn *c)
         c->in = NULL;
         c->in_len = 0;
     }
-    ssize_t r = read(c->fd, buf + have, sizeof g_rbuf - have);
+    size_t room = sizeof g_rbuf - have;
+    ssize_t r = read(c->fd, buf + have, room);
+    int more = r == (ssize_t)room || (r < 0 && errno == EINTR);
     if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
         if (c->state != ST_OPEN)
             note_err("bench-%u: %s during %s", c->idx, r == 0 ? "EOF" : strerror(errno),
@@ -629,7 +621,7 @@ static void on_readable(conn *c)
         else if (o.verbose)
             note_err("bench-%u: server closed the connection", c->idx);
         conn_close(c, c->state == ST_OPEN ? ST_CLOSED : ST_FAILED);
-        return;
+        return 0;
     }
     if (r > 0) have += (size_t)r;
     size_t off = 0;
@@ -639,7 +631,7 @@ static void on_readable(conn *c)
             if (have > 4096) {
                 note_err("bench-%u: oversized upgrade response", c->idx);
                 conn_close(c, ST_FAILED);
-                return;
+                return 0;
             }
             goto keep;
         }
@@ -650,16 +642,16 @@ static void on_readable(conn *c)
             note_err("bench-%u: upgrade refused: %.*s", c->idx, (int)(eol ? eol - (char *)buf : 40),
                      (char *)buf);
             conn_close(c, ST_FAILED);
-            return;
+            return 0;
         }
         off = hl;
         c->state = ST_OPEN;
         on_open(c);
-        if (c->fd < 0) return;
+        if (c->fd < 0) return 0;
     }
     if (c->state == ST_OPEN && off < have) {
         ssize_t k = ws_input(c, buf + off, have - off, bl_now_ns());
-        if (k < 0) return;
+        if (k < 0) return 0;
         off += (size_t)k;
     }
 keep:
@@ -669,27 +661,29 @@ keep:
         memcpy(c->in, buf + off, have - off);
         c->in_len = (uint32_t)(have - off);
     }
+    return more;
 }
 
 static void on_event(conn *c, uint32_t ev)
 {
     if (c->fd < 0) return;
     if (c->state == ST_CONNECTING) {
-        if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-        int err = 0;
-        socklen_t el = sizeof err;
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-        if (err) {
-            note_err("connect bench-%u: %s", c->idx, strerror(err));
+        if (ev & (EPOLLERR | EPOLLHUP)) { /* only then is SO_ERROR worth a syscall */
+            int err = 0;
+            socklen_t el = sizeof err;
+            getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+            note_err("connect bench-%u: %s", c->idx, strerror(err ? err : ECONNRESET));
             conn_close(c, ST_FAILED);
             return;
         }
-        conn_arm(c, 0);
+        if (!(ev & EPOLLOUT)) return;
         send_upgrade(c);
         return;
     }
-    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
-    if (c->fd >= 0 && (ev & EPOLLOUT)) conn_flush(c);
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) /* edge-triggered: until drained */
+        while (on_readable(c) && c->fd >= 0)
+            ;
+    if (c->fd >= 0 && (ev & EPOLLOUT) && c->out_len > c->out_off) conn_flush(c);
 }
 
 static void start_more(void)

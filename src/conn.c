@@ -460,7 +460,7 @@ void pl_conn_accept_cb(uv_stream_t *listener, int status)
         close_handle(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
+    /* TCP_NODELAY comes from the listening socket (server.c). */
     if ((rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb)) != 0) {
         pl_warn("read_start: %s", uv_strerror(rc));
         close_handle(c);

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +45,8 @@ int pl_server_redis_ok(pl_server_t *srv)
     return 1;
 }
 
-/* A bound (not yet listening) SO_REUSEPORT socket, or -errno. */
+/* A bound (not yet listening) SO_REUSEPORT socket, or -errno. TCP_NODELAY is set here
+ * because Linux copies it to every accepted socket: one setsockopt per connection saved. */
 static int bind_reuseport(const char *host, int port)
 {
     struct addrinfo hints = {0}, *res;
@@ -61,6 +64,7 @@ static int bind_reuseport(const char *host, int port)
     int one = 1, err = 0;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0)
         err = -errno;
     freeaddrinfo(res);
