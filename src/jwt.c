@@ -32,6 +32,17 @@ static int b64url_encode(const unsigned char *in, size_t n, char *out, size_t ou
     return (int)olen;
 }
 
+/* One base64url digit's value, or -1. */
+static int b64url_val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
 /*
  * base64url without padding. Not mbedTLS's decoder: that one is constant-time
  * (for keys), which made it a visible share of connect CPU; nothing in a
@@ -40,21 +51,12 @@ static int b64url_encode(const unsigned char *in, size_t n, char *out, size_t ou
 static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t out_size,
                          size_t *out_len)
 {
-    static signed char val[256];
-    static int ready;
-    if (!ready) { /* benign race: every thread writes the same table */
-        memset(val, -1, sizeof val);
-        const char *abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        for (int i = 0; i < 64; i++)
-            val[(unsigned char)abc[i]] = (signed char)i;
-        ready = 1;
-    }
     if (n % 4 == 1 || (n / 4) * 3 + 2 > out_size) return -1;
     size_t o = 0;
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
-        int v = val[(unsigned char)in[i]];
+        int v = b64url_val((unsigned char)in[i]);
         if (v < 0) return -1;
         acc = (acc << 6) | (uint32_t)v;
         bits += 6;
