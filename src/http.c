@@ -100,24 +100,19 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* answer this request before parsing the next */
 }
 
-static llhttp_settings_t settings;
-static int settings_ready;
+/* Fixed at compile time: shared read-only by every shard thread. */
+static const llhttp_settings_t settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
 
 pl_http_t *pl_http_new(void)
 {
-    if (!settings_ready) { /* benign race: every thread writes the same values */
-        llhttp_settings_t s;
-        llhttp_settings_init(&s);
-        s.on_url = on_url;
-        s.on_header_field = on_header_field;
-        s.on_header_field_complete = on_header_field_complete;
-        s.on_header_value = on_header_value;
-        s.on_header_value_complete = on_header_value_complete;
-        s.on_body = on_body;
-        s.on_message_complete = on_message_complete;
-        settings = s;
-        settings_ready = 1;
-    }
     pl_http_t *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     llhttp_init(&h->parser, HTTP_REQUEST, &settings);
