@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# test/checked.sh valgrind|tsan: integration tests with every parleyd under a
+# checker (PARLEYD_BIN points the tests at a wrapper), then every checker log
+# must be clean. Prints PASS/FAIL lines like every suite.
+#
+#   valgrind  memcheck of build/parleyd: no error, no definitely lost block.
+#             Tests chosen for the hand-managed memory: reply and JSON arenas,
+#             frames shared across threads, deferred frees, presence batches,
+#             shutdown.
+#   tsan      ThreadSanitizer: parleyd rebuilt with -fsanitize=thread into
+#             build/tsan/, no data race reported. Tests chosen for the paths
+#             where threads meet: the subscriber feeding the shards, the
+#             database pool answering them, presence storms on two instances,
+#             Redis restarts, shutdown.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+mode=${1:-}
+dir=$(mktemp -d /tmp/parley-checked.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+
+case $mode in
+valgrind)
+    command -v valgrind >/dev/null || { echo "FAIL valgrind: not installed"; exit 1; }
+    cat >"$dir/parleyd" <<EOF
+#!/bin/sh
+exec valgrind --quiet --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \\
+    --log-file=$dir/log.%p $PWD/build/parleyd "\$@"
+EOF
+    what="under memcheck: no errors, no leaks"
+    tests=(
+        'protocol: every bad input'
+        'chat dm: to both connections'
+        'chat presence: a storm'
+        'durable: resending a cid'
+        'rooms: unsubscribe stops delivery'
+        'shutdown: SIGTERM'
+    )
+    ;;
+tsan)
+    # Same sources and warnings as build/parleyd, instrumented; libraries stay as packaged.
+    if ! make -s --no-print-directory BUILD=build/tsan \
+        CFLAGS="-O1 -g -fsanitize=thread -std=c11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter" \
+        build/tsan/parleyd >"$dir/build.txt" 2>&1; then
+        echo "FAIL tsan: building build/tsan/parleyd failed:"
+        tail -5 "$dir/build.txt"
+        exit 1
+    fi
+    # TSan writes a log file only when it reports; the marker shows the wrapper ran.
+    cat >"$dir/parleyd" <<EOF
+#!/bin/sh
+: >$dir/ran.\$\$
+TSAN_OPTIONS="log_path=$dir/log exitcode=0 halt_on_error=0" exec $PWD/build/tsan/parleyd "\$@"
+EOF
+    what="under ThreadSanitizer: no data races"
+    tests=(
+        'cluster: 10,000 messages'
+        'durable: 10,000 messages from two instances'
+        'chat presence: a storm'
+        'chat presence: graceful shutdown'
+        'redis: killed and restarted'
+        'subscribe: a message sent before'
+        'shutdown: SIGTERM'
+    )
+    ;;
+*)
+    echo "usage: test/checked.sh valgrind|tsan" >&2
+    exit 2
+    ;;
+esac
+chmod +x "$dir/parleyd"
+
+# Test names (substrings) for test/integration/run.mjs; their own PASS/FAIL lines are
+# summarised under this suite's name.
+ok=1
+for t in "${tests[@]}"; do
+    PARLEYD_BIN=$dir/parleyd node test/integration/run.mjs "$t" >"$dir/out.txt" 2>&1
+    if ! grep -q '^PASS ' "$dir/out.txt" || grep -q '^FAIL ' "$dir/out.txt"; then
+        echo "FAIL $mode: '$t' did not pass under $mode:"
+        grep -E '^(FAIL|  )' "$dir/out.txt" | head -5 | cut -c1-300
+        ok=0
+    fi
+done
+shopt -s nullglob
+logs=("$dir"/log.*)
+bad=0
+for l in "${logs[@]}"; do
+    [ -s "$l" ] || continue # valgrind --quiet: an empty log is a clean run
+    bad=$((bad + 1))
+    echo "  $mode log $(basename "$l"):"
+    head -40 "$l" | sed 's/^/    /'
+done
+case $mode in
+valgrind) ran=${#logs[@]} ;;
+tsan) ran=$(ls "$dir" | grep -c '^ran\.') ;;
+esac
+if [ "$bad" -gt 0 ]; then
+    echo "FAIL $mode: $bad of $ran parleyd processes had reports"
+    exit 1
+fi
+[ "$ran" -gt 0 ] || { echo "FAIL $mode: no parleyd ran under $mode"; exit 1; }
+[ "$ok" = 1 ] || exit 1
+echo "PASS $mode: ${#tests[@]} integration tests, $ran parleyd processes $what"
