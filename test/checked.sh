@@ -7,8 +7,9 @@
 #             Tests chosen for the hand-managed memory: reply and JSON arenas,
 #             frames shared across threads, deferred frees, presence batches,
 #             shutdown.
-#   tsan      ThreadSanitizer: parleyd rebuilt with -fsanitize=thread into
-#             build/tsan/, no data race reported. Tests chosen for the paths
+#   tsan      ThreadSanitizer: parleyd and the unit tests rebuilt with
+#             -fsanitize=thread into build/tsan/, no data race reported. The
+#             unit tests run first; integration tests chosen for the paths
 #             where threads meet: the subscriber feeding the shards, the
 #             database pool answering them, presence storms on two instances,
 #             Redis restarts, shutdown.
@@ -16,6 +17,7 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 mode=${1:-}
 dir=$(mktemp -d /tmp/parley-checked.XXXXXX)
+units=0
 trap 'rm -rf "$dir"' EXIT
 
 case $mode in
@@ -40,11 +42,21 @@ tsan)
     # Same sources and warnings as build/parleyd, instrumented; libraries stay as packaged.
     if ! make -s --no-print-directory BUILD=build/tsan \
         CFLAGS="-O1 -g -fsanitize=thread -std=c11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter" \
-        build/tsan/parleyd >"$dir/build.txt" 2>&1; then
-        echo "FAIL tsan: building build/tsan/parleyd failed:"
+        build/tsan/parleyd unit >"$dir/build.txt" 2>&1; then
+        echo "FAIL tsan: building build/tsan failed:"
         tail -5 "$dir/build.txt"
         exit 1
     fi
+    # The unit tests too: test_mpsc runs producers and a consumer on separate threads.
+    for u in build/tsan/test/test_*; do
+        case $u in *.d) continue ;; esac
+        units=$((units + 1))
+        if ! "$u" >"$dir/unit.txt" 2>&1; then
+            echo "FAIL tsan: $(basename "$u") under ThreadSanitizer:"
+            grep -E '^(FAIL|WARNING|  )' "$dir/unit.txt" | head -20 | cut -c1-300
+            exit 1
+        fi
+    done
     # TSan writes a log file only when it reports; the marker shows the wrapper ran.
     cat >"$dir/parleyd" <<EOF
 #!/bin/sh
@@ -99,4 +111,6 @@ if [ "$bad" -gt 0 ]; then
 fi
 [ "$ran" -gt 0 ] || { echo "FAIL $mode: no parleyd ran under $mode"; exit 1; }
 [ "$ok" = 1 ] || exit 1
-echo "PASS $mode: ${#tests[@]} integration tests, $ran parleyd processes $what"
+unit_note=
+[ "$units" -gt 0 ] && unit_note="$units unit test binaries and "
+echo "PASS $mode: $unit_note${#tests[@]} integration tests, $ran parleyd processes $what"
