@@ -7,9 +7,10 @@
 #             Tests chosen for the hand-managed memory: reply and JSON arenas,
 #             frames shared across threads, deferred frees, presence batches,
 #             shutdown.
-#   tsan      ThreadSanitizer: parleyd and the unit tests rebuilt with
-#             -fsanitize=thread into build/tsan/, no data race reported. The
-#             unit tests run first; integration tests chosen for the paths
+#   tsan      ThreadSanitizer and UBSan: parleyd and the unit tests rebuilt
+#             with -fsanitize=thread,undefined into build/tsan/; no data race
+#             reported, and undefined behaviour aborts. The unit tests run
+#             first; integration tests chosen for the paths
 #             where threads meet: the subscriber feeding the shards, the
 #             database pool answering them, presence storms on two instances,
 #             Redis restarts, shutdown.
@@ -40,14 +41,15 @@ EOF
     ;;
 tsan)
     # Same sources and warnings as build/parleyd, instrumented; libraries stay as packaged.
+    # UBSan rides along (it costs little): signed overflow, bad shifts, misaligned access.
     if ! make -s --no-print-directory BUILD=build/tsan \
-        CFLAGS="-O1 -g -fsanitize=thread -std=c11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter" \
+        CFLAGS="-O1 -g -fsanitize=thread,undefined -fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter" \
         build/tsan/parleyd unit >"$dir/build.txt" 2>&1; then
         echo "FAIL tsan: building build/tsan failed:"
         tail -5 "$dir/build.txt"
         exit 1
     fi
-    # The unit tests too: test_mpsc runs producers and a consumer on separate threads.
+    # The unit tests too (test_mpsc runs producers and a consumer on separate threads).
     for u in build/tsan/test/test_*; do
         case $u in *.d) continue ;; esac
         units=$((units + 1))
@@ -61,9 +63,9 @@ tsan)
     cat >"$dir/parleyd" <<EOF
 #!/bin/sh
 : >$dir/ran.\$\$
-TSAN_OPTIONS="log_path=$dir/log exitcode=0 halt_on_error=0" exec $PWD/build/tsan/parleyd "\$@"
+TSAN_OPTIONS="log_path=$dir/log exitcode=0 halt_on_error=0" UBSAN_OPTIONS="log_path=$dir/log print_stacktrace=1" exec $PWD/build/tsan/parleyd "\$@"
 EOF
-    what="under ThreadSanitizer: no data races"
+    what="under ThreadSanitizer and UBSan: no data races, no undefined behaviour"
     tests=(
         'cluster: 10,000 messages'
         'durable: 10,000 messages from two instances'

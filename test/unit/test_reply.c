@@ -90,8 +90,8 @@ static void big_reply(void)
     CHECK(x && x->elements == N);
     int bad = 0;
     for (int k = 0; k < N; k++) {
-        char want[8];
-        sprintf(want, "%04d", k);
+        char want[12];
+        snprintf(want, sizeof want, "%04d", k);
         if (strcmp(x->element[k]->str, want) != 0) bad++;
     }
     CHECK_EQ_INT(bad, 0);

@@ -196,7 +196,7 @@ static void leave_all(void)
     pl_room_table_init(&t);
     int a, b;
     pl_sub_t *la = NULL, *lb = NULL;
-    char name[16];
+    char name[24];
     for (int i = 0; i < 20; i++) {
         snprintf(name, sizeof name, "room-%d", i);
         CHECK(join_s(&t, name, &a, &la) != NULL);
