@@ -5,7 +5,7 @@
  * list with one exchange and reverses it, so it sees nodes in push order (and
  * each producer's nodes in the order that producer pushed them). A push that
  * finds the queue empty returns 1: that producer, and only it, must wake the
- * consumer (uv_async_send), so a consumer is woken once per batch, not per
+ * consumer (an eventfd write), so a consumer is woken once per batch, not per
  * node. The queue owns nothing: nodes belong to whatever embeds them.
  */
 #ifndef PARLEY_MPSC_H

@@ -6,7 +6,8 @@
  * publishing connection and its own id generator. A connection is touched
  * only by the shard that accepted it, so nothing on the per-connection path
  * takes a lock. Other threads reach a shard only through its inbox, a
- * lock-free MPSC queue woken once per batch with uv_async_send.
+ * lock-free MPSC queue woken once per batch: the producer that finds it empty
+ * writes the shard's eventfd.
  *
  * Per loop iteration (uSockets' and Redis' discipline): I/O callbacks only
  * queue output and queue closes; the check phase then writes every dirty
@@ -92,7 +93,8 @@ typedef struct pl_shard {
     uv_loop_t loop;
     int listen_fd; /**< bound by the server at start-up, opened by the shard */
     uv_tcp_t listener;
-    uv_async_t wake;
+    int wake_fd;    /**< eventfd; written by the producer that finds the inbox empty */
+    uv_poll_t wake; /**< watches wake_fd */
     pl_mpsc_t inbox;
     uv_check_t check;
     uv_timer_t sweep;
