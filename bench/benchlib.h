@@ -4,7 +4,8 @@
  *
  *  - RFC 6455 frame header parsing and building (masked and unmasked)
  *  - cheap scanning of type-first JSON frames (no JSON library)
- *  - a latency histogram (1 us buckets up to BL_HIST_US) with exact percentiles
+ *  - a latency histogram (1 us buckets up to 1 s, 1 ms buckets up to 60 s) with
+ *    exact percentiles at that resolution
  *  - the `text` payload the bench embeds: "<seq>:<send ns>"
  *  - ws:// URL parsing
  *
@@ -243,10 +244,15 @@ static inline int bl_parse_stamp(const char *p, size_t n, uint64_t *seq, uint64_
 
 /* ------------------------------------------------------------- histogram */
 
-#define BL_HIST_US 1000000u /* 1 us buckets up to 1 s; above goes to the last */
+/* 1 us buckets below 1 s, then 1 ms buckets below 60 s (a slow peer can be seconds
+ * behind); anything later counts as 60 s. */
+#define BL_HIST_US 1000000u
+#define BL_HIST_MS 59000u
+#define BL_HIST_MAX_US (BL_HIST_US + (uint64_t)BL_HIST_MS * 1000)
+#define BL_HIST_BUCKETS (BL_HIST_US + BL_HIST_MS + 1)
 
 typedef struct {
-    uint32_t *b; /* BL_HIST_US + 1 buckets */
+    uint32_t *b; /* BL_HIST_BUCKETS buckets */
     uint64_t n;
     uint64_t max_ns;
     uint64_t sum_ns;
@@ -254,14 +260,14 @@ typedef struct {
 
 static inline int bl_hist_init(bl_hist *h)
 {
-    h->b = calloc(BL_HIST_US + 1, sizeof *h->b);
+    h->b = calloc(BL_HIST_BUCKETS, sizeof *h->b);
     h->n = h->max_ns = h->sum_ns = 0;
     return h->b ? 0 : -1;
 }
 
 static inline void bl_hist_reset(bl_hist *h)
 {
-    memset(h->b, 0, (BL_HIST_US + 1) * sizeof *h->b);
+    memset(h->b, 0, BL_HIST_BUCKETS * sizeof *h->b);
     h->n = h->max_ns = h->sum_ns = 0;
 }
 
@@ -274,7 +280,12 @@ static inline void bl_hist_free(bl_hist *h)
 static inline void bl_hist_add(bl_hist *h, uint64_t ns)
 {
     uint64_t us = ns / 1000;
-    h->b[us < BL_HIST_US ? us : BL_HIST_US]++;
+    if (us < BL_HIST_US)
+        h->b[us]++;
+    else if (us < BL_HIST_MAX_US)
+        h->b[BL_HIST_US + (us - BL_HIST_US) / 1000]++;
+    else
+        h->b[BL_HIST_BUCKETS - 1]++;
     h->n++;
     h->sum_ns += ns;
     if (ns > h->max_ns) h->max_ns = ns;
@@ -282,8 +293,8 @@ static inline void bl_hist_add(bl_hist *h, uint64_t ns)
 
 /*
  * The p-th percentile (0 < p <= 100) in microseconds: the smallest bucket
- * value v such that at least ceil(p/100 * n) samples are <= v (nearest-rank).
- * 0 for an empty histogram.
+ * value v such that at least ceil(p/100 * n) samples are <= v (nearest-rank;
+ * above 1 s, v is the bucket's first microsecond). 0 for an empty histogram.
  */
 static inline uint64_t bl_hist_pct(const bl_hist *h, double p)
 {
@@ -295,11 +306,11 @@ static inline uint64_t bl_hist_pct(const bl_hist *h, double p)
     if (rank < 1) rank = 1;
     if (rank > h->n) rank = h->n;
     uint64_t c = 0;
-    for (uint32_t i = 0; i <= BL_HIST_US; i++) {
+    for (uint32_t i = 0; i < BL_HIST_BUCKETS; i++) {
         c += h->b[i];
-        if (c >= rank) return i;
+        if (c >= rank) return i < BL_HIST_US ? i : BL_HIST_US + (uint64_t)(i - BL_HIST_US) * 1000;
     }
-    return BL_HIST_US;
+    return BL_HIST_MAX_US;
 }
 
 /* -------------------------------------------------------------------- URL */

@@ -129,10 +129,17 @@ static void percentiles(void)
     bl_hist_add(&h, 30000);
     CHECK_EQ_INT(bl_hist_pct(&h, 50), 20);
     CHECK_EQ_INT(bl_hist_pct(&h, 99), 30);
-    /* beyond the range lands in the last bucket; max stays exact */
+    /* above 1 s: millisecond buckets */
     bl_hist_add(&h, 5000000000ull);
-    CHECK_EQ_INT(bl_hist_pct(&h, 100), BL_HIST_US);
-    CHECK_EQ_INT(h.max_ns, 5000000000ull);
+    CHECK_EQ_INT(bl_hist_pct(&h, 100), 5000000);
+    bl_hist_add(&h, 2345678901ull);
+    bl_hist_add(&h, 2345999999ull); /* the same millisecond */
+    CHECK_EQ_INT(bl_hist_pct(&h, 60), 2345000);
+    /* beyond the range: the last bucket (60 s); max stays exact */
+    bl_hist_add(&h, 3600000000000ull);
+    CHECK_EQ_INT(bl_hist_pct(&h, 100), BL_HIST_MAX_US);
+    CHECK_EQ_INT(BL_HIST_MAX_US, 60000000);
+    CHECK_EQ_INT(h.max_ns, 3600000000000ull);
     bl_hist_free(&h);
 }
 
