@@ -34,12 +34,7 @@ static int queue_frame(pl_conn_t *c, pl_frame_t *f)
     pl_outq_node_t *n = pl_shard_node_get(c->shard);
     if (!n) return -1;
     n->frame = pl_frame_ref(f);
-    n->next = NULL;
-    if (c->q_tail)
-        c->q_tail->next = n;
-    else
-        c->q_head = n;
-    c->q_tail = n;
+    pl_outq_append(&c->q_head, &c->q_tail, n);
     c->q_bytes += f->len;
     mark_dirty(c);
     return 0;

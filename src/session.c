@@ -150,12 +150,7 @@ static void hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
     }
     n->frame = pl_frame_ref(f);
     n->seq = seq;
-    n->next = NULL;
-    if (sub->held_tail)
-        sub->held_tail->next = n;
-    else
-        sub->held = n;
-    sub->held_tail = n;
+    pl_outq_append(&sub->held, &sub->held_tail, n);
     sub->held_bytes += f->len;
 }
 
@@ -574,14 +569,10 @@ static void need_restore(pl_shard_t *s)
 /* Queue a message until Redis is ready; `bounced`: Redis refused it (it was sent earlier). */
 static void wait_ready(pl_shard_t *s, pl_db_job_t *j, int bounced)
 {
-    pl_db_job_t **head = bounced ? &s->bounced : &s->waiting;
-    pl_db_job_t **tail = bounced ? &s->bounced_tail : &s->waiting_tail;
-    j->next = NULL;
-    if (*tail)
-        (*tail)->next = j;
+    if (bounced)
+        pl_db_job_append(&s->bounced, &s->bounced_tail, j);
     else
-        *head = j;
-    *tail = j;
+        pl_db_job_append(&s->waiting, &s->waiting_tail, j);
     s->nwaiting++;
 }
 
@@ -854,12 +845,7 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
     if (sub && sub->sync_gen) {
         /* Still catching up: a subscription starts where `subscribed` says, so the sender's
          * own message must come after it; it waits on the subscription until then. */
-        j->next = NULL;
-        if (sub->pending_tail)
-            sub->pending_tail->next = j;
-        else
-            sub->pending = j;
-        sub->pending_tail = j;
+        pl_db_job_append(&sub->pending, &sub->pending_tail, j);
         return;
     }
     submit_publish(s, j);

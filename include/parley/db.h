@@ -137,4 +137,16 @@ size_t pl_db_store_pending(pl_db_t *db);
  */
 void pl_db_stop(pl_db_t *db, int drain_ms);
 
+/** Append `j` to a shard's list of jobs `*head`..`*tail` (both NULL when empty), linked through
+ *  `next`: only for a job not queued in the pool. */
+static inline void pl_db_job_append(pl_db_job_t **head, pl_db_job_t **tail, pl_db_job_t *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
 #endif

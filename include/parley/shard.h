@@ -85,6 +85,17 @@ typedef struct pl_outq_node {
     int64_t seq; /**< for frames held back while a subscription catches up */
 } pl_outq_node_t;
 
+/** Append `n` to the list `*head`..`*tail` (both NULL when empty). */
+static inline void pl_outq_append(pl_outq_node_t **head, pl_outq_node_t **tail, pl_outq_node_t *n)
+{
+    n->next = NULL;
+    if (*tail)
+        (*tail)->next = n;
+    else
+        *head = n;
+    *tail = n;
+}
+
 /** One shard. Allocated and freed by the server; everything inside is this shard's. */
 typedef struct pl_shard {
     struct pl_server *srv;
