@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "parley/db.h"
 #include "parley/jwt.h"
@@ -74,15 +75,42 @@ static int secret_eq(const char *a, size_t alen, const char *b)
     return d == 0;
 }
 
+/* The database's part of /health and the status: "database":"up"|"down"|"none" and the queue of
+ * messages waiting to be stored. */
+static const char *db_state(pl_server_t *srv)
+{
+    return !srv->db ? "none" : pl_db_up(srv->db) ? "up" : "down";
+}
+
+static void db_json(pl_buf_t *b, pl_server_t *srv)
+{
+    pl_buf_printf(b, ",\"database\":\"%s\",\"db_queue\":%zu", db_state(srv),
+                  srv->db ? pl_db_store_pending(srv->db) : 0);
+}
+
+/*
+ * 503 only while this instance cannot deliver (a Redis connection is down): that is when a load
+ * balancer should send clients elsewhere. PostgreSQL down is "degraded" with 200: messages are
+ * still delivered, their acks wait, and every instance shares the same database anyway.
+ */
 static void health(pl_conn_t *c, int keep)
 {
     pl_server_t *srv = c->shard->srv;
     int ok = pl_server_redis_ok(srv);
+    int degraded = ok && srv->db && !pl_db_up(srv->db);
     pl_buf_t b = {0};
-    pl_buf_printf(&b, "{\"status\":\"%s\",\"server_id\":", ok ? "healthy" : "unhealthy");
+    pl_buf_printf(&b, "{\"status\":\"%s\",\"server_id\":",
+                  !ok        ? "unhealthy"
+                  : degraded ? "degraded"
+                             : "healthy");
     pl_buf_json_str(&b, srv->cfg.server_id, strlen(srv->cfg.server_id));
-    pl_buf_printf(&b, ",\"timestamp\":%lld", (long long)pl_now_ms());
-    if (!ok) pl_buf_adds(&b, ",\"reason\":\"redis unreachable\"");
+    pl_buf_printf(&b, ",\"timestamp\":%lld,\"redis\":\"%s\"", (long long)pl_now_ms(),
+                  ok ? "up" : "down");
+    db_json(&b, srv);
+    if (!ok)
+        pl_buf_adds(&b, ",\"reason\":\"redis unreachable\"");
+    else if (degraded)
+        pl_buf_adds(&b, ",\"reason\":\"database unreachable: messages are delivered, acks wait\"");
     pl_buf_adds(&b, "}");
     respond(c, ok ? 200 : 503, &b, keep);
     pl_buf_free(&b);
@@ -120,12 +148,67 @@ static void status(pl_conn_t *c, int keep)
                       atomic_load_explicit(&srv->shards[i]->nconns, memory_order_relaxed));
     pl_buf_printf(&b,
                   "]},\"local_rooms\":%ld,\"delivered\":%lu,\"redis\":{\"healthy\":%s,"
-                  "\"subscriber\":%s,\"publishers_up\":%d},\"per_shard\":%s}",
+                  "\"subscriber\":%s,\"publishers_up\":%d}",
                   rooms, delivered, pl_server_redis_ok(srv) ? "true" : "false",
-                  atomic_load(&srv->sub.connected) ? "true" : "false", pubs_up, per.data);
+                  atomic_load(&srv->sub.connected) ? "true" : "false", pubs_up);
+    db_json(&b, srv);
+    pl_buf_printf(&b, ",\"per_shard\":%s}", per.data);
     respond(c, 200, &b, keep);
     pl_buf_free(&b);
     pl_buf_free(&per);
+}
+
+/* The first element of a header that may list several ("https, http"), trimmed, into out. */
+static int first_of(const char *v, char *out, size_t n)
+{
+    if (!v) return 0;
+    while (*v == ' ')
+        v++;
+    size_t len = strcspn(v, ", ");
+    if (!len || len >= n) return 0;
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 1;
+}
+
+/* A host[:port] from a header, if it is one (no path, no spaces, no quotes: it goes into JSON
+ * and into a URL). */
+static int plain_host(const char *h)
+{
+    if (!*h) return 0;
+    for (; *h; h++)
+        if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') ||
+              *h == '.' || *h == '-' || *h == ':' || *h == '[' || *h == ']' || *h == '_'))
+            return 0;
+    return 1;
+}
+
+/*
+ * Where clients connect: PARLEY_PUBLIC_URL if set; else the scheme and host a trusted proxy
+ * saw (X-Forwarded-Proto, X-Forwarded-Host; from anyone else they are ignored), falling back
+ * to ws:// and the Host header (the shipped nginx config passes the client's Host, port
+ * included).
+ */
+static void websocket_url(pl_conn_t *c, pl_buf_t *url)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    if (cfg->public_ws_url) {
+        pl_buf_adds(url, cfg->public_ws_url);
+        return;
+    }
+    char proto[16] = "", fhost[256] = "";
+    struct sockaddr_storage peer;
+    if (cfg->trusted_proxies.n && pl_conn_peer(c, &peer) == 0 &&
+        pl_cidr_match(&cfg->trusted_proxies, (struct sockaddr *)&peer)) {
+        first_of(pl_http_header(c->http, PL_H_X_FORWARDED_PROTO), proto, sizeof proto);
+        if (!first_of(pl_http_header(c->http, PL_H_X_FORWARDED_HOST), fhost, sizeof fhost) ||
+            !plain_host(fhost))
+            fhost[0] = '\0';
+    }
+    const char *host = *fhost ? fhost : pl_http_header(c->http, PL_H_HOST);
+    if (!host || !plain_host(host)) host = "127.0.0.1";
+    int tls = strcasecmp(proto, "https") == 0 || strcasecmp(proto, "wss") == 0;
+    pl_buf_printf(url, "%s://%s/ws", tls ? "wss" : "ws", host);
 }
 
 static void token(pl_conn_t *c, int keep)
@@ -152,12 +235,11 @@ static void token(pl_conn_t *c, int keep)
                      "body must be {\"user_id\":\"<1-128 bytes, no control characters>\"}", keep);
         return;
     }
-    const char *host = pl_http_header(c->http, PL_H_HOST);
     pl_buf_t b = {0};
     pl_buf_adds(&b, "{\"token\":");
     pl_buf_json_str(&b, tok, (size_t)n);
     pl_buf_t url = {0};
-    pl_buf_printf(&url, "ws://%s/ws", host && *host ? host : "127.0.0.1");
+    websocket_url(c, &url);
     pl_buf_adds(&b, ",\"websocket_url\":");
     pl_buf_json_str(&b, url.data, url.len);
     pl_buf_printf(&b, ",\"expires_in\":%d,\"user_id\":", TOKEN_TTL_S);
@@ -246,15 +328,19 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
 
     if (rest_len == 9 && memcmp(rest, "/messages", 9) == 0) {
         if (method != HTTP_GET) goto not_allowed;
-        /* The user's own token: history is for members. */
+        /* A member's own token (history is for members), or the API key: a server-side caller
+         * (the application's backend) reads any room's. */
         size_t tlen;
         const char *tok = bearer(c->http, &tlen);
-        char user[PL_JWT_SUB_MAX + 1];
-        int rc = tok ? pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
-                                     pl_now_ms() / 1000, user)
-                     : PL_JWT_EFORMAT;
+        char user[PL_JWT_SUB_MAX + 1] = "";
+        int rc = !tok ? PL_JWT_EFORMAT
+                 : secret_eq(tok, tlen, cfg->api_key)
+                     ? 0
+                     : pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
+                                     pl_now_ms() / 1000, user);
         if (rc != 0) {
-            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <user token> required",
+            pl_api_error(c, 401, "unauthorized",
+                         "Authorization: Bearer <a member's token, or PARLEY_API_KEY> required",
                          keep);
             return keep;
         }

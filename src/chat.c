@@ -77,7 +77,7 @@ void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int membe
  * flush).
  */
 #define PRESENCE_BATCH_MAX 512
-#define PRESENCE_FIXED_ARGS 6 /* EVALSHA sha numkeys prefix server now */
+#define PRESENCE_FIXED_ARGS 8 /* EVALSHA sha numkeys prefix server shard now ttl */
 
 static _Thread_local struct {
     pl_buf_t users; /* the queued users, NUL-terminated one after the other */
@@ -149,6 +149,26 @@ void pl_chat_presence_down(pl_conn_t *c)
     presence_queue(c, 0);
 }
 
+/* The arguments every presence and resync call starts with: EVALSHA sha 0 prefix server shard
+ * now ttl. `nums` holds the numbers' text (shard, now, ttl) for as long as argv is used. */
+static int presence_args(pl_shard_t *s, pl_script_t which, const char **argv, size_t *lens,
+                         char nums[3][24])
+{
+    const pl_config_t *cfg = &s->srv->cfg;
+    snprintf(nums[0], 24, "%d", s->index);
+    snprintf(nums[1], 24, "%lld", (long long)pl_now_ms());
+    snprintf(nums[2], 24, "%d", PL_HEARTBEAT_TTL_S);
+    int k = 0;
+    argv[k] = "EVALSHA", lens[k++] = 7;
+    argv[k] = pl_script_sha(which), lens[k++] = 40;
+    argv[k] = "0", lens[k++] = 1;
+    argv[k] = cfg->redis_prefix, lens[k++] = strlen(cfg->redis_prefix);
+    argv[k] = cfg->server_id, lens[k++] = strlen(cfg->server_id);
+    for (int i = 0; i < 3; i++)
+        argv[k] = nums[i], lens[k++] = strlen(nums[i]);
+    return k;
+}
+
 void pl_chat_flush(pl_shard_t *s)
 {
     size_t n = pq.n;
@@ -156,16 +176,8 @@ void pl_chat_flush(pl_shard_t *s)
     pq.n = 0;
     static _Thread_local const char *argv[PRESENCE_FIXED_ARGS + 2 * PRESENCE_BATCH_MAX];
     static _Thread_local size_t lens[PRESENCE_FIXED_ARGS + 2 * PRESENCE_BATCH_MAX];
-    char now[24];
-    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const pl_config_t *cfg = &s->srv->cfg;
-    int k = 0;
-    argv[k] = "EVALSHA", lens[k++] = 7;
-    argv[k] = pl_script_sha(PL_SCRIPT_PRESENCE), lens[k++] = 40;
-    argv[k] = "0", lens[k++] = 1;
-    argv[k] = cfg->redis_prefix, lens[k++] = strlen(cfg->redis_prefix);
-    argv[k] = cfg->server_id, lens[k++] = strlen(cfg->server_id);
-    argv[k] = now, lens[k++] = strlen(now);
+    char nums[3][24];
+    int k = presence_args(s, PL_SCRIPT_PRESENCE, argv, lens, nums);
     for (size_t i = 0; i < n; i++) {
         const char *e = pq.users.data + pq.off[i]; /* op letter, then the user */
         argv[k] = e, lens[k++] = 1;
@@ -177,9 +189,10 @@ void pl_chat_flush(pl_shard_t *s)
         memcpy(b->conn, pq.conn, n * sizeof b->conn[0]);
     }
     if (!b || pl_redis_command(&s->redis, presence_reply, b, k, argv, lens) != 0) {
-        /* Not counted in Redis: these connections will not be "down"ed either. */
-        pl_warn("presence: %zu change(s) not sent (%s)", n,
-                b ? "redis unavailable" : "out of memory");
+        /* Not counted in Redis: these connections will not be "down"ed either. The resync when
+         * Redis is back counts them (pl_chat_resync). */
+        pl_debug("presence: %zu change(s) wait for redis (%s)", n,
+                 b ? "redis unavailable" : "out of memory");
         free(b);
         for (size_t i = 0; i < n; i++) {
             if (!pq.conn[i]) continue;
@@ -188,6 +201,52 @@ void pl_chat_flush(pl_shard_t *s)
         }
     }
     pl_buf_reset(&pq.users);
+}
+
+static void resync_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        pl_info("presence: %lld user(s) whose connections here closed while redis was away "
+                "reported offline",
+                r->integer);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        pl_warn("presence resync (shard %d): %s", s->index, r->str);
+}
+
+void pl_chat_resync(pl_shard_t *s)
+{
+    pl_chat_flush(s); /* what is queued goes first; the counts below then include it */
+    size_t users = s->users.count, k = 0;
+    const char **argv = malloc((PRESENCE_FIXED_ARGS + 2 * users) * sizeof *argv);
+    size_t *lens = malloc((PRESENCE_FIXED_ARGS + 2 * users) * sizeof *lens);
+    char *counts = malloc(users * 12 + 1);
+    char nums[3][24];
+    if (!argv || !lens || !counts) {
+        pl_error("presence resync (shard %d): out of memory", s->index);
+        goto out;
+    }
+    k = (size_t)presence_args(s, PL_SCRIPT_RESYNC, argv, lens, nums);
+    /* Every connection in the user table is authenticated and not yet gone: from now on each
+     * is counted in Redis, so its close must be sent. */
+    char *cp = counts;
+    for (pl_room_t *u = pl_room_first(&s->users); u; u = pl_room_next(&s->users, u)) {
+        for (uint32_t i = 0; i < u->nmembers; i++)
+            ((pl_conn_t *)u->members[i]->owner)->presence = 1;
+        int len = snprintf(cp, 12, "%u", u->nmembers);
+        argv[k] = u->name, lens[k++] = u->len;
+        argv[k] = cp, lens[k++] = (size_t)len;
+        cp += len + 1;
+    }
+    if (pl_redis_command(&s->redis, resync_reply, s, (int)k, argv, lens) != 0)
+        pl_debug("presence resync (shard %d): redis unavailable", s->index);
+    else if (users)
+        pl_info("presence: shard %d re-announced %zu user(s) to redis", s->index, users);
+out:
+    free(argv);
+    free(lens);
+    free(counts);
 }
 
 void pl_chat_thread_free(void)
@@ -373,20 +432,70 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req)
 
 /* ---- heartbeat and dead instances (shard 0) ---- */
 
+/* The heartbeat found this instance unknown to Redis (it lost its data): every shard
+ * re-announces its connections. */
+static void resync_everywhere(pl_shard_t *s)
+{
+    pl_server_t *srv = s->srv;
+    pl_warn("presence: redis had forgotten this instance (restarted or flushed); every shard "
+            "re-announces its connections");
+    for (int i = 0; i < srv->nshards; i++)
+        pl_shard_resync(srv->shards[i]);
+}
+
 static void presence_sweep_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {
+    pl_shard_t *s = privdata;
     redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
-        pl_info("presence: %lld user(s) of dead instance(s) reported offline", r->integer);
-    else if (r && r->type == REDIS_REPLY_ERROR)
+    if (r && r->type == REDIS_REPLY_ERROR) {
         pl_warn("presence sweep: %s", r->str);
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
+    if (r->element[0]->integer > 0)
+        pl_info("presence: %lld user(s) of dead instance(s) reported offline",
+                r->element[0]->integer);
+    if (r->element[1]->integer == 1) resync_everywhere(s);
+}
+
+/*
+ * Instances are found through ws:servers, which the presence script keeps in step with every
+ * ws:server_users set it writes. A set left behind by anything else (an older version, a
+ * partial restore) is found here instead: one SCAN step per heartbeat, and each instance it
+ * names is listed so the sweep looks at its heartbeat.
+ */
+static void scan_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY)
+        return;
+    s->scan_cursor = strtoull(r->element[0]->str, NULL, 10);
+    const pl_config_t *cfg = &s->srv->cfg;
+    size_t plen = strlen(cfg->redis_prefix) + strlen("server_users:");
+    pl_buf_reset(&kbuf[0]);
+    pl_buf_printf(&kbuf[0], "%sservers", cfg->redis_prefix);
+    for (size_t i = 0; i < r->element[1]->elements; i++) {
+        const redisReply *k = r->element[1]->element[i];
+        if (k->type != REDIS_REPLY_STRING || k->len <= plen) continue;
+        const char *argv[3] = {"SADD", kbuf[0].data, k->str + plen};
+        size_t lens[3] = {4, kbuf[0].len, k->len - plen};
+        pl_redis_command(&s->redis, NULL, NULL, 3, argv, lens);
+    }
 }
 
 void pl_chat_presence_sweep(pl_shard_t *s)
 {
-    char now[24], ttl[8];
+    char now[24], ttl[8], cursor[24];
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
     snprintf(ttl, sizeof ttl, "%d", PL_HEARTBEAT_TTL_S);
     const char *args[3] = {s->srv->cfg.server_id, now, ttl};
-    chat_script(s, PL_SCRIPT_SWEEP, 0, NULL, 3, args, presence_sweep_reply, NULL);
+    chat_script(s, PL_SCRIPT_SWEEP, 0, NULL, 3, args, presence_sweep_reply, s);
+    snprintf(cursor, sizeof cursor, "%llu", (unsigned long long)s->scan_cursor);
+    pl_buf_reset(&kbuf[1]);
+    pl_buf_printf(&kbuf[1], "%sserver_users:*", s->srv->cfg.redis_prefix);
+    const char *argv[6] = {"SCAN", cursor, "MATCH", kbuf[1].data, "COUNT", "100"};
+    size_t lens[6] = {4, strlen(cursor), 5, kbuf[1].len, 5, 3};
+    pl_redis_command(&s->redis, scan_reply, s, 6, argv, lens);
 }

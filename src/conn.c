@@ -1,12 +1,15 @@
 /*
  * conn: connection transport. Output is one ordered queue of shared frames
- * per connection, written once per loop iteration (check phase) with
- * uv_try_write over up to PL_IOV_MAX iovecs, falling back to uv_write for
- * whatever the kernel did not take. Closing is always deferred to the check
- * phase so no callback frees what its caller still iterates.
+ * per connection, written by the shard's end-of-turn flush (shard.h) with
+ * uv_try_write over up to PL_IOV_MAX iovecs at a time, for as long as the
+ * kernel takes it all, then uv_write for the rest, whose completion makes the
+ * connection dirty again. Closing is always deferred to that flush so no
+ * callback frees what its caller still iterates.
  */
 #include "parley/conn.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +21,8 @@
 
 /* Frames gathered into one write. */
 #define PL_IOV_MAX 64
+/* Most bytes a catch-up keeps queued ahead of the socket (pl_conn_refill_mark). */
+#define REFILL_MAX (256 * 1024)
 /* Seconds a closing connection may take to drain before it is cut. */
 #define CLOSE_GRACE_MS 2000
 
@@ -71,19 +76,78 @@ static void drop_queue(pl_conn_t *c, uint32_t keep)
     c->q_tail = last;
 }
 
+int pl_conn_peer(const pl_conn_t *c, struct sockaddr_storage *ss)
+{
+    int len = sizeof *ss;
+    return uv_tcp_getpeername(&c->tcp, (struct sockaddr *)ss, &len);
+}
+
+/* The peer's address as text ("1.2.3.4:5678"), for log lines. */
+static const char *peer_str(const pl_conn_t *c, char *out, size_t n)
+{
+    struct sockaddr_storage ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (pl_conn_peer(c, &ss) == 0) {
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+            port = ntohs(a->sin6_port);
+        }
+    }
+    snprintf(out, n, "%s:%d", host, port);
+    return out;
+}
+
+size_t pl_conn_refill_mark(const pl_conn_t *c)
+{
+    size_t half_soft = c->shard->srv->cfg.outbuf_soft / 2;
+    return half_soft < REFILL_MAX ? half_soft : REFILL_MAX;
+}
+
+/* Whether what is queued and unread puts the client over a limit (pl_conn_send's doc). Called
+ * once the kernel took what it would; keeps the soft limit's clock. */
+static int over_limit(pl_conn_t *c)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    if (c->q_bytes > cfg->max_outbuf) return 1;
+    if (c->q_bytes <= cfg->outbuf_soft) {
+        c->over_soft_s = 0;
+        return 0;
+    }
+    uint32_t now_s = (uint32_t)(uv_now(&c->shard->loop) / 1000) | 1; /* 0 means "not over" */
+    if (!c->over_soft_s) c->over_soft_s = now_s;
+    return now_s - c->over_soft_s >= (uint32_t)cfg->outbuf_soft_s;
+}
+
+/* A slow consumer: what it has not been sent is dropped, the close frame follows what is. */
+static void cut_off(pl_conn_t *c)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    char peer[64];
+    pl_warn("conn %s from %s: %zu bytes unread (limits %zu, or %zu for %d s); closing 4008 (slow "
+            "consumer)",
+            c->user ? c->user : "-", peer_str(c, peer, sizeof peer), c->q_bytes, cfg->max_outbuf,
+            cfg->outbuf_soft, cfg->outbuf_soft_s);
+    pl_conn_close(c, 4008, "slow consumer");
+    drop_queue(c, c->wreq ? c->w_nodes : (c->q_off ? 1 : 0));
+}
+
 int pl_conn_send(pl_conn_t *c, pl_frame_t *f)
 {
     if (!pl_conn_open(c)) return -1;
-    if (c->q_bytes + f->len > c->shard->srv->cfg.max_outbuf) {
-        /* Redis' client-output-buffer-limit: a consumer this far behind is cut off. */
-        pl_warn("conn %s: %zu bytes queued, over PARLEY_MAX_OUTBUF; closing (slow consumer)",
-                c->user ? c->user : "-", c->q_bytes);
-        pl_conn_close(c, 4008, "slow consumer");
-        drop_queue(c, c->wreq ? c->w_nodes : (c->q_off ? 1 : 0));
-        return -1;
-    }
     if (queue_frame(c, f) != 0) {
         pl_conn_abort(c, "out of memory");
+        return -1;
+    }
+    /* A write is waiting for the socket to drain: everything queued is unread, and the hard
+     * limit bounds the memory a stalled client holds. Otherwise the end-of-turn flush judges. */
+    if (c->wreq && c->q_bytes > c->shard->srv->cfg.max_outbuf) {
+        cut_off(c);
         return -1;
     }
     return 0;
@@ -158,6 +222,13 @@ static void close_handle(pl_conn_t *c)
 /* Check phase: the close requested during this iteration takes effect. */
 static void begin_close(pl_conn_t *c)
 {
+    if (pl_log_enabled(PL_LOG_DEBUG)) {
+        char peer[64];
+        pl_debug("conn %s from %s: closing (%s%s%u, %s)", c->user ? c->user : "-",
+                 peer_str(c, peer, sizeof peer), c->phase == PL_CONN_WS ? "websocket" : "http",
+                 c->close_code ? " close code " : "", c->close_code,
+                 c->close_reason && *c->close_reason ? c->close_reason : "closed by the client");
+    }
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->flags & PL_CONN_AUTHED) pl_session_leave_all(c);
     if (c->flags & PL_CONN_ABORT) {
@@ -200,27 +271,21 @@ static void write_cb(uv_write_t *req, int status)
         close_handle(c);
 }
 
-static uint32_t gather(pl_conn_t *c, uv_buf_t *iov)
+static uint32_t gather(pl_conn_t *c, uv_buf_t *iov, size_t *total)
 {
     uint32_t n = 0;
     uint32_t off = c->q_off;
-    for (pl_outq_node_t *q = c->q_head; q && n < PL_IOV_MAX; q = q->next, off = 0)
-        iov[n++] = uv_buf_init((char *)q->frame->data + off, q->frame->len - off);
+    *total = 0;
+    for (pl_outq_node_t *q = c->q_head; q && n < PL_IOV_MAX; q = q->next, off = 0) {
+        iov[n] = uv_buf_init((char *)q->frame->data + off, q->frame->len - off);
+        *total += iov[n++].len;
+    }
     return n;
 }
 
-static void flush(pl_conn_t *c)
+/* The kernel took `left` bytes from the head of the queue. */
+static void consumed(pl_conn_t *c, size_t left)
 {
-    if (c->wreq || !c->q_head || (c->flags & PL_CONN_HANDLE_CLOSED)) return;
-    uv_buf_t iov[PL_IOV_MAX];
-    uint32_t n = gather(c, iov);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-    if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
-    if (r < 0) {
-        pl_conn_abort(c, uv_strerror(r));
-        return;
-    }
-    size_t left = (size_t)r;
     while (left && c->q_head) {
         size_t avail = c->q_head->frame->len - c->q_off;
         if (left < avail) {
@@ -231,12 +296,43 @@ static void flush(pl_conn_t *c)
         left -= avail;
         pop_node(c);
     }
+}
+
+/*
+ * Write what is queued, as long as the kernel takes all of it (keeping a catch-up topped up),
+ * then hand the rest to libuv, which writes it as the socket drains and makes the connection
+ * dirty again when done. Whatever stays unread is judged against the slow-consumer limits.
+ */
+static void flush(pl_conn_t *c)
+{
+    if (c->wreq || (c->flags & PL_CONN_HANDLE_CLOSED)) return;
+    uv_buf_t iov[PL_IOV_MAX];
+    size_t total;
+    uint32_t n;
+    for (;;) {
+        if ((c->flags & PL_CONN_REFILL) && c->q_bytes < pl_conn_refill_mark(c))
+            pl_session_refill(c);
+        if (!c->q_head) break;
+        n = gather(c, iov, &total);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+        if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
+        if (r < 0) {
+            pl_conn_abort(c, uv_strerror(r));
+            return;
+        }
+        consumed(c, (size_t)r);
+        if ((size_t)r < total) break; /* the kernel's buffer is full */
+    }
     if (!c->q_head) {
+        c->over_soft_s = 0;
         if (c->flags & PL_CONN_CLOSING) close_handle(c);
         return;
     }
-    /* The kernel's buffer is full: hand the rest to libuv, which writes it as the socket drains. */
-    n = gather(c, iov);
+    if (!(c->flags & PL_CONN_CLOSE_QUEUED) && over_limit(c)) {
+        cut_off(c); /* the close frame is queued by the shard's flush, which comes back here */
+        return;
+    }
+    n = gather(c, iov, &total);
     uv_write_t *req = malloc(sizeof *req);
     if (!req) {
         pl_conn_abort(c, "out of memory");
@@ -327,8 +423,18 @@ static void feed_ws(pl_conn_t *c, const char *p, size_t n)
     }
 }
 
+/* A request was answered: the connection now idles, on the idle clock. */
+static void http_served(pl_conn_t *c)
+{
+    pl_http_next(c->http);
+    c->http->served++;
+    c->http->mark_ms = uv_now(&c->shard->loop);
+}
+
 static void feed_http(pl_conn_t *c, const char *p, size_t n)
 {
+    /* An idle connection's first new byte starts the request clock. */
+    if (!c->http->in_request) c->http->mark_ms = uv_now(&c->shard->loop);
     while (n > 0 && pl_conn_open(c)) {
         size_t used = 0;
         int status = 400;
@@ -349,7 +455,7 @@ static void feed_http(pl_conn_t *c, const char *p, size_t n)
                 return;
             }
             if (r2)
-                pl_http_next(c->http);
+                http_served(c);
             else
                 pl_conn_close(c, 0, NULL);
             break;
@@ -383,7 +489,7 @@ void pl_conn_http_resume(pl_conn_t *c, int keep_alive)
         if (!keep_alive) {
             pl_conn_close(c, 0, NULL);
         } else {
-            pl_http_next(c->http);
+            http_served(c);
             c->last_rx_ms = uv_now(&c->shard->loop);
             if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
                 pl_conn_abort(c, "read_start");
@@ -455,10 +561,34 @@ void pl_conn_accept_cb(uv_stream_t *listener, int status)
         close_handle(c);
         return;
     }
+    c->http->mark_ms = c->created_ms; /* the first request's clock */
+    if (pl_log_enabled(PL_LOG_DEBUG)) {
+        char peer[64];
+        pl_debug("conn from %s: accepted", peer_str(c, peer, sizeof peer));
+    }
     /* TCP_NODELAY comes from the listening socket (server.c). */
     if ((rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb)) != 0) {
         pl_warn("read_start: %s", uv_strerror(rc));
         close_handle(c);
+    }
+}
+
+/* HTTP timeouts: a request must arrive whole within PARLEY_HTTP_REQUEST_TIMEOUT of its first
+ * byte (a new connection's first request, of the accept); between requests a keep-alive
+ * connection may idle for PARLEY_HTTP_IDLE_TIMEOUT, which must outlast the pools of proxies in
+ * front (nginx reuses upstream connections for 60 s by default). */
+static void sweep_http(pl_conn_t *c, uint64_t now)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    pl_http_t *h = c->http;
+    if (c->flags & PL_CONN_HTTP_WAIT) return; /* the answer is being prepared */
+    if (h->in_request || !h->served) {
+        if (now - h->mark_ms >= (uint64_t)cfg->http_request_timeout * 1000) {
+            pl_api_error(c, 408, "request_timeout", "the request did not arrive in time", 0);
+            pl_conn_close(c, 0, "http request timeout");
+        }
+    } else if (now - h->mark_ms >= (uint64_t)cfg->http_idle_timeout * 1000) {
+        pl_conn_close(c, 0, "http idle");
     }
 }
 
@@ -473,9 +603,14 @@ void pl_conn_sweep(pl_conn_t *c, uint64_t now)
         }
         return;
     }
+    /* A client that stopped reading while a write waits: the soft limit's clock runs on. */
+    if (c->wreq && over_limit(c)) {
+        cut_off(c);
+        return;
+    }
     uint64_t auth_ms = (uint64_t)cfg->auth_timeout * 1000;
     if (c->phase == PL_CONN_HTTP) {
-        if (now - c->last_rx_ms >= auth_ms) pl_conn_close(c, 0, "http idle");
+        sweep_http(c, now);
         return;
     }
     if (!(c->flags & PL_CONN_AUTHED)) {

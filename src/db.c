@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "parley/log.h"
+#include "parley/migrate.h"
 #include "parley/script.h"
 
 #define BACKOFF_MIN_MS 100
@@ -30,9 +31,8 @@ struct pl_db {
     atomic_size_t store_reserved;
     size_t store_limit;
     atomic_int up;
-    char *redis_host; /**< for PL_DB_RESTORE */
+    const pl_redis_addr_t *redis; /**< for PL_DB_RESTORE; borrowed from the server */
     char *redis_prefix;
-    int redis_port, redis_db;
 };
 
 /* cids younger than this are put back into Redis by a restore. */
@@ -339,8 +339,9 @@ static void http_json(pl_db_job_t *j, int status, const char *code, const char *
 
 static int run_history(PGconn *pg, pl_db_job_t *j)
 {
-    int member = 0;
-    if (is_member(pg, j, &member) != 0) return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
+    int member = !j->user[0]; /* no user: a server-side caller with the API key */
+    if (!member && is_member(pg, j, &member) != 0)
+        return conn_lost(pg) ? -1 : (j->status = PL_DB_EFAILED, 0);
     if (!member) {
         http_json(j, 403, "forbidden", "not a member of this room");
         return 0;
@@ -453,11 +454,10 @@ static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
         j->status = PL_DB_EFAILED;
         return 0;
     }
-    struct timeval tv = {2, 0};
-    redisContext *r = redisConnectWithTimeout(db->redis_host, db->redis_port, tv);
-    int ok = r && !r->err;
-    if (ok && db->redis_db) ok = redisAppendCommand(r, "SELECT %d", db->redis_db) == REDIS_OK;
-    long n = ok && db->redis_db ? 1 : 0;
+    char err[256] = "";
+    redisContext *r = pl_redis_connect_sync(db->redis, 2000, err, sizeof err);
+    int ok = r != NULL;
+    long n = 0;
     pl_buf_t key = {0};
     /* cids before seqs: the publish script skips its readiness check for a room whose seq
      * key exists, so by then that room's dedup records must be back (src/script.c). */
@@ -483,6 +483,18 @@ static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
                                     PQgetvalue(reads, i, 2)) == REDIS_OK;
     }
     PQclear(reads);
+    /* The membership mirror presence events are routed by (chat.c). */
+    PGresult *members = ok ? query(pg, "SELECT room_id, user_id FROM room_members", 0, NULL) : NULL;
+    if (members && PQresultStatus(members) == PGRES_TUPLES_OK) {
+        const char *pfx = db->redis_prefix;
+        for (int i = 0; ok && i < PQntuples(members); i++, n += 2) {
+            const char *room = PQgetvalue(members, i, 0), *user = PQgetvalue(members, i, 1);
+            ok = redisAppendCommand(r, "SADD %suser_rooms:%s %s", pfx, user, room) == REDIS_OK &&
+                 redisAppendCommand(r, "SADD %sroom_participants:%s %s", pfx, room, user) ==
+                     REDIS_OK;
+        }
+    }
+    PQclear(members);
     if (ok) ok = redisAppendCommand(r, "SET " PL_KEY_READY " 1") == REDIS_OK, n++;
     for (long k = 0; ok && k < n; k++) {
         void *reply = NULL;
@@ -493,7 +505,7 @@ static int run_restore(pl_db_t *db, PGconn *pg, pl_db_job_t *j)
         pl_info("db: restored %d room seq(s) and %d recent cid(s) into redis", PQntuples(seqs),
                 PQntuples(cids));
     else
-        pl_error("db: restore into redis failed: %s", r ? r->errstr : "out of memory");
+        pl_error("db: restore into redis failed: %s", r ? r->errstr : err);
     if (r) redisFree(r);
     pl_buf_free(&key);
     PQclear(seqs);
@@ -580,8 +592,17 @@ static void *worker_main(void *arg)
                 atomic_fetch_sub(&db->up, 1);
             }
             pg = PQconnectdb(db->url);
-            if (PQstatus(pg) != CONNECTION_OK) {
-                if (!logged_down) pl_warn("db: cannot connect: %s", PQerrorMessage(pg));
+            int schema = PQstatus(pg) == CONNECTION_OK ? pl_migrate_applied(pg) : -1;
+            if (schema == 0) {
+                /* Came up (PARLEY_DB_REQUIRED=0) without this build's schema: not used. */
+                if (!logged_down)
+                    pl_error("db: the schema is not at this build's version: run `parleyd "
+                             "--migrate`; until then nothing is stored");
+                PQfinish(pg);
+                pg = NULL;
+            }
+            if (!pg || PQstatus(pg) != CONNECTION_OK) {
+                if (!logged_down && pg) pl_warn("db: cannot connect: %s", PQerrorMessage(pg));
                 logged_down = 1;
                 PQfinish(pg);
                 pg = NULL;
@@ -619,16 +640,14 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit, const char *redis_host,
-                     int redis_port, int redis_db, const char *redis_prefix)
+pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit, const pl_redis_addr_t *redis,
+                     const char *redis_prefix)
 {
     pl_db_t *db = calloc(1, sizeof *db);
     if (!db) return NULL;
     db->redis_prefix = strdup(redis_prefix);
     db->url = strdup(url);
-    db->redis_host = strdup(redis_host);
-    db->redis_port = redis_port;
-    db->redis_db = redis_db;
+    db->redis = redis;
     db->nworkers = workers;
     db->store_limit = store_limit;
     atomic_init(&db->store_reserved, 0);
@@ -659,7 +678,6 @@ void pl_db_stop(pl_db_t *db, int drain_ms)
     pthread_cond_destroy(&db->cv);
     free(db->threads);
     free(db->url);
-    free(db->redis_host);
     free(db->redis_prefix);
     free(db);
 }

@@ -11,6 +11,8 @@ static const char *const kept_names[PL_H_COUNT] = {
     [PL_H_UPGRADE] = "upgrade",
     [PL_H_SEC_WEBSOCKET_KEY] = "sec-websocket-key",
     [PL_H_SEC_WEBSOCKET_VERSION] = "sec-websocket-version",
+    [PL_H_X_FORWARDED_PROTO] = "x-forwarded-proto",
+    [PL_H_X_FORWARDED_HOST] = "x-forwarded-host",
 };
 
 static pl_http_t *of(llhttp_t *p)
@@ -25,6 +27,12 @@ static int count_head(pl_http_t *h, size_t n)
         h->too_large = 431;
         return -1;
     }
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    of(p)->in_request = 1;
     return 0;
 }
 
@@ -102,6 +110,7 @@ static int on_message_complete(llhttp_t *p)
 
 /* Fixed at compile time: shared read-only by every shard thread. */
 static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
@@ -143,6 +152,7 @@ void pl_http_next(pl_http_t *h)
     h->cur_hdr = -1;
     h->head_bytes = 0;
     h->complete = 0;
+    h->in_request = 0;
     h->too_large = 0;
     if (llhttp_get_errno(&h->parser) == HPE_PAUSED) llhttp_resume(&h->parser);
 }
@@ -221,6 +231,8 @@ const char *pl_http_reason(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
     case 413:
         return "Payload Too Large";
     case 426:

@@ -16,6 +16,11 @@ void pl_log_set_level(pl_log_level_t level)
     min_level = level;
 }
 
+int pl_log_enabled(pl_log_level_t level)
+{
+    return level >= min_level;
+}
+
 void pl_log_set_thread(const char *tag)
 {
     snprintf(thread_tag, sizeof thread_tag, "%s", tag);
@@ -38,6 +43,18 @@ void pl_log(pl_log_level_t level, const char *fmt, ...)
     va_end(ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof line - 2) len = sizeof line - 2;
+    /* One event, one line: messages from libraries (libpq's end in "\n" and may hold several
+     * lines) are joined with spaces, and other control characters shown as '?'. */
+    while (len > (size_t)n &&
+           (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
+        len--;
+    for (size_t i = (size_t)n; i < len; i++) {
+        unsigned char ch = (unsigned char)line[i];
+        if (ch == '\n' || ch == '\r' || ch == '\t')
+            line[i] = ' ';
+        else if (ch < 0x20 || ch == 0x7f)
+            line[i] = '?';
+    }
     line[len++] = '\n';
     /* A short write to stderr is not worth handling: logs are best effort. */
     ssize_t w = write(STDERR_FILENO, line, len);

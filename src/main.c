@@ -14,12 +14,12 @@ int main(int argc, char **argv)
     pl_config_t cfg;
     char err[512];
     int rc = pl_config_load(&cfg, argc, argv, err, sizeof err);
-    if (rc == PL_CONFIG_HELP) return 0;
+    if (rc == PL_CONFIG_HELP || rc == PL_CONFIG_VERSION) return 0;
     if (rc != 0) {
         fprintf(stderr, "parleyd: %s\n", err);
         return 2;
     }
-    if (cfg.log_debug) pl_log_set_level(PL_LOG_DEBUG);
+    pl_log_set_level((pl_log_level_t)cfg.log_level);
     if (cfg.migrate) {
         int n = pl_migrate(cfg.database_url);
         if (n >= 0) printf("parleyd: schema up to date (%d migration(s) applied)\n", n);

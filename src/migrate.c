@@ -30,6 +30,74 @@ static int applied(PGconn *pg, const char *name)
     return found;
 }
 
+int pl_migrate_applied(PGconn *pg)
+{
+    PGresult *r = PQexec(pg, "SELECT name FROM schema_migrations");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        /* No table at all: never migrated (a lost connection shows in PQstatus). */
+        int never = PQstatus(pg) == CONNECTION_OK;
+        PQclear(r);
+        return never ? 0 : -1;
+    }
+    int all = 1;
+    for (int i = 0; i < pl_migrations_count && all; i++) {
+        int found = 0;
+        for (int row = 0; row < PQntuples(r) && !found; row++)
+            found = strcmp(PQgetvalue(r, row, 0), pl_migrations[i].name) == 0;
+        all = found;
+    }
+    PQclear(r);
+    return all;
+}
+
+/* Where a connection goes, for messages: host:port/database (no user, no password). */
+static void where(PGconn *pg, char *out, size_t n)
+{
+    const char *host = PQhost(pg), *port = PQport(pg), *db = PQdb(pg);
+    snprintf(out, n, "%s:%s/%s", host && *host ? host : "localhost", port && *port ? port : "5432",
+             db ? db : "?");
+}
+
+pl_migrate_status_t pl_migrate_check(const char *url, char *why, size_t n)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    if (!opts) {
+        snprintf(why, n,
+                 "PARLEY_DATABASE_URL is not a PostgreSQL connection string or "
+                 "postgresql:// URL: %s",
+                 perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return PL_MIGRATE_BAD_URL;
+    }
+    PQconninfoFree(opts);
+    /* The URL's own settings win; connect_timeout only bounds start-up when it has none. */
+    const char *keys[3] = {"connect_timeout", "dbname", NULL};
+    const char *vals[3] = {"5", url, NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    char at[256];
+    where(pg, at, sizeof at);
+    pl_migrate_status_t rc = PL_MIGRATE_OK;
+    if (PQstatus(pg) != CONNECTION_OK) {
+        snprintf(why, n, "cannot connect to PostgreSQL at %s: %s", at, PQerrorMessage(pg));
+        rc = PL_MIGRATE_UNREACHABLE;
+    } else {
+        int ok = pl_migrate_applied(pg);
+        if (ok < 0) {
+            snprintf(why, n, "PostgreSQL at %s: %s", at, PQerrorMessage(pg));
+            rc = PL_MIGRATE_UNREACHABLE;
+        } else if (!ok) {
+            snprintf(why, n,
+                     "the schema of %s is not at this build's version (%s): run `parleyd "
+                     "--migrate` with the same PARLEY_DATABASE_URL first",
+                     at, pl_migrations[pl_migrations_count - 1].name);
+            rc = PL_MIGRATE_BEHIND;
+        }
+    }
+    PQfinish(pg);
+    return rc;
+}
+
 int pl_migrate(const char *url)
 {
     PGconn *pg = PQconnectdb(url);

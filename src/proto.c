@@ -61,11 +61,12 @@ static const char *const err_names[] = {
     [PL_ERR_UNAUTHORIZED] = "unauthorized",
     [PL_ERR_UNAVAILABLE] = "unavailable",
     [PL_ERR_FORBIDDEN] = "forbidden",
+    [PL_ERR_NOT_STORED] = "not_stored",
 };
 
 const char *pl_proto_err_name(pl_err_t code)
 {
-    return code <= PL_ERR_FORBIDDEN ? err_names[code] : "internal";
+    return code <= PL_ERR_NOT_STORED ? err_names[code] : "internal";
 }
 
 static int fail(pl_proto_err_t *err, pl_err_t code, const char *message)
@@ -136,7 +137,8 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
 {
     memset(req, 0, sizeof *req);
     jarena.armed = 1;
-    cJSON *root = cJSON_ParseWithLength(p, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(p, len, &end, 0);
     jarena.armed = 0;
     if (!root) {
         if (!jarena.live) jarena.used = 0; /* a failed parse frees what it built */
@@ -144,6 +146,10 @@ int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_
     }
     jarena.live++;
     req->root = root;
+    /* One JSON value per frame: "{...} x" is not a frame with a comment. */
+    for (; end && end < p + len; end++)
+        if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n')
+            return fail(err, PL_ERR_BAD_JSON, "frame has bytes after its JSON object");
     if (!cJSON_IsObject(root)) return fail(err, PL_ERR_BAD_JSON, "frame must be a JSON object");
 
     int bad = 0;

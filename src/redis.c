@@ -8,6 +8,7 @@
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "parley/log.h"
 
@@ -92,7 +93,7 @@ static void lost(pl_redis_t *r, const char *why)
     r->flush_pending = 0;
     atomic_store(&r->connected, 0);
     if (r->was_up && !r->stopping)
-        pl_warn("redis %s:%d lost (%s); reconnecting", r->host, r->port, why);
+        pl_warn("redis %s:%d lost (%s); reconnecting", r->addr->host, r->addr->port, why);
     r->was_up = 0;
     if (r->stopping) return;
     uv_timer_start(&r->retry, retry_cb, (uint64_t)r->backoff_ms, 0);
@@ -104,7 +105,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     pl_redis_t *r = ac->data;
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback. */
-        pl_debug("redis connect to %s:%d failed: %s", r->host, r->port, ac->errstr);
+        pl_debug("redis connect to %s:%d failed: %s", r->addr->host, r->addr->port, ac->errstr);
         lost(r, ac->errstr);
         return;
     }
@@ -112,7 +113,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (r->on_connect) r->on_connect(r);
     r->backoff_ms = BACKOFF_MIN_MS;
     r->was_up = 1;
-    pl_info("redis %s:%d connected", r->host, r->port);
+    pl_info("redis %s:%d connected", r->addr->host, r->addr->port);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -121,12 +122,43 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     lost(r, status == REDIS_OK ? "closed" : ac->errstr);
 }
 
+/* The login's answer: a refusal (wrong password, unknown user) ends this connection; the retry
+ * timer tries again, so a password fixed on the Redis side is picked up. */
+static void auth_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_redis_t *r = privdata;
+    redisReply *rep = reply;
+    if (!rep) return;
+    if (rep->type != REDIS_REPLY_ERROR) {
+        r->auth_refused = 0;
+        return;
+    }
+    if (!r->auth_refused)
+        pl_error("redis %s:%d refused the login (retrying): %.200s", r->addr->host, r->addr->port,
+                 rep->str);
+    r->auth_refused = 1;
+    redisAsyncDisconnect(ac);
+}
+
+/* AUTH [user] password and SELECT db: queued first, so they go before any command. */
+static void login(pl_redis_t *r, redisAsyncContext *ac)
+{
+    const pl_redis_addr_t *a = r->addr;
+    if (a->password) {
+        const char *argv[3] = {"AUTH", a->user ? a->user : a->password, a->password};
+        size_t lens[3] = {4, strlen(argv[1]), strlen(a->password)};
+        redisAsyncCommandArgv(ac, auth_reply, r, a->user ? 3 : 2, argv, lens);
+    }
+    if (a->db) redisAsyncCommand(ac, NULL, NULL, "SELECT %d", a->db);
+}
+
 static void connect_now(pl_redis_t *r)
 {
     if (r->stopping) return;
-    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    redisAsyncContext *ac = redisAsyncConnect(r->addr->host, r->addr->port);
     if (!ac || ac->err) {
-        pl_debug("redis connect to %s:%d: %s", r->host, r->port, ac ? ac->errstr : "out of memory");
+        pl_debug("redis connect to %s:%d: %s", r->addr->host, r->addr->port,
+                 ac ? ac->errstr : "out of memory");
         if (ac) redisAsyncFree(ac);
         r->was_up = 0;
         uv_timer_start(&r->retry, retry_cb, (uint64_t)r->backoff_ms, 0);
@@ -147,15 +179,53 @@ static void connect_now(pl_redis_t *r)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->ac = ac;
-    if (r->db) redisAsyncCommand(ac, NULL, NULL, "SELECT %d", r->db);
+    login(r, ac);
 }
 
-int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const char *host, int port, int db)
+/* One command on a blocking connection; 0, or -1 with why in err. */
+static int sync_cmd(redisContext *c, const pl_redis_addr_t *a, int argc, const char **argv,
+                    const size_t *lens, char *err, size_t n)
+{
+    redisReply *rep = redisCommandArgv(c, argc, argv, lens);
+    int ok = rep && rep->type != REDIS_REPLY_ERROR;
+    if (!ok)
+        snprintf(err, n, "%s:%d: %s refused: %.200s", a->host, a->port, argv[0],
+                 rep ? rep->str : c->errstr);
+    if (rep) freeReplyObject(rep);
+    return ok ? 0 : -1;
+}
+
+redisContext *pl_redis_connect_sync(const pl_redis_addr_t *a, int timeout_ms, char *err, size_t n)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(a->host, a->port, tv);
+    if (!c || c->err) {
+        snprintf(err, n, "%s:%d: %s", a->host, a->port, c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        return NULL;
+    }
+    if (a->password) {
+        const char *argv[3] = {"AUTH", a->user ? a->user : a->password, a->password};
+        size_t lens[3] = {4, strlen(argv[1]), strlen(a->password)};
+        if (sync_cmd(c, a, a->user ? 3 : 2, argv, lens, err, n) != 0) goto fail;
+    }
+    if (a->db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", a->db);
+        const char *argv[2] = {"SELECT", db};
+        size_t lens[2] = {6, strlen(db)};
+        if (sync_cmd(c, a, 2, argv, lens, err, n) != 0) goto fail;
+    }
+    return c;
+fail:
+    redisFree(c);
+    return NULL;
+}
+
+int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const pl_redis_addr_t *addr)
 {
     r->loop = loop;
-    r->host = host;
-    r->port = port;
-    r->db = db;
+    r->addr = addr;
     r->ac = NULL;
     atomic_init(&r->connected, 0);
     r->backoff_ms = BACKOFF_MIN_MS;

@@ -55,6 +55,23 @@ pl_room_t *pl_room_find(const pl_room_table_t *t, const char *name, size_t len)
     return NULL;
 }
 
+static pl_room_t *first_from(const pl_room_table_t *t, size_t bucket)
+{
+    for (; bucket < t->nbuckets; bucket++)
+        if (t->buckets[bucket]) return t->buckets[bucket];
+    return NULL;
+}
+
+pl_room_t *pl_room_first(const pl_room_table_t *t)
+{
+    return first_from(t, 0);
+}
+
+pl_room_t *pl_room_next(const pl_room_table_t *t, const pl_room_t *r)
+{
+    return r->hnext ? r->hnext : first_from(t, (r->hash & (t->nbuckets - 1)) + 1);
+}
+
 pl_sub_t *pl_room_sub_of(pl_sub_t *list, const pl_room_t *room)
 {
     for (; list; list = list->next)

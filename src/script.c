@@ -56,17 +56,25 @@ static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then retur
                                "return out\n";
 
 /*
- * Chat state (issue 5). ARGV[1] is always the key prefix (PARLEY_REDIS_PREFIX,
- * "ws:"). These scripts name keys built from user and room ids, which is
- * fine on one Redis (Parley does not use Redis Cluster).
+ * Chat state. ARGV[1] is always the key prefix (PARLEY_REDIS_PREFIX, "ws:").
+ * These scripts name keys built from user and room ids, which is fine on one
+ * Redis (Parley does not use Redis Cluster).
+ *
+ * A user's connections are counted per shard of each instance: field
+ * "conn:<server>#<shard>" of ws:user:<id>. Each shard writes only its own
+ * fields, so after Redis restarts (or lost its data) a shard can say how many
+ * connections it holds, absolutely (resync), without asking other threads.
  */
-#define LUA_CONNS                                                                                  \
-    "local function conns(u)\n"                                                                    \
-    "  local n = 0\n"                                                                              \
+#define LUA_SCAN                                                                                   \
+    "local function scan(u, srv)\n"                                                                \
+    "  local n, here, pre = 0, {}, 'conn:' .. srv .. '#'\n"                                        \
     "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"                            \
-    "    if string.sub(f, 1, 5) == 'conn:' then n = n + 1 end\n"                                   \
+    "    if string.sub(f, 1, 5) == 'conn:' then\n"                                                 \
+    "      n = n + 1\n"                                                                            \
+    "      if string.sub(f, 1, #pre) == pre then here[#here + 1] = f end\n"                        \
+    "    end\n"                                                                                    \
     "  end\n"                                                                                      \
-    "  return n\n"                                                                                 \
+    "  return n, here\n"                                                                           \
     "end\n"
 #define LUA_PRESENCE                                                                               \
     "local function presence(u, status)\n"                                                         \
@@ -76,30 +84,41 @@ static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then retur
     "status .. '\"}'\n"                                                                            \
     "  for _, r in ipairs(rooms) do redis.call('PUBLISH', 'room:' .. r, msg) end\n"                \
     "end\n"
-#define LUA_GONE                                                                                   \
-    "local function gone(srv, u)\n"                                                                \
-    "  redis.call('HDEL', P .. 'user:' .. u, 'conn:' .. srv)\n"                                    \
-    "  redis.call('SREM', P .. 'server_users:' .. srv, u)\n"                                       \
-    "  if conns(u) == 0 and redis.call('SREM', P .. 'online_users', u) == 1 then\n"                \
+/* After fields of `srv` went from `u`: fix server_users and report the user offline if that
+ * was the last connection anywhere (1 if so). */
+#define LUA_LEFT                                                                                   \
+    "local function left(srv, u)\n"                                                                \
+    "  local n, here = scan(u, srv)\n"                                                             \
+    "  if #here == 0 then redis.call('SREM', P .. 'server_users:' .. srv, u) end\n"                \
+    "  if n == 0 and redis.call('SREM', P .. 'online_users', u) == 1 then\n"                       \
     "    presence(u, 'offline')\n"                                                                 \
     "    return 1\n"                                                                               \
     "  end\n"                                                                                      \
     "  return 0\n"                                                                                 \
+    "end\n"                                                                                        \
+    "local function gone(srv, u)\n"                                                                \
+    "  local _, here = scan(u, srv)\n"                                                             \
+    "  if #here > 0 then redis.call('HDEL', P .. 'user:' .. u, unpack(here)) end\n"                \
+    "  return left(srv, u)\n"                                                                      \
     "end\n"
+#define LUA_CHAT LUA_SCAN LUA_PRESENCE LUA_LEFT
 
-/* ARGV: prefix, server, now, then (op, user) pairs in the order they happened on this
- * instance: op "u" a connection opened (the user's first anywhere publishes "online"), "d" one
- * closed (the user's last anywhere publishes "offline"). One call carries a shard's changes
- * of one loop turn, so a connection storm costs one script call per batch, not per
- * connection. Returns one element per pair: for "u", {online now (1/0), DMs that waited for
- * the user}; for "d", 1 if the user went offline, else 0. */
+/* ARGV: prefix, server, shard, now, heartbeat ttl, then (op, user) pairs in the order they
+ * happened on this shard: op "u" a connection opened (the user's first anywhere publishes
+ * "online"), "d" one closed (the user's last anywhere publishes "offline"). One call carries a
+ * shard's changes of one loop turn, so a connection storm costs one script call per batch, not
+ * per connection. An instance that counts a connection is registered (heartbeat if it has
+ * none yet, ws:servers) in the same step, so no sweep can miss its users. Returns one element
+ * per pair: for "u", {online now (1/0), DMs that waited for the user}; for "d", 1 if the user
+ * went offline, else 0. */
 static const char presence_lua[] =
-    "local P, srv, now = ARGV[1], ARGV[2], ARGV[3]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
+    "local P, srv, now = ARGV[1], ARGV[2], ARGV[4]\n"
+    "local mine = 'conn:' .. srv .. '#' .. ARGV[3]\n" LUA_CHAT
     /* DMs are queued only for a user with no connection anywhere (dm script), so only the
      * user's first connection can find any waiting. */
     "local function up(u)\n"
     "  local uk = P .. 'user:' .. u\n"
-    "  redis.call('HINCRBY', uk, 'conn:' .. srv, 1)\n"
+    "  redis.call('HINCRBY', uk, mine, 1)\n"
     "  redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
     "  if redis.call('SADD', P .. 'online_users', u) == 0 then\n"
     "    redis.call('HSET', uk, 'last_seen', now)\n"
@@ -115,23 +134,63 @@ static const char presence_lua[] =
     "local function down(u)\n"
     "  local uk = P .. 'user:' .. u\n"
     "  redis.call('HSET', uk, 'last_seen', now)\n"
-    "  if redis.call('HINCRBY', uk, 'conn:' .. srv, -1) <= 0 then return gone(srv, u) end\n"
-    "  return 0\n"
+    "  if redis.call('HINCRBY', uk, mine, -1) > 0 then return 0 end\n"
+    "  redis.call('HDEL', uk, mine)\n"
+    "  return left(srv, u)\n"
     "end\n"
-    "local out = {}\n"
-    "for i = 4, #ARGV - 1, 2 do\n"
-    "  if ARGV[i] == 'u' then out[#out + 1] = up(ARGV[i + 1]) else out[#out + 1] = down(ARGV[i + "
-    "1]) end\n"
+    "local out, registered = {}, false\n"
+    "for i = 6, #ARGV - 1, 2 do\n"
+    "  if ARGV[i] == 'u' then\n"
+    "    if not registered then\n"
+    "      redis.call('SET', P .. 'server:' .. srv, now, 'EX', ARGV[5], 'NX')\n"
+    "      redis.call('SADD', P .. 'servers', srv)\n"
+    "      registered = true\n"
+    "    end\n"
+    "    out[#out + 1] = up(ARGV[i + 1])\n"
+    "  else\n"
+    "    out[#out + 1] = down(ARGV[i + 1])\n"
+    "  end\n"
     "end\n"
     "return out\n";
 
+/* ARGV: prefix, server, shard, now, heartbeat ttl, then (user, connections) pairs: every user
+ * this shard holds connections of, with how many. Run when the shard's Redis connection comes
+ * back, and when Redis is found to have lost its data: the shard's counts become exactly these
+ * (nothing is published for users who never left), the instance is registered again, and users
+ * whose connections here all closed while Redis could not be told go offline (if they have no
+ * connection elsewhere; an event is published for them, since they did leave). Returns how many
+ * went offline. */
+static const char resync_lua[] =
+    "local P, srv, now = ARGV[1], ARGV[2], ARGV[4]\n"
+    "local mine = 'conn:' .. srv .. '#' .. ARGV[3]\n" LUA_CHAT
+    "redis.call('SET', P .. 'server:' .. srv, now, 'EX', ARGV[5])\n"
+    "redis.call('SADD', P .. 'servers', srv)\n"
+    "local want = {}\n"
+    "for i = 6, #ARGV - 1, 2 do want[ARGV[i]] = ARGV[i + 1] end\n"
+    "local off = 0\n"
+    "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. srv)) do\n"
+    "  if not want[u] and redis.call('HDEL', P .. 'user:' .. u, mine) == 1 then\n"
+    "    off = off + left(srv, u)\n"
+    "  end\n"
+    "end\n"
+    "for u, n in pairs(want) do\n"
+    "  local uk = P .. 'user:' .. u\n"
+    "  redis.call('HSET', uk, mine, n)\n"
+    "  redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
+    "  if redis.call('SADD', P .. 'online_users', u) == 1 then\n"
+    "    redis.call('HSET', uk, 'last_seen', now, 'connected_at', now)\n"
+    "  end\n"
+    "end\n"
+    "return off\n";
+
 /* ARGV: prefix, server, now, heartbeat ttl. Every few seconds per instance: refresh this
- * instance's heartbeat; clean up after instances whose heartbeat
- * expired (they died without closing their connections), and stop typing states whose
- * instance did not (died). Returns users reported offline. */
+ * instance's heartbeat; clean up after instances whose heartbeat expired (they died without
+ * closing their connections), and stop typing states whose instance did not (died). Returns
+ * {users reported offline, 1 if this instance's own heartbeat was missing}: Redis lost its
+ * data (or this instance was cut off longer than the heartbeat lives), so its shards resync. */
 static const char sweep_lua[] =
-    "local P, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CONNS LUA_PRESENCE LUA_GONE
-    "redis.call('SET', P .. 'server:' .. me, now, 'EX', ttl)\n"
+    "local P, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CHAT
+    "local was = redis.call('SET', P .. 'server:' .. me, now, 'EX', ttl, 'GET')\n"
     "redis.call('SADD', P .. 'servers', me)\n"
     "local off = 0\n"
     "for _, srv in ipairs(redis.call('SMEMBERS', P .. 'servers')) do\n"
@@ -151,16 +210,33 @@ static const char sweep_lua[] =
     "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
     "  end\n"
     "end\n"
-    "return off\n";
+    "return {off, was and 0 or 1}\n";
 
-/* ARGV: prefix, server. At start-up: an instance that restarts under the same id forgets the
- * connections its previous life left behind (users left with none go offline). */
+/* ARGV: prefix, server, now, heartbeat ttl. At start-up, before accepting connections: an
+ * instance that restarts under the same id forgets the connections its previous life left
+ * behind (users left with none go offline), then registers (heartbeat, ws:servers), so an
+ * instance killed in its first second is still cleaned up by the others' sweep. Returns users
+ * reported offline. */
 static const char reset_lua[] =
-    "local P, me = ARGV[1], ARGV[2]\n" LUA_CONNS LUA_PRESENCE LUA_GONE "local off = 0\n"
+    "local P, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CHAT "local off = 0\n"
     "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. me)) do off = off + "
     "gone(me, u) end\n"
     "redis.call('DEL', P .. 'server_users:' .. me)\n"
+    "redis.call('SET', P .. 'server:' .. me, now, 'EX', ttl)\n"
+    "redis.call('SADD', P .. 'servers', me)\n"
     "return off\n";
+
+/* ARGV: prefix, server. At a clean exit, after every connection was closed: the heartbeat goes
+ * (a restart under this id need not wait for it to expire); the instance leaves ws:servers
+ * unless users are still recorded for it (a shard could not tell Redis), which the others'
+ * sweep then cleans up. */
+static const char unregister_lua[] =
+    "local P, me = ARGV[1], ARGV[2]\n"
+    "redis.call('DEL', P .. 'server:' .. me)\n"
+    "if redis.call('SCARD', P .. 'server_users:' .. me) == 0 then\n"
+    "  redis.call('SREM', P .. 'servers', me)\n"
+    "end\n"
+    "return 0\n";
 
 /* KEYS: seq, stream, cid, ready. ARGV: tail, id, ts, stream maxlen, cid ttl, prefix, to, from,
  * offline max. A direct message: like publish, but sent to the server:{id} channel of every
@@ -172,8 +248,9 @@ static const char dm_lua[] = LUA_SEQ_AND_STREAM(
                "local servers, online = {}, false\n"
                "for _, u in ipairs({to, from}) do\n"
                "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"
-               "    if string.sub(f, 1, 5) == 'conn:' then\n"
-               "      servers[string.sub(f, 6)] = true\n"
+               "    local srv = string.match(f, '^conn:(.+)#%d+$')\n"
+               "    if srv then\n"
+               "      servers[srv] = true\n"
                "      if u == to then online = true end\n"
                "    end\n"
                "  end\n"
@@ -222,7 +299,8 @@ static const char read_lua[] =
     "return 1\n";
 
 static const char *const sources[PL_SCRIPT_COUNT] = {
-    publish_lua, sync_lua, presence_lua, sweep_lua, dm_lua, typing_lua, read_lua, reset_lua,
+    publish_lua, sync_lua, presence_lua, sweep_lua,  dm_lua,
+    typing_lua,  read_lua, reset_lua,    resync_lua, unregister_lua,
 };
 static char shas[PL_SCRIPT_COUNT][41];
 

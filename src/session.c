@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "parley/chat.h"
 #include "parley/db.h"
@@ -79,6 +80,9 @@ void pl_session_redis_up(pl_redis_t *r)
 {
     pl_shard_t *s = r->data;
     pl_script_load_all(r);
+    /* Redis may have restarted (or this connection been lost) while clients stayed: presence,
+     * the user -> instance routes of direct messages and the registration are put back. */
+    pl_chat_resync(s);
     /* Nothing is published on a new connection until parley:ready is seen on it. */
     s->redis_ready = 0;
     ready_check(s);
@@ -95,7 +99,10 @@ void pl_session_start(pl_conn_t *c, const char *user)
         return;
     }
     c->flags |= PL_CONN_AUTHED;
-    c->session = pl_idgen_next(&s->ids, pl_now_ms());
+    /* Before Redis gave this shard its id node, a random session id: it only has to be unique,
+     * and 64 random bits are, for all practical purposes. */
+    if (s->ids_ready || getrandom(&c->session, sizeof c->session, 0) != sizeof c->session)
+        c->session = pl_idgen_next(&s->ids, pl_now_ms());
     char session[24];
     snprintf(session, sizeof session, "%016llx", (unsigned long long)c->session);
     pl_buf_t *b = scratch(c);
@@ -122,9 +129,19 @@ static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
     pl_session_start(c, sub);
 }
 
-/* ---- held frames (a subscription catching up) ---- */
+/* ---- a subscription catching up: held live frames, the recovered ones streamed ---- */
 
-static void drop_held(pl_shard_t *s, pl_sub_t *sub)
+/* The recovered messages of a catch-up, in seq order, sent as the socket drains
+ * (pl_session_refill). Allocated by finish_sync, freed when the last frame is sent or the
+ * subscription ends. */
+typedef struct pl_replay {
+    int64_t cur;          /**< the room's seq when the catch-up read it: live frames after it */
+    size_t n, next;       /**< frames[next..n) are still to be sent */
+    pl_frame_t *frames[]; /**< owned references */
+} pl_replay_t;
+
+/* End a catch-up early (resubscribe, leave): what it held and had still to send goes. */
+static void drop_catchup(pl_shard_t *s, pl_sub_t *sub)
 {
     while (sub->held) {
         pl_outq_node_t *n = sub->held;
@@ -134,13 +151,21 @@ static void drop_held(pl_shard_t *s, pl_sub_t *sub)
     }
     sub->held_tail = NULL;
     sub->held_bytes = 0;
+    pl_replay_t *rp = sub->replay;
+    if (rp) {
+        for (size_t i = rp->next; i < rp->n; i++)
+            pl_frame_unref(rp->frames[i]);
+        free(rp);
+        sub->replay = NULL;
+    }
 }
 
 static void hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
 {
+    /* Held frames wait on the catch-up, not on the client: bounded by the hard limit. */
     if (sub->held_bytes + f->len > cfg_of(c)->max_outbuf) {
         pl_conn_close(c, 4008, "slow consumer");
-        drop_held(c->shard, sub);
+        drop_catchup(c->shard, sub);
         return;
     }
     pl_outq_node_t *n = pl_shard_node_get(c->shard);
@@ -154,10 +179,57 @@ static void hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
     sub->held_bytes += f->len;
 }
 
+/* Queue a room frame on a subscription unless its seq was already sent. */
+static void send_once(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
+{
+    if (seq && seq <= sub->last_seq) return;
+    pl_conn_send(c, f);
+    if (seq) sub->last_seq = seq;
+}
+
+/* Send up to `mark` bytes' worth of a catch-up: the recovered messages, then the live frames
+ * held meanwhile. Returns 1 when it is all out and the subscription is live. */
+static int replay_some(pl_conn_t *c, pl_sub_t *sub, size_t mark)
+{
+    pl_replay_t *rp = sub->replay;
+    while (rp->next < rp->n && c->q_bytes < mark && pl_conn_open(c)) {
+        pl_frame_t *f = rp->frames[rp->next++];
+        send_once(c, sub, f, frame_seq(f));
+        pl_frame_unref(f);
+    }
+    if (rp->next < rp->n) return 0;
+    if (sub->last_seq < rp->cur) sub->last_seq = rp->cur; /* held frames up to it: duplicates */
+    while (sub->held && c->q_bytes < mark && pl_conn_open(c)) {
+        pl_outq_node_t *n = sub->held;
+        sub->held = n->next;
+        sub->held_bytes -= n->frame->len;
+        send_once(c, sub, n->frame, n->seq);
+        pl_frame_unref(n->frame);
+        pl_shard_node_put(c->shard, n);
+    }
+    if (sub->held) return 0;
+    sub->held_tail = NULL;
+    free(rp);
+    sub->replay = NULL;
+    sub->sync_gen = 0; /* live from here on */
+    return 1;
+}
+
+void pl_session_refill(pl_conn_t *c)
+{
+    size_t mark = pl_conn_refill_mark(c);
+    int more = 0;
+    for (pl_sub_t *sub = c->subs; sub && pl_conn_open(c); sub = sub->next) {
+        if (!sub->replay) continue;
+        if (c->q_bytes >= mark || !replay_some(c, sub, mark)) more = 1;
+    }
+    if (!more) c->flags &= (uint16_t)~PL_CONN_REFILL;
+}
+
 static void leave(pl_conn_t *c, pl_sub_t *sub)
 {
     release_pending(c->shard, sub); /* accepted while catching up: they still go out */
-    drop_held(c->shard, sub);
+    drop_catchup(c->shard, sub);
     pl_room_leave(&c->shard->rooms, &c->subs, sub);
 }
 
@@ -185,46 +257,38 @@ static pl_sub_t *sub_for(pl_conn_t *c, const char *room, uint32_t gen)
 /* ---- subscribing: catch-up ---- */
 
 /*
- * Finish a catch-up: `subscribed`, the missed messages (those recovered from
- * PostgreSQL, then those from the Redis stream), then live frames held
- * meanwhile, skipping any seq already sent.
+ * Finish a catch-up: `subscribed` now; then, as the socket drains (pl_session_refill), the
+ * missed messages (those recovered from PostgreSQL, then those from the Redis stream, whose
+ * references are taken over from `pg` and ctx), then the live frames held meanwhile, skipping
+ * any seq already sent. Live frames keep being held until all of that is out.
  */
-static void finish_sync(pl_conn_t *c, pl_sub_t *sub, const sync_ctx_t *ctx, pl_frame_t **pg,
-                        size_t npg, int truncated)
+static void finish_sync(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx, pl_frame_t **pg, size_t *npg,
+                        int truncated)
 {
-    pl_frame_t *const *lists[2] = {pg, ctx->stream};
-    size_t counts[2] = {npg, ctx->nstream};
+    size_t n_pg = npg ? *npg : 0, n = n_pg + ctx->nstream;
+    pl_replay_t *rp = malloc(sizeof *rp + n * sizeof rp->frames[0]);
+    if (!rp) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
     pl_buf_t *b = scratch(c);
     pl_proto_subscribed(b, sub->room->name, sub->room->len, ctx->cur, ctx->read,
-                        ctx->since >= 0 ? (long)(npg + ctx->nstream) : -1,
-                        truncated || ctx->truncated);
+                        ctx->since >= 0 ? (long)n : -1, truncated || ctx->truncated);
     pl_conn_send_json(c, b);
+    if (n_pg) memcpy(rp->frames, pg, n_pg * sizeof *pg);
+    if (ctx->nstream) memcpy(rp->frames + n_pg, ctx->stream, ctx->nstream * sizeof *ctx->stream);
+    if (npg) *npg = 0;
+    ctx->nstream = 0;
+    rp->n = n;
+    rp->next = 0;
+    rp->cur = ctx->cur;
+    sub->replay = rp;
     /* A client claiming more than the room has (Redis lost its data) is not trusted. */
-    int64_t last = ctx->since > 0 ? (ctx->since < ctx->cur ? ctx->since : ctx->cur) : 0;
-    for (int l = 0; l < 2; l++)
-        for (size_t i = 0; i < counts[l]; i++) {
-            int64_t seq = frame_seq(lists[l][i]);
-            if (seq <= last) continue;
-            pl_conn_send(c, lists[l][i]);
-            last = seq;
-        }
-    if (ctx->cur > last) last = ctx->cur;
-    sub->last_seq = last;
-    sub->sync_gen = 0;
-    /* Live frames that arrived during the catch-up, in order, without repeats. */
-    while (sub->held) {
-        pl_outq_node_t *n = sub->held;
-        sub->held = n->next;
-        if (n->seq == 0 || n->seq > sub->last_seq) {
-            pl_conn_send(c, n->frame);
-            if (n->seq) sub->last_seq = n->seq;
-        }
-        pl_frame_unref(n->frame);
-        pl_shard_node_put(c->shard, n);
-    }
-    sub->held_tail = NULL;
-    sub->held_bytes = 0;
-    /* Messages the client sent to the room before `subscribed`: now, after it, in order. */
+    sub->last_seq = ctx->since > 0 ? (ctx->since < ctx->cur ? ctx->since : ctx->cur) : 0;
+    c->flags |= PL_CONN_REFILL;
+    pl_session_refill(c);
+    /* Messages the client sent to the room before `subscribed`: published now; their live
+     * copies come after the catch-up like any live frame. */
     release_pending(c->shard, sub);
 }
 
@@ -248,7 +312,7 @@ static void recover_done(pl_db_job_t *j)
         } else {
             if (ctx->cur < 0) ctx->cur = j->result_seq; /* Redis had no seq: the database's */
             if (ctx->since >= 0 && j->truncated) ctx->since = j->after;
-            finish_sync(c, sub, ctx, j->frames, j->nframes, j->truncated);
+            finish_sync(c, sub, ctx, j->frames, &j->nframes, j->truncated);
         }
     }
     sync_ctx_free(ctx);
@@ -292,7 +356,7 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
             ctx = NULL;
         else {
             ctx->cur = 0;
-            finish_sync(c, sub, ctx, NULL, 0, 0);
+            finish_sync(c, sub, ctx, NULL, NULL, 0);
         }
     } else if (r->elements >= 4) {
         ctx->cur = r->element[0]->integer;
@@ -317,7 +381,7 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
             else
                 ctx->truncated = 1; /* no database: what the stream has is all there is */
         }
-        if (ctx) finish_sync(c, sub, ctx, NULL, 0, 0);
+        if (ctx) finish_sync(c, sub, ctx, NULL, NULL, 0);
     }
     if (ctx) sync_ctx_free(ctx);
     pl_conn_reply_done(c);
@@ -328,7 +392,7 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
     pl_shard_t *s = c->shard;
     if (++s->sync_gen == 0) s->sync_gen = 1;
     sub->sync_gen = s->sync_gen;
-    drop_held(s, sub);
+    drop_catchup(s, sub);
     sync_ctx_t *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
         sync_fail(c, sub, "out of memory");
@@ -442,7 +506,7 @@ static void on_subscribe(pl_conn_t *c, const pl_req_t *req)
              * from now on; the catch-up starts when the database has answered. */
             if (++s->sync_gen == 0) s->sync_gen = 1;
             sub->sync_gen = s->sync_gen;
-            drop_held(s, sub);
+            drop_catchup(s, sub);
             pl_db_job_t *j = pl_db_job_new(PL_DB_JOIN, s, join_checked, c);
             if (!j) {
                 sync_fail(c, sub, "out of memory");
@@ -492,11 +556,13 @@ static void message_done(pl_db_job_t *j)
     pl_conn_reply_done(c);
 }
 
-static void message_failed(pl_db_job_t *j, const char *why)
+/* The message is not going to be stored or acked. `code`: PL_ERR_UNAVAILABLE if it was not
+ * published (not accepted), PL_ERR_NOT_STORED if it may have been delivered: then the client
+ * resends with the same cid, which is not delivered again but stored and acked. */
+static void message_failed(pl_db_job_t *j, pl_err_t code, const char *why)
 {
     pl_conn_t *c = j->ctx;
-    if (pl_conn_open(c))
-        pl_session_error(c, PL_ERR_UNAVAILABLE, why, j->cid[0] ? j->cid : NULL, strlen(j->cid));
+    if (pl_conn_open(c)) pl_session_error(c, code, why, j->cid[0] ? j->cid : NULL, strlen(j->cid));
     if (j->shard->srv->db) pl_db_release(j->shard->srv->db);
     message_done(j);
 }
@@ -511,7 +577,7 @@ static void store_done(pl_db_job_t *j)
             pl_proto_ack(b, j->cid[0] ? j->cid : NULL, strlen(j->cid), j->id, j->seq);
             pl_conn_send_json(c, b);
         } else {
-            pl_session_error(c, PL_ERR_UNAVAILABLE,
+            pl_session_error(c, PL_ERR_NOT_STORED,
                              j->status == PL_DB_EUNAVAILABLE
                                  ? "the message was delivered but not stored (server stopping); "
                                    "resend it with the same cid"
@@ -555,7 +621,9 @@ static void need_restore(pl_shard_t *s)
         static _Atomic int64_t last_log;
         int64_t now = pl_now_ms();
         if (now - atomic_exchange(&last_log, now) > 5000)
-            pl_warn("redis has no %s: restoring room seqs from the database", PL_KEY_READY);
+            pl_info("redis has no %s (it is new, or lost its data): restoring room seqs, recent "
+                    "cids, read positions and memberships from the database",
+                    PL_KEY_READY);
         pl_db_submit(srv->db, j);
         return;
     }
@@ -590,7 +658,7 @@ static void release_waiting(pl_shard_t *s, int ok)
         pl_db_job_t *j = list;
         list = j->next;
         if (!ok || eval_publish(s, j, 0) != 0)
-            message_failed(j, "redis is unreachable; retry later");
+            message_failed(j, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later");
     }
 }
 
@@ -607,18 +675,36 @@ static void ready_reply(struct redisAsyncContext *ac, void *reply, void *privdat
         release_waiting(s, 0);
         return;
     }
-    if (r->integer == 1) {
+    if (r->integer == 1 && s->ids_ready) {
         s->redis_ready = 1;
         release_waiting(s, 1);
         return;
     }
     /* A Redis without parley:ready lost its data (or is new): restore, then look again. */
-    need_restore(s);
+    if (r->integer != 1) need_restore(s);
     uv_timer_start(&s->ready_timer, ready_timer_cb, 50, 0);
+}
+
+/* This shard's id node, when the server could not get a block from Redis at start-up: ids from
+ * a node chosen any other way could collide with another instance's. */
+static void ids_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_INTEGER) return; /* ready_reply retries */
+    uint32_t node = (uint32_t)((r->integer - 1) % (1 << PL_IDGEN_NODE_BITS));
+    pl_idgen_init(&s->ids, node);
+    s->ids_ready = 1;
+    pl_info("shard %d: id node %u from redis", s->index, node);
 }
 
 static void ready_check(pl_shard_t *s)
 {
+    if (!s->ids_ready) {
+        const char *argv[3] = {"INCRBY", "parley:id_nodes", "1"};
+        size_t lens[3] = {6, 15, 1};
+        pl_redis_command(&s->redis, ids_reply, s, 3, argv, lens);
+    }
     const char *argv[2] = {"EXISTS", PL_KEY_READY};
     size_t lens[2] = {6, strlen(PL_KEY_READY)};
     if (pl_redis_command(&s->redis, ready_reply, s, 2, argv, lens) != 0) release_waiting(s, 0);
@@ -652,14 +738,18 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
         /* Redis lost its script cache (SCRIPT FLUSH): send the source this once. */
         if (eval_publish(j->shard, j, 1) != 0)
-            message_failed(j, "redis is unreachable; retry later");
+            message_failed(j, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later");
         return;
     }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_INTEGER) {
         if (r && r->type == REDIS_REPLY_ERROR) pl_warn("publish to %s: %s", j->room, r->str);
-        message_failed(j, r ? "redis refused the message; retry"
-                            : "redis connection lost; the message may not have been delivered");
+        if (r)
+            message_failed(j, PL_ERR_UNAVAILABLE, "redis refused the message; retry");
+        else
+            message_failed(j, PL_ERR_NOT_STORED,
+                           "redis connection lost: the message may have been delivered but is not "
+                           "stored; resend it with the same cid");
         return;
     }
     long long code = r->element[0]->integer;
@@ -685,10 +775,10 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
             j->ts_ms = ts;
             published(j);
         } else {
-            message_failed(j, "bad deduplication record");
+            message_failed(j, PL_ERR_UNAVAILABLE, "bad deduplication record");
         }
     } else {
-        message_failed(j, "unexpected reply from redis");
+        message_failed(j, PL_ERR_UNAVAILABLE, "unexpected reply from redis");
     }
 }
 
@@ -757,6 +847,9 @@ static int eval_dm(pl_shard_t *s, pl_db_job_t *j, int full_script)
 static int eval_publish(pl_shard_t *s, pl_db_job_t *j, int full_script)
 {
     const pl_config_t *cfg = &s->srv->cfg;
+    /* Only now: a message that waited for Redis to be ready waited for the shard's id node too
+     * (ready_check). A resend after a bounce keeps its id. */
+    if (!j->id) j->id = pl_idgen_next(&s->ids, j->ts_ms);
     size_t room_len = strlen(j->room), cid_len = strlen(j->cid);
     pl_buf_reset(&tail_buf);
     if (j->to[0]) {
@@ -830,8 +923,7 @@ static void on_message(pl_conn_t *c, const pl_req_t *req)
         pl_session_error(c, PL_ERR_UNAVAILABLE, "out of memory", req->cid, req->cid_len);
         return;
     }
-    j->ts_ms = pl_now_ms();
-    j->id = pl_idgen_next(&s->ids, j->ts_ms);
+    j->ts_ms = pl_now_ms(); /* the id is given as it is published (eval_publish) */
     if (req->to) {
         memcpy(j->room, dm, sizeof dm);
         memcpy(j->to, req->to, req->to_len + 1);
@@ -859,10 +951,11 @@ static void submit_publish(pl_shard_t *s, pl_db_job_t *j)
             wait_ready(s, j, 0); /* a moment after (re)connecting: keep order, send when ready */
             return;
         }
-        message_failed(j, "redis is not ready; retry later");
+        message_failed(j, PL_ERR_UNAVAILABLE, "redis is not ready; retry later");
         return;
     }
-    if (eval_publish(s, j, 0) != 0) message_failed(j, "redis is unreachable; retry later");
+    if (eval_publish(s, j, 0) != 0)
+        message_failed(j, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later");
 }
 
 static void release_pending(pl_shard_t *s, pl_sub_t *sub)

@@ -102,6 +102,10 @@ static void wake_cb(uv_poll_t *h, int status, int events)
         case PL_EV_FINISH:
             s->finishing = 1;
             break;
+        case PL_EV_RESYNC:
+            atomic_store(&s->resync_queued, 0);
+            if (!s->stopping) pl_chat_resync(s);
+            break;
         }
         n = next;
     }
@@ -113,6 +117,7 @@ static void finish(pl_shard_t *s)
     pl_redis_stop(&s->redis);
     uv_close((uv_handle_t *)&s->wake, NULL);
     uv_close((uv_handle_t *)&s->check, NULL);
+    uv_close((uv_handle_t *)&s->prepare, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
     uv_close((uv_handle_t *)&s->ready_timer, NULL);
     uv_close((uv_handle_t *)&s->presence_timer, NULL);
@@ -123,14 +128,30 @@ static void presence_timer_cb(uv_timer_t *t)
     pl_chat_presence_sweep(t->data);
 }
 
+/* Everything the turn's callbacks queued: closes and output, then presence changes (closes add
+ * some) as one script call, then the Redis commands (closes add some) in one write. */
+static void flush_turn(pl_shard_t *s)
+{
+    pl_conn_process_pending(s);
+    pl_chat_flush(s);
+    pl_redis_flush(&s->redis);
+}
+
+/* After the I/O callbacks. */
 static void check_cb(uv_check_t *h)
 {
     pl_shard_t *s = h->data;
-    pl_conn_process_pending(s);
-    pl_chat_flush(s); /* presence changes of this turn (closes add some), one script call */
-    pl_redis_flush(&s->redis); /* this turn's Redis commands (closes add some), in one write */
+    flush_turn(s);
     /* The last to go: clients, then (FINISH) the database pool's answers. */
     if (s->finishing && !s->conns && !uv_is_closing((uv_handle_t *)&s->wake)) finish(s);
+}
+
+/* After timers and the callbacks of writes that completed at once, right before libuv computes
+ * how long to block: what they queued goes out now, not at the next wake-up (a second away on
+ * an idle shard, when only the sweep timer would wake it). */
+static void prepare_cb(uv_prepare_t *h)
+{
+    flush_turn(h->data);
 }
 
 /* A room appeared on or left this shard: the subscriber thread wakes us for it, or not. */
@@ -178,7 +199,7 @@ static void shard_main(void *arg)
     uv_async_send(&s->srv->shard_done);
 }
 
-int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_fd, uint32_t id_node)
+int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_fd, int64_t id_node)
 {
     s->srv = srv;
     s->index = index;
@@ -190,12 +211,15 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
     s->rooms.on_room = room_cb;
     s->rooms.on_room_ctx = s;
     pl_ws_pool_init(&s->ws);
-    pl_idgen_init(&s->ids, id_node);
+    pl_idgen_init(&s->ids, id_node < 0 ? 0 : (uint32_t)id_node);
+    s->ids_ready = id_node >= 0;
     atomic_init(&s->nconns, 0);
     atomic_init(&s->nrooms, 0);
     atomic_init(&s->delivered, 0);
     s->shutdown_ev.kind = PL_EV_SHUTDOWN;
     s->finish_ev.kind = PL_EV_FINISH;
+    s->resync_ev.kind = PL_EV_RESYNC;
+    atomic_init(&s->resync_queued, 0);
 
     int rc;
     if ((s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) return -errno;
@@ -208,6 +232,8 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
         (rc = uv_poll_start(&s->wake, UV_READABLE, wake_cb)) != 0 ||
         (rc = uv_check_init(&s->loop, &s->check)) != 0 ||
         (rc = uv_check_start(&s->check, check_cb)) != 0 ||
+        (rc = uv_prepare_init(&s->loop, &s->prepare)) != 0 ||
+        (rc = uv_prepare_start(&s->prepare, prepare_cb)) != 0 ||
         (rc = uv_timer_init(&s->loop, &s->sweep)) != 0 ||
         (rc = uv_timer_start(&s->sweep, sweep_cb, SWEEP_MS, SWEEP_MS)) != 0 ||
         (rc = uv_timer_init(&s->loop, &s->ready_timer)) != 0 ||
@@ -215,20 +241,19 @@ int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_f
         (rc = uv_tcp_init(&s->loop, &s->listener)) != 0)
         return rc;
     s->wake.data = s->check.data = s->sweep.data = s->listener.data = s->ready_timer.data = s;
+    s->prepare.data = s;
     s->presence_timer.data = s;
-    /* One instance-wide heartbeat: shard 0 keeps it. */
-    if (index == 0 && (rc = uv_timer_start(&s->presence_timer, presence_timer_cb, 200,
-                                           PL_HEARTBEAT_EVERY_MS)) != 0)
+    /* One instance-wide heartbeat: shard 0 keeps it (the server registered the instance before
+     * starting the shards, or the shards' resync does when Redis comes up). */
+    if (index == 0 && (rc = uv_timer_start(&s->presence_timer, presence_timer_cb,
+                                           PL_HEARTBEAT_EVERY_MS, PL_HEARTBEAT_EVERY_MS)) != 0)
         return rc;
     if ((rc = uv_tcp_open(&s->listener, listen_fd)) != 0 ||
         (rc = uv_listen((uv_stream_t *)&s->listener, 4096, pl_conn_accept_cb)) != 0)
         return rc;
-    const pl_config_t *cfg = &srv->cfg;
     s->redis.on_connect = pl_session_redis_up;
     s->redis.data = s;
-    if ((rc = pl_redis_start(&s->redis, &s->loop, cfg->redis_host, cfg->redis_port,
-                             cfg->redis_db)) != 0)
-        return rc;
+    if ((rc = pl_redis_start(&s->redis, &s->loop, &srv->redis_addr)) != 0) return rc;
     return uv_thread_create(&s->thread, shard_main, s);
 }
 
@@ -248,6 +273,11 @@ void pl_shard_wake(pl_shard_t *s)
 void pl_shard_post(pl_shard_t *s, pl_event_t *ev)
 {
     if (pl_mpsc_push(&s->inbox, &ev->node)) pl_shard_wake(s);
+}
+
+void pl_shard_resync(pl_shard_t *s)
+{
+    if (atomic_exchange(&s->resync_queued, 1) == 0) pl_shard_post(s, &s->resync_ev);
 }
 
 void pl_shard_join(pl_shard_t *s)

@@ -164,14 +164,12 @@ static void *sub_main(void *arg)
     int backoff = BACKOFF_MIN_MS, logged_down = 0;
     if (!owe || !arena) pl_error("subscriber: out of memory; not subscribing");
     while (owe && arena && !atomic_load(&s->stop)) {
-        struct timeval tv = {1, 0}; /* short: a shutdown waits for it */
-        redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
-        if (!c || c->err) {
-            if (!logged_down)
-                pl_warn("subscriber: redis %s:%d unreachable (%s); retrying", cfg->redis_host,
-                        cfg->redis_port, c ? c->errstr : "out of memory");
+        char err[256];
+        /* A short timeout: a shutdown waits for it. */
+        redisContext *c = pl_redis_connect_sync(&s->srv->redis_addr, 1000, err, sizeof err);
+        if (!c) {
+            if (!logged_down) pl_warn("subscriber: redis %s; retrying", err);
             logged_down = 1;
-            if (c) redisFree(c);
             backoff_sleep(s, backoff);
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;

@@ -26,6 +26,13 @@ void pl_chat_presence_down(pl_conn_t *c);
 /** The shard's check phase, before its Redis write: send this loop turn's presence changes as
  *  one script call. Changes that cannot be sent (Redis down) are dropped, and logged. */
 void pl_chat_flush(pl_shard_t *s);
+/**
+ * Re-announce this shard's connections to Redis, absolutely: each user it holds with how many
+ * connections, the instance's registration, and the users whose connections closed while Redis
+ * could not be told. Run when the shard's Redis connection (re)connects and when Redis is found
+ * to have lost its data; sends whatever pl_chat_flush had queued first.
+ */
+void pl_chat_resync(pl_shard_t *s);
 /** A shard thread's loop ended: free this thread's buffers. */
 void pl_chat_thread_free(void);
 
@@ -42,7 +49,8 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req);
 /** `user` became (member = 1) or stopped being a member of `room`: mirror it for presence. */
 void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member);
 
-/** Shard 0, every PL_HEARTBEAT_EVERY_MS: heartbeat; clean up after dead instances. */
+/** Shard 0, every PL_HEARTBEAT_EVERY_MS: heartbeat; clean up after dead instances; if Redis had
+ *  forgotten this instance, every shard resyncs. */
 void pl_chat_presence_sweep(pl_shard_t *s);
 
 #endif

@@ -34,6 +34,7 @@ enum {
     PL_CONN_ABORT = 1 << 5,     /**< drop queued output, close at once */
     PL_CONN_GONE = 1 << 6,      /**< close callback ran; freed once replies_pending is 0 */
     PL_CONN_HTTP_WAIT = 1 << 7, /**< an HTTP answer is being prepared elsewhere (database) */
+    PL_CONN_REFILL = 1 << 8,    /**< a catch-up streams into the output queue as it drains */
 };
 
 /** A client connection. */
@@ -49,9 +50,10 @@ typedef struct pl_conn {
     const char *close_reason; /**< static string */
     uint32_t replies_pending; /**< Redis replies that will name this connection */
     uint64_t created_ms, last_rx_ms, last_ping_ms, close_ms; /**< uv_now of the shard loop */
-    pl_http_t *http;                                         /**< HTTP phase only */
-    pl_ws_in_t in; /**< WebSocket phase: client frame reader */
-    char *user;    /**< after authentication */
+    uint32_t over_soft_s; /**< loop second since which more than the soft limit is unread, or 0 */
+    pl_http_t *http;      /**< HTTP phase only */
+    pl_ws_in_t in;        /**< WebSocket phase: client frame reader */
+    char *user;           /**< after authentication */
     uint64_t session;
     pl_sub_t *subs;           /**< rooms subscribed to, on this shard's table */
     pl_sub_t *usub;           /**< this connection in the shard's user table */
@@ -70,10 +72,24 @@ void pl_conn_accept_cb(uv_stream_t *listener, int status);
 
 /**
  * Queue `f` for the client (takes its own reference; the caller keeps its).
- * Returns 0, or -1 if the connection is closing or was just cut off for
- * having more than PARLEY_MAX_OUTBUF queued (slow consumer).
+ * Returns 0, or -1 if the connection is closing or was just cut off as a slow
+ * consumer.
+ *
+ * Slow consumers (Redis' client-output-buffer-limit): a client is cut off
+ * (close 4008) only for what it fails to read, that is bytes still queued
+ * after the shard wrote what the kernel would take: more than
+ * PARLEY_MAX_OUTBUF at once, or more than PARLEY_MAX_OUTBUF_SOFT for
+ * PARLEY_MAX_OUTBUF_SOFT_SECONDS. A burst queued within one loop turn to a
+ * client that reads is not held against it.
  */
 int pl_conn_send(pl_conn_t *c, pl_frame_t *f);
+
+/**
+ * How far the output queue is filled from a source that can wait (a
+ * catch-up): while PL_CONN_REFILL is set and less than this is queued, the
+ * transport asks pl_session_refill for more as the socket drains.
+ */
+size_t pl_conn_refill_mark(const pl_conn_t *c);
 
 /** Queue the text frame holding `b`'s JSON (copied into a new frame). */
 void pl_conn_send_json(pl_conn_t *c, const pl_buf_t *b);
@@ -101,6 +117,9 @@ void pl_conn_sweep(pl_conn_t *c, uint64_t now);
 void pl_conn_http_wait(pl_conn_t *c, const char *rest, size_t n);
 /** The delayed answer has been queued: go on with the connection (or close it). */
 void pl_conn_http_resume(pl_conn_t *c, int keep_alive);
+
+/** The peer's address into `ss`; 0, or a negative libuv error. */
+int pl_conn_peer(const pl_conn_t *c, struct sockaddr_storage *ss);
 
 /** A Redis reply naming `c` arrived: drop the hold and free `c` if it is already closed. */
 void pl_conn_reply_done(pl_conn_t *c);

@@ -30,6 +30,7 @@
 #include "parley/frame.h"
 #include "parley/jwt.h"
 #include "parley/proto.h"
+#include "parley/redis.h"
 #include "parley/room.h"
 #include "parley/shard.h"
 
@@ -43,7 +44,8 @@ typedef enum {
                       parley:ready */
     PL_DB_RECOVER, /**< messages with after < seq < before (before 0: no bound), ascending, up to
                       limit -> frames */
-    PL_DB_HISTORY, /**< HTTP history page for `user` (members only) -> http_status, body */
+    PL_DB_HISTORY, /**< HTTP history page for `user` (members only; "": anyone) -> http_status,
+                      body */
     PL_DB_JOIN,    /**< open rooms: record membership; closed: check it (status PL_DB_EFORBIDDEN) */
     PL_DB_MEMBER_PUT, /**< add `user` to `room` -> http_status, body */
     PL_DB_MEMBER_DEL, /**< remove -> http_status, body */
@@ -101,12 +103,14 @@ typedef struct pl_db pl_db_t;
 
 /**
  * Start `workers` threads connecting to `url`. They connect lazily and
- * reconnect with backoff; an unreachable database is not an error here. The
- * Redis address is for PL_DB_RESTORE, which writes there directly.
+ * reconnect with backoff; an unreachable database is not an error here (nor
+ * one without this build's schema, which is not used until migrated). The
+ * Redis address (borrowed: it must outlive the pool) is for PL_DB_RESTORE,
+ * which writes there directly.
  * Returns NULL on allocation or thread failure.
  */
-pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit, const char *redis_host,
-                     int redis_port, int redis_db, const char *redis_prefix);
+pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit, const pl_redis_addr_t *redis,
+                     const char *redis_prefix);
 
 /** Reserve a place for one STORE job. Returns 0, or -1 if the store queue is full. Any thread. */
 int pl_db_reserve(pl_db_t *db);

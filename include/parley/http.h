@@ -12,6 +12,7 @@
 
 #include <llhttp.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "parley/buf.h"
 
@@ -27,6 +28,8 @@ enum {
     PL_H_UPGRADE,
     PL_H_SEC_WEBSOCKET_KEY,
     PL_H_SEC_WEBSOCKET_VERSION,
+    PL_H_X_FORWARDED_PROTO, /**< believed only from PARLEY_TRUSTED_PROXIES */
+    PL_H_X_FORWARDED_HOST,  /**< likewise */
     PL_H_COUNT
 };
 
@@ -40,8 +43,11 @@ typedef struct {
     int hdr[PL_H_COUNT]; /**< offsets into strs, -1 if absent */
     int cur_hdr;         /**< which kept header the value being parsed belongs to, or -1 */
     size_t head_bytes;
-    int complete;   /**< a whole request has been parsed */
-    pl_buf_t stash; /**< bytes read after a request whose answer is pending */
+    int complete;     /**< a whole request has been parsed */
+    int in_request;   /**< a request's first byte has been parsed (and it is not answered yet) */
+    int served;       /**< requests answered on this connection (the connection counts them) */
+    uint64_t mark_ms; /**< the connection's clock: since when it waits for the request, or idles */
+    pl_buf_t stash;   /**< bytes read after a request whose answer is pending */
     int too_large;
 } pl_http_t;
 

@@ -1,6 +1,7 @@
 /*
  * log: one line per event that matters, to stderr, with time, level and the
- * thread's tag. Thread-safe (each line is a single write(2)).
+ * thread's tag. Thread-safe (each line is a single write(2)). A message
+ * that holds newlines (libpq's do) is joined into one line.
  */
 #ifndef PARLEY_LOG_H
 #define PARLEY_LOG_H
@@ -10,6 +11,9 @@ typedef enum { PL_LOG_DEBUG, PL_LOG_INFO, PL_LOG_WARN, PL_LOG_ERROR } pl_log_lev
 
 /** Lines below this level are dropped. Set once at start-up. */
 void pl_log_set_level(pl_log_level_t level);
+
+/** 1 if lines of `level` are written (to skip work done only for a log line). */
+int pl_log_enabled(pl_log_level_t level);
 
 /** Name this thread in its log lines ("main", "shard-0", "redis-sub"). At most 15 bytes kept. */
 void pl_log_set_thread(const char *tag);

@@ -8,6 +8,8 @@
 #ifndef PARLEY_MIGRATE_H
 #define PARLEY_MIGRATE_H
 
+#include <stddef.h>
+
 /** One migration: its name (file name without .sql) and its SQL. */
 typedef struct {
     const char *name;
@@ -18,6 +20,27 @@ typedef struct {
 extern const pl_migration_t pl_migrations[];
 /** How many. */
 extern const int pl_migrations_count;
+
+/** Outcomes of pl_migrate_check. */
+typedef enum {
+    PL_MIGRATE_OK = 0,
+    PL_MIGRATE_BAD_URL,     /**< not a libpq connection string or postgresql:// URL */
+    PL_MIGRATE_UNREACHABLE, /**< no connection (down, wrong host or port, refused login) */
+    PL_MIGRATE_BEHIND,      /**< migrations of this build are not applied */
+} pl_migrate_status_t;
+
+/**
+ * Whether the database at `url` can be used by this build: the URL parses,
+ * a connection succeeds within 5 s, and every migration compiled in is
+ * applied. On anything else, writes one line saying what and what to do into
+ * `why` (never a password).
+ */
+pl_migrate_status_t pl_migrate_check(const char *url, char *why, size_t why_size);
+
+struct pg_conn;
+/** The same schema check on an open connection: 1 if every migration is applied, 0 if not, -1
+ *  if the query failed (the connection is likely gone). */
+int pl_migrate_applied(struct pg_conn *pg);
 
 /**
  * Apply what is missing to the database at `url` (a libpq connection string

@@ -42,6 +42,7 @@ typedef enum {
     PL_ERR_UNAUTHORIZED,
     PL_ERR_UNAVAILABLE,
     PL_ERR_FORBIDDEN,
+    PL_ERR_NOT_STORED, /**< accepted (maybe delivered) but not stored: resend with the same cid */
 } pl_err_t;
 
 /** Limits a decoded request is checked against. */

@@ -22,6 +22,24 @@
 #include "parley/buf.h"
 
 struct redisAsyncContext;
+struct redisContext;
+
+/** Where Redis is and how to log in. Strings are borrowed (the server's config, which outlives
+ *  every connection). */
+typedef struct {
+    const char *host;
+    int port, db;
+    const char *user;     /**< ACL user for AUTH, or NULL */
+    const char *password; /**< NULL: no AUTH. Never logged */
+} pl_redis_addr_t;
+
+/**
+ * A blocking connection ready for commands: connected within `timeout_ms`,
+ * authenticated and its database selected. Returns NULL on failure after
+ * writing why into `err` (never the password). The caller redisFree()s it.
+ */
+struct redisContext *pl_redis_connect_sync(const pl_redis_addr_t *a, int timeout_ms, char *err,
+                                           size_t err_size);
 
 /**
  * Reply callback (hiredis' redisCallbackFn): `reply` is a redisReply*, NULL if
@@ -32,8 +50,7 @@ typedef void (*pl_redis_cb)(struct redisAsyncContext *ac, void *reply, void *pri
 /** An auto-reconnecting async connection. */
 typedef struct pl_redis {
     uv_loop_t *loop;
-    const char *host; /**< borrowed from the config */
-    int port, db;
+    const pl_redis_addr_t *addr;  /**< borrowed from the server */
     struct redisAsyncContext *ac; /**< NULL while disconnected */
     struct pl_reply_arena *arena; /**< replies are built here (reply.h); freed by pl_redis_stop */
     pl_buf_t cmd;                 /**< the command being formatted; freed by pl_redis_stop */
@@ -42,15 +59,19 @@ typedef struct pl_redis {
     int backoff_ms;
     int stopping;
     int was_up;                             /**< for logging transitions once */
+    int auth_refused;                       /**< the last login was refused (logged once) */
     void (*on_connect)(struct pl_redis *r); /**< per-connection set-up (script loading), or NULL */
     void *data;                             /**< the owner's */
     int flush_pending; /**< commands issued this loop turn await pl_redis_flush */
     int flushing;
 } pl_redis_t;
 
-/** Start connecting on `loop` (set on_connect first, if wanted). Returns 0 or a negative libuv
- * error. */
-int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const char *host, int port, int db);
+/**
+ * Start connecting on `loop` (set on_connect first, if wanted). Every connection logs in (AUTH)
+ * and selects the database before anything else is sent on it; a refused login is logged and
+ * retried like a lost connection. Returns 0 or a negative libuv error.
+ */
+int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const pl_redis_addr_t *addr);
 
 /**
  * Send a command of `argc` binary-safe arguments. Returns 0 and later calls

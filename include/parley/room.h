@@ -22,6 +22,7 @@
 struct pl_room;
 struct pl_outq_node;
 struct pl_db_job;
+struct pl_replay;
 
 /** One owner's membership of one room. */
 typedef struct pl_sub {
@@ -35,6 +36,7 @@ typedef struct pl_sub {
     struct pl_outq_node *held; /**< live frames held back during a catch-up, oldest first */
     struct pl_outq_node *held_tail;
     size_t held_bytes;
+    struct pl_replay *replay; /**< recovered messages still to send, or NULL */
     struct pl_db_job *pending,
         *pending_tail; /**< the owner's messages to the room, sent after the catch-up */
 } pl_sub_t;
@@ -91,6 +93,12 @@ void pl_room_leave(pl_room_table_t *t, pl_sub_t **list, pl_sub_t *sub);
 
 /** Remove every subscription in the owner's list. */
 void pl_room_leave_all(pl_room_table_t *t, pl_sub_t **list);
+
+/** The first room of the table in no particular order, or NULL; with pl_room_next, every room
+ *  once. The table must not change during the walk. */
+pl_room_t *pl_room_first(const pl_room_table_t *t);
+/** The room after `r` in the walk pl_room_first began, or NULL. */
+pl_room_t *pl_room_next(const pl_room_table_t *t, const pl_room_t *r);
 
 /** Number of subscriptions in an owner's list. */
 size_t pl_room_count(const pl_sub_t *list);

@@ -33,6 +33,8 @@ typedef enum {
     PL_SCRIPT_TYPING,
     PL_SCRIPT_READ,
     PL_SCRIPT_RESET,
+    PL_SCRIPT_RESYNC,
+    PL_SCRIPT_UNREGISTER,
     PL_SCRIPT_COUNT
 } pl_script_t;
 

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "parley/config.h"
+#include "parley/redis.h"
 #include "parley/shard.h"
 #include "parley/shardmask.h"
 #include "parley/subscriber.h"
@@ -21,6 +22,7 @@
 /** The process. */
 typedef struct pl_server {
     pl_config_t cfg;
+    pl_redis_addr_t redis_addr; /**< from cfg: every Redis connection's address and login */
     pl_shard_t **shards;
     int nshards;
     pl_subscriber_t sub;

@@ -12,8 +12,9 @@
  * Subscribing catches up: the subscription joins the room at once but holds
  * live frames back while the room's current seq and anything missed since the
  * client's `since` are fetched (Redis stream, then PostgreSQL for older ones);
- * `subscribed`, the missed messages and the held live ones then go out in seq
- * order, each exactly once.
+ * `subscribed` goes out, then the missed messages and the held live ones in
+ * seq order, each exactly once, streamed as the client's socket drains rather
+ * than queued whole (a catch-up of thousands is not a slow consumer).
  */
 #ifndef PARLEY_SESSION_H
 #define PARLEY_SESSION_H
@@ -38,6 +39,10 @@ void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const ch
 
 /** Deliver a room message from the subscriber to this shard's subscribers of its room. */
 void pl_session_deliver(pl_shard_t *s, const pl_bcast_t *b);
+
+/** The transport's output queue of `c` drained below pl_conn_refill_mark while PL_CONN_REFILL is
+ *  set: queue more of its catch-ups; clears the flag when none is left. */
+void pl_session_refill(pl_conn_t *c);
 
 /** The connection is closing: leave every room, stop typing, count the user's presence down. */
 void pl_session_leave_all(pl_conn_t *c);

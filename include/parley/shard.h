@@ -9,10 +9,15 @@
  * lock-free MPSC queue woken once per batch: the producer that finds it empty
  * writes the shard's eventfd.
  *
- * Per loop iteration (uSockets' and Redis' discipline): I/O callbacks only
- * queue output and queue closes; the check phase then writes every dirty
- * connection once (batched iovecs) and carries out queued closes; memory is
- * freed in the close callbacks, never inside the callback that decided it.
+ * Per loop iteration (uSockets' and Redis' discipline): callbacks only queue
+ * output, closes, presence changes and Redis commands; the shard then writes
+ * every dirty connection (batched iovecs, as much as the kernel takes),
+ * carries out queued closes and sends the turn's Redis commands. It does so
+ * twice per iteration: in the check phase, after the I/O callbacks, and in the
+ * prepare phase, after timers and completed writes and before libuv decides
+ * how long to sleep, so nothing queued outside an I/O callback waits in poll
+ * for the next wake-up. Memory is freed in the close callbacks, never inside
+ * the callback that decided it.
  */
 #ifndef PARLEY_SHARD_H
 #define PARLEY_SHARD_H
@@ -39,6 +44,7 @@ typedef enum {
     PL_EV_DB,       /**< a finished database job */
     PL_EV_SHUTDOWN, /**< close every client with 1001 */
     PL_EV_FINISH,   /**< nothing more will be posted: end the loop once the clients are gone */
+    PL_EV_RESYNC,   /**< Redis lost its data: re-announce this shard's connections */
 } pl_event_kind_t;
 
 struct pl_bcast;
@@ -108,6 +114,7 @@ typedef struct pl_shard {
     uv_poll_t wake; /**< watches wake_fd */
     pl_mpsc_t inbox;
     uv_check_t check;
+    uv_prepare_t prepare;
     uv_timer_t sweep;
     pl_room_table_t rooms;
     pl_shardmask_counts_t *mask_counts; /**< this shard's share of srv->rooms_mask; owned */
@@ -125,8 +132,11 @@ typedef struct pl_shard {
     size_t nfree_nodes;
     int stopping;
     int finishing;
-    pl_event_t shutdown_ev, finish_ev;
-    uint32_t sync_gen; /**< generation counter for subscription catch-ups */
+    pl_event_t shutdown_ev, finish_ev, resync_ev;
+    atomic_int resync_queued; /**< resync_ev is in the inbox (posted at most once at a time) */
+    uint64_t scan_cursor;     /**< shard 0: where the SCAN for stray server_users sets is */
+    int ids_ready;            /**< ids' node number came from Redis (see ready_check) */
+    uint32_t sync_gen;        /**< generation counter for subscription catch-ups */
     /* Messages wait here, in order, until this shard has seen parley:ready on its Redis
      * connection (session.c): first those Redis bounced, then those that came meanwhile. */
     int redis_ready;
@@ -142,11 +152,16 @@ typedef struct pl_shard {
 } pl_shard_t;
 
 /**
- * Start the shard's thread: open `listen_fd` on a new loop and serve.
+ * Start the shard's thread: open `listen_fd` on a new loop and serve. `id_node` is its id
+ * generator's node from the block the server got from Redis, or -1 if Redis could not be
+ * reached: then the shard gets one when its own connection is up, and publishes nothing before.
  * Returns 0 or a negative libuv error; on error nothing was started.
  */
-int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_fd,
-                   uint32_t id_node);
+int pl_shard_start(pl_shard_t *s, struct pl_server *srv, int index, int listen_fd, int64_t id_node);
+
+/** Ask the shard to re-announce its connections to Redis (pl_chat_resync). Any thread; a
+ *  request while one is pending is the same request. */
+void pl_shard_resync(pl_shard_t *s);
 
 /** Post an event from any thread; wakes the shard only if its inbox was empty. */
 void pl_shard_post(pl_shard_t *s, pl_event_t *ev);

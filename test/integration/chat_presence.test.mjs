@@ -2,7 +2,7 @@
 // rooms, one event per user (not per tab), the online endpoints, and users of
 // a kill -9'd instance reported offline by the survivors.
 import {
-  test, startRedis, startParleyd, startPostgres, connectAuthed, dbEnv, recordFrames, userOnline, onlineUsers,
+  test, startRedis, startParleyd, startPostgres, connectAuthed, dbEnv, recordFrames, userOnline, onlineUsers, connCount,
   redisCli, mintToken, setMember, API_KEY, assert, eq, sleep, until,
 } from './lib.mjs';
 
@@ -314,19 +314,19 @@ test('chat presence: a storm of 400 connections (100 users x 2 tabs x 2 instance
   await until(async () => (await onlineUsers(A, { auth: API_KEY })).json?.count === users.length, 5000,
     'all 100 users online');
   for (const [srv, u] of [[A, users[0]], [B, users[99]]]) {
-    eq(await redisCli(redis, 'HGET', `ws:user:${u}`, `conn:${srv.serverId}`), '2', `${u}'s connections counted on ${srv.serverId}`);
+    eq(await connCount(redis, u, srv.serverId), 2, `${u}'s connections counted on ${srv.serverId}`);
   }
 
   // Close the first tab of every user on A and every tab on B, all at once: everyone is still online (A's second tabs).
   const closing = [...onA.filter((_, i) => i % 2 === 0), ...onB];
   for (const c of closing) c.close();
   await Promise.all(closing.map((c) => c.waitClose()));
-  await until(async () => (await redisCli(redis, 'HEXISTS', `ws:user:${users[50]}`, `conn:${B.serverId}`)) === '0', 5000,
+  await until(async () => (await connCount(redis, users[50], B.serverId)) === 0, 5000,
     'B\'s connections uncounted');
   const r = await onlineUsers(B, { auth: API_KEY });
   eq(r.json && r.json.count, users.length, `online count with one tab left per user (${r.text.slice(0, 200)})`);
   for (const u of [users[0], users[50], users[99]]) {
-    eq(await redisCli(redis, 'HGET', `ws:user:${u}`, `conn:${A.serverId}`), '1', `${u}'s connections on A after closing one`);
+    eq(await connCount(redis, u, A.serverId), 1, `${u}'s connections on A after closing one`);
   }
 
   // The last tabs close together: nobody is online.

@@ -809,6 +809,15 @@ export function onlineUsers(server, { auth = API_KEY, query = '' } = {}) {
   return httpRequest(server.port, 'GET', `/api/websocket/users/online${query ? '?' + query : ''}`, { headers });
 }
 
+// How many connections Redis counts for `user` on instance `serverId`: the sum of its per-shard
+// fields conn:<server>#<shard> in ws:user:<id> (docs/redis.md).
+export async function connCount(redis, user, serverId, prefix = 'ws:') {
+  const flat = (await redisCli(redis, 'HGETALL', `${prefix}user:${user}`)).split('\n');
+  let n = 0;
+  for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i].startsWith(`conn:${serverId}#`)) n += Number(flat[i + 1]);
+  return n;
+}
+
 // Record (and consume) every frame of c whose json satisfies pred, in arrival
 // order, into the returned array (each entry: { ...json, at, raw }). Frames
 // not matching go on to the previous hook (track's, say) or stay queued for next().

@@ -1,17 +1,38 @@
 /* Unit tests for src/config.c: defaults, environment, flags (which win),
  * validation messages, listen and Redis URL parsing, --help. */
 #include "parley/config.h"
+#include "parley/log.h"
 #include "unit.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 static const char *const VARS[] = {
-    "PARLEY_LISTEN",       "PARLEY_SHARDS",     "PARLEY_SERVER_ID",    "PARLEY_REDIS_URL",
-    "PARLEY_JWT_SECRET",   "PARLEY_API_KEY",    "PARLEY_MAX_FRAME",    "PARLEY_MAX_TEXT",
-    "PARLEY_MAX_ROOMS",    "PARLEY_MAX_OUTBUF", "PARLEY_AUTH_TIMEOUT", "PARLEY_PING_INTERVAL",
-    "PARLEY_IDLE_TIMEOUT", "PARLEY_LOG_LEVEL",
+    "PARLEY_LISTEN",
+    "PARLEY_SHARDS",
+    "PARLEY_SERVER_ID",
+    "PARLEY_REDIS_URL",
+    "PARLEY_JWT_SECRET",
+    "PARLEY_API_KEY",
+    "PARLEY_MAX_FRAME",
+    "PARLEY_MAX_TEXT",
+    "PARLEY_MAX_ROOMS",
+    "PARLEY_MAX_OUTBUF",
+    "PARLEY_AUTH_TIMEOUT",
+    "PARLEY_PING_INTERVAL",
+    "PARLEY_IDLE_TIMEOUT",
+    "PARLEY_LOG_LEVEL",
+    "PARLEY_MAX_OUTBUF_SOFT",
+    "PARLEY_MAX_OUTBUF_SOFT_SECONDS",
+    "PARLEY_HTTP_IDLE_TIMEOUT",
+    "PARLEY_HTTP_REQUEST_TIMEOUT",
+    "PARLEY_PUBLIC_URL",
+    "PARLEY_TRUSTED_PROXIES",
+    "PARLEY_DB_REQUIRED",
 };
 
 /* A clean environment with only the two required settings. */
@@ -66,7 +87,15 @@ static void defaults(void)
     CHECK_EQ_INT(c.auth_timeout, 10);
     CHECK_EQ_INT(c.ping_interval, 30);
     CHECK_EQ_INT(c.idle_timeout, 75);
-    CHECK_EQ_INT(c.log_debug, 0);
+    CHECK_EQ_INT(c.log_level, PL_LOG_INFO);
+    CHECK_EQ_INT(c.outbuf_soft, 16777216 / 4);
+    CHECK_EQ_INT(c.outbuf_soft_s, 30);
+    CHECK_EQ_INT(c.http_idle_timeout, 120);
+    CHECK_EQ_INT(c.http_request_timeout, 10);
+    CHECK_EQ_INT(c.db_required, 1);
+    CHECK(c.redis_user == NULL && c.redis_password == NULL);
+    CHECK(c.public_ws_url == NULL);
+    CHECK_EQ_INT(c.trusted_proxies.n, 0);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     CHECK_EQ_INT(c.shards, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
     CHECK(c.server_id && *c.server_id);
@@ -85,7 +114,7 @@ static void env_values(void)
     setenv("PARLEY_SHARDS", "3", 1);
     setenv("PARLEY_SERVER_ID", "node-a", 1);
     setenv("PARLEY_REDIS_URL", "redis://cache.local:6380/4", 1);
-    setenv("PARLEY_MAX_FRAME", "1000", 1);
+    setenv("PARLEY_MAX_FRAME", "2000", 1);
     setenv("PARLEY_MAX_TEXT", "1000", 1);
     setenv("PARLEY_MAX_ROOMS", "7", 1);
     setenv("PARLEY_MAX_OUTBUF", "65536", 1);
@@ -102,14 +131,14 @@ static void env_values(void)
     CHECK_STR(c.redis_host, "cache.local");
     CHECK_EQ_INT(c.redis_port, 6380);
     CHECK_EQ_INT(c.redis_db, 4);
-    CHECK_EQ_INT(c.max_frame, 1000);
+    CHECK_EQ_INT(c.max_frame, 2000);
     CHECK_EQ_INT(c.max_text, 1000);
     CHECK_EQ_INT(c.max_rooms, 7);
     CHECK_EQ_INT(c.max_outbuf, 65536);
     CHECK_EQ_INT(c.auth_timeout, 5);
     CHECK_EQ_INT(c.ping_interval, 1);
     CHECK_EQ_INT(c.idle_timeout, 2);
-    CHECK_EQ_INT(c.log_debug, 1);
+    CHECK_EQ_INT(c.log_level, PL_LOG_DEBUG);
     pl_config_free(&c);
 }
 
@@ -152,7 +181,7 @@ static void bad_numbers(void)
         {"PARLEY_SHARDS", "-1"},
         {"PARLEY_SHARDS", "99999999999999999999999"},
         {"PARLEY_SHARDS", "2.5"},
-        {"PARLEY_MAX_FRAME", "127"},
+        {"PARLEY_MAX_FRAME", "1023"},
         {"PARLEY_MAX_FRAME", "16777217"},
         {"PARLEY_MAX_TEXT", "0"},
         {"PARLEY_MAX_ROOMS", "1048577"},
@@ -184,12 +213,12 @@ static void bad_numbers(void)
     /* range ends are accepted */
     env_reset();
     setenv("PARLEY_SHARDS", "64", 1);
-    setenv("PARLEY_MAX_FRAME", "128", 1);
-    setenv("PARLEY_MAX_TEXT", "128", 1);
+    setenv("PARLEY_MAX_FRAME", "1024", 1);
+    setenv("PARLEY_MAX_TEXT", "512", 1);
     setenv("PARLEY_MAX_OUTBUF", "17179869184", 1); /* 1 << 34 */
     CHECK_EQ_INT(LOAD0(&c), 0);
     CHECK_EQ_INT(c.shards, 64);
-    CHECK_EQ_INT(c.max_frame, 128);
+    CHECK_EQ_INT(c.max_frame, 1024);
     CHECK_EQ_INT(c.max_outbuf, 17179869184LL);
     pl_config_free(&c);
 }
@@ -209,13 +238,13 @@ static void flags_override_env(void)
     CHECK_STR(c.api_key, "api-env"); /* untouched by flags */
     CHECK_STR(c.listen_host, "1.2.3.4");
     CHECK_EQ_INT(c.listen_port, 2222);
-    CHECK_EQ_INT(c.log_debug, 0);
+    CHECK_EQ_INT(c.log_level, PL_LOG_INFO);
     pl_config_free(&c);
 
     /* --flag=value form for everything, a value containing '=' */
     env_reset();
     CHECK_EQ_INT(LOAD(&c, "--shards=5", "--api-key=a=b=c", "--redis-url=redis://r:7000/1",
-                      "--max-text=100", "--max-frame=200", "--ping-interval=10",
+                      "--max-text=100", "--max-frame=2000", "--ping-interval=10",
                       "--idle-timeout=20", "--auth-timeout=3", "--server-id=s1"),
                  0);
     CHECK_EQ_INT(c.shards, 5);
@@ -224,7 +253,7 @@ static void flags_override_env(void)
     CHECK_EQ_INT(c.redis_port, 7000);
     CHECK_EQ_INT(c.redis_db, 1);
     CHECK_EQ_INT(c.max_text, 100);
-    CHECK_EQ_INT(c.max_frame, 200);
+    CHECK_EQ_INT(c.max_frame, 2000);
     CHECK_EQ_INT(c.ping_interval, 10);
     CHECK_EQ_INT(c.idle_timeout, 20);
     CHECK_EQ_INT(c.auth_timeout, 3);
@@ -300,8 +329,6 @@ static void redis_url(void)
         {"h:6379", NULL, 0, 0},
         {"http://h:6379", NULL, 0, 0},
         {"redis:/h", NULL, 0, 0},
-        {"redis://user:pass@h:6379/0", NULL, 0, 0},
-        {"redis://secret@h:6379/0", NULL, 0, 0},
         {"", NULL, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -385,24 +412,43 @@ static void listen_ipv6_brackets(void)
     pl_config_free(&c);
 }
 
+/* Each of the pair works alone (the other follows it); explicit values that conflict are refused
+ * with values that would work. */
 static void ping_vs_idle(void)
 {
     pl_config_t c;
     env_reset();
-    setenv("PARLEY_PING_INTERVAL", "75", 1);
-    CHECK(fails_naming(LOAD0(&c), "PARLEY_PING_INTERVAL")); /* equal to the default idle 75 */
-    CHECK(strstr(err, "PARLEY_IDLE_TIMEOUT") != NULL);
+    setenv("PARLEY_PING_INTERVAL", "75", 1); /* alone: the idle timeout follows, 5/2 of it */
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.ping_interval, 75);
+    CHECK_EQ_INT(c.idle_timeout, 187);
     pl_config_free(&c);
+    setenv("PARLEY_PING_INTERVAL", "10", 1); /* lower: the default idle stays */
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.idle_timeout, 75);
+    pl_config_free(&c);
+    env_reset();
+    setenv("PARLEY_IDLE_TIMEOUT", "20", 1); /* alone: ping 2/5 of it */
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.ping_interval, 8);
+    CHECK_EQ_INT(c.idle_timeout, 20);
+    pl_config_free(&c);
+    setenv("PARLEY_IDLE_TIMEOUT", "2", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.ping_interval, 1);
+    pl_config_free(&c);
+    /* both given and in conflict: refused, naming both and what would work */
+    env_reset();
+    setenv("PARLEY_PING_INTERVAL", "75", 1);
     setenv("PARLEY_IDLE_TIMEOUT", "60", 1);
-    CHECK(fails_naming(LOAD0(&c), "PARLEY_PING_INTERVAL")); /* above */
+    CHECK(fails_naming(LOAD0(&c), "PARLEY_PING_INTERVAL"));
+    CHECK(strstr(err, "PARLEY_IDLE_TIMEOUT") && strstr(err, "PARLEY_PING_INTERVAL=59") &&
+          strstr(err, "PARLEY_IDLE_TIMEOUT=76"));
     pl_config_free(&c);
     setenv("PARLEY_IDLE_TIMEOUT", "76", 1);
     CHECK_EQ_INT(LOAD0(&c), 0);
     pl_config_free(&c);
-    env_reset();
-    CHECK_EQ_INT(LOAD(&c, "--idle-timeout", "30"), -1); /* default ping 30 */
-    pl_config_free(&c);
-    CHECK_EQ_INT(LOAD(&c, "--idle-timeout", "31"), 0);
+    CHECK_EQ_INT(LOAD(&c, "--idle-timeout", "75"), -1); /* the flag wins, and conflicts */
     pl_config_free(&c);
 }
 
@@ -410,10 +456,129 @@ static void text_vs_frame(void)
 {
     pl_config_t c;
     env_reset();
+    /* PARLEY_MAX_FRAME alone: the text limit follows it */
+    setenv("PARLEY_MAX_FRAME", "4096", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.max_text, 4096 - PL_CONFIG_ENVELOPE);
+    pl_config_free(&c);
+    setenv("PARLEY_MAX_FRAME", "1048576", 1); /* larger: the text default stays */
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.max_text, 16384);
+    pl_config_free(&c);
+    env_reset();
     setenv("PARLEY_MAX_TEXT", "70000", 1); /* over the default frame 65536 */
     CHECK(fails_naming(LOAD0(&c), "PARLEY_MAX_TEXT"));
+    CHECK(strstr(err, "PARLEY_MAX_TEXT=65024") && strstr(err, "PARLEY_MAX_FRAME=70512"));
     pl_config_free(&c);
-    CHECK_EQ_INT(LOAD(&c, "--max-frame", "70000"), 0);
+    CHECK_EQ_INT(LOAD(&c, "--max-frame", "70512"), 0);
+    pl_config_free(&c);
+    setenv("PARLEY_MAX_TEXT", "65024", 1); /* exactly what fits */
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    pl_config_free(&c);
+}
+
+static void outbuf_soft(void)
+{
+    pl_config_t c;
+    env_reset();
+    setenv("PARLEY_MAX_OUTBUF", "1048576", 1); /* the soft limit follows: a quarter */
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.outbuf_soft, 262144);
+    pl_config_free(&c);
+    setenv("PARLEY_MAX_OUTBUF_SOFT", "2000000", 1);
+    CHECK(fails_naming(LOAD0(&c), "PARLEY_MAX_OUTBUF_SOFT"));
+    CHECK(strstr(err, "PARLEY_MAX_OUTBUF_SOFT=1048576") != NULL);
+    pl_config_free(&c);
+    setenv("PARLEY_MAX_OUTBUF_SOFT", "65536", 1);
+    setenv("PARLEY_MAX_OUTBUF_SOFT_SECONDS", "5", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.outbuf_soft, 65536);
+    CHECK_EQ_INT(c.outbuf_soft_s, 5);
+    pl_config_free(&c);
+}
+
+/* redis://[[user]:password@]host...: percent-escapes decoded; the password never in a message. */
+static void redis_credentials(void)
+{
+    pl_config_t c;
+    env_reset();
+    setenv("PARLEY_REDIS_URL", "redis://:s%40cret@h:6380/2", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK(c.redis_user == NULL);
+    CHECK(c.redis_password && strcmp(c.redis_password, "s@cret") == 0);
+    CHECK_STR(c.redis_host, "h");
+    CHECK_EQ_INT(c.redis_port, 6380);
+    CHECK_EQ_INT(c.redis_db, 2);
+    pl_config_free(&c);
+    setenv("PARLEY_REDIS_URL", "redis://alice:pw@h/1", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK(c.redis_user && strcmp(c.redis_user, "alice") == 0);
+    CHECK(c.redis_password && strcmp(c.redis_password, "pw") == 0);
+    CHECK_EQ_INT(c.redis_port, 6379);
+    pl_config_free(&c);
+    setenv("PARLEY_REDIS_URL", "redis://onlypass@h", 1); /* as redis-cli reads it */
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK(c.redis_user == NULL && c.redis_password && !strcmp(c.redis_password, "onlypass"));
+    pl_config_free(&c);
+    static const char *const bad[] = {"redis://:@h", "redis://:p%zz@h", "redis://:p%00x@h",
+                                      "redis://:topsecret@h:notaport", "redis://:topsecret@"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("PARLEY_REDIS_URL", bad[i], 1);
+        int rc = LOAD0(&c);
+        if (!fails_naming(rc, "PARLEY_REDIS_URL") || strstr(err, "topsecret")) {
+            printf("  '%s': rc %d err '%s'\n", bad[i], rc, err);
+            CHECK(0);
+        }
+        pl_config_free(&c);
+    }
+}
+
+static void levels_and_more(void)
+{
+    pl_config_t c;
+    static const struct {
+        const char *name;
+        int level;
+    } levels[] = {{"error", PL_LOG_ERROR},
+                  {"warn", PL_LOG_WARN},
+                  {"warning", PL_LOG_WARN},
+                  {"info", PL_LOG_INFO},
+                  {"debug", PL_LOG_DEBUG}};
+    for (size_t i = 0; i < sizeof levels / sizeof *levels; i++) {
+        env_reset();
+        setenv("PARLEY_LOG_LEVEL", levels[i].name, 1);
+        CHECK_EQ_INT(LOAD0(&c), 0);
+        CHECK_EQ_INT(c.log_level, levels[i].level);
+        pl_config_free(&c);
+    }
+    env_reset();
+    setenv("PARLEY_PUBLIC_URL", "https://chat.example.com/", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK(c.public_ws_url && strcmp(c.public_ws_url, "wss://chat.example.com/ws") == 0);
+    pl_config_free(&c);
+    setenv("PARLEY_PUBLIC_URL", "http://10.0.0.5:8088/chat", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK(c.public_ws_url && strcmp(c.public_ws_url, "ws://10.0.0.5:8088/chat/ws") == 0);
+    pl_config_free(&c);
+    setenv("PARLEY_PUBLIC_URL", "ftp://x", 1);
+    CHECK(fails_naming(LOAD0(&c), "PARLEY_PUBLIC_URL"));
+    pl_config_free(&c);
+    env_reset();
+    setenv("PARLEY_TRUSTED_PROXIES", " 127.0.0.1 , 10.0.0.0/8,::1 ", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.trusted_proxies.n, 3);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "10.200.3.4", &a.sin_addr);
+    CHECK(pl_cidr_match(&c.trusted_proxies, (struct sockaddr *)&a));
+    inet_pton(AF_INET, "11.0.0.1", &a.sin_addr);
+    CHECK(!pl_cidr_match(&c.trusted_proxies, (struct sockaddr *)&a));
+    pl_config_free(&c);
+    setenv("PARLEY_TRUSTED_PROXIES", "10.0.0.0/33", 1);
+    CHECK(fails_naming(LOAD0(&c), "PARLEY_TRUSTED_PROXIES"));
+    pl_config_free(&c);
+    env_reset();
+    setenv("PARLEY_SERVER_ID", "bad id", 1);
+    CHECK(fails_naming(LOAD0(&c), "PARLEY_SERVER_ID"));
     pl_config_free(&c);
 }
 
@@ -450,6 +615,16 @@ static void help(void)
     pl_config_free(&c);
 }
 
+static void version(void)
+{
+    pl_config_t c;
+    env_reset();
+    char *a[] = {"parleyd", "--version", NULL};
+    CHECK_EQ_INT(load_quiet(&c, 2, a), PL_CONFIG_VERSION);
+    pl_config_free(&c);
+    CHECK(strncmp(pl_config_version(), "parleyd ", 8) == 0);
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -463,7 +638,11 @@ int main(void)
     RUN(listen_ipv6_brackets);
     RUN(ping_vs_idle);
     RUN(text_vs_frame);
+    RUN(outbuf_soft);
+    RUN(redis_credentials);
+    RUN(levels_and_more);
     RUN(help);
+    RUN(version);
     for (size_t i = 0; i < sizeof VARS / sizeof *VARS; i++)
         unsetenv(VARS[i]);
     UNIT_EXIT();

@@ -319,8 +319,40 @@ static void sub_of(void)
     pl_room_table_free(&t);
 }
 
+/* pl_room_first/next visit every room exactly once, empty table included. */
+static void walk(void)
+{
+    pl_room_table_t t;
+    pl_room_table_init(&t);
+    CHECK(pl_room_first(&t) == NULL);
+    enum { N = 300 };
+    int owner;
+    pl_sub_t *l = NULL;
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "w%d", i);
+        CHECK(join_s(&t, name, &owner, &l) != NULL);
+    }
+    static unsigned char seen[N];
+    memset(seen, 0, sizeof seen);
+    size_t visits = 0;
+    for (pl_room_t *r = pl_room_first(&t); r; r = pl_room_next(&t, r)) {
+        int i = atoi(r->name + 1);
+        CHECK(i >= 0 && i < N);
+        if (i >= 0 && i < N) seen[i]++;
+        visits++;
+    }
+    CHECK_EQ_INT(visits, N);
+    int twice_or_never = 0;
+    for (int i = 0; i < N; i++)
+        twice_or_never += seen[i] != 1;
+    CHECK_EQ_INT(twice_or_never, 0);
+    pl_room_table_free(&t);
+}
+
 int main(void)
 {
+    RUN(walk);
     RUN(id_valid);
     RUN(join_leave_find);
     RUN(idempotent_join);
