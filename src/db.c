@@ -545,35 +545,98 @@ static void fail(pl_db_job_t **jobs, int n, int status)
     }
 }
 
-/* Wait up to ms unless the pool is stopping. */
-static void pause_ms(pl_db_t *db, int ms)
+/* A worker's connection: made when the worker starts and remade with backoff while the
+ * database is away, jobs or not, so /health knows whether it is there before anyone writes. */
+typedef struct {
+    PGconn *pg;
+    int backoff_ms, logged_down;
+    int64_t next_try_ms; /**< mono_ms: when to try again */
+} worker_conn_t;
+
+/* 1 if the worker has a usable connection, connecting first if it has none and it is time. */
+static int connected(pl_db_t *db, worker_conn_t *w)
 {
+    if (w->pg && PQstatus(w->pg) == CONNECTION_OK) return 1;
+    if (w->pg) {
+        PQfinish(w->pg);
+        w->pg = NULL;
+        atomic_fetch_sub(&db->up, 1);
+    }
+    if (mono_ms() < w->next_try_ms) return 0;
+    PGconn *pg = PQconnectdb(db->url);
+    const char *why = NULL;
+    if (PQstatus(pg) != CONNECTION_OK)
+        why = PQerrorMessage(pg);
+    else if (pl_migrate_applied(pg) != 1)
+        /* Came up (PARLEY_DB_REQUIRED=0) without this build's schema: not used. */
+        why = "the schema is not at this build's version: run `parleyd --migrate`; until then "
+              "nothing is stored";
+    if (why) {
+        if (!w->logged_down) pl_warn("db: cannot use the database: %s", why);
+        w->logged_down = 1;
+        PQfinish(pg);
+        w->next_try_ms = mono_ms() + w->backoff_ms;
+        w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
+        return 0;
+    }
+    atomic_fetch_add(&db->up, 1);
+    if (w->logged_down) pl_info("db: connected");
+    w->logged_down = 0;
+    w->backoff_ms = BACKOFF_MIN_MS;
+    w->pg = pg;
+    return 1;
+}
+
+/* Sleep until `until` (mono_ms) in short steps, or until the pool stops. New jobs do not wake it:
+ * they do not bring the database back. */
+static void sleep_until(pl_db_t *db, int64_t until)
+{
+    for (;;) {
+        int64_t left = until - mono_ms();
+        pthread_mutex_lock(&db->mu);
+        int stopping = db->stopping;
+        pthread_mutex_unlock(&db->mu);
+        if (left <= 0) return;
+        if (stopping && left > 50) left = 50; /* draining: retry until the deadline, not busily */
+        struct timespec ts = {0, (left > 100 ? 100 : left) * 1000000L};
+        nanosleep(&ts, NULL);
+        if (stopping) return;
+    }
+}
+
+/* Wait on the queue's condition variable until `until_ms` (mono_ms). Caller holds mu. */
+static void wait_until(pl_db_t *db, int64_t until_ms)
+{
+    int64_t left = until_ms - mono_ms();
+    if (left <= 0) return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-    pthread_mutex_lock(&db->mu);
-    int stopping = db->stopping;
-    if (!stopping) pthread_cond_timedwait(&db->cv, &db->mu, &ts);
-    pthread_mutex_unlock(&db->mu);
-    if (stopping) { /* draining: keep trying until the deadline, but not in a busy loop */
-        struct timespec short_wait = {0, 50 * 1000000L};
-        nanosleep(&short_wait, NULL);
-    }
+    pthread_cond_timedwait(&db->cv, &db->mu, &ts);
 }
 
 static void *worker_main(void *arg)
 {
     pl_db_t *db = arg;
     pl_log_set_thread("db");
-    PGconn *pg = NULL;
-    int backoff = BACKOFF_MIN_MS, logged_down = 0;
+    worker_conn_t w = {NULL, BACKOFF_MIN_MS, 0, 0};
     pl_db_job_t *jobs[PL_DB_BATCH];
+    connected(db, &w);
     for (;;) {
         pthread_mutex_lock(&db->mu);
-        while (!db->head && !db->stopping)
-            pthread_cond_wait(&db->cv, &db->mu);
+        while (!db->head && !db->stopping) {
+            if (w.pg) {
+                pthread_cond_wait(&db->cv, &db->mu);
+            } else if (mono_ms() < w.next_try_ms) {
+                wait_until(db, w.next_try_ms);
+            } else {
+                pthread_mutex_unlock(&db->mu);
+                connected(db, &w);
+                pthread_mutex_lock(&db->mu);
+            }
+        }
         if (!db->head) {
             pthread_mutex_unlock(&db->mu);
             break;
@@ -586,55 +649,30 @@ static void *worker_main(void *arg)
             post(db, jobs, n);
             continue;
         }
-        if (!pg || PQstatus(pg) != CONNECTION_OK) {
-            if (pg) {
-                PQfinish(pg);
-                atomic_fetch_sub(&db->up, 1);
+        if (!connected(db, &w)) {
+            if (jobs[0]->kind == PL_DB_STORE) {
+                requeue(db, jobs, n); /* acks wait; the messages are safe in the queue */
+                sleep_until(db, w.next_try_ms);
+            } else {
+                fail(jobs, n, PL_DB_EUNAVAILABLE); /* queries fail fast */
+                post(db, jobs, n);
             }
-            pg = PQconnectdb(db->url);
-            int schema = PQstatus(pg) == CONNECTION_OK ? pl_migrate_applied(pg) : -1;
-            if (schema == 0) {
-                /* Came up (PARLEY_DB_REQUIRED=0) without this build's schema: not used. */
-                if (!logged_down)
-                    pl_error("db: the schema is not at this build's version: run `parleyd "
-                             "--migrate`; until then nothing is stored");
-                PQfinish(pg);
-                pg = NULL;
-            }
-            if (!pg || PQstatus(pg) != CONNECTION_OK) {
-                if (!logged_down && pg) pl_warn("db: cannot connect: %s", PQerrorMessage(pg));
-                logged_down = 1;
-                PQfinish(pg);
-                pg = NULL;
-                if (jobs[0]->kind == PL_DB_STORE) {
-                    requeue(db, jobs, n); /* acks wait; the messages are safe in the queue */
-                } else {
-                    fail(jobs, n, PL_DB_EUNAVAILABLE);
-                    post(db, jobs, n);
-                }
-                pause_ms(db, backoff);
-                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
-                continue;
-            }
-            atomic_fetch_add(&db->up, 1);
-            if (logged_down) pl_info("db: connected");
-            logged_down = 0;
-            backoff = BACKOFF_MIN_MS;
+            continue;
         }
-        if (run(db, pg, jobs, n) != 0) {
-            pl_warn("db: connection lost: %s", PQerrorMessage(pg));
+        if (run(db, w.pg, jobs, n) != 0) {
+            pl_warn("db: connection lost: %s", PQerrorMessage(w.pg));
             if (jobs[0]->kind == PL_DB_STORE)
                 requeue(db, jobs, n);
             else {
                 fail(jobs, n, PL_DB_EUNAVAILABLE);
                 post(db, jobs, n);
             }
-            continue; /* the next round reconnects */
+            continue; /* connected() notices and reconnects */
         }
         post(db, jobs, n);
     }
-    if (pg) {
-        PQfinish(pg);
+    if (w.pg) {
+        PQfinish(w.pg);
         atomic_fetch_sub(&db->up, 1);
     }
     return NULL;

@@ -64,6 +64,8 @@ static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then retur
  * "conn:<server>#<shard>" of ws:user:<id>. Each shard writes only its own
  * fields, so after Redis restarts (or lost its data) a shard can say how many
  * connections it holds, absolutely (resync), without asking other threads.
+ * (Versions before it counted per instance, "conn:<server>": such a field is
+ * still recognised, so what an older instance left behind is cleaned up.)
  */
 #define LUA_SCAN                                                                                   \
     "local function scan(u, srv)\n"                                                                \
@@ -71,7 +73,7 @@ static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then retur
     "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"                            \
     "    if string.sub(f, 1, 5) == 'conn:' then\n"                                                 \
     "      n = n + 1\n"                                                                            \
-    "      if string.sub(f, 1, #pre) == pre then here[#here + 1] = f end\n"                        \
+    "      if string.sub(f, 1, #pre) == pre or f == 'conn:' .. srv then here[#here + 1] = f end\n" \
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
     "  return n, here\n"                                                                           \
@@ -248,7 +250,8 @@ static const char dm_lua[] = LUA_SEQ_AND_STREAM(
                "local servers, online = {}, false\n"
                "for _, u in ipairs({to, from}) do\n"
                "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"
-               "    local srv = string.match(f, '^conn:(.+)#%d+$')\n"
+               "    local srv = string.match(f, '^conn:(.+)#%d+$') or string.match(f, "
+               "'^conn:(.+)$')\n"
                "    if srv then\n"
                "      servers[srv] = true\n"
                "      if u == to then online = true end\n"

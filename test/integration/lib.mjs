@@ -65,8 +65,13 @@ function waitExit(child, ms) {
 
 // ---------------------------------------------------------------- redis
 export class Redis {
-  constructor(port) { this.port = port; this.child = null; this.dir = null; }
-  get url() { return `redis://127.0.0.1:${this.port}/0`; }
+  // args: more redis-server arguments; auth: { user, password } a client logs in with (url, ping).
+  constructor(port, { args = [], auth = null } = {}) { this.port = port; this.child = null; this.dir = null; this.args = args; this.auth = auth; }
+  get url() {
+    const a = this.auth;
+    const cred = a ? `${a.user ? encodeURIComponent(a.user) : ''}:${encodeURIComponent(a.password)}@` : '';
+    return `redis://${cred}127.0.0.1:${this.port}/0`;
+  }
   get name() { return `redis:${this.port}`; }
   get logFile() { return path.join(this.dir, 'redis.log'); }
 
@@ -76,13 +81,13 @@ export class Redis {
     for (let attempt = 0; attempt < 50; attempt++) {
       const log = fs.openSync(this.logFile, 'a');
       this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1',
-        '--save', '', '--appendonly', 'no', '--dir', this.dir, '--daemonize', 'no', '--loglevel', 'warning'],
+        '--save', '', '--appendonly', 'no', '--dir', this.dir, '--daemonize', 'no', '--loglevel', 'warning', ...this.args],
         { stdio: ['ignore', log, log] });
       fs.closeSync(log);
       const deadline = Date.now() + 5000;
       while (Date.now() < deadline) {
         if (this.child.exitCode !== null) break;
-        if (await redisPing(this.port)) return this;
+        if (await redisPing(this.port, this.auth)) return this;
         await sleep(50);
       }
       await this.kill();
@@ -100,14 +105,15 @@ export class Redis {
   logTail() { return this.dir ? readTail(this.logFile) : ''; }
 }
 
-export function redisPing(port) {
+export function redisPing(port, auth = null) {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1');
     let buf = '';
     const done = (v) => { s.destroy(); clearTimeout(t); resolve(v); };
     const t = setTimeout(() => done(false), 500);
-    s.on('connect', () => s.write('PING\r\n'));
-    s.on('data', (d) => { buf += d; if (buf.includes('\r\n')) done(buf.startsWith('+PONG')); });
+    const login = auth ? `AUTH ${auth.user ? auth.user + ' ' : ''}${auth.password}\r\n` : '';
+    s.on('connect', () => s.write(login + 'PING\r\n'));
+    s.on('data', (d) => { buf += d; if (buf.includes('PONG') || /^-/m.test(buf)) done(buf.includes('+PONG')); });
     s.on('error', () => done(false));
   });
 }
@@ -654,7 +660,9 @@ export async function startPostgres({ migrate: doMigrate = true } = {}) {
 
 // redis-cli against a test Redis: resolves trimmed stdout.
 export async function redisCli(redis, ...args) {
-  const r = await runCmd('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), ...args.map(String)], { timeout: 10000 });
+  const a = redis.auth;
+  const login = a ? [...(a.user ? ['--user', a.user] : []), '--pass', a.password, '--no-auth-warning'] : [];
+  const r = await runCmd('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), ...login, ...args.map(String)], { timeout: 10000 });
   if (r.code !== 0) throw new Error(`redis-cli ${args.join(' ')}: ${r.stderr}`);
   return r.stdout.trim();
 }
