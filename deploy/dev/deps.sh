@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PKGS=(build-essential pkg-config libuv1-dev libwslay-dev libhiredis-dev libcjson-dev
-      libmbedtls-dev libpq-dev redis-server postgresql node-llhttp nodejs npm curl python3 valgrind)
+      libmbedtls-dev libpq-dev redis-server postgresql node-llhttp nodejs npm curl python3 valgrind
+      nginx)
 
 
 missing=()

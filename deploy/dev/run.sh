@@ -10,7 +10,9 @@ cd "$ROOT"
 deploy/dev/services.sh start
 set -a; . var/services.env; set +a
 
-export PARLEY_LISTEN="${PARLEY_LISTEN:-0.0.0.0:8080}"
+# Loopback only by default: this prints published development credentials and opens every room.
+# PARLEY_LISTEN=0.0.0.0:8080 makes it reachable from elsewhere; PARLEY_PORT changes only the port.
+export PARLEY_LISTEN="${PARLEY_LISTEN:-127.0.0.1:${PARLEY_PORT:-8080}}"
 export PARLEY_JWT_SECRET="${PARLEY_JWT_SECRET:-dev-secret-change-me}"
 export PARLEY_API_KEY="${PARLEY_API_KEY:-dev-api-key}"
 export PARLEY_REDIS_URL PARLEY_DATABASE_URL
@@ -19,9 +21,13 @@ export PARLEY_OPEN_ROOMS="${PARLEY_OPEN_ROOMS:-1}"
 build/parleyd --migrate
 
 port="${PARLEY_LISTEN##*:}"
+host="${PARLEY_LISTEN%:*}"
+case "$host" in 127.*|localhost|'[::1]') reach="this machine only (set PARLEY_LISTEN=0.0.0.0:$port to accept others)" ;;
+                *) reach="$host:$port" ;; esac
 cat <<MSG
 
 ================ Parley (development) ================
+Listening:   $PARLEY_LISTEN, $reach
 WebSocket:   ws://127.0.0.1:$port/ws
 Health:      http://127.0.0.1:$port/health
 JWT secret:  $PARLEY_JWT_SECRET

@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Private Redis and PostgreSQL 15 for development and tests, under ./var,
-# listening on 127.0.0.1 only, on free ports (preferring 16379 and 15432).
+# listening on 127.0.0.1 only, on free ports (preferring 16379 and 15432). A
+# service started again takes the port it had before (recorded under var/),
+# so instances pointed at it reconnect; only if another process holds that
+# port does it move.
 #
-#   deploy/dev/services.sh start    start both (reuses ones already running)
-#   deploy/dev/services.sh stop     stop the ones started here (by PID)
-#   deploy/dev/services.sh status   show what runs; exit 0 only if both run
-#   deploy/dev/services.sh env      print `export` lines: eval "$(deploy/dev/services.sh env)"
+#   deploy/dev/services.sh start [redis|postgres]   start both, or one (reuses ones running)
+#   deploy/dev/services.sh stop [redis|postgres]    stop the ones started here (by PID)
+#   deploy/dev/services.sh status                   show what runs; exit 0 only if both run
+#   deploy/dev/services.sh env                      print `export` lines: eval "$(... env)"
 #
 # Writes var/services.env: PARLEY_REDIS_URL, PARLEY_DATABASE_URL, REDIS_PORT, PG_PORT.
+# PARLEY_VAR moves ./var elsewhere (the tests use it to run a set of their own).
 # PostgreSQL refuses to run as root: as root, its files belong to the `postgres`
 # user and its commands run through runuser. If postgres cannot reach ./var
 # (e.g. the clone is under /root), its data lives in /tmp/parley-<hash>.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-VAR="$ROOT/var"
+VAR="${PARLEY_VAR:-$ROOT/var}"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 ENVFILE="$VAR/services.env"
-HASH="$(printf '%s' "$ROOT" | md5sum | cut -c1-10)"
+HASH="$(printf '%s' "$VAR" | md5sum | cut -c1-10)"
 PG_USER_DB=parley        # role (superuser, trust auth) and database name
 
 log() { echo "services: $*" >&2; }
@@ -25,11 +29,14 @@ die() { echo "services: error: $*" >&2; exit 1; }
 IS_ROOT=0; [ "$(id -u)" -eq 0 ] && IS_ROOT=1
 as_pg() { if [ "$IS_ROOT" = 1 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
-port_free() {  # true when nothing is bound to 127.0.0.1:$1 (or the wildcard)
+port_free() {  # true when nothing listens on 127.0.0.1:$1 (or the wildcard)
     if command -v python3 >/dev/null 2>&1; then
+        # SO_REUSEADDR, as the servers themselves bind: connections of a service that was just
+        # stopped, left in TIME_WAIT, do not make its port look taken.
         python3 - "$1" <<'PY'
 import socket, sys
 s = socket.socket(); p = int(sys.argv[1])
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", p)); s.close()
 except OSError:
@@ -55,6 +62,7 @@ alive() {  # alive PID NAME-SUBSTRING: PID runs and its command line mentions NA
 RDIR="$VAR/redis"
 redis_pid()  { cat "$RDIR/redis.pid" 2>/dev/null || true; }
 redis_port() { cat "$RDIR/port" 2>/dev/null || true; }
+redis_port_or() { local p; p="$(redis_port)"; echo "${p:-$1}"; }
 redis_running() { alive "$(redis_pid)" redis-server; }
 
 redis_start() {
@@ -64,7 +72,7 @@ redis_start() {
     [ "${#sock}" -gt 100 ] && { mkdir -p "/tmp/parley-$HASH"; sock="/tmp/parley-$HASH/redis.sock"; }
     local skip=""
     while :; do
-        port="$(pick_port 16379 "$skip")"
+        port="$(pick_port "$(redis_port_or 16379)" "$skip")"
         redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes \
             --unixsocket "$sock" --unixsocketperm 700 \
             --dir "$RDIR" --pidfile "$RDIR/redis.pid" --logfile "$RDIR/redis.log" \
@@ -129,9 +137,10 @@ pg_start() {
             >"$PGBASE/initdb.log" 2>&1 || { cat "$PGBASE/initdb.log" >&2; die "initdb failed"; }
     fi
     rm -f "$PGDATA_DIR/postmaster.pid"
-    local port skip="" tries=0
+    local port skip="" tries=0 was
+    was="$(pg_port)"
     while :; do
-        port="$(pick_port 15432 "$skip")"
+        port="$(pick_port "${was:-15432}" "$skip")"
         if as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGLOG" -w -t 30 \
                -o "-p $port -h 127.0.0.1 -k $PGSOCK -c fsync=off" start >/dev/null 2>&1; then
             break
@@ -169,19 +178,21 @@ write_env() {
 }
 
 cmd="${1:-}"
+what="${2:-all}"
+case "$what" in all|redis|postgres) ;; *) echo "usage: $0 start|stop [redis|postgres]" >&2; exit 2 ;; esac
 case "$cmd" in
     start)
         pg_init_paths
-        redis_start
-        pg_start
+        if [ "$what" != postgres ]; then redis_start; fi
+        if [ "$what" != redis ]; then pg_start; fi
         write_env
         log "wrote $ENVFILE"
         ;;
     stop)
         pg_init_paths
-        pg_stop
-        redis_stop
-        rm -f "$ENVFILE"
+        if [ "$what" != redis ]; then pg_stop; fi
+        if [ "$what" != postgres ]; then redis_stop; fi
+        if [ "$what" = all ]; then rm -f "$ENVFILE"; fi
         ;;
     status)
         pg_init_paths
@@ -195,5 +206,5 @@ case "$cmd" in
         sed 's/^/export /' "$ENVFILE"
         ;;
     *)
-        echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+        echo "usage: $0 start|stop [redis|postgres] | status | env" >&2; exit 2 ;;
 esac

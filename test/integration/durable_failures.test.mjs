@@ -219,3 +219,30 @@ test('durable failures: PostgreSQL down with PARLEY_DB_QUEUE=50: the overflow is
   assert(A.running, 'parleyd still runs');
   console.log(`  (${accepted.length} accepted, ${refused.length} refused while PostgreSQL was down)`);
 }, { timeout: 60000 });
+
+test('durable failures: a message the database refuses gets not_stored with its cid; resent with the same cid it is stored and acked, not delivered twice', async () => {
+  const redis = await startRedis();
+  const pg = await startPostgres();
+  const srv = await startParleyd({ redis, env: dbEnv(pg, { PARLEY_OPEN_ROOMS: 1 }) });
+  await pg.query("CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN IF NEW.body = 'poison' THEN RAISE EXCEPTION 'poison refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql");
+  await pg.query('CREATE TRIGGER refuse_poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_poison()');
+  const a = await connectAuthed(srv), b = await connectAuthed(srv);
+  track(a); track(b);
+  await a.subscribe(['ns']); await b.subscribe(['ns']);
+  a.send({ type: 'message', room: 'ns', text: 'poison', cid: 'p1' });
+  await until(() => a.track.errors.find((e) => e.cid === 'p1'), 10000, 'an error for p1');
+  const err = a.track.errors.find((e) => e.cid === 'p1');
+  eq(err.code, 'not_stored', `error code (${JSON.stringify(err)})`);
+  await until(() => (b.track.rooms.get('ns') || []).length === 1, 5000, 'the live copy');
+  eq((await storedMessages(pg, 'ns')).length, 0, 'rows stored');
+  await pg.query('DROP TRIGGER refuse_poison ON messages');
+  a.send({ type: 'message', room: 'ns', text: 'poison', cid: 'p1' });
+  await until(() => a.track.acks.get('p1'), 10000, 'the ack of the resend');
+  const ack = a.track.acks.get('p1')[0];
+  eq(ack.seq, b.track.rooms.get('ns')[0].seq, 'the ack names the seq delivered the first time');
+  await sleep(1000);
+  eq(b.track.rooms.get('ns').length, 1, 'copies delivered to another subscriber');
+  const rows = await storedMessages(pg, 'ns');
+  eq(rows.length, 1, 'rows stored after the resend');
+  eq(rows[0].id, ack.id, 'the stored id is the acked one');
+});

@@ -1,7 +1,7 @@
 // Durable messages: the history API and room membership (closed and open rooms).
 import {
   test, startRedis, startParleyd, startPostgres, connectAuthed, dbEnv, track, sendAcked, msgKey,
-  getHistory, setMember, mintToken, assert, eq, sleep, until,
+  getHistory, setMember, mintToken, assert, eq, sleep, until, API_KEY,
 } from './lib.mjs';
 
 async function expectForbidden(c, room) {
@@ -88,6 +88,12 @@ test('durable history: newest first, limits, paging with next_before, members on
   // Removing the member closes the history to her.
   eq((await setMember(A, 'DELETE', room, user)).status, 200, 'DELETE member');
   eq(await status({ token: tok }, 'former member'), 403, 'history after the membership is removed');
+  // A server-side caller reads any room's history with the API key; a wrong key is no key.
+  const viaKey = await getHistory(A, room, { token: API_KEY, query: 'limit=5' });
+  eq(viaKey.status, 200, `history with the API key (${viaKey.text.slice(0, 120)})`);
+  eq(viaKey.json.messages.length, 5, 'messages read with the API key');
+  eq(viaKey.json.messages[0].seq, N, 'the newest first');
+  eq(await status({ token: API_KEY + 'x' }, 'wrong key'), 401, 'a wrong API key');
 }, { timeout: 60000 });
 
 test('durable rooms: PARLEY_OPEN_ROOMS=1 makes a subscriber a member (history allowed), others are not', async () => {

@@ -207,6 +207,38 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
   throw lastErr;
 }
 
+// ---------------------------------------------------------------- nginx
+// nginx with deploy/nginx.conf itself, only its ports and paths substituted: listening on
+// 127.0.0.1:<free port>, both upstreams pointing at `servers` (parleyd instances). Resolves
+// { port, dir, confFile, stop(), reload(), logTail() }; stopped at clean-up.
+export async function startNginx(servers) {
+  const dir = fs.mkdtempSync(path.join(tmpDir(), 'nginx-'));
+  fs.chmodSync(dir, 0o755);
+  const port = await freePort();
+  let conf = fs.readFileSync(path.join(ROOT, 'deploy/nginx.conf'), 'utf8');
+  const upstream = (line) => servers.map((s) => line.replace(/127\.0\.0\.1:8080/, `127.0.0.1:${s.port}`)).join('\n');
+  conf = conf.replace(/^( *server 127\.0\.0\.1:8080[^\n]*)\n *server 127\.0\.0\.1:8081[^\n]*$/gm, (_, line) => upstream(line));
+  conf = conf.replace(/^ *listen 80;$/m, `        listen 127.0.0.1:${port};`);
+  conf = conf.replace(/^pid [^\n]*;$/m, `pid ${dir}/nginx.pid;`);
+  conf = conf.replace(/^http \{$/m, `http {\n    access_log ${dir}/access.log;\n    client_body_temp_path ${dir}/body;\n    proxy_temp_path ${dir}/proxy;`);
+  const confFile = path.join(dir, 'nginx.conf');
+  fs.writeFileSync(confFile, conf);
+  const errLog = path.join(dir, 'error.log');
+  const t = await runCmd('nginx', ['-t', '-p', dir, '-e', errLog, '-c', confFile], { timeout: 10000 });
+  if (t.code !== 0) throw new Error(`nginx -t failed: ${t.stderr}`);
+  const child = spawn('nginx', ['-p', dir, '-e', errLog, '-c', confFile, '-g', 'daemon off;'], { stdio: 'ignore' });
+  child.on('error', () => {});
+  const n = {
+    port, dir, confFile, child, name: `nginx:${port}`,
+    logTail: (k = 40) => readTail(errLog, k),
+    reload: () => runCmd('nginx', ['-p', dir, '-e', errLog, '-c', confFile, '-s', 'reload'], { timeout: 10000 }),
+    async stop() { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGTERM'); if (!(await waitExit(child, 5000))) { child.kill('SIGKILL'); await waitExit(child, 5000); } } },
+  };
+  current.procs.push(n);
+  await until(async () => { try { return (await httpRequest(port, 'GET', '/health', { timeout: 1000 })).status > 0; } catch { return false; } }, 10000, 'nginx to answer');
+  return n;
+}
+
 // ---------------------------------------------------------------- HTTP
 export function httpRequest(port, method, reqPath, { headers = {}, body, timeout = 5000 } = {}) {
   return new Promise((resolve, reject) => {

@@ -19,6 +19,8 @@ test('protocol: every bad input gets its error and the connection keeps working'
     // [what, frame to send (string = raw text), expected code, expected cid]
     ['invalid JSON', 'not json', 'bad_json'],
     ['truncated JSON', '{"type":"ping"', 'bad_json'],
+    ['bytes after the object', '{"type":"ping"} x', 'bad_json'],
+    ['a second object', '{"type":"ping"}{"type":"ping"}', 'bad_json'],
     ['JSON array', '[{"type":"ping"}]', 'bad_json'],
     ['JSON string', '"ping"', 'bad_json'],
     ['JSON number', '42', 'bad_json'],

@@ -157,6 +157,14 @@ static void bad_json(void)
     CHECK(expect_err("{\"type\":null}", PL_ERR_BAD_JSON));
     CHECK(expect_err("{\"type\":[\"ping\"]}", PL_ERR_BAD_JSON));
     CHECK(expect_err("{\"Type\":\"ping\"}", PL_ERR_BAD_JSON)); /* keys are case-sensitive */
+    /* one JSON value per frame: anything but whitespace after it is refused */
+    CHECK(expect_err("{\"type\":\"ping\"} x", PL_ERR_BAD_JSON));
+    CHECK(expect_err("{\"type\":\"ping\"}{\"type\":\"ping\"}", PL_ERR_BAD_JSON));
+    CHECK(expect_err("{\"type\":\"ping\"},", PL_ERR_BAD_JSON));
+    pl_req_t req;
+    pl_proto_err_t err;
+    CHECK_EQ_INT(dec("{\"type\":\"ping\"} \r\n\t", &req, &err), 0); /* trailing whitespace */
+    pl_proto_req_free(&req);
 }
 
 static void unknown_type(void)
