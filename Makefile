@@ -20,6 +20,11 @@ SQL     := $(sort $(wildcard sql/[0-9]*.sql))
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 LIB     := $(BUILD)/libparley.a
 
+# `parleyd --version` (the file VERSION; config.o is rebuilt when it changes).
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+$(BUILD)/obj/config.o: CPPFLAGS += -DPL_VERSION='"$(VERSION)"'
+$(BUILD)/obj/config.o: VERSION
+
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
