@@ -307,13 +307,12 @@ static void flush(pl_conn_t *c)
 {
     if (c->wreq || (c->flags & PL_CONN_HANDLE_CLOSED)) return;
     uv_buf_t iov[PL_IOV_MAX];
-    size_t total;
-    uint32_t n;
+    uint32_t n, done = 0; /* iov[done..n): what the kernel did not take */
     for (;;) {
         if ((c->flags & PL_CONN_REFILL) && c->q_bytes < pl_conn_refill_mark(c))
             pl_session_refill(c);
-        if (!c->q_head) break;
-        n = gather(c, iov, &total);
+        size_t total;
+        if (!(n = gather(c, iov, &total))) break;
         int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
         if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
         if (r < 0) {
@@ -321,7 +320,14 @@ static void flush(pl_conn_t *c)
             return;
         }
         consumed(c, (size_t)r);
-        if ((size_t)r < total) break; /* the kernel's buffer is full */
+        if ((size_t)r == total) continue;
+        /* The kernel's buffer is full: the rest of this gather goes to uv_write. */
+        size_t left = (size_t)r;
+        while (left >= iov[done].len)
+            left -= iov[done++].len;
+        iov[done].base += left;
+        iov[done].len -= left;
+        break;
     }
     if (!c->q_head) {
         c->over_soft_s = 0;
@@ -332,21 +338,20 @@ static void flush(pl_conn_t *c)
         cut_off(c); /* the close frame is queued by the shard's flush, which comes back here */
         return;
     }
-    n = gather(c, iov, &total);
     uv_write_t *req = malloc(sizeof *req);
     if (!req) {
         pl_conn_abort(c, "out of memory");
         return;
     }
     req->data = c;
-    int rc = uv_write(req, (uv_stream_t *)&c->tcp, iov, n, write_cb);
+    int rc = uv_write(req, (uv_stream_t *)&c->tcp, iov + done, n - done, write_cb);
     if (rc != 0) {
         free(req);
         pl_conn_abort(c, uv_strerror(rc));
         return;
     }
     c->wreq = req;
-    c->w_nodes = n;
+    c->w_nodes = n - done;
 }
 
 void pl_conn_process_pending(pl_shard_t *s)
