@@ -110,10 +110,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     atomic_store(&r->connected, 1);
-    if (r->on_connect) r->on_connect(r);
+    pl_info("redis %s:%d connected", r->addr->host, r->addr->port);
     r->backoff_ms = BACKOFF_MIN_MS;
     r->was_up = 1;
-    pl_info("redis %s:%d connected", r->addr->host, r->addr->port);
+    if (r->on_connect) r->on_connect(r);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)

@@ -37,6 +37,9 @@ EOF
         'durable: resending a cid'
         'rooms: unsubscribe stops delivery'
         'shutdown: SIGTERM'
+        'durable recovery: the same with PARLEY_STREAM_LEN=100'
+        'heal: Redis restarts empty'
+        'slow consumer: a client that stops reading is closed with 4008 past'
     )
     ;;
 tsan)
@@ -74,6 +77,8 @@ EOF
         'redis: killed and restarted'
         'subscribe: a message sent before'
         'shutdown: SIGTERM'
+        'heal: Redis flushed'
+        'heal: parleyd starts while Redis is down'
     )
     ;;
 *)
