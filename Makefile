@@ -14,7 +14,10 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN)
 CPPFLAGS += -Iinclude -I$(LLHTTP_INC) -I/usr/include/postgresql -MMD -MP
 LDLIBS  := -luv -lwslay -lhiredis -lpq -lcjson -lmbedtls -lmbedx509 -lmbedcrypto -lpthread -lm
 
-LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+# Layers, each a folder depending only on those before it: base <- net <- proto <- app, with
+# svc (Redis, database) beside proto (docs/architecture.md; test/layers.sh checks it).
+LAYERS  := base net proto svc app
+LIB_SRC := $(filter-out src/app/main.c,$(foreach l,$(LAYERS),$(wildcard src/$(l)/*.c)))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/migrations.o
 SQL     := $(sort $(wildcard sql/[0-9]*.sql))
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
@@ -22,11 +25,11 @@ LIB     := $(BUILD)/libparley.a
 
 # `parleyd --version` (the file VERSION; config.o is rebuilt when it changes).
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
-$(BUILD)/obj/config.o: CPPFLAGS += -DPL_VERSION='"$(VERSION)"'
-$(BUILD)/obj/config.o: VERSION
+$(BUILD)/obj/base/config.o: CPPFLAGS += -DPL_VERSION='"$(VERSION)"'
+$(BUILD)/obj/base/config.o: VERSION
 
-UNIT_SRC := $(wildcard test/unit/test_*.c)
-UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
+UNIT_SRC := $(wildcard test/unit/test_*.c) $(foreach l,$(LAYERS),$(wildcard test/unit/$(l)/test_*.c))
+UNIT_BIN := $(addprefix $(BUILD)/test/,$(notdir $(UNIT_SRC:.c=)))
 
 .PHONY: all deps run test unit bench bench-big clean services-start services-stop format
 .DEFAULT_GOAL := all
@@ -54,12 +57,16 @@ $(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/parleyd: $(BUILD)/obj/main.o $(LIB)
+$(BUILD)/parleyd: $(BUILD)/obj/app/main.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/test/%: test/unit/%.c test/unit/unit.h $(LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itest/unit $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+# Unit tests: test/unit/<layer>/test_x.c -> build/test/test_x (one flat directory for test/run).
+define unit_rule
+$(BUILD)/test/$(notdir $(1:.c=)): $(1) test/unit/unit.h $(LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CPPFLAGS) -Itest/unit $$(CFLAGS) -o $$@ $$< $$(LIB) $$(LDLIBS)
+endef
+$(foreach u,$(UNIT_SRC),$(eval $(call unit_rule,$(u))))
 
 unit: $(UNIT_BIN)
 
@@ -85,9 +92,9 @@ test: deps
 	@test/run
 
 format:
-	clang-format -i src/*.c include/parley/*.h test/unit/*.c test/unit/*.h
+	clang-format -i src/*/*.c include/parley/*/*.h test/unit/*.c test/unit/*/*.c test/unit/*.h
 
 clean:
 	rm -rf $(BUILD)
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/test/*.d)
+-include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/test/*.d)

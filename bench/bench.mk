@@ -10,7 +10,7 @@ BENCH_EXTRA_OBJ ?=
 
 all: $(BUILD)/parley-bench $(BUILD)/parley-floor
 
-$(BUILD)/parley-bench: bench/parley_bench.c bench/benchlib.h include/parley/jwt.h $(LIB)
+$(BUILD)/parley-bench: bench/parley_bench.c bench/benchlib.h include/parley/base/jwt.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< $(BENCH_EXTRA_OBJ) $(LIB) -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lm
 

@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "benchlib.h"
-#include "parley/jwt.h"
+#include "parley/base/jwt.h"
 
 #define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
 #define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

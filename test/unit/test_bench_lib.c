@@ -2,7 +2,7 @@
  * frame scanning, stamps, percentiles, URLs) and token minting through
  * pl_jwt_sign as build/parley-bench does it. */
 #include "../../bench/benchlib.h"
-#include "parley/jwt.h"
+#include "parley/base/jwt.h"
 #include "unit.h"
 
 #include <stdlib.h>

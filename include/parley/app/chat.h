@@ -1,0 +1,56 @@
+/*
+ * chat: presence, typing and read receipts, kept in Redis for the whole
+ * cluster (docs/redis.md). Called by session (protocol frames, connections
+ * opening and closing), conn (the per-second sweep), shard (the heartbeat)
+ * and api (membership changes). Everything runs on the calling shard's
+ * thread and its Redis connection; nothing here blocks.
+ */
+#ifndef PARLEY_CHAT_H
+#define PARLEY_CHAT_H
+
+#include <stdint.h>
+
+#include "parley/app/conn.h"
+#include "parley/app/wire.h"
+
+/** Seconds an instance's heartbeat key lives; it is refreshed every PL_HEARTBEAT_EVERY_MS. */
+#define PL_HEARTBEAT_TTL_S 15
+#define PL_HEARTBEAT_EVERY_MS 5000
+
+/** An authenticated connection opened: count it; the user's first anywhere goes online. Delivers
+ * DMs that waited. Queued: sent with the shard's other presence changes of this loop turn by
+ * pl_chat_flush. */
+void pl_chat_presence_up(pl_conn_t *c);
+/** It closed: the user's last connection anywhere goes offline. Queued like pl_chat_presence_up. */
+void pl_chat_presence_down(pl_conn_t *c);
+/** The shard's check phase, before its Redis write: send this loop turn's presence changes as
+ *  one script call. Changes that cannot be sent (Redis down) are dropped, and logged. */
+void pl_chat_flush(pl_shard_t *s);
+/**
+ * Re-announce this shard's connections to Redis, absolutely: each user it holds with how many
+ * connections, the instance's registration, and the users whose connections closed while Redis
+ * could not be told. Run when the shard's Redis connection (re)connects and when Redis is found
+ * to have lost its data; sends whatever pl_chat_flush had queued first.
+ */
+void pl_chat_resync(pl_shard_t *s);
+/** A shard thread's loop ended: free this thread's buffers. */
+void pl_chat_thread_free(void);
+
+/** typing_start (start = 1) or typing_stop from the client. */
+void pl_chat_typing(pl_conn_t *c, const pl_req_t *req, int start);
+/** The connection is closing: stop whatever it is typing. */
+void pl_chat_typing_stop_all(pl_conn_t *c);
+/** Once a second per connection that types: expire typing states after 10 s. */
+void pl_chat_sweep(pl_conn_t *c, uint64_t now);
+
+/** A read position from the client. */
+void pl_chat_read(pl_conn_t *c, const pl_req_t *req);
+
+/** `user` became (member = 1) or stopped being a member of `room`: mirror it for presence. */
+void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member);
+
+/** Shard 0, every PL_HEARTBEAT_EVERY_MS: heartbeat; clean up after dead instances; if Redis had
+ *  forgotten this instance, every shard resyncs. */
+void pl_chat_presence_sweep(pl_shard_t *s);
+
+#endif

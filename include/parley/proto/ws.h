@@ -1,0 +1,80 @@
+/*
+ * ws: the server side of RFC 6455 that is not framing output: the opening
+ * handshake's accept key, UTF-8 validation, and reading client frames.
+ *
+ * Client frames are parsed by wslay's frame API. A wslay_frame context costs
+ * ~4.3 KB (its 4 KiB input buffer), far more than an idle connection may cost
+ * (docs/performance.md), so contexts live in a per-shard pool: a connection
+ * borrows one for the duration of a read and gives it back whenever it is
+ * between frames with nothing buffered, which is almost always. Only a
+ * connection caught in the middle of a frame keeps one across reads.
+ *
+ * Ownership: the pool owns its idle contexts; a pl_ws_in_t owns the context
+ * it has borrowed and its reassembly buffer until pl_ws_in_free. One pool
+ * per shard thread; nothing here is thread-safe.
+ */
+#ifndef PARLEY_WS_H
+#define PARLEY_WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley/base/buf.h"
+
+struct wslay_frame_context;
+
+/** Length of a Sec-WebSocket-Accept value, without NUL. */
+#define PL_WS_ACCEPT_LEN 28
+
+/** Compute Sec-WebSocket-Accept for a client's Sec-WebSocket-Key. Returns 0, or -1 on a bad key. */
+int pl_ws_accept_key(const char *key, size_t len, char out[PL_WS_ACCEPT_LEN + 1]);
+
+/** 1 if `p[0..n)` is valid UTF-8 (no overlongs, no surrogates, at most U+10FFFF). */
+int pl_utf8_valid(const uint8_t *p, size_t n);
+
+/** Per-connection read state: a few words while idle. Zero-initialise. */
+typedef struct {
+    struct wslay_frame_context *ctx; /**< borrowed from the pool while mid-frame */
+    uint32_t buffered;               /**< bytes given to ctx not yet part of a whole frame */
+    uint32_t frame_got;              /**< payload bytes of the current frame seen so far */
+    uint8_t in_frame;                /**< a frame's header has been parsed */
+    uint8_t msg_opcode;              /**< opcode of the fragmented message in progress, or 0 */
+    pl_buf_t *msg;                   /**< reassembly of a message split over frames or reads */
+    pl_buf_t *ctrl;                  /**< reassembly of a split control frame */
+} pl_ws_in_t;
+
+/** A shard's pool of idle wslay frame contexts and its feeding state. */
+typedef struct {
+    struct wslay_frame_context **free;
+    size_t nfree, cap;
+    /* The read being fed (valid only inside pl_ws_feed). */
+    const uint8_t *in;
+    size_t in_len;
+    pl_ws_in_t *cur;
+} pl_ws_pool_t;
+
+/**
+ * Called for each complete client message: opcode PL_WS_TEXT / PL_WS_BINARY
+ * (reassembled, unmasked) or a control frame (PL_WS_CLOSE, PL_WS_PING,
+ * PL_WS_PONG). Returns 0 to go on, non-zero to stop reading (the connection
+ * is closing).
+ */
+typedef int (*pl_ws_msg_cb)(void *ud, unsigned opcode, const uint8_t *p, size_t len);
+
+/** Initialise an empty pool. */
+void pl_ws_pool_init(pl_ws_pool_t *pool);
+/** Free the pool's idle contexts. */
+void pl_ws_pool_free(pl_ws_pool_t *pool);
+
+/**
+ * Feed bytes read from a client. Calls `cb` per complete message. Returns 0,
+ * or a WebSocket close code the connection must be closed with: 1002
+ * (protocol error), 1009 (message over `max_msg`), 1011 (out of memory).
+ */
+int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *in, const uint8_t *data, size_t len, size_t max_msg,
+               pl_ws_msg_cb cb, void *ud);
+
+/** Release what `in` holds (a borrowed context is freed, not pooled: its state is unknown). */
+void pl_ws_in_free(pl_ws_in_t *in);
+
+#endif

@@ -1,0 +1,91 @@
+/*
+ * redis: one shard's asynchronous Redis connection (hiredis on the shard's
+ * libuv loop) for PUBLISH and state commands, reconnecting on loss with
+ * capped exponential backoff.
+ *
+ * Ownership: the shard embeds a pl_redis_t and owns it; the hiredis context
+ * belongs to it while connected. Commands are refused (return -1, callback
+ * never called) while disconnected, so callers can answer `unavailable` at
+ * once. A command sent before a connection loss gets its callback with a
+ * NULL reply: hiredis calls every pending callback exactly once.
+ *
+ * Replies are built in the connection's reply arena (reply.h): a callback must
+ * not keep a reply, or anything in it, after it returns.
+ */
+#ifndef PARLEY_REDIS_H
+#define PARLEY_REDIS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "parley/base/buf.h"
+
+struct redisAsyncContext;
+struct redisContext;
+
+/** Where Redis is and how to log in. Strings are borrowed (the server's config, which outlives
+ *  every connection). */
+typedef struct {
+    const char *host;
+    int port, db;
+    const char *user;     /**< ACL user for AUTH, or NULL */
+    const char *password; /**< NULL: no AUTH. Never logged */
+} pl_redis_addr_t;
+
+/**
+ * A blocking connection ready for commands: connected within `timeout_ms`,
+ * authenticated and its database selected. Returns NULL on failure after
+ * writing why into `err` (never the password). The caller redisFree()s it.
+ */
+struct redisContext *pl_redis_connect_sync(const pl_redis_addr_t *a, int timeout_ms, char *err,
+                                           size_t err_size);
+
+/**
+ * Reply callback (hiredis' redisCallbackFn): `reply` is a redisReply*, NULL if
+ * the connection was lost before the reply came.
+ */
+typedef void (*pl_redis_cb)(struct redisAsyncContext *ac, void *reply, void *privdata);
+
+/** An auto-reconnecting async connection. */
+typedef struct pl_redis {
+    uv_loop_t *loop;
+    const pl_redis_addr_t *addr;  /**< borrowed from the server */
+    struct redisAsyncContext *ac; /**< NULL while disconnected */
+    struct pl_reply_arena *arena; /**< replies are built here (reply.h); freed by pl_redis_stop */
+    pl_buf_t cmd;                 /**< the command being formatted; freed by pl_redis_stop */
+    atomic_int connected;         /**< read by other threads for /health */
+    uv_timer_t retry;
+    int backoff_ms;
+    int stopping;
+    int was_up;                             /**< for logging transitions once */
+    int auth_refused;                       /**< the last login was refused (logged once) */
+    void (*on_connect)(struct pl_redis *r); /**< per-connection set-up (script loading), or NULL */
+    void *data;                             /**< the owner's */
+    int flush_pending; /**< commands issued this loop turn await pl_redis_flush */
+    int flushing;
+} pl_redis_t;
+
+/**
+ * Start connecting on `loop` (set on_connect first, if wanted). Every connection logs in (AUTH)
+ * and selects the database before anything else is sent on it; a refused login is logged and
+ * retried like a lost connection. Returns 0 or a negative libuv error.
+ */
+int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const pl_redis_addr_t *addr);
+
+/**
+ * Send a command of `argc` binary-safe arguments. Returns 0 and later calls
+ * `cb` once (if cb is non-NULL); returns -1 without calling it when not
+ * connected.
+ */
+int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, const char **argv,
+                     const size_t *lens);
+
+/** Write every command issued since the last flush (call once per loop turn, in the check phase).
+ */
+void pl_redis_flush(pl_redis_t *r);
+
+/** Stop: free the connection (pending callbacks get NULL) and close the retry timer. */
+void pl_redis_stop(pl_redis_t *r);
+
+#endif

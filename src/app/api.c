@@ -1,0 +1,630 @@
+/* api: HTTP endpoints and upgrade checks; see the header. */
+#include "parley/app/api.h"
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "parley/svc/db.h"
+#include "parley/base/jwt.h"
+#include "parley/app/chat.h"
+#include "parley/base/log.h"
+#include "parley/app/server.h"
+#include "parley/app/session.h"
+
+#define TOKEN_TTL_S 3600
+
+static void respond(pl_conn_t *c, int status, const pl_buf_t *body, int keep_alive)
+{
+    pl_buf_t out = {0};
+    pl_http_respond(&out, status, "application/json", body->data ? body->data : "", body->len,
+                    keep_alive);
+    pl_frame_t *f = pl_frame_raw(out.data, out.len);
+    pl_buf_free(&out);
+    if (!f) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
+    pl_conn_send(c, f);
+    pl_frame_unref(f);
+}
+
+void pl_api_error(pl_conn_t *c, int status, const char *code, const char *msg, int keep_alive)
+{
+    pl_buf_t b = {0};
+    pl_buf_adds(&b, "{\"error\":");
+    pl_buf_json_str(&b, code, strlen(code));
+    pl_buf_adds(&b, ",\"message\":");
+    pl_buf_json_str(&b, msg, strlen(msg));
+    pl_buf_adds(&b, "}");
+    respond(c, status, &b, keep_alive);
+    pl_buf_free(&b);
+}
+
+static int path_is(const char *path, size_t len, const char *want)
+{
+    return len == strlen(want) && memcmp(path, want, len) == 0;
+}
+
+/* The credential of "Authorization: Bearer <x>", or NULL. */
+static const char *bearer(const pl_http_t *h, size_t *len)
+{
+    const char *a = pl_http_header(h, PL_H_AUTHORIZATION);
+    if (!a || strncasecmp(a, "Bearer ", 7) != 0) return NULL;
+    a += 7;
+    while (*a == ' ')
+        a++;
+    *len = strlen(a);
+    while (*len && a[*len - 1] == ' ')
+        (*len)--;
+    return *len ? a : NULL;
+}
+
+/* Constant-time comparison, so the API key cannot be guessed byte by byte. */
+static int secret_eq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned char d = alen != blen;
+    for (size_t i = 0; i < alen; i++)
+        d |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
+    return d == 0;
+}
+
+/* The database's part of /health and the status: "database":"up"|"down"|"none" and the queue of
+ * messages waiting to be stored. */
+static const char *db_state(pl_server_t *srv)
+{
+    return !srv->db ? "none" : pl_db_up(srv->db) ? "up" : "down";
+}
+
+static void db_json(pl_buf_t *b, pl_server_t *srv)
+{
+    pl_buf_printf(b, ",\"database\":\"%s\",\"db_queue\":%zu", db_state(srv),
+                  srv->db ? pl_db_store_pending(srv->db) : 0);
+}
+
+/*
+ * 503 only while this instance cannot deliver (a Redis connection is down): that is when a load
+ * balancer should send clients elsewhere. PostgreSQL down is "degraded" with 200: messages are
+ * still delivered, their acks wait, and every instance shares the same database anyway.
+ */
+static void health(pl_conn_t *c, int keep)
+{
+    pl_server_t *srv = c->shard->srv;
+    int ok = pl_server_redis_ok(srv);
+    int degraded = ok && srv->db && !pl_db_up(srv->db);
+    pl_buf_t b = {0};
+    pl_buf_printf(&b, "{\"status\":\"%s\",\"server_id\":",
+                  !ok        ? "unhealthy"
+                  : degraded ? "degraded"
+                             : "healthy");
+    pl_buf_json_str(&b, srv->cfg.server_id, strlen(srv->cfg.server_id));
+    pl_buf_printf(&b, ",\"timestamp\":%lld,\"redis\":\"%s\"", (long long)pl_now_ms(),
+                  ok ? "up" : "down");
+    db_json(&b, srv);
+    if (!ok)
+        pl_buf_adds(&b, ",\"reason\":\"redis unreachable\"");
+    else if (degraded)
+        pl_buf_adds(&b, ",\"reason\":\"database unreachable: messages are delivered, acks wait\"");
+    pl_buf_adds(&b, "}");
+    respond(c, ok ? 200 : 503, &b, keep);
+    pl_buf_free(&b);
+}
+
+static void status(pl_conn_t *c, int keep)
+{
+    pl_server_t *srv = c->shard->srv;
+    long total = 0, rooms = 0;
+    unsigned long delivered = 0;
+    int pubs_up = 0;
+    pl_buf_t per = {0};
+    pl_buf_adds(&per, "[");
+    for (int i = 0; i < srv->nshards; i++) {
+        pl_shard_t *s = srv->shards[i];
+        long n = atomic_load_explicit(&s->nconns, memory_order_relaxed);
+        long r = atomic_load_explicit(&s->nrooms, memory_order_relaxed);
+        int up = atomic_load_explicit(&s->redis.connected, memory_order_relaxed);
+        total += n;
+        rooms += r;
+        pubs_up += up;
+        delivered += atomic_load_explicit(&s->delivered, memory_order_relaxed);
+        pl_buf_printf(&per, "%s{\"shard\":%d,\"connections\":%ld,\"rooms\":%ld,\"redis\":%s}",
+                      i ? "," : "", i, n, r, up ? "true" : "false");
+    }
+    pl_buf_adds(&per, "]");
+    pl_buf_t b = {0};
+    pl_buf_adds(&b, "{\"server_id\":");
+    pl_buf_json_str(&b, srv->cfg.server_id, strlen(srv->cfg.server_id));
+    pl_buf_printf(&b,
+                  ",\"uptime_s\":%lld,\"shards\":%d,\"connections\":{\"total\":%ld,\"per_shard\":[",
+                  (long long)(pl_now_ms() - srv->started_ms) / 1000, srv->nshards, total);
+    for (int i = 0; i < srv->nshards; i++)
+        pl_buf_printf(&b, "%s%ld", i ? "," : "",
+                      atomic_load_explicit(&srv->shards[i]->nconns, memory_order_relaxed));
+    pl_buf_printf(&b,
+                  "]},\"local_rooms\":%ld,\"delivered\":%lu,\"redis\":{\"healthy\":%s,"
+                  "\"subscriber\":%s,\"publishers_up\":%d}",
+                  rooms, delivered, pl_server_redis_ok(srv) ? "true" : "false",
+                  atomic_load(&srv->sub.connected) ? "true" : "false", pubs_up);
+    db_json(&b, srv);
+    pl_buf_printf(&b, ",\"per_shard\":%s}", per.data);
+    respond(c, 200, &b, keep);
+    pl_buf_free(&b);
+    pl_buf_free(&per);
+}
+
+/* The first element of a header that may list several ("https, http"), trimmed, into out. */
+static int first_of(const char *v, char *out, size_t n)
+{
+    if (!v) return 0;
+    while (*v == ' ')
+        v++;
+    size_t len = strcspn(v, ", ");
+    if (!len || len >= n) return 0;
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 1;
+}
+
+/* A host[:port] from a header, if it is one (no path, no spaces, no quotes: it goes into JSON
+ * and into a URL). */
+static int plain_host(const char *h)
+{
+    if (!*h) return 0;
+    for (; *h; h++)
+        if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') ||
+              *h == '.' || *h == '-' || *h == ':' || *h == '[' || *h == ']' || *h == '_'))
+            return 0;
+    return 1;
+}
+
+/*
+ * Where clients connect: PARLEY_PUBLIC_URL if set; else the scheme and host a trusted proxy
+ * saw (X-Forwarded-Proto, X-Forwarded-Host; from anyone else they are ignored), falling back
+ * to ws:// and the Host header (the shipped nginx config passes the client's Host, port
+ * included).
+ */
+static void websocket_url(pl_conn_t *c, pl_buf_t *url)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    if (cfg->public_ws_url) {
+        pl_buf_adds(url, cfg->public_ws_url);
+        return;
+    }
+    char proto[16] = "", fhost[256] = "";
+    struct sockaddr_storage peer;
+    if (cfg->trusted_proxies.n && pl_conn_peer(c, &peer) == 0 &&
+        pl_cidr_match(&cfg->trusted_proxies, (struct sockaddr *)&peer)) {
+        first_of(pl_http_header(c->http, PL_H_X_FORWARDED_PROTO), proto, sizeof proto);
+        if (!first_of(pl_http_header(c->http, PL_H_X_FORWARDED_HOST), fhost, sizeof fhost) ||
+            !plain_host(fhost))
+            fhost[0] = '\0';
+    }
+    const char *host = *fhost ? fhost : pl_http_header(c->http, PL_H_HOST);
+    if (!host || !plain_host(host)) host = "127.0.0.1";
+    int tls = strcasecmp(proto, "https") == 0 || strcasecmp(proto, "wss") == 0;
+    pl_buf_printf(url, "%s://%s/ws", tls ? "wss" : "ws", host);
+}
+
+static void token(pl_conn_t *c, int keep)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    size_t klen;
+    const char *key = bearer(c->http, &klen);
+    if (!key || !secret_eq(key, klen, cfg->api_key)) {
+        pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required",
+                     keep);
+        return;
+    }
+    const pl_buf_t *body = &c->http->body;
+    cJSON *j = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(j, "user_id");
+    char tok[1024];
+    int n = cJSON_IsString(user)
+                ? pl_jwt_sign(cfg->jwt_secret, strlen(cfg->jwt_secret), user->valuestring,
+                              pl_now_ms() / 1000 + TOKEN_TTL_S, tok, sizeof tok)
+                : PL_JWT_ESUB;
+    if (n < 0) {
+        cJSON_Delete(j);
+        pl_api_error(c, 400, "bad_request",
+                     "body must be {\"user_id\":\"<1-128 bytes, no control characters>\"}", keep);
+        return;
+    }
+    pl_buf_t b = {0};
+    pl_buf_adds(&b, "{\"token\":");
+    pl_buf_json_str(&b, tok, (size_t)n);
+    pl_buf_t url = {0};
+    websocket_url(c, &url);
+    pl_buf_adds(&b, ",\"websocket_url\":");
+    pl_buf_json_str(&b, url.data, url.len);
+    pl_buf_printf(&b, ",\"expires_in\":%d,\"user_id\":", TOKEN_TTL_S);
+    pl_buf_json_str(&b, user->valuestring, strlen(user->valuestring));
+    pl_buf_adds(&b, "}");
+    respond(c, 200, &b, keep);
+    pl_buf_free(&b);
+    pl_buf_free(&url);
+    cJSON_Delete(j);
+}
+
+/* ---- /api/rooms: history and memberships, answered by the database pool ---- */
+
+/* A job's answer is ready: respond and let the connection go on. */
+static void http_job_done(pl_db_job_t *j)
+{
+    pl_conn_t *c = j->ctx;
+    int keep = j->tag != 0;
+    if (j->status == PL_DB_OK && (j->kind == PL_DB_MEMBER_PUT || j->kind == PL_DB_MEMBER_DEL))
+        pl_chat_member(c->shard, j->room, j->user, j->kind == PL_DB_MEMBER_PUT);
+    if (pl_conn_open(c)) {
+        if (j->status != PL_DB_OK && j->http_status == 0)
+            pl_api_error(c, 500, "internal", "the database could not answer", keep);
+        else
+            respond(c, j->http_status ? j->http_status : 500, &j->body, keep);
+    }
+    pl_db_job_free(j);
+    pl_conn_http_resume(c, keep);
+}
+
+/* Decode %XX in a path segment into out (size PL_JWT_SUB_MAX + 1). Returns -1 if bad or too long.
+ */
+static int path_segment(const char *p, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == '%') {
+            unsigned v;
+            if (i + 2 >= n) return -1; /* truncated escape */
+            char hex[3] = {p[i + 1], p[i + 2], 0};
+            if (sscanf(hex, "%2x", &v) != 1 || v == 0) return -1;
+            ch = (unsigned char)v;
+            i += 2;
+        }
+        if (o >= PL_JWT_SUB_MAX || ch < 0x20) return -1;
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    return o ? 0 : -1;
+}
+
+/* An integer query parameter in [min, max]; `def` if absent; -1 on a bad value. */
+static long long query_int(const pl_http_t *h, const char *key, long long def, long long min,
+                           long long max)
+{
+    size_t n;
+    const char *v = pl_http_query(h, key, &n);
+    if (!v) return def;
+    char tmp[24];
+    if (n == 0 || n >= sizeof tmp) return -1;
+    memcpy(tmp, v, n);
+    tmp[n] = '\0';
+    char *end;
+    long long x = strtoll(tmp, &end, 10);
+    return *end || x < min || x > max ? -1 : x;
+}
+
+static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int keep)
+{
+    pl_server_t *srv = c->shard->srv;
+    const pl_config_t *cfg = &srv->cfg;
+    const char *p = path + 11, *end = path + len; /* after "/api/rooms/" */
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    /* Room ids may arrive percent-encoded ("dm%3A..."): decode, then validate. */
+    char room[PL_JWT_SUB_MAX + 1];
+    if (!slash || path_segment(p, (size_t)(slash - p), room) != 0 ||
+        !pl_room_id_valid(room, strlen(room))) {
+        pl_api_error(c, slash ? 400 : 404, slash ? "bad_request" : "not_found",
+                     slash ? "bad room id" : "no such endpoint", keep);
+        return keep;
+    }
+    const char *rest = slash;
+    size_t rest_len = (size_t)(end - rest);
+    pl_db_job_t *j = NULL;
+
+    if (rest_len == 9 && memcmp(rest, "/messages", 9) == 0) {
+        if (method != HTTP_GET) goto not_allowed;
+        /* A member's own token (history is for members), or the API key: a server-side caller
+         * (the application's backend) reads any room's. */
+        size_t tlen;
+        const char *tok = bearer(c->http, &tlen);
+        char user[PL_JWT_SUB_MAX + 1] = "";
+        int rc = !tok ? PL_JWT_EFORMAT
+                 : secret_eq(tok, tlen, cfg->api_key)
+                     ? 0
+                     : pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
+                                     pl_now_ms() / 1000, user);
+        if (rc != 0) {
+            pl_api_error(c, 401, "unauthorized",
+                         "Authorization: Bearer <a member's token, or PARLEY_API_KEY> required",
+                         keep);
+            return keep;
+        }
+        long long before = query_int(c->http, "before", 0, 1, INT64_MAX);
+        long long limit = query_int(c->http, "limit", 50, 1, 100);
+        if (before < 0 || limit < 0) {
+            pl_api_error(c, 400, "bad_request", "before must be a seq >= 1 and limit 1..100", keep);
+            return keep;
+        }
+        if (!srv->db) goto no_db;
+        j = pl_db_job_new(PL_DB_HISTORY, c->shard, http_job_done, c);
+        if (!j) goto oom;
+        snprintf(j->user, sizeof j->user, "%s", user);
+        j->before = before;
+        j->limit = (int)limit;
+    } else if (rest_len > 9 && memcmp(rest, "/members/", 9) == 0) {
+        if (method != HTTP_PUT && method != HTTP_DELETE) goto not_allowed;
+        size_t klen;
+        const char *key = bearer(c->http, &klen);
+        if (!key || !secret_eq(key, klen, cfg->api_key)) {
+            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required",
+                         keep);
+            return keep;
+        }
+        char user[PL_JWT_SUB_MAX + 1];
+        if (path_segment(rest + 9, rest_len - 9, user) != 0) {
+            pl_api_error(c, 400, "bad_request", "bad user id", keep);
+            return keep;
+        }
+        if (!srv->db) goto no_db;
+        j = pl_db_job_new(method == HTTP_PUT ? PL_DB_MEMBER_PUT : PL_DB_MEMBER_DEL, c->shard,
+                          http_job_done, c);
+        if (!j) goto oom;
+        snprintf(j->user, sizeof j->user, "%s", user);
+    } else {
+        pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+        return keep;
+    }
+    snprintf(j->room, sizeof j->room, "%s", room);
+    j->tag = (uint32_t)keep;
+    pl_db_submit(srv->db, j);
+    return PL_API_ASYNC;
+not_allowed:
+    pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+    return keep;
+no_db:
+    pl_api_error(c, 503, "unavailable", "this server runs without a database", keep);
+    return keep;
+oom:
+    pl_api_error(c, 503, "unavailable", "out of memory", 0);
+    return 0;
+}
+
+/* ---- /api/websocket/users: presence, answered by Redis ---- */
+
+typedef struct {
+    pl_conn_t *conn;
+    int keep;
+    long long count, offset, limit;
+    char user[PL_JWT_SUB_MAX + 1];
+} online_ctx_t;
+
+/* The API key or any valid user token. */
+static int api_or_user(pl_conn_t *c)
+{
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    size_t n;
+    const char *b = bearer(c->http, &n);
+    if (!b) return 0;
+    if (secret_eq(b, n, cfg->api_key)) return 1;
+    char user[PL_JWT_SUB_MAX + 1];
+    return pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), b, n, pl_now_ms() / 1000,
+                         user) == 0;
+}
+
+static void online_finish(online_ctx_t *x, int status, pl_buf_t *body)
+{
+    pl_conn_t *c = x->conn;
+    if (pl_conn_open(c)) {
+        if (status == 200)
+            respond(c, 200, body, x->keep);
+        else
+            pl_api_error(c, 503, "unavailable", "redis is unreachable; retry later", x->keep);
+    }
+    int keep = x->keep;
+    free(x);
+    pl_conn_http_resume(c, keep);
+}
+
+static void online_count_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    online_ctx_t *x = privdata;
+    redisReply *r = reply;
+    x->count = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+}
+
+static void online_list_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    online_ctx_t *x = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || x->count < 0) {
+        online_finish(x, 503, NULL);
+        return;
+    }
+    pl_buf_t b = {0};
+    pl_buf_printf(&b, "{\"count\":%lld,\"users\":[", x->count);
+    for (size_t i = 0; i < r->elements; i++) {
+        if (i) pl_buf_add(&b, ",", 1);
+        pl_buf_json_str(&b, r->element[i]->str, r->element[i]->len);
+    }
+    pl_buf_printf(&b, "],\"offset\":%lld,\"limit\":%lld}", x->offset, x->limit);
+    online_finish(x, 200, &b);
+    pl_buf_free(&b);
+}
+
+static void online_one_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    online_ctx_t *x = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        online_finish(x, 503, NULL);
+        return;
+    }
+    pl_buf_t b = {0};
+    pl_buf_adds(&b, "{\"user\":");
+    pl_buf_json_str(&b, x->user, strlen(x->user));
+    pl_buf_printf(&b, ",\"online\":%s}", r->integer ? "true" : "false");
+    online_finish(x, 200, &b);
+    pl_buf_free(&b);
+}
+
+static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int keep,
+                     const char *rest, size_t rest_len)
+{
+    pl_shard_t *s = c->shard;
+    const char *pfx = s->srv->cfg.redis_prefix;
+    if (method != HTTP_GET) {
+        pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+        return keep;
+    }
+    if (!api_or_user(c)) {
+        pl_api_error(c, 401, "unauthorized",
+                     "Authorization: Bearer <PARLEY_API_KEY or a user token> required", keep);
+        return keep;
+    }
+    online_ctx_t *x = calloc(1, sizeof *x);
+    if (!x) {
+        pl_api_error(c, 503, "unavailable", "out of memory", 0);
+        return 0;
+    }
+    x->conn = c;
+    x->keep = keep;
+    char key[64];
+    snprintf(key, sizeof key, "%sonline_users", pfx);
+    int rc;
+    if (rest_len == 7 && memcmp(rest, "/online", 7) == 0) {
+        x->offset = query_int(c->http, "offset", 0, 0, INT32_MAX);
+        x->limit = query_int(c->http, "limit", 100, 1, 1000);
+        if (x->offset < 0 || x->limit < 0) {
+            free(x);
+            pl_api_error(c, 400, "bad_request", "offset must be >= 0 and limit 1..1000", keep);
+            return keep;
+        }
+        char off[24], lim[24];
+        snprintf(off, sizeof off, "%lld", x->offset);
+        snprintf(lim, sizeof lim, "%lld", x->limit);
+        const char *a1[2] = {"SCARD", key};
+        size_t l1[2] = {5, strlen(key)};
+        const char *a2[6] = {"SORT", key, "ALPHA", "LIMIT", off, lim};
+        size_t l2[6] = {4, strlen(key), 5, 5, strlen(off), strlen(lim)};
+        /* Both or neither: a command is refused only while disconnected, which cannot change
+         * between these two calls. */
+        rc = pl_redis_command(&s->redis, online_count_cb, x, 2, a1, l1);
+        if (rc == 0) pl_redis_command(&s->redis, online_list_cb, x, 6, a2, l2);
+    } else {
+        /* /api/websocket/users/{id}/online */
+        const char *id = path + 21, *end = path + len - 7;
+        if (len < 21 + 7 + 1 || memcmp(end, "/online", 7) != 0 ||
+            path_segment(id, (size_t)(end - id), x->user) != 0) {
+            free(x);
+            pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+            return keep;
+        }
+        const char *a[3] = {"SISMEMBER", key, x->user};
+        size_t l[3] = {9, strlen(key), strlen(x->user)};
+        rc = pl_redis_command(&s->redis, online_one_cb, x, 3, a, l);
+    }
+    if (rc != 0) {
+        free(x);
+        pl_api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
+        return keep;
+    }
+    return PL_API_ASYNC;
+}
+
+int pl_api_handle(pl_conn_t *c)
+{
+    int keep = pl_http_keep_alive(c->http);
+    int method = pl_http_method(c->http);
+    const char *path;
+    size_t len;
+    pl_http_path(c->http, &path, &len);
+
+    if (path_is(path, len, "/health")) {
+        if (method != HTTP_GET && method != HTTP_HEAD) goto not_allowed;
+        health(c, keep);
+    } else if (path_is(path, len, "/api/websocket/status")) {
+        if (method != HTTP_GET) goto not_allowed;
+        status(c, keep);
+    } else if (path_is(path, len, "/api/websocket/token")) {
+        if (method != HTTP_POST) goto not_allowed;
+        token(c, keep);
+    } else if (len > 20 && memcmp(path, "/api/websocket/users", 20) == 0) {
+        return users_api(c, path, len, method, keep, path + 20, len - 20);
+    } else if (len > 11 && memcmp(path, "/api/rooms/", 11) == 0) {
+        return rooms_api(c, path, len, method, keep);
+    } else if (path_is(path, len, "/ws")) {
+        pl_api_error(c, 400, "bad_request", "expected a WebSocket upgrade", keep);
+    } else {
+        pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+    }
+    return keep;
+not_allowed:
+    pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+    return keep;
+}
+
+int pl_api_upgrade(pl_conn_t *c)
+{
+    const pl_http_t *h = c->http;
+    const pl_config_t *cfg = &c->shard->srv->cfg;
+    const char *path;
+    size_t len;
+    pl_http_path(h, &path, &len);
+    if (!path_is(path, len, "/ws")) {
+        pl_api_error(c, 404, "not_found", "WebSocket endpoint is /ws", 0);
+        return -1;
+    }
+    const char *upgrade = pl_http_header(h, PL_H_UPGRADE);
+    if (pl_http_method(h) != HTTP_GET || !upgrade || strcasecmp(upgrade, "websocket") != 0) {
+        pl_api_error(c, 400, "bad_request", "expected GET with Upgrade: websocket", 0);
+        return -1;
+    }
+    const char *version = pl_http_header(h, PL_H_SEC_WEBSOCKET_VERSION);
+    if (!version || strcmp(version, "13") != 0) {
+        static const char resp[] = "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
+                                   "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        pl_frame_t *f = pl_frame_raw(resp, sizeof resp - 1);
+        if (f) {
+            pl_conn_send(c, f);
+            pl_frame_unref(f);
+        }
+        return -1;
+    }
+    const char *key = pl_http_header(h, PL_H_SEC_WEBSOCKET_KEY);
+    char accept[PL_WS_ACCEPT_LEN + 1];
+    if (!key || pl_ws_accept_key(key, strlen(key), accept) != 0) {
+        pl_api_error(c, 400, "bad_request", "missing or bad Sec-WebSocket-Key", 0);
+        return -1;
+    }
+
+    /* A token on the upgrade is checked before switching protocols. */
+    size_t tlen = 0;
+    const char *tok = bearer(h, &tlen);
+    if (!tok) tok = pl_http_query(h, "token", &tlen);
+    char user[PL_JWT_SUB_MAX + 1];
+    if (tok && tlen) {
+        int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
+                               pl_now_ms() / 1000, user);
+        if (rc != 0) {
+            pl_api_error(c, 401, "unauthorized", pl_jwt_strerror(rc), 0);
+            return -1;
+        }
+    }
+
+    char resp[160];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                     accept);
+    pl_frame_t *f = pl_frame_raw(resp, (size_t)n);
+    if (!f) return -1;
+    pl_conn_send(c, f);
+    pl_frame_unref(f);
+    if (tok && tlen) pl_session_start(c, user);
+    return 0;
+}

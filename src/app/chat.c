@@ -1,0 +1,501 @@
+/*
+ * chat: the chat state Redis keeps for the whole cluster besides messages:
+ * presence (connections counted per user and instance, online/offline events,
+ * the heartbeat and the clean-up after dead instances), typing and read
+ * receipts, and the mirror of memberships presence relies on. Each change is
+ * one Lua script (script.h, docs/redis.md) run on the shard's Redis
+ * connection; the events it publishes travel on room channels like messages.
+ */
+#include "parley/app/chat.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley/svc/db.h"
+#include "parley/base/log.h"
+#include "parley/svc/script.h"
+#include "parley/app/server.h"
+#include "parley/app/session.h"
+
+/* Key buffers; each shard thread has its own. */
+static _Thread_local pl_buf_t kbuf[2];
+
+/* Run a chat-state script: ARGV[1] is the key prefix, then `argc` more. */
+static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char **keys, int argc,
+                       const char **args, pl_redis_cb cb, void *priv)
+{
+    const char *argv[16];
+    size_t lens[16];
+    char nk[8];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    int n = 0;
+    argv[n] = "EVALSHA", lens[n++] = 7;
+    argv[n] = pl_script_sha(which), lens[n++] = 40;
+    argv[n] = nk, lens[n++] = strlen(nk);
+    for (int i = 0; i < nkeys; i++)
+        argv[n] = keys[i], lens[n++] = strlen(keys[i]);
+    argv[n] = s->srv->cfg.redis_prefix, lens[n++] = strlen(s->srv->cfg.redis_prefix);
+    for (int i = 0; i < argc; i++)
+        argv[n] = args[i], lens[n++] = strlen(args[i]);
+    return pl_redis_command(&s->redis, cb, priv, n, argv, lens);
+}
+
+/* Mirror a membership into Redis (presence goes to the rooms a user is a member of). */
+static void mirror_member(pl_shard_t *s, const char *room, const char *user, int add)
+{
+    const char *pfx = s->srv->cfg.redis_prefix;
+    pl_buf_reset(&kbuf[0]);
+    pl_buf_printf(&kbuf[0], "%suser_rooms:%s", pfx, user);
+    pl_buf_reset(&kbuf[1]);
+    pl_buf_printf(&kbuf[1], "%sroom_participants:%s", pfx, room);
+    const char *a1[3] = {add ? "SADD" : "SREM", kbuf[0].data, room};
+    size_t l1[3] = {4, kbuf[0].len, strlen(room)};
+    const char *a2[3] = {add ? "SADD" : "SREM", kbuf[1].data, user};
+    size_t l2[3] = {4, kbuf[1].len, strlen(user)};
+    pl_redis_command(&s->redis, NULL, NULL, 3, a1, l1);
+    pl_redis_command(&s->redis, NULL, NULL, 3, a2, l2);
+}
+
+void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member)
+{
+    mirror_member(s, room, user, member);
+}
+
+/* ---- presence ---- */
+
+/*
+ * Presence changes are batched per loop turn: pl_chat_presence_up/down queue
+ * them here in the order they happen, pl_chat_flush (the shard's check phase,
+ * before its Redis write) sends them as one script call. A reconnect storm of
+ * thousands of connections then costs Redis a few script calls, not one each,
+ * and the order of one connection's up and down is kept.
+ *
+ * Thread-local: each shard thread has its own queue. The arrays grow once and
+ * are reused; users are copied (a closing connection may be freed before the
+ * flush).
+ */
+#define PRESENCE_BATCH_MAX 512
+#define PRESENCE_FIXED_ARGS 8 /* EVALSHA sha numkeys prefix server shard now ttl */
+
+static _Thread_local struct {
+    pl_buf_t users; /* the queued users, NUL-terminated one after the other */
+    size_t off[PRESENCE_BATCH_MAX];
+    pl_conn_t *conn[PRESENCE_BATCH_MAX]; /* an opening connection (holds a reply), or NULL */
+    size_t n;
+} pq;
+
+/* A sent batch: which connections wait for their element of the reply. Allocated by
+ * pl_chat_flush, freed by presence_reply (hiredis calls it, with NULL if Redis went away). */
+typedef struct {
+    size_t n;
+    pl_conn_t *conn[];
+} presence_batch_t;
+
+/* Deliver the DMs that waited for a user who just came online to its connection. */
+static void deliver_waiting(pl_conn_t *c, const redisReply *e)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[1]->type != REDIS_REPLY_ARRAY)
+        return;
+    const redisReply *w = e->element[1];
+    for (size_t i = 0; i < w->elements; i++) {
+        if (w->element[i]->type != REDIS_REPLY_STRING) continue;
+        pl_frame_t *f = pl_frame_text(w->element[i]->str, w->element[i]->len);
+        if (!f) break;
+        pl_conn_send(c, f);
+        pl_frame_unref(f);
+    }
+}
+
+static void presence_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    presence_batch_t *b = privdata;
+    redisReply *r = reply;
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == b->n;
+    if (r && !ok)
+        pl_warn("presence: unexpected reply to a batch of %zu: %s", b->n,
+                r->type == REDIS_REPLY_ERROR ? r->str : "not an array of that size");
+    for (size_t i = 0; i < b->n; i++) {
+        pl_conn_t *c = b->conn[i];
+        if (!c) continue;
+        if (ok && pl_conn_open(c)) deliver_waiting(c, r->element[i]);
+        pl_conn_reply_done(c);
+    }
+    free(b);
+}
+
+static void presence_queue(pl_conn_t *c, int up)
+{
+    if (pq.n == PRESENCE_BATCH_MAX) pl_chat_flush(c->shard);
+    pq.off[pq.n] = pq.users.len;
+    pl_buf_add(&pq.users, up ? "u" : "d", 1);
+    pl_buf_add(&pq.users, c->user, strlen(c->user) + 1);
+    pq.conn[pq.n++] = up ? c : NULL;
+}
+
+void pl_chat_presence_up(pl_conn_t *c)
+{
+    c->replies_pending++; /* released by presence_reply, or by pl_chat_flush if the call fails */
+    c->presence = 1;      /* the matching "down" is queued after it */
+    presence_queue(c, 1);
+}
+
+void pl_chat_presence_down(pl_conn_t *c)
+{
+    if (!c->presence) return;
+    c->presence = 0;
+    presence_queue(c, 0);
+}
+
+/* The arguments every presence and resync call starts with: EVALSHA sha 0 prefix server shard
+ * now ttl. `nums` holds the numbers' text (shard, now, ttl) for as long as argv is used. */
+static int presence_args(pl_shard_t *s, pl_script_t which, const char **argv, size_t *lens,
+                         char nums[3][24])
+{
+    const pl_config_t *cfg = &s->srv->cfg;
+    snprintf(nums[0], 24, "%d", s->index);
+    snprintf(nums[1], 24, "%lld", (long long)pl_now_ms());
+    snprintf(nums[2], 24, "%d", PL_HEARTBEAT_TTL_S);
+    int k = 0;
+    argv[k] = "EVALSHA", lens[k++] = 7;
+    argv[k] = pl_script_sha(which), lens[k++] = 40;
+    argv[k] = "0", lens[k++] = 1;
+    argv[k] = cfg->redis_prefix, lens[k++] = strlen(cfg->redis_prefix);
+    argv[k] = cfg->server_id, lens[k++] = strlen(cfg->server_id);
+    for (int i = 0; i < 3; i++)
+        argv[k] = nums[i], lens[k++] = strlen(nums[i]);
+    return k;
+}
+
+void pl_chat_flush(pl_shard_t *s)
+{
+    size_t n = pq.n;
+    if (!n) return;
+    pq.n = 0;
+    static _Thread_local const char *argv[PRESENCE_FIXED_ARGS + 2 * PRESENCE_BATCH_MAX];
+    static _Thread_local size_t lens[PRESENCE_FIXED_ARGS + 2 * PRESENCE_BATCH_MAX];
+    char nums[3][24];
+    int k = presence_args(s, PL_SCRIPT_PRESENCE, argv, lens, nums);
+    for (size_t i = 0; i < n; i++) {
+        const char *e = pq.users.data + pq.off[i]; /* op letter, then the user */
+        argv[k] = e, lens[k++] = 1;
+        argv[k] = e + 1, lens[k++] = strlen(e + 1);
+    }
+    presence_batch_t *b = malloc(sizeof *b + n * sizeof b->conn[0]);
+    if (b) {
+        b->n = n;
+        memcpy(b->conn, pq.conn, n * sizeof b->conn[0]);
+    }
+    if (!b || pl_redis_command(&s->redis, presence_reply, b, k, argv, lens) != 0) {
+        /* Not counted in Redis: these connections will not be "down"ed either. The resync when
+         * Redis is back counts them (pl_chat_resync). */
+        pl_debug("presence: %zu change(s) wait for redis (%s)", n,
+                 b ? "redis unavailable" : "out of memory");
+        free(b);
+        for (size_t i = 0; i < n; i++) {
+            if (!pq.conn[i]) continue;
+            pq.conn[i]->presence = 0;
+            pl_conn_reply_done(pq.conn[i]);
+        }
+    }
+    pl_buf_reset(&pq.users);
+}
+
+static void resync_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        pl_info("presence: %lld user(s) whose connections here closed while redis was away "
+                "reported offline",
+                r->integer);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        pl_warn("presence resync (shard %d): %s", s->index, r->str);
+}
+
+void pl_chat_resync(pl_shard_t *s)
+{
+    pl_chat_flush(s); /* what is queued goes first; the counts below then include it */
+    size_t users = s->users.count, k = 0;
+    const char **argv = malloc((PRESENCE_FIXED_ARGS + 2 * users) * sizeof *argv);
+    size_t *lens = malloc((PRESENCE_FIXED_ARGS + 2 * users) * sizeof *lens);
+    char *counts = malloc(users * 12 + 1);
+    char nums[3][24];
+    if (!argv || !lens || !counts) {
+        pl_error("presence resync (shard %d): out of memory", s->index);
+        goto out;
+    }
+    k = (size_t)presence_args(s, PL_SCRIPT_RESYNC, argv, lens, nums);
+    /* Every connection in the user table is authenticated and not yet gone: from now on each
+     * is counted in Redis, so its close must be sent. */
+    char *cp = counts;
+    for (pl_room_t *u = pl_room_first(&s->users); u; u = pl_room_next(&s->users, u)) {
+        for (uint32_t i = 0; i < u->nmembers; i++)
+            ((pl_conn_t *)u->members[i]->owner)->presence = 1;
+        int len = snprintf(cp, 12, "%u", u->nmembers);
+        argv[k] = u->name, lens[k++] = u->len;
+        argv[k] = cp, lens[k++] = (size_t)len;
+        cp += len + 1;
+    }
+    if (pl_redis_command(&s->redis, resync_reply, s, (int)k, argv, lens) != 0)
+        pl_debug("presence resync (shard %d): redis unavailable", s->index);
+    else if (users)
+        pl_info("presence: shard %d re-announced %zu user(s) to redis", s->index, users);
+out:
+    free(argv);
+    free(lens);
+    free(counts);
+}
+
+void pl_chat_thread_free(void)
+{
+    pl_buf_free(&pq.users);
+    pl_buf_free(&kbuf[0]);
+    pl_buf_free(&kbuf[1]);
+}
+
+/* ---- typing ---- */
+
+/* Rooms this connection is typing in: a stop is sent when it stops, expires or closes. */
+typedef struct pl_typing {
+    struct pl_typing *next;
+    uint64_t deadline; /**< uv_now of the shard loop */
+    char room[PL_ROOM_MAX + 1];
+} pl_typing_t;
+
+#define TYPING_TTL_MS 10000
+
+static void typing_send(pl_conn_t *c, const char *room, const char *op)
+{
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    const char *args[4] = {room, c->user, op, now};
+    chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 4, args, NULL, NULL);
+}
+
+static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
+{
+    for (pl_typing_t **pp = &c->typing; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->room, room) == 0) {
+            pl_typing_t *t = *pp;
+            *pp = t->next;
+            if (send_stop) typing_send(c, t->room, "0");
+            free(t);
+            return;
+        }
+}
+
+void pl_chat_typing_stop_all(pl_conn_t *c)
+{
+    while (c->typing)
+        typing_forget(c, c->typing->room, 1);
+}
+
+void pl_chat_sweep(pl_conn_t *c, uint64_t now)
+{
+    pl_typing_t *t = c->typing;
+    while (t) {
+        pl_typing_t *next = t->next;
+        if (now >= t->deadline) typing_forget(c, t->room, 1);
+        t = next;
+    }
+}
+
+static void job_free_cb(pl_db_job_t *j)
+{
+    pl_db_job_free(j);
+}
+
+static int subscribed_to(pl_conn_t *c, const pl_req_t *req)
+{
+    pl_room_t *room = pl_room_find(&c->shard->rooms, req->room, req->room_len);
+    if (room && pl_room_sub_of(c->subs, room)) return 1;
+    pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room first", req->cid,
+                     req->cid_len);
+    return 0;
+}
+
+typedef struct {
+    pl_conn_t *conn;
+    char room[PL_ROOM_MAX + 1];
+    int64_t seq;
+    uint8_t cid_len;
+    char cid[PL_CID_MAX];
+} chat_ctx_t;
+
+static chat_ctx_t *chat_ctx(pl_conn_t *c, const pl_req_t *req)
+{
+    chat_ctx_t *x = malloc(sizeof *x);
+    if (!x) return NULL;
+    x->conn = c;
+    memcpy(x->room, req->room, req->room_len + 1);
+    x->seq = req->seq;
+    x->cid_len = (uint8_t)req->cid_len;
+    if (req->cid) memcpy(x->cid, req->cid, req->cid_len);
+    c->replies_pending++;
+    return x;
+}
+
+static void chat_ctx_done(chat_ctx_t *x)
+{
+    pl_conn_t *c = x->conn;
+    free(x);
+    pl_conn_reply_done(c);
+}
+
+static void typing_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    chat_ctx_t *x = privdata;
+    pl_conn_t *c = x->conn;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && pl_conn_open(c)) {
+        /* Forwarded: (re)arm this connection's 10 s expiry for the room. */
+        uint64_t deadline = uv_now(&c->shard->loop) + TYPING_TTL_MS;
+        pl_typing_t *t;
+        for (t = c->typing; t && strcmp(t->room, x->room) != 0; t = t->next) {
+        }
+        if (!t && (t = malloc(sizeof *t))) {
+            snprintf(t->room, sizeof t->room, "%s", x->room);
+            t->next = c->typing;
+            c->typing = t;
+        }
+        if (t) t->deadline = deadline;
+    }
+    chat_ctx_done(x);
+}
+
+void pl_chat_typing(pl_conn_t *c, const pl_req_t *req, int start)
+{
+    if (!subscribed_to(c, req)) return;
+    if (!start) {
+        typing_forget(c, req->room, 0);
+        typing_send(c, req->room, "0");
+        return;
+    }
+    chat_ctx_t *x = chat_ctx(c, req);
+    if (!x) return;
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    const char *args[4] = {req->room, c->user, "1", now};
+    if (chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 4, args, typing_reply, x) != 0) {
+        chat_ctx_done(x);
+        pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
+                         req->cid_len);
+    }
+}
+
+static void read_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    chat_ctx_t *x = privdata;
+    pl_conn_t *c = x->conn;
+    redisReply *r = reply;
+    const char *cid = x->cid_len ? x->cid : NULL;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        if (pl_conn_open(c))
+            pl_session_error(c, PL_ERR_UNAVAILABLE, "the read position could not be stored; retry",
+                             cid, x->cid_len);
+    } else if (r->integer < 0) {
+        if (pl_conn_open(c))
+            pl_session_error(c, PL_ERR_BAD_REQUEST, "seq is past the room's last message", cid,
+                             x->cid_len);
+    } else if (r->integer == 1 && c->shard->srv->db) {
+        /* Moved forward: make it durable too (the database keeps the greatest). */
+        pl_db_job_t *j = pl_db_job_new(PL_DB_READ, c->shard, job_free_cb, NULL);
+        if (j) {
+            snprintf(j->room, sizeof j->room, "%s", x->room);
+            snprintf(j->user, sizeof j->user, "%s", c->user);
+            j->seq = x->seq;
+            pl_db_submit(c->shard->srv->db, j);
+        }
+    }
+    chat_ctx_done(x);
+}
+
+void pl_chat_read(pl_conn_t *c, const pl_req_t *req)
+{
+    if (!subscribed_to(c, req)) return;
+    chat_ctx_t *x = chat_ctx(c, req);
+    if (!x) return;
+    char seq[24];
+    snprintf(seq, sizeof seq, "%lld", (long long)req->seq);
+    pl_key_seq(&kbuf[0], req->room, req->room_len);
+    const char *keys[1] = {kbuf[0].data};
+    const char *args[3] = {req->room, c->user, seq};
+    if (chat_script(c->shard, PL_SCRIPT_READ, 1, keys, 3, args, read_reply, x) != 0) {
+        chat_ctx_done(x);
+        pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
+                         req->cid_len);
+    }
+}
+
+/* ---- heartbeat and dead instances (shard 0) ---- */
+
+/* The heartbeat found this instance unknown to Redis (it lost its data): every shard
+ * re-announces its connections. */
+static void resync_everywhere(pl_shard_t *s)
+{
+    pl_server_t *srv = s->srv;
+    pl_warn("presence: redis had forgotten this instance (restarted or flushed); every shard "
+            "re-announces its connections");
+    for (int i = 0; i < srv->nshards; i++)
+        pl_shard_resync(srv->shards[i]);
+}
+
+static void presence_sweep_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        pl_warn("presence sweep: %s", r->str);
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
+    if (r->element[0]->integer > 0)
+        pl_info("presence: %lld user(s) of dead instance(s) reported offline",
+                r->element[0]->integer);
+    if (r->element[1]->integer == 1) resync_everywhere(s);
+}
+
+/*
+ * Instances are found through ws:servers, which the presence script keeps in step with every
+ * ws:server_users set it writes. A set left behind by anything else (an older version, a
+ * partial restore) is found here instead: one SCAN step per heartbeat, and each instance it
+ * names is listed so the sweep looks at its heartbeat.
+ */
+static void scan_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY)
+        return;
+    s->scan_cursor = strtoull(r->element[0]->str, NULL, 10);
+    const pl_config_t *cfg = &s->srv->cfg;
+    size_t plen = strlen(cfg->redis_prefix) + strlen("server_users:");
+    pl_buf_reset(&kbuf[0]);
+    pl_buf_printf(&kbuf[0], "%sservers", cfg->redis_prefix);
+    for (size_t i = 0; i < r->element[1]->elements; i++) {
+        const redisReply *k = r->element[1]->element[i];
+        if (k->type != REDIS_REPLY_STRING || k->len <= plen) continue;
+        const char *argv[3] = {"SADD", kbuf[0].data, k->str + plen};
+        size_t lens[3] = {4, kbuf[0].len, k->len - plen};
+        pl_redis_command(&s->redis, NULL, NULL, 3, argv, lens);
+    }
+}
+
+void pl_chat_presence_sweep(pl_shard_t *s)
+{
+    char now[24], ttl[8], cursor[24];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    snprintf(ttl, sizeof ttl, "%d", PL_HEARTBEAT_TTL_S);
+    const char *args[3] = {s->srv->cfg.server_id, now, ttl};
+    chat_script(s, PL_SCRIPT_SWEEP, 0, NULL, 3, args, presence_sweep_reply, s);
+    snprintf(cursor, sizeof cursor, "%llu", (unsigned long long)s->scan_cursor);
+    pl_buf_reset(&kbuf[1]);
+    pl_buf_printf(&kbuf[1], "%sserver_users:*", s->srv->cfg.redis_prefix);
+    const char *argv[6] = {"SCAN", cursor, "MATCH", kbuf[1].data, "COUNT", "100"};
+    size_t lens[6] = {4, strlen(cursor), 5, kbuf[1].len, 5, 3};
+    pl_redis_command(&s->redis, scan_reply, s, 6, argv, lens);
+}

@@ -1,0 +1,409 @@
+/*
+ * server: start-up and shutdown of one parleyd process.
+ *
+ * Start-up, in the main thread and before any connection is accepted:
+ * refuse an address another process listens on and a server id a live
+ * instance holds; bind one SO_REUSEPORT socket per shard; get the id
+ * generators' node numbers from Redis and register the instance there
+ * (forgetting what a previous run under this id left); check that the
+ * database is reachable and at this build's schema. Shutdown (SIGTERM or
+ * SIGINT) stops the subscriber, tells every shard to send server_notice and
+ * close 1001, exits when the shards are done or after a deadline, and
+ * unregisters the instance.
+ */
+#include "parley/app/server.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "parley/app/chat.h"
+#include "parley/svc/db.h"
+#include "parley/base/log.h"
+#include "parley/svc/migrate.h"
+#include "parley/svc/script.h"
+
+/* The whole shutdown must end within 5 s; shards get this long to drain. */
+#define SHUTDOWN_DEADLINE_MS 4500
+/* Of which the database pool gets this long to store what is queued. */
+#define DB_DRAIN_MS 2500
+
+int64_t pl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pl_server_redis_ok(pl_server_t *srv)
+{
+    if (!atomic_load_explicit(&srv->sub.connected, memory_order_relaxed)) return 0;
+    for (int i = 0; i < srv->nshards; i++)
+        if (!atomic_load_explicit(&srv->shards[i]->redis.connected, memory_order_relaxed)) return 0;
+    return 1;
+}
+
+/* The listen address, resolved; NULL after logging why. */
+static struct addrinfo *resolve(const char *host, int port)
+{
+    struct addrinfo hints = {0}, *res;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        pl_error("listen address %s: %s", host, gai_strerror(rc));
+        return NULL;
+    }
+    return res;
+}
+
+/*
+ * 0 if nobody else listens on the address, else -errno. Every shard socket has SO_REUSEPORT, so
+ * a second parleyd on the same host:port would bind too and silently take half the
+ * connections; a plain bind (no SO_REUSEPORT) is refused by any listener there. SO_REUSEADDR
+ * keeps connections of our own previous run in TIME_WAIT from counting.
+ */
+static int address_free(const struct addrinfo *a)
+{
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, err = 0;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, a->ai_addr, a->ai_addrlen) != 0)
+        err = -errno;
+    if (fd >= 0) close(fd);
+    return err;
+}
+
+/* A bound (not yet listening) SO_REUSEPORT socket, or -errno. TCP_NODELAY is set here
+ * because Linux copies it to every accepted socket: one setsockopt per connection saved. */
+static int bind_reuseport(const struct addrinfo *a)
+{
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1, err = 0;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
+        bind(fd, a->ai_addr, a->ai_addrlen) != 0)
+        err = -errno;
+    if (err) {
+        if (fd >= 0) close(fd);
+        return err;
+    }
+    return fd;
+}
+
+/* Bind every shard's socket into fds; -1 after logging why. */
+static int bind_all(const pl_config_t *cfg, int *fds)
+{
+    struct addrinfo *res = resolve(cfg->listen_host, cfg->listen_port);
+    if (!res) return -1;
+    int rc = address_free(res);
+    if (rc == -EADDRINUSE) {
+        pl_error("cannot listen on %s:%d: another process is listening there (a second parleyd? "
+                 "give each instance its own PARLEY_LISTEN)",
+                 cfg->listen_host, cfg->listen_port);
+    } else if (rc != 0) {
+        pl_error("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, strerror(-rc));
+    }
+    for (int i = 0; rc == 0 && i < cfg->shards; i++) {
+        if ((fds[i] = bind_reuseport(res)) < 0) {
+            rc = fds[i];
+            pl_error("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+                     strerror(-rc));
+            while (i--)
+                close(fds[i]);
+        }
+    }
+    freeaddrinfo(res);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Subscribers of server:{id}: a running instance with this id has one. */
+static long long id_subscribers(redisContext *c, const char *id)
+{
+    redisReply *r = redisCommand(c, "PUBSUB NUMSUB server:%s", id);
+    long long n = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                          r->element[1]->type == REDIS_REPLY_INTEGER
+                      ? r->element[1]->integer
+                      : 0;
+    if (r) freeReplyObject(r);
+    return n;
+}
+
+/* The heartbeat's value (the time it was written) into out, "" if there is none. */
+static void heartbeat_of(redisContext *c, const pl_config_t *cfg, char *out, size_t n)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%sserver:%s", cfg->redis_prefix, cfg->server_id);
+    redisReply *r = redisCommand(c, "GET %s", key);
+    snprintf(out, n, "%s", r && r->type == REDIS_REPLY_STRING ? r->str : "");
+    if (r) freeReplyObject(r);
+}
+
+/*
+ * 0 if PARLEY_SERVER_ID is free, -1 (logged) if a live instance holds it: the id names the
+ * instance's channel and its presence records, so two would steal each other's direct
+ * messages and undo each other's presence. A live instance is subscribed to server:{id}; one
+ * whose subscriber is reconnecting still refreshes its heartbeat, so a heartbeat without a
+ * subscriber is watched for one interval (a run killed moments ago leaves one behind).
+ */
+static int check_server_id(const pl_config_t *cfg, redisContext *c)
+{
+    const char *id = cfg->server_id;
+    if (id_subscribers(c, id) > 0) goto taken;
+    char first[64], now[64];
+    heartbeat_of(c, cfg, first, sizeof first);
+    if (!*first) return 0;
+    pl_info("server id %s has a heartbeat but no subscriber: watching it for %d s in case that "
+            "instance is still alive",
+            id, PL_HEARTBEAT_EVERY_MS / 1000 + 1);
+    for (int waited = 0; waited < PL_HEARTBEAT_EVERY_MS + 1000; waited += 250) {
+        struct timespec ts = {0, 250 * 1000000L};
+        nanosleep(&ts, NULL);
+        heartbeat_of(c, cfg, now, sizeof now);
+        if (!*now) return 0; /* expired: it was a run that died */
+        if (strcmp(now, first) != 0 || id_subscribers(c, id) > 0) goto taken;
+    }
+    pl_info("server id %s: no sign of life from its previous holder; taking it over", id);
+    return 0;
+taken:
+    pl_error("PARLEY_SERVER_ID %s belongs to a running instance (its heartbeat or channel is live "
+             "in Redis): give each instance its own id",
+             id);
+    return -1;
+}
+
+/*
+ * Redis at start-up: the server id is free, the id generators' node block (nodes must differ
+ * between every shard of every live instance: Redis hands them out), and the instance is
+ * registered, having forgotten what a previous run under this id left. If Redis cannot be
+ * reached, *node stays -1: each shard gets its node, and registers, when it connects, and
+ * publishes nothing before. Returns -1 to refuse to start.
+ */
+static int redis_startup(pl_server_t *srv, int64_t *node)
+{
+    const pl_config_t *cfg = &srv->cfg;
+    char err[256];
+    *node = -1;
+    redisContext *c = pl_redis_connect_sync(&srv->redis_addr, 1000, err, sizeof err);
+    if (!c) {
+        pl_warn("redis unreachable at start-up (%s): each shard registers and gets its id node "
+                "when it connects",
+                err);
+        return 0;
+    }
+    if (check_server_id(cfg, c) != 0) {
+        redisFree(c);
+        return -1;
+    }
+    redisReply *r = redisCommand(c, "INCRBY parley:id_nodes %d", cfg->shards);
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        *node = (r->integer - cfg->shards) % (1 << PL_IDGEN_NODE_BITS);
+    if (r) freeReplyObject(r);
+    char now[24], ttl[8];
+    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
+    snprintf(ttl, sizeof ttl, "%d", PL_HEARTBEAT_TTL_S);
+    const char *argv[7] = {
+        "EVAL", pl_script_source(PL_SCRIPT_RESET), "0", cfg->redis_prefix, cfg->server_id, now,
+        ttl};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    r = redisCommandArgv(c, 7, argv, lens);
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        pl_info(
+            "presence: %lld user(s) left online by this server id's previous run reported offline",
+            r->integer);
+    else if (!r || r->type == REDIS_REPLY_ERROR)
+        pl_warn("registering in redis: %s", r ? r->str : c->errstr);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return 0;
+}
+
+/* At a clean exit: the heartbeat goes, so a restart under this id does not wait for it. */
+static void redis_unregister(pl_server_t *srv)
+{
+    const pl_config_t *cfg = &srv->cfg;
+    char err[256];
+    redisContext *c = pl_redis_connect_sync(&srv->redis_addr, 1000, err, sizeof err);
+    if (!c) return; /* the others' sweep does it once the heartbeat expires */
+    const char *argv[5] = {"EVAL", pl_script_source(PL_SCRIPT_UNREGISTER), "0", cfg->redis_prefix,
+                           cfg->server_id};
+    size_t lens[5];
+    for (int i = 0; i < 5; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *r = redisCommandArgv(c, 5, argv, lens);
+    if (!r || r->type == REDIS_REPLY_ERROR) pl_warn("unregistering: %s", r ? r->str : c->errstr);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+}
+
+/* The database at start-up: a usable URL, reachable (or PARLEY_DB_REQUIRED=0), at this build's
+ * schema. Returns -1 (logged, one line) to refuse to start. */
+static int db_startup(const pl_config_t *cfg)
+{
+    char why[512];
+    int rc = pl_migrate_check(cfg->database_url, why, sizeof why);
+    if (rc == PL_MIGRATE_OK) return 0;
+    if (rc == PL_MIGRATE_UNREACHABLE && !cfg->db_required) {
+        pl_warn("database: %s; starting anyway (PARLEY_DB_REQUIRED=0): messages are delivered, "
+                "their acks wait for it",
+                why);
+        return 0;
+    }
+    pl_error("database: %s%s", why,
+             rc == PL_MIGRATE_UNREACHABLE
+                 ? " (set PARLEY_DB_REQUIRED=0 to start without it and store once it is up)"
+                 : "");
+    return -1;
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) pl_warn("setrlimit(NOFILE): %s", strerror(errno));
+    }
+    pl_info("open files limit %llu (at most ~%llu connections per process)",
+            (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_cur - 100);
+}
+
+static void on_shard_done(uv_async_t *a)
+{
+    pl_server_t *srv = a->data;
+    if (atomic_load(&srv->shards_running) == 0) uv_stop(srv->loop);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    pl_server_t *srv = t->data;
+    pl_warn("shutdown deadline reached with %d shard(s) still closing; exiting",
+            atomic_load(&srv->shards_running));
+    uv_stop(srv->loop);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    pl_server_t *srv = h->data;
+    if (srv->stopping) return;
+    srv->stopping = 1;
+    pl_info("%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    uv_timer_start(&srv->deadline, on_deadline, SHUTDOWN_DEADLINE_MS, 0);
+    /* Stop the subscriber first: after it is joined it posts nothing more. */
+    pl_subscriber_stop(&srv->sub);
+    for (int i = 0; i < srv->nshards; i++)
+        pl_shard_post(srv->shards[i], &srv->shards[i]->shutdown_ev);
+    /* Then let the database pool store what it holds (acks still reach clients being closed,
+     * if they are still there), and only then tell the shards that nothing more will come. */
+    if (srv->db) {
+        pl_db_stop(srv->db, DB_DRAIN_MS);
+        srv->db = NULL;
+    }
+    for (int i = 0; i < srv->nshards; i++)
+        pl_shard_post(srv->shards[i], &srv->shards[i]->finish_ev);
+}
+
+int pl_server_run(pl_config_t *cfg)
+{
+    static pl_server_t server;
+    pl_server_t *srv = &server;
+    srv->cfg = *cfg;
+    srv->nshards = cfg->shards;
+    srv->started_ms = pl_now_ms();
+    srv->loop = uv_default_loop();
+    cfg = &srv->cfg;
+    srv->redis_addr = (pl_redis_addr_t){cfg->redis_host, cfg->redis_port, cfg->redis_db,
+                                        cfg->redis_user, cfg->redis_password};
+    raise_nofile();
+    if (pl_script_init() != 0) {
+        pl_error("cannot hash the Redis scripts");
+        return 1;
+    }
+
+    int fds[64];
+    int64_t node;
+    if (bind_all(cfg, fds) != 0) return 1;
+    if (redis_startup(srv, &node) != 0 || (cfg->database_url && db_startup(cfg) != 0)) {
+        for (int i = 0; i < srv->nshards; i++)
+            close(fds[i]);
+        return 1;
+    }
+    if (cfg->database_url) {
+        srv->db = pl_db_start(cfg->database_url, cfg->db_workers, cfg->db_queue, &srv->redis_addr,
+                              cfg->redis_prefix);
+        if (!srv->db) {
+            pl_error("cannot start the database pool");
+            return 1;
+        }
+    } else {
+        pl_warn(
+            "PARLEY_DATABASE_URL is not set: messages are delivered but not stored, and not acked");
+    }
+
+    uv_async_init(srv->loop, &srv->shard_done, on_shard_done);
+    srv->shard_done.data = srv;
+    uv_timer_init(srv->loop, &srv->deadline);
+    srv->deadline.data = srv;
+    uv_unref((uv_handle_t *)&srv->deadline);
+
+    srv->rooms_mask = calloc(1, sizeof *srv->rooms_mask);
+    srv->shards = calloc((size_t)srv->nshards, sizeof *srv->shards);
+    if (!srv->shards || !srv->rooms_mask) return 1;
+    atomic_init(&srv->shards_running, 0);
+    for (int i = 0; i < srv->nshards; i++) {
+        srv->shards[i] = calloc(1, sizeof(pl_shard_t));
+        if (!srv->shards[i]) return 1;
+    }
+    /* The subscriber reads srv->shards, so every shard exists before it starts. */
+    for (int i = 0; i < srv->nshards; i++) {
+        int rc = pl_shard_start(srv->shards[i], srv, i, fds[i], node < 0 ? -1 : node + i);
+        if (rc != 0) {
+            pl_error("shard %d: %s", i, uv_strerror(rc));
+            return 1;
+        }
+        atomic_fetch_add(&srv->shards_running, 1);
+    }
+    int rc = pl_subscriber_start(&srv->sub, srv);
+    if (rc != 0) {
+        pl_error("subscriber thread: %s", strerror(-rc));
+        return 1;
+    }
+
+    uv_signal_init(srv->loop, &srv->sigterm);
+    uv_signal_init(srv->loop, &srv->sigint);
+    srv->sigterm.data = srv->sigint.data = srv;
+    uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&srv->sigint, on_signal, SIGINT);
+
+    pl_info("parleyd %s listening on %s:%d with %d shard(s); redis %s:%d db %d", cfg->server_id,
+            cfg->listen_host, cfg->listen_port, srv->nshards, cfg->redis_host, cfg->redis_port,
+            cfg->redis_db);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+
+    if (atomic_load(&srv->shards_running) == 0) {
+        for (int i = 0; i < srv->nshards; i++) {
+            pl_shard_join(srv->shards[i]);
+            free(srv->shards[i]);
+        }
+        free(srv->shards);
+        free(srv->rooms_mask); /* the subscriber and every shard are gone */
+        redis_unregister(srv);
+        pl_info("stopped");
+    }
+    /* Otherwise a shard is stuck: returning from main ends the process regardless. */
+    return 0;
+}

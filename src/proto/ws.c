@@ -1,0 +1,257 @@
+/* ws: handshake key, UTF-8 check and pooled wslay frame parsing; see the header. */
+#include "parley/proto/ws.h"
+
+#include <mbedtls/base64.h>
+#include <mbedtls/sha1.h>
+#include <stdlib.h>
+#include <string.h>
+#include <wslay/wslay.h>
+
+#include "parley/net/frame.h"
+
+/* Idle contexts kept per shard; more are freed (each is ~4.3 KB). */
+#define POOL_KEEP 64
+
+int pl_ws_accept_key(const char *key, size_t len, char out[PL_WS_ACCEPT_LEN + 1])
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char raw[16], sha[20], buf[64 + sizeof guid];
+    size_t n;
+    /* The key must be base64 of 16 bytes. */
+    if (len != 24 ||
+        mbedtls_base64_decode(raw, sizeof raw, &n, (const unsigned char *)key, len) != 0 || n != 16)
+        return -1;
+    memcpy(buf, key, len);
+    memcpy(buf + len, guid, sizeof guid - 1);
+    if (mbedtls_sha1_ret(buf, len + sizeof guid - 1, sha) != 0) return -1;
+    if (mbedtls_base64_encode((unsigned char *)out, PL_WS_ACCEPT_LEN + 1, &n, sha, sizeof sha) != 0)
+        return -1;
+    out[n] = '\0';
+    return 0;
+}
+
+int pl_utf8_valid(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        /* ASCII fast path, 8 bytes at a time. */
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (!(w & 0x8080808080808080ull)) {
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        uint32_t cp, min;
+        if ((c & 0xe0) == 0xc0)
+            need = 1, cp = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            need = 2, cp = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            need = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        if (i + need >= n) return 0; /* truncated sequence */
+        for (size_t k = 1; k <= need; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+static ssize_t recv_cb(uint8_t *buf, size_t len, int flags, void *user_data)
+{
+    pl_ws_pool_t *pool = user_data;
+    if (pool->in_len == 0) return 0; /* wslay maps this to WANT_READ */
+    size_t n = len < pool->in_len ? len : pool->in_len;
+    memcpy(buf, pool->in, n);
+    pool->in += n;
+    pool->in_len -= n;
+    pool->cur->buffered += (uint32_t)n;
+    return (ssize_t)n;
+}
+
+static ssize_t send_cb(const uint8_t *data, size_t len, int flags, void *user_data)
+{
+    return -1; /* the server never sends through wslay: frames are built by frame.c */
+}
+
+static int genmask_cb(uint8_t *buf, size_t len, void *user_data)
+{
+    return -1;
+}
+
+void pl_ws_pool_init(pl_ws_pool_t *pool)
+{
+    memset(pool, 0, sizeof *pool);
+}
+
+void pl_ws_pool_free(pl_ws_pool_t *pool)
+{
+    for (size_t i = 0; i < pool->nfree; i++)
+        wslay_frame_context_free(pool->free[i]);
+    free(pool->free);
+    memset(pool, 0, sizeof *pool);
+}
+
+static struct wslay_frame_context *pool_get(pl_ws_pool_t *pool)
+{
+    if (pool->nfree) return pool->free[--pool->nfree];
+    static const struct wslay_frame_callbacks cbs = {send_cb, recv_cb, genmask_cb};
+    wslay_frame_context_ptr ctx;
+    if (wslay_frame_context_init(&ctx, &cbs, pool) != 0) return NULL;
+    return ctx;
+}
+
+static void pool_put(pl_ws_pool_t *pool, struct wslay_frame_context *ctx)
+{
+    if (pool->nfree == pool->cap && pool->cap < POOL_KEEP) {
+        size_t cap = pool->cap ? pool->cap * 2 : 8;
+        void *p = realloc(pool->free, cap * sizeof *pool->free);
+        if (p) {
+            pool->free = p;
+            pool->cap = cap;
+        }
+    }
+    if (pool->nfree < pool->cap)
+        pool->free[pool->nfree++] = ctx;
+    else
+        wslay_frame_context_free(ctx);
+}
+
+static size_t header_len(uint64_t plen, int masked)
+{
+    return 2 + (plen >= 126 ? (plen > 65535 ? 8 : 2) : 0) + (masked ? 4 : 0);
+}
+
+static int append(pl_buf_t **b, const uint8_t *p, size_t n)
+{
+    if (!*b) {
+        *b = calloc(1, sizeof **b);
+        if (!*b) return -1;
+    }
+    pl_buf_add(*b, p, n);
+    return 0;
+}
+
+static void drop(pl_buf_t **b)
+{
+    if (*b) {
+        pl_buf_free(*b);
+        free(*b);
+        *b = NULL;
+    }
+}
+
+/* Validate a frame's header on its first chunk; returns a close code or 0. */
+static int check_header(pl_ws_in_t *in, const struct wslay_frame_iocb *io, size_t max_msg)
+{
+    if (io->rsv) return 1002;
+    if (!io->mask) return 1002; /* RFC 6455 5.1: clients must mask */
+    switch (io->opcode) {
+    case 0x0:
+        if (!in->msg_opcode) return 1002;
+        break;
+    case PL_WS_TEXT:
+    case PL_WS_BINARY:
+        if (in->msg_opcode) return 1002;
+        break;
+    case PL_WS_CLOSE:
+    case PL_WS_PING:
+    case PL_WS_PONG:
+        return 0; /* wslay already checked fin and the 125-byte limit */
+    default:
+        return 1002;
+    }
+    size_t have = in->msg ? in->msg->len : 0;
+    if (io->payload_length > max_msg || have + io->payload_length > max_msg) return 1009;
+    return 0;
+}
+
+int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *in, const uint8_t *data, size_t len, size_t max_msg,
+               pl_ws_msg_cb cb, void *ud)
+{
+    if (!in->ctx && !(in->ctx = pool_get(pool))) return 1011;
+    pool->in = data;
+    pool->in_len = len;
+    pool->cur = in;
+
+    int rc = 0;
+    for (;;) {
+        struct wslay_frame_iocb io;
+        ssize_t r = wslay_frame_recv(in->ctx, &io);
+        if (r == WSLAY_ERR_WANT_READ) break;
+        if (r < 0) {
+            rc = 1002;
+            break;
+        }
+        if (!in->in_frame) {
+            if ((rc = check_header(in, &io, max_msg)) != 0) break;
+            in->in_frame = 1;
+            if (io.opcode == PL_WS_TEXT || io.opcode == PL_WS_BINARY) in->msg_opcode = io.opcode;
+        }
+        int ctrl = io.opcode >= PL_WS_CLOSE;
+        int whole = io.data_length == io.payload_length;
+        in->frame_got += (uint32_t)io.data_length;
+        int done = in->frame_got == io.payload_length;
+
+        /* A message in one frame and one chunk is handed over without a copy. */
+        int direct = whole && (ctrl || (io.fin && !in->msg));
+        if (!direct && append(ctrl ? &in->ctrl : &in->msg, io.data, io.data_length) != 0) {
+            rc = 1011;
+            break;
+        }
+        if (!done) continue;
+
+        in->buffered -= (uint32_t)(header_len(io.payload_length, io.mask) + io.payload_length);
+        in->frame_got = 0;
+        in->in_frame = 0;
+        int stop = 0;
+        if (ctrl) {
+            stop = direct ? cb(ud, io.opcode, io.data, io.data_length)
+                          : cb(ud, io.opcode, (uint8_t *)in->ctrl->data, in->ctrl->len);
+            drop(&in->ctrl);
+        } else if (io.fin) {
+            unsigned op = in->msg_opcode;
+            in->msg_opcode = 0;
+            stop = direct ? cb(ud, op, io.data, io.data_length)
+                          : cb(ud, op, (uint8_t *)in->msg->data, in->msg->len);
+            drop(&in->msg);
+        }
+        if (stop) {
+            rc = -1;
+            break;
+        }
+    }
+    pool->cur = NULL;
+    pool->in = NULL;
+    pool->in_len = 0;
+    if (rc != 0) {
+        pl_ws_in_free(in);
+        return rc < 0 ? 0 : rc;
+    }
+    /* Between frames with nothing buffered: the context is clean, give it back. */
+    if (in->buffered == 0 && !in->in_frame) {
+        pool_put(pool, in->ctx);
+        in->ctx = NULL;
+    }
+    return 0;
+}
+
+void pl_ws_in_free(pl_ws_in_t *in)
+{
+    if (in->ctx) wslay_frame_context_free(in->ctx);
+    drop(&in->msg);
+    drop(&in->ctrl);
+    memset(in, 0, sizeof *in);
+}

@@ -1,0 +1,366 @@
+/* script: Lua sources, their SHA-1s and key names; see the header. */
+#include "parley/svc/script.h"
+
+#include <mbedtls/sha1.h>
+#include <stdio.h>
+#include <string.h>
+
+/* KEYS: seq, stream, cid ('' for none), ready. ARGV: channel, tail, id, ts, stream maxlen, cid ttl.
+ * Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if Redis is not ready (it lost its
+ * data and the seqs are being restored from PostgreSQL). */
+/* Shared by publish and dm: not ready, a duplicate, or the next seq and the stored frame.
+ * Four Redis calls on the common path (this script runs for every message):
+ * - readiness is checked only when INCR created the seq key: after a data loss every seq key
+ *   is gone, and a restore puts back cids before seqs, so an existing seq key implies the
+ *   room's dedup records are back too;
+ * - one SET NX GET both claims the cid and returns an earlier claim; a duplicate then gives
+ *   its seq back (the script is atomic, nobody saw it). */
+#define LUA_SEQ_AND_STREAM(TAIL, ID, TS, MAXLEN, TTL)                                              \
+    "local seq = redis.call('INCR', KEYS[1])\n"                                                    \
+    "if seq == 1 and redis.call('EXISTS', KEYS[4]) == 0 then\n"                                    \
+    "  redis.call('DEL', KEYS[1])\n"                                                               \
+    "  return {-1}\n"                                                                              \
+    "end\n"                                                                                        \
+    "local s = string.format('%d', seq)\n"                                                         \
+    "if KEYS[3] ~= '' then\n"                                                                      \
+    "  local d = redis.call('SET', KEYS[3], " ID " .. ':' .. s .. ':' .. " TS                      \
+    ", 'NX', 'GET', 'EX', " TTL ")\n"                                                              \
+    "  if d then\n"                                                                                \
+    "    redis.call('DECR', KEYS[1])\n"                                                            \
+    "    return {0, d}\n"                                                                          \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. " TAIL "\n"                       \
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " MAXLEN ", s .. '-0', 'm', msg)\n"
+
+static const char publish_lua[] = LUA_SEQ_AND_STREAM(
+    "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", "ARGV[6]") "redis.call('PUBLISH', ARGV[1], msg)\n"
+                                                           "return {1, seq}\n";
+
+/* KEYS: seq, stream, ready, read hash. ARGV: since (-1: none), most entries, user.
+ * Returns {-1} if Redis is not ready (see above), else {cur, truncated, since, read position
+ * (-1 if none), entries after since...}: when more than `most` are missing, since moves up to
+ * cur - most (truncated = 1). */
+static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end\n"
+                               "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+                               "local since = tonumber(ARGV[1])\n"
+                               "local most = tonumber(ARGV[2])\n"
+                               "local rd = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '-1')\n"
+                               "if since < 0 or since >= cur then return {cur, 0, since, rd} end\n"
+                               "local trunc = 0\n"
+                               "if cur - since > most then since = cur - most; trunc = 1 end\n"
+                               "local out = {cur, trunc, since, rd}\n"
+                               "local e = redis.call('XRANGE', KEYS[2], string.format('%d', since "
+                               "+ 1) .. '-0', '+', 'COUNT', most)\n"
+                               "for i = 1, #e do out[#out + 1] = e[i][2][2] end\n"
+                               "return out\n";
+
+/*
+ * Chat state. ARGV[1] is always the key prefix (PARLEY_REDIS_PREFIX, "ws:").
+ * These scripts name keys built from user and room ids, which is fine on one
+ * Redis (Parley does not use Redis Cluster).
+ *
+ * A user's connections are counted per shard of each instance: field
+ * "conn:<server>#<shard>" of ws:user:<id>. Each shard writes only its own
+ * fields, so after Redis restarts (or lost its data) a shard can say how many
+ * connections it holds, absolutely (resync), without asking other threads.
+ * (Versions before it counted per instance, "conn:<server>": such a field is
+ * still recognised, so what an older instance left behind is cleaned up.)
+ */
+#define LUA_SCAN                                                                                   \
+    "local function scan(u, srv)\n"                                                                \
+    "  local n, here, pre = 0, {}, 'conn:' .. srv .. '#'\n"                                        \
+    "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"                            \
+    "    if string.sub(f, 1, 5) == 'conn:' then\n"                                                 \
+    "      n = n + 1\n"                                                                            \
+    "      if string.sub(f, 1, #pre) == pre or f == 'conn:' .. srv then here[#here + 1] = f end\n" \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  return n, here\n"                                                                           \
+    "end\n"
+#define LUA_PRESENCE                                                                               \
+    "local function presence(u, status)\n"                                                         \
+    "  local rooms = redis.call('SMEMBERS', P .. 'user_rooms:' .. u)\n"                            \
+    "  if #rooms == 0 then return end\n"                                                           \
+    "  local msg = '{\"type\":\"presence\",\"user\":' .. cjson.encode(u) .. ',\"status\":\"' .. "  \
+    "status .. '\"}'\n"                                                                            \
+    "  for _, r in ipairs(rooms) do redis.call('PUBLISH', 'room:' .. r, msg) end\n"                \
+    "end\n"
+/* After fields of `srv` went from `u`: fix server_users and report the user offline if that
+ * was the last connection anywhere (1 if so). */
+#define LUA_LEFT                                                                                   \
+    "local function left(srv, u)\n"                                                                \
+    "  local n, here = scan(u, srv)\n"                                                             \
+    "  if #here == 0 then redis.call('SREM', P .. 'server_users:' .. srv, u) end\n"                \
+    "  if n == 0 and redis.call('SREM', P .. 'online_users', u) == 1 then\n"                       \
+    "    presence(u, 'offline')\n"                                                                 \
+    "    return 1\n"                                                                               \
+    "  end\n"                                                                                      \
+    "  return 0\n"                                                                                 \
+    "end\n"                                                                                        \
+    "local function gone(srv, u)\n"                                                                \
+    "  local _, here = scan(u, srv)\n"                                                             \
+    "  if #here > 0 then redis.call('HDEL', P .. 'user:' .. u, unpack(here)) end\n"                \
+    "  return left(srv, u)\n"                                                                      \
+    "end\n"
+#define LUA_CHAT LUA_SCAN LUA_PRESENCE LUA_LEFT
+
+/* ARGV: prefix, server, shard, now, heartbeat ttl, then (op, user) pairs in the order they
+ * happened on this shard: op "u" a connection opened (the user's first anywhere publishes
+ * "online"), "d" one closed (the user's last anywhere publishes "offline"). One call carries a
+ * shard's changes of one loop turn, so a connection storm costs one script call per batch, not
+ * per connection. An instance that counts a connection is registered (heartbeat if it has
+ * none yet, ws:servers) in the same step, so no sweep can miss its users. Returns one element
+ * per pair: for "u", {online now (1/0), DMs that waited for the user}; for "d", 1 if the user
+ * went offline, else 0. */
+static const char presence_lua[] =
+    "local P, srv, now = ARGV[1], ARGV[2], ARGV[4]\n"
+    "local mine = 'conn:' .. srv .. '#' .. ARGV[3]\n" LUA_CHAT
+    /* DMs are queued only for a user with no connection anywhere (dm script), so only the
+     * user's first connection can find any waiting. */
+    "local function up(u)\n"
+    "  local uk = P .. 'user:' .. u\n"
+    "  redis.call('HINCRBY', uk, mine, 1)\n"
+    "  redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
+    "  if redis.call('SADD', P .. 'online_users', u) == 0 then\n"
+    "    redis.call('HSET', uk, 'last_seen', now)\n"
+    "    return {0, {}}\n"
+    "  end\n"
+    "  redis.call('HSET', uk, 'last_seen', now, 'connected_at', now)\n"
+    "  local ok = P .. 'offline:' .. u\n"
+    "  local waiting = redis.call('LRANGE', ok, 0, -1)\n"
+    "  if #waiting > 0 then redis.call('DEL', ok) end\n"
+    "  presence(u, 'online')\n"
+    "  return {1, waiting}\n"
+    "end\n"
+    "local function down(u)\n"
+    "  local uk = P .. 'user:' .. u\n"
+    "  redis.call('HSET', uk, 'last_seen', now)\n"
+    "  if redis.call('HINCRBY', uk, mine, -1) > 0 then return 0 end\n"
+    "  redis.call('HDEL', uk, mine)\n"
+    "  return left(srv, u)\n"
+    "end\n"
+    "local out, registered = {}, false\n"
+    "for i = 6, #ARGV - 1, 2 do\n"
+    "  if ARGV[i] == 'u' then\n"
+    "    if not registered then\n"
+    "      redis.call('SET', P .. 'server:' .. srv, now, 'EX', ARGV[5], 'NX')\n"
+    "      redis.call('SADD', P .. 'servers', srv)\n"
+    "      registered = true\n"
+    "    end\n"
+    "    out[#out + 1] = up(ARGV[i + 1])\n"
+    "  else\n"
+    "    out[#out + 1] = down(ARGV[i + 1])\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* ARGV: prefix, server, shard, now, heartbeat ttl, then (user, connections) pairs: every user
+ * this shard holds connections of, with how many. Run when the shard's Redis connection comes
+ * back, and when Redis is found to have lost its data: the shard's counts become exactly these
+ * (nothing is published for users who never left), the instance is registered again, and users
+ * whose connections here all closed while Redis could not be told go offline (if they have no
+ * connection elsewhere; an event is published for them, since they did leave). Returns how many
+ * went offline. */
+static const char resync_lua[] =
+    "local P, srv, now = ARGV[1], ARGV[2], ARGV[4]\n"
+    "local mine = 'conn:' .. srv .. '#' .. ARGV[3]\n" LUA_CHAT
+    "redis.call('SET', P .. 'server:' .. srv, now, 'EX', ARGV[5])\n"
+    "redis.call('SADD', P .. 'servers', srv)\n"
+    "local want = {}\n"
+    "for i = 6, #ARGV - 1, 2 do want[ARGV[i]] = ARGV[i + 1] end\n"
+    "local off = 0\n"
+    "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. srv)) do\n"
+    "  if not want[u] and redis.call('HDEL', P .. 'user:' .. u, mine) == 1 then\n"
+    "    off = off + left(srv, u)\n"
+    "  end\n"
+    "end\n"
+    "for u, n in pairs(want) do\n"
+    "  local uk = P .. 'user:' .. u\n"
+    "  redis.call('HSET', uk, mine, n)\n"
+    "  redis.call('SADD', P .. 'server_users:' .. srv, u)\n"
+    "  if redis.call('SADD', P .. 'online_users', u) == 1 then\n"
+    "    redis.call('HSET', uk, 'last_seen', now, 'connected_at', now)\n"
+    "  end\n"
+    "end\n"
+    "return off\n";
+
+/* ARGV: prefix, server, now, heartbeat ttl. Every few seconds per instance: refresh this
+ * instance's heartbeat; clean up after instances whose heartbeat expired (they died without
+ * closing their connections), and stop typing states whose instance did not (died). Returns
+ * {users reported offline, 1 if this instance's own heartbeat was missing}: Redis lost its
+ * data (or this instance was cut off longer than the heartbeat lives), so its shards resync. */
+static const char sweep_lua[] =
+    "local P, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CHAT
+    "local was = redis.call('SET', P .. 'server:' .. me, now, 'EX', ttl, 'GET')\n"
+    "redis.call('SADD', P .. 'servers', me)\n"
+    "local off = 0\n"
+    "for _, srv in ipairs(redis.call('SMEMBERS', P .. 'servers')) do\n"
+    "  if srv ~= me and redis.call('EXISTS', P .. 'server:' .. srv) == 0 then\n"
+    "    for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. srv)) do off = off + "
+    "gone(srv, u) end\n"
+    "    redis.call('DEL', P .. 'server_users:' .. srv)\n"
+    "    redis.call('SREM', P .. 'servers', srv)\n"
+    "  end\n"
+    "end\n"
+    "local td = P .. 'typing_deadlines'\n"
+    "for _, m in ipairs(redis.call('ZRANGEBYSCORE', td, '-inf', tonumber(now) - 1000)) do\n"
+    "  if redis.call('ZREM', td, m) == 1 then\n"
+    "    local nl = string.find(m, '\\n', 1, true)\n"
+    "    local room, u = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)\n"
+    "    redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"typing_stop\",\"room\":' .. "
+    "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
+    "  end\n"
+    "end\n"
+    "return {off, was and 0 or 1}\n";
+
+/* ARGV: prefix, server, now, heartbeat ttl. At start-up, before accepting connections: an
+ * instance that restarts under the same id forgets the connections its previous life left
+ * behind (users left with none go offline), then registers (heartbeat, ws:servers), so an
+ * instance killed in its first second is still cleaned up by the others' sweep. Returns users
+ * reported offline. */
+static const char reset_lua[] =
+    "local P, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" LUA_CHAT "local off = 0\n"
+    "for _, u in ipairs(redis.call('SMEMBERS', P .. 'server_users:' .. me)) do off = off + "
+    "gone(me, u) end\n"
+    "redis.call('DEL', P .. 'server_users:' .. me)\n"
+    "redis.call('SET', P .. 'server:' .. me, now, 'EX', ttl)\n"
+    "redis.call('SADD', P .. 'servers', me)\n"
+    "return off\n";
+
+/* ARGV: prefix, server. At a clean exit, after every connection was closed: the heartbeat goes
+ * (a restart under this id need not wait for it to expire); the instance leaves ws:servers
+ * unless users are still recorded for it (a shard could not tell Redis), which the others'
+ * sweep then cleans up. */
+static const char unregister_lua[] =
+    "local P, me = ARGV[1], ARGV[2]\n"
+    "redis.call('DEL', P .. 'server:' .. me)\n"
+    "if redis.call('SCARD', P .. 'server_users:' .. me) == 0 then\n"
+    "  redis.call('SREM', P .. 'servers', me)\n"
+    "end\n"
+    "return 0\n";
+
+/* KEYS: seq, stream, cid, ready. ARGV: tail, id, ts, stream maxlen, cid ttl, prefix, to, from,
+ * offline max. A direct message: like publish, but sent to the server:{id} channel of every
+ * instance where the recipient or the sender has a connection, and queued for a recipient
+ * with none. */
+static const char dm_lua[] = LUA_SEQ_AND_STREAM(
+    "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4]",
+    "ARGV[5]") "local P, to, from = ARGV[6], ARGV[7], ARGV[8]\n"
+               "local servers, online = {}, false\n"
+               "for _, u in ipairs({to, from}) do\n"
+               "  for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"
+               "    local srv = string.match(f, '^conn:(.+)#%d+$') or string.match(f, "
+               "'^conn:(.+)$')\n"
+               "    if srv then\n"
+               "      servers[srv] = true\n"
+               "      if u == to then online = true end\n"
+               "    end\n"
+               "  end\n"
+               "end\n"
+               "for srv in pairs(servers) do redis.call('PUBLISH', 'server:' .. srv, msg) end\n"
+               "if not online then\n"
+               "  redis.call('RPUSH', P .. 'offline:' .. to, msg)\n"
+               "  redis.call('LTRIM', P .. 'offline:' .. to, -tonumber(ARGV[9]), -1)\n"
+               "end\n"
+               "return {1, seq}\n";
+
+/* ARGV: prefix, room, user, op: start (1), stop (0). Typing state with a 10 s TTL, also kept in
+ * the sorted set ws:typing_deadlines (member "room\nuser", score the deadline in ms) so that a
+ * state whose instance died still gets its typing_stop from another instance's sweep. At most
+ * one start per user and room per second is forwarded. A stop is published only by whoever
+ * removes the state (ZREM), so exactly once. ARGV[5]: now (ms). Returns 1 if published. */
+static const char typing_lua[] =
+    "local P, room, u, op, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])\n"
+    "local k = P .. 'typing:' .. room .. ':' .. u\n"
+    "local m = room .. '\\n' .. u\n"
+    "local what = 'typing_stop'\n"
+    "if op == '1' then\n"
+    "  if not redis.call('SET', P .. 'typing_rl:' .. room .. ':' .. u, '1', 'PX', 1000, 'NX') then "
+    "return 0 end\n"
+    "  redis.call('SET', k, '1', 'EX', 10)\n"
+    "  redis.call('ZADD', P .. 'typing_deadlines', now + 10000, m)\n"
+    "  what = 'typing_start'\n"
+    "else\n"
+    "  redis.call('DEL', k)\n"
+    "  if redis.call('ZREM', P .. 'typing_deadlines', m) == 0 then return 0 end\n"
+    "end\n"
+    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"' .. what .. '\",\"room\":' .. "
+    "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
+    "return 1\n";
+
+/* KEYS: seq. ARGV: prefix, room, user, seq. A read position: only forward, never past the
+ * room's seq (-1). Returns 1 if it moved (and the receipt was published), 0 if not. */
+static const char read_lua[] =
+    "local P, room, u, seq = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+    "if seq > tonumber(redis.call('GET', KEYS[1]) or '0') then return -1 end\n"
+    "local k = P .. 'read:' .. room\n"
+    "if seq <= tonumber(redis.call('HGET', k, u) or '-1') then return 0 end\n"
+    "redis.call('HSET', k, u, ARGV[4])\n"
+    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"read_receipt\",\"room\":' .. "
+    "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"seq\":' .. ARGV[4] .. '}')\n"
+    "return 1\n";
+
+static const char *const sources[PL_SCRIPT_COUNT] = {
+    publish_lua, sync_lua, presence_lua, sweep_lua,  dm_lua,
+    typing_lua,  read_lua, reset_lua,    resync_lua, unregister_lua,
+};
+static char shas[PL_SCRIPT_COUNT][41];
+
+int pl_script_init(void)
+{
+    for (int i = 0; i < PL_SCRIPT_COUNT; i++) {
+        unsigned char d[20];
+        if (mbedtls_sha1_ret((const unsigned char *)sources[i], strlen(sources[i]), d) != 0)
+            return -1;
+        for (int k = 0; k < 20; k++)
+            snprintf(shas[i] + 2 * k, 3, "%02x", d[k]);
+    }
+    return 0;
+}
+
+const char *pl_script_source(pl_script_t s)
+{
+    return sources[s];
+}
+
+const char *pl_script_sha(pl_script_t s)
+{
+    return shas[s];
+}
+
+void pl_script_load_all(pl_redis_t *r)
+{
+    for (int i = 0; i < PL_SCRIPT_COUNT; i++) {
+        const char *argv[3] = {"SCRIPT", "LOAD", sources[i]};
+        size_t lens[3] = {6, 4, strlen(sources[i])};
+        pl_redis_command(r, NULL, NULL, 3, argv, lens);
+    }
+}
+
+void pl_key_seq(pl_buf_t *b, const char *room, size_t room_len)
+{
+    pl_buf_reset(b);
+    pl_buf_adds(b, "parley:seq:");
+    pl_buf_add(b, room, room_len);
+}
+
+void pl_key_stream(pl_buf_t *b, const char *room, size_t room_len)
+{
+    pl_buf_reset(b);
+    pl_buf_adds(b, "parley:stream:");
+    pl_buf_add(b, room, room_len);
+}
+
+void pl_key_cid(pl_buf_t *b, const char *user, const char *cid, size_t cid_len)
+{
+    /* The user's length keeps ("a:b", "c") and ("a", "b:c") apart. */
+    pl_buf_reset(b);
+    size_t user_len = strlen(user);
+    pl_buf_adds(b, "parley:cid:");
+    pl_buf_uint(b, user_len);
+    pl_buf_add(b, ":", 1);
+    pl_buf_add(b, user, user_len);
+    pl_buf_add(b, ":", 1);
+    pl_buf_add(b, cid, cid_len);
+}

@@ -1,0 +1,377 @@
+/* Unit tests for src/jwt.c: HS256 sign/verify and every rejection path.
+ * Hand-built tokens use this file's own base64url encoder and mbedTLS HMAC,
+ * so they do not depend on the code under test. */
+#include "parley/base/jwt.h"
+#include "unit.h"
+
+#include <mbedtls/md.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define SECRET "s3cret-for-tests"
+#define NOW 1700000000LL
+
+static int verify_s(const char *secret, const char *tok, int64_t now, char *sub)
+{
+    return pl_jwt_verify(secret, strlen(secret), tok, strlen(tok), now, sub);
+}
+
+/* base64url without padding, written independently of src/jwt.c. */
+static size_t b64url(const void *in, size_t n, char *out)
+{
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const unsigned char *p = in;
+    size_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        out[o++] = al[v >> 18 & 63];
+        out[o++] = al[v >> 12 & 63];
+        out[o++] = al[v >> 6 & 63];
+        out[o++] = al[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        out[o++] = al[v >> 18 & 63];
+        out[o++] = al[v >> 12 & 63];
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
+        out[o++] = al[v >> 18 & 63];
+        out[o++] = al[v >> 12 & 63];
+        out[o++] = al[v >> 6 & 63];
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* header.payload.HMAC(secret) built from raw JSON (payload_len lets it hold NULs). */
+static void make_token_n(char *out, const char *secret, const char *header, const char *payload,
+                         size_t payload_len)
+{
+    size_t n = b64url(header, strlen(header), out);
+    out[n++] = '.';
+    n += b64url(payload, payload_len, out + n);
+    unsigned char mac[32];
+    mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), (const unsigned char *)secret,
+                    strlen(secret), (const unsigned char *)out, n, mac);
+    out[n++] = '.';
+    b64url(mac, sizeof mac, out + n);
+}
+
+static void make_token(char *out, const char *secret, const char *header, const char *payload)
+{
+    make_token_n(out, secret, header, payload, strlen(payload));
+}
+
+static const char HS256[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+
+static void sign_verify_roundtrip(void)
+{
+    char tok[512], sub[PL_JWT_SUB_MAX + 1];
+    int n = pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW + 3600, tok, sizeof tok);
+    CHECK(n > 0);
+    CHECK_EQ_INT(n, strlen(tok));
+    int dots = 0;
+    for (int i = 0; i < n; i++) {
+        dots += tok[i] == '.';
+        CHECK(tok[i] != '=' && tok[i] != '+' && tok[i] != '/');
+    }
+    CHECK_EQ_INT(dots, 2);
+    memset(sub, 'x', sizeof sub);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), 0);
+    CHECK_STR(sub, "alice");
+}
+
+static void verify_uses_len_not_nul(void)
+{
+    char tok[512], buf[600], sub[PL_JWT_SUB_MAX + 1];
+    int n = pl_jwt_sign(SECRET, strlen(SECRET), "bob", NOW + 60, tok, sizeof tok);
+    CHECK(n > 0);
+    memcpy(buf, tok, (size_t)n);
+    memcpy(buf + n, "GARBAGE.x", 10); /* trailing bytes beyond len must be ignored */
+    CHECK_EQ_INT(pl_jwt_verify(SECRET, strlen(SECRET), buf, (size_t)n, NOW, sub), 0);
+    CHECK_STR(sub, "bob");
+    /* a truncated length is a different (bad) token */
+    CHECK(pl_jwt_verify(SECRET, strlen(SECRET), buf, (size_t)n - 1, NOW, sub) < 0);
+}
+
+static void sub_of_max_length_roundtrips(void)
+{
+    char s[PL_JWT_SUB_MAX + 1], tok[1024], sub[PL_JWT_SUB_MAX + 1];
+    memset(s, 'u', PL_JWT_SUB_MAX);
+    s[PL_JWT_SUB_MAX] = '\0';
+    CHECK(pl_jwt_sign(SECRET, strlen(SECRET), s, 0, tok, sizeof tok) > 0);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), 0);
+    CHECK_STR(sub, s);
+}
+
+static void tampered_payload(void)
+{
+    char tok[512], forged[512], sub[PL_JWT_SUB_MAX + 1];
+    CHECK(pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW + 3600, tok, sizeof tok) > 0);
+    /* Keep header and signature, swap in a payload naming someone else. */
+    const char *d1 = strchr(tok, '.'), *d2 = strrchr(tok, '.');
+    size_t h = (size_t)(d1 - tok);
+    memcpy(forged, tok, h + 1);
+    const char *evil = "{\"sub\":\"mallory\",\"exp\":9999999999}";
+    size_t n = h + 1 + b64url(evil, strlen(evil), forged + h + 1);
+    strcpy(forged + n, d2);
+    CHECK_EQ_INT(verify_s(SECRET, forged, NOW, sub), PL_JWT_ESIG);
+
+    /* Flip one payload character to another valid base64url character. */
+    strcpy(forged, tok);
+    char *c = forged + h + 2;
+    *c = *c == 'A' ? 'B' : 'A';
+    CHECK_EQ_INT(verify_s(SECRET, forged, NOW, sub), PL_JWT_ESIG);
+}
+
+static void tampered_signature(void)
+{
+    char tok[512], bad[512], sub[PL_JWT_SUB_MAX + 1];
+    CHECK(pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW + 3600, tok, sizeof tok) > 0);
+    size_t sig = (size_t)(strrchr(tok, '.') + 1 - tok);
+    /* first and a middle signature character (the last one carries unused bits) */
+    size_t pos[] = {sig, sig + 20};
+    for (size_t i = 0; i < 2; i++) {
+        strcpy(bad, tok);
+        bad[pos[i]] = bad[pos[i]] == 'A' ? 'B' : 'A';
+        CHECK_EQ_INT(verify_s(SECRET, bad, NOW, sub), PL_JWT_ESIG);
+    }
+    /* signature cut short by 4 chars (3 bytes) and extended by 4 chars */
+    strcpy(bad, tok);
+    bad[strlen(bad) - 4] = '\0';
+    CHECK_EQ_INT(verify_s(SECRET, bad, NOW, sub), PL_JWT_ESIG);
+    strcpy(bad, tok);
+    strcat(bad, "AAAA");
+    CHECK_EQ_INT(verify_s(SECRET, bad, NOW, sub), PL_JWT_ESIG);
+    /* empty signature */
+    strcpy(bad, tok);
+    bad[sig] = '\0';
+    CHECK_EQ_INT(verify_s(SECRET, bad, NOW, sub), PL_JWT_ESIG);
+}
+
+static void wrong_secret(void)
+{
+    char tok[512], sub[PL_JWT_SUB_MAX + 1];
+    CHECK(pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW + 3600, tok, sizeof tok) > 0);
+    CHECK_EQ_INT(verify_s("other-secret", tok, NOW, sub), PL_JWT_ESIG);
+    CHECK_EQ_INT(verify_s(SECRET "x", tok, NOW, sub), PL_JWT_ESIG);
+    /* secret_len is honoured: a prefix of the secret is a different key */
+    CHECK_EQ_INT(pl_jwt_verify(SECRET, strlen(SECRET) - 1, tok, strlen(tok), NOW, sub),
+                 PL_JWT_ESIG);
+}
+
+static void expired(void)
+{
+    char tok[512], sub[PL_JWT_SUB_MAX + 1];
+    CHECK(pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW - 1, tok, sizeof tok) > 0);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EEXPIRED);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW - 2, sub), 0);
+    /* RFC 7519 4.1.4: valid only while now is before exp */
+    CHECK(pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW, tok, sizeof tok) > 0);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EEXPIRED);
+    /* hand-built: exp far in the past */
+    make_token(tok, SECRET, HS256, "{\"sub\":\"alice\",\"exp\":1000}");
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EEXPIRED);
+}
+
+static void no_exp_accepted(void)
+{
+    char tok[512], sub[PL_JWT_SUB_MAX + 1];
+    CHECK(pl_jwt_sign(SECRET, strlen(SECRET), "dave", 0, tok, sizeof tok) > 0);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), 0);
+    CHECK_STR(sub, "dave");
+    CHECK_EQ_INT(verify_s(SECRET, tok, 4000000000LL, sub), 0);
+    make_token(tok, SECRET, HS256, "{\"sub\":\"erin\"}");
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), 0);
+    CHECK_STR(sub, "erin");
+}
+
+static void alg_none_and_hs512_rejected(void)
+{
+    char tok[512], sub[PL_JWT_SUB_MAX + 1];
+    const char *payload = "{\"sub\":\"alice\"}";
+    /* alg none with an empty signature, the classic forgery */
+    size_t n = b64url("{\"alg\":\"none\",\"typ\":\"JWT\"}", 27, tok);
+    tok[n++] = '.';
+    n += b64url(payload, strlen(payload), tok + n);
+    tok[n++] = '.';
+    tok[n] = '\0';
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EALG);
+    /* alg none even with a valid HS256 MAC */
+    make_token(tok, SECRET, "{\"alg\":\"none\"}", payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EALG);
+    /* HS512 header (signed with HS256 MAC so only alg is wrong) */
+    make_token(tok, SECRET, "{\"alg\":\"HS512\",\"typ\":\"JWT\"}", payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EALG);
+    make_token(tok, SECRET, "{\"alg\":\"RS256\"}", payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EALG);
+    make_token(tok, SECRET, "{\"alg\":\"hs256\"}", payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EALG);
+    make_token(tok, SECRET, "{\"typ\":\"JWT\"}", payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EALG);
+    make_token(tok, SECRET, "{\"alg\":256}", payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EALG);
+    /* sanity: the same construction with HS256 is accepted */
+    make_token(tok, SECRET, HS256, payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), 0);
+}
+
+static void malformed(void)
+{
+    char tok[1200], sub[PL_JWT_SUB_MAX + 1], good[512];
+    CHECK_EQ_INT(verify_s(SECRET, "", NOW, sub), PL_JWT_EFORMAT);
+    CHECK_EQ_INT(verify_s(SECRET, "nodotsatall", NOW, sub), PL_JWT_EFORMAT);
+    CHECK_EQ_INT(verify_s(SECRET, "one.dot", NOW, sub), PL_JWT_EFORMAT);
+    CHECK(pl_jwt_sign(SECRET, strlen(SECRET), "alice", 0, good, sizeof good) > 0);
+    /* four parts: a valid token with one more part */
+    snprintf(tok, sizeof tok, "%s.AAAA", good);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EFORMAT);
+    CHECK_EQ_INT(verify_s(SECRET, "a.b.c.d", NOW, sub), PL_JWT_EFORMAT);
+    /* bad base64 in the header */
+    snprintf(tok, sizeof tok, "!!!!%s", good);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EFORMAT);
+    /* standard base64 characters and padding are not base64url */
+    CHECK_EQ_INT(verify_s(SECRET, "eyJ+bGciOiJIUzI1NiJ9.e30.AAAA", NOW, sub), PL_JWT_EFORMAT);
+    CHECK_EQ_INT(verify_s(SECRET, "eyJhbGciOiJIUzI1NiJ9=.e30.AAAA", NOW, sub), PL_JWT_EFORMAT);
+    /* header that is base64 but not JSON */
+    size_t n = b64url("not json", 8, tok);
+    strcpy(tok + n, strchr(good, '.'));
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EFORMAT);
+    /* a correctly signed payload that is not JSON / not an object */
+    make_token(tok, SECRET, HS256, "not json");
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EFORMAT);
+    make_token(tok, SECRET, HS256, "[\"sub\",\"alice\"]");
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_EFORMAT);
+    /* a correctly signed payload part with a character outside base64url */
+    const char *d1 = strchr(good, '.');
+    char *payload_bad = tok;
+    size_t h = (size_t)(d1 - good);
+    memcpy(payload_bad, good, h + 1);
+    strcpy(payload_bad + h + 1, "e30*"); /* "{}" plus '*' */
+    {
+        unsigned char mac[32];
+        size_t m = strlen(payload_bad);
+        mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), (const unsigned char *)SECRET,
+                        strlen(SECRET), (const unsigned char *)payload_bad, m, mac);
+        payload_bad[m++] = '.';
+        b64url(mac, sizeof mac, payload_bad + m);
+    }
+    CHECK_EQ_INT(verify_s(SECRET, payload_bad, NOW, sub), PL_JWT_EFORMAT);
+}
+
+static void bad_sub(void)
+{
+    char tok[1024], sub[PL_JWT_SUB_MAX + 1], payload[512];
+    make_token(tok, SECRET, HS256, "{\"exp\":9999999999}");
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_ESUB);
+    make_token(tok, SECRET, HS256, "{\"sub\":\"\"}");
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_ESUB);
+    make_token(tok, SECRET, HS256, "{\"sub\":42}");
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_ESUB);
+    make_token(tok, SECRET, HS256, "{\"sub\":null}");
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_ESUB);
+    /* 129 bytes: one over; 128 is fine */
+    char s[200];
+    memset(s, 'a', 129);
+    s[129] = '\0';
+    snprintf(payload, sizeof payload, "{\"sub\":\"%s\"}", s);
+    make_token(tok, SECRET, HS256, payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_ESUB);
+    s[128] = '\0';
+    snprintf(payload, sizeof payload, "{\"sub\":\"%s\"}", s);
+    make_token(tok, SECRET, HS256, payload);
+    CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), 0);
+    CHECK_EQ_INT(strlen(sub), 128);
+    /* control characters, escaped in JSON */
+    const char *ctl[] = {"{\"sub\":\"al\\nice\"}", "{\"sub\":\"al\\u0001ice\"}",
+                         "{\"sub\":\"\\u001f\"}", "{\"sub\":\"al\\u007fice\"}",
+                         "{\"sub\":\"alice\\t\"}"};
+    for (size_t i = 0; i < sizeof ctl / sizeof *ctl; i++) {
+        make_token(tok, SECRET, HS256, ctl[i]);
+        CHECK_EQ_INT(verify_s(SECRET, tok, NOW, sub), PL_JWT_ESUB);
+    }
+    /* signing refuses the same subjects */
+    CHECK_EQ_INT(pl_jwt_sign(SECRET, strlen(SECRET), "", 0, tok, sizeof tok), PL_JWT_ESUB);
+    CHECK_EQ_INT(pl_jwt_sign(SECRET, strlen(SECRET), "a\x01", 0, tok, sizeof tok), PL_JWT_ESUB);
+    memset(s, 'a', 129);
+    s[129] = '\0';
+    CHECK_EQ_INT(pl_jwt_sign(SECRET, strlen(SECRET), s, 0, tok, sizeof tok), PL_JWT_ESUB);
+}
+
+/* U+0000 is a control character too. cJSON keeps it inside the string, so a
+ * check that stops at the first NUL sees only "alice" and the token verifies
+ * as a different user than the one it was minted for. */
+static void sub_with_nul_rejected(void)
+{
+    char tok[512], sub[PL_JWT_SUB_MAX + 1];
+    make_token(tok, SECRET, HS256, "{\"sub\":\"alice\\u0000admin\"}");
+    int rc = verify_s(SECRET, tok, NOW, sub);
+    CHECK_EQ_INT(rc, PL_JWT_ESUB);
+}
+
+static void sign_small_buffer(void)
+{
+    char tok[512];
+    int n = pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW, tok, sizeof tok);
+    CHECK(n > 0);
+    CHECK_EQ_INT(pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW, tok, (size_t)n), PL_JWT_ENOSPC);
+    CHECK_EQ_INT(pl_jwt_sign(SECRET, strlen(SECRET), "alice", NOW, tok, (size_t)n + 1), n);
+    CHECK_EQ_INT(strlen(tok), n);
+}
+
+/*
+ * Produced independently with Python's hmac/hashlib (not this code):
+ *   python3 -c 'import hmac,hashlib,base64,json
+ *   b=lambda x: base64.urlsafe_b64encode(x).rstrip(b"=").decode()
+ *   h=b(json.dumps({"alg":"HS256","typ":"JWT"},separators=(",",":")).encode())
+ *   p=b(json.dumps({"sub":"carol-\u00e9","exp":4102444800,"iat":1700000000},
+ *                  separators=(",",":"),ensure_ascii=False).encode())
+ *   s=b(hmac.new(b"independent-secret-42",(h+"."+p).encode(),hashlib.sha256).digest())
+ *   print(h+"."+p+"."+s)'
+ */
+static const char EXT_TOKEN[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJjYXJvbC3DqSIsImV4cCI6NDEwMjQ0NDgwMCwiaWF0IjoxNzAwMDAwMDAwfQ."
+    "Zqh5WL6x2vnYqYVrWFyk-OMrsa6YJJUa5jMmoD-v47A";
+static const char EXT_SECRET[] = "independent-secret-42";
+
+static void verify_independent_token(void)
+{
+    char sub[PL_JWT_SUB_MAX + 1];
+    CHECK_EQ_INT(verify_s(EXT_SECRET, EXT_TOKEN, NOW, sub), 0);
+    CHECK_STR(sub, "carol-\xc3\xa9");
+    CHECK_EQ_INT(verify_s(SECRET, EXT_TOKEN, NOW, sub), PL_JWT_ESIG);
+    CHECK_EQ_INT(verify_s(EXT_SECRET, EXT_TOKEN, 4102444800LL, sub), PL_JWT_EEXPIRED);
+}
+
+static void strerror_distinct(void)
+{
+    int codes[] = {0,           PL_JWT_EFORMAT, PL_JWT_EALG, PL_JWT_ESIG, PL_JWT_EEXPIRED,
+                   PL_JWT_ESUB, PL_JWT_ENOSPC};
+    for (size_t i = 0; i < 7; i++) {
+        CHECK(pl_jwt_strerror(codes[i]) != NULL);
+        for (size_t j = 0; j < i; j++)
+            CHECK(strcmp(pl_jwt_strerror(codes[i]), pl_jwt_strerror(codes[j])) != 0);
+    }
+    CHECK(pl_jwt_strerror(-99) != NULL);
+}
+
+int main(void)
+{
+    RUN(sign_verify_roundtrip);
+    RUN(verify_uses_len_not_nul);
+    RUN(sub_of_max_length_roundtrips);
+    RUN(tampered_payload);
+    RUN(tampered_signature);
+    RUN(wrong_secret);
+    RUN(expired);
+    RUN(no_exp_accepted);
+    RUN(alg_none_and_hs512_rejected);
+    RUN(malformed);
+    RUN(bad_sub);
+    RUN(sub_with_nul_rejected);
+    RUN(sign_small_buffer);
+    RUN(verify_independent_token);
+    RUN(strerror_distinct);
+    UNIT_EXIT();
+}
