@@ -10,41 +10,23 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#include "parley/svc/db.h"
-#include "parley/base/jwt.h"
 #include "parley/app/chat.h"
-#include "parley/base/log.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
+#include "parley/app/shard.h"
+#include "parley/base/clock.h"
+#include "parley/base/jwt.h"
+#include "parley/base/log.h"
+#include "parley/svc/db.h"
 
 #define TOKEN_TTL_S 3600
 
 static void respond(pl_conn_t *c, int status, const pl_buf_t *body, int keep_alive)
 {
-    pl_buf_t out = {0};
-    pl_http_respond(&out, status, "application/json", body->data ? body->data : "", body->len,
-                    keep_alive);
-    pl_frame_t *f = pl_frame_raw(out.data, out.len);
-    pl_buf_free(&out);
-    if (!f) {
-        pl_conn_abort(c, "out of memory");
-        return;
-    }
-    pl_conn_send(c, f);
-    pl_frame_unref(f);
+    pl_conn_respond(c, status, "application/json", body->data, body->len, keep_alive);
 }
 
-void pl_api_error(pl_conn_t *c, int status, const char *code, const char *msg, int keep_alive)
-{
-    pl_buf_t b = {0};
-    pl_buf_adds(&b, "{\"error\":");
-    pl_buf_json_str(&b, code, strlen(code));
-    pl_buf_adds(&b, ",\"message\":");
-    pl_buf_json_str(&b, msg, strlen(msg));
-    pl_buf_adds(&b, "}");
-    respond(c, status, &b, keep_alive);
-    pl_buf_free(&b);
-}
+#define api_error pl_conn_http_error
 
 static int path_is(const char *path, size_t len, const char *want)
 {
@@ -95,7 +77,7 @@ static void db_json(pl_buf_t *b, pl_server_t *srv)
  */
 static void health(pl_conn_t *c, int keep)
 {
-    pl_server_t *srv = c->shard->srv;
+    pl_server_t *srv = pl_shard_of_conn(c)->srv;
     int ok = pl_server_redis_ok(srv);
     int degraded = ok && srv->db && !pl_db_up(srv->db);
     pl_buf_t b = {0};
@@ -118,15 +100,15 @@ static void health(pl_conn_t *c, int keep)
 
 static void status(pl_conn_t *c, int keep)
 {
-    pl_server_t *srv = c->shard->srv;
+    pl_server_t *srv = pl_shard_of_conn(c)->srv;
     long total = 0, rooms = 0;
     unsigned long delivered = 0;
     int pubs_up = 0;
     pl_buf_t per = {0};
     pl_buf_adds(&per, "[");
     for (int i = 0; i < srv->nshards; i++) {
-        pl_shard_t *s = srv->shards[i];
-        long n = atomic_load_explicit(&s->nconns, memory_order_relaxed);
+        pl_shard_t *s = pl_server_shard(srv, i);
+        long n = atomic_load_explicit(&s->conns->sock->nsocks, memory_order_relaxed);
         long r = atomic_load_explicit(&s->nrooms, memory_order_relaxed);
         int up = atomic_load_explicit(&s->redis.connected, memory_order_relaxed);
         total += n;
@@ -145,7 +127,8 @@ static void status(pl_conn_t *c, int keep)
                   (long long)(pl_now_ms() - srv->started_ms) / 1000, srv->nshards, total);
     for (int i = 0; i < srv->nshards; i++)
         pl_buf_printf(&b, "%s%ld", i ? "," : "",
-                      atomic_load_explicit(&srv->shards[i]->nconns, memory_order_relaxed));
+                      atomic_load_explicit(&pl_server_shard(srv, i)->conns->sock->nsocks,
+                                           memory_order_relaxed));
     pl_buf_printf(&b,
                   "]},\"local_rooms\":%ld,\"delivered\":%lu,\"redis\":{\"healthy\":%s,"
                   "\"subscriber\":%s,\"publishers_up\":%d}",
@@ -191,14 +174,14 @@ static int plain_host(const char *h)
  */
 static void websocket_url(pl_conn_t *c, pl_buf_t *url)
 {
-    const pl_config_t *cfg = &c->shard->srv->cfg;
+    const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
     if (cfg->public_ws_url) {
         pl_buf_adds(url, cfg->public_ws_url);
         return;
     }
     char proto[16] = "", fhost[256] = "";
     struct sockaddr_storage peer;
-    if (cfg->trusted_proxies.n && pl_conn_peer(c, &peer) == 0 &&
+    if (cfg->trusted_proxies.n && pl_sock_peer(&c->sock, &peer) == 0 &&
         pl_cidr_match(&cfg->trusted_proxies, (struct sockaddr *)&peer)) {
         first_of(pl_http_header(c->http, PL_H_X_FORWARDED_PROTO), proto, sizeof proto);
         if (!first_of(pl_http_header(c->http, PL_H_X_FORWARDED_HOST), fhost, sizeof fhost) ||
@@ -213,12 +196,11 @@ static void websocket_url(pl_conn_t *c, pl_buf_t *url)
 
 static void token(pl_conn_t *c, int keep)
 {
-    const pl_config_t *cfg = &c->shard->srv->cfg;
+    const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
     size_t klen;
     const char *key = bearer(c->http, &klen);
     if (!key || !secret_eq(key, klen, cfg->api_key)) {
-        pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required",
-                     keep);
+        api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required", keep);
         return;
     }
     const pl_buf_t *body = &c->http->body;
@@ -231,8 +213,8 @@ static void token(pl_conn_t *c, int keep)
                 : PL_JWT_ESUB;
     if (n < 0) {
         cJSON_Delete(j);
-        pl_api_error(c, 400, "bad_request",
-                     "body must be {\"user_id\":\"<1-128 bytes, no control characters>\"}", keep);
+        api_error(c, 400, "bad_request",
+                  "body must be {\"user_id\":\"<1-128 bytes, no control characters>\"}", keep);
         return;
     }
     pl_buf_t b = {0};
@@ -253,20 +235,74 @@ static void token(pl_conn_t *c, int keep)
 
 /* ---- /api/rooms: history and memberships, answered by the database pool ---- */
 
-/* A job's answer is ready: respond and let the connection go on. */
-static void http_job_done(pl_db_job_t *j)
+/* A history or membership request on its way to the database. */
+typedef struct {
+    union {
+        pl_db_job_t h;
+        pl_db_history_t history;
+        pl_db_member_t member;
+    } job;
+    pl_conn_t *conn; /**< held by proto/conn while the answer is prepared */
+    int keep;
+} http_job_t;
+
+/* The database's rows as the history API's JSON (message frames, newest first). */
+static void history_body(pl_buf_t *b, const pl_db_history_t *j)
 {
-    pl_conn_t *c = j->ctx;
-    int keep = j->tag != 0;
-    if (j->status == PL_DB_OK && (j->kind == PL_DB_MEMBER_PUT || j->kind == PL_DB_MEMBER_DEL))
-        pl_chat_member(c->shard, j->room, j->user, j->kind == PL_DB_MEMBER_PUT);
-    if (pl_conn_open(c)) {
-        if (j->status != PL_DB_OK && j->http_status == 0)
-            pl_api_error(c, 500, "internal", "the database could not answer", keep);
-        else
-            respond(c, j->http_status ? j->http_status : 500, &j->body, keep);
+    pl_buf_adds(b, "{\"room\":");
+    pl_buf_json_str(b, j->room, strlen(j->room));
+    pl_buf_adds(b, ",\"messages\":[");
+    for (size_t i = 0; i < j->rows.n; i++) {
+        const pl_db_row_t *r = &j->rows.row[i];
+        if (i) pl_buf_add(b, ",", 1);
+        pl_wire_message_head(b, r->seq);
+        pl_wire_message_tail(b, j->room, strlen(j->room), r->id, r->user, r->body, r->body_len,
+                             r->ts_ms, r->cid, r->cid ? strlen(r->cid) : 0);
     }
-    pl_db_job_free(j);
+    pl_buf_printf(b, "],\"has_more\":%s", j->has_more ? "true" : "false");
+    if (j->has_more && j->rows.n)
+        pl_buf_printf(b, ",\"next_before\":%lld", (long long)j->rows.row[j->rows.n - 1].seq);
+    pl_buf_adds(b, "}");
+}
+
+static void member_body(pl_buf_t *b, const pl_db_member_t *j)
+{
+    pl_buf_adds(b, "{\"room\":");
+    pl_buf_json_str(b, j->room, strlen(j->room));
+    pl_buf_adds(b, ",\"user\":");
+    pl_buf_json_str(b, j->user, strlen(j->user));
+    pl_buf_printf(b, ",\"member\":%s,\"changed\":%s}", j->op == PL_DB_MEMBER_ADD ? "true" : "false",
+                  j->changed ? "true" : "false");
+}
+
+/* A job's answer is ready: respond and let the connection go on. */
+static void http_job_done(pl_db_job_t *job)
+{
+    http_job_t *x = (http_job_t *)job;
+    pl_conn_t *c = x->conn;
+    if (job->status == PL_DB_OK && job->kind == PL_DB_MEMBER)
+        pl_chat_member(pl_shard_of_conn(c), x->job.member.room, x->job.member.user,
+                       x->job.member.op == PL_DB_MEMBER_ADD);
+    if (pl_conn_open(c)) {
+        pl_buf_t b = {0};
+        if (job->status == PL_DB_EUNAVAILABLE) {
+            api_error(c, 503, "unavailable", "the database is unreachable; retry later", x->keep);
+        } else if (job->status != PL_DB_OK) {
+            api_error(c, 500, "internal", "the database could not answer", x->keep);
+        } else if (job->kind == PL_DB_HISTORY && !x->job.history.member) {
+            api_error(c, 403, "forbidden", "not a member of this room", x->keep);
+        } else {
+            if (job->kind == PL_DB_HISTORY)
+                history_body(&b, &x->job.history);
+            else
+                member_body(&b, &x->job.member);
+            respond(c, 200, &b, x->keep);
+        }
+        pl_buf_free(&b);
+    }
+    if (job->kind == PL_DB_HISTORY) pl_db_rows_free(&x->job.history.rows);
+    int keep = x->keep;
+    free(x);
     pl_conn_http_resume(c, keep);
 }
 
@@ -310,7 +346,7 @@ static long long query_int(const pl_http_t *h, const char *key, long long def, l
 
 static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int keep)
 {
-    pl_server_t *srv = c->shard->srv;
+    pl_server_t *srv = pl_shard_of_conn(c)->srv;
     const pl_config_t *cfg = &srv->cfg;
     const char *p = path + 11, *end = path + len; /* after "/api/rooms/" */
     const char *slash = memchr(p, '/', (size_t)(end - p));
@@ -318,13 +354,13 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
     char room[PL_JWT_SUB_MAX + 1];
     if (!slash || path_segment(p, (size_t)(slash - p), room) != 0 ||
         !pl_room_id_valid(room, strlen(room))) {
-        pl_api_error(c, slash ? 400 : 404, slash ? "bad_request" : "not_found",
-                     slash ? "bad room id" : "no such endpoint", keep);
+        api_error(c, slash ? 400 : 404, slash ? "bad_request" : "not_found",
+                  slash ? "bad room id" : "no such endpoint", keep);
         return keep;
     }
     const char *rest = slash;
     size_t rest_len = (size_t)(end - rest);
-    pl_db_job_t *j = NULL;
+    http_job_t *x = NULL;
 
     if (rest_len == 9 && memcmp(rest, "/messages", 9) == 0) {
         if (method != HTTP_GET) goto not_allowed;
@@ -339,20 +375,21 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
                      : pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
                                      pl_now_ms() / 1000, user);
         if (rc != 0) {
-            pl_api_error(c, 401, "unauthorized",
-                         "Authorization: Bearer <a member's token, or PARLEY_API_KEY> required",
-                         keep);
+            api_error(c, 401, "unauthorized",
+                      "Authorization: Bearer <a member's token, or PARLEY_API_KEY> required", keep);
             return keep;
         }
         long long before = query_int(c->http, "before", 0, 1, INT64_MAX);
         long long limit = query_int(c->http, "limit", 50, 1, 100);
         if (before < 0 || limit < 0) {
-            pl_api_error(c, 400, "bad_request", "before must be a seq >= 1 and limit 1..100", keep);
+            api_error(c, 400, "bad_request", "before must be a seq >= 1 and limit 1..100", keep);
             return keep;
         }
         if (!srv->db) goto no_db;
-        j = pl_db_job_new(PL_DB_HISTORY, c->shard, http_job_done, c);
-        if (!j) goto oom;
+        if (!(x = calloc(1, sizeof *x))) goto oom;
+        pl_db_history_t *j = &x->job.history;
+        pl_db_job_init(&j->h, PL_DB_HISTORY, pl_shard_of_conn(c)->loop, PL_EV_DB, http_job_done);
+        snprintf(j->room, sizeof j->room, "%s", room);
         snprintf(j->user, sizeof j->user, "%s", user);
         j->before = before;
         j->limit = (int)limit;
@@ -361,36 +398,38 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
         size_t klen;
         const char *key = bearer(c->http, &klen);
         if (!key || !secret_eq(key, klen, cfg->api_key)) {
-            pl_api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required",
-                         keep);
+            api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required",
+                      keep);
             return keep;
         }
         char user[PL_JWT_SUB_MAX + 1];
         if (path_segment(rest + 9, rest_len - 9, user) != 0) {
-            pl_api_error(c, 400, "bad_request", "bad user id", keep);
+            api_error(c, 400, "bad_request", "bad user id", keep);
             return keep;
         }
         if (!srv->db) goto no_db;
-        j = pl_db_job_new(method == HTTP_PUT ? PL_DB_MEMBER_PUT : PL_DB_MEMBER_DEL, c->shard,
-                          http_job_done, c);
-        if (!j) goto oom;
+        if (!(x = calloc(1, sizeof *x))) goto oom;
+        pl_db_member_t *j = &x->job.member;
+        pl_db_job_init(&j->h, PL_DB_MEMBER, pl_shard_of_conn(c)->loop, PL_EV_DB, http_job_done);
+        j->op = method == HTTP_PUT ? PL_DB_MEMBER_ADD : PL_DB_MEMBER_DEL;
+        snprintf(j->room, sizeof j->room, "%s", room);
         snprintf(j->user, sizeof j->user, "%s", user);
     } else {
-        pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+        api_error(c, 404, "not_found", "no such endpoint", keep);
         return keep;
     }
-    snprintf(j->room, sizeof j->room, "%s", room);
-    j->tag = (uint32_t)keep;
-    pl_db_submit(srv->db, j);
-    return PL_API_ASYNC;
+    x->conn = c;
+    x->keep = keep;
+    pl_db_submit(srv->db, &x->job.h);
+    return PL_CONN_REQ_ASYNC;
 not_allowed:
-    pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+    api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
     return keep;
 no_db:
-    pl_api_error(c, 503, "unavailable", "this server runs without a database", keep);
+    api_error(c, 503, "unavailable", "this server runs without a database", keep);
     return keep;
 oom:
-    pl_api_error(c, 503, "unavailable", "out of memory", 0);
+    api_error(c, 503, "unavailable", "out of memory", 0);
     return 0;
 }
 
@@ -406,7 +445,7 @@ typedef struct {
 /* The API key or any valid user token. */
 static int api_or_user(pl_conn_t *c)
 {
-    const pl_config_t *cfg = &c->shard->srv->cfg;
+    const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
     size_t n;
     const char *b = bearer(c->http, &n);
     if (!b) return 0;
@@ -423,7 +462,7 @@ static void online_finish(online_ctx_t *x, int status, pl_buf_t *body)
         if (status == 200)
             respond(c, 200, body, x->keep);
         else
-            pl_api_error(c, 503, "unavailable", "redis is unreachable; retry later", x->keep);
+            api_error(c, 503, "unavailable", "redis is unreachable; retry later", x->keep);
     }
     int keep = x->keep;
     free(x);
@@ -475,20 +514,20 @@ static void online_one_cb(struct redisAsyncContext *ac, void *reply, void *privd
 static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int keep,
                      const char *rest, size_t rest_len)
 {
-    pl_shard_t *s = c->shard;
+    pl_shard_t *s = pl_shard_of_conn(c);
     const char *pfx = s->srv->cfg.redis_prefix;
     if (method != HTTP_GET) {
-        pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+        api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
         return keep;
     }
     if (!api_or_user(c)) {
-        pl_api_error(c, 401, "unauthorized",
-                     "Authorization: Bearer <PARLEY_API_KEY or a user token> required", keep);
+        api_error(c, 401, "unauthorized",
+                  "Authorization: Bearer <PARLEY_API_KEY or a user token> required", keep);
         return keep;
     }
     online_ctx_t *x = calloc(1, sizeof *x);
     if (!x) {
-        pl_api_error(c, 503, "unavailable", "out of memory", 0);
+        api_error(c, 503, "unavailable", "out of memory", 0);
         return 0;
     }
     x->conn = c;
@@ -501,7 +540,7 @@ static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int
         x->limit = query_int(c->http, "limit", 100, 1, 1000);
         if (x->offset < 0 || x->limit < 0) {
             free(x);
-            pl_api_error(c, 400, "bad_request", "offset must be >= 0 and limit 1..1000", keep);
+            api_error(c, 400, "bad_request", "offset must be >= 0 and limit 1..1000", keep);
             return keep;
         }
         char off[24], lim[24];
@@ -521,7 +560,7 @@ static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int
         if (len < 21 + 7 + 1 || memcmp(end, "/online", 7) != 0 ||
             path_segment(id, (size_t)(end - id), x->user) != 0) {
             free(x);
-            pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+            api_error(c, 404, "not_found", "no such endpoint", keep);
             return keep;
         }
         const char *a[3] = {"SISMEMBER", key, x->user};
@@ -530,13 +569,13 @@ static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int
     }
     if (rc != 0) {
         free(x);
-        pl_api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
+        api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
         return keep;
     }
-    return PL_API_ASYNC;
+    return PL_CONN_REQ_ASYNC;
 }
 
-int pl_api_handle(pl_conn_t *c)
+int pl_api_request(pl_conn_t *c)
 {
     int keep = pl_http_keep_alive(c->http);
     int method = pl_http_method(c->http);
@@ -558,50 +597,27 @@ int pl_api_handle(pl_conn_t *c)
     } else if (len > 11 && memcmp(path, "/api/rooms/", 11) == 0) {
         return rooms_api(c, path, len, method, keep);
     } else if (path_is(path, len, "/ws")) {
-        pl_api_error(c, 400, "bad_request", "expected a WebSocket upgrade", keep);
+        api_error(c, 400, "bad_request", "expected a WebSocket upgrade", keep);
     } else {
-        pl_api_error(c, 404, "not_found", "no such endpoint", keep);
+        api_error(c, 404, "not_found", "no such endpoint", keep);
     }
     return keep;
 not_allowed:
-    pl_api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+    api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
     return keep;
 }
 
-int pl_api_upgrade(pl_conn_t *c)
+void pl_api_upgrade(pl_conn_t *c)
 {
     const pl_http_t *h = c->http;
-    const pl_config_t *cfg = &c->shard->srv->cfg;
+    const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
     const char *path;
     size_t len;
     pl_http_path(h, &path, &len);
     if (!path_is(path, len, "/ws")) {
-        pl_api_error(c, 404, "not_found", "WebSocket endpoint is /ws", 0);
-        return -1;
+        api_error(c, 404, "not_found", "WebSocket endpoint is /ws", 0);
+        return;
     }
-    const char *upgrade = pl_http_header(h, PL_H_UPGRADE);
-    if (pl_http_method(h) != HTTP_GET || !upgrade || strcasecmp(upgrade, "websocket") != 0) {
-        pl_api_error(c, 400, "bad_request", "expected GET with Upgrade: websocket", 0);
-        return -1;
-    }
-    const char *version = pl_http_header(h, PL_H_SEC_WEBSOCKET_VERSION);
-    if (!version || strcmp(version, "13") != 0) {
-        static const char resp[] = "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
-                                   "Content-Length: 0\r\nConnection: close\r\n\r\n";
-        pl_frame_t *f = pl_frame_raw(resp, sizeof resp - 1);
-        if (f) {
-            pl_conn_send(c, f);
-            pl_frame_unref(f);
-        }
-        return -1;
-    }
-    const char *key = pl_http_header(h, PL_H_SEC_WEBSOCKET_KEY);
-    char accept[PL_WS_ACCEPT_LEN + 1];
-    if (!key || pl_ws_accept_key(key, strlen(key), accept) != 0) {
-        pl_api_error(c, 400, "bad_request", "missing or bad Sec-WebSocket-Key", 0);
-        return -1;
-    }
-
     /* A token on the upgrade is checked before switching protocols. */
     size_t tlen = 0;
     const char *tok = bearer(h, &tlen);
@@ -611,20 +627,10 @@ int pl_api_upgrade(pl_conn_t *c)
         int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
                                pl_now_ms() / 1000, user);
         if (rc != 0) {
-            pl_api_error(c, 401, "unauthorized", pl_jwt_strerror(rc), 0);
-            return -1;
+            api_error(c, 401, "unauthorized", pl_jwt_strerror(rc), 0);
+            return;
         }
     }
-
-    char resp[160];
-    int n = snprintf(resp, sizeof resp,
-                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                     accept);
-    pl_frame_t *f = pl_frame_raw(resp, (size_t)n);
-    if (!f) return -1;
-    pl_conn_send(c, f);
-    pl_frame_unref(f);
+    if (pl_conn_upgrade(c) != 0) return;
     if (tok && tlen) pl_session_start(c, user);
-    return 0;
 }

@@ -1,6 +1,6 @@
 /*
  * chat: the chat state Redis keeps for the whole cluster besides messages:
- * presence (connections counted per user and instance, online/offline events,
+ * presence (connections counted per user and shard, online/offline events,
  * the heartbeat and the clean-up after dead instances), typing and read
  * receipts, and the mirror of memberships presence relies on. Each change is
  * one Lua script (script.h, docs/redis.md) run on the shard's Redis
@@ -13,14 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "parley/svc/db.h"
-#include "parley/base/log.h"
-#include "parley/svc/script.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
-
-/* Key buffers; each shard thread has its own. */
-static _Thread_local pl_buf_t kbuf[2];
+#include "parley/base/clock.h"
+#include "parley/base/log.h"
+#include "parley/svc/db.h"
+#include "parley/svc/script.h"
 
 /* Run a chat-state script: ARGV[1] is the key prefix, then `argc` more. */
 static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char **keys, int argc,
@@ -46,14 +44,15 @@ static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char *
 static void mirror_member(pl_shard_t *s, const char *room, const char *user, int add)
 {
     const char *pfx = s->srv->cfg.redis_prefix;
-    pl_buf_reset(&kbuf[0]);
-    pl_buf_printf(&kbuf[0], "%suser_rooms:%s", pfx, user);
-    pl_buf_reset(&kbuf[1]);
-    pl_buf_printf(&kbuf[1], "%sroom_participants:%s", pfx, room);
-    const char *a1[3] = {add ? "SADD" : "SREM", kbuf[0].data, room};
-    size_t l1[3] = {4, kbuf[0].len, strlen(room)};
-    const char *a2[3] = {add ? "SADD" : "SREM", kbuf[1].data, user};
-    size_t l2[3] = {4, kbuf[1].len, strlen(user)};
+    pl_buf_t *k0 = &s->kbuf[0], *k1 = &s->kbuf[1];
+    pl_buf_reset(k0);
+    pl_buf_printf(k0, "%suser_rooms:%s", pfx, user);
+    pl_buf_reset(k1);
+    pl_buf_printf(k1, "%sroom_participants:%s", pfx, room);
+    const char *a1[3] = {add ? "SADD" : "SREM", k0->data, room};
+    size_t l1[3] = {4, k0->len, strlen(room)};
+    const char *a2[3] = {add ? "SADD" : "SREM", k1->data, user};
+    size_t l2[3] = {4, k1->len, strlen(user)};
     pl_redis_command(&s->redis, NULL, NULL, 3, a1, l1);
     pl_redis_command(&s->redis, NULL, NULL, 3, a2, l2);
 }
@@ -72,25 +71,17 @@ void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int membe
  * thousands of connections then costs Redis a few script calls, not one each,
  * and the order of one connection's up and down is kept.
  *
- * Thread-local: each shard thread has its own queue. The arrays grow once and
+ * The queue is the shard's (pl_presence_queue_t). The arrays grow once and
  * are reused; users are copied (a closing connection may be freed before the
  * flush).
  */
-#define PRESENCE_BATCH_MAX 512
 #define PRESENCE_FIXED_ARGS 8 /* EVALSHA sha numkeys prefix server shard now ttl */
-
-static _Thread_local struct {
-    pl_buf_t users; /* the queued users, NUL-terminated one after the other */
-    size_t off[PRESENCE_BATCH_MAX];
-    pl_conn_t *conn[PRESENCE_BATCH_MAX]; /* an opening connection (holds a reply), or NULL */
-    size_t n;
-} pq;
 
 /* A sent batch: which connections wait for their element of the reply. Allocated by
  * pl_chat_flush, freed by presence_reply (hiredis calls it, with NULL if Redis went away). */
 typedef struct {
     size_t n;
-    pl_conn_t *conn[];
+    pl_session_t *conn[];
 } presence_batch_t;
 
 /* Deliver the DMs that waited for a user who just came online to its connection. */
@@ -118,34 +109,38 @@ static void presence_reply(struct redisAsyncContext *ac, void *reply, void *priv
         pl_warn("presence: unexpected reply to a batch of %zu: %s", b->n,
                 r->type == REDIS_REPLY_ERROR ? r->str : "not an array of that size");
     for (size_t i = 0; i < b->n; i++) {
-        pl_conn_t *c = b->conn[i];
-        if (!c) continue;
+        if (!b->conn[i]) continue;
+        pl_conn_t *c = pl_session_conn(b->conn[i]);
         if (ok && pl_conn_open(c)) deliver_waiting(c, r->element[i]);
-        pl_conn_reply_done(c);
+        pl_conn_release(c);
     }
     free(b);
 }
 
 static void presence_queue(pl_conn_t *c, int up)
 {
-    if (pq.n == PRESENCE_BATCH_MAX) pl_chat_flush(c->shard);
-    pq.off[pq.n] = pq.users.len;
-    pl_buf_add(&pq.users, up ? "u" : "d", 1);
-    pl_buf_add(&pq.users, c->user, strlen(c->user) + 1);
-    pq.conn[pq.n++] = up ? c : NULL;
+    pl_shard_t *s = pl_shard_of_conn(c);
+    pl_presence_queue_t *pq = &s->pq;
+    pl_session_t *ss = pl_session_of(c);
+    if (pq->n == PL_PRESENCE_BATCH_MAX) pl_chat_flush(s);
+    pq->off[pq->n] = pq->users.len;
+    pl_buf_add(&pq->users, up ? "u" : "d", 1);
+    pl_buf_add(&pq->users, ss->user, strlen(ss->user) + 1);
+    pq->conn[pq->n++] = up ? ss : NULL;
 }
 
 void pl_chat_presence_up(pl_conn_t *c)
 {
-    c->replies_pending++; /* released by presence_reply, or by pl_chat_flush if the call fails */
-    c->presence = 1;      /* the matching "down" is queued after it */
+    pl_conn_hold(c); /* released by presence_reply, or by pl_chat_flush if the call fails */
+    pl_session_of(c)->presence = 1; /* the matching "down" is queued after it */
     presence_queue(c, 1);
 }
 
 void pl_chat_presence_down(pl_conn_t *c)
 {
-    if (!c->presence) return;
-    c->presence = 0;
+    pl_session_t *ss = pl_session_of(c);
+    if (!ss->presence) return;
+    ss->presence = 0;
     presence_queue(c, 0);
 }
 
@@ -171,22 +166,24 @@ static int presence_args(pl_shard_t *s, pl_script_t which, const char **argv, si
 
 void pl_chat_flush(pl_shard_t *s)
 {
-    size_t n = pq.n;
+    pl_presence_queue_t *pq = &s->pq;
+    size_t n = pq->n;
     if (!n) return;
-    pq.n = 0;
-    static _Thread_local const char *argv[PRESENCE_FIXED_ARGS + 2 * PRESENCE_BATCH_MAX];
-    static _Thread_local size_t lens[PRESENCE_FIXED_ARGS + 2 * PRESENCE_BATCH_MAX];
+    pq->n = 0;
+    /* On the stack: 12 KiB at most, and only while a batch is formatted. */
+    const char *argv[PRESENCE_FIXED_ARGS + 2 * PL_PRESENCE_BATCH_MAX];
+    size_t lens[PRESENCE_FIXED_ARGS + 2 * PL_PRESENCE_BATCH_MAX];
     char nums[3][24];
     int k = presence_args(s, PL_SCRIPT_PRESENCE, argv, lens, nums);
     for (size_t i = 0; i < n; i++) {
-        const char *e = pq.users.data + pq.off[i]; /* op letter, then the user */
+        const char *e = pq->users.data + pq->off[i]; /* op letter, then the user */
         argv[k] = e, lens[k++] = 1;
         argv[k] = e + 1, lens[k++] = strlen(e + 1);
     }
     presence_batch_t *b = malloc(sizeof *b + n * sizeof b->conn[0]);
     if (b) {
         b->n = n;
-        memcpy(b->conn, pq.conn, n * sizeof b->conn[0]);
+        memcpy(b->conn, pq->conn, n * sizeof b->conn[0]);
     }
     if (!b || pl_redis_command(&s->redis, presence_reply, b, k, argv, lens) != 0) {
         /* Not counted in Redis: these connections will not be "down"ed either. The resync when
@@ -195,12 +192,12 @@ void pl_chat_flush(pl_shard_t *s)
                  b ? "redis unavailable" : "out of memory");
         free(b);
         for (size_t i = 0; i < n; i++) {
-            if (!pq.conn[i]) continue;
-            pq.conn[i]->presence = 0;
-            pl_conn_reply_done(pq.conn[i]);
+            if (!pq->conn[i]) continue;
+            pq->conn[i]->presence = 0;
+            pl_conn_release(pl_session_conn(pq->conn[i]));
         }
     }
-    pl_buf_reset(&pq.users);
+    pl_buf_reset(&pq->users);
 }
 
 static void resync_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
@@ -233,7 +230,7 @@ void pl_chat_resync(pl_shard_t *s)
     char *cp = counts;
     for (pl_room_t *u = pl_room_first(&s->users); u; u = pl_room_next(&s->users, u)) {
         for (uint32_t i = 0; i < u->nmembers; i++)
-            ((pl_conn_t *)u->members[i]->owner)->presence = 1;
+            ((pl_session_t *)u->members[i]->owner)->presence = 1;
         int len = snprintf(cp, 12, "%u", u->nmembers);
         argv[k] = u->name, lens[k++] = u->len;
         argv[k] = cp, lens[k++] = (size_t)len;
@@ -249,11 +246,9 @@ out:
     free(counts);
 }
 
-void pl_chat_thread_free(void)
+void pl_chat_free(pl_shard_t *s)
 {
-    pl_buf_free(&pq.users);
-    pl_buf_free(&kbuf[0]);
-    pl_buf_free(&kbuf[1]);
+    pl_buf_free(&s->pq.users);
 }
 
 /* ---- typing ---- */
@@ -271,13 +266,13 @@ static void typing_send(pl_conn_t *c, const char *room, const char *op)
 {
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[4] = {room, c->user, op, now};
-    chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 4, args, NULL, NULL);
+    const char *args[4] = {room, pl_session_of(c)->user, op, now};
+    chat_script(pl_shard_of_conn(c), PL_SCRIPT_TYPING, 0, NULL, 4, args, NULL, NULL);
 }
 
 static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
 {
-    for (pl_typing_t **pp = &c->typing; *pp; pp = &(*pp)->next)
+    for (pl_typing_t **pp = &pl_session_of(c)->typing; *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->room, room) == 0) {
             pl_typing_t *t = *pp;
             *pp = t->next;
@@ -289,13 +284,14 @@ static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
 
 void pl_chat_typing_stop_all(pl_conn_t *c)
 {
-    while (c->typing)
-        typing_forget(c, c->typing->room, 1);
+    pl_session_t *ss = pl_session_of(c);
+    while (ss->typing)
+        typing_forget(c, ss->typing->room, 1);
 }
 
-void pl_chat_sweep(pl_conn_t *c, uint64_t now)
+void pl_chat_tick(pl_conn_t *c, uint64_t now)
 {
-    pl_typing_t *t = c->typing;
+    pl_typing_t *t = pl_session_of(c)->typing;
     while (t) {
         pl_typing_t *next = t->next;
         if (now >= t->deadline) typing_forget(c, t->room, 1);
@@ -305,13 +301,13 @@ void pl_chat_sweep(pl_conn_t *c, uint64_t now)
 
 static void job_free_cb(pl_db_job_t *j)
 {
-    pl_db_job_free(j);
+    free(j);
 }
 
 static int subscribed_to(pl_conn_t *c, const pl_req_t *req)
 {
-    pl_room_t *room = pl_room_find(&c->shard->rooms, req->room, req->room_len);
-    if (room && pl_room_sub_of(c->subs, room)) return 1;
+    pl_room_t *room = pl_room_find(&pl_shard_of_conn(c)->rooms, req->room, req->room_len);
+    if (room && pl_room_sub_of(pl_session_of(c)->subs, room)) return 1;
     pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room first", req->cid,
                      req->cid_len);
     return 0;
@@ -334,7 +330,7 @@ static chat_ctx_t *chat_ctx(pl_conn_t *c, const pl_req_t *req)
     x->seq = req->seq;
     x->cid_len = (uint8_t)req->cid_len;
     if (req->cid) memcpy(x->cid, req->cid, req->cid_len);
-    c->replies_pending++;
+    pl_conn_hold(c);
     return x;
 }
 
@@ -342,7 +338,7 @@ static void chat_ctx_done(chat_ctx_t *x)
 {
     pl_conn_t *c = x->conn;
     free(x);
-    pl_conn_reply_done(c);
+    pl_conn_release(c);
 }
 
 static void typing_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
@@ -352,14 +348,15 @@ static void typing_reply(struct redisAsyncContext *ac, void *reply, void *privda
     redisReply *r = reply;
     if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && pl_conn_open(c)) {
         /* Forwarded: (re)arm this connection's 10 s expiry for the room. */
-        uint64_t deadline = uv_now(&c->shard->loop) + TYPING_TTL_MS;
+        uint64_t deadline = pl_sock_now(&c->sock) + TYPING_TTL_MS;
+        pl_session_t *ss = pl_session_of(c);
         pl_typing_t *t;
-        for (t = c->typing; t && strcmp(t->room, x->room) != 0; t = t->next) {
+        for (t = ss->typing; t && strcmp(t->room, x->room) != 0; t = t->next) {
         }
         if (!t && (t = malloc(sizeof *t))) {
             snprintf(t->room, sizeof t->room, "%s", x->room);
-            t->next = c->typing;
-            c->typing = t;
+            t->next = ss->typing;
+            ss->typing = t;
         }
         if (t) t->deadline = deadline;
     }
@@ -378,8 +375,9 @@ void pl_chat_typing(pl_conn_t *c, const pl_req_t *req, int start)
     if (!x) return;
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[4] = {req->room, c->user, "1", now};
-    if (chat_script(c->shard, PL_SCRIPT_TYPING, 0, NULL, 4, args, typing_reply, x) != 0) {
+    const char *args[4] = {req->room, pl_session_of(c)->user, "1", now};
+    if (chat_script(pl_shard_of_conn(c), PL_SCRIPT_TYPING, 0, NULL, 4, args, typing_reply, x) !=
+        0) {
         chat_ctx_done(x);
         pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
                          req->cid_len);
@@ -400,14 +398,16 @@ static void read_reply(struct redisAsyncContext *ac, void *reply, void *privdata
         if (pl_conn_open(c))
             pl_session_error(c, PL_ERR_BAD_REQUEST, "seq is past the room's last message", cid,
                              x->cid_len);
-    } else if (r->integer == 1 && c->shard->srv->db) {
+    } else if (r->integer == 1 && pl_shard_of_conn(c)->srv->db) {
         /* Moved forward: make it durable too (the database keeps the greatest). */
-        pl_db_job_t *j = pl_db_job_new(PL_DB_READ, c->shard, job_free_cb, NULL);
+        pl_shard_t *s = pl_shard_of_conn(c);
+        pl_db_read_t *j = calloc(1, sizeof *j);
         if (j) {
+            pl_db_job_init(&j->h, PL_DB_READ, s->loop, PL_EV_DB, job_free_cb);
             snprintf(j->room, sizeof j->room, "%s", x->room);
-            snprintf(j->user, sizeof j->user, "%s", c->user);
+            snprintf(j->user, sizeof j->user, "%s", pl_session_of(c)->user);
             j->seq = x->seq;
-            pl_db_submit(c->shard->srv->db, j);
+            pl_db_submit(s->srv->db, &j->h);
         }
     }
     chat_ctx_done(x);
@@ -420,10 +420,11 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req)
     if (!x) return;
     char seq[24];
     snprintf(seq, sizeof seq, "%lld", (long long)req->seq);
-    pl_key_seq(&kbuf[0], req->room, req->room_len);
-    const char *keys[1] = {kbuf[0].data};
-    const char *args[3] = {req->room, c->user, seq};
-    if (chat_script(c->shard, PL_SCRIPT_READ, 1, keys, 3, args, read_reply, x) != 0) {
+    pl_shard_t *s = pl_shard_of_conn(c);
+    pl_key_seq(&s->kbuf[0], req->room, req->room_len);
+    const char *keys[1] = {s->kbuf[0].data};
+    const char *args[3] = {req->room, pl_session_of(c)->user, seq};
+    if (chat_script(s, PL_SCRIPT_READ, 1, keys, 3, args, read_reply, x) != 0) {
         chat_ctx_done(x);
         pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
                          req->cid_len);
@@ -440,7 +441,7 @@ static void resync_everywhere(pl_shard_t *s)
     pl_warn("presence: redis had forgotten this instance (restarted or flushed); every shard "
             "re-announces its connections");
     for (int i = 0; i < srv->nshards; i++)
-        pl_shard_resync(srv->shards[i]);
+        pl_shard_resync(pl_server_shard(srv, i));
 }
 
 static void presence_sweep_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
@@ -474,13 +475,13 @@ static void scan_reply(struct redisAsyncContext *ac, void *reply, void *privdata
     s->scan_cursor = strtoull(r->element[0]->str, NULL, 10);
     const pl_config_t *cfg = &s->srv->cfg;
     size_t plen = strlen(cfg->redis_prefix) + strlen("server_users:");
-    pl_buf_reset(&kbuf[0]);
-    pl_buf_printf(&kbuf[0], "%sservers", cfg->redis_prefix);
+    pl_buf_reset(&s->kbuf[0]);
+    pl_buf_printf(&s->kbuf[0], "%sservers", cfg->redis_prefix);
     for (size_t i = 0; i < r->element[1]->elements; i++) {
         const redisReply *k = r->element[1]->element[i];
         if (k->type != REDIS_REPLY_STRING || k->len <= plen) continue;
-        const char *argv[3] = {"SADD", kbuf[0].data, k->str + plen};
-        size_t lens[3] = {4, kbuf[0].len, k->len - plen};
+        const char *argv[3] = {"SADD", s->kbuf[0].data, k->str + plen};
+        size_t lens[3] = {4, s->kbuf[0].len, k->len - plen};
         pl_redis_command(&s->redis, NULL, NULL, 3, argv, lens);
     }
 }
@@ -493,9 +494,9 @@ void pl_chat_presence_sweep(pl_shard_t *s)
     const char *args[3] = {s->srv->cfg.server_id, now, ttl};
     chat_script(s, PL_SCRIPT_SWEEP, 0, NULL, 3, args, presence_sweep_reply, s);
     snprintf(cursor, sizeof cursor, "%llu", (unsigned long long)s->scan_cursor);
-    pl_buf_reset(&kbuf[1]);
-    pl_buf_printf(&kbuf[1], "%sserver_users:*", s->srv->cfg.redis_prefix);
-    const char *argv[6] = {"SCAN", cursor, "MATCH", kbuf[1].data, "COUNT", "100"};
-    size_t lens[6] = {4, strlen(cursor), 5, kbuf[1].len, 5, 3};
+    pl_buf_reset(&s->kbuf[1]);
+    pl_buf_printf(&s->kbuf[1], "%sserver_users:*", s->srv->cfg.redis_prefix);
+    const char *argv[6] = {"SCAN", cursor, "MATCH", s->kbuf[1].data, "COUNT", "100"};
+    size_t lens[6] = {4, strlen(cursor), 5, s->kbuf[1].len, 5, 3};
     pl_redis_command(&s->redis, scan_reply, s, 6, argv, lens);
 }

@@ -10,7 +10,7 @@
 
 int main(int argc, char **argv)
 {
-    pl_proto_init(); /* cJSON's hooks, before anything (any thread) uses cJSON */
+    pl_wire_init(); /* cJSON's hooks, before anything (any thread) uses cJSON */
     pl_config_t cfg;
     char err[512];
     int rc = pl_config_load(&cfg, argc, argv, err, sizeof err);

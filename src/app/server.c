@@ -27,8 +27,12 @@
 #include <unistd.h>
 
 #include "parley/app/chat.h"
-#include "parley/svc/db.h"
+#include "parley/app/deliver.h"
+#include "parley/app/shard.h"
+#include "parley/base/clock.h"
 #include "parley/base/log.h"
+#include "parley/net/tls.h"
+#include "parley/svc/db.h"
 #include "parley/svc/migrate.h"
 #include "parley/svc/script.h"
 
@@ -37,18 +41,23 @@
 /* Of which the database pool gets this long to store what is queued. */
 #define DB_DRAIN_MS 2500
 
-int64_t pl_now_ms(void)
+pl_shard_t *pl_server_shard(pl_server_t *srv, int i)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return pl_shard_of_loop(srv->loops[i]);
+}
+
+void pl_server_shard_done(pl_server_t *srv)
+{
+    atomic_fetch_sub(&srv->shards_running, 1);
+    uv_async_send(&srv->shard_done);
 }
 
 int pl_server_redis_ok(pl_server_t *srv)
 {
     if (!atomic_load_explicit(&srv->sub.connected, memory_order_relaxed)) return 0;
     for (int i = 0; i < srv->nshards; i++)
-        if (!atomic_load_explicit(&srv->shards[i]->redis.connected, memory_order_relaxed)) return 0;
+        if (!atomic_load_explicit(&pl_server_shard(srv, i)->redis.connected, memory_order_relaxed))
+            return 0;
     return 1;
 }
 
@@ -103,30 +112,41 @@ static int bind_reuseport(const struct addrinfo *a)
     return fd;
 }
 
-/* Bind every shard's socket into fds; -1 after logging why. */
-static int bind_all(const pl_config_t *cfg, int *fds)
+/* Bind one socket per shard on host:port into fds (all -1 when host is NULL: that listener is
+ * off); -1 after logging why. `what` names the setting in messages. */
+static int bind_all(const char *host, int port, int shards, int *fds, const char *what)
 {
-    struct addrinfo *res = resolve(cfg->listen_host, cfg->listen_port);
+    for (int i = 0; i < shards; i++)
+        fds[i] = -1;
+    if (!host) return 0;
+    struct addrinfo *res = resolve(host, port);
     if (!res) return -1;
     int rc = address_free(res);
     if (rc == -EADDRINUSE) {
         pl_error("cannot listen on %s:%d: another process is listening there (a second parleyd? "
-                 "give each instance its own PARLEY_LISTEN)",
-                 cfg->listen_host, cfg->listen_port);
+                 "give each instance its own %s)",
+                 host, port, what);
     } else if (rc != 0) {
-        pl_error("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, strerror(-rc));
+        pl_error("cannot listen on %s:%d: %s", host, port, strerror(-rc));
     }
-    for (int i = 0; rc == 0 && i < cfg->shards; i++) {
+    for (int i = 0; rc == 0 && i < shards; i++) {
         if ((fds[i] = bind_reuseport(res)) < 0) {
             rc = fds[i];
-            pl_error("cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
-                     strerror(-rc));
-            while (i--)
+            pl_error("cannot listen on %s:%d: %s", host, port, strerror(-rc));
+            while (i--) {
                 close(fds[i]);
+                fds[i] = -1;
+            }
         }
     }
     freeaddrinfo(res);
     return rc == 0 ? 0 : -1;
+}
+
+static void close_all(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0) close(fds[i]);
 }
 
 /* Subscribers of server:{id}: a running instance with this id has one. */
@@ -306,7 +326,7 @@ static void on_signal(uv_signal_t *h, int signum)
     /* Stop the subscriber first: after it is joined it posts nothing more. */
     pl_subscriber_stop(&srv->sub);
     for (int i = 0; i < srv->nshards; i++)
-        pl_shard_post(srv->shards[i], &srv->shards[i]->shutdown_ev);
+        pl_loop_post(srv->loops[i], &pl_server_shard(srv, i)->shutdown_ev);
     /* Then let the database pool store what it holds (acks still reach clients being closed,
      * if they are still there), and only then tell the shards that nothing more will come. */
     if (srv->db) {
@@ -314,7 +334,58 @@ static void on_signal(uv_signal_t *h, int signum)
         srv->db = NULL;
     }
     for (int i = 0; i < srv->nshards; i++)
-        pl_shard_post(srv->shards[i], &srv->shards[i]->finish_ev);
+        pl_loop_post(srv->loops[i], &pl_server_shard(srv, i)->finish_ev);
+}
+
+/* SIGHUP: the TLS certificate and key are read again; new handshakes use them. A file that
+ * does not load is logged and the pair in use kept. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    pl_server_t *srv = h->data;
+    if (!srv->tls) {
+        pl_info("SIGHUP: no TLS listener; nothing to reload");
+        return;
+    }
+    char err[256];
+    if (pl_tls_reload(srv->tls, err, sizeof err) == 0)
+        pl_info("SIGHUP: TLS certificate and key reloaded from %s and %s", srv->cfg.tls_cert,
+                srv->cfg.tls_key);
+    else
+        pl_error("SIGHUP: TLS reload failed, the certificate in use is kept: %s", err);
+}
+
+/* Start every loop with its shard; the subscriber after them (it posts to them). */
+static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int64_t node)
+{
+    if (!(srv->rooms_mask = calloc(1, sizeof *srv->rooms_mask)) ||
+        !(srv->loops = calloc((size_t)srv->nshards, sizeof *srv->loops)) ||
+        !(srv->owe = calloc((size_t)srv->nshards, 1))) {
+        pl_error("out of memory");
+        return -1;
+    }
+    atomic_init(&srv->shards_running, 0);
+    for (int i = 0; i < srv->nshards; i++) {
+        char tag[24];
+        snprintf(tag, sizeof tag, "shard-%d", i);
+        int rc = UV_ENOMEM;
+        if (!(srv->loops[i] = pl_loop_new(i, sizeof(pl_shard_t))) ||
+            (rc = pl_shard_init(srv->loops[i], srv, fds[i], tls_fds[i], srv->tls,
+                                node < 0 ? -1 : node + i)) != 0 ||
+            (rc = pl_loop_start(srv->loops[i], tag, pl_shard_exit)) != 0) {
+            pl_error("shard %d: %s", i, uv_strerror(rc));
+            return -1;
+        }
+        atomic_fetch_add(&srv->shards_running, 1);
+    }
+    /* Rooms from everyone; direct messages only for the users connected here. */
+    snprintf(srv->sub_cmd, sizeof srv->sub_cmd, "SUBSCRIBE server:%s", srv->cfg.server_id);
+    const char *cmds[2] = {"PSUBSCRIBE room:*", srv->sub_cmd};
+    int rc = pl_subscriber_start(&srv->sub, &srv->redis_addr, cmds, 2, &pl_deliver_handlers, srv);
+    if (rc != 0) {
+        pl_error("subscriber thread: %s", strerror(-rc));
+        return -1;
+    }
+    return 0;
 }
 
 int pl_server_run(pl_config_t *cfg)
@@ -333,19 +404,27 @@ int pl_server_run(pl_config_t *cfg)
         pl_error("cannot hash the Redis scripts");
         return 1;
     }
+    if (cfg->tls_listen_host) {
+        char err[256];
+        if (!(srv->tls = pl_tls_new(cfg->tls_cert, cfg->tls_key, err, sizeof err))) {
+            pl_error("TLS: %s", err);
+            return 1;
+        }
+    }
 
-    int fds[64];
+    int fds[64], tls_fds[64];
     int64_t node;
-    if (bind_all(cfg, fds) != 0) return 1;
-    if (redis_startup(srv, &node) != 0 || (cfg->database_url && db_startup(cfg) != 0)) {
-        for (int i = 0; i < srv->nshards; i++)
-            close(fds[i]);
+    if (bind_all(cfg->listen_host, cfg->listen_port, cfg->shards, fds, "PARLEY_LISTEN") != 0)
+        return 1;
+    if (bind_all(cfg->tls_listen_host, cfg->tls_listen_port, cfg->shards, tls_fds,
+                 "PARLEY_TLS_LISTEN") != 0 ||
+        redis_startup(srv, &node) != 0 || (cfg->database_url && db_startup(cfg) != 0)) {
+        close_all(fds, srv->nshards);
+        close_all(tls_fds, srv->nshards);
         return 1;
     }
     if (cfg->database_url) {
-        srv->db = pl_db_start(cfg->database_url, cfg->db_workers, cfg->db_queue, &srv->redis_addr,
-                              cfg->redis_prefix);
-        if (!srv->db) {
+        if (!(srv->db = pl_db_start(cfg->database_url, cfg->db_workers, cfg->db_queue))) {
             pl_error("cannot start the database pool");
             return 1;
         }
@@ -359,48 +438,35 @@ int pl_server_run(pl_config_t *cfg)
     uv_timer_init(srv->loop, &srv->deadline);
     srv->deadline.data = srv;
     uv_unref((uv_handle_t *)&srv->deadline);
-
-    srv->rooms_mask = calloc(1, sizeof *srv->rooms_mask);
-    srv->shards = calloc((size_t)srv->nshards, sizeof *srv->shards);
-    if (!srv->shards || !srv->rooms_mask) return 1;
-    atomic_init(&srv->shards_running, 0);
-    for (int i = 0; i < srv->nshards; i++) {
-        srv->shards[i] = calloc(1, sizeof(pl_shard_t));
-        if (!srv->shards[i]) return 1;
-    }
-    /* The subscriber reads srv->shards, so every shard exists before it starts. */
-    for (int i = 0; i < srv->nshards; i++) {
-        int rc = pl_shard_start(srv->shards[i], srv, i, fds[i], node < 0 ? -1 : node + i);
-        if (rc != 0) {
-            pl_error("shard %d: %s", i, uv_strerror(rc));
-            return 1;
-        }
-        atomic_fetch_add(&srv->shards_running, 1);
-    }
-    int rc = pl_subscriber_start(&srv->sub, srv);
-    if (rc != 0) {
-        pl_error("subscriber thread: %s", strerror(-rc));
-        return 1;
-    }
+    if (start_loops(srv, fds, tls_fds, node) != 0) return 1;
 
     uv_signal_init(srv->loop, &srv->sigterm);
     uv_signal_init(srv->loop, &srv->sigint);
-    srv->sigterm.data = srv->sigint.data = srv;
+    uv_signal_init(srv->loop, &srv->sighup);
+    srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
     uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    uv_signal_start(&srv->sighup, on_sighup, SIGHUP);
 
-    pl_info("parleyd %s listening on %s:%d with %d shard(s); redis %s:%d db %d", cfg->server_id,
-            cfg->listen_host, cfg->listen_port, srv->nshards, cfg->redis_host, cfg->redis_port,
-            cfg->redis_db);
+    char where[160] = "";
+    if (cfg->listen_host)
+        snprintf(where, sizeof where, "%s:%d", cfg->listen_host, cfg->listen_port);
+    if (cfg->tls_listen_host)
+        snprintf(where + strlen(where), sizeof where - strlen(where), "%s%s:%d (TLS)",
+                 *where ? " and " : "", cfg->tls_listen_host, cfg->tls_listen_port);
+    pl_info("parleyd %s listening on %s with %d shard(s); redis %s:%d db %d", cfg->server_id, where,
+            srv->nshards, cfg->redis_host, cfg->redis_port, cfg->redis_db);
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
     if (atomic_load(&srv->shards_running) == 0) {
         for (int i = 0; i < srv->nshards; i++) {
-            pl_shard_join(srv->shards[i]);
-            free(srv->shards[i]);
+            pl_loop_join(srv->loops[i]);
+            pl_loop_free(srv->loops[i]);
         }
-        free(srv->shards);
-        free(srv->rooms_mask); /* the subscriber and every shard are gone */
+        free(srv->loops);
+        free(srv->owe);
+        free(srv->rooms_mask); /* the subscriber and every loop are gone */
+        pl_tls_free(srv->tls);
         redis_unregister(srv);
         pl_info("stopped");
     }

@@ -1,4 +1,4 @@
-/* proto: protocol v1 decoding (cJSON) and encoding (pl_buf, type first). */
+/* wire: protocol v1 decoding (cJSON) and encoding (pl_buf, type first). */
 #include "parley/app/wire.h"
 
 #include <cjson/cJSON.h>
@@ -9,29 +9,25 @@
 #include "parley/app/room.h"
 
 /*
- * Client frames are parsed into a per-thread arena rather than one malloc per
- * JSON node and string (~10 for a message): cJSON's hooks (installed by
- * pl_proto_init) bump-allocate while pl_proto_decode parses, and free nothing
- * inside the arena; pl_proto_req_free empties it once no request of the thread
- * is alive. A tree bigger than the arena continues on malloc. Every other use
- * of cJSON, on any thread, gets plain malloc/free.
+ * Client frames are parsed into the caller's arena (one per loop) rather than
+ * one malloc per JSON node and string (~10 for a message): cJSON's hooks
+ * (installed by pl_wire_init) bump-allocate while pl_wire_decode parses, and
+ * free nothing inside the arena; pl_wire_req_free empties it once no request
+ * decoded into it is alive. A tree bigger than the arena continues on malloc.
+ * cJSON's hooks take no context, so the arena in use is named by a
+ * thread-local pointer, set only during the parse and the free; every other
+ * use of cJSON, on any thread, gets plain malloc/free.
  */
-#define JSON_ARENA_SIZE 16384
-
-static _Thread_local struct {
-    alignas(16) unsigned char mem[JSON_ARENA_SIZE];
-    size_t used;
-    int armed; /* in pl_proto_decode's parse */
-    int live;  /* requests decoded and not yet freed */
-} jarena;
+static _Thread_local pl_wire_arena_t *cur;
 
 static void *json_malloc(size_t n)
 {
-    if (jarena.armed) {
+    pl_wire_arena_t *a = cur;
+    if (a && a->armed) {
         size_t need = (n + 15) & ~(size_t)15;
-        if (need <= JSON_ARENA_SIZE - jarena.used) {
-            void *p = jarena.mem + jarena.used;
-            jarena.used += need;
+        if (need <= PL_WIRE_ARENA_SIZE - a->used) {
+            void *p = a->mem + a->used;
+            a->used += need;
             return p;
         }
     }
@@ -41,11 +37,12 @@ static void *json_malloc(size_t n)
 static void json_free(void *p)
 {
     unsigned char *c = p;
-    if (c >= jarena.mem && c < jarena.mem + JSON_ARENA_SIZE) return; /* goes with the arena */
+    pl_wire_arena_t *a = cur;
+    if (a && c >= a->mem && c < a->mem + PL_WIRE_ARENA_SIZE) return; /* goes with the arena */
     free(p);
 }
 
-void pl_proto_init(void)
+void pl_wire_init(void)
 {
     cJSON_Hooks hooks = {json_malloc, json_free};
     cJSON_InitHooks(&hooks);
@@ -64,12 +61,12 @@ static const char *const err_names[] = {
     [PL_ERR_NOT_STORED] = "not_stored",
 };
 
-const char *pl_proto_err_name(pl_err_t code)
+const char *pl_wire_err_name(pl_err_t code)
 {
     return code <= PL_ERR_NOT_STORED ? err_names[code] : "internal";
 }
 
-static int fail(pl_proto_err_t *err, pl_err_t code, const char *message)
+static int fail(pl_wire_err_t *err, pl_err_t code, const char *message)
 {
     err->code = code;
     err->message = message;
@@ -111,8 +108,8 @@ static int cid_has_nul(const char *p, size_t len)
     return 0;
 }
 
-static int decode_rooms(const cJSON *root, const pl_proto_limits_t *lim, pl_req_t *req,
-                        pl_proto_err_t *err)
+static int decode_rooms(const cJSON *root, const pl_wire_limits_t *lim, pl_req_t *req,
+                        pl_wire_err_t *err)
 {
     const cJSON *rooms = cJSON_GetObjectItemCaseSensitive(root, "rooms");
     if (!cJSON_IsArray(rooms)) return fail(err, PL_ERR_BAD_REQUEST, "rooms must be an array");
@@ -132,19 +129,22 @@ static int decode_rooms(const cJSON *root, const pl_proto_limits_t *lim, pl_req_
     return 0;
 }
 
-int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_req_t *req,
-                    pl_proto_err_t *err)
+int pl_wire_decode(pl_wire_arena_t *a, const char *p, size_t len, const pl_wire_limits_t *lim,
+                   pl_req_t *req, pl_wire_err_t *err)
 {
     memset(req, 0, sizeof *req);
-    jarena.armed = 1;
+    req->arena = a;
+    cur = a;
+    a->armed = 1;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(p, len, &end, 0);
-    jarena.armed = 0;
+    a->armed = 0;
+    cur = NULL;
     if (!root) {
-        if (!jarena.live) jarena.used = 0; /* a failed parse frees what it built */
+        if (!a->live) a->used = 0; /* a failed parse frees what it built */
         return fail(err, PL_ERR_BAD_JSON, "frame is not valid JSON");
     }
-    jarena.live++;
+    a->live++;
     req->root = root;
     /* One JSON value per frame: "{...} x" is not a frame with a comment. */
     for (; end && end < p + len; end++)
@@ -244,24 +244,27 @@ int pl_user_id_valid(const char *s, size_t n)
     return 1;
 }
 
-int64_t pl_proto_since(const pl_req_t *req, const char *room)
+int64_t pl_wire_since(const pl_req_t *req, const char *room)
 {
     if (!req->since) return -1;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(req->since, room);
     return v ? (int64_t)v->valuedouble : -1;
 }
 
-void pl_proto_req_free(pl_req_t *req)
+void pl_wire_req_free(pl_req_t *req)
 {
     if (!req->root) return;
+    pl_wire_arena_t *a = req->arena;
+    cur = a;
     cJSON_Delete(req->root);
+    cur = NULL;
     req->root = NULL;
-    if (--jarena.live == 0) jarena.used = 0;
+    if (--a->live == 0) a->used = 0;
 }
 
 /* Encoders. Keys are literals, so only values go through escaping. */
 
-void pl_proto_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session)
+void pl_wire_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session)
 {
     pl_buf_adds(b, "{\"type\":\"authenticated\",\"user\":");
     pl_buf_json_str(b, user, strlen(user));
@@ -272,7 +275,7 @@ void pl_proto_authenticated(pl_buf_t *b, const char *user, const char *server, c
     pl_buf_add(b, "}", 1);
 }
 
-void pl_proto_room_reply(pl_buf_t *b, const char *type, const char *room, size_t room_len)
+void pl_wire_room_reply(pl_buf_t *b, const char *type, const char *room, size_t room_len)
 {
     pl_buf_adds(b, "{\"type\":\"");
     pl_buf_adds(b, type);
@@ -281,11 +284,10 @@ void pl_proto_room_reply(pl_buf_t *b, const char *type, const char *room, size_t
     pl_buf_add(b, "}", 1);
 }
 
-void pl_proto_error(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
-                    size_t cid_len)
+void pl_wire_error(pl_buf_t *b, pl_err_t code, const char *message, const char *cid, size_t cid_len)
 {
     pl_buf_adds(b, "{\"type\":\"error\",\"code\":\"");
-    pl_buf_adds(b, pl_proto_err_name(code));
+    pl_buf_adds(b, pl_wire_err_name(code));
     pl_buf_adds(b, "\",\"message\":");
     pl_buf_json_str(b, message, strlen(message));
     if (cid) {
@@ -297,7 +299,7 @@ void pl_proto_error(pl_buf_t *b, pl_err_t code, const char *message, const char 
 
 #define MESSAGE_HEAD "{\"type\":\"message\",\"seq\":"
 
-void pl_proto_message_head(pl_buf_t *b, int64_t seq)
+void pl_wire_message_head(pl_buf_t *b, int64_t seq)
 {
     pl_buf_adds(b, MESSAGE_HEAD);
     pl_buf_int(b, seq);
@@ -330,21 +332,21 @@ static void message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_
     pl_buf_add(b, "}", 1);
 }
 
-void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
-                           const char *from, const char *text, size_t text_len, int64_t ts_ms,
-                           const char *cid, size_t cid_len)
+void pl_wire_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
+                          const char *from, const char *text, size_t text_len, int64_t ts_ms,
+                          const char *cid, size_t cid_len)
 {
     message_tail(b, room, room_len, id, from, NULL, text, text_len, ts_ms, cid, cid_len);
 }
 
-void pl_proto_dm_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id, const char *from,
-                      const char *to, const char *text, size_t text_len, int64_t ts_ms,
-                      const char *cid, size_t cid_len)
+void pl_wire_dm_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id, const char *from,
+                     const char *to, const char *text, size_t text_len, int64_t ts_ms,
+                     const char *cid, size_t cid_len)
 {
     message_tail(b, room, room_len, id, from, to, text, text_len, ts_ms, cid, cid_len);
 }
 
-int64_t pl_proto_payload_seq(const char *p, size_t len)
+int64_t pl_wire_payload_seq(const char *p, size_t len)
 {
     size_t h = sizeof MESSAGE_HEAD - 1;
     if (len <= h || memcmp(p, MESSAGE_HEAD, h) != 0) return 0;
@@ -354,7 +356,7 @@ int64_t pl_proto_payload_seq(const char *p, size_t len)
     return seq;
 }
 
-void pl_proto_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq)
+void pl_wire_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq)
 {
     pl_buf_adds(b, "{\"type\":\"ack\"");
     if (cid) {
@@ -364,8 +366,8 @@ void pl_proto_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int
     pl_buf_printf(b, ",\"id\":\"%llu\",\"seq\":%lld}", (unsigned long long)id, (long long)seq);
 }
 
-void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq, int64_t read,
-                         long recovered, int truncated)
+void pl_wire_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq, int64_t read,
+                        long recovered, int truncated)
 {
     pl_buf_adds(b, "{\"type\":\"subscribed\",\"room\":");
     pl_buf_json_str(b, room, room_len);
@@ -378,7 +380,7 @@ void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t
     pl_buf_add(b, "}", 1);
 }
 
-void pl_proto_notice(pl_buf_t *b, const char *code, const char *message)
+void pl_wire_notice(pl_buf_t *b, const char *code, const char *message)
 {
     pl_buf_adds(b, "{\"type\":\"server_notice\",\"code\":");
     pl_buf_json_str(b, code, strlen(code));

@@ -38,6 +38,7 @@ typedef struct {
 } opt_t;
 
 static int parse_listen(pl_config_t *c, const char *v, char *err, size_t n);
+static int parse_tls_listen(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_redis(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_server_id(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_log_level(pl_config_t *c, const char *v, char *err, size_t n);
@@ -50,7 +51,15 @@ static int parse_proxies(pl_config_t *c, const char *v, char *err, size_t n);
 
 static const opt_t opts[] = {
     {"listen", "PARLEY_LISTEN", T_SPECIAL, 0, "0.0.0.0:8080", 0, 0, parse_listen,
-     "host:port to listen on (HTTP and WebSocket)"},
+     "host:port to listen on (HTTP and WebSocket), or none (TLS only)"},
+    {"tls-listen", "PARLEY_TLS_LISTEN", T_SPECIAL, 0, NULL, 0, 0, parse_tls_listen,
+     "host:port to listen on with TLS (HTTPS and WSS) beside or instead of PARLEY_LISTEN"},
+    {"tls-cert", "PARLEY_TLS_CERT", T_STR, AT(tls_cert), NULL, 0, 0, NULL,
+     "PEM certificate chain for PARLEY_TLS_LISTEN (reloaded on SIGHUP)"},
+    {"tls-key", "PARLEY_TLS_KEY", T_STR, AT(tls_key), NULL, 0, 0, NULL,
+     "PEM private key for PARLEY_TLS_LISTEN (reloaded on SIGHUP)"},
+    {"tls-handshake-timeout", "PARLEY_TLS_HANDSHAKE_TIMEOUT", T_INT, AT(tls_handshake_timeout),
+     "10", 1, 600, NULL, "seconds a TLS client has to finish its handshake"},
     {"shards", "PARLEY_SHARDS", T_INT, AT(shards), NULL, 1, 64, NULL,
      "event loops, each with its own SO_REUSEPORT socket (default: online CPUs)"},
     {"server-id", "PARLEY_SERVER_ID", T_SPECIAL, 0, NULL, 0, 0, parse_server_id,
@@ -160,22 +169,35 @@ static int parse_num(const char *s, long long min, long long max, long long *out
     return 0;
 }
 
-static int parse_listen(pl_config_t *c, const char *v, char *err, size_t n)
+/* host:port into *host (allocated) and *port; "none" or "" turns the listener off. */
+static int host_port(const char *v, const char *env, char **host, int *port, char *err, size_t n)
 {
+    free(*host);
+    *host = NULL;
+    if (!*v || strcmp(v, "none") == 0) return 0;
     const char *colon = strrchr(v, ':');
-    long long port;
-    if (!colon || colon == v || parse_num(colon + 1, 1, 65535, &port) != 0)
-        return failf(err, n, "PARLEY_LISTEN: expected host:port, got '%s'", v);
+    long long num;
+    if (!colon || colon == v || parse_num(colon + 1, 1, 65535, &num) != 0)
+        return failf(err, n, "%s: expected host:port or none, got '%.60s'", env, v);
     /* [::1]:8080: an IPv6 literal in brackets. */
     if (v[0] == '[' && colon[-1] == ']' && colon - v == 2)
-        return failf(err, n, "PARLEY_LISTEN: expected host:port, got '%s'", v);
-    free(c->listen_host);
+        return failf(err, n, "%s: expected host:port or none, got '%.60s'", env, v);
     if (v[0] == '[' && colon[-1] == ']')
-        c->listen_host = strndup(v + 1, (size_t)(colon - v - 2));
+        *host = strndup(v + 1, (size_t)(colon - v - 2));
     else
-        c->listen_host = strndup(v, (size_t)(colon - v));
-    c->listen_port = (int)port;
+        *host = strndup(v, (size_t)(colon - v));
+    *port = (int)num;
     return 0;
+}
+
+static int parse_listen(pl_config_t *c, const char *v, char *err, size_t n)
+{
+    return host_port(v, "PARLEY_LISTEN", &c->listen_host, &c->listen_port, err, n);
+}
+
+static int parse_tls_listen(pl_config_t *c, const char *v, char *err, size_t n)
+{
+    return host_port(v, "PARLEY_TLS_LISTEN", &c->tls_listen_host, &c->tls_listen_port, err, n);
 }
 
 /* Decode %XX escapes of a URL's userinfo part into a new string; NULL if malformed. */
@@ -489,6 +511,14 @@ int pl_config_load(pl_config_t *c, int argc, char **argv, char *err, size_t n)
     if (!c->api_key || !*c->api_key)
         return failf(err, n, "PARLEY_API_KEY is required (the key for POST /api/websocket/token)");
     if (derive(c, val, err, n) != 0) return -1;
+    if (!c->listen_host && !c->tls_listen_host)
+        return failf(err, n,
+                     "PARLEY_LISTEN is none and PARLEY_TLS_LISTEN is not set: nothing to "
+                     "listen on");
+    if (c->tls_listen_host && (!c->tls_cert || !c->tls_key))
+        return failf(err, n,
+                     "PARLEY_TLS_LISTEN needs PARLEY_TLS_CERT and PARLEY_TLS_KEY (PEM "
+                     "files)");
     if (!c->shards) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         c->shards = cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus;
@@ -511,6 +541,9 @@ int pl_config_load(pl_config_t *c, int argc, char **argv, char *err, size_t n)
 void pl_config_free(pl_config_t *c)
 {
     free(c->listen_host);
+    free(c->tls_listen_host);
+    free(c->tls_cert);
+    free(c->tls_key);
     free(c->server_id);
     free(c->redis_host);
     free(c->redis_user);

@@ -1,30 +1,31 @@
 /*
  * chat: presence, typing and read receipts, kept in Redis for the whole
- * cluster (docs/redis.md). Called by session (protocol frames, connections
- * opening and closing), conn (the per-second sweep), shard (the heartbeat)
- * and api (membership changes). Everything runs on the calling shard's
- * thread and its Redis connection; nothing here blocks.
+ * cluster (docs/redis.md), and the mirror of memberships presence relies on.
+ * Each change is one Lua script (svc/script.h) run on the calling shard's
+ * Redis connection; the events it publishes travel on room channels like
+ * messages. Everything runs on the calling shard's thread; nothing blocks.
  */
-#ifndef PARLEY_CHAT_H
-#define PARLEY_CHAT_H
+#ifndef PARLEY_APP_CHAT_H
+#define PARLEY_APP_CHAT_H
 
 #include <stdint.h>
 
-#include "parley/app/conn.h"
+#include "parley/app/shard.h"
 #include "parley/app/wire.h"
+#include "parley/proto/conn.h"
 
 /** Seconds an instance's heartbeat key lives; it is refreshed every PL_HEARTBEAT_EVERY_MS. */
 #define PL_HEARTBEAT_TTL_S 15
 #define PL_HEARTBEAT_EVERY_MS 5000
 
 /** An authenticated connection opened: count it; the user's first anywhere goes online. Delivers
- * DMs that waited. Queued: sent with the shard's other presence changes of this loop turn by
- * pl_chat_flush. */
+ *  DMs that waited. Queued: sent with the shard's other presence changes of this loop turn by
+ *  pl_chat_flush. */
 void pl_chat_presence_up(pl_conn_t *c);
-/** It closed: the user's last connection anywhere goes offline. Queued like pl_chat_presence_up. */
+/** It closed: the user's last connection anywhere goes offline. Queued like the above. */
 void pl_chat_presence_down(pl_conn_t *c);
-/** The shard's check phase, before its Redis write: send this loop turn's presence changes as
- *  one script call. Changes that cannot be sent (Redis down) are dropped, and logged. */
+/** End of turn, before the shard's Redis write: send this turn's presence changes as one script
+ *  call. Changes that cannot be sent (Redis down) wait for the resync. */
 void pl_chat_flush(pl_shard_t *s);
 /**
  * Re-announce this shard's connections to Redis, absolutely: each user it holds with how many
@@ -33,15 +34,15 @@ void pl_chat_flush(pl_shard_t *s);
  * to have lost its data; sends whatever pl_chat_flush had queued first.
  */
 void pl_chat_resync(pl_shard_t *s);
-/** A shard thread's loop ended: free this thread's buffers. */
-void pl_chat_thread_free(void);
+/** Free what the shard's chat state holds (its loop ended). */
+void pl_chat_free(pl_shard_t *s);
 
 /** typing_start (start = 1) or typing_stop from the client. */
 void pl_chat_typing(pl_conn_t *c, const pl_req_t *req, int start);
 /** The connection is closing: stop whatever it is typing. */
 void pl_chat_typing_stop_all(pl_conn_t *c);
-/** Once a second per connection that types: expire typing states after 10 s. */
-void pl_chat_sweep(pl_conn_t *c, uint64_t now);
+/** Once a second per connection: expire typing states after 10 s. */
+void pl_chat_tick(pl_conn_t *c, uint64_t now);
 
 /** A read position from the client. */
 void pl_chat_read(pl_conn_t *c, const pl_req_t *req);

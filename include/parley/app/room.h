@@ -21,7 +21,7 @@
 
 struct pl_room;
 struct pl_outq_node;
-struct pl_db_job;
+struct pl_msg;
 struct pl_replay;
 
 /** One owner's membership of one room. */
@@ -36,9 +36,8 @@ typedef struct pl_sub {
     struct pl_outq_node *held; /**< live frames held back during a catch-up, oldest first */
     struct pl_outq_node *held_tail;
     size_t held_bytes;
-    struct pl_replay *replay; /**< recovered messages still to send, or NULL */
-    struct pl_db_job *pending,
-        *pending_tail; /**< the owner's messages to the room, sent after the catch-up */
+    struct pl_replay *replay;              /**< recovered messages still to send, or NULL */
+    struct pl_msg *pending, *pending_tail; /**< the owner's messages sent while catching up */
 } pl_sub_t;
 
 /** A room with at least one subscriber on this shard. */

@@ -1,50 +1,59 @@
 /*
- * server: one parleyd process. Binds the listening sockets, starts the
- * shards and the Redis subscriber, handles signals, and shuts down in order.
+ * server: one parleyd process. Binds the listening sockets, starts the loops
+ * (each with its shard, app/shard.h), the Redis subscriber and the database
+ * pool, handles signals, and shuts down in order.
  *
- * Ownership: the server owns the config, the shards and the subscriber for
+ * Ownership: the server owns the config, the loops and the subscriber for
  * the life of the process. After start-up everything in it is read-only to
  * other threads except the atomics.
  */
-#ifndef PARLEY_SERVER_H
-#define PARLEY_SERVER_H
+#ifndef PARLEY_APP_SERVER_H
+#define PARLEY_APP_SERVER_H
 
 #include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "parley/base/config.h"
-#include "parley/svc/redis.h"
-#include "parley/app/shard.h"
 #include "parley/base/shardmask.h"
+#include "parley/net/loop.h"
+#include "parley/svc/redis.h"
 #include "parley/svc/subscriber.h"
+
+struct pl_shard;
 
 /** The process. */
 typedef struct pl_server {
     pl_config_t cfg;
     pl_redis_addr_t redis_addr; /**< from cfg: every Redis connection's address and login */
-    pl_shard_t **shards;
+    pl_loop_t **loops;
     int nshards;
     pl_subscriber_t sub;
-    pl_shardmask_t *rooms_mask; /**< which shards hold which rooms (shardmask.h); owned here */
+    pl_shardmask_t *rooms_mask; /**< which loops hold which rooms (shardmask.h); owned here */
+    unsigned char *owe;         /**< the subscriber thread's: loops it must wake */
     struct pl_db *db;           /**< NULL without PARLEY_DATABASE_URL */
     int64_t started_ms;         /**< unix ms */
+    struct pl_tls *tls;         /**< the TLS listener's configuration, or NULL; owned */
+    char sub_cmd[96];           /**< SUBSCRIBE server:<id>, for the subscriber */
     uv_loop_t *loop;            /**< the main thread's loop: signals and shutdown */
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_async_t shard_done;
     uv_timer_t deadline;
     atomic_int shards_running;
-    atomic_int restoring; /**< a restore of Redis' seqs is under way (session.c) */
+    atomic_int restoring; /**< a restore of Redis' seqs is under way (restore.c) */
     int stopping;
 } pl_server_t;
 
 /** Run the server with `cfg` (taken over) until a signal stops it. Returns the exit status. */
 int pl_server_run(pl_config_t *cfg);
 
+/** The shard of loop `i`. */
+struct pl_shard *pl_server_shard(pl_server_t *srv, int i);
+
 /** 1 if every Redis connection (subscriber and each shard's) is up. Any thread. */
 int pl_server_redis_ok(pl_server_t *srv);
 
-/** Wall-clock unix milliseconds. */
-int64_t pl_now_ms(void);
+/** A shard's loop ended (its exit callback, any loop thread). */
+void pl_server_shard_done(pl_server_t *srv);
 
 #endif

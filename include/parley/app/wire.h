@@ -4,7 +4,7 @@
  *
  * Pure functions: no I/O, no connection state, so every rule of the protocol
  * is unit-tested here. A decoded request borrows its strings from the parsed
- * JSON tree it owns; pl_proto_req_free releases it.
+ * JSON tree it owns; pl_wire_req_free releases it.
  */
 #ifndef PARLEY_PROTO_H
 #define PARLEY_PROTO_H
@@ -15,6 +15,9 @@
 #include "parley/base/buf.h"
 
 struct cJSON;
+
+/** Longest user id, in bytes. */
+#define PL_WIRE_ID_MAX 128
 
 /** Longest client message id (`cid`), in bytes. */
 #define PL_CID_MAX 128
@@ -45,16 +48,28 @@ typedef enum {
     PL_ERR_NOT_STORED, /**< accepted (maybe delivered) but not stored: resend with the same cid */
 } pl_err_t;
 
+/** Bytes of JSON tree one arena holds before parsing continues on malloc. */
+#define PL_WIRE_ARENA_SIZE 16384
+
+/** Where requests are parsed: one per loop (the application's per-loop state). Zero it. */
+typedef struct pl_wire_arena {
+    _Alignas(16) unsigned char mem[PL_WIRE_ARENA_SIZE];
+    size_t used;
+    int armed; /**< in pl_wire_decode's parse */
+    int live;  /**< requests decoded into it and not yet freed */
+} pl_wire_arena_t;
+
 /** Limits a decoded request is checked against. */
 typedef struct {
     size_t max_text;  /**< longest `text`, bytes */
     size_t max_rooms; /**< most rooms in one subscribe */
-} pl_proto_limits_t;
+} pl_wire_limits_t;
 
 /** A validated client request. Strings are NUL-terminated and live as long as the request. */
 typedef struct {
     pl_req_type_t type;
     struct cJSON *root;
+    pl_wire_arena_t *arena;
     const char *cid; /**< NULL if absent */
     size_t cid_len;
     const char *token; /**< authenticate */
@@ -75,68 +90,68 @@ typedef struct {
 typedef struct {
     pl_err_t code;
     const char *message;
-} pl_proto_err_t;
+} pl_wire_err_t;
 
 /**
- * Decode `p[0..len)`. On success returns 0 and fills `req` (free it with
- * pl_proto_req_free). On failure returns -1 and fills `err`; `req->cid` is
- * still set when the frame was an object with a usable cid, so the error can
- * echo it, and the caller must still call pl_proto_req_free.
+ * Decode `p[0..len)` into arena `a`. On success returns 0 and fills `req` (free it with
+ * pl_wire_req_free). On failure returns -1 and fills `err`; `req->cid` is still set when the
+ * frame was an object with a usable cid, so the error can echo it, and the caller must still
+ * call pl_wire_req_free.
  */
-int pl_proto_decode(const char *p, size_t len, const pl_proto_limits_t *lim, pl_req_t *req,
-                    pl_proto_err_t *err);
+int pl_wire_decode(pl_wire_arena_t *a, const char *p, size_t len, const pl_wire_limits_t *lim,
+                   pl_req_t *req, pl_wire_err_t *err);
 
 /** The `since` seq a subscribe gave for `room`, or -1 if none. */
-int64_t pl_proto_since(const pl_req_t *req, const char *room);
+int64_t pl_wire_since(const pl_req_t *req, const char *room);
 
 /** 1 if `s[0..n)` is a valid user id: 1-128 bytes, no control characters. */
 int pl_user_id_valid(const char *s, size_t n);
 
-/** Install cJSON's allocation hooks that let pl_proto_decode parse into a per-thread arena.
+/** Install cJSON's allocation hooks that let pl_wire_decode parse into an arena.
  *  Call once, before any thread uses cJSON; without it decoding simply mallocs. */
-void pl_proto_init(void);
+void pl_wire_init(void);
 
-/** Release what pl_proto_decode allocated. Safe on a zeroed request. */
-void pl_proto_req_free(pl_req_t *req);
+/** Release what pl_wire_decode allocated. Safe on a zeroed request. */
+void pl_wire_req_free(pl_req_t *req);
 
 /** The wire name of an error code ("bad_json", ...). */
-const char *pl_proto_err_name(pl_err_t code);
+const char *pl_wire_err_name(pl_err_t code);
 
 /* Encoders: each appends one JSON object, `type` first, to `b`. */
 
 /** {"type":"authenticated","user":..,"server":..,"session":..} */
-void pl_proto_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session);
+void pl_wire_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session);
 /** {"type":<type>,"room":..} for "subscribed" / "unsubscribed". */
-void pl_proto_room_reply(pl_buf_t *b, const char *type, const char *room, size_t room_len);
+void pl_wire_room_reply(pl_buf_t *b, const char *type, const char *room, size_t room_len);
 /** {"type":"error","code":..,"message":..[,"cid":..]} (cid omitted when NULL). */
-void pl_proto_error(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
-                    size_t cid_len);
+void pl_wire_error(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
+                   size_t cid_len);
 /**
  * A room message is `{"type":"message","seq":<n>,` (the head, which Redis
  * writes when it assigns the seq) followed by the tail
  * `"room":..,"id":"<id>","from":..,"text":..,"ts":..[,"cid":..]}`.
  * Live and recovered copies are built from these two and are byte-identical.
  */
-void pl_proto_message_head(pl_buf_t *b, int64_t seq);
-/** The tail of a room message (see pl_proto_message_head); cid omitted when NULL. */
-void pl_proto_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
-                           const char *from, const char *text, size_t text_len, int64_t ts_ms,
-                           const char *cid, size_t cid_len);
+void pl_wire_message_head(pl_buf_t *b, int64_t seq);
+/** The tail of a room message (see pl_wire_message_head); cid omitted when NULL. */
+void pl_wire_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id,
+                          const char *from, const char *text, size_t text_len, int64_t ts_ms,
+                          const char *cid, size_t cid_len);
 /** The seq of a room message frame's JSON (its head), or 0 if it is not one. */
-int64_t pl_proto_payload_seq(const char *p, size_t len);
+int64_t pl_wire_payload_seq(const char *p, size_t len);
 /** {"type":"ack"[,"cid":..],"id":"<id>","seq":n} */
-void pl_proto_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq);
+void pl_wire_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq);
 /**
  * {"type":"subscribed","room":..,"seq":n[,"read":r,"unread":u][,"recovered":k][,"truncated":true]}
  * (seq < 0: omitted; read < 0: read and unread omitted; recovered < 0: omitted)
  */
-void pl_proto_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq, int64_t read,
-                         long recovered, int truncated);
-/** The tail of a direct message: like pl_proto_message_tail, with "to" after "from". */
-void pl_proto_dm_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id, const char *from,
-                      const char *to, const char *text, size_t text_len, int64_t ts_ms,
-                      const char *cid, size_t cid_len);
+void pl_wire_subscribed(pl_buf_t *b, const char *room, size_t room_len, int64_t seq, int64_t read,
+                        long recovered, int truncated);
+/** The tail of a direct message: like pl_wire_message_tail, with "to" after "from". */
+void pl_wire_dm_tail(pl_buf_t *b, const char *room, size_t room_len, uint64_t id, const char *from,
+                     const char *to, const char *text, size_t text_len, int64_t ts_ms,
+                     const char *cid, size_t cid_len);
 /** {"type":"server_notice","code":..,"message":..} */
-void pl_proto_notice(pl_buf_t *b, const char *code, const char *message);
+void pl_wire_notice(pl_buf_t *b, const char *code, const char *message);
 
 #endif

@@ -21,11 +21,16 @@
 
 /** Every setting; strings are owned by the struct (pl_config_free). */
 typedef struct {
-    char *listen_host; /**< PARLEY_LISTEN host part */
-    int listen_port;   /**< PARLEY_LISTEN port part */
-    int shards;        /**< PARLEY_SHARDS, default: online CPUs */
-    char *server_id;   /**< PARLEY_SERVER_ID, default hostname-pid */
-    char *redis_host;  /**< from PARLEY_REDIS_URL */
+    char *listen_host;     /**< PARLEY_LISTEN host part; NULL: no plain listener ("none") */
+    int listen_port;       /**< PARLEY_LISTEN port part */
+    char *tls_listen_host; /**< PARLEY_TLS_LISTEN host part; NULL: no TLS listener */
+    int tls_listen_port;
+    char *tls_cert;            /**< PARLEY_TLS_CERT: PEM certificate chain */
+    char *tls_key;             /**< PARLEY_TLS_KEY: PEM private key */
+    int tls_handshake_timeout; /**< PARLEY_TLS_HANDSHAKE_TIMEOUT, seconds */
+    int shards;                /**< PARLEY_SHARDS, default: online CPUs */
+    char *server_id;           /**< PARLEY_SERVER_ID, default hostname-pid */
+    char *redis_host;          /**< from PARLEY_REDIS_URL */
     int redis_port;
     int redis_db;
     char *redis_user;     /**< from PARLEY_REDIS_URL's user:password@, or NULL */

@@ -6,25 +6,26 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 
-static const pl_proto_limits_t LIM = {.max_text = 16, .max_rooms = 3};
+static const pl_wire_limits_t LIM = {.max_text = 16, .max_rooms = 3};
+static pl_wire_arena_t arena;
 
 /* Decode a NUL-terminated frame; the caller frees req. */
-static int dec(const char *s, pl_req_t *req, pl_proto_err_t *err)
+static int dec(const char *s, pl_req_t *req, pl_wire_err_t *err)
 {
     err->code = PL_ERR_NONE;
     err->message = NULL;
-    return pl_proto_decode(s, strlen(s), &LIM, req, err);
+    return pl_wire_decode(&arena, s, strlen(s), &LIM, req, err);
 }
 
 /* The frame is refused with `code` and a non-empty message; returns the req's cid or NULL. */
 static int expect_err(const char *s, pl_err_t code)
 {
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     int rc = dec(s, &req, &err);
     int ok = rc == -1 && err.code == code && err.message && *err.message;
     if (!ok) printf("  frame %s: rc %d code %d (want %d)\n", s, rc, (int)err.code, (int)code);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
     return ok;
 }
 
@@ -33,7 +34,7 @@ static int expect_err(const char *s, pl_err_t code)
 static void decode_subscribe(void)
 {
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     CHECK_EQ_INT(dec("{\"type\":\"subscribe\",\"rooms\":[\"r1\",\"a.b:c-d_E9\"]}", &req, &err), 0);
     CHECK_EQ_INT(req.type, PL_REQ_SUBSCRIBE);
     CHECK_EQ_INT(req.nrooms, 2);
@@ -42,7 +43,7 @@ static void decode_subscribe(void)
     CHECK_STR(cJSON_GetArrayItem(req.rooms, 0)->valuestring, "r1");
     CHECK_STR(cJSON_GetArrayItem(req.rooms, 1)->valuestring, "a.b:c-d_E9");
     CHECK(req.cid == NULL);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
     CHECK(req.root == NULL);
 
     /* max_rooms exactly, and member order does not matter */
@@ -50,24 +51,24 @@ static void decode_subscribe(void)
         dec("{\"rooms\":[\"a\",\"b\",\"c\"],\"type\":\"subscribe\",\"cid\":\"k\"}", &req, &err), 0);
     CHECK_EQ_INT(req.nrooms, 3);
     CHECK(req.cid && req.cid_len == 1 && strcmp(req.cid, "k") == 0);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 static void decode_unsubscribe(void)
 {
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     CHECK_EQ_INT(dec("{\"type\":\"unsubscribe\",\"rooms\":[\"r1\"]}", &req, &err), 0);
     CHECK_EQ_INT(req.type, PL_REQ_UNSUBSCRIBE);
     CHECK_EQ_INT(req.nrooms, 1);
     CHECK_STR(cJSON_GetArrayItem(req.rooms, 0)->valuestring, "r1");
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 static void decode_message(void)
 {
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     CHECK_EQ_INT(dec("{\"type\":\"message\",\"room\":\"r1\",\"text\":\"hello\",\"cid\":\"c-1\"}",
                      &req, &err),
                  0);
@@ -75,13 +76,13 @@ static void decode_message(void)
     CHECK(req.room && req.room_len == 2 && memcmp(req.room, "r1", 2) == 0);
     CHECK(req.text && req.text_len == 5 && memcmp(req.text, "hello", 5) == 0);
     CHECK(req.cid && req.cid_len == 3 && memcmp(req.cid, "c-1", 3) == 0);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 
     CHECK_EQ_INT(dec("{\"type\":\"message\",\"room\":\"r1\",\"text\":\"hi\"}", &req, &err), 0);
     CHECK_EQ_INT(req.type, PL_REQ_MESSAGE);
     CHECK(req.cid == NULL);
     CHECK_EQ_INT(req.text_len, 2);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 
     /* text exactly max_text bytes (UTF-8 counted in bytes: 8 x 2-byte chars) */
     CHECK_EQ_INT(dec("{\"type\":\"message\",\"room\":\"r1\",\"text\":\"\xc3\xa9\xc3\xa9\xc3\xa9"
@@ -89,13 +90,13 @@ static void decode_message(void)
                      &req, &err),
                  0);
     CHECK_EQ_INT(req.text_len, 16);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 
     /* escapes in text are decoded */
     CHECK_EQ_INT(
         dec("{\"type\":\"message\",\"room\":\"r1\",\"text\":\"a\\\"b\\n\\u00e9\"}", &req, &err), 0);
     CHECK(req.text_len == 6 && memcmp(req.text, "a\"b\n\xc3\xa9", 6) == 0);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 
     /* a cid of exactly 128 bytes */
     char f[400], cid[PL_CID_MAX + 1];
@@ -105,24 +106,24 @@ static void decode_message(void)
              cid);
     CHECK_EQ_INT(dec(f, &req, &err), 0);
     CHECK_EQ_INT(req.cid_len, PL_CID_MAX);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 static void decode_ping_and_authenticate(void)
 {
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     CHECK_EQ_INT(dec("{\"type\":\"ping\"}", &req, &err), 0);
     CHECK_EQ_INT(req.type, PL_REQ_PING);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
     CHECK_EQ_INT(dec(" {\"type\" : \"ping\", \"extra\": [1,2,{}]} ", &req, &err), 0);
     CHECK_EQ_INT(req.type, PL_REQ_PING);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 
     CHECK_EQ_INT(dec("{\"type\":\"authenticate\",\"token\":\"a.b.c\"}", &req, &err), 0);
     CHECK_EQ_INT(req.type, PL_REQ_AUTHENTICATE);
     CHECK(req.token && req.token_len == 5 && strcmp(req.token, "a.b.c") == 0);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 static void decode_respects_len(void)
@@ -130,13 +131,13 @@ static void decode_respects_len(void)
     /* Only p[0..len) is the frame; bytes after it are not part of it. */
     const char *s = "{\"type\":\"ping\"}GARBAGE";
     pl_req_t req;
-    pl_proto_err_t err;
-    CHECK_EQ_INT(pl_proto_decode(s, 15, &LIM, &req, &err), 0);
+    pl_wire_err_t err;
+    CHECK_EQ_INT(pl_wire_decode(&arena, s, 15, &LIM, &req, &err), 0);
     CHECK_EQ_INT(req.type, PL_REQ_PING);
-    pl_proto_req_free(&req);
-    CHECK_EQ_INT(pl_proto_decode(s, 14, &LIM, &req, &err), -1);
+    pl_wire_req_free(&req);
+    CHECK_EQ_INT(pl_wire_decode(&arena, s, 14, &LIM, &req, &err), -1);
     CHECK_EQ_INT(err.code, PL_ERR_BAD_JSON);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 /* ---- bad frames ---- */
@@ -162,9 +163,9 @@ static void bad_json(void)
     CHECK(expect_err("{\"type\":\"ping\"}{\"type\":\"ping\"}", PL_ERR_BAD_JSON));
     CHECK(expect_err("{\"type\":\"ping\"},", PL_ERR_BAD_JSON));
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     CHECK_EQ_INT(dec("{\"type\":\"ping\"} \r\n\t", &req, &err), 0); /* trailing whitespace */
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 static void unknown_type(void)
@@ -203,9 +204,9 @@ static void bad_rooms(void)
         snprintf(arr, sizeof arr, "[\"%s\"]", r129);
         {
             pl_req_t req;
-            pl_proto_err_t err;
+            pl_wire_err_t err;
             CHECK_EQ_INT(dec(RF(arr), &req, &err), 0); /* 128 is fine */
-            pl_proto_req_free(&req);
+            pl_wire_req_free(&req);
         }
         CHECK(expect_err(RF("[\"a\",\"b\",\"c\",\"d\"]"), PL_ERR_TOO_LARGE)); /* too many */
         snprintf(f, sizeof f, "{\"type\":\"%s\"}", types[i]);
@@ -252,10 +253,10 @@ static void bad_cid(void)
     CHECK(expect_err(f, PL_ERR_BAD_REQUEST));
     /* a bad cid is not echoed */
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     CHECK_EQ_INT(dec(f, &req, &err), -1);
     CHECK(req.cid == NULL);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 static void bad_authenticate(void)
@@ -278,18 +279,18 @@ static void cid_kept_on_errors(void)
     };
     for (size_t i = 0; i < sizeof frames / sizeof *frames; i++) {
         pl_req_t req;
-        pl_proto_err_t err;
+        pl_wire_err_t err;
         CHECK_EQ_INT(dec(frames[i], &req, &err), -1);
         CHECK(err.code != PL_ERR_NONE);
         CHECK(req.cid && req.cid_len == 3 && strcmp(req.cid, "x-9") == 0);
-        pl_proto_req_free(&req);
+        pl_wire_req_free(&req);
     }
     /* not an object: nothing to echo */
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     CHECK_EQ_INT(dec("[{\"cid\":\"x-9\"}]", &req, &err), -1);
     CHECK(req.cid == NULL);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 /* JSON strings may hold U+0000 (cJSON keeps it). Measuring them with strlen
@@ -302,11 +303,11 @@ static void embedded_nul_not_truncated(void)
     CHECK(expect_err("{\"type\":\"message\",\"room\":\"r1\\u0000zz\",\"text\":\"hi\"}",
                      PL_ERR_BAD_REQUEST));
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     int rc = dec("{\"type\":\"message\",\"room\":\"r1\",\"text\":\"ab\\u0000cd\"}", &req, &err);
     /* either refused, or accepted whole (5 bytes) - never cut to "ab" */
     CHECK(rc != 0 || req.text_len == 5);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 
     /* refused with the (valid) cid echoed */
     rc = dec("{\"type\":\"message\",\"room\":\"r1\",\"text\":\"ab\\u0000cd\",\"cid\":\"k-1\"}",
@@ -315,13 +316,13 @@ static void embedded_nul_not_truncated(void)
         CHECK_EQ_INT(err.code, PL_ERR_BAD_REQUEST);
         CHECK(req.cid && req.cid_len == 3 && memcmp(req.cid, "k-1", 3) == 0);
     }
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 
     /* an escaped backslash followed by "u0000" is not a NUL: accepted as is */
     CHECK_EQ_INT(dec("{\"type\":\"message\",\"room\":\"r1\",\"text\":\"a\\\\u0000\"}", &req, &err),
                  0);
     CHECK(req.text_len == 7 && memcmp(req.text, "a\\u0000", 7) == 0);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 /* A cid holding U+0000 is not "usable": echoing its first part ("c") would
@@ -330,22 +331,22 @@ static void embedded_nul_not_truncated(void)
 static void nul_cid_not_echoed_cut(void)
 {
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     int rc = dec("{\"type\":\"ping\",\"cid\":\"c\\u0000d\"}", &req, &err);
     CHECK_EQ_INT(rc, -1);
     CHECK(req.cid == NULL || req.cid_len == 3);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 }
 
 static void err_names(void)
 {
-    CHECK_STR(pl_proto_err_name(PL_ERR_BAD_JSON), "bad_json");
-    CHECK_STR(pl_proto_err_name(PL_ERR_UNKNOWN_TYPE), "unknown_type");
-    CHECK_STR(pl_proto_err_name(PL_ERR_BAD_REQUEST), "bad_request");
-    CHECK_STR(pl_proto_err_name(PL_ERR_NOT_SUBSCRIBED), "not_subscribed");
-    CHECK_STR(pl_proto_err_name(PL_ERR_TOO_LARGE), "too_large");
-    CHECK_STR(pl_proto_err_name(PL_ERR_UNAUTHORIZED), "unauthorized");
-    CHECK_STR(pl_proto_err_name(PL_ERR_UNAVAILABLE), "unavailable");
+    CHECK_STR(pl_wire_err_name(PL_ERR_BAD_JSON), "bad_json");
+    CHECK_STR(pl_wire_err_name(PL_ERR_UNKNOWN_TYPE), "unknown_type");
+    CHECK_STR(pl_wire_err_name(PL_ERR_BAD_REQUEST), "bad_request");
+    CHECK_STR(pl_wire_err_name(PL_ERR_NOT_SUBSCRIBED), "not_subscribed");
+    CHECK_STR(pl_wire_err_name(PL_ERR_TOO_LARGE), "too_large");
+    CHECK_STR(pl_wire_err_name(PL_ERR_UNAUTHORIZED), "unauthorized");
+    CHECK_STR(pl_wire_err_name(PL_ERR_UNAVAILABLE), "unavailable");
 }
 
 /* ---- encoders ---- */
@@ -381,7 +382,7 @@ static int jcount(const cJSON *j)
 static void enc_authenticated(void)
 {
     pl_buf_t b = {0};
-    pl_proto_authenticated(&b, "al\"ice\\", "srv-1", "12345");
+    pl_wire_authenticated(&b, "al\"ice\\", "srv-1", "12345");
     cJSON *j = parse_frame(&b, "authenticated");
     if (j) {
         CHECK_STR(jstr(j, "user"), "al\"ice\\");
@@ -396,7 +397,7 @@ static void enc_authenticated(void)
 static void enc_room_reply(void)
 {
     pl_buf_t b = {0};
-    pl_proto_room_reply(&b, "subscribed", "r1xyz", 2); /* only room_len bytes */
+    pl_wire_room_reply(&b, "subscribed", "r1xyz", 2); /* only room_len bytes */
     cJSON *j = parse_frame(&b, "subscribed");
     if (j) {
         CHECK_STR(jstr(j, "room"), "r1");
@@ -404,7 +405,7 @@ static void enc_room_reply(void)
     }
     cJSON_Delete(j);
     pl_buf_reset(&b);
-    pl_proto_room_reply(&b, "unsubscribed", "a.b", 3);
+    pl_wire_room_reply(&b, "unsubscribed", "a.b", 3);
     j = parse_frame(&b, "unsubscribed");
     if (j) CHECK_STR(jstr(j, "room"), "a.b");
     cJSON_Delete(j);
@@ -414,7 +415,7 @@ static void enc_room_reply(void)
 static void enc_error(void)
 {
     pl_buf_t b = {0};
-    pl_proto_error(&b, PL_ERR_NOT_SUBSCRIBED, "not \"subscribed\"\n", "c-1xx", 3);
+    pl_wire_error(&b, PL_ERR_NOT_SUBSCRIBED, "not \"subscribed\"\n", "c-1xx", 3);
     cJSON *j = parse_frame(&b, "error");
     if (j) {
         CHECK_STR(jstr(j, "code"), "not_subscribed");
@@ -424,7 +425,7 @@ static void enc_error(void)
     }
     cJSON_Delete(j);
     pl_buf_reset(&b);
-    pl_proto_error(&b, PL_ERR_BAD_JSON, "frame is not valid JSON", NULL, 0);
+    pl_wire_error(&b, PL_ERR_BAD_JSON, "frame is not valid JSON", NULL, 0);
     j = parse_frame(&b, "error");
     if (j) {
         CHECK_STR(jstr(j, "code"), "bad_json");
@@ -439,30 +440,30 @@ static void enc_error(void)
 /* A whole room message as the live path builds it: Redis's head (seq 7 here) + our tail. */
 static void message(pl_buf_t *b, const pl_req_t *req, uint64_t id, const char *from, int64_t ts)
 {
-    pl_proto_message_head(b, 7);
-    pl_proto_message_tail(b, req->room, req->room_len, id, from, req->text, req->text_len, ts,
-                          req->cid, req->cid_len);
+    pl_wire_message_head(b, 7);
+    pl_wire_message_tail(b, req->room, req->room_len, id, from, req->text, req->text_len, ts,
+                         req->cid, req->cid_len);
 }
 
 static void message_head_only(pl_buf_t *b)
 {
-    pl_proto_message_head(b, 1234567);
+    pl_wire_message_head(b, 1234567);
     CHECK_STR(b->data, "{\"type\":\"message\",\"seq\":1234567,");
-    CHECK_EQ_INT(pl_proto_payload_seq(b->data, b->len), 1234567);
-    CHECK_EQ_INT(pl_proto_payload_seq("{\"type\":\"pong\"}", 15), 0);
-    CHECK_EQ_INT(pl_proto_payload_seq("{\"type\":\"message\",\"seq\":", 24), 0);
+    CHECK_EQ_INT(pl_wire_payload_seq(b->data, b->len), 1234567);
+    CHECK_EQ_INT(pl_wire_payload_seq("{\"type\":\"pong\"}", 15), 0);
+    CHECK_EQ_INT(pl_wire_payload_seq("{\"type\":\"message\",\"seq\":", 24), 0);
 }
 
 static void enc_message(void)
 {
     /* decode a client frame full of characters that need escaping, re-encode it */
-    static const pl_proto_limits_t big = {.max_text = 1000, .max_rooms = 10};
+    static const pl_wire_limits_t big = {.max_text = 1000, .max_rooms = 10};
     const char *in = "{\"type\":\"message\",\"room\":\"r1\",\"cid\":\"q\\\"\\\\\\u0001\","
                      "\"text\":\"say \\\"hi\\\" \\\\ \\b\\f\\n\\r\\t\\u0002x\\u001f\\u007f "
                      "\\u00e9\\u20ac\\ud83d\\ude00 /\"}";
     pl_req_t req;
-    pl_proto_err_t err;
-    CHECK_EQ_INT(pl_proto_decode(in, strlen(in), &big, &req, &err), 0);
+    pl_wire_err_t err;
+    CHECK_EQ_INT(pl_wire_decode(&arena, in, strlen(in), &big, &req, &err), 0);
     pl_buf_t b = {0};
     const char *from = "b\"o\\b\x01\xc3\xa9";
     message(&b, &req, 18446744073709551615ull, from, 1700000000123LL);
@@ -490,11 +491,11 @@ static void enc_message(void)
     CHECK(strstr(b.data, "\\u20ac") == NULL); /* UTF-8 passes through unescaped */
     CHECK(strstr(b.data, "\xe2\x82\xac") != NULL);
     cJSON_Delete(j);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
 
     /* without cid: the member is absent */
     in = "{\"type\":\"message\",\"room\":\"lobby\",\"text\":\"hello\"}";
-    CHECK_EQ_INT(pl_proto_decode(in, strlen(in), &big, &req, &err), 0);
+    CHECK_EQ_INT(pl_wire_decode(&arena, in, strlen(in), &big, &req, &err), 0);
     pl_buf_reset(&b);
     message(&b, &req, 42, "alice", 5);
     j = parse_frame(&b, "message");
@@ -509,7 +510,7 @@ static void enc_message(void)
               "{\"type\":\"message\",\"seq\":7,\"room\":\"lobby\",\"id\":\"42\",\"from\":\"alice\","
               "\"text\":\"hello\",\"ts\":5}");
     cJSON_Delete(j);
-    pl_proto_req_free(&req);
+    pl_wire_req_free(&req);
     pl_buf_free(&b);
 }
 
@@ -519,20 +520,20 @@ static void enc_seq_frames(void)
     pl_buf_t b = {0};
     message_head_only(&b);
     pl_buf_reset(&b);
-    pl_proto_ack(&b, "c-1", 3, 99, 12);
+    pl_wire_ack(&b, "c-1", 3, 99, 12);
     CHECK_STR(b.data, "{\"type\":\"ack\",\"cid\":\"c-1\",\"id\":\"99\",\"seq\":12}");
     pl_buf_reset(&b);
-    pl_proto_ack(&b, NULL, 0, 99, 12);
+    pl_wire_ack(&b, NULL, 0, 99, 12);
     CHECK_STR(b.data, "{\"type\":\"ack\",\"id\":\"99\",\"seq\":12}");
     pl_buf_reset(&b);
-    pl_proto_subscribed(&b, "r1", 2, 41, -1, 4, 1);
+    pl_wire_subscribed(&b, "r1", 2, 41, -1, 4, 1);
     CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":41,\"recovered\":4,"
                       "\"truncated\":true}");
     pl_buf_reset(&b);
-    pl_proto_subscribed(&b, "r1", 2, 0, -1, -1, 0);
+    pl_wire_subscribed(&b, "r1", 2, 0, -1, -1, 0);
     CHECK_STR(b.data, "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":0}");
     pl_buf_reset(&b);
-    pl_proto_subscribed(&b, "r1", 2, 50, 42, -1, 0);
+    pl_wire_subscribed(&b, "r1", 2, 50, 42, -1, 0);
     CHECK_STR(b.data,
               "{\"type\":\"subscribed\",\"room\":\"r1\",\"seq\":50,\"read\":42,\"unread\":8}");
     pl_buf_free(&b);
@@ -540,14 +541,14 @@ static void enc_seq_frames(void)
 
 static void since_decoding(void)
 {
-    pl_proto_limits_t lim = {100, 10};
+    pl_wire_limits_t lim = {100, 10};
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     const char *ok = "{\"type\":\"subscribe\",\"rooms\":[\"a\",\"b\"],\"since\":{\"a\":37}}";
-    CHECK_EQ_INT(pl_proto_decode(ok, strlen(ok), &lim, &req, &err), 0);
-    CHECK_EQ_INT(pl_proto_since(&req, "a"), 37);
-    CHECK_EQ_INT(pl_proto_since(&req, "b"), -1);
-    pl_proto_req_free(&req);
+    CHECK_EQ_INT(pl_wire_decode(&arena, ok, strlen(ok), &lim, &req, &err), 0);
+    CHECK_EQ_INT(pl_wire_since(&req, "a"), 37);
+    CHECK_EQ_INT(pl_wire_since(&req, "b"), -1);
+    pl_wire_req_free(&req);
     const char *bad[] = {
         "{\"type\":\"subscribe\",\"rooms\":[\"a\"],\"since\":[1]}",
         "{\"type\":\"subscribe\",\"rooms\":[\"a\"],\"since\":{\"a\":-1}}",
@@ -555,18 +556,18 @@ static void since_decoding(void)
         "{\"type\":\"subscribe\",\"rooms\":[\"a\"],\"since\":{\"a\":\"3\"}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        CHECK_EQ_INT(pl_proto_decode(bad[i], strlen(bad[i]), &lim, &req, &err), -1);
+        CHECK_EQ_INT(pl_wire_decode(&arena, bad[i], strlen(bad[i]), &lim, &req, &err), -1);
         CHECK_EQ_INT(err.code, PL_ERR_BAD_REQUEST);
-        pl_proto_req_free(&req);
+        pl_wire_req_free(&req);
     }
 }
 
 /* typing_start/typing_stop/read and direct messages. */
 static void chat_frames(void)
 {
-    pl_proto_limits_t lim = {100, 10};
+    pl_wire_limits_t lim = {100, 10};
     pl_req_t req;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     struct {
         const char *in;
         int rc;
@@ -589,7 +590,7 @@ static void chat_frames(void)
         {"{\"type\":\"message\",\"to\":5,\"text\":\"hi\"}", -1, 0, PL_ERR_BAD_REQUEST},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        int rc = pl_proto_decode(cases[i].in, strlen(cases[i].in), &lim, &req, &err);
+        int rc = pl_wire_decode(&arena, cases[i].in, strlen(cases[i].in), &lim, &req, &err);
         CHECK_EQ_INT(rc, cases[i].rc);
         if (rc == 0)
             CHECK_EQ_INT(req.type, cases[i].type);
@@ -598,11 +599,11 @@ static void chat_frames(void)
         if (rc == 0 && req.type == PL_REQ_READ) CHECK_EQ_INT(req.seq, 42);
         if (rc == 0 && req.type == PL_REQ_MESSAGE)
             CHECK(req.to && strcmp(req.to, "bob") == 0 && !req.room);
-        pl_proto_req_free(&req);
+        pl_wire_req_free(&req);
     }
     pl_buf_t b = {0};
-    pl_proto_message_head(&b, 3);
-    pl_proto_dm_tail(&b, "dm:ab", 5, 9, "alice", "bob", "hi", 2, 7, "c", 1);
+    pl_wire_message_head(&b, 3);
+    pl_wire_dm_tail(&b, "dm:ab", 5, 9, "alice", "bob", "hi", 2, 7, "c", 1);
     CHECK_STR(b.data, "{\"type\":\"message\",\"seq\":3,\"room\":\"dm:ab\",\"id\":\"9\",\"from\":"
                       "\"alice\",\"to\":\"bob\",\"text\":\"hi\",\"ts\":7,\"cid\":\"c\"}");
     pl_buf_free(&b);
@@ -614,7 +615,7 @@ static void chat_frames(void)
 static void enc_notice(void)
 {
     pl_buf_t b = {0};
-    pl_proto_notice(&b, "shutdown", "server shutting down");
+    pl_wire_notice(&b, "shutdown", "server shutting down");
     CHECK_STR(
         b.data,
         "{\"type\":\"server_notice\",\"code\":\"shutdown\",\"message\":\"server shutting down\"}");
@@ -628,26 +629,26 @@ static void enc_appends(void)
     /* encoders append to what is already in the buffer */
     pl_buf_t b = {0};
     pl_buf_adds(&b, "X");
-    pl_proto_notice(&b, "a", "b");
+    pl_wire_notice(&b, "a", "b");
     CHECK(b.data[0] == 'X' && strncmp(b.data + 1, "{\"type\":\"server_notice\"", 23) == 0);
     pl_buf_free(&b);
 }
 
-/* With pl_proto_init's hooks, requests are parsed into a per-thread arena: two requests alive
+/* With pl_wire_init's hooks, requests are parsed into a per-thread arena: two requests alive
  * at once, freed in either order, a tree too big for the arena (malloc continues it) and a
  * failed parse all keep their data intact; valgrind sees no leak and no invalid free. */
-static void arena(void)
+static void arena_use(void)
 {
     pl_req_t a, b;
-    pl_proto_err_t err;
+    pl_wire_err_t err;
     CHECK_EQ_INT(dec("{\"type\":\"message\",\"room\":\"r1\",\"text\":\"one\"}", &a, &err), 0);
     CHECK_EQ_INT(dec("{\"type\":\"message\",\"room\":\"r2\",\"text\":\"two\"}", &b, &err), 0);
-    pl_proto_req_free(&a);
+    pl_wire_req_free(&a);
     CHECK(b.text && memcmp(b.text, "two", 3) == 0 && memcmp(b.room, "r2", 2) == 0);
-    pl_proto_req_free(&b);
+    pl_wire_req_free(&b);
 
     /* ~1,000 rooms: a tree of ~50 KiB, past the 16 KiB arena. */
-    static const pl_proto_limits_t many = {.max_text = 16, .max_rooms = 2000};
+    static const pl_wire_limits_t many = {.max_text = 16, .max_rooms = 2000};
     pl_buf_t big = {0};
     pl_buf_adds(&big, "{\"type\":\"subscribe\",\"rooms\":[");
     for (int i = 0; i < 1000; i++) {
@@ -658,7 +659,7 @@ static void arena(void)
     }
     pl_buf_adds(&big, "]}");
     pl_req_t r;
-    CHECK_EQ_INT(pl_proto_decode(big.data, big.len, &many, &r, &err), 0);
+    CHECK_EQ_INT(pl_wire_decode(&arena, big.data, big.len, &many, &r, &err), 0);
     CHECK_EQ_INT(r.nrooms, 1000);
     int bad = 0;
     size_t i = 0;
@@ -671,22 +672,22 @@ static void arena(void)
     }
     CHECK_EQ_INT(bad, 0);
     CHECK_EQ_INT(i, 1000);
-    pl_proto_req_free(&r);
+    pl_wire_req_free(&r);
     pl_buf_free(&big);
 
     CHECK(dec("{\"type\":\"message\",\"room\":", &a, &err) != 0); /* cut short */
-    pl_proto_req_free(&a);
+    pl_wire_req_free(&a);
     CHECK_EQ_INT(dec("{\"type\":\"ping\"}", &a, &err), 0);
     CHECK_EQ_INT(a.type, PL_REQ_PING);
-    pl_proto_req_free(&a);
+    pl_wire_req_free(&a);
 }
 
 int main(void)
 {
     for (int hooks = 0; hooks < 2; hooks++) {
         if (hooks) {
-            pl_proto_init(); /* again, through the arena */
-            RUN(arena);
+            pl_wire_init(); /* again, through the arena */
+            RUN(arena_use);
         }
         RUN(decode_subscribe);
         RUN(decode_unsubscribe);

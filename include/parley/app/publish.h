@@ -1,0 +1,63 @@
+/*
+ * publish: a client's messages, publish first. A message is validated,
+ * handed to Redis, which assigns the room's next seq, keeps it in the room's
+ * recent stream and publishes it, atomically (svc/script.h); every recipient,
+ * the sender included, gets it from the subscriber (deliver.h), so no
+ * instance can deliver a message twice. Then the database pool stores it and
+ * the sender gets its ack. Messages wait, in order, while this shard's Redis
+ * connection is not known to be ready (a new connection, a Redis that lost
+ * its data and is being restored: restore.h).
+ *
+ * Ownership: a message (pl_msg_t) is allocated when the frame arrives and
+ * freed when the sender has its ack or error; it holds its connection
+ * (pl_conn_hold) meanwhile.
+ */
+#ifndef PARLEY_APP_PUBLISH_H
+#define PARLEY_APP_PUBLISH_H
+
+#include <stdint.h>
+
+#include "parley/app/room.h"
+#include "parley/app/shard.h"
+#include "parley/app/wire.h"
+#include "parley/proto/conn.h"
+#include "parley/svc/db.h"
+
+/** A message on its way: the store job and the message it stores, in one allocation. */
+typedef struct pl_msg {
+    pl_db_store_t store; /**< first: the database job (its msg points at m) */
+    pl_db_msg_t m;
+    struct pl_msg *next; /**< a waiting list (shard, or a subscription catching up) */
+    pl_conn_t *conn;     /**< held */
+    pl_shard_t *shard;
+    char room[PL_ROOM_MAX + 1];
+    char user[PL_WIRE_ID_MAX + 1];
+    char cid[PL_CID_MAX + 1];    /**< "" if none */
+    char to[PL_WIRE_ID_MAX + 1]; /**< a direct message's recipient, "" for a room message */
+    char text[];
+} pl_msg_t;
+
+/** A message frame (a room message or a direct one). */
+void pl_publish(pl_conn_t *c, const pl_req_t *req);
+
+/** Publish what a subscription held while it caught up (its own messages), in order. */
+void pl_publish_release(pl_shard_t *s, pl_sub_t *sub);
+
+/** The shard's Redis connection came up: load scripts, re-announce, check readiness. */
+void pl_publish_redis_up(pl_redis_t *r);
+
+/** Redis has the seqs back (restore done, or none needed): look again. */
+void pl_publish_ready_check(pl_shard_t *s);
+
+/** Append `m` to the list `*head`..`*tail` (both NULL when empty). */
+static inline void pl_msg_append(pl_msg_t **head, pl_msg_t **tail, pl_msg_t *m)
+{
+    m->next = NULL;
+    if (*tail)
+        (*tail)->next = m;
+    else
+        *head = m;
+    *tail = m;
+}
+
+#endif

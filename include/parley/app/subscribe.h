@@ -1,0 +1,35 @@
+/*
+ * subscribe: rooms a connection subscribes to, and catching up. A
+ * subscription joins its room at once but holds live frames back while the
+ * membership is checked (PostgreSQL) and the room's current seq and anything
+ * missed since the client's `since` are fetched (the Redis stream, then
+ * PostgreSQL for older ones); `subscribed` goes out, then the missed messages
+ * and the held live ones in seq order, each exactly once, streamed as the
+ * client's socket drains rather than queued whole.
+ */
+#ifndef PARLEY_APP_SUBSCRIBE_H
+#define PARLEY_APP_SUBSCRIBE_H
+
+#include <stdint.h>
+
+#include "parley/app/room.h"
+#include "parley/app/wire.h"
+#include "parley/net/frame.h"
+#include "parley/proto/conn.h"
+
+/** A subscribe frame. */
+void pl_subscribe(pl_conn_t *c, const pl_req_t *req);
+
+/** An unsubscribe frame. */
+void pl_unsubscribe(pl_conn_t *c, const pl_req_t *req);
+
+/** A live frame for a subscription still catching up: it waits for the catch-up. */
+void pl_subscribe_hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq);
+
+/** The connection's queue drained (pl_conn_want_drain): send more of its catch-ups. */
+void pl_subscribe_drain(pl_conn_t *c);
+
+/** The connection closes: leave every room. */
+void pl_subscribe_leave_all(pl_conn_t *c);
+
+#endif

@@ -1,0 +1,161 @@
+/*
+ * deliver: from the subscriber thread to the loops, and on each loop to the
+ * recipients; see the header. This is the fan-out hot path: per recipient a
+ * table entry read and a frame reference queued, nothing else.
+ */
+#include "parley/app/deliver.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley/app/server.h"
+#include "parley/app/session.h"
+#include "parley/app/shard.h"
+#include "parley/app/subscribe.h"
+#include "parley/app/wire.h"
+#include "parley/base/log.h"
+
+/* ---- on the subscriber thread ---- */
+
+/* Copy a string member of a small JSON object (typing, direct messages: not the hot path). */
+static int json_user(const cJSON *o, const char *key, char out[129])
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(v) || strlen(v->valuestring) > 128) return -1;
+    strcpy(out, v->valuestring);
+    return 0;
+}
+
+/* A pmessage on room:<id> (pattern) or a message on server:<us> (a direct message). */
+static void on_message(void *ud, const char *chan, size_t chan_len, const char *payload, size_t len,
+                       int pattern)
+{
+    pl_server_t *srv = ud;
+    pl_bcast_kind_t kind = pattern ? PL_BC_ROOM : PL_BC_DM;
+    const char *room = "";
+    size_t room_len = 0;
+    char user_a[129] = "", user_b[129] = "";
+    if (kind == PL_BC_ROOM) {
+        if (chan_len <= 5 || memcmp(chan, "room:", 5) != 0) return;
+        room = chan + 5;
+        room_len = chan_len - 5;
+        if (len > 16 && memcmp(payload, "{\"type\":\"typing_", 16) == 0) {
+            cJSON *j = cJSON_ParseWithLength(payload, len);
+            int bad = json_user(j, "user", user_a);
+            cJSON_Delete(j);
+            if (bad) return;
+            kind = PL_BC_TYPING;
+        }
+        if (!pl_room_id_valid(room, room_len)) {
+            pl_warn("ignoring message on invalid channel '%.*s'",
+                    (int)(chan_len > 200 ? 200 : chan_len), chan);
+            return;
+        }
+    } else {
+        cJSON *j = cJSON_ParseWithLength(payload, len);
+        int bad = json_user(j, "from", user_a) || json_user(j, "to", user_b);
+        cJSON_Delete(j);
+        if (bad) {
+            pl_warn("ignoring a malformed direct message on %.*s", (int)chan_len, chan);
+            return;
+        }
+    }
+    /* Room events go only to the loops that hold the room (a direct message to every loop: its
+     * users may be anywhere); none, and the message is not even framed. */
+    uint64_t to = srv->nshards == 64 ? ~(uint64_t)0 : ((uint64_t)1 << srv->nshards) - 1;
+    if (kind != PL_BC_DM) to &= pl_shardmask_get(srv->rooms_mask, pl_room_hash(room, room_len));
+    if (!to) return;
+    int n = __builtin_popcountll(to);
+    /* The broadcast rides in the frame's allocation and holds its first reference. */
+    void *extra;
+    pl_frame_t *f = pl_frame_text_with(
+        payload, len, sizeof(pl_bcast_t) + (size_t)n * sizeof(pl_bcast_event_t), &extra);
+    if (!f) {
+        pl_error("out of memory: dropped a message for room %.*s", (int)room_len, room);
+        return;
+    }
+    pl_bcast_t *b = extra;
+    b->frame = f;
+    b->seq = pl_wire_payload_seq(payload, len);
+    b->kind = kind;
+    memcpy(b->user_a, user_a, sizeof user_a);
+    memcpy(b->user_b, user_b, sizeof user_b);
+    atomic_init(&b->pending, (unsigned)n);
+    b->room_len = (uint32_t)room_len;
+    memcpy(b->room, room, room_len);
+    b->room[room_len] = '\0';
+    for (int i = 0, k = 0; i < srv->nshards; i++) {
+        if (!(to & ((uint64_t)1 << i))) continue;
+        b->ev[k].ev.kind = PL_EV_BCAST;
+        b->ev[k].b = b;
+        if (pl_loop_post_nowake(srv->loops[i], &b->ev[k].ev)) srv->owe[i] = 1;
+        k++;
+    }
+}
+
+/* The subscriber blocks next: wake the loops it posted to, once each. */
+static void on_idle(void *ud)
+{
+    pl_server_t *srv = ud;
+    for (int i = 0; i < srv->nshards; i++)
+        if (srv->owe[i]) {
+            srv->owe[i] = 0;
+            pl_loop_wake(srv->loops[i]);
+        }
+}
+
+const pl_subscriber_handlers_t pl_deliver_handlers = {on_message, on_idle};
+
+/* ---- on each loop ---- */
+
+/* A direct message: to this shard's connections of its sender and its recipient. */
+static void deliver_dm(pl_shard_t *s, const pl_bcast_t *b)
+{
+    unsigned long n = 0;
+    const char *users[2] = {b->user_a, b->user_b};
+    for (int u = 0; u < 2; u++) {
+        if (u == 1 && strcmp(users[0], users[1]) == 0) break;
+        pl_room_t *r = pl_room_find(&s->users, users[u], strlen(users[u]));
+        for (uint32_t i = 0; r && i < r->nmembers; i++)
+            if (pl_conn_send(pl_session_conn(r->members[i]->owner), b->frame) == 0) n++;
+    }
+    atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
+}
+
+static void deliver(pl_shard_t *s, const pl_bcast_t *b)
+{
+    if (b->kind == PL_BC_DM) {
+        deliver_dm(s, b);
+        return;
+    }
+    pl_room_t *room = pl_room_find(&s->rooms, b->room, b->room_len);
+    if (!room) return;
+    unsigned long n = 0;
+    for (uint32_t i = 0; i < room->nmembers; i++) {
+        pl_sub_t *sub = room->members[i];
+        pl_session_t *ss = sub->owner;
+        pl_conn_t *c = pl_session_conn(ss);
+        /* Typing goes to the room's other users. */
+        if (b->kind == PL_BC_TYPING && ss->user && strcmp(ss->user, b->user_a) == 0) continue;
+        if (sub->sync_gen) {
+            pl_subscribe_hold(c, sub, b->frame, b->seq); /* catching up: after the missed ones */
+            continue;
+        }
+        if (b->seq) {
+            if (b->seq <= sub->last_seq) continue; /* already sent by the catch-up */
+            sub->last_seq = b->seq;
+        }
+        if (pl_conn_send(c, b->frame) == 0) n++;
+    }
+    atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
+}
+
+void pl_deliver_receive(pl_loop_t *loop, pl_loop_event_t *ev)
+{
+    pl_shard_t *s = pl_shard_of_loop(loop);
+    pl_bcast_t *b = ((pl_bcast_event_t *)ev)->b;
+    if (!s->stopping) deliver(s, b);
+    if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) == 1)
+        pl_frame_unref(b->frame); /* b lives in the frame's allocation: gone with it */
+}

@@ -1,0 +1,439 @@
+/*
+ * publish: a message's road from the client to Redis and PostgreSQL; see the
+ * header. The order on one connection is kept end to end: messages go to
+ * Redis on the shard's one connection in order, wait in order while Redis is
+ * not ready, and a subscription still catching up keeps its owner's messages
+ * until `subscribed` is out.
+ */
+#include "parley/app/publish.h"
+
+#include <hiredis/hiredis.h>
+#include <mbedtls/sha1.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley/app/chat.h"
+#include "parley/app/restore.h"
+#include "parley/app/server.h"
+#include "parley/app/session.h"
+#include "parley/base/clock.h"
+#include "parley/base/log.h"
+#include "parley/svc/script.h"
+
+static int eval_publish(pl_shard_t *s, pl_msg_t *m, int full_script);
+
+/* The end of a message's road: the connection's hold and the message go. */
+static void message_done(pl_msg_t *m)
+{
+    pl_conn_t *c = m->conn;
+    free(m);
+    pl_conn_release(c);
+}
+
+/* The message is not going to be stored or acked. `code`: PL_ERR_UNAVAILABLE if it was not
+ * published (not accepted), PL_ERR_NOT_STORED if it may have been delivered: then the client
+ * resends with the same cid, which is not delivered again but stored and acked. */
+static void message_failed(pl_msg_t *m, pl_err_t code, const char *why)
+{
+    if (pl_conn_open(m->conn))
+        pl_session_error(m->conn, code, why, m->cid[0] ? m->cid : NULL, strlen(m->cid));
+    if (m->shard->srv->db) pl_db_release(m->shard->srv->db);
+    message_done(m);
+}
+
+/* Stored (or not): the sender hears of it. */
+static void store_done(pl_db_job_t *job)
+{
+    pl_msg_t *m = (pl_msg_t *)job;
+    pl_conn_t *c = m->conn;
+    if (pl_conn_open(c)) {
+        pl_buf_t *b = pl_shard_scratch(m->shard);
+        if (job->status == PL_DB_OK) {
+            pl_wire_ack(b, m->cid[0] ? m->cid : NULL, strlen(m->cid), m->store.id, m->store.seq);
+            pl_session_send(c, b);
+        } else {
+            pl_session_error(c, PL_ERR_NOT_STORED,
+                             job->status == PL_DB_EUNAVAILABLE
+                                 ? "the message was delivered but not stored (server stopping); "
+                                   "resend it with the same cid"
+                                 : "the message was delivered but could not be stored",
+                             m->cid[0] ? m->cid : NULL, strlen(m->cid));
+        }
+    }
+    message_done(m);
+}
+
+/* Published (or found to be a duplicate): on to the database, if there is one. */
+static void published(pl_msg_t *m)
+{
+    struct pl_db *db = m->shard->srv->db;
+    if (!db) {
+        message_done(m); /* no database: no ack (docs/protocol.md) */
+        return;
+    }
+    pl_db_submit(db, &m->store.h);
+}
+
+/* Queue a message until Redis is ready; `bounced`: Redis refused it (it was sent earlier). */
+static void wait_ready(pl_shard_t *s, pl_msg_t *m, int bounced)
+{
+    if (bounced)
+        pl_msg_append(&s->bounced, &s->bounced_tail, m);
+    else
+        pl_msg_append(&s->waiting, &s->waiting_tail, m);
+    s->nwaiting++;
+}
+
+/* Redis is ready (ok) or gone (!ok): send, or refuse, what waited, in order. */
+static void release_waiting(pl_shard_t *s, int ok)
+{
+    pl_msg_t *list = s->bounced;
+    if (s->bounced_tail)
+        s->bounced_tail->next = s->waiting;
+    else
+        list = s->waiting;
+    s->bounced = s->bounced_tail = s->waiting = s->waiting_tail = NULL;
+    s->nwaiting = 0;
+    while (list) {
+        pl_msg_t *m = list;
+        list = m->next;
+        if (!ok || eval_publish(s, m, 0) != 0)
+            message_failed(m, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later");
+    }
+}
+
+static void ready_timer_cb(uv_timer_t *t)
+{
+    pl_publish_ready_check(t->data);
+}
+
+static void ready_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        release_waiting(s, 0);
+        return;
+    }
+    if (r->integer == 1 && s->ids_ready) {
+        s->redis_ready = 1;
+        release_waiting(s, 1);
+        return;
+    }
+    /* A Redis without parley:ready lost its data (or is new): restore, then look again. */
+    if (r->integer != 1) pl_restore_need(s);
+    uv_timer_start(&s->ready_timer, ready_timer_cb, 50, 0);
+}
+
+/* This shard's id node, when the server could not get a block from Redis at start-up: ids from
+ * a node chosen any other way could collide with another instance's. */
+static void ids_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_shard_t *s = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_INTEGER) return; /* ready_reply retries */
+    uint32_t node = (uint32_t)((r->integer - 1) % (1 << PL_IDGEN_NODE_BITS));
+    pl_idgen_init(&s->ids, node);
+    s->ids_ready = 1;
+    pl_info("shard %d: id node %u from redis", s->index, node);
+}
+
+void pl_publish_ready_check(pl_shard_t *s)
+{
+    if (!s->ids_ready) {
+        const char *argv[3] = {"INCRBY", "parley:id_nodes", "1"};
+        size_t lens[3] = {6, 15, 1};
+        pl_redis_command(&s->redis, ids_reply, s, 3, argv, lens);
+    }
+    const char *argv[2] = {"EXISTS", PL_KEY_READY};
+    size_t lens[2] = {6, strlen(PL_KEY_READY)};
+    if (pl_redis_command(&s->redis, ready_reply, s, 2, argv, lens) != 0) release_waiting(s, 0);
+}
+
+void pl_publish_redis_up(pl_redis_t *r)
+{
+    pl_shard_t *s = r->data;
+    pl_script_load_all(r);
+    /* Redis may have restarted (or this connection been lost) while clients stayed: presence,
+     * the user -> instance routes of direct messages and the registration are put back. */
+    pl_chat_resync(s);
+    /* Nothing is published on a new connection until parley:ready is seen on it. */
+    s->redis_ready = 0;
+    pl_publish_ready_check(s);
+}
+
+/* ---- direct conversations ---- */
+
+static void dm_member_done(pl_db_job_t *j)
+{
+    free(j);
+}
+
+/* A conversation's first message: both users become members of its dm: room, which is what
+ * lets them (and only them) read its history over HTTP. */
+static void dm_members(const pl_msg_t *m)
+{
+    struct pl_db *db = m->shard->srv->db;
+    const char *users[2] = {m->user, m->to};
+    for (int i = 0; db && i < 2; i++) {
+        pl_db_member_t *j = calloc(1, sizeof *j);
+        if (!j) return;
+        pl_db_job_init(&j->h, PL_DB_MEMBER, m->shard->loop, PL_EV_DB, dm_member_done);
+        j->op = PL_DB_MEMBER_ADD;
+        snprintf(j->room, sizeof j->room, "%s", m->room);
+        snprintf(j->user, sizeof j->user, "%s", users[i]);
+        pl_db_submit(db, &j->h);
+    }
+}
+
+/* The room of a direct conversation: the same for both directions. */
+static void dm_room(pl_shard_t *s, const char *a, const char *b, char out[3 + 32 + 1])
+{
+    const char *lo = strcmp(a, b) < 0 ? a : b, *hi = lo == a ? b : a;
+    pl_buf_t *k = &s->kbuf[2];
+    pl_buf_reset(k);
+    /* User ids have no control characters, so "\n" keeps the pair unambiguous. */
+    pl_buf_printf(k, "%s\n%s", lo, hi);
+    unsigned char d[20];
+    mbedtls_sha1_ret((const unsigned char *)k->data, k->len, d);
+    memcpy(out, "dm:", 3);
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 3 + 2 * i, 3, "%02x", d[i]);
+}
+
+/* ---- the publish script ---- */
+
+static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_msg_t *m = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        /* Redis lost its script cache (SCRIPT FLUSH): send the source this once. */
+        if (eval_publish(m->shard, m, 1) != 0)
+            message_failed(m, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later");
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        if (r && r->type == REDIS_REPLY_ERROR) pl_warn("publish to %s: %s", m->room, r->str);
+        if (r)
+            message_failed(m, PL_ERR_UNAVAILABLE, "redis refused the message; retry");
+        else
+            message_failed(m, PL_ERR_NOT_STORED,
+                           "redis connection lost: the message may have been delivered but is not "
+                           "stored; resend it with the same cid");
+        return;
+    }
+    long long code = r->element[0]->integer;
+    if (code == -1) {
+        /* Redis lost its data under us: hold this and what follows until it is ready again. */
+        pl_shard_t *s = m->shard;
+        wait_ready(s, m, 1);
+        if (s->redis_ready) {
+            s->redis_ready = 0;
+            pl_publish_ready_check(s);
+        }
+    } else if (code == 1 && r->elements == 2) {
+        m->m.seq = r->element[1]->integer;
+        if (m->to[0] && m->m.seq == 1) dm_members(m);
+        published(m);
+    } else if (code == 0 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+        /* A resend of a message already accepted: same id, seq and ts; nothing republished. */
+        unsigned long long id;
+        long long seq, ts;
+        if (sscanf(r->element[1]->str, "%llu:%lld:%lld", &id, &seq, &ts) == 3) {
+            m->m.id = id;
+            m->m.seq = seq;
+            m->m.ts_ms = ts;
+            published(m);
+        } else {
+            message_failed(m, PL_ERR_UNAVAILABLE, "bad deduplication record");
+        }
+    } else {
+        message_failed(m, PL_ERR_UNAVAILABLE, "unexpected reply from redis");
+    }
+}
+
+/* The arguments of a publish or dm script call, built in place (strings are borrowed from the
+ * message, the config and the shard's key buffers until the command is formatted). */
+typedef struct {
+    const char *argv[16];
+    size_t lens[16];
+    int n;
+    char id[21], ts[21], maxlen[21], ttl[21];
+} script_args_t;
+
+static void arg(script_args_t *a, const char *p, size_t len)
+{
+    a->argv[a->n] = p;
+    a->lens[a->n++] = len;
+}
+
+/* What both scripts start with: the call and the four keys (seq, stream, cid or "", ready). */
+static void args_begin(pl_shard_t *s, script_args_t *a, pl_script_t which, int full_script,
+                       const pl_msg_t *m, size_t room_len)
+{
+    size_t cid_len = strlen(m->cid);
+    pl_key_seq(&s->kbuf[0], m->room, room_len);
+    pl_key_stream(&s->kbuf[1], m->room, room_len);
+    if (cid_len)
+        pl_key_cid(&s->kbuf[2], m->user, m->cid, cid_len);
+    else
+        pl_buf_reset(&s->kbuf[2]);
+    const char *src = full_script ? pl_script_source(which) : pl_script_sha(which);
+    a->n = 0;
+    arg(a, full_script ? "EVAL" : "EVALSHA", full_script ? 4 : 7);
+    arg(a, src, strlen(src));
+    arg(a, "4", 1);
+    arg(a, s->kbuf[0].data, s->kbuf[0].len);
+    arg(a, s->kbuf[1].data, s->kbuf[1].len);
+    arg(a, s->kbuf[2].data ? s->kbuf[2].data : "", s->kbuf[2].len);
+    arg(a, PL_KEY_READY, strlen(PL_KEY_READY));
+}
+
+/* What both scripts take next: the frame's tail (s->tail), id, ts, stream length, cid ttl. */
+static void args_message(pl_shard_t *s, script_args_t *a, const pl_msg_t *m)
+{
+    arg(a, s->tail.data, s->tail.len);
+    arg(a, a->id, pl_u64_str(a->id, m->m.id));
+    arg(a, a->ts, pl_u64_str(a->ts, (uint64_t)m->m.ts_ms));
+    arg(a, a->maxlen, pl_u64_str(a->maxlen, s->srv->cfg.stream_len));
+    arg(a, a->ttl, pl_u64_str(a->ttl, PL_CID_TTL_S));
+}
+
+/* A direct message (its tail is in s->tail): the DM script routes it to server:{id} channels. */
+static int eval_dm(pl_shard_t *s, pl_msg_t *m, int full_script)
+{
+    const pl_config_t *cfg = &s->srv->cfg;
+    script_args_t a;
+    char omax[21];
+    args_begin(s, &a, PL_SCRIPT_DM, full_script, m, strlen(m->room));
+    args_message(s, &a, m);
+    arg(&a, cfg->redis_prefix, strlen(cfg->redis_prefix));
+    arg(&a, m->to, strlen(m->to));
+    arg(&a, m->user, strlen(m->user));
+    arg(&a, omax, pl_u64_str(omax, cfg->offline_max));
+    return pl_redis_command(&s->redis, publish_reply, m, a.n, a.argv, a.lens);
+}
+
+static int eval_publish(pl_shard_t *s, pl_msg_t *m, int full_script)
+{
+    /* Only now: a message that waited for Redis to be ready waited for the shard's id node too
+     * (pl_publish_ready_check). A resend after a bounce keeps its id. */
+    if (!m->m.id) m->m.id = pl_idgen_next(&s->ids, m->m.ts_ms);
+    size_t room_len = strlen(m->room), cid_len = strlen(m->cid);
+    pl_buf_reset(&s->tail);
+    if (m->to[0]) {
+        pl_wire_dm_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->to, m->text,
+                        m->m.text_len, m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
+        return eval_dm(s, m, full_script);
+    }
+    pl_wire_message_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->text, m->m.text_len,
+                         m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
+    script_args_t a;
+    char chan[5 + PL_ROOM_MAX + 1];
+    memcpy(chan, "room:", 5);
+    memcpy(chan + 5, m->room, room_len + 1);
+    args_begin(s, &a, PL_SCRIPT_PUBLISH, full_script, m, room_len);
+    arg(&a, chan, 5 + room_len);
+    args_message(s, &a, m);
+    return pl_redis_command(&s->redis, publish_reply, m, a.n, a.argv, a.lens);
+}
+
+/* Publish now, or queue in order while this shard's Redis is not known to be ready. */
+static void submit(pl_shard_t *s, pl_msg_t *m)
+{
+    if (!s->redis_ready && atomic_load_explicit(&s->redis.connected, memory_order_relaxed)) {
+        if (s->nwaiting < s->srv->cfg.db_queue) {
+            wait_ready(s, m, 0); /* a moment after (re)connecting: keep order, send when ready */
+            return;
+        }
+        message_failed(m, PL_ERR_UNAVAILABLE, "redis is not ready; retry later");
+        return;
+    }
+    if (eval_publish(s, m, 0) != 0)
+        message_failed(m, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later");
+}
+
+void pl_publish_release(pl_shard_t *s, pl_sub_t *sub)
+{
+    pl_msg_t *m = sub->pending;
+    sub->pending = sub->pending_tail = NULL;
+    while (m) {
+        pl_msg_t *next = m->next;
+        submit(s, m);
+        m = next;
+    }
+}
+
+/* A new message: text copied after the struct, one allocation. */
+static pl_msg_t *msg_new(pl_shard_t *s, pl_conn_t *c, const pl_req_t *req)
+{
+    pl_msg_t *m = calloc(1, sizeof *m + req->text_len + 1);
+    if (!m) return NULL;
+    memcpy(m->text, req->text, req->text_len);
+    m->shard = s;
+    m->conn = c;
+    snprintf(m->user, sizeof m->user, "%s", pl_session_of(c)->user);
+    if (req->cid) memcpy(m->cid, req->cid, req->cid_len + 1);
+    m->m.room = m->room;
+    m->m.sender = m->user;
+    m->m.cid = m->cid[0] ? m->cid : NULL;
+    m->m.text = m->text;
+    m->m.text_len = req->text_len;
+    m->m.ts_ms = pl_now_ms(); /* the id is given as it is published (eval_publish) */
+    pl_db_job_init(&m->store.h, PL_DB_STORE, s->loop, PL_EV_DB, store_done);
+    m->store.msg = &m->m;
+    return m;
+}
+
+void pl_publish(pl_conn_t *c, const pl_req_t *req)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    pl_session_t *ss = pl_session_of(c);
+    struct pl_db *db = s->srv->db;
+    char dm[3 + 32 + 1];
+    if (req->to) {
+        if (strcmp(req->to, ss->user) == 0) {
+            pl_session_error(c, PL_ERR_BAD_REQUEST, "a direct message needs another user", req->cid,
+                             req->cid_len);
+            return;
+        }
+        dm_room(s, ss->user, req->to, dm);
+    }
+    pl_room_t *room = req->to ? NULL : pl_room_find(&s->rooms, req->room, req->room_len);
+    pl_sub_t *sub = room ? pl_room_sub_of(ss->subs, room) : NULL;
+    if (!req->to && !sub) {
+        pl_session_error(c, PL_ERR_NOT_SUBSCRIBED, "subscribe to the room before sending to it",
+                         req->cid, req->cid_len);
+        return;
+    }
+    /* Bounded store queue: refuse now rather than accept and lose later. */
+    if (db && pl_db_reserve(db) != 0) {
+        pl_session_error(c, PL_ERR_UNAVAILABLE,
+                         "too many messages waiting to be stored; retry later", req->cid,
+                         req->cid_len);
+        return;
+    }
+    pl_msg_t *m = msg_new(s, c, req);
+    if (!m) {
+        if (db) pl_db_release(db);
+        pl_session_error(c, PL_ERR_UNAVAILABLE, "out of memory", req->cid, req->cid_len);
+        return;
+    }
+    if (req->to) {
+        memcpy(m->room, dm, sizeof dm);
+        memcpy(m->to, req->to, req->to_len + 1);
+    } else {
+        memcpy(m->room, req->room, req->room_len + 1);
+    }
+    pl_conn_hold(c);
+    if (sub && sub->sync_gen) {
+        /* Still catching up: a subscription starts where `subscribed` says, so the sender's
+         * own message must come after it; it waits on the subscription until then. */
+        pl_msg_append(&sub->pending, &sub->pending_tail, m);
+        return;
+    }
+    submit(s, m);
+}

@@ -1,0 +1,514 @@
+/*
+ * subscribe: rooms and catch-ups; see the header for the flow. The pieces, in
+ * the order a subscription meets them: membership (join_checked), the sync
+ * script (sync_reply), older messages from PostgreSQL (recover_done),
+ * finish_sync, then the replay streamed by pl_subscribe_drain.
+ */
+#include "parley/app/subscribe.h"
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley/app/chat.h"
+#include "parley/app/publish.h"
+#include "parley/app/restore.h"
+#include "parley/app/server.h"
+#include "parley/app/session.h"
+#include "parley/app/shard.h"
+#include "parley/svc/db.h"
+#include "parley/svc/script.h"
+
+/* A catch-up in flight: which subscription it is for, and what Redis had. When PostgreSQL must
+ * supply older messages, the recover job embedded first goes to the pool. */
+typedef struct {
+    pl_db_recover_t job; /**< first: used only when older messages are needed */
+    pl_conn_t *conn;     /**< held */
+    uint32_t gen;
+    int64_t since; /**< -1: a plain subscribe */
+    int64_t cur;   /**< the room's seq, per Redis */
+    int64_t read;  /**< the user's read position, -1 unknown (Redis not ready) */
+    int truncated;
+    pl_frame_t **stream; /**< stream entries after those PostgreSQL is asked for */
+    size_t nstream;
+    char room[PL_ROOM_MAX + 1];
+} sync_ctx_t;
+
+/* A membership check (closed rooms) or record (open rooms) on its way to the database. */
+typedef struct {
+    pl_db_member_t job; /**< first */
+    pl_conn_t *conn;    /**< held */
+    uint32_t gen;
+    int64_t since;
+    int open_rooms;
+} join_t;
+
+static void sync_ctx_free(sync_ctx_t *ctx)
+{
+    for (size_t i = 0; i < ctx->nstream; i++)
+        pl_frame_unref(ctx->stream[i]);
+    free(ctx->stream);
+    pl_db_rows_free(&ctx->job.rows);
+    free(ctx);
+}
+
+/* The seq in a shared message frame (its header is 2, 4 or 10 bytes). */
+static int64_t frame_seq(const pl_frame_t *f)
+{
+    size_t h = (f->data[1] & 0x7f) == 126 ? 4 : (f->data[1] & 0x7f) == 127 ? 10 : 2;
+    return pl_wire_payload_seq((const char *)f->data + h, f->len - h);
+}
+
+/* ---- held frames and the streamed replay ---- */
+
+/* The recovered messages of a catch-up, in seq order, sent as the socket drains
+ * (pl_subscribe_drain). Allocated by finish_sync, freed when the last frame is sent or the
+ * subscription ends. */
+typedef struct pl_replay {
+    int64_t cur;          /**< the room's seq when the catch-up read it: live frames after it */
+    size_t n, next;       /**< frames[next..n) are still to be sent */
+    pl_frame_t *frames[]; /**< owned references */
+} pl_replay_t;
+
+/* End a catch-up early (resubscribe, leave): what it held and had still to send goes. */
+static void drop_catchup(pl_shard_t *s, pl_sub_t *sub)
+{
+    pl_sock_ctx_t *sctx = s->conns->sock;
+    while (sub->held) {
+        pl_outq_node_t *n = sub->held;
+        sub->held = n->next;
+        pl_frame_unref(n->frame);
+        pl_sock_node_put(sctx, n);
+    }
+    sub->held_tail = NULL;
+    sub->held_bytes = 0;
+    pl_replay_t *rp = sub->replay;
+    if (rp) {
+        for (size_t i = rp->next; i < rp->n; i++)
+            pl_frame_unref(rp->frames[i]);
+        free(rp);
+        sub->replay = NULL;
+    }
+}
+
+void pl_subscribe_hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    /* Held frames wait on the catch-up, not on the client: bounded by the hard limit. */
+    if (sub->held_bytes + f->len > s->srv->cfg.max_outbuf) {
+        pl_conn_close(c, 4008, "slow consumer");
+        drop_catchup(s, sub);
+        return;
+    }
+    pl_outq_node_t *n = pl_sock_node_get(s->conns->sock);
+    if (!n) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
+    n->frame = pl_frame_ref(f);
+    n->seq = seq;
+    pl_outq_append(&sub->held, &sub->held_tail, n);
+    sub->held_bytes += f->len;
+}
+
+/* Queue a room frame on a subscription unless its seq was already sent. */
+static void send_once(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
+{
+    if (seq && seq <= sub->last_seq) return;
+    pl_conn_send(c, f);
+    if (seq) sub->last_seq = seq;
+}
+
+/* Send up to `mark` bytes' worth of a catch-up: the recovered messages, then the live frames
+ * held meanwhile. Returns 1 when it is all out and the subscription is live. */
+static int replay_some(pl_conn_t *c, pl_sub_t *sub, size_t mark)
+{
+    pl_replay_t *rp = sub->replay;
+    while (rp->next < rp->n && c->sock.q_bytes < mark && pl_conn_open(c)) {
+        pl_frame_t *f = rp->frames[rp->next++];
+        send_once(c, sub, f, frame_seq(f));
+        pl_frame_unref(f);
+    }
+    if (rp->next < rp->n) return 0;
+    if (sub->last_seq < rp->cur) sub->last_seq = rp->cur; /* held frames up to it: duplicates */
+    while (sub->held && c->sock.q_bytes < mark && pl_conn_open(c)) {
+        pl_outq_node_t *n = sub->held;
+        sub->held = n->next;
+        sub->held_bytes -= n->frame->len;
+        send_once(c, sub, n->frame, n->seq);
+        pl_frame_unref(n->frame);
+        pl_sock_node_put(c->sock.ctx, n);
+    }
+    if (sub->held) return 0;
+    sub->held_tail = NULL;
+    free(rp);
+    sub->replay = NULL;
+    sub->sync_gen = 0; /* live from here on */
+    return 1;
+}
+
+void pl_subscribe_drain(pl_conn_t *c)
+{
+    size_t mark = c->sock.ctx->lim.refill_mark;
+    int more = 0;
+    for (pl_sub_t *sub = pl_session_of(c)->subs; sub && pl_conn_open(c); sub = sub->next) {
+        if (!sub->replay) continue;
+        if (c->sock.q_bytes >= mark || !replay_some(c, sub, mark)) more = 1;
+    }
+    if (!more) pl_conn_want_drain(c, 0);
+}
+
+static void leave(pl_conn_t *c, pl_sub_t *sub)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    pl_publish_release(s, sub); /* accepted while catching up: they still go out */
+    drop_catchup(s, sub);
+    pl_room_leave(&s->rooms, &pl_session_of(c)->subs, sub);
+}
+
+static void count_rooms(pl_shard_t *s)
+{
+    atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
+}
+
+void pl_subscribe_leave_all(pl_conn_t *c)
+{
+    pl_session_t *ss = pl_session_of(c);
+    while (ss->subs)
+        leave(c, ss->subs);
+    count_rooms(pl_shard_of_conn(c));
+}
+
+/* The subscription of `c` to `room` if it is still the one catch-up `gen` is for. */
+static pl_sub_t *sub_for(pl_conn_t *c, const char *room, uint32_t gen)
+{
+    if (!pl_conn_open(c)) return NULL;
+    pl_room_t *r = pl_room_find(&pl_shard_of_conn(c)->rooms, room, strlen(room));
+    pl_sub_t *sub = r ? pl_room_sub_of(pl_session_of(c)->subs, r) : NULL;
+    return sub && sub->sync_gen == gen ? sub : NULL;
+}
+
+/* ---- catching up ---- */
+
+/*
+ * Finish a catch-up: `subscribed` now; then, as the socket drains (pl_subscribe_drain), the
+ * missed messages (those recovered from PostgreSQL, then those from the Redis stream, whose
+ * references are taken over from `pg` and ctx), then the live frames held meanwhile, skipping
+ * any seq already sent. Live frames keep being held until all of that is out.
+ */
+static void finish_sync(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx, pl_frame_t **pg, size_t npg,
+                        int truncated)
+{
+    size_t n = npg + ctx->nstream;
+    pl_replay_t *rp = malloc(sizeof *rp + n * sizeof rp->frames[0]);
+    if (!rp) {
+        for (size_t i = 0; i < npg; i++)
+            pl_frame_unref(pg[i]);
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
+    pl_buf_t *b = pl_shard_scratch(pl_shard_of_conn(c));
+    pl_wire_subscribed(b, sub->room->name, sub->room->len, ctx->cur, ctx->read,
+                       ctx->since >= 0 ? (long)n : -1, truncated || ctx->truncated);
+    pl_session_send(c, b);
+    if (npg) memcpy(rp->frames, pg, npg * sizeof *pg);
+    if (ctx->nstream) memcpy(rp->frames + npg, ctx->stream, ctx->nstream * sizeof *ctx->stream);
+    ctx->nstream = 0;
+    rp->n = n;
+    rp->next = 0;
+    rp->cur = ctx->cur;
+    sub->replay = rp;
+    /* A client claiming more than the room has (Redis lost its data) is not trusted. */
+    sub->last_seq = ctx->since > 0 ? (ctx->since < ctx->cur ? ctx->since : ctx->cur) : 0;
+    pl_conn_want_drain(c, 1);
+    pl_subscribe_drain(c);
+    /* Messages the client sent to the room before `subscribed`: published now; their live
+     * copies come after the catch-up like any live frame. */
+    pl_publish_release(pl_shard_of_conn(c), sub);
+}
+
+static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "could not subscribe to %s: %s; retry", sub->room->name, why);
+    leave(c, sub);
+    count_rooms(pl_shard_of_conn(c));
+    pl_session_error(c, PL_ERR_UNAVAILABLE, msg, NULL, 0);
+}
+
+/* Frames of the rows PostgreSQL recovered: byte for byte what live delivery sent. */
+static pl_frame_t **row_frames(pl_shard_t *s, const char *room, const pl_db_rows_t *rows, size_t *n)
+{
+    *n = 0;
+    pl_frame_t **f = rows->n ? calloc(rows->n, sizeof *f) : NULL;
+    pl_buf_t *b = &s->kbuf[0];
+    for (size_t i = 0; f && i < rows->n; i++) {
+        const pl_db_row_t *r = &rows->row[i];
+        pl_buf_reset(b);
+        pl_wire_message_head(b, r->seq);
+        pl_wire_message_tail(b, room, strlen(room), r->id, r->user, r->body, r->body_len, r->ts_ms,
+                             r->cid, r->cid ? strlen(r->cid) : 0);
+        if (!(f[*n] = pl_frame_text(b->data, b->len))) break;
+        (*n)++;
+    }
+    return f;
+}
+
+/* PostgreSQL answered for what the Redis stream does not have. */
+static void recover_done(pl_db_job_t *job)
+{
+    sync_ctx_t *ctx = (sync_ctx_t *)job;
+    pl_conn_t *c = ctx->conn;
+    pl_sub_t *sub = sub_for(c, ctx->room, ctx->gen);
+    if (sub) {
+        if (job->status != PL_DB_OK) {
+            sync_fail(c, sub, "the database is unreachable");
+        } else {
+            if (ctx->cur < 0) ctx->cur = ctx->job.max_seq; /* Redis had no seq: the database's */
+            if (ctx->since >= 0 && ctx->job.truncated) ctx->since = ctx->job.after;
+            size_t n;
+            pl_frame_t **pg = row_frames(pl_shard_of_conn(c), ctx->room, &ctx->job.rows, &n);
+            finish_sync(c, sub, ctx, pg, n, ctx->job.truncated);
+            free(pg);
+        }
+    }
+    sync_ctx_free(ctx);
+    pl_conn_release(c);
+}
+
+/* Ask PostgreSQL for messages after `after` and before `before` (0: no bound). Takes ctx. */
+static int start_recover(pl_conn_t *c, sync_ctx_t *ctx, int64_t after, int64_t before)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    if (!s->srv->db) return -1;
+    pl_db_recover_t *j = &ctx->job;
+    pl_db_job_init(&j->h, PL_DB_RECOVER, s->loop, PL_EV_DB, recover_done);
+    snprintf(j->room, sizeof j->room, "%s", ctx->room);
+    j->after = after;
+    j->before = before;
+    /* A plain subscribe only needs the room's seq (LIMIT 0 reads no rows). */
+    j->limit = ctx->since < 0 ? 0 : (int)s->srv->cfg.recover_max;
+    pl_conn_hold(c);
+    pl_db_submit(s->srv->db, &j->h);
+    return 0;
+}
+
+static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sync_ctx_t *ctx = privdata;
+    pl_conn_t *c = ctx->conn;
+    redisReply *r = reply;
+    pl_sub_t *sub = sub_for(c, ctx->room, ctx->gen);
+    if (!sub) {
+        /* Gone, unsubscribed or resubscribed meanwhile: nothing to do. */
+    } else if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+               r->element[0]->type != REDIS_REPLY_INTEGER) {
+        sync_fail(c, sub, r && r->type == REDIS_REPLY_ERROR ? r->str : "redis unreachable");
+    } else if (r->element[0]->integer < 0) {
+        /* Redis lost its data: PostgreSQL knows the seq (and the missed messages). */
+        pl_restore_need(pl_shard_of_conn(c));
+        ctx->cur = -1;
+        if (start_recover(c, ctx, ctx->since, 0) == 0)
+            ctx = NULL;
+        else {
+            ctx->cur = 0;
+            finish_sync(c, sub, ctx, NULL, 0, 0);
+        }
+    } else if (r->elements >= 4) {
+        ctx->cur = r->element[0]->integer;
+        ctx->truncated = (int)r->element[1]->integer;
+        int64_t since = r->element[2]->integer;
+        int64_t rd = r->element[3]->integer;
+        ctx->read = rd < 0 ? 0 : rd;
+        size_t n = r->elements - 4;
+        ctx->stream = n ? calloc(n, sizeof *ctx->stream) : NULL;
+        for (size_t i = 0; i < n && ctx->stream; i++) {
+            const redisReply *e = r->element[4 + i];
+            if (e->type == REDIS_REPLY_STRING &&
+                (ctx->stream[ctx->nstream] = pl_frame_text(e->str, e->len)))
+                ctx->nstream++;
+        }
+        if (ctx->since >= 0) ctx->since = since;
+        int64_t first = ctx->nstream ? frame_seq(ctx->stream[0]) : ctx->cur + 1;
+        if (ctx->since >= 0 && since < ctx->cur && first != since + 1) {
+            /* The stream was trimmed past `since`: older ones come from PostgreSQL. */
+            if (start_recover(c, ctx, since, first) == 0)
+                ctx = NULL;
+            else
+                ctx->truncated = 1; /* no database: what the stream has is all there is */
+        }
+        if (ctx) finish_sync(c, sub, ctx, NULL, 0, 0);
+    }
+    if (ctx) sync_ctx_free(ctx);
+    pl_conn_release(c);
+}
+
+static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    const pl_config_t *cfg = &s->srv->cfg;
+    if (++s->sync_gen == 0) s->sync_gen = 1;
+    sub->sync_gen = s->sync_gen;
+    drop_catchup(s, sub);
+    sync_ctx_t *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        sync_fail(c, sub, "out of memory");
+        return;
+    }
+    ctx->conn = c;
+    ctx->gen = sub->sync_gen;
+    ctx->since = since;
+    ctx->read = -1;
+    snprintf(ctx->room, sizeof ctx->room, "%s", sub->room->name);
+
+    char since_s[24], most[24];
+    snprintf(since_s, sizeof since_s, "%lld", (long long)since);
+    snprintf(most, sizeof most, "%zu", cfg->recover_max);
+    pl_key_seq(&s->kbuf[0], sub->room->name, sub->room->len);
+    pl_key_stream(&s->kbuf[1], sub->room->name, sub->room->len);
+    pl_buf_reset(&s->kbuf[2]);
+    pl_buf_printf(&s->kbuf[2], "%sread:%s", cfg->redis_prefix, sub->room->name);
+    const char *user = pl_session_of(c)->user;
+    const char *argv[10] = {"EVALSHA",
+                            pl_script_sha(PL_SCRIPT_SYNC),
+                            "4",
+                            s->kbuf[0].data,
+                            s->kbuf[1].data,
+                            PL_KEY_READY,
+                            s->kbuf[2].data,
+                            since_s,
+                            most,
+                            user};
+    size_t lens[10] = {7,
+                       40,
+                       1,
+                       s->kbuf[0].len,
+                       s->kbuf[1].len,
+                       strlen(PL_KEY_READY),
+                       s->kbuf[2].len,
+                       strlen(since_s),
+                       strlen(most),
+                       strlen(user)};
+    if (pl_redis_command(&s->redis, sync_reply, ctx, 10, argv, lens) != 0) {
+        sync_ctx_free(ctx);
+        sync_fail(c, sub, "redis unreachable");
+        return;
+    }
+    pl_conn_hold(c);
+}
+
+/* ---- membership ---- */
+
+/* The membership check (closed rooms) or record (open rooms) came back. */
+static void join_checked(pl_db_job_t *job)
+{
+    join_t *j = (join_t *)job;
+    pl_conn_t *c = j->conn;
+    pl_sub_t *sub = sub_for(c, j->job.room, j->gen);
+    if (sub) {
+        /* Open rooms let anyone in: a membership that could not be recorded is no reason to
+         * refuse. */
+        int ok = job->status == PL_DB_OK && (j->open_rooms || j->job.member);
+        if (ok || j->open_rooms) {
+            pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1);
+            start_sync(c, sub, j->since);
+        } else {
+            int forbidden = job->status == PL_DB_OK;
+            leave(c, sub);
+            count_rooms(pl_shard_of_conn(c));
+            char msg[200];
+            snprintf(msg, sizeof msg, "%s %s", j->job.room,
+                     forbidden ? ": not a member of this room"
+                               : ": membership could not be checked; retry");
+            pl_session_error(c, forbidden ? PL_ERR_FORBIDDEN : PL_ERR_UNAVAILABLE, msg, NULL, 0);
+        }
+    }
+    free(j);
+    pl_conn_release(c);
+}
+
+void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    pl_session_t *ss = pl_session_of(c);
+    const pl_config_t *cfg = &s->srv->cfg;
+    struct pl_db *db = s->srv->db;
+    /* All or nothing: count the rooms that would be new before joining any. */
+    size_t have = pl_room_count(ss->subs), add = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, req->rooms)
+    {
+        pl_room_t *room = pl_room_find(&s->rooms, r->valuestring, strlen(r->valuestring));
+        if (!room || !pl_room_sub_of(ss->subs, room)) add++;
+    }
+    if (have + add > cfg->max_rooms) {
+        pl_session_error(c, PL_ERR_TOO_LARGE, "too many rooms on this connection", req->cid,
+                         req->cid_len);
+        return;
+    }
+    cJSON_ArrayForEach(r, req->rooms)
+    {
+        if (strncmp(r->valuestring, "dm:", 3) == 0) {
+            /* Direct conversations are not rooms one subscribes to: they come to the user. */
+            pl_session_error(c, PL_ERR_FORBIDDEN, "dm: rooms cannot be subscribed to", req->cid,
+                             req->cid_len);
+            return;
+        }
+    }
+    cJSON_ArrayForEach(r, req->rooms)
+    {
+        size_t len = strlen(r->valuestring);
+        pl_sub_t *sub = pl_room_join(&s->rooms, r->valuestring, len, ss, &ss->subs);
+        if (!sub) {
+            pl_conn_abort(c, "out of memory");
+            return;
+        }
+        int64_t since = pl_wire_since(req, r->valuestring);
+        if (!db) {
+            pl_chat_member(s, r->valuestring, ss->user, 1);
+            start_sync(c, sub, since);
+            continue;
+        }
+        /* Membership first (closed rooms: checked; open rooms: recorded, so that `subscribed`
+         * means member, e.g. for the history API). Live frames are held from now on; the
+         * catch-up starts when the database has answered. */
+        if (++s->sync_gen == 0) s->sync_gen = 1;
+        sub->sync_gen = s->sync_gen;
+        drop_catchup(s, sub);
+        join_t *j = calloc(1, sizeof *j);
+        if (!j) {
+            sync_fail(c, sub, "out of memory");
+            continue;
+        }
+        pl_db_job_init(&j->job.h, PL_DB_MEMBER, s->loop, PL_EV_DB, join_checked);
+        j->job.op = cfg->open_rooms ? PL_DB_MEMBER_ADD : PL_DB_MEMBER_CHECK;
+        snprintf(j->job.room, sizeof j->job.room, "%s", r->valuestring);
+        snprintf(j->job.user, sizeof j->job.user, "%s", ss->user);
+        j->conn = c;
+        j->gen = sub->sync_gen;
+        j->since = since;
+        j->open_rooms = cfg->open_rooms;
+        pl_conn_hold(c);
+        pl_db_submit(db, &j->job.h);
+    }
+    count_rooms(s);
+}
+
+void pl_unsubscribe(pl_conn_t *c, const pl_req_t *req)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, req->rooms)
+    {
+        size_t len = strlen(r->valuestring);
+        pl_room_t *room = pl_room_find(&s->rooms, r->valuestring, len);
+        pl_sub_t *sub = room ? pl_room_sub_of(pl_session_of(c)->subs, room) : NULL;
+        if (sub) leave(c, sub);
+        pl_buf_t *b = pl_shard_scratch(s);
+        pl_wire_room_reply(b, "unsubscribed", r->valuestring, len);
+        pl_session_send(c, b);
+    }
+    count_rooms(s);
+}

@@ -1,0 +1,438 @@
+/*
+ * tls: the TLS socket type; see the header. mbedTLS talks to the socket
+ * through two memory callbacks: bio_recv reads from the ciphertext the
+ * socket just read, bio_send appends records to the connection's output
+ * buffer, which the transport writes (tls_write, tls_wait) like any bytes.
+ */
+#include "parley/net/tls.h"
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley/base/buf.h"
+#include "parley/base/log.h"
+
+/* Ciphertext a connection may hold unwritten before it stops encrypting (about four full
+ * records): the socket is full then, and the rest of the queue waits as plaintext. */
+#define OUT_CAP (64 * 1024)
+
+struct pl_tls {
+    char *cert_file, *key_file;
+    pthread_mutex_t mu;
+    pl_buf_t cert, key; /**< the current PEM files (NUL-terminated), guarded by mu */
+    atomic_uint gen;    /**< bumped by each successful (re)load */
+};
+
+/* One loop's mbedTLS configuration, built from one generation of the files. Referenced by the
+ * loop (while current) and by each connection that handshook with it. */
+typedef struct {
+    unsigned refs, gen;
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context pk;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+} tls_conf_t;
+
+/* A connection's TLS state (pl_sock_t.tstate). */
+typedef struct {
+    mbedtls_ssl_context ssl;
+    tls_conf_t *conf;
+    const unsigned char *in; /**< ciphertext being fed to mbedTLS (valid inside tls_read) */
+    size_t in_len;
+    pl_buf_t out;     /**< records not yet written */
+    size_t out_off;   /**< written bytes at its start */
+    pl_buf_t writing; /**< records handed to uv_write (kept stable until it completes) */
+    uv_write_t wreq;
+    int busy; /**< wreq in flight */
+} tls_conn_t;
+
+static const int ciphersuites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    0,
+};
+static const char *alpn[] = {"http/1.1", NULL};
+
+static void errstr(int rc, char *out, size_t n)
+{
+    char msg[160];
+    mbedtls_strerror(rc, msg, sizeof msg);
+    snprintf(out, n, "%s (-0x%04x)", msg, (unsigned)-rc);
+}
+
+/* ---- the files ---- */
+
+static int read_file(const char *path, pl_buf_t *b, char *err, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, n, "cannot read %s: %m", path);
+        return -1;
+    }
+    char chunk[4096];
+    size_t got;
+    pl_buf_reset(b);
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+        pl_buf_add(b, chunk, got);
+    fclose(f);
+    if (!b->data || b->len > (1 << 20)) {
+        snprintf(err, n, "%s is empty or over 1 MiB", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parse a certificate chain and key (PEM, NUL-terminated) and check they belong together. */
+static int parse_pair(const pl_buf_t *cert, const pl_buf_t *key, mbedtls_x509_crt *crt,
+                      mbedtls_pk_context *pk, const char *cert_file, const char *key_file,
+                      char *err, size_t n)
+{
+    char why[200];
+    int rc = mbedtls_x509_crt_parse(crt, (const unsigned char *)cert->data, cert->len + 1);
+    if (rc != 0) {
+        errstr(rc, why, sizeof why);
+        snprintf(err, n, "%s: not a PEM certificate chain: %s", cert_file, why);
+        return -1;
+    }
+    rc = mbedtls_pk_parse_key(pk, (const unsigned char *)key->data, key->len + 1, NULL, 0);
+    if (rc != 0) {
+        errstr(rc, why, sizeof why);
+        snprintf(err, n, "%s: not a PEM private key: %s", key_file, why);
+        return -1;
+    }
+    if ((rc = mbedtls_pk_check_pair(&crt->pk, pk)) != 0) {
+        snprintf(err, n, "%s does not hold the key of %s's certificate", key_file, cert_file);
+        return -1;
+    }
+    return 0;
+}
+
+/* Read both files and check them; on success they become the current pair. */
+static int load(pl_tls_t *t, char *err, size_t n)
+{
+    pl_buf_t cert = {0}, key = {0};
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context pk;
+    mbedtls_x509_crt_init(&crt);
+    mbedtls_pk_init(&pk);
+    int rc =
+        read_file(t->cert_file, &cert, err, n) != 0 || read_file(t->key_file, &key, err, n) != 0
+            ? -1
+            : parse_pair(&cert, &key, &crt, &pk, t->cert_file, t->key_file, err, n);
+    mbedtls_x509_crt_free(&crt);
+    mbedtls_pk_free(&pk);
+    if (rc != 0) {
+        pl_buf_free(&cert);
+        pl_buf_free(&key);
+        return -1;
+    }
+    pthread_mutex_lock(&t->mu);
+    pl_buf_free(&t->cert);
+    pl_buf_free(&t->key);
+    t->cert = cert;
+    t->key = key;
+    atomic_fetch_add(&t->gen, 1);
+    pthread_mutex_unlock(&t->mu);
+    return 0;
+}
+
+pl_tls_t *pl_tls_new(const char *cert_file, const char *key_file, char *err, size_t n)
+{
+    pl_tls_t *t = calloc(1, sizeof *t);
+    if (!t || !(t->cert_file = strdup(cert_file)) || !(t->key_file = strdup(key_file))) {
+        snprintf(err, n, "out of memory");
+        pl_tls_free(t);
+        return NULL;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    atomic_init(&t->gen, 0);
+    if (load(t, err, n) != 0) {
+        pl_tls_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int pl_tls_reload(pl_tls_t *t, char *err, size_t n)
+{
+    return load(t, err, n);
+}
+
+void pl_tls_free(pl_tls_t *t)
+{
+    if (!t) return;
+    pl_buf_free(&t->cert);
+    pl_buf_free(&t->key);
+    free(t->cert_file);
+    free(t->key_file);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+/* ---- a loop's configuration ---- */
+
+static void conf_unref(tls_conf_t *c)
+{
+    if (!c || --c->refs) return;
+    mbedtls_ssl_config_free(&c->conf);
+    mbedtls_x509_crt_free(&c->crt);
+    mbedtls_pk_free(&c->pk);
+    mbedtls_ctr_drbg_free(&c->drbg);
+    mbedtls_entropy_free(&c->entropy);
+    free(c);
+}
+
+/* A configuration from the current files, on the loop that asks. NULL (logged) on failure. */
+static tls_conf_t *conf_new(pl_tls_t *t)
+{
+    tls_conf_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->refs = 1;
+    mbedtls_ssl_config_init(&c->conf);
+    mbedtls_x509_crt_init(&c->crt);
+    mbedtls_pk_init(&c->pk);
+    mbedtls_entropy_init(&c->entropy);
+    mbedtls_ctr_drbg_init(&c->drbg);
+    char err[256] = "";
+    pthread_mutex_lock(&t->mu);
+    c->gen = atomic_load(&t->gen);
+    int rc =
+        parse_pair(&t->cert, &t->key, &c->crt, &c->pk, t->cert_file, t->key_file, err, sizeof err);
+    pthread_mutex_unlock(&t->mu);
+    static const unsigned char pers[] = "parley-tls";
+    if (rc == 0 && ((rc = mbedtls_ctr_drbg_seed(&c->drbg, mbedtls_entropy_func, &c->entropy, pers,
+                                                sizeof pers - 1)) != 0 ||
+                    (rc = mbedtls_ssl_config_defaults(&c->conf, MBEDTLS_SSL_IS_SERVER,
+                                                      MBEDTLS_SSL_TRANSPORT_STREAM,
+                                                      MBEDTLS_SSL_PRESET_DEFAULT)) != 0 ||
+                    (rc = mbedtls_ssl_conf_own_cert(&c->conf, &c->crt, &c->pk)) != 0 ||
+                    (rc = mbedtls_ssl_conf_alpn_protocols(&c->conf, alpn)) != 0))
+        errstr(rc, err, sizeof err);
+    if (rc != 0) {
+        pl_error("TLS: a loop could not build its configuration: %s", err);
+        conf_unref(c);
+        return NULL;
+    }
+    mbedtls_ssl_conf_rng(&c->conf, mbedtls_ctr_drbg_random, &c->drbg);
+    /* TLS 1.2 only: nothing older (1.0 and 1.1 are deprecated, RFC 8996). */
+    mbedtls_ssl_conf_min_version(&c->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_ciphersuites(&c->conf, ciphersuites);
+    mbedtls_ssl_conf_renegotiation(&c->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    return c;
+}
+
+/* ---- mbedTLS' I/O ---- */
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    tls_conn_t *t = ctx;
+    pl_buf_add(&t->out, buf, len);
+    return t->out.data ? (int)len : MBEDTLS_ERR_SSL_ALLOC_FAILED;
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    tls_conn_t *t = ctx;
+    if (!t->in_len) return MBEDTLS_ERR_SSL_WANT_READ;
+    size_t n = len < t->in_len ? len : t->in_len;
+    memcpy(buf, t->in, n);
+    t->in += n;
+    t->in_len -= n;
+    return (int)n;
+}
+
+/* ---- the socket type ---- */
+
+static int tls_accept(pl_sock_t *s, void *arg, void **loop_state)
+{
+    pl_tls_t *cfg = arg;
+    tls_conf_t *cur = *loop_state;
+    if (!cur || cur->gen != atomic_load(&cfg->gen)) {
+        /* First handshake on this loop, or the files were reloaded: a new configuration; the
+         * old one lives on in the connections that use it. */
+        tls_conf_t *c = conf_new(cfg);
+        if (!c) return UV_EINVAL;
+        conf_unref(cur);
+        *loop_state = cur = c;
+    }
+    tls_conn_t *t = calloc(1, sizeof *t);
+    if (!t) return UV_ENOMEM;
+    mbedtls_ssl_init(&t->ssl);
+    int rc = mbedtls_ssl_setup(&t->ssl, &cur->conf);
+    if (rc != 0) {
+        mbedtls_ssl_free(&t->ssl);
+        free(t);
+        return UV_ENOMEM;
+    }
+    mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    t->conf = cur;
+    cur->refs++;
+    s->tstate = t;
+    return 0;
+}
+
+static void tls_loop_free(void *loop_state)
+{
+    conf_unref(loop_state);
+}
+
+/* Not a TLS client, or not one we talk to: logged at debug (it costs nothing else). */
+static void tls_fail(pl_sock_t *s, const char *when, int rc)
+{
+    if (pl_log_enabled(PL_LOG_DEBUG)) {
+        char why[200], peer[64];
+        errstr(rc, why, sizeof why);
+        pl_debug("conn from %s: TLS %s failed: %s", pl_sock_peer_str(s, peer, sizeof peer), when,
+                 why);
+    }
+    pl_sock_abort(s, "TLS error");
+}
+
+static void tls_read(pl_sock_t *s, char *p, size_t n)
+{
+    tls_conn_t *t = s->tstate;
+    t->in = (const unsigned char *)p;
+    t->in_len = n;
+    if (!(s->flags & PL_SOCK_OPENED)) {
+        int rc = mbedtls_ssl_handshake(&t->ssl);
+        if (t->out.len > t->out_off) pl_sock__dirty(s); /* the handshake's records */
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
+        if (rc != 0) {
+            tls_fail(s, "handshake", rc);
+            return;
+        }
+        pl_sock__opened(s);
+    }
+    /* Every record the read completed, one at a time, into the loop's plaintext buffer. */
+    while (pl_sock_open(s)) {
+        int rc = mbedtls_ssl_read(&t->ssl, (unsigned char *)s->ctx->pbuf, sizeof s->ctx->pbuf);
+        if (rc > 0) {
+            pl_sock__deliver(s, s->ctx->pbuf, (size_t)rc);
+            continue;
+        }
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) break;
+        if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+            pl_sock_close(s, 0, "peer closed");
+        else
+            tls_fail(s, "read", rc);
+        break;
+    }
+    if (t->out.len > t->out_off) pl_sock__dirty(s); /* alerts */
+}
+
+static ssize_t tls_write(pl_sock_t *s, const uv_buf_t *iov, unsigned n, int *full)
+{
+    tls_conn_t *t = s->tstate;
+    size_t taken = 0;
+    *full = 0;
+    for (unsigned i = 0; i < n && t->out.len - t->out_off < OUT_CAP; i++) {
+        size_t off = 0;
+        while (off < iov[i].len && t->out.len - t->out_off < OUT_CAP) {
+            int rc = mbedtls_ssl_write(&t->ssl, (const unsigned char *)iov[i].base + off,
+                                       iov[i].len - off);
+            if (rc < 0) {
+                if (rc == MBEDTLS_ERR_SSL_WANT_WRITE || rc == MBEDTLS_ERR_SSL_WANT_READ) break;
+                tls_fail(s, "write", rc);
+                return UV_EPROTO;
+            }
+            off += (size_t)rc;
+        }
+        taken += off;
+        if (off < iov[i].len) break;
+    }
+    /* What is encrypted goes to the socket now, as much as it takes. */
+    if (t->out.len > t->out_off && !t->busy) {
+        uv_buf_t b = uv_buf_init(t->out.data + t->out_off, (unsigned)(t->out.len - t->out_off));
+        int r = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+        if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
+        if (r < 0) return r;
+        t->out_off += (size_t)r;
+        if (t->out_off == t->out.len) {
+            pl_buf_reset(&t->out);
+            t->out_off = 0;
+        }
+    }
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += iov[i].len;
+    *full = t->out.len > t->out_off || taken < total;
+    return (ssize_t)taken;
+}
+
+static void tls_written(uv_write_t *req, int status)
+{
+    pl_sock_t *s = req->data;
+    tls_conn_t *t = s->tstate;
+    t->busy = 0;
+    pl_buf_reset(&t->writing);
+    pl_sock__written(s, status);
+}
+
+/* The socket is full: the records not written are handed to uv_write (moved aside, so that
+ * records made meanwhile, alerts say, cannot move them); the queue keeps its plaintext. */
+static int tls_wait(pl_sock_t *s, const uv_buf_t *iov, unsigned n, uint32_t *nodes)
+{
+    tls_conn_t *t = s->tstate;
+    *nodes = 0;
+    pl_buf_reset(&t->writing);
+    pl_buf_add(&t->writing, t->out.data + t->out_off, t->out.len - t->out_off);
+    if (!t->writing.data) return UV_ENOMEM;
+    pl_buf_reset(&t->out);
+    t->out_off = 0;
+    t->wreq.data = s;
+    uv_buf_t b = uv_buf_init(t->writing.data, (unsigned)t->writing.len);
+    int rc = uv_write(&t->wreq, (uv_stream_t *)&s->tcp, &b, 1, tls_written);
+    if (rc == 0) t->busy = 1;
+    return rc;
+}
+
+static int tls_pending(const pl_sock_t *s)
+{
+    const tls_conn_t *t = s->tstate;
+    return t && (t->busy || t->out.len > t->out_off);
+}
+
+static void tls_shutdown(pl_sock_t *s)
+{
+    tls_conn_t *t = s->tstate;
+    if (s->flags & PL_SOCK_OPENED) mbedtls_ssl_close_notify(&t->ssl);
+}
+
+static void tls_free(pl_sock_t *s)
+{
+    tls_conn_t *t = s->tstate;
+    if (!t) return;
+    mbedtls_ssl_free(&t->ssl);
+    conf_unref(t->conf);
+    pl_buf_free(&t->out);
+    pl_buf_free(&t->writing);
+    free(t);
+    s->tstate = NULL;
+}
+
+const pl_sock_type_t pl_sock_tls = {
+    .name = "tls",
+    .accept = tls_accept,
+    .loop_free = tls_loop_free,
+    .read = tls_read,
+    .write = tls_write,
+    .wait = tls_wait,
+    .pending = tls_pending,
+    .shutdown = tls_shutdown,
+    .free = tls_free,
+};
