@@ -41,26 +41,6 @@
 /* Of which the database pool gets this long to store what is queued. */
 #define DB_DRAIN_MS 2500
 
-pl_shard_t *pl_server_shard(pl_server_t *srv, int i)
-{
-    return pl_shard_of_loop(srv->loops[i]);
-}
-
-void pl_server_shard_done(pl_server_t *srv)
-{
-    atomic_fetch_sub(&srv->shards_running, 1);
-    uv_async_send(&srv->shard_done);
-}
-
-int pl_server_redis_ok(pl_server_t *srv)
-{
-    if (!atomic_load_explicit(&srv->sub.connected, memory_order_relaxed)) return 0;
-    for (int i = 0; i < srv->nshards; i++)
-        if (!atomic_load_explicit(&pl_server_shard(srv, i)->redis.connected, memory_order_relaxed))
-            return 0;
-    return 1;
-}
-
 /* The listen address, resolved; NULL after logging why. */
 static struct addrinfo *resolve(const char *host, int port)
 {

@@ -463,6 +463,31 @@ int pl_sock_resume(pl_sock_t *s)
 
 /* ---- accepting ---- */
 
+/* A new socket on `ctx`, linked and counted, its handle initialised; NULL (logged) on failure. */
+static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type)
+{
+    pl_sock_t *s = calloc(1, ctx->sock_size);
+    if (!s) {
+        pl_error("accept: out of memory");
+        return NULL;
+    }
+    s->ctx = ctx;
+    s->type = type;
+    s->tcp.data = s;
+    int rc = uv_tcp_init(pl_loop_uv(ctx->loop), &s->tcp);
+    if (rc != 0) {
+        pl_error("accept: uv_tcp_init: %s", uv_strerror(rc));
+        free(s);
+        return NULL;
+    }
+    s->next = ctx->socks;
+    if (ctx->socks) ctx->socks->prev = s;
+    ctx->socks = s;
+    atomic_fetch_add_explicit(&ctx->nsocks, 1, memory_order_relaxed);
+    s->created_ms = pl_sock_now(s);
+    return s;
+}
+
 static void accept_cb(uv_stream_t *listener, int status)
 {
     pl_sock_ctx_t *ctx = listener->data;
@@ -471,25 +496,9 @@ static void accept_cb(uv_stream_t *listener, int status)
         pl_warn("accept: %s", uv_strerror(status));
         return;
     }
-    pl_sock_t *s = calloc(1, ctx->sock_size);
-    if (!s) {
-        pl_error("accept: out of memory");
-        return;
-    }
-    s->ctx = ctx;
-    s->type = ctx->ltype[which];
-    s->tcp.data = s;
-    int rc = uv_tcp_init(pl_loop_uv(ctx->loop), &s->tcp);
-    if (rc != 0) {
-        pl_error("accept: uv_tcp_init: %s", uv_strerror(rc));
-        free(s);
-        return;
-    }
-    s->next = ctx->socks;
-    if (ctx->socks) ctx->socks->prev = s;
-    ctx->socks = s;
-    atomic_fetch_add_explicit(&ctx->nsocks, 1, memory_order_relaxed);
-    s->created_ms = pl_sock_now(s);
+    pl_sock_t *s = sock_new(ctx, ctx->ltype[which]);
+    if (!s) return;
+    int rc;
     if ((rc = uv_accept(listener, (uv_stream_t *)&s->tcp)) != 0) {
         pl_warn("accept: %s", uv_strerror(rc));
         close_handle(s);
@@ -504,6 +513,22 @@ static void accept_cb(uv_stream_t *listener, int status)
         pl_warn("read_start: %s", uv_strerror(rc));
         pl_sock_abort(s, "read_start");
     }
+}
+
+pl_sock_t *pl_sock_attach(pl_sock_ctx_t *ctx, const pl_sock_type_t *type, void *arg)
+{
+    pl_sock_t *s = sock_new(ctx, type);
+    void *state = NULL;
+    if (s && type->accept(s, arg, &state) != 0) {
+        close_handle(s);
+        return NULL;
+    }
+    return s;
+}
+
+void pl_sock_feed(pl_sock_t *s, char *p, size_t n)
+{
+    if (pl_sock_open(s)) s->type->read(s, p, n);
 }
 
 int pl_sock_listen(pl_sock_ctx_t *ctx, int fd, const pl_sock_type_t *type, void *arg)

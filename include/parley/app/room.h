@@ -10,8 +10,8 @@
  * its first join and freed by its last leave. Owners only hold the head of
  * their list. Not thread-safe: a table belongs to one shard thread.
  */
-#ifndef PARLEY_ROOM_H
-#define PARLEY_ROOM_H
+#ifndef PARLEY_APP_ROOM_H
+#define PARLEY_APP_ROOM_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -20,7 +20,7 @@
 #include "parley/svc/redis.h"
 #include "parley/svc/subscriber.h"
 
-struct pl_shard;
+#include "parley/app/shard.h"
 
 /** The process. */
 typedef struct pl_server {
@@ -47,13 +47,30 @@ typedef struct pl_server {
 /** Run the server with `cfg` (taken over) until a signal stops it. Returns the exit status. */
 int pl_server_run(pl_config_t *cfg);
 
+/* Small enough to be inline, and inline so that the application's modules link without the
+ * server (their unit tests drive a shard with no process around it). */
+
 /** The shard of loop `i`. */
-struct pl_shard *pl_server_shard(pl_server_t *srv, int i);
+static inline struct pl_shard *pl_server_shard(pl_server_t *srv, int i)
+{
+    return pl_loop_ext(srv->loops[i]);
+}
 
 /** 1 if every Redis connection (subscriber and each shard's) is up. Any thread. */
-int pl_server_redis_ok(pl_server_t *srv);
+static inline int pl_server_redis_ok(pl_server_t *srv)
+{
+    if (!atomic_load_explicit(&srv->sub.connected, memory_order_relaxed)) return 0;
+    for (int i = 0; i < srv->nshards; i++)
+        if (!atomic_load_explicit(&pl_server_shard(srv, i)->redis.connected, memory_order_relaxed))
+            return 0;
+    return 1;
+}
 
 /** A shard's loop ended (its exit callback, any loop thread). */
-void pl_server_shard_done(pl_server_t *srv);
+static inline void pl_server_shard_done(pl_server_t *srv)
+{
+    atomic_fetch_sub(&srv->shards_running, 1);
+    uv_async_send(&srv->shard_done);
+}
 
 #endif

@@ -6,8 +6,8 @@
  * is unit-tested here. A decoded request borrows its strings from the parsed
  * JSON tree it owns; pl_wire_req_free releases it.
  */
-#ifndef PARLEY_PROTO_H
-#define PARLEY_PROTO_H
+#ifndef PARLEY_APP_WIRE_H
+#define PARLEY_APP_WIRE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -6,8 +6,8 @@
  * encoding allocates nothing. Allocation failure aborts: at that point a
  * gateway cannot do anything useful for anyone.
  */
-#ifndef PARLEY_BUF_H
-#define PARLEY_BUF_H
+#ifndef PARLEY_BASE_BUF_H
+#define PARLEY_BASE_BUF_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -4,8 +4,8 @@
  * peer's address (PARLEY_TRUSTED_PROXIES). Pure functions over plain data:
  * a list is filled at start-up and then only read, by any thread.
  */
-#ifndef PARLEY_CIDR_H
-#define PARLEY_CIDR_H
+#ifndef PARLEY_BASE_CIDR_H
+#define PARLEY_BASE_CIDR_H
 
 #include <stddef.h>
 #include <stdint.h>

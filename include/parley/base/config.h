@@ -9,8 +9,8 @@
  * given, so every documented setting works alone; only explicit values that
  * conflict are refused, with the value that would work.
  */
-#ifndef PARLEY_CONFIG_H
-#define PARLEY_CONFIG_H
+#ifndef PARLEY_BASE_CONFIG_H
+#define PARLEY_BASE_CONFIG_H
 
 #include <stddef.h>
 

@@ -7,8 +7,8 @@
  * generators in a cluster share one. Ids from one generator strictly increase,
  * even if the wall clock steps back (the generator then runs on its last time).
  */
-#ifndef PARLEY_IDGEN_H
-#define PARLEY_IDGEN_H
+#ifndef PARLEY_BASE_IDGEN_H
+#define PARLEY_BASE_IDGEN_H
 
 #include <stdint.h>
 

@@ -4,8 +4,8 @@
  * Owns nothing: every function works on caller-provided buffers and is
  * thread-safe (no shared state). Uses mbedTLS for HMAC-SHA256 and base64.
  */
-#ifndef PARLEY_JWT_H
-#define PARLEY_JWT_H
+#ifndef PARLEY_BASE_JWT_H
+#define PARLEY_BASE_JWT_H
 
 #include <stddef.h>
 #include <stdint.h>

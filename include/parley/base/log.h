@@ -3,8 +3,8 @@
  * thread's tag. Thread-safe (each line is a single write(2)). A message
  * that holds newlines (libpq's do) is joined into one line.
  */
-#ifndef PARLEY_LOG_H
-#define PARLEY_LOG_H
+#ifndef PARLEY_BASE_LOG_H
+#define PARLEY_BASE_LOG_H
 
 /** Severity, in increasing order. */
 typedef enum { PL_LOG_DEBUG, PL_LOG_INFO, PL_LOG_WARN, PL_LOG_ERROR } pl_log_level_t;

@@ -8,8 +8,8 @@
  * consumer (an eventfd write), so a consumer is woken once per batch, not per
  * node. The queue owns nothing: nodes belong to whatever embeds them.
  */
-#ifndef PARLEY_MPSC_H
-#define PARLEY_MPSC_H
+#ifndef PARLEY_BASE_MPSC_H
+#define PARLEY_BASE_MPSC_H
 
 #include <stdatomic.h>
 #include <stddef.h>

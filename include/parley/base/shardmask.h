@@ -15,8 +15,8 @@
  * room before it starts the room's catch-up in Redis, so every message
  * published after the catch-up's snapshot finds the bit set.
  */
-#ifndef PARLEY_SHARDMASK_H
-#define PARLEY_SHARDMASK_H
+#ifndef PARLEY_BASE_SHARDMASK_H
+#define PARLEY_BASE_SHARDMASK_H
 
 #include <stdatomic.h>
 #include <stdint.h>

@@ -11,8 +11,8 @@
  * pl_frame_unref; the last one frees the frame. Reference counts are atomic
  * because a broadcast frame is shared by every shard thread.
  */
-#ifndef PARLEY_FRAME_H
-#define PARLEY_FRAME_H
+#ifndef PARLEY_NET_FRAME_H
+#define PARLEY_NET_FRAME_H
 
 #include <stdatomic.h>
 #include <stddef.h>

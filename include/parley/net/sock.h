@@ -184,6 +184,13 @@ pl_sock_ctx_t *pl_sock_ctx_new(pl_loop_t *loop, const pl_sock_handlers_t *h, voi
  *  e.g. the TLS configuration). */
 int pl_sock_listen(pl_sock_ctx_t *ctx, int fd, const pl_sock_type_t *type, void *arg);
 
+/** A socket not from a listener, with no file descriptor: `type` moves its bytes (the unit
+ *  tests' loopback transport). Ready as the type's accept makes it. NULL on failure. */
+pl_sock_t *pl_sock_attach(pl_sock_ctx_t *ctx, const pl_sock_type_t *type, void *arg);
+
+/** Bytes for an attached socket, from its type's own source: read as if from the network. */
+void pl_sock_feed(pl_sock_t *s, char *p, size_t n);
+
 /** Stop accepting (shutdown). */
 void pl_sock_ctx_unlisten(pl_sock_ctx_t *ctx);
 

@@ -7,8 +7,8 @@
  * request being parsed: the parser pauses after each request so the
  * connection answers it before parsing a pipelined next one.
  */
-#ifndef PARLEY_HTTP_H
-#define PARLEY_HTTP_H
+#ifndef PARLEY_PROTO_HTTP_H
+#define PARLEY_PROTO_HTTP_H
 
 #include <llhttp.h>
 #include <stddef.h>

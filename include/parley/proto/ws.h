@@ -13,8 +13,8 @@
  * it has borrowed and its reassembly buffer until pl_ws_in_free. One pool
  * per shard thread; nothing here is thread-safe.
  */
-#ifndef PARLEY_WS_H
-#define PARLEY_WS_H
+#ifndef PARLEY_PROTO_WS_H
+#define PARLEY_PROTO_WS_H
 
 #include <stddef.h>
 #include <stdint.h>

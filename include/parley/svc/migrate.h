@@ -5,8 +5,8 @@
  * again is harmless. An advisory lock keeps two instances from migrating at
  * once.
  */
-#ifndef PARLEY_MIGRATE_H
-#define PARLEY_MIGRATE_H
+#ifndef PARLEY_SVC_MIGRATE_H
+#define PARLEY_SVC_MIGRATE_H
 
 #include <stddef.h>
 

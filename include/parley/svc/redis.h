@@ -12,8 +12,8 @@
  * Replies are built in the connection's reply arena (reply.h): a callback must
  * not keep a reply, or anything in it, after it returns.
  */
-#ifndef PARLEY_REDIS_H
-#define PARLEY_REDIS_H
+#ifndef PARLEY_SVC_REDIS_H
+#define PARLEY_SVC_REDIS_H
 
 #include <stdatomic.h>
 #include <stddef.h>

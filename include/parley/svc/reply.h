@@ -17,8 +17,8 @@
  * the current one was freed. Replies larger than the arena's first block
  * (catch-up with many entries) take more blocks, released on the next reset.
  */
-#ifndef PARLEY_REPLY_H
-#define PARLEY_REPLY_H
+#ifndef PARLEY_SVC_REPLY_H
+#define PARLEY_SVC_REPLY_H
 
 #include <hiredis/hiredis.h>
 

@@ -15,8 +15,8 @@
  * its data has none, and both scripts refuse to run until the seqs and
  * recent cids are restored from PostgreSQL).
  */
-#ifndef PARLEY_SCRIPT_H
-#define PARLEY_SCRIPT_H
+#ifndef PARLEY_SVC_SCRIPT_H
+#define PARLEY_SVC_SCRIPT_H
 
 #include <stddef.h>
 
