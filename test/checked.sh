@@ -40,6 +40,8 @@ EOF
         'durable recovery: the same with PARLEY_STREAM_LEN=100'
         'heal: Redis restarts empty'
         'slow consumer: a client that stops reading is closed with 4008 past'
+        'tls: wss and https beside plain ws'
+        'tls: SIGHUP reloads'
     )
     ;;
 tsan)
@@ -79,6 +81,7 @@ EOF
         'shutdown: SIGTERM'
         'heal: Redis flushed'
         'heal: parleyd starts while Redis is down'
+        'tls: wss and https beside plain ws'
     )
     ;;
 *)

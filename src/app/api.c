@@ -169,8 +169,8 @@ static int plain_host(const char *h)
 /*
  * Where clients connect: PARLEY_PUBLIC_URL if set; else the scheme and host a trusted proxy
  * saw (X-Forwarded-Proto, X-Forwarded-Host; from anyone else they are ignored), falling back
- * to ws:// and the Host header (the shipped nginx config passes the client's Host, port
- * included).
+ * to the scheme of this connection (wss:// over TLS) and the Host header (the shipped nginx
+ * config passes the client's Host, port included).
  */
 static void websocket_url(pl_conn_t *c, pl_buf_t *url)
 {
@@ -190,7 +190,8 @@ static void websocket_url(pl_conn_t *c, pl_buf_t *url)
     }
     const char *host = *fhost ? fhost : pl_http_header(c->http, PL_H_HOST);
     if (!host || !plain_host(host)) host = "127.0.0.1";
-    int tls = strcasecmp(proto, "https") == 0 || strcasecmp(proto, "wss") == 0;
+    int tls = *proto ? strcasecmp(proto, "https") == 0 || strcasecmp(proto, "wss") == 0
+                     : pl_sock_secure(&c->sock);
     pl_buf_printf(url, "%s://%s/ws", tls ? "wss" : "ws", host);
 }
 

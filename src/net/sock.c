@@ -221,7 +221,8 @@ void pl_sock_close(pl_sock_t *s, uint16_t code, const char *reason)
 
 void pl_sock_abort(pl_sock_t *s, const char *why)
 {
-    pl_debug("conn: aborting: %s", why);
+    /* Not logged here: the layer above logs an opened socket's close (with `why` as the
+     * reason), a type logs why a socket never opened. */
     s->flags |= PL_SOCK_ABORT;
     pl_sock_close(s, 0, why);
 }
@@ -568,8 +569,14 @@ static void sweep_one(pl_sock_t *s, uint64_t now)
         return;
     }
     if (!(s->flags & PL_SOCK_OPENED)) {
-        if (now - s->created_ms >= (uint64_t)lim->handshake_s * 1000)
+        if (now - s->created_ms >= (uint64_t)lim->handshake_s * 1000) {
+            if (pl_log_enabled(PL_LOG_DEBUG)) {
+                char peer[64];
+                pl_debug("conn from %s: no %s handshake within %d s; closed",
+                         pl_sock_peer_str(s, peer, sizeof peer), s->type->name, lim->handshake_s);
+            }
             pl_sock_abort(s, "handshake timeout");
+        }
         return;
     }
     /* A client that stopped reading while a write waits: the soft limit's clock runs on. */

@@ -427,6 +427,7 @@ static void tls_free(pl_sock_t *s)
 
 const pl_sock_type_t pl_sock_tls = {
     .name = "tls",
+    .secure = 1,
     .accept = tls_accept,
     .loop_free = tls_loop_free,
     .read = tls_read,

@@ -5,6 +5,7 @@
  */
 #include "parley/proto/conn.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>

@@ -33,4 +33,3 @@ void pl_db_restore_free(pl_db_restore_t *j)
     pl_db_rows_free(&j->reads);
     pl_db_rows_free(&j->members);
 }
-

@@ -5,7 +5,10 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import tls from 'node:tls';
+import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +23,41 @@ export const SECRET = 'integration-secret-' + crypto.randomBytes(6).toString('he
 export const API_KEY = 'integration-api-key';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- TLS
+// PARLEY_TEST_TLS=1: every parleyd listens with TLS only (PARLEY_LISTEN=none), and every client
+// here (WebSocket, HTTP, raw) talks TLS to it and verifies its certificate against a CA made for
+// this run with the openssl CLI. test/run runs the protocol, durable and chat tests so.
+export const TLS_MODE = process.env.PARLEY_TEST_TLS === '1';
+const tlsPorts = new Set();
+let tlsDir = null;
+// { ca, cert, key, dir }: a CA and a certificate for 127.0.0.1/localhost signed by it (EC P-256).
+// `name` makes another pair from the same CA (for reloads).
+export function tlsFiles(name = 'server') {
+  if (!tlsDir) {
+    tlsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-tls-'));
+    process.on('exit', () => { try { fs.rmSync(tlsDir, { recursive: true, force: true }); } catch {} });
+    const ca = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', path.join(tlsDir, 'ca.key'), '-out', path.join(tlsDir, 'ca.pem'), '-days', '2', '-subj', '/CN=parley test CA'], { encoding: 'utf8' });
+    if (ca.status !== 0) throw new Error(`openssl (CA): ${ca.stderr}`);
+    fs.writeFileSync(path.join(tlsDir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  }
+  const key = path.join(tlsDir, `${name}.key`), cert = path.join(tlsDir, `${name}.pem`), csr = path.join(tlsDir, `${name}.csr`);
+  if (!fs.existsSync(cert)) {
+    const steps = [
+      ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`],
+      ['x509', '-req', '-in', csr, '-CA', path.join(tlsDir, 'ca.pem'), '-CAkey', path.join(tlsDir, 'ca.key'), '-CAcreateserial',
+        '-out', cert, '-days', '2', '-extfile', path.join(tlsDir, 'ext.cnf')],
+    ];
+    for (const a of steps) {
+      const r = spawnSync('openssl', a, { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`openssl ${a[0]}: ${r.stderr}`);
+    }
+  }
+  return { ca: path.join(tlsDir, 'ca.pem'), cert, key, dir: tlsDir };
+}
+export const tlsCa = () => fs.readFileSync(tlsFiles().ca);
+export const isTlsPort = (port) => tlsPorts.has(port);
 
 // ---------------------------------------------------------------- registry
 // Every process and client a test starts is registered with the running test
@@ -133,7 +171,8 @@ function readTail(file, lines = 60) {
 export class Parleyd {
   constructor(opts) { Object.assign(this, opts); this.child = null; }
   get name() { return `parleyd ${this.serverId}`; }
-  get wsUrl() { return `ws://127.0.0.1:${this.port}/ws`; }
+  get wsUrl() { return this.tls === true ? `wss://127.0.0.1:${this.port}/ws` : `ws://127.0.0.1:${this.port}/ws`; }
+  get wssUrl() { return `wss://127.0.0.1:${this.tlsPort}/ws`; }
   logTail(n) { return readTail(this.logFile, n); }
   log() { try { return fs.readFileSync(this.logFile, 'utf8'); } catch { return ''; } }
 
@@ -164,18 +203,26 @@ export class Parleyd {
 
 let instanceSeq = 0;
 // startParleyd({ redis, env: { PARLEY_...: value }, serverId, waitHealthy })
-export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHealthy = true } = {}) {
+// tls: true (or PARLEY_TEST_TLS=1): TLS only, on `port`; 'both': plain on `port`, TLS on `tlsPort`.
+export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHealthy = true, tls: withTls = TLS_MODE } = {}) {
   if (!fs.existsSync(PARLEYD)) throw new Error(`${PARLEYD} missing: build it with make`);
   const dir = tmpDir();
   serverId = serverId || `it-${process.pid}-${++instanceSeq}`;
   let lastErr;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
+    const tlsPort = withTls === 'both' ? await freePort() : withTls ? port : 0;
     const logFile = path.join(dir, `${serverId}.${attempt}.log`);
-    const p = new Parleyd({ port, serverId, logFile });
+    const p = new Parleyd({ port, serverId, logFile, tls: !!withTls, tlsPort });
+    const tlsEnv = {};
+    if (withTls) {
+      const f = tlsFiles();
+      Object.assign(tlsEnv, { PARLEY_TLS_LISTEN: `127.0.0.1:${tlsPort}`, PARLEY_TLS_CERT: f.cert, PARLEY_TLS_KEY: f.key });
+      tlsPorts.add(tlsPort);
+    }
     const fullEnv = {
       PATH: process.env.PATH, HOME: process.env.HOME || '/tmp', LANG: 'C.UTF-8',
-      PARLEY_LISTEN: `127.0.0.1:${port}`,
+      PARLEY_LISTEN: withTls === true ? 'none' : `127.0.0.1:${port}`, ...tlsEnv,
       PARLEY_REDIS_URL: redisUrl || (redis && redis.url) || 'redis://127.0.0.1:1/0',
       PARLEY_JWT_SECRET: SECRET, PARLEY_API_KEY: API_KEY,
       PARLEY_SERVER_ID: serverId, PARLEY_SHARDS: '2',
@@ -242,7 +289,10 @@ export async function startNginx(servers) {
 // ---------------------------------------------------------------- HTTP
 export function httpRequest(port, method, reqPath, { headers = {}, body, timeout = 5000 } = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path: reqPath, headers, agent: false }, (res) => {
+    const mod = tlsPorts.has(port) ? https : http;
+    const opts = { host: '127.0.0.1', port, method, path: reqPath, headers, agent: false };
+    if (mod === https) opts.ca = tlsCa();
+    const req = mod.request(opts, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => {
@@ -261,9 +311,16 @@ export function httpRequest(port, method, reqPath, { headers = {}, body, timeout
 
 // Raw TCP exchange: write `data`, collect everything until the peer closes or
 // `ms` passes. Resolves { data: Buffer, closed: boolean, ms }.
+// A plain TCP connection, or TLS (verifying the test CA) to a TLS port. Either emits 'connect'
+// once; what is written before the TLS handshake is done waits for it.
+export function rawConnect(port) {
+  if (!tlsPorts.has(port)) return net.connect(port, '127.0.0.1');
+  return tls.connect({ port, host: '127.0.0.1', ca: tlsCa(), servername: 'localhost' });
+}
+
 export function rawExchange(port, data, ms = 3000) {
   return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
+    const s = rawConnect(port);
     const chunks = []; const t0 = Date.now(); let closed = false;
     const t = setTimeout(() => { s.destroy(); finish(); }, ms);
     let done = false;
@@ -406,7 +463,8 @@ export function connect(target, { token, tokenIn = 'header', headers = {}, ms = 
   if (token && tokenIn === 'header') h.Authorization = `Bearer ${token}`;
   if (token && tokenIn === 'query') url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers: h, handshakeTimeout: ms, perMessageDeflate: false, ...wsOptions });
+    const tlsOpts = url.startsWith('wss:') ? { ca: tlsCa() } : {};
+    const ws = new WebSocket(url, { headers: h, handshakeTimeout: ms, perMessageDeflate: false, ...tlsOpts, ...wsOptions });
     const client = new Client(ws);
     current.clients.push(client);
     let settled = false;
@@ -439,7 +497,7 @@ export async function connectAuthed(server, user = newUser(), opts = {}) {
 export function rawUpgrade(port, { token, pathname = '/ws' } = {}) {
   return new Promise((resolve, reject) => {
     const key = crypto.randomBytes(16).toString('base64');
-    const s = net.connect(port, '127.0.0.1');
+    const s = rawConnect(port);
     let buf = Buffer.alloc(0);
     const t = setTimeout(() => { s.destroy(); reject(new Error('raw upgrade timed out')); }, 5000);
     s.on('connect', () => s.write(

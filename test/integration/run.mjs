@@ -1,7 +1,8 @@
 // Integration test runner: imports every *.test.mjs beside it, runs the tests
 // one after another, each with a time limit, and prints `PASS <name>` or
 // `FAIL <name>: <reason>`. Optional argument / PARLEY_TEST_FILTER: run only
-// tests whose name contains that text.
+// tests whose name contains that text; PARLEY_TEST_MATCH: only those matching
+// that regular expression. Under PARLEY_TEST_TLS=1 every name gets " [tls]".
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -10,6 +11,8 @@ import { registry, current, cleanupCurrent, PARLEYD } from './lib.mjs';
 const dir = path.dirname(fileURLToPath(import.meta.url));
 const DEFAULT_TIMEOUT = Number(process.env.PARLEY_TEST_TIMEOUT_MS || 120000);
 const filter = process.argv[2] || process.env.PARLEY_TEST_FILTER || '';
+const match = process.env.PARLEY_TEST_MATCH ? new RegExp(process.env.PARLEY_TEST_MATCH) : null;
+const suffix = process.env.PARLEY_TEST_TLS === '1' ? ' [tls]' : '';
 
 const files = fs.readdirSync(dir).filter((f) => f.endsWith('.test.mjs')).sort();
 for (const f of files) await import(pathToFileURL(path.join(dir, f)).href);
@@ -26,6 +29,7 @@ const oneLine = (s) => String(s).replace(/\s*\n\s*/g, ' / ').slice(0, 600);
 
 for (const t of registry) {
   if (filter && !t.name.includes(filter)) continue;
+  if (match && !match.test(t.name)) continue;
   const limit = t.timeout || DEFAULT_TIMEOUT;
   const t0 = Date.now();
   let timer, err = null;
@@ -45,12 +49,12 @@ for (const t of registry) {
   const secs = ((Date.now() - t0) / 1000).toFixed(1);
   if (!err) {
     passed++;
-    console.log(`PASS ${t.name} (${secs}s)`);
+    console.log(`PASS ${t.name}${suffix} (${secs}s)`);
   } else {
     failed++;
     const msg = err && err.message ? err.message : String(err);
     const first = msg.split('\n')[0];
-    console.log(`FAIL ${t.name}: ${oneLine(first)} (${secs}s)`);
+    console.log(`FAIL ${t.name}${suffix}: ${oneLine(first)} (${secs}s)`);
     const restLines = msg.split('\n').slice(1).filter(Boolean);
     if (restLines.length) console.log(restLines.map((l) => '  ' + l).join('\n'));
     for (const p of procs) {

@@ -63,6 +63,7 @@ static inline void pl_outq_append(pl_outq_node_t **head, pl_outq_node_t **tail, 
  */
 typedef struct pl_sock_type {
     const char *name;
+    int secure; /**< the bytes are encrypted (https, wss) */
     /** Accepted: set up the type's state. 0, or a negative error (the socket is dropped). The
      *  socket is opened to the layer above by the type (pl_sock__opened) when it is ready.
      *  `arg` is the listener's; `*loop_state` the type's own per-loop state (NULL at first). */
@@ -249,6 +250,12 @@ int pl_sock_peer(const pl_sock_t *s, struct sockaddr_storage *ss);
 
 /** The peer as text ("1.2.3.4:5678"), for log lines. */
 const char *pl_sock_peer_str(const pl_sock_t *s, char *out, size_t n);
+
+/** 1 if the socket's bytes are encrypted (the client used https or wss). */
+static inline int pl_sock_secure(const pl_sock_t *s)
+{
+    return s->type->secure;
+}
 
 /** uv_now of the socket's loop. */
 static inline uint64_t pl_sock_now(const pl_sock_t *s)

@@ -1,0 +1,167 @@
+// TLS served by parleyd itself (issue 11): a client that verifies the certificate, TLS beside
+// plain, ALPN, what is refused (old protocol versions, plain HTTP, garbage, stalled and flooding
+// handshakes: each closed, nobody else delayed), and SIGHUP reloading the certificate without
+// dropping anyone. Certificates are made here with the openssl CLI (lib.mjs tlsFiles).
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import {
+  test, startRedis, startParleyd, connect, connectAuthed, mintToken, newUser, httpRequest, tlsFiles,
+  tlsCa, until, sleep, eq, assert,
+} from './lib.mjs';
+
+// A TLS connection to `port`; resolves { socket, cert (the peer's), alpn } or rejects.
+function tlsConnect(port, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: tlsCa(), ...opts });
+    s.once('secureConnect', () => resolve({ socket: s, cert: s.getPeerCertificate(), alpn: s.alpnProtocol, version: s.getProtocol() }));
+    s.once('error', reject);
+    setTimeout(() => reject(new Error('TLS connect timed out')), 5000);
+  });
+}
+
+// Bytes to a port; resolves how the server ended it: { closed, ms, data }.
+function poke(port, bytes, ms = 8000) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    const t0 = Date.now();
+    let data = Buffer.alloc(0), done = false;
+    const finish = (closed) => { if (done) return; done = true; clearTimeout(t); s.destroy(); resolve({ closed, ms: Date.now() - t0, data }); };
+    const t = setTimeout(() => finish(false), ms);
+    s.on('connect', () => { if (bytes) s.write(bytes); });
+    s.on('data', (d) => { data = Buffer.concat([data, d]); });
+    s.on('close', () => finish(true));
+    s.on('error', () => finish(true));
+  });
+}
+
+test('tls: wss and https beside plain ws, with a client that verifies the certificate; ALPN http/1.1; TLS 1.2', async () => {
+  const redis = await startRedis();
+  const srv = await startParleyd({ redis, tls: 'both', env: { PARLEY_MAX_FRAME: 200000, PARLEY_MAX_TEXT: 100000 } });
+  // https: the token endpoint names wss:// for a request that came over TLS
+  const r = await httpRequest(srv.tlsPort, 'GET', '/health');
+  eq(r.status, 200, 'GET /health over https');
+  const { socket, alpn, version, cert } = await tlsConnect(srv.tlsPort, { ALPNProtocols: ['http/1.1'] });
+  eq(alpn, 'http/1.1', 'ALPN');
+  eq(version, 'TLSv1.2', 'protocol version');
+  assert(cert && cert.subjectaltname && cert.subjectaltname.includes('127.0.0.1'), `certificate: ${JSON.stringify(cert && cert.subject)}`);
+  socket.destroy();
+  // wss and ws clients in one room
+  const a = await connect(srv.wssUrl, { token: mintToken('tls-a') });
+  await a.nextJson('authenticated');
+  const b = await connect(`ws://127.0.0.1:${srv.port}/ws`, { token: mintToken('tls-b') });
+  await b.nextJson('authenticated');
+  await a.subscribe(['mixed']); await b.subscribe(['mixed']);
+  a.send({ type: 'message', room: 'mixed', text: 'from wss' });
+  b.send({ type: 'message', room: 'mixed', text: 'from ws' });
+  for (const c of [a, b])
+    for (const text of ['from wss', 'from ws'])
+      eq((await c.nextJson((j) => j.type === 'message' && j.text === text, 5000)).text, text, 'delivered across ws and wss');
+  // a large message (several TLS records each way)
+  const big = 'z'.repeat(60000);
+  a.send({ type: 'message', room: 'mixed', text: big });
+  eq((await b.nextJson((j) => j.type === 'message' && j.text.length === big.length, 5000)).text, big, 'a 60 KB message over TLS');
+  // a client that does not trust the certificate is refused by its own check
+  let refused = null;
+  try { await tlsConnect(srv.tlsPort, { ca: undefined }); } catch (e) { refused = e; }
+  assert(refused && /self.signed|unable to (get|verify)/i.test(refused.message), `an unverifiable certificate was accepted: ${refused && refused.message}`);
+  assert(srv.running, 'parleyd exited');
+});
+
+test('tls: plain HTTP, garbage, TLS 1.0, a stalled handshake and a handshake flood on the TLS port are closed; other clients are not delayed', async () => {
+  const redis = await startRedis();
+  const srv = await startParleyd({ redis, tls: 'both', env: { PARLEY_TLS_HANDSHAKE_TIMEOUT: 2, PARLEY_LOG_LEVEL: 'debug' } });
+  const port = srv.tlsPort;
+  const ok = await connect(srv.wssUrl, { token: mintToken('steady') });
+  await ok.nextJson('authenticated');
+  // plain HTTP to the TLS port: closed at once
+  const plain = await poke(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert(plain.closed && plain.ms < 2000, `plain HTTP on the TLS port: ${JSON.stringify(plain)}`);
+  // garbage
+  const garbage = await poke(port, Buffer.from('\x16\x03\x01\x00\x05hello, no TLS here\r\n'.repeat(20), 'latin1'));
+  assert(garbage.closed && garbage.ms < 2000, `garbage on the TLS port: ${JSON.stringify({ ...garbage, data: undefined })}`);
+  // TLS 1.0
+  let old = null;
+  try { await tlsConnect(port, { minVersion: 'TLSv1', maxVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' }); } catch (e) { old = e; }
+  assert(old, 'a TLS 1.0 handshake succeeded');
+  // a client that starts a handshake and stalls: closed after PARLEY_TLS_HANDSHAKE_TIMEOUT (2 s)
+  const hello = Buffer.from('16030100a5010000a10303' + '00'.repeat(32), 'hex'); // a ClientHello's first bytes
+  const stalled = poke(port, hello, 8000);
+  // a flood of 300 handshakes that never finish, opened at once
+  const flood = [];
+  for (let i = 0; i < 300; i++) {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    s.on('connect', () => s.write(hello));
+    flood.push(s);
+  }
+  // meanwhile the established client is served as usual
+  const t0 = Date.now();
+  await ok.ping(3000);
+  const rtt = Date.now() - t0;
+  const st = await stalled;
+  assert(st.closed && st.ms >= 1500 && st.ms < 6000, `a stalled handshake: closed ${st.closed} after ${st.ms} ms`);
+  await until(() => flood.every((s) => s.destroyed || s.readyState === 'closed'), 10000, 'the flood to be closed');
+  for (const s of flood) s.destroy();
+  await ok.ping(3000);
+  assert(ok.open && srv.running, 'the established client or parleyd went away');
+  // each refusal logged once, at debug
+  const tlsLines = srv.log().split('\n').filter((l) => /TLS handshake failed|no tls handshake within/.test(l));
+  assert(tlsLines.length >= 300 && tlsLines.every((l) => / DEBUG /.test(l)), `TLS refusals not logged at debug: ${tlsLines.length}, ${tlsLines.slice(0, 2)}`);
+  console.log(`  (ping during a 300-handshake flood: ${rtt} ms; ${tlsLines.length} refusals logged)`);
+}, { timeout: 60000 });
+
+test('tls: SIGHUP reloads the certificate for new handshakes; connections stay; a bad file keeps the pair in use', async () => {
+  const redis = await startRedis();
+  const dir = fs.mkdtempSync(path.join(tlsFiles().dir, 'reload-'));
+  const cert = path.join(dir, 'cert.pem'), key = path.join(dir, 'key.pem');
+  const first = tlsFiles('first'), second = tlsFiles('second');
+  fs.copyFileSync(first.cert, cert); fs.copyFileSync(first.key, key);
+  const srv = await startParleyd({ redis, tls: 'both', env: { PARLEY_TLS_CERT: cert, PARLEY_TLS_KEY: key } });
+  const before = await tlsConnect(srv.tlsPort);
+  eq(before.cert.subject.CN, 'first', 'certificate before the reload');
+  before.socket.destroy();
+  const alive = await connect(srv.wssUrl, { token: mintToken(newUser('stays')) });
+  await alive.nextJson('authenticated');
+  fs.copyFileSync(second.cert, cert); fs.copyFileSync(second.key, key);
+  srv.child.kill('SIGHUP');
+  await until(() => /TLS certificate and key reloaded/.test(srv.log()), 5000, 'the reload in the log');
+  // every loop picks the new pair up at its next handshake
+  for (let i = 0; i < 4; i++) {
+    const after = await tlsConnect(srv.tlsPort);
+    eq(after.cert.subject.CN, 'second', `certificate after the reload (connection ${i})`);
+    after.socket.destroy();
+  }
+  await alive.ping();
+  assert(alive.open, 'a connection made before the reload was dropped');
+  // a key that does not match: logged, the second pair kept
+  fs.copyFileSync(first.key, key);
+  srv.child.kill('SIGHUP');
+  await until(() => /TLS reload failed/.test(srv.log()), 5000, 'the failed reload in the log');
+  const still = await tlsConnect(srv.tlsPort);
+  eq(still.cert.subject.CN, 'second', 'certificate after a bad reload');
+  still.socket.destroy();
+  await alive.ping();
+  assert(srv.running, 'parleyd exited');
+});
+
+test('tls: PARLEY_LISTEN=none serves TLS only; TLS settings are checked at start-up', async () => {
+  const redis = await startRedis();
+  const srv = await startParleyd({ redis, tls: true });
+  const c = await connectAuthed(srv);
+  await c.ping();
+  eq((await httpRequest(srv.port, 'POST', '/api/websocket/token', { headers: { Authorization: 'Bearer integration-api-key' }, body: { user_id: 'u' } })).json.websocket_url,
+    `wss://127.0.0.1:${srv.port}/ws`, 'websocket_url over TLS');
+  const { spawnSync } = await import('node:child_process');
+  const { PARLEYD } = await import('./lib.mjs');
+  const base = { PATH: process.env.PATH, PARLEY_JWT_SECRET: 's', PARLEY_API_KEY: 'k', PARLEY_REDIS_URL: redis.url, PARLEY_LISTEN: 'none' };
+  const missing = spawnSync(PARLEYD, [], { env: { ...base, PARLEY_TLS_LISTEN: '127.0.0.1:1' }, encoding: 'utf8', timeout: 5000 });
+  assert(missing.status === 2 && /PARLEY_TLS_CERT/.test(missing.stderr), `no certificate: ${missing.stderr}`);
+  const none = spawnSync(PARLEYD, [], { env: base, encoding: 'utf8', timeout: 5000 });
+  assert(none.status === 2 && /nothing to listen on/.test(none.stderr), `no listener: ${none.stderr}`);
+  const badFile = spawnSync(PARLEYD, [], { env: { ...base, PARLEY_TLS_LISTEN: '127.0.0.1:1', PARLEY_TLS_CERT: '/nonexistent.pem', PARLEY_TLS_KEY: tlsFiles().key }, encoding: 'utf8', timeout: 5000 });
+  assert(badFile.status === 1 && /cannot read \/nonexistent.pem/.test(badFile.stderr), `a missing file: ${badFile.stderr}`);
+  const mismatch = spawnSync(PARLEYD, [], { env: { ...base, PARLEY_TLS_LISTEN: '127.0.0.1:1', PARLEY_TLS_CERT: tlsFiles().cert, PARLEY_TLS_KEY: tlsFiles('other').key }, encoding: 'utf8', timeout: 5000 });
+  assert(mismatch.status === 1 && /does not hold the key/.test(mismatch.stderr), `a key of another certificate: ${mismatch.stderr}`);
+});
