@@ -47,6 +47,13 @@ test('tls: wss and https beside plain ws, with a client that verifies the certif
   eq(version, 'TLSv1.2', 'protocol version');
   assert(cert && cert.subjectaltname && cert.subjectaltname.includes('127.0.0.1'), `certificate: ${JSON.stringify(cert && cert.subject)}`);
   socket.destroy();
+  // Key exchange: the server's order (X25519, P-256, P-384), whatever the client lists first;
+  // mbedTLS's default would take P-521 for a client offering it, at three times the CPU.
+  for (const [offer, want] of [['P-521:P-384:X25519:P-256', 'X25519'], ['P-521:P-384:P-256', 'prime256v1']]) {
+    const k = await tlsConnect(srv.tlsPort, { ecdhCurve: offer });
+    eq(k.socket.getEphemeralKeyInfo().name, want, `key exchange group for a client offering ${offer}`);
+    k.socket.destroy();
+  }
   // wss and ws clients in one room
   const a = await connect(srv.wssUrl, { token: mintToken('tls-a') });
   await a.nextJson('authenticated');
