@@ -3,6 +3,7 @@
 #   make bench-big  19,000 idle connections on one parleyd (and on the floor)
 #   make bench-callgrind  instructions and allocations per message in parleyd (valgrind)
 #   make bench-peers      the same scenarios as bench, parleyd against a Node ws + ioredis server
+#   make bench-tls        idle, fanout, connect: plain, TLS in parleyd (mbedTLS), TLS in nginx
 # Results land in bench/results/<date>.md; see docs/performance.md.
 
 BENCH_CFLAGS = $(CFLAGS) -Ibench
@@ -30,6 +31,9 @@ bench-callgrind: $(BUILD)/parleyd $(BUILD)/parley-bench
 bench-peers: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
 	@bench/run peers
 
-.PHONY: bench-callgrind bench-peers
+bench-tls: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
+	@bench/run tls
+
+.PHONY: bench-callgrind bench-peers bench-tls
 
 -include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d

@@ -7,7 +7,7 @@
  *  - a latency histogram (1 us buckets up to 1 s, 1 ms buckets up to 60 s) with
  *    exact percentiles at that resolution
  *  - the `text` payload the bench embeds: "<seq>:<send ns>"
- *  - ws:// URL parsing
+ *  - ws:// and wss:// URL parsing
  *
  * Everything is `static inline` and allocation-free except bl_hist_*.
  */
@@ -319,13 +319,18 @@ typedef struct {
     char host[256];
     int port;
     char path[512];
+    int tls; /**< wss:// */
 } bl_url;
 
-/* Parse ws://host[:port][/path]. Returns 0 or -1. */
+/* Parse ws://host[:port][/path] or wss://... (default port 80 or 443). Returns 0 or -1. */
 static inline int bl_parse_url(const char *s, bl_url *u)
 {
-    if (strncmp(s, "ws://", 5) != 0) return -1;
-    s += 5;
+    if (strncmp(s, "ws://", 5) == 0)
+        u->tls = 0, s += 5;
+    else if (strncmp(s, "wss://", 6) == 0)
+        u->tls = 1, s += 6;
+    else
+        return -1;
     const char *hs = s;
     while (*s && *s != ':' && *s != '/')
         s++;
@@ -333,7 +338,7 @@ static inline int bl_parse_url(const char *s, bl_url *u)
     if (!hl || hl >= sizeof u->host) return -1;
     memcpy(u->host, hs, hl);
     u->host[hl] = 0;
-    u->port = 80;
+    u->port = u->tls ? 443 : 80;
     if (*s == ':') {
         s++;
         char *e;

@@ -4,6 +4,10 @@
  *
  *   parley-bench SCENARIO [options]        SCENARIO: idle | fanout | rooms | connect
  *
+ * A wss:// URL runs the same scenarios over TLS (mbedTLS client, one context
+ * per connection; --cacert verifies the server, otherwise it is not
+ * verified: the server's work is the same either way).
+ *
  * Every scenario is bounded and stops by itself. Each figure set is printed
  * as one machine-readable `RESULT key=value ...` line and as a readable table.
  * Exit status: 0 ok, 1 usage/setup error, 3 lost messages, errors or failed
@@ -28,6 +32,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
 #include "benchlib.h"
 #include "parley/base/jwt.h"
 
@@ -35,7 +46,7 @@
 #define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 #define MAX_PIDS 16
 
-enum { ST_NEW, ST_CONNECTING, ST_HS, ST_OPEN, ST_CLOSED, ST_FAILED };
+enum { ST_NEW, ST_CONNECTING, ST_TLS, ST_HS, ST_OPEN, ST_CLOSED, ST_FAILED };
 
 typedef struct conn {
     int fd;
@@ -49,7 +60,9 @@ typedef struct conn {
     uint8_t *out;
     uint32_t out_len, out_off;
     uint64_t last_seq;
-    char *tok; /* minted before the connection phase, freed once sent */
+    char *tok;                /* minted before the connection phase, freed once sent */
+    mbedtls_ssl_context *ssl; /* wss:// only: allocated at connect, freed by conn_close */
+    uint32_t tls_pend;        /* length of an mbedtls_ssl_write to repeat after WANT_WRITE */
 } conn;
 
 /* ------------------------------------------------------------- options */
@@ -81,7 +94,9 @@ static struct {
     pid_t rpids[MAX_PIDS];
     int nrpids;
     int verbose;
-    int proto; /* PROTO_*: what the server speaks */
+    int proto;          /* PROTO_*: what the server speaks */
+    const char *cacert; /* wss://: verify the server against this CA (PEM) */
+    const char *sni;    /* wss://: the name to verify and send (default: the URL's host) */
 } o;
 
 /* Protocol v1 is Parley's. The others let the same scenarios drive peers:
@@ -263,10 +278,137 @@ static void result_print(const result *r)
     fflush(stdout);
 }
 
+/* ------------------------------------------------------------------ TLS */
+
+/* One client configuration for every wss:// connection (a single thread uses it). */
+static struct {
+    mbedtls_ssl_config conf;
+    mbedtls_entropy_context ent;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt ca;
+} t;
+
+static void tls_err(int rc, char *out, size_t n)
+{
+    char m[128];
+    mbedtls_strerror(rc, m, sizeof m);
+    snprintf(out, n, "%s (-0x%04x)", m, (unsigned)-rc);
+}
+
+static int tls_init(void)
+{
+    mbedtls_ssl_config_init(&t.conf);
+    mbedtls_entropy_init(&t.ent);
+    mbedtls_ctr_drbg_init(&t.drbg);
+    mbedtls_x509_crt_init(&t.ca);
+    static const unsigned char pers[] = "parley-bench";
+    int rc = mbedtls_ctr_drbg_seed(&t.drbg, mbedtls_entropy_func, &t.ent, pers, sizeof pers - 1);
+    if (rc == 0)
+        rc = mbedtls_ssl_config_defaults(&t.conf, MBEDTLS_SSL_IS_CLIENT,
+                                         MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (rc == 0 && o.cacert) rc = mbedtls_x509_crt_parse_file(&t.ca, o.cacert);
+    if (rc != 0) {
+        char e[200];
+        tls_err(rc, e, sizeof e);
+        fprintf(stderr, "parley-bench: TLS set-up%s%s: %s\n", o.cacert ? " with " : "",
+                o.cacert ? o.cacert : "", e);
+        return -1;
+    }
+    mbedtls_ssl_conf_rng(&t.conf, mbedtls_ctr_drbg_random, &t.drbg);
+    mbedtls_ssl_conf_min_version(&t.conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    /* What browsers offer, in their order. mbedTLS's default list starts at secp521r1, and a
+     * server that follows the client's order (OpenSSL's default) would pay for it. */
+    static const mbedtls_ecp_group_id groups[] = {MBEDTLS_ECP_DP_CURVE25519,
+                                                  MBEDTLS_ECP_DP_SECP256R1,
+                                                  MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE};
+    mbedtls_ssl_conf_curves(&t.conf, groups);
+    if (o.cacert) {
+        mbedtls_ssl_conf_ca_chain(&t.conf, &t.ca, NULL);
+        mbedtls_ssl_conf_authmode(&t.conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    } else {
+        mbedtls_ssl_conf_authmode(&t.conf, MBEDTLS_SSL_VERIFY_NONE);
+    }
+    return 0;
+}
+
+/* mbedTLS' I/O on the non-blocking socket: EAGAIN becomes WANT_READ/WANT_WRITE. */
+static int tls_send_cb(void *ctx, const unsigned char *p, size_t n)
+{
+    conn *c = ctx;
+    ssize_t w;
+    do
+        w = write(c->fd, p, n);
+    while (w < 0 && errno == EINTR);
+    if (w >= 0) return (int)w;
+    return errno == EAGAIN ? MBEDTLS_ERR_SSL_WANT_WRITE : MBEDTLS_ERR_NET_SEND_FAILED;
+}
+
+static int tls_recv_cb(void *ctx, unsigned char *p, size_t n)
+{
+    conn *c = ctx;
+    ssize_t r;
+    do
+        r = read(c->fd, p, n);
+    while (r < 0 && errno == EINTR);
+    if (r >= 0) return (int)r; /* 0: mbedTLS reports MBEDTLS_ERR_SSL_CONN_EOF */
+    return errno == EAGAIN ? MBEDTLS_ERR_SSL_WANT_READ : MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+/* read(2) and write(2) for a connection, through TLS on wss://: the same
+ * return values, with errno EAGAIN while TLS waits for the socket and EPROTO
+ * (noted) on a TLS error. */
+static ssize_t io_read(conn *c, void *p, size_t n)
+{
+    if (!c->ssl) return read(c->fd, p, n);
+    int r = mbedtls_ssl_read(c->ssl, p, n);
+    if (r >= 0) return r;
+    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_SSL_CONN_EOF) return 0;
+    if (r == MBEDTLS_ERR_NET_RECV_FAILED) return -1; /* errno from read() */
+    char e[200];
+    tls_err(r, e, sizeof e);
+    note_err("bench-%u: TLS read: %s", c->idx, e);
+    errno = EPROTO;
+    return -1;
+}
+
+static ssize_t io_write(conn *c, const void *p, size_t n)
+{
+    if (!c->ssl) return write(c->fd, p, n);
+    /* After WANT_WRITE mbedTLS holds the record and must be called again with the same
+     * length; it then reports that many bytes written. */
+    if (c->tls_pend) n = c->tls_pend;
+    int r = mbedtls_ssl_write(c->ssl, p, n);
+    if (r >= 0) {
+        c->tls_pend = 0;
+        return r;
+    }
+    if (r == MBEDTLS_ERR_SSL_WANT_WRITE || r == MBEDTLS_ERR_SSL_WANT_READ) {
+        c->tls_pend = (uint32_t)n;
+        errno = EAGAIN;
+        return -1;
+    }
+    if (r == MBEDTLS_ERR_NET_SEND_FAILED) return -1; /* errno from write() */
+    char e[200];
+    tls_err(r, e, sizeof e);
+    note_err("bench-%u: TLS write: %s", c->idx, e);
+    errno = EPROTO;
+    return -1;
+}
+
 /* ---------------------------------------------------------- connections */
 
 static void conn_close(conn *c, int st)
 {
+    if (c->ssl) {
+        mbedtls_ssl_free(c->ssl);
+        free(c->ssl);
+        c->ssl = NULL;
+        c->tls_pend = 0;
+    }
     if (c->fd >= 0) {
         struct linger lg = {1, 0}; /* RST: no TIME_WAIT piles up across runs */
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -297,7 +439,7 @@ static void conn_close(conn *c, int st)
 static int conn_flush(conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        ssize_t w = io_write(c, c->out + c->out_off, c->out_len - c->out_off);
         if (w > 0) {
             c->out_off += (uint32_t)w;
         } else if (w < 0 && errno == EINTR) {
@@ -322,7 +464,7 @@ static void conn_send(conn *c, const void *p, size_t n)
     if (c->out_len == c->out_off) {
         ssize_t w;
         do
-            w = write(c->fd, p, n);
+            w = io_write(c, p, n);
         while (w < 0 && errno == EINTR);
         if (w == (ssize_t)n) return;
         if (w < 0 && errno != EAGAIN) {
@@ -612,12 +754,15 @@ static int on_readable(conn *c)
         c->in_len = 0;
     }
     size_t room = sizeof g_rbuf - have;
-    ssize_t r = read(c->fd, buf + have, room);
-    int more = r == (ssize_t)room || (r < 0 && errno == EINTR);
+    ssize_t r = io_read(c, buf + have, room);
+    /* TLS hands out a record at a time and may hold more: read on until it waits */
+    int more = r == (ssize_t)room || (r < 0 && errno == EINTR) || (c->ssl && r > 0);
     if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
         if (c->state != ST_OPEN)
             note_err("bench-%u: %s during %s", c->idx, r == 0 ? "EOF" : strerror(errno),
-                     c->state == ST_HS ? "upgrade" : "connect");
+                     c->state == ST_HS    ? "upgrade"
+                     : c->state == ST_TLS ? "TLS"
+                                          : "connect");
         else if (o.verbose)
             note_err("bench-%u: server closed the connection", c->idx);
         conn_close(c, c->state == ST_OPEN ? ST_CLOSED : ST_FAILED);
@@ -664,6 +809,49 @@ keep:
     return more;
 }
 
+/* One step of the TLS handshake; the upgrade request follows it. */
+static void tls_step(conn *c)
+{
+    int r = mbedtls_ssl_handshake(c->ssl);
+    if (r == 0) {
+        send_upgrade(c);
+    } else if (r != MBEDTLS_ERR_SSL_WANT_READ && r != MBEDTLS_ERR_SSL_WANT_WRITE) {
+        char e[200];
+        if (r == MBEDTLS_ERR_NET_RECV_FAILED || r == MBEDTLS_ERR_NET_SEND_FAILED)
+            snprintf(e, sizeof e, "%s", strerror(errno));
+        else
+            tls_err(r, e, sizeof e);
+        uint32_t vf = mbedtls_ssl_get_verify_result(c->ssl);
+        if (r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && vf != (uint32_t)-1) {
+            char v[160];
+            mbedtls_x509_crt_verify_info(v, sizeof v, "", vf);
+            v[strcspn(v, "\n")] = 0;
+            snprintf(e, sizeof e, "certificate not verified: %s", v);
+        }
+        note_err("bench-%u: TLS handshake: %s", c->idx, e);
+        conn_close(c, ST_FAILED);
+    }
+}
+
+static void tls_begin(conn *c)
+{
+    c->ssl = malloc(sizeof *c->ssl);
+    if (!c->ssl) abort();
+    mbedtls_ssl_init(c->ssl);
+    int r = mbedtls_ssl_setup(c->ssl, &t.conf);
+    if (r == 0) r = mbedtls_ssl_set_hostname(c->ssl, o.sni ? o.sni : o.url.host);
+    if (r != 0) {
+        char e[200];
+        tls_err(r, e, sizeof e);
+        note_err("bench-%u: TLS set-up: %s", c->idx, e);
+        conn_close(c, ST_FAILED);
+        return;
+    }
+    mbedtls_ssl_set_bio(c->ssl, c, tls_send_cb, tls_recv_cb, NULL);
+    c->state = ST_TLS;
+    tls_step(c);
+}
+
 static void on_event(conn *c, uint32_t ev)
 {
     if (c->fd < 0) return;
@@ -677,7 +865,14 @@ static void on_event(conn *c, uint32_t ev)
             return;
         }
         if (!(ev & EPOLLOUT)) return;
-        send_upgrade(c);
+        if (o.url.tls)
+            tls_begin(c);
+        else
+            send_upgrade(c);
+        return;
+    }
+    if (c->state == ST_TLS) {
+        tls_step(c);
         return;
     }
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) /* edge-triggered: until drained */
@@ -854,6 +1049,10 @@ static int scen_idle(void)
                 }
                 o.idx_base += p * per;
                 g.rng ^= (uint32_t)p * 2654435761u;
+                if (o.url.tls) { /* the children must not share one random stream */
+                    pid_t me = getpid();
+                    mbedtls_ctr_drbg_reseed(&t.drbg, (const unsigned char *)&me, sizeof me);
+                }
                 close(g.ep);
                 g.ep = epoll_create1(EPOLL_CLOEXEC);
                 _exit(idle_child(cnt, a[1], b[0]));
@@ -1240,7 +1439,11 @@ static void usage(FILE *f)
            "  connect  connection storm: N (default 10000) connect+upgrade+authenticated, at most\n"
            "           --conc in progress; connections/s and server CPU per connection\n"
            "options:\n"
-           "  --url ws://host:port/ws   (env PARLEY_URL; default ws://127.0.0.1:8080/ws)\n"
+           "  --url ws://host:port/ws   (env PARLEY_URL; default ws://127.0.0.1:8080/ws);\n"
+           "            wss://host:port/ws speaks TLS (mbedTLS)\n"
+           "  --cacert FILE             wss://: verify the server's certificate (PEM CA)\n"
+           "  --servername NAME         wss://: name sent and verified (default: URL host;\n"
+           "            mbedTLS 2.28 matches DNS names only, not IP addresses)\n"
            "  --secret S                (env PARLEY_JWT_SECRET) tokens minted per user bench-<i>\n"
            "  -n, --conns N   --rooms K   -r, --rate R   -d, --duration S   -w, --window W\n"
            "  --max-duration S (fanout, default 5; 0 skips)  --window W (default 20)\n"
@@ -1256,14 +1459,29 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static struct option lo[] = {
-        {"url", 1, 0, 'u'},          {"secret", 1, 0, 's'},     {"conns", 1, 0, 'n'},
-        {"rooms", 1, 0, 'R'},        {"rate", 1, 0, 'r'},       {"duration", 1, 0, 'd'},
-        {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'},     {"proto", 1, 0, 'Y'},
-        {"settle", 1, 0, 'S'},       {"timeout", 1, 0, 'T'},    {"warmup", 1, 0, 'W'},
-        {"conc", 1, 0, 'c'},         {"procs", 1, 0, 'P'},      {"src-ips", 1, 0, 'I'},
-        {"pids", 1, 0, 'p'},         {"redis-pids", 1, 0, 'x'}, {"label", 1, 0, 'l'},
-        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
+    static struct option lo[] = {{"url", 1, 0, 'u'},
+                                 {"secret", 1, 0, 's'},
+                                 {"conns", 1, 0, 'n'},
+                                 {"rooms", 1, 0, 'R'},
+                                 {"rate", 1, 0, 'r'},
+                                 {"duration", 1, 0, 'd'},
+                                 {"max-duration", 1, 0, 'M'},
+                                 {"window", 1, 0, 'w'},
+                                 {"proto", 1, 0, 'Y'},
+                                 {"settle", 1, 0, 'S'},
+                                 {"timeout", 1, 0, 'T'},
+                                 {"warmup", 1, 0, 'W'},
+                                 {"conc", 1, 0, 'c'},
+                                 {"procs", 1, 0, 'P'},
+                                 {"src-ips", 1, 0, 'I'},
+                                 {"pids", 1, 0, 'p'},
+                                 {"redis-pids", 1, 0, 'x'},
+                                 {"label", 1, 0, 'l'},
+                                 {"verbose", 0, 0, 'v'},
+                                 {"help", 0, 0, 'h'},
+                                 {"cacert", 1, 0, 'C'},
+                                 {"servername", 1, 0, 'N'},
+                                 {0, 0, 0, 0}};
     o.url_s = getenv("PARLEY_URL") ? getenv("PARLEY_URL") : "ws://127.0.0.1:8080/ws";
     o.secret = getenv("PARLEY_JWT_SECRET");
     o.label = "parley";
@@ -1350,6 +1568,12 @@ int main(int argc, char **argv)
         case 'l':
             o.label = optarg;
             break;
+        case 'C':
+            o.cacert = optarg;
+            break;
+        case 'N':
+            o.sni = optarg;
+            break;
         case 'v':
             o.verbose = 1;
             break;
@@ -1367,7 +1591,13 @@ int main(int argc, char **argv)
     }
     o.scenario = argv[optind];
     if (bl_parse_url(o.url_s, &o.url) != 0) {
-        fprintf(stderr, "parley-bench: bad URL '%s' (want ws://host:port/path)\n", o.url_s);
+        fprintf(stderr, "parley-bench: bad URL '%s' (want ws:// or wss://host:port/path)\n",
+                o.url_s);
+        return 1;
+    }
+    if (o.url.tls && tls_init() != 0) return 1;
+    if ((o.cacert || o.sni) && !o.url.tls) {
+        fprintf(stderr, "parley-bench: --cacert and --servername are for a wss:// URL\n");
         return 1;
     }
     if (!o.secret || !*o.secret) {

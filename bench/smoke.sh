@@ -6,31 +6,35 @@
 #   PARLEY_URL=ws://127.0.0.1:PORT/ws PARLEY_JWT_SECRET=... bench/smoke.sh
 #
 # Optional: PARLEY_PIDS=pid[,pid] (server PIDs, for the CPU/RSS columns),
-# PARLEY_BENCH=path to parley-bench (default build/parley-bench).
+# PARLEY_BENCH=path to parley-bench (default build/parley-bench),
+# SMOKE_ARGS=more parley-bench options (a wss:// URL: --cacert, --servername),
+# SMOKE_SUFFIX=a suffix for the test names (e.g. _tls).
 # Checks correctness only; timings are printed, never asserted.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 BENCH=${PARLEY_BENCH:-build/parley-bench}
-: "${PARLEY_URL:?set PARLEY_URL=ws://host:port/ws}"
+: "${PARLEY_URL:?set PARLEY_URL=ws://host:port/ws or wss://...}"
 : "${PARLEY_JWT_SECRET:?set PARLEY_JWT_SECRET}"
 [ -x "$BENCH" ] || { echo "bench smoke: $BENCH missing (make all)" >&2; exit 1; }
 PIDS=()
 [ -n "${PARLEY_PIDS:-}" ] && PIDS=(--pids "$PARLEY_PIDS")
+read -r -a EXTRA <<<"${SMOKE_ARGS:-}"
+SFX=${SMOKE_SUFFIX:-}
 
 fail=0
 run() { # name args...
     local name=$1 out rc
     shift
-    out=$(timeout 60 "$BENCH" "$@" --url "$PARLEY_URL" --label smoke "${PIDS[@]}" 2>&1)
+    out=$(timeout 60 "$BENCH" "$@" --url "$PARLEY_URL" --label smoke "${PIDS[@]}" "${EXTRA[@]}" 2>&1)
     rc=$?
     local res
     res=$(printf '%s\n' "$out" | grep '^RESULT')
     if [ $rc -ne 0 ] || [ -z "$res" ] || printf '%s\n' "$res" | grep -Eq ' (lost|extra|out_of_order|failed|errors|closed)=[1-9]'; then
-        echo "FAIL bench_smoke_$name (exit $rc)"
+        echo "FAIL bench_smoke_$name$SFX (exit $rc)"
         printf '%s\n' "$out" | grep -v '^  [|+]' | sed 's/^/    /' | head -12
         fail=1
     else
-        echo "PASS bench_smoke_$name"
+        echo "PASS bench_smoke_$name$SFX"
     fi
 }
 

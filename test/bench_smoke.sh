@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # The load generator's smoke run (bench/smoke.sh: every scenario, small N, 1 s)
 # against a private redis-server and parleyd that this script starts and
-# stops. Prints PASS/FAIL lines; fails on any lost message.
+# stops, over ws:// and again over wss:// (parley-bench's TLS client against
+# parleyd's TLS listener, certificate made here with openssl and verified).
+# Prints PASS/FAIL lines; fails on any lost message.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 dir=$(mktemp -d /tmp/parley-bsmoke.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rport=$(free_port)
 pport=$(free_port)
+tport=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" >"$dir/openssl.log" 2>&1 ||
+    { echo "FAIL bench_smoke: openssl: $(tail -1 "$dir/openssl.log")"; exit 1; }
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
 rpid=$!
 secret=bench-smoke-secret
 # Redis only: the smoke run checks the fan-out path (make test exports the dev database URL).
 unset PARLEY_DATABASE_URL PARLEY_OPEN_ROOMS
 PARLEY_LISTEN=127.0.0.1:$pport PARLEY_REDIS_URL=redis://127.0.0.1:$rport/0 \
+    PARLEY_TLS_LISTEN=127.0.0.1:$tport PARLEY_TLS_CERT="$dir/cert.pem" PARLEY_TLS_KEY="$dir/key.pem" \
     PARLEY_JWT_SECRET=$secret PARLEY_API_KEY=k build/parleyd >"$dir/parleyd.log" 2>&1 &
 ppid=$!
 cleanup() {
@@ -28,5 +35,7 @@ for _ in $(seq 50); do
 done
 PARLEY_URL=ws://127.0.0.1:$pport/ws PARLEY_JWT_SECRET=$secret PARLEY_PIDS=$ppid bench/smoke.sh
 rc=$?
+PARLEY_URL=wss://127.0.0.1:$tport/ws PARLEY_JWT_SECRET=$secret PARLEY_PIDS=$ppid SMOKE_SUFFIX=_tls \
+    SMOKE_ARGS="--cacert $dir/cert.pem --servername localhost" bench/smoke.sh || rc=1
 [ $rc -eq 0 ] || tail -20 "$dir/parleyd.log"
 exit $rc

@@ -153,6 +153,13 @@ static void urls(void)
     CHECK_EQ_INT(bl_parse_url("ws://h", &u), 0);
     CHECK_EQ_INT(u.port, 80);
     CHECK_STR(u.path, "/");
+    CHECK_EQ_INT(u.tls, 0);
+    CHECK_EQ_INT(bl_parse_url("wss://h/ws", &u), 0);
+    CHECK_EQ_INT(u.tls, 1);
+    CHECK_EQ_INT(u.port, 443);
+    CHECK_EQ_INT(bl_parse_url("wss://127.0.0.1:8443", &u), 0);
+    CHECK_EQ_INT(u.port, 8443);
+    CHECK_EQ_INT(bl_parse_url("wsss://h/ws", &u), -1);
     CHECK_EQ_INT(bl_parse_url("http://h/ws", &u), -1);
     CHECK_EQ_INT(bl_parse_url("ws://h:0/ws", &u), -1);
     CHECK_EQ_INT(bl_parse_url("ws://:80/ws", &u), -1);
