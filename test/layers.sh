@@ -30,6 +30,9 @@ for layer in base net proto svc app; do
             if [ -z "$dep" ]; then
                 echo "FAIL layers: $f:$line: $inc (a parley header outside the layer folders)"
                 bad=$((bad + 1))
+            elif [ "$layer" = svc ] && [ "$dep" = net ] && ! printf '%s' "$inc" | grep -q '"parley/net/loop.h"'; then
+                echo "FAIL layers: $f:$line: svc may include only net/loop.h of net: $(echo "$inc" | sed 's/^ *//')"
+                bad=$((bad + 1))
             elif [ "${ok#* $dep }" = "$ok" ]; then
                 echo "FAIL layers: $f:$line: $layer includes $dep: $(echo "$inc" | sed 's/^ *//')"
                 bad=$((bad + 1))

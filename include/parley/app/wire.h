@@ -1,5 +1,5 @@
 /*
- * proto: protocol v1 (docs/protocol.md) as data. Decodes one client text
+ * wire: protocol v1 (docs/protocol.md) as data. Decodes one client text
  * frame into a validated request and encodes every server frame.
  *
  * Pure functions: no I/O, no connection state, so every rule of the protocol
