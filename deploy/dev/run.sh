@@ -20,29 +20,46 @@ export PARLEY_REDIS_URL PARLEY_DATABASE_URL
 export PARLEY_OPEN_ROOMS="${PARLEY_OPEN_ROOMS:-1}"
 build/parleyd --migrate
 
-port="${PARLEY_LISTEN##*:}"
-host="${PARLEY_LISTEN%:*}"
-case "$host" in 127.*|localhost|'[::1]') reach="this machine only (set PARLEY_LISTEN=0.0.0.0:$port to accept others)" ;;
-                *) reach="$host:$port" ;; esac
+reach() { # host:port -> who can reach it
+    local h=${1%:*} p=${1##*:}
+    case "$h" in 127.*|localhost|'[::1]') echo "this machine only (set $2=0.0.0.0:$p to accept others)" ;;
+                 *) echo "$1" ;; esac
+}
+# The recipes below use the plain listener, or the TLS one (PARLEY_TLS_LISTEN) when
+# PARLEY_LISTEN=none; the TLS certificate is PARLEY_TLS_CERT's (curl and Node must trust it).
+TLS_LISTEN="${PARLEY_TLS_LISTEN:-}"
+lines=""
+if [ "$PARLEY_LISTEN" != none ] && [ -n "$PARLEY_LISTEN" ]; then
+    port="${PARLEY_LISTEN##*:}" http=http ws=ws h=127.0.0.1
+    lines+="Listening:   $PARLEY_LISTEN, $(reach "$PARLEY_LISTEN" PARLEY_LISTEN)"$'\n'
+    lines+="WebSocket:   ws://127.0.0.1:$port/ws"$'\n'
+fi
+if [ -n "$TLS_LISTEN" ] && [ "$TLS_LISTEN" != none ]; then
+    tport="${TLS_LISTEN##*:}"
+    lines+="TLS:         $TLS_LISTEN, $(reach "$TLS_LISTEN" PARLEY_TLS_LISTEN); certificate ${PARLEY_TLS_CERT:-(PARLEY_TLS_CERT unset)}"$'\n'
+    lines+="WebSocket:   wss://localhost:$tport/ws (kill -HUP the parleyd process to reload the certificate;"$'\n'
+    lines+="             a self-signed one: curl --cacert ${PARLEY_TLS_CERT:-}, NODE_EXTRA_CA_CERTS=${PARLEY_TLS_CERT:-})"$'\n'
+    [ -n "${port:-}" ] || port=$tport http=https ws=wss h=localhost
+fi
+[ -n "${port:-}" ] || { echo "run.sh: PARLEY_LISTEN=none needs PARLEY_TLS_LISTEN" >&2; exit 1; }
+lines+="Health:      $http://$h:$port/health"
 cat <<MSG
 
 ================ Parley (development) ================
-Listening:   $PARLEY_LISTEN, $reach
-WebSocket:   ws://127.0.0.1:$port/ws
-Health:      http://127.0.0.1:$port/health
+$lines
 JWT secret:  $PARLEY_JWT_SECRET
 API key:     $PARLEY_API_KEY
 Redis:       $PARLEY_REDIS_URL
 PostgreSQL:  $PARLEY_DATABASE_URL (schema applied; open rooms on)
 
 Mint a token for user "alice":
-  curl -s -X POST http://127.0.0.1:$port/api/websocket/token \\
+  curl -s -X POST $http://$h:$port/api/websocket/token \\
        -H 'Authorization: Bearer $PARLEY_API_KEY' -H 'Content-Type: application/json' \\
        -d '{"user_id":"alice"}'
 
 Connect, join room "lobby" and say hello (Node + the ws package from test/):
-  TOKEN=\$(curl -s -X POST http://127.0.0.1:$port/api/websocket/token -H 'Authorization: Bearer $PARLEY_API_KEY' -d '{"user_id":"alice"}' | sed 's/.*"token":"\\([^"]*\\)".*/\\1/')
-  NODE_PATH=test/node_modules node -e 'const W=require("ws");const w=new W("ws://127.0.0.1:$port/ws?token="+process.argv[1]);w.on("message",m=>console.log(String(m)));w.on("open",()=>{w.send(JSON.stringify({type:"subscribe",rooms:["lobby"]}));w.send(JSON.stringify({type:"message",room:"lobby",text:"hello"}))})' "\$TOKEN"
+  TOKEN=\$(curl -s -X POST $http://$h:$port/api/websocket/token -H 'Authorization: Bearer $PARLEY_API_KEY' -d '{"user_id":"alice"}' | sed 's/.*"token":"\\([^"]*\\)".*/\\1/')
+  NODE_PATH=test/node_modules node -e 'const W=require("ws");const w=new W("$ws://$h:$port/ws?token="+process.argv[1]);w.on("message",m=>console.log(String(m)));w.on("open",()=>{w.send(JSON.stringify({type:"subscribe",rooms:["lobby"]}));w.send(JSON.stringify({type:"message",room:"lobby",text:"hello"}))})' "\$TOKEN"
 
 Stop: Ctrl-C (services keep running; 'deploy/dev/services.sh stop' ends them)
 =======================================================

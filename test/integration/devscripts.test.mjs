@@ -8,8 +8,9 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import {
   test, ROOT, startParleyd, connectAuthed, runCmd, tmpDir, freePort, httpRequest, until, sleep,
-  eq, assert, current,
+  eq, assert, current, tlsFiles,
 } from './lib.mjs';
+import https from 'node:https';
 
 const SERVICES = path.join(ROOT, 'deploy/dev/services.sh');
 
@@ -56,7 +57,7 @@ test('dev services: a restarted private Redis keeps its port (TIME_WAIT does not
   eq(Number(readEnv(dir).REDIS_PORT), port, 'Redis port after stop and start');
 }, { timeout: 60000 });
 
-test('make run: listens on 127.0.0.1 only by default and says so', async () => {
+test('make run: listens on 127.0.0.1 only by default and says so; with TLS only, its banner names wss:// and https', async () => {
   const dir = privateVar();
   const port = await freePort();
   const env = { ...process.env, PARLEY_VAR: dir, PARLEY_PORT: String(port) };
@@ -78,4 +79,24 @@ test('make run: listens on 127.0.0.1 only by default and says so', async () => {
   assert(refused, `127.0.0.2:${port} accepted a connection`);
   child.kill('SIGTERM');
   await until(() => child.exitCode !== null || child.signalCode !== null, 10000, 'make run to stop');
-}, { timeout: 150000 });
+
+  // TLS only: the banner names the wss:// URL and its recipes use https; /health answers over TLS.
+  const tport = await freePort();
+  const f = tlsFiles();
+  const tenv = { ...env, PARLEY_LISTEN: 'none', PARLEY_TLS_LISTEN: `127.0.0.1:${tport}`, PARLEY_TLS_CERT: f.cert, PARLEY_TLS_KEY: f.key };
+  const tchild = spawn(path.join(ROOT, 'deploy/dev/run.sh'), [], { env: tenv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let tout = '';
+  tchild.stdout.on('data', (d) => { tout += d; });
+  tchild.stderr.on('data', (d) => { tout += d; });
+  current.cleanups.push(async () => { if (tchild.exitCode === null) { tchild.kill('SIGTERM'); await sleep(500); if (tchild.exitCode === null) tchild.kill('SIGKILL'); } });
+  await until(() => /listening on 127\.0\.0\.1:\d+ \(TLS\)/.test(tout), 90000, `TLS-only parleyd listening (output: ${tout.slice(-400)})`);
+  assert(new RegExp(`WebSocket: +wss://localhost:${tport}/ws`).test(tout), `the banner names the wss URL: ${tout}`);
+  assert(new RegExp(`curl -s -X POST https://localhost:${tport}/api/websocket/token`).test(tout), `the recipe uses https: ${tout}`);
+  assert(!/ws:\/\/127/.test(tout), `no plain URL in a TLS-only banner: ${tout}`);
+  const status = await new Promise((resolve, reject) => {
+    https.get({ host: 'localhost', port: tport, path: '/health', ca: fs.readFileSync(f.ca), agent: false }, (res) => { res.resume(); resolve(res.statusCode); }).on('error', reject);
+  });
+  eq(status, 200, '/health over https from make run');
+  tchild.kill('SIGTERM');
+  await until(() => tchild.exitCode !== null || tchild.signalCode !== null, 10000, 'make run (TLS) to stop');
+}, { timeout: 200000 });
