@@ -14,6 +14,7 @@
 #include "parley/app/server.h"
 #include "parley/app/session.h"
 #include "parley/app/shard.h"
+#include "parley/app/static.h"
 #include "parley/base/clock.h"
 #include "parley/base/jwt.h"
 #include "parley/base/log.h"
@@ -195,12 +196,14 @@ static void websocket_url(pl_conn_t *c, pl_buf_t *url)
     pl_buf_printf(url, "%s://%s/ws", tls ? "wss" : "ws", host);
 }
 
-static void token(pl_conn_t *c, int keep)
+/* POST /api/websocket/token (dev: POST /api/dev/token, which needs no key): a token for the
+ * body's user_id. */
+static void token(pl_conn_t *c, int keep, int dev)
 {
     const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
     size_t klen;
     const char *key = bearer(c->http, &klen);
-    if (!key || !secret_eq(key, klen, cfg->api_key)) {
+    if (!dev && (!key || !secret_eq(key, klen, cfg->api_key))) {
         api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required", keep);
         return;
     }
@@ -242,6 +245,7 @@ typedef struct {
         pl_db_job_t h;
         pl_db_history_t history;
         pl_db_member_t member;
+        pl_db_rooms_t rooms;
     } job;
     pl_conn_t *conn; /**< held by proto/conn while the answer is prepared */
     int keep;
@@ -264,6 +268,28 @@ static void history_body(pl_buf_t *b, const pl_db_history_t *j)
     if (j->has_more && j->rows.n)
         pl_buf_printf(b, ",\"next_before\":%lld", (long long)j->rows.row[j->rows.n - 1].seq);
     pl_buf_adds(b, "}");
+}
+
+/* GET /api/users/me/rooms: each room with its seq, the user's read position and what is unread;
+ * a direct conversation names the other user ("with"). */
+static void rooms_body(pl_buf_t *b, const pl_db_rooms_t *j)
+{
+    pl_buf_adds(b, "{\"user\":");
+    pl_buf_json_str(b, j->user, strlen(j->user));
+    pl_buf_adds(b, ",\"rooms\":[");
+    for (size_t i = 0; i < j->rows.n; i++) {
+        const pl_db_row_t *r = &j->rows.row[i];
+        long long seq = r->seq, read = r->aux < r->seq ? r->aux : r->seq;
+        pl_buf_adds(b, i ? ",{\"room\":" : "{\"room\":");
+        pl_buf_json_str(b, r->room, strlen(r->room));
+        pl_buf_printf(b, ",\"seq\":%lld,\"read\":%lld,\"unread\":%lld", seq, read, seq - read);
+        if (r->user) {
+            pl_buf_adds(b, ",\"with\":");
+            pl_buf_json_str(b, r->user, strlen(r->user));
+        }
+        pl_buf_adds(b, "}");
+    }
+    pl_buf_printf(b, "],\"truncated\":%s}", j->rows.n >= PL_DB_ROOMS_MAX ? "true" : "false");
 }
 
 static void member_body(pl_buf_t *b, const pl_db_member_t *j)
@@ -295,6 +321,8 @@ static void http_job_done(pl_db_job_t *job)
         } else {
             if (job->kind == PL_DB_HISTORY)
                 history_body(&b, &x->job.history);
+            else if (job->kind == PL_DB_ROOMS)
+                rooms_body(&b, &x->job.rooms);
             else
                 member_body(&b, &x->job.member);
             respond(c, 200, &b, x->keep);
@@ -302,6 +330,7 @@ static void http_job_done(pl_db_job_t *job)
         pl_buf_free(&b);
     }
     if (job->kind == PL_DB_HISTORY) pl_db_rows_free(&x->job.history.rows);
+    if (job->kind == PL_DB_ROOMS) pl_db_rows_free(&x->job.rooms.rows);
     int keep = x->keep;
     free(x);
     pl_conn_http_resume(c, keep);
@@ -345,6 +374,88 @@ static long long query_int(const pl_http_t *h, const char *key, long long def, l
     return *end || x < min || x > max ? -1 : x;
 }
 
+/* Who a request speaks for: the API key (a server-side caller) or a user's token. */
+enum { CRED_NONE, CRED_KEY, CRED_USER };
+
+static int credential(pl_conn_t *c, char user[PL_JWT_SUB_MAX + 1])
+{
+    const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
+    size_t n;
+    const char *tok = bearer(c->http, &n);
+    user[0] = '\0';
+    if (!tok) return CRED_NONE;
+    if (secret_eq(tok, n, cfg->api_key)) return CRED_KEY;
+    return pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, n, pl_now_ms() / 1000,
+                         user) == 0
+               ? CRED_USER
+               : CRED_NONE;
+}
+
+/* ---- /api/rooms/{room}/members: the membership mirror in Redis ---- */
+
+typedef struct {
+    pl_conn_t *conn;
+    int keep;
+    char room[PL_JWT_SUB_MAX + 1];
+} members_ctx_t;
+
+static void members_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    members_ctx_t *x = privdata;
+    pl_conn_t *c = x->conn;
+    redisReply *r = reply;
+    if (pl_conn_open(c)) {
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer < 0) {
+            api_error(c, 403, "forbidden", "not a member of this room", x->keep);
+        } else if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+                   r->element[0]->type != REDIS_REPLY_INTEGER) {
+            api_error(c, 503, "unavailable", "redis is unreachable; retry later", x->keep);
+        } else {
+            pl_buf_t b = {0};
+            pl_buf_adds(&b, "{\"room\":");
+            pl_buf_json_str(&b, x->room, strlen(x->room));
+            pl_buf_printf(&b, ",\"count\":%lld,\"members\":[", r->element[0]->integer);
+            for (size_t i = 1; i + 1 < r->elements; i += 2) {
+                const redisReply *u = r->element[i], *on = r->element[i + 1];
+                if (u->type != REDIS_REPLY_STRING) continue;
+                pl_buf_adds(&b, i > 1 ? ",{\"user\":" : "{\"user\":");
+                pl_buf_json_str(&b, u->str, u->len);
+                pl_buf_printf(&b, ",\"online\":%s}",
+                              on->type == REDIS_REPLY_INTEGER && on->integer ? "true" : "false");
+            }
+            pl_buf_adds(&b, "]}");
+            respond(c, 200, &b, x->keep);
+            pl_buf_free(&b);
+        }
+    }
+    int keep = x->keep;
+    free(x);
+    pl_conn_http_resume(c, keep);
+}
+
+static int members_list(pl_conn_t *c, const char *room, const char *asker, int keep)
+{
+    long long limit = query_int(c->http, "limit", 1000, 1, 1000);
+    if (limit < 0) {
+        api_error(c, 400, "bad_request", "limit must be 1..1000", keep);
+        return keep;
+    }
+    members_ctx_t *x = calloc(1, sizeof *x);
+    if (!x) {
+        api_error(c, 503, "unavailable", "out of memory", 0);
+        return 0;
+    }
+    x->conn = c;
+    x->keep = keep;
+    snprintf(x->room, sizeof x->room, "%s", room);
+    if (pl_chat_members(pl_shard_of_conn(c), room, asker, (int)limit, members_cb, x) != 0) {
+        free(x);
+        api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
+        return keep;
+    }
+    return PL_CONN_REQ_ASYNC;
+}
+
 static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int keep)
 {
     pl_server_t *srv = pl_shard_of_conn(c)->srv;
@@ -367,15 +478,8 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
         if (method != HTTP_GET) goto not_allowed;
         /* A member's own token (history is for members), or the API key: a server-side caller
          * (the application's backend) reads any room's. */
-        size_t tlen;
-        const char *tok = bearer(c->http, &tlen);
-        char user[PL_JWT_SUB_MAX + 1] = "";
-        int rc = !tok ? PL_JWT_EFORMAT
-                 : secret_eq(tok, tlen, cfg->api_key)
-                     ? 0
-                     : pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
-                                     pl_now_ms() / 1000, user);
-        if (rc != 0) {
+        char user[PL_JWT_SUB_MAX + 1];
+        if (credential(c, user) == CRED_NONE) {
             api_error(c, 401, "unauthorized",
                       "Authorization: Bearer <a member's token, or PARLEY_API_KEY> required", keep);
             return keep;
@@ -394,18 +498,43 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
         snprintf(j->user, sizeof j->user, "%s", user);
         j->before = before;
         j->limit = (int)limit;
+    } else if (rest_len == 8 && memcmp(rest, "/members", 8) == 0) {
+        /* The members and who of them is online: for members, or the API key. */
+        if (method != HTTP_GET) goto not_allowed;
+        char asker[PL_JWT_SUB_MAX + 1];
+        if (credential(c, asker) == CRED_NONE) {
+            api_error(c, 401, "unauthorized",
+                      "Authorization: Bearer <a member's token, or PARLEY_API_KEY> required", keep);
+            return keep;
+        }
+        return members_list(c, room, asker, keep);
     } else if (rest_len > 9 && memcmp(rest, "/members/", 9) == 0) {
+        /* The API key manages any membership; a user may leave a room, and join one when rooms
+         * are open (as subscribing would make them a member anyway). */
         if (method != HTTP_PUT && method != HTTP_DELETE) goto not_allowed;
-        size_t klen;
-        const char *key = bearer(c->http, &klen);
-        if (!key || !secret_eq(key, klen, cfg->api_key)) {
-            api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required",
+        char asker[PL_JWT_SUB_MAX + 1], user[PL_JWT_SUB_MAX + 1];
+        int cred = credential(c, asker);
+        if (cred == CRED_NONE) {
+            api_error(c, 401, "unauthorized",
+                      "Authorization: Bearer <PARLEY_API_KEY, or the user's own token> required",
                       keep);
             return keep;
         }
-        char user[PL_JWT_SUB_MAX + 1];
         if (path_segment(rest + 9, rest_len - 9, user) != 0) {
             api_error(c, 400, "bad_request", "bad user id", keep);
+            return keep;
+        }
+        if (cred == CRED_USER &&
+            (strcmp(asker, user) != 0 || (method == HTTP_PUT && !cfg->open_rooms))) {
+            api_error(c, 403, "forbidden",
+                      method == HTTP_PUT && !strcmp(asker, user)
+                          ? "rooms are closed: memberships are made with PARLEY_API_KEY"
+                          : "a user token may change only its own membership",
+                      keep);
+            return keep;
+        }
+        if (strncmp(room, "dm:", 3) == 0 && cred == CRED_USER) {
+            api_error(c, 403, "forbidden", "direct conversations cannot be joined or left", keep);
             return keep;
         }
         if (!srv->db) goto no_db;
@@ -442,19 +571,6 @@ typedef struct {
     long long count, offset, limit;
     char user[PL_JWT_SUB_MAX + 1];
 } online_ctx_t;
-
-/* The API key or any valid user token. */
-static int api_or_user(pl_conn_t *c)
-{
-    const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
-    size_t n;
-    const char *b = bearer(c->http, &n);
-    if (!b) return 0;
-    if (secret_eq(b, n, cfg->api_key)) return 1;
-    char user[PL_JWT_SUB_MAX + 1];
-    return pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), b, n, pl_now_ms() / 1000,
-                         user) == 0;
-}
 
 static void online_finish(online_ctx_t *x, int status, pl_buf_t *body)
 {
@@ -521,7 +637,8 @@ static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int
         api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
         return keep;
     }
-    if (!api_or_user(c)) {
+    char asker[PL_JWT_SUB_MAX + 1];
+    if (credential(c, asker) == CRED_NONE) {
         api_error(c, 401, "unauthorized",
                   "Authorization: Bearer <PARLEY_API_KEY or a user token> required", keep);
         return keep;
@@ -576,8 +693,37 @@ static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int
     return PL_CONN_REQ_ASYNC;
 }
 
+/* GET /api/users/me/rooms: the rooms of the token's user, from the database. */
+static int my_rooms(pl_conn_t *c, int keep)
+{
+    pl_server_t *srv = pl_shard_of_conn(c)->srv;
+    char user[PL_JWT_SUB_MAX + 1];
+    if (credential(c, user) != CRED_USER) {
+        api_error(c, 401, "unauthorized", "Authorization: Bearer <the user's token> required",
+                  keep);
+        return keep;
+    }
+    if (!srv->db) {
+        api_error(c, 503, "unavailable", "this server runs without a database", keep);
+        return keep;
+    }
+    http_job_t *x = calloc(1, sizeof *x);
+    if (!x) {
+        api_error(c, 503, "unavailable", "out of memory", 0);
+        return 0;
+    }
+    pl_db_rooms_t *j = &x->job.rooms;
+    pl_db_job_init(&j->h, PL_DB_ROOMS, pl_shard_of_conn(c)->loop, PL_EV_DB, http_job_done);
+    snprintf(j->user, sizeof j->user, "%s", user);
+    x->conn = c;
+    x->keep = keep;
+    pl_db_submit(srv->db, &j->h);
+    return PL_CONN_REQ_ASYNC;
+}
+
 int pl_api_request(pl_conn_t *c)
 {
+    pl_server_t *srv = pl_shard_of_conn(c)->srv;
     int keep = pl_http_keep_alive(c->http);
     int method = pl_http_method(c->http);
     const char *path;
@@ -592,13 +738,21 @@ int pl_api_request(pl_conn_t *c)
         status(c, keep);
     } else if (path_is(path, len, "/api/websocket/token")) {
         if (method != HTTP_POST) goto not_allowed;
-        token(c, keep);
+        token(c, keep, 0);
+    } else if (path_is(path, len, "/api/dev/token") && srv->cfg.dev) {
+        if (method != HTTP_POST) goto not_allowed;
+        token(c, keep, 1);
+    } else if (path_is(path, len, "/api/users/me/rooms")) {
+        if (method != HTTP_GET) goto not_allowed;
+        return my_rooms(c, keep);
     } else if (len > 20 && memcmp(path, "/api/websocket/users", 20) == 0) {
         return users_api(c, path, len, method, keep, path + 20, len - 20);
     } else if (len > 11 && memcmp(path, "/api/rooms/", 11) == 0) {
         return rooms_api(c, path, len, method, keep);
     } else if (path_is(path, len, "/ws")) {
         api_error(c, 400, "bad_request", "expected a WebSocket upgrade", keep);
+    } else if (srv->web && !(len >= 5 && memcmp(path, "/api/", 5) == 0)) {
+        return pl_static_serve(srv->web, c, method, path, len, keep);
     } else {
         api_error(c, 404, "not_found", "no such endpoint", keep);
     }

@@ -40,26 +40,21 @@ static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char *
     return pl_redis_command(&s->redis, cb, priv, n, argv, lens);
 }
 
-/* Mirror a membership into Redis (presence goes to the rooms a user is a member of). */
-static void mirror_member(pl_shard_t *s, const char *room, const char *user, int add)
-{
-    const char *pfx = s->srv->cfg.redis_prefix;
-    pl_buf_t *k0 = &s->kbuf[0], *k1 = &s->kbuf[1];
-    pl_buf_reset(k0);
-    pl_buf_printf(k0, "%suser_rooms:%s", pfx, user);
-    pl_buf_reset(k1);
-    pl_buf_printf(k1, "%sroom_participants:%s", pfx, room);
-    const char *a1[3] = {add ? "SADD" : "SREM", k0->data, room};
-    size_t l1[3] = {4, k0->len, strlen(room)};
-    const char *a2[3] = {add ? "SADD" : "SREM", k1->data, user};
-    size_t l2[3] = {4, k1->len, strlen(user)};
-    pl_redis_command(&s->redis, NULL, NULL, 3, a1, l1);
-    pl_redis_command(&s->redis, NULL, NULL, 3, a2, l2);
-}
-
 void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member)
 {
-    mirror_member(s, room, user, member);
+    /* Refused only while Redis is down: the mirror is rebuilt from PostgreSQL if Redis lost it,
+     * and a membership made meanwhile is mirrored again at the user's next subscribe. */
+    const char *args[3] = {room, user, member ? "1" : "0"};
+    chat_script(s, PL_SCRIPT_MEMBER, 0, NULL, 3, args, NULL, NULL);
+}
+
+int pl_chat_members(pl_shard_t *s, const char *room, const char *asker, int limit, pl_redis_cb cb,
+                    void *priv)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *args[3] = {room, asker, lim};
+    return chat_script(s, PL_SCRIPT_MEMBERS, 0, NULL, 3, args, cb, priv);
 }
 
 /* ---- presence ---- */

@@ -40,12 +40,16 @@ static void on_message(void *ud, const char *chan, size_t chan_len, const char *
         if (chan_len <= 5 || memcmp(chan, "room:", 5) != 0) return;
         room = chan + 5;
         room_len = chan_len - 5;
-        if (len > 16 && memcmp(payload, "{\"type\":\"typing_", 16) == 0) {
+        /* Typing and presence are about a user, who is not told about themselves (a user
+         * joining a room while online announces it to the room: not to the joining tab). These
+         * are rare next to messages, so parsing them here costs little. */
+        if ((len > 16 && memcmp(payload, "{\"type\":\"typing_", 16) == 0) ||
+            (len > 18 && memcmp(payload, "{\"type\":\"presence\"", 18) == 0)) {
             cJSON *j = cJSON_ParseWithLength(payload, len);
             int bad = json_user(j, "user", user_a);
             cJSON_Delete(j);
             if (bad) return;
-            kind = PL_BC_TYPING;
+            kind = PL_BC_OTHERS;
         }
         if (!pl_room_id_valid(room, room_len)) {
             pl_warn("ignoring message on invalid channel '%.*s'",
@@ -136,8 +140,8 @@ static void deliver(pl_shard_t *s, const pl_bcast_t *b)
         pl_sub_t *sub = room->members[i];
         pl_session_t *ss = sub->owner;
         pl_conn_t *c = pl_session_conn(ss);
-        /* Typing goes to the room's other users. */
-        if (b->kind == PL_BC_TYPING && ss->user && strcmp(ss->user, b->user_a) == 0) continue;
+        /* Typing and presence go to the room's other users. */
+        if (b->kind == PL_BC_OTHERS && ss->user && strcmp(ss->user, b->user_a) == 0) continue;
         if (sub->sync_gen) {
             pl_subscribe_hold(c, sub, b->frame, b->seq); /* catching up: after the missed ones */
             continue;

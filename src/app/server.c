@@ -29,6 +29,7 @@
 #include "parley/app/chat.h"
 #include "parley/app/deliver.h"
 #include "parley/app/shard.h"
+#include "parley/app/static.h"
 #include "parley/base/clock.h"
 #include "parley/base/log.h"
 #include "parley/net/tls.h"
@@ -391,6 +392,16 @@ int pl_server_run(pl_config_t *cfg)
             return 1;
         }
     }
+    if (cfg->web_root && *cfg->web_root) {
+        char err[512];
+        if (!(srv->web = pl_static_new(cfg->web_root, err, sizeof err))) {
+            pl_error("%s", err);
+            return 1;
+        }
+    }
+    if (cfg->dev)
+        pl_warn("PARLEY_DEV=1: POST /api/dev/token mints a token for anyone; never on a server "
+                "others can reach");
 
     int fds[64], tls_fds[64];
     int64_t node;
@@ -447,6 +458,7 @@ int pl_server_run(pl_config_t *cfg)
         free(srv->owe);
         free(srv->rooms_mask); /* the subscriber and every loop are gone */
         pl_tls_free(srv->tls);
+        pl_static_free(srv->web);
         redis_unregister(srv);
         pl_info("stopped");
     }

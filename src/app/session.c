@@ -27,6 +27,13 @@ void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const ch
     pl_session_send(c, b);
 }
 
+void pl_session_error_room(pl_conn_t *c, pl_err_t code, const char *message, const char *room)
+{
+    pl_buf_t *b = pl_shard_scratch(pl_shard_of_conn(c));
+    pl_wire_error_room(b, code, message, NULL, 0, room);
+    pl_session_send(c, b);
+}
+
 void pl_session_start(pl_conn_t *c, const char *user)
 {
     pl_shard_t *s = pl_shard_of_conn(c);

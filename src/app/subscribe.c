@@ -233,9 +233,12 @@ static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
 {
     char msg[256];
     snprintf(msg, sizeof msg, "could not subscribe to %s: %s; retry", sub->room->name, why);
+    /* The room's name outlives leave(): copy it first */
+    char room[PL_ROOM_MAX + 1];
+    snprintf(room, sizeof room, "%s", sub->room->name);
     leave(c, sub);
     count_rooms(pl_shard_of_conn(c));
-    pl_session_error(c, PL_ERR_UNAVAILABLE, msg, NULL, 0);
+    pl_session_error_room(c, PL_ERR_UNAVAILABLE, msg, room);
 }
 
 /* Frames of the rows PostgreSQL recovered: byte for byte what live delivery sent. */
@@ -422,7 +425,8 @@ static void join_checked(pl_db_job_t *job)
             snprintf(msg, sizeof msg, "%s %s", j->job.room,
                      forbidden ? ": not a member of this room"
                                : ": membership could not be checked; retry");
-            pl_session_error(c, forbidden ? PL_ERR_FORBIDDEN : PL_ERR_UNAVAILABLE, msg, NULL, 0);
+            pl_session_error_room(c, forbidden ? PL_ERR_FORBIDDEN : PL_ERR_UNAVAILABLE, msg,
+                                  j->job.room);
         }
     }
     free(j);

@@ -286,6 +286,12 @@ void pl_wire_room_reply(pl_buf_t *b, const char *type, const char *room, size_t 
 
 void pl_wire_error(pl_buf_t *b, pl_err_t code, const char *message, const char *cid, size_t cid_len)
 {
+    pl_wire_error_room(b, code, message, cid, cid_len, NULL);
+}
+
+void pl_wire_error_room(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
+                        size_t cid_len, const char *room)
+{
     pl_buf_adds(b, "{\"type\":\"error\",\"code\":\"");
     pl_buf_adds(b, pl_wire_err_name(code));
     pl_buf_adds(b, "\",\"message\":");
@@ -293,6 +299,10 @@ void pl_wire_error(pl_buf_t *b, pl_err_t code, const char *message, const char *
     if (cid) {
         pl_buf_adds(b, ",\"cid\":");
         pl_buf_json_str(b, cid, cid_len);
+    }
+    if (room) {
+        pl_buf_adds(b, ",\"room\":");
+        pl_buf_json_str(b, room, strlen(room));
     }
     pl_buf_add(b, "}", 1);
 }

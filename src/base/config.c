@@ -112,6 +112,11 @@ static const opt_t opts[] = {
      "refuse to start while the database is unreachable (0: start, acks wait for it)"},
     {"open-rooms", "PARLEY_OPEN_ROOMS", T_BOOL, AT(open_rooms), "0", 0, 1, NULL,
      "anyone may join any room, becoming a member (dev mode)"},
+    {"dev", "PARLEY_DEV", T_BOOL, AT(dev), "0", 0, 1, NULL,
+     "development mode: POST /api/dev/token mints a token for any user without the API key "
+     "(never on a public server)"},
+    {"web-root", "PARLEY_WEB_ROOT", T_STR, AT(web_root), NULL, 0, 0, NULL,
+     "directory of static files served at / (GET and HEAD; the web app in web/); unset: none"},
     {"stream-len", "PARLEY_STREAM_LEN", T_SIZE, AT(stream_len), "1000", 10, 10000000, NULL,
      "recent messages per room kept in Redis for recovery"},
     {"recover-max", "PARLEY_RECOVER_MAX", T_SIZE, AT(recover_max), "10000", 1, 1000000, NULL,
@@ -544,6 +549,7 @@ void pl_config_free(pl_config_t *c)
     free(c->tls_listen_host);
     free(c->tls_cert);
     free(c->tls_key);
+    free(c->web_root);
     free(c->server_id);
     free(c->redis_host);
     free(c->redis_user);

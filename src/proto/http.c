@@ -13,6 +13,8 @@ static const char *const kept_names[PL_H_COUNT] = {
     [PL_H_SEC_WEBSOCKET_VERSION] = "sec-websocket-version",
     [PL_H_X_FORWARDED_PROTO] = "x-forwarded-proto",
     [PL_H_X_FORWARDED_HOST] = "x-forwarded-host",
+    [PL_H_IF_NONE_MATCH] = "if-none-match",
+    [PL_H_IF_MODIFIED_SINCE] = "if-modified-since",
 };
 
 static pl_http_t *of(llhttp_t *p)
@@ -221,6 +223,8 @@ const char *pl_http_reason(int status)
         return "Switching Protocols";
     case 200:
         return "OK";
+    case 304:
+        return "Not Modified";
     case 400:
         return "Bad Request";
     case 401:
@@ -248,13 +252,18 @@ const char *pl_http_reason(int status)
     }
 }
 
+void pl_http_head(pl_buf_t *out, int status, const char *content_type, size_t body_len,
+                  const char *extra, int keep_alive)
+{
+    pl_buf_printf(out, "HTTP/1.1 %d %s\r\n", status, pl_http_reason(status));
+    if (content_type) pl_buf_printf(out, "Content-Type: %s\r\n", content_type);
+    pl_buf_printf(out, "Content-Length: %zu\r\n%sConnection: %s\r\n\r\n", body_len,
+                  extra ? extra : "", keep_alive ? "keep-alive" : "close");
+}
+
 void pl_http_respond(pl_buf_t *out, int status, const char *content_type, const char *body,
                      size_t body_len, int keep_alive)
 {
-    pl_buf_printf(out,
-                  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                  "Cache-Control: no-store\r\nConnection: %s\r\n\r\n",
-                  status, pl_http_reason(status), content_type, body_len,
-                  keep_alive ? "keep-alive" : "close");
+    pl_http_head(out, status, content_type, body_len, "Cache-Control: no-store\r\n", keep_alive);
     pl_buf_add(out, body, body_len);
 }

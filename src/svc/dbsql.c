@@ -253,6 +253,32 @@ static int run_read(PGconn *pg, pl_db_read_t *j)
     return 0;
 }
 
+/* Columns of the rooms query: room, seq, read (aux), the other member of a dm: room. */
+static const pl__db_cols_t rooms_cols = {1, -1, -1, 2, 0, 3, -1, -1};
+
+static int run_rooms(PGconn *pg, pl_db_rooms_t *j)
+{
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", PL_DB_ROOMS_MAX);
+    const char *p[2] = {j->user, limit};
+    /* max(seq) per room walks the (room_id, seq) index backwards: one row each. */
+    PGresult *r =
+        query(pg,
+              "SELECT m.room_id,"
+              " COALESCE((SELECT max(x.seq) FROM messages x WHERE x.room_id = m.room_id), 0),"
+              " COALESCE(s.last_read_seq, 0),"
+              " CASE WHEN m.room_id LIKE 'dm:%' THEN (SELECT o.user_id FROM room_members o"
+              "  WHERE o.room_id = m.room_id AND o.user_id <> m.user_id LIMIT 1) END"
+              " FROM room_members m LEFT JOIN message_status s"
+              "  ON s.room_id = m.room_id AND s.user_id = m.user_id"
+              " WHERE m.user_id = $1 ORDER BY m.room_id LIMIT $2::int",
+              2, p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) return stmt_failed(pg, r, &j->h, "rooms");
+    if (pl__db_rows(&j->rows, r, &rooms_cols) != 0) j->h.status = PL_DB_EFAILED;
+    PQclear(r);
+    return 0;
+}
+
 int pl__db_run(PGconn *pg, pl_db_job_t **jobs, int n)
 {
     switch (jobs[0]->kind) {
@@ -268,6 +294,8 @@ int pl__db_run(PGconn *pg, pl_db_job_t **jobs, int n)
         return run_read(pg, (pl_db_read_t *)jobs[0]);
     case PL_DB_RESTORE:
         return pl__db_restore(pg, (pl_db_restore_t *)jobs[0]);
+    case PL_DB_ROOMS:
+        return run_rooms(pg, (pl_db_rooms_t *)jobs[0]);
     }
     return 0;
 }

@@ -301,9 +301,46 @@ static const char read_lua[] =
     "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"seq\":' .. ARGV[4] .. '}')\n"
     "return 1\n";
 
+/* No KEYS. ARGV: prefix, room, user, '1' (a member now) or '0' (no longer). Mirrors a
+ * membership (presence goes to the user's rooms, the members list reads the room's). A user who
+ * is online when they become a member is announced to the room: its subscribers would otherwise
+ * learn it only at the user's next connection. Returns 1 if that was published. */
+static const char member_lua[] =
+    "local P, room, u = ARGV[1], ARGV[2], ARGV[3]\n"
+    "if ARGV[4] ~= '1' then\n"
+    "  redis.call('SREM', P .. 'user_rooms:' .. u, room)\n"
+    "  redis.call('SREM', P .. 'room_participants:' .. room, u)\n"
+    "  return 0\n"
+    "end\n"
+    "local new = redis.call('SADD', P .. 'user_rooms:' .. u, room)\n"
+    "redis.call('SADD', P .. 'room_participants:' .. room, u)\n"
+    "if new == 1 and redis.call('SISMEMBER', P .. 'online_users', u) == 1 then\n"
+    "  redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"presence\",\"user\":' .. "
+    "cjson.encode(u) .. ',\"status\":\"online\"}')\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+/* No KEYS. ARGV: prefix, room, asking user ('' for a server-side caller), limit. The room's
+ * members, sorted, at most `limit`, each with 1 if online: {count, user1, online1, ...}; -1 if
+ * the asking user is not a member. */
+static const char members_lua[] =
+    "local P, room, asker, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+    "local k = P .. 'room_participants:' .. room\n"
+    "if asker ~= '' and redis.call('SISMEMBER', k, asker) == 0 then return -1 end\n"
+    "local all = redis.call('SMEMBERS', k)\n"
+    "table.sort(all)\n"
+    "local out = {#all}\n"
+    "local online = P .. 'online_users'\n"
+    "for i = 1, math.min(#all, limit) do\n"
+    "  out[#out + 1] = all[i]\n"
+    "  out[#out + 1] = redis.call('SISMEMBER', online, all[i])\n"
+    "end\n"
+    "return out\n";
+
 static const char *const sources[PL_SCRIPT_COUNT] = {
-    publish_lua, sync_lua, presence_lua, sweep_lua,  dm_lua,
-    typing_lua,  read_lua, reset_lua,    resync_lua, unregister_lua,
+    publish_lua, sync_lua,  presence_lua, sweep_lua,      dm_lua,     typing_lua,
+    read_lua,    reset_lua, resync_lua,   unregister_lua, member_lua, members_lua,
 };
 static char shas[PL_SCRIPT_COUNT][41];
 

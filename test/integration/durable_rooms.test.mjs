@@ -9,6 +9,7 @@ async function expectForbidden(c, room) {
   const j = await c.nextJson((x) => (x.type === 'subscribed' && x.room === room) || x.type === 'error', 8000, `answer to subscribe ${room}`);
   eq(j.type, 'error', `subscribe to ${room} without membership: ${JSON.stringify(j)}`);
   eq(j.code, 'forbidden', `error code for ${room}: ${JSON.stringify(j)}`);
+  eq(j.room, room, 'the error names the room');
 }
 
 test('durable history: newest first, limits, paging with next_before, members only, 401/403/400', async () => {
@@ -137,7 +138,9 @@ test('durable rooms: closed rooms: forbidden without membership; PUT/DELETE memb
   // The API key is required.
   eq((await setMember(A, 'PUT', room, carolUser, { key: 'wrong-key' })).status, 401, 'PUT with a wrong key');
   eq((await setMember(A, 'PUT', room, carolUser, { key: null })).status, 401, 'PUT without a key');
-  eq((await setMember(A, 'PUT', room, carolUser, { key: mintToken(carolUser) })).status, 401, "PUT with a user's JWT");
+  // A user's own token may leave a room, and join one only when rooms are open (these are closed).
+  eq((await setMember(A, 'PUT', room, carolUser, { key: mintToken(carolUser) })).status, 403, "PUT of oneself with a user's JWT, closed rooms");
+  eq((await setMember(A, 'PUT', room, carolUser, { key: mintToken('someone-else') })).status, 403, "PUT of another user with a user's JWT");
   await expectForbidden(carol, room);
 
   const p1 = await setMember(B, 'PUT', room, carolUser);

@@ -47,8 +47,18 @@ void pl_chat_tick(pl_conn_t *c, uint64_t now);
 /** A read position from the client. */
 void pl_chat_read(pl_conn_t *c, const pl_req_t *req);
 
-/** `user` became (member = 1) or stopped being a member of `room`: mirror it for presence. */
+/** `user` became (member = 1) or stopped being a member of `room`: mirror it for presence and
+ *  the members list; a user who is online as they become a member is announced to the room
+ *  (presence online). */
 void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member);
+
+/**
+ * The members of `room` with their online state, from the membership mirror: `cb` gets the
+ * script's reply ({count, user, online, ...}, sorted, at most `limit` users; -1 when `asker`, if
+ * not empty, is not a member). Returns 0, or -1 if Redis is unreachable (cb is then not called).
+ */
+int pl_chat_members(pl_shard_t *s, const char *room, const char *asker, int limit, pl_redis_cb cb,
+                    void *priv);
 
 /** Shard 0, every PL_HEARTBEAT_EVERY_MS: heartbeat; clean up after dead instances; if Redis had
  *  forgotten this instance, every shard resyncs. */

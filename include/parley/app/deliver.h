@@ -25,7 +25,8 @@
 /** What a broadcast is, which decides who gets it. */
 typedef enum {
     PL_BC_ROOM,   /**< subscribers of `room` */
-    PL_BC_TYPING, /**< subscribers of `room` except user_a's connections */
+    PL_BC_OTHERS, /**< subscribers of `room` except user_a's connections: typing and presence
+                       (a user is not told about themselves) */
     PL_BC_DM,     /**< every connection of user_a (sender) and user_b (recipient) */
 } pl_bcast_kind_t;
 

@@ -34,6 +34,7 @@ typedef struct pl_server {
     struct pl_db *db;           /**< NULL without PARLEY_DATABASE_URL */
     int64_t started_ms;         /**< unix ms */
     struct pl_tls *tls;         /**< the TLS listener's configuration, or NULL; owned */
+    struct pl_static *web;      /**< PARLEY_WEB_ROOT's files, or NULL; owned, read by the loops */
     char sub_cmd[96];           /**< SUBSCRIBE server:<id>, for the subscriber */
     uv_loop_t *loop;            /**< the main thread's loop: signals and shutdown */
     uv_signal_t sigterm, sigint, sighup;

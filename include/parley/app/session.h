@@ -51,6 +51,8 @@ void pl_session_start(pl_conn_t *c, const char *user);
 /** Send an error frame (cid may be NULL). */
 void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const char *cid,
                       size_t cid_len);
+/** Send an error frame about one room (it names the room). */
+void pl_session_error_room(pl_conn_t *c, pl_err_t code, const char *message, const char *room);
 
 /** Send `b`'s JSON as a text frame. */
 static inline void pl_session_send(pl_conn_t *c, const pl_buf_t *b)

@@ -126,6 +126,10 @@ void pl_wire_room_reply(pl_buf_t *b, const char *type, const char *room, size_t 
 /** {"type":"error","code":..,"message":..[,"cid":..]} (cid omitted when NULL). */
 void pl_wire_error(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
                    size_t cid_len);
+/** The same with "room":.. last (room omitted when NULL): an error about one room of a
+ *  subscribe, which may come after the frame's other rooms were answered. */
+void pl_wire_error_room(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
+                        size_t cid_len, const char *room);
 /**
  * A room message is `{"type":"message","seq":<n>,` (the head, which Redis
  * writes when it assigns the seq) followed by the tail

@@ -54,6 +54,8 @@ typedef struct {
     size_t db_queue; /**< PARLEY_DB_QUEUE: messages waiting to be stored before sends are refused */
     int db_required; /**< PARLEY_DB_REQUIRED: refuse to start while the database is unreachable */
     int open_rooms;  /**< PARLEY_OPEN_ROOMS: anyone may join any room (and becomes a member) */
+    int dev;         /**< PARLEY_DEV: development endpoints (POST /api/dev/token, no key) */
+    char *web_root;  /**< PARLEY_WEB_ROOT: directory of static files served at /, or NULL */
     size_t stream_len;   /**< PARLEY_STREAM_LEN: recent messages kept per room in Redis */
     size_t recover_max;  /**< PARLEY_RECOVER_MAX: most messages replayed on one resubscribe */
     int migrate;         /**< --migrate: apply the schema and exit */

@@ -30,6 +30,8 @@ enum {
     PL_H_SEC_WEBSOCKET_VERSION,
     PL_H_X_FORWARDED_PROTO, /**< believed only from PARLEY_TRUSTED_PROXIES */
     PL_H_X_FORWARDED_HOST,  /**< likewise */
+    PL_H_IF_NONE_MATCH,     /**< static files: revalidation by ETag */
+    PL_H_IF_MODIFIED_SINCE, /**< static files: revalidation by date */
     PL_H_COUNT
 };
 
@@ -89,9 +91,16 @@ void pl_http_path(const pl_http_t *h, const char **path, size_t *path_len);
  */
 const char *pl_http_query(const pl_http_t *h, const char *key, size_t *len);
 
-/** Append a complete response with a JSON (or any) body. */
+/** Append a complete response with a JSON (or any) body (Cache-Control: no-store). */
 void pl_http_respond(pl_buf_t *out, int status, const char *content_type, const char *body,
                      size_t body_len, int keep_alive);
+/**
+ * Append a response head: status line, Content-Type (omitted if NULL), Content-Length
+ * (`body_len`, the length of the body that follows or, answering HEAD, would follow), the
+ * header lines in `extra` ("Name: value\r\n" each, may be NULL), Connection, blank line.
+ */
+void pl_http_head(pl_buf_t *out, int status, const char *content_type, size_t body_len,
+                  const char *extra, int keep_alive);
 /** The reason phrase of a status code. */
 const char *pl_http_reason(int status);
 

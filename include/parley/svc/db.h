@@ -47,6 +47,7 @@ typedef enum {
     PL_DB_MEMBER,  /**< pl_db_member_t */
     PL_DB_READ,    /**< pl_db_read_t */
     PL_DB_RESTORE, /**< pl_db_restore_t */
+    PL_DB_ROOMS,   /**< pl_db_rooms_t */
 } pl_db_kind_t;
 
 /** Job outcomes (status). */
@@ -164,6 +165,18 @@ typedef struct pl_db_read {
     char user[PL_DB_NAME_MAX + 1];
     int64_t seq;
 } pl_db_read_t;
+
+/** `user`'s rooms (direct conversations included), at most PL_DB_ROOMS_MAX, by room id. Results:
+ *  rows with room, seq (the room's highest stored seq), aux (the user's read position) and, for a
+ *  dm: room, user (the other member). */
+typedef struct pl_db_rooms {
+    pl_db_job_t h;
+    char user[PL_DB_NAME_MAX + 1];
+    pl_db_rows_t rows;
+} pl_db_rooms_t;
+
+/** Most rooms a pl_db_rooms_t answers with. */
+#define PL_DB_ROOMS_MAX 1000
 
 /** Everything Redis needs back after losing its data (svc/dbrestore.c). Results: each room's
  *  highest stored seq (room, seq), the cids stored within `cid_window_s` (user, cid, id, seq,

@@ -35,6 +35,8 @@ typedef enum {
     PL_SCRIPT_RESET,
     PL_SCRIPT_RESYNC,
     PL_SCRIPT_UNREGISTER,
+    PL_SCRIPT_MEMBER,
+    PL_SCRIPT_MEMBERS,
     PL_SCRIPT_COUNT
 } pl_script_t;
 

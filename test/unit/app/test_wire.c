@@ -434,6 +434,15 @@ static void enc_error(void)
         CHECK_EQ_INT(jcount(j), 3);
     }
     cJSON_Delete(j);
+    pl_buf_reset(&b);
+    pl_wire_error_room(&b, PL_ERR_FORBIDDEN, "r1: not a member of this room", NULL, 0, "r1");
+    j = parse_frame(&b, "error");
+    if (j) {
+        CHECK_STR(jstr(j, "code"), "forbidden");
+        CHECK_STR(jstr(j, "room"), "r1");
+        CHECK_EQ_INT(jcount(j), 4);
+    }
+    cJSON_Delete(j);
     pl_buf_free(&b);
 }
 
