@@ -302,14 +302,11 @@ static void member_body(pl_buf_t *b, const pl_db_member_t *j)
                   j->changed ? "true" : "false");
 }
 
-/* A job's answer is ready: respond and let the connection go on. */
-static void http_job_done(pl_db_job_t *job)
+/* Respond to a finished job and let the connection go on. */
+static void http_job_respond(http_job_t *x)
 {
-    http_job_t *x = (http_job_t *)job;
+    pl_db_job_t *job = &x->job.h;
     pl_conn_t *c = x->conn;
-    if (job->status == PL_DB_OK && job->kind == PL_DB_MEMBER)
-        pl_chat_member(pl_shard_of_conn(c), x->job.member.room, x->job.member.user,
-                       x->job.member.op == PL_DB_MEMBER_ADD);
     if (pl_conn_open(c)) {
         pl_buf_t b = {0};
         if (job->status == PL_DB_EUNAVAILABLE) {
@@ -334,6 +331,25 @@ static void http_job_done(pl_db_job_t *job)
     int keep = x->keep;
     free(x);
     pl_conn_http_resume(c, keep);
+}
+
+static void member_mirrored_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac, (void)reply;
+    http_job_respond(privdata);
+}
+
+/* A job's answer is ready. A membership change is answered once the Redis mirror holds it too,
+ * so the caller's next request, on any instance, sees it (read-your-writes). While Redis is
+ * down the database alone has it; the mirror is rebuilt from there. */
+static void http_job_done(pl_db_job_t *job)
+{
+    http_job_t *x = (http_job_t *)job;
+    if (job->status == PL_DB_OK && job->kind == PL_DB_MEMBER &&
+        pl_chat_member(pl_shard_of_conn(x->conn), x->job.member.room, x->job.member.user,
+                       x->job.member.op == PL_DB_MEMBER_ADD, member_mirrored_cb, x) == 0)
+        return;
+    http_job_respond(x);
 }
 
 /* Decode %XX in a path segment into out (size PL_JWT_SUB_MAX + 1). Returns -1 if bad or too long.

@@ -40,12 +40,13 @@ static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char *
     return pl_redis_command(&s->redis, cb, priv, n, argv, lens);
 }
 
-void pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member)
+int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member, pl_redis_cb cb,
+                   void *priv)
 {
     /* Refused only while Redis is down: the mirror is rebuilt from PostgreSQL if Redis lost it,
      * and a membership made meanwhile is mirrored again at the user's next subscribe. */
     const char *args[3] = {room, user, member ? "1" : "0"};
-    chat_script(s, PL_SCRIPT_MEMBER, 0, NULL, 3, args, NULL, NULL);
+    return chat_script(s, PL_SCRIPT_MEMBER, 0, NULL, 3, args, cb, priv);
 }
 
 int pl_chat_members(pl_shard_t *s, const char *room, const char *asker, int limit, pl_redis_cb cb,

@@ -415,7 +415,7 @@ static void join_checked(pl_db_job_t *job)
          * refuse. */
         int ok = job->status == PL_DB_OK && (j->open_rooms || j->job.member);
         if (ok || j->open_rooms) {
-            pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1);
+            pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1, NULL, NULL);
             start_sync(c, sub, j->since);
         } else {
             int forbidden = job->status == PL_DB_OK;
@@ -471,7 +471,7 @@ void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
         }
         int64_t since = pl_wire_since(req, r->valuestring);
         if (!db) {
-            pl_chat_member(s, r->valuestring, ss->user, 1);
+            pl_chat_member(s, r->valuestring, ss->user, 1, NULL, NULL);
             start_sync(c, sub, since);
             continue;
         }

@@ -197,6 +197,16 @@ test('web: GET /api/rooms/{room}/members with online state (members or the API k
   eq((await members(tokA)).status, 403, 'alice is no longer a member');
   eq((await change('PUT', alice.user, tokA)).status, 200, 'alice joins again (open rooms)');
   eq((await members(tokA)).status, 200, 'a member again');
+  // Read-your-writes: the answer to a change comes once the whole gateway sees it, whichever
+  // shard or instance the next request lands on.
+  const B = await startParleyd({ redis, env: dbEnv(pg, { PARLEY_OPEN_ROOMS: 1 }) });
+  const membersB = (tok) => httpRequest(B.port, 'GET', `/api/rooms/${room}/members`, { headers: bearer(tok) });
+  for (let i = 0; i < 20; i++) {
+    eq((await change('DELETE', alice.user, tokA)).status, 200, `leave ${i}`);
+    eq((await (i % 2 ? members : membersB)(tokA)).status, 403, `not a member right after leaving ${i}`);
+    eq((await change('PUT', alice.user, tokA)).status, 200, `join ${i}`);
+    eq((await (i % 2 ? membersB : members)(tokA)).status, 200, `a member right after joining ${i}`);
+  }
   eq((await change('DELETE', alice.user, mintToken(carol))).status, 403, 'carol cannot remove alice');
   const closed = await startParleyd({ redis, env: dbEnv(pg, { PARLEY_OPEN_ROOMS: 0 }) });
   const r2 = await httpRequest(closed.port, 'PUT', `/api/rooms/${room}/members/${encodeURIComponent(carol)}`, { headers: bearer(mintToken(carol)) });
