@@ -6,7 +6,7 @@
 #   valgrind  memcheck of build/parleyd: no error, no definitely lost block.
 #             Tests chosen for the hand-managed memory: reply and JSON arenas,
 #             frames shared across threads, deferred frees, presence batches,
-#             shutdown.
+#             shutdown, static files and the API's database and Redis answers.
 #   tsan      ThreadSanitizer and UBSan: parleyd and the unit tests rebuilt
 #             with -fsanitize=thread,undefined into build/tsan/; no data race
 #             reported, and undefined behaviour aborts. The unit tests run
@@ -42,6 +42,9 @@ EOF
         'slow consumer: a client that stops reading is closed with 4008 past'
         'tls: wss and https beside plain ws'
         'tls: SIGHUP reloads'
+        'web: static files'
+        'web: GET /api/users/me/rooms'
+        'web: GET /api/rooms/{room}/members'
     )
     ;;
 tsan)
@@ -106,6 +109,13 @@ shopt -s nullglob
 logs=("$dir"/log.*)
 bad=0
 for l in "${logs[@]}"; do
+    # Valgrind 3.19 does not know openat2 (syscall 437) and warns; it fails the call with ENOSYS,
+    # and app/static.c then takes its realpath path, which the tests check just the same.
+    if [ "$mode" = valgrind ] && [ -s "$l" ]; then
+        grep -vE -- '--[0-9]+-- (WARNING: unhandled amd64-linux syscall: 437|You may be able to write your own handler\.|Read the file README_MISSING_SYSCALL_OR_IOCTL\.|Nevertheless we consider this a bug\.  Please report|it at http://valgrind\.org/support/bug_reports\.html\.)$' \
+            "$l" >"$l.kept" || true
+        mv "$l.kept" "$l"
+    fi
     [ -s "$l" ] || continue # valgrind --quiet: an empty log is a clean run
     bad=$((bad + 1))
     echo "  $mode log $(basename "$l"):"

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 
 PKGS=(build-essential pkg-config libuv1-dev libwslay-dev libhiredis-dev libcjson-dev
       libmbedtls-dev libpq-dev redis-server postgresql node-llhttp nodejs npm curl python3 valgrind
-      nginx)
+      nginx chromium)
 
 
 missing=()
@@ -36,7 +36,8 @@ else
     echo "deps.sh: all Debian packages present"
 fi
 
-# Node packages for the integration tests (the `ws` client).
+# Node packages for the integration tests: the `ws` client, playwright-core (drives Debian's
+# chromium in the browser test) and axe-core (the accessibility check it runs in the page).
 if [ ! -d test/node_modules ] || [ test/package-lock.json -nt test/node_modules ]; then
     echo "deps.sh: npm ci --prefix test"
     npm ci --prefix test --no-audit --no-fund --update-notifier=false --loglevel=error

@@ -16,8 +16,11 @@ export PARLEY_LISTEN="${PARLEY_LISTEN:-127.0.0.1:${PARLEY_PORT:-8080}}"
 export PARLEY_JWT_SECRET="${PARLEY_JWT_SECRET:-dev-secret-change-me}"
 export PARLEY_API_KEY="${PARLEY_API_KEY:-dev-api-key}"
 export PARLEY_REDIS_URL PARLEY_DATABASE_URL
-# Dev mode: anyone may join any room (and becomes a member by doing so).
+# Dev mode: anyone may join any room (and becomes a member by doing so), the web app in web/ is
+# served at /, and it signs in by name (POST /api/dev/token, no API key).
 export PARLEY_OPEN_ROOMS="${PARLEY_OPEN_ROOMS:-1}"
+export PARLEY_WEB_ROOT="${PARLEY_WEB_ROOT-$ROOT/web}"
+export PARLEY_DEV="${PARLEY_DEV:-1}"
 build/parleyd --migrate
 
 reach() { # host:port -> who can reach it
@@ -43,9 +46,12 @@ if [ -n "$TLS_LISTEN" ] && [ "$TLS_LISTEN" != none ]; then
 fi
 [ -n "${port:-}" ] || { echo "run.sh: PARLEY_LISTEN=none needs PARLEY_TLS_LISTEN" >&2; exit 1; }
 lines+="Health:      $http://$h:$port/health"
+page=""
+[ -n "$PARLEY_WEB_ROOT" ] && page="Open the chat: $http://$h:$port/   (two windows, two names: chat with yourself)"
 cat <<MSG
 
 ================ Parley (development) ================
+$page
 $lines
 JWT secret:  $PARLEY_JWT_SECRET
 API key:     $PARLEY_API_KEY

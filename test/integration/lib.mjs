@@ -267,6 +267,10 @@ export async function startNginx(servers) {
   conf = conf.replace(/^( *server 127\.0\.0\.1:8080[^\n]*)\n *server 127\.0\.0\.1:8081[^\n]*$/gm, (_, line) => upstream(line));
   conf = conf.replace(/^ *listen 80;$/m, `        listen 127.0.0.1:${port};`);
   conf = conf.replace(/^pid [^\n]*;$/m, `pid ${dir}/nginx.pid;`);
+  // The web app, copied where nginx's workers (user nobody) may read it.
+  fs.cpSync(path.join(ROOT, 'web'), path.join(dir, 'web'), { recursive: true, filter: (s) => !/node_modules/.test(s) });
+  fs.chmodSync(tmpDir(), 0o711);
+  conf = conf.replace(/root \/srv\/parley\/web;/, `root ${dir}/web;`);
   conf = conf.replace(/^http \{$/m, `http {\n    access_log ${dir}/access.log;\n    client_body_temp_path ${dir}/body;\n    proxy_temp_path ${dir}/proxy;`);
   const confFile = path.join(dir, 'nginx.conf');
   fs.writeFileSync(confFile, conf);

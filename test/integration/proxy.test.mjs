@@ -47,6 +47,13 @@ test('proxy: deploy/nginx.conf passes nginx -t; through it, API calls after a qu
   await c.subscribe(['via-nginx']);
   c.send({ type: 'message', room: 'via-nginx', text: 'through the proxy' });
   eq((await c.nextJson('message', 5000)).text, 'through the proxy', 'message through nginx');
+  // The web app is nginx's own (the instances have no PARLEY_WEB_ROOT); the API is not a file.
+  const page = await httpRequest(ng.port, 'GET', '/');
+  eq(page.status, 200, 'the web app through nginx');
+  assert(/<html/i.test(page.text) && /text\/html/.test(page.headers['content-type']), `the page: ${page.text.slice(0, 80)}`);
+  eq((await httpRequest(ng.port, 'GET', '/parley.js')).headers['content-type'], 'application/javascript', 'the client library');
+  eq((await httpRequest(ng.port, 'GET', '/api/nope')).json.error, 'not_found', '/api/ goes to parleyd');
+  eq((await httpRequest(ng.port, 'GET', '/health')).json.status, 'healthy', '/health goes to parleyd');
 }, { timeout: 60000 });
 
 test('proxy: websocket_url from PARLEY_PUBLIC_URL, from a trusted proxy\'s X-Forwarded-Proto/-Host, never from anyone else', async () => {
