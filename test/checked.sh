@@ -45,6 +45,7 @@ EOF
         'web: static files'
         'web: GET /api/users/me/rooms'
         'web: GET /api/rooms/{room}/members'
+        'drain: SIGTERM'
     )
     ;;
 tsan)
@@ -85,6 +86,8 @@ EOF
         'heal: Redis flushed'
         'heal: parleyd starts while Redis is down'
         'tls: wss and https beside plain ws'
+        'drain: messages in flight'
+        'drain: POST /api/admin/rebalance'
     )
     ;;
 *)

@@ -79,24 +79,41 @@ static void db_json(pl_buf_t *b, pl_server_t *srv)
 static void health(pl_conn_t *c, int keep)
 {
     pl_server_t *srv = pl_shard_of_conn(c)->srv;
+    int draining = pl_server_state(srv) != PL_SERVER_RUNNING;
     int ok = pl_server_redis_ok(srv);
     int degraded = ok && srv->db && !pl_db_up(srv->db);
     pl_buf_t b = {0};
     pl_buf_printf(&b, "{\"status\":\"%s\",\"server_id\":",
-                  !ok        ? "unhealthy"
+                  draining   ? "draining"
+                  : !ok      ? "unhealthy"
                   : degraded ? "degraded"
                              : "healthy");
     pl_buf_json_str(&b, srv->cfg.server_id, strlen(srv->cfg.server_id));
     pl_buf_printf(&b, ",\"timestamp\":%lld,\"redis\":\"%s\"", (long long)pl_now_ms(),
                   ok ? "up" : "down");
     db_json(&b, srv);
-    if (!ok)
+    if (draining)
+        pl_buf_adds(&b,
+                    ",\"reason\":\"shutting down: clients are being moved to other instances\"");
+    else if (!ok)
         pl_buf_adds(&b, ",\"reason\":\"redis unreachable\"");
     else if (degraded)
         pl_buf_adds(&b, ",\"reason\":\"database unreachable: messages are delivered, acks wait\"");
     pl_buf_adds(&b, "}");
-    respond(c, ok ? 200 : 503, &b, keep);
+    respond(c, ok && !draining ? 200 : 503, &b, keep);
     pl_buf_free(&b);
+}
+
+static const char *state_name(pl_server_t *srv)
+{
+    switch (pl_server_state(srv)) {
+    case PL_SERVER_RUNNING:
+        return "running";
+    case PL_SERVER_DRAINING:
+        return "draining";
+    default:
+        return "stopping";
+    }
 }
 
 static void status(pl_conn_t *c, int keep)
@@ -123,6 +140,10 @@ static void status(pl_conn_t *c, int keep)
     pl_buf_t b = {0};
     pl_buf_adds(&b, "{\"server_id\":");
     pl_buf_json_str(&b, srv->cfg.server_id, strlen(srv->cfg.server_id));
+    pl_buf_printf(&b, ",\"state\":\"%s\",\"drain_seconds\":%d", state_name(srv),
+                  srv->cfg.drain_seconds);
+    long long since = atomic_load(&srv->drain_started_ms);
+    if (since) pl_buf_printf(&b, ",\"draining_since\":%lld", since);
     pl_buf_printf(&b,
                   ",\"uptime_s\":%lld,\"shards\":%d,\"connections\":{\"total\":%ld,\"per_shard\":[",
                   (long long)(pl_now_ms() - srv->started_ms) / 1000, srv->nshards, total);
@@ -235,6 +256,88 @@ static void token(pl_conn_t *c, int keep, int dev)
     pl_buf_free(&b);
     pl_buf_free(&url);
     cJSON_Delete(j);
+}
+
+/* ---- /api/admin: drain and rebalance (the API key) ---- */
+
+/* Connections of this instance (WebSocket and HTTP), for the answers. */
+static long connections(pl_server_t *srv)
+{
+    long n = 0;
+    for (int i = 0; i < srv->nshards; i++)
+        n += atomic_load_explicit(&pl_server_shard(srv, i)->conns->sock->nsocks,
+                                  memory_order_relaxed);
+    return n;
+}
+
+/* POST /api/admin/rebalance {"share":0.5,"seconds":10}: both optional (the defaults: half, and
+ * PARLEY_DRAIN_SECONDS). */
+static void rebalance(pl_conn_t *c, pl_server_t *srv, int keep)
+{
+    const pl_buf_t *body = &c->http->body;
+    double share = 0.5;
+    double seconds = srv->cfg.drain_seconds;
+    if (body->len) {
+        cJSON *j = cJSON_ParseWithLength(body->data, body->len);
+        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "share");
+        const cJSON *se = cJSON_GetObjectItemCaseSensitive(j, "seconds");
+        int bad = !cJSON_IsObject(j) || (sh && !cJSON_IsNumber(sh)) || (se && !cJSON_IsNumber(se));
+        if (!bad && sh) share = sh->valuedouble;
+        if (!bad && se) seconds = se->valuedouble;
+        cJSON_Delete(j);
+        if (bad || !(share > 0 && share <= 1) || !(seconds >= 0 && seconds <= 3600)) {
+            api_error(c, 400, "bad_request",
+                      "body must be {\"share\": 0 < share <= 1, \"seconds\": 0..3600}", keep);
+            return;
+        }
+    }
+    if (pl_server_state(srv) != PL_SERVER_RUNNING) {
+        api_error(c, 409, "conflict", "this instance is draining", keep);
+        return;
+    }
+    unsigned permille = (unsigned)(share * 1000 + 0.5);
+    pl_server_rebalance(srv, permille ? permille : 1, (unsigned)(seconds * 1000));
+    pl_info("rebalance asked over the API: %.3f of the clients over %.1f s", share, seconds);
+    pl_buf_t b = {0};
+    pl_buf_printf(&b,
+                  "{\"status\":\"rebalancing\",\"share\":%.3f,\"seconds\":%.1f,"
+                  "\"connections\":%ld}",
+                  share, seconds, connections(srv));
+    respond(c, 202, &b, keep);
+    pl_buf_free(&b);
+}
+
+/* Returns whether the connection stays open. */
+static int admin(pl_conn_t *c, const char *path, size_t len, int method, int keep)
+{
+    pl_server_t *srv = pl_shard_of_conn(c)->srv;
+    int drain = path_is(path, len, "/api/admin/drain");
+    if (!drain && !path_is(path, len, "/api/admin/rebalance")) {
+        api_error(c, 404, "not_found", "no such endpoint", keep);
+        return keep;
+    }
+    if (method != HTTP_POST) {
+        api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+        return keep;
+    }
+    size_t klen;
+    const char *key = bearer(c->http, &klen);
+    if (!key || !secret_eq(key, klen, srv->cfg.api_key)) {
+        api_error(c, 401, "unauthorized", "Authorization: Bearer <PARLEY_API_KEY> required", keep);
+        return keep;
+    }
+    if (!drain) {
+        rebalance(c, srv, keep);
+        return keep;
+    }
+    if (pl_server_drain(srv)) pl_info("drain asked over the API");
+    pl_buf_t b = {0};
+    pl_buf_printf(&b, "{\"status\":\"%s\",\"drain_seconds\":%d,\"connections\":%ld}",
+                  state_name(srv), srv->cfg.drain_seconds, connections(srv));
+    /* The asker's connection closes with this answer: a draining instance keeps none. */
+    respond(c, 202, &b, 0);
+    pl_buf_free(&b);
+    return 0;
 }
 
 /* ---- /api/rooms: history and memberships, answered by the database pool ---- */
@@ -740,7 +843,8 @@ static int my_rooms(pl_conn_t *c, int keep)
 int pl_api_request(pl_conn_t *c)
 {
     pl_server_t *srv = pl_shard_of_conn(c)->srv;
-    int keep = pl_http_keep_alive(c->http);
+    /* A draining instance keeps no connection open past its answer. */
+    int keep = pl_http_keep_alive(c->http) && pl_server_state(srv) == PL_SERVER_RUNNING;
     int method = pl_http_method(c->http);
     const char *path;
     size_t len;
@@ -763,6 +867,8 @@ int pl_api_request(pl_conn_t *c)
         return my_rooms(c, keep);
     } else if (len > 20 && memcmp(path, "/api/websocket/users", 20) == 0) {
         return users_api(c, path, len, method, keep, path + 20, len - 20);
+    } else if (len > 11 && memcmp(path, "/api/admin/", 11) == 0) {
+        return admin(c, path, len, method, keep);
     } else if (len > 11 && memcmp(path, "/api/rooms/", 11) == 0) {
         return rooms_api(c, path, len, method, keep);
     } else if (path_is(path, len, "/ws")) {
@@ -787,6 +893,10 @@ void pl_api_upgrade(pl_conn_t *c)
     pl_http_path(h, &path, &len);
     if (!path_is(path, len, "/ws")) {
         api_error(c, 404, "not_found", "WebSocket endpoint is /ws", 0);
+        return;
+    }
+    if (pl_server_state(pl_shard_of_conn(c)->srv) != PL_SERVER_RUNNING) {
+        api_error(c, 503, "unavailable", "this instance is shutting down: connect to another", 0);
         return;
     }
     /* A token on the upgrade is checked before switching protocols. */

@@ -6,10 +6,12 @@
  * instance holds; bind one SO_REUSEPORT socket per shard; get the id
  * generators' node numbers from Redis and register the instance there
  * (forgetting what a previous run under this id left); check that the
- * database is reachable and at this build's schema. Shutdown (SIGTERM or
- * SIGINT) stops the subscriber, tells every shard to send server_notice and
- * close 1001, exits when the shards are done or after a deadline, and
- * unregisters the instance.
+ * database is reachable and at this build's schema. A drain (SIGTERM, SIGINT
+ * or POST /api/admin/drain) has the shards stop accepting and close their
+ * clients over PARLEY_DRAIN_SECONDS (drain.h); then, or at the drain's
+ * deadline, the shutdown stops the subscriber, closes what is left, lets the
+ * database pool store what it holds, exits when the shards are done or after a
+ * deadline, and unregisters the instance. A second signal exits at once.
  */
 #include "parley/app/server.h"
 
@@ -297,12 +299,13 @@ static void on_deadline(uv_timer_t *t)
     uv_stop(srv->loop);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* The end of a drain (or of nothing, for SIGINT's second coming): close what is left, let the
+ * database pool store what it holds, and end the loops. */
+static void shut_down(pl_server_t *srv, const char *why)
 {
-    pl_server_t *srv = h->data;
-    if (srv->stopping) return;
-    srv->stopping = 1;
-    pl_info("%s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (atomic_exchange(&srv->state, PL_SERVER_STOPPING) == PL_SERVER_STOPPING) return;
+    pl_info("%s: shutting down", why);
+    uv_timer_stop(&srv->drain_deadline);
     uv_timer_start(&srv->deadline, on_deadline, SHUTDOWN_DEADLINE_MS, 0);
     /* Stop the subscriber first: after it is joined it posts nothing more. */
     pl_subscriber_stop(&srv->sub);
@@ -316,6 +319,48 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     for (int i = 0; i < srv->nshards; i++)
         pl_loop_post(srv->loops[i], &pl_server_shard(srv, i)->finish_ev);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    pl_server_t *srv = t->data;
+    pl_warn("drain deadline: %d shard(s) still have clients; closing them now",
+            atomic_load(&srv->shards_draining));
+    shut_down(srv, "drain deadline");
+}
+
+/* A drain was asked for (signal, API), or a shard closed its last client. */
+static void on_drain_wake(uv_async_t *a)
+{
+    pl_server_t *srv = a->data;
+    if (pl_server_state(srv) != PL_SERVER_DRAINING) return;
+    if (!srv->drain_posted) {
+        srv->drain_posted = 1;
+        pl_info("draining: /health answers 503; clients are closed over %d s",
+                srv->cfg.drain_seconds);
+        atomic_store(&srv->shards_draining, srv->nshards);
+        for (int i = 0; i < srv->nshards; i++)
+            pl_loop_post(srv->loops[i], &pl_server_shard(srv, i)->drain_ev);
+        /* A client being closed gets PL_DRAIN_WAIT_MS for its messages in flight. */
+        uv_timer_start(&srv->drain_deadline, on_drain_deadline,
+                       (uint64_t)srv->cfg.drain_seconds * 1000 + PL_DRAIN_WAIT_MS + 1000, 0);
+    } else if (atomic_load(&srv->shards_draining) == 0) {
+        shut_down(srv, "drained");
+    }
+}
+
+/* SIGTERM or SIGINT: drain; the second one: exit now. */
+static void on_signal(uv_signal_t *h, int signum)
+{
+    pl_server_t *srv = h->data;
+    const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (pl_server_drain(srv)) {
+        pl_info("%s: draining over %d s (send it again to exit at once)", name,
+                srv->cfg.drain_seconds);
+        return;
+    }
+    pl_warn("%s again: exiting at once", name);
+    uv_stop(srv->loop);
 }
 
 /* SIGHUP: the TLS certificate and key are read again; new handshakes use them. A file that
@@ -429,6 +474,11 @@ int pl_server_run(pl_config_t *cfg)
     uv_timer_init(srv->loop, &srv->deadline);
     srv->deadline.data = srv;
     uv_unref((uv_handle_t *)&srv->deadline);
+    uv_async_init(srv->loop, &srv->drain_wake, on_drain_wake);
+    srv->drain_wake.data = srv;
+    uv_timer_init(srv->loop, &srv->drain_deadline);
+    srv->drain_deadline.data = srv;
+    uv_unref((uv_handle_t *)&srv->drain_deadline);
     if (start_loops(srv, fds, tls_fds, node) != 0) return 1;
 
     uv_signal_init(srv->loop, &srv->sigterm);

@@ -34,7 +34,7 @@ static void shutdown_receive(pl_loop_t *loop, pl_loop_event_t *ev)
     s->stopping = 1;
     pl_sock_ctx_unlisten(s->conns->sock);
     pl_buf_t *b = pl_shard_scratch(s);
-    pl_wire_notice(b, "shutdown", "server shutting down");
+    pl_wire_notice(b, "shutdown", PL_DRAIN_NOTICE);
     pl_frame_t *notice = pl_frame_text(b->data, b->len);
     long n = 0;
     for (pl_sock_t *k = s->conns->sock->socks; k; k = k->next) {
@@ -78,6 +78,7 @@ static void turn_hook(pl_loop_t *loop, void *arg)
         pl_redis_stop(&s->redis);
         uv_close((uv_handle_t *)&s->ready_timer, NULL);
         uv_close((uv_handle_t *)&s->presence_timer, NULL);
+        pl_drain_close(s);
         pl_sock_ctx_close(s->conns->sock);
         pl_loop_end(loop);
     }
@@ -115,6 +116,9 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     s->shutdown_ev.kind = PL_EV_SHUTDOWN;
     s->finish_ev.kind = PL_EV_FINISH;
     s->resync_ev.kind = PL_EV_RESYNC;
+    s->drain_ev.kind = PL_EV_DRAIN;
+    s->rebalance_ev.kind = PL_EV_REBALANCE;
+    atomic_init(&s->rebalance_queued, 0);
 
     pl_conn_limits_t lim = {cfg->max_frame, cfg->ping_interval, cfg->idle_timeout,
                             cfg->http_idle_timeout, cfg->http_request_timeout};
@@ -132,6 +136,8 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
         (rc = pl_loop_on(loop, PL_EV_SHUTDOWN, shutdown_receive)) != 0 ||
         (rc = pl_loop_on(loop, PL_EV_FINISH, finish_receive)) != 0 ||
         (rc = pl_loop_on(loop, PL_EV_RESYNC, resync_receive)) != 0 ||
+        (rc = pl_loop_on(loop, PL_EV_DRAIN, pl_drain_receive)) != 0 ||
+        (rc = pl_loop_on(loop, PL_EV_REBALANCE, pl_drain_rebalance_receive)) != 0 ||
         (rc = pl_loop_hook(loop, turn_hook, s)) != 0)
         return rc;
     uv_loop_t *uv = pl_loop_uv(loop);
@@ -139,6 +145,7 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
         (rc = uv_timer_init(uv, &s->presence_timer)) != 0)
         return rc;
     s->ready_timer.data = s->presence_timer.data = s;
+    if ((rc = pl_drain_init(s)) != 0) return rc;
     /* One instance-wide heartbeat: shard 0 keeps it (the server registered the instance before
      * starting the shards, or the shards' resync does when Redis comes up). */
     if (s->index == 0 && (rc = uv_timer_start(&s->presence_timer, presence_timer_cb,

@@ -100,6 +100,9 @@ static const opt_t opts[] = {
     {"http-request-timeout", "PARLEY_HTTP_REQUEST_TIMEOUT", T_INT, AT(http_request_timeout), "10",
      1, 3600, NULL,
      "seconds a client has to send a whole HTTP request (also a new connection's first)"},
+    {"drain-seconds", "PARLEY_DRAIN_SECONDS", T_INT, AT(drain_seconds), "10", 0, 3600, NULL,
+     "on SIGTERM or POST /api/admin/drain, clients are closed (told to reconnect) spread over "
+     "this many seconds before the process exits; 0: all at once"},
     {"log-level", "PARLEY_LOG_LEVEL", T_SPECIAL, 0, "info", 0, 0, parse_log_level,
      "error, warn, info or debug"},
     {"database-url", "PARLEY_DATABASE_URL", T_SPECIAL, 0, NULL, 0, 0, parse_database_url,

@@ -226,6 +226,9 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
       PARLEY_REDIS_URL: redisUrl || (redis && redis.url) || 'redis://127.0.0.1:1/0',
       PARLEY_JWT_SECRET: SECRET, PARLEY_API_KEY: API_KEY,
       PARLEY_SERVER_ID: serverId, PARLEY_SHARDS: '2',
+      // Tests stop instances with SIGTERM: a drain spread over seconds would only slow them.
+      // The drain tests set their own.
+      PARLEY_DRAIN_SECONDS: '0',
       ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])),
     };
     p.env = fullEnv;

@@ -10,7 +10,7 @@ test('shutdown: SIGTERM sends server_notice then close 1001, exits within 5 s', 
   srv.child.kill('SIGTERM');
   for (const c of clients) {
     const f = await c.next((j) => j.type === 'server_notice', 5000, 'server_notice');
-    eq(f.raw, '{"type":"server_notice","code":"shutdown","message":"server shutting down"}', 'server_notice frame');
+    eq(f.raw, '{"type":"server_notice","code":"shutdown","message":"this server is shutting down: reconnect (another instance takes you)"}', 'server_notice frame');
     const { code } = await c.waitClose(5000);
     eq(code, 1001, 'close code');
   }

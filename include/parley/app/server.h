@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "parley/base/clock.h"
 #include "parley/base/config.h"
 #include "parley/base/shardmask.h"
 #include "parley/net/loop.h"
@@ -42,8 +43,23 @@ typedef struct pl_server {
     uv_timer_t deadline;
     atomic_int shards_running;
     atomic_int restoring; /**< a restore of Redis' seqs is under way (restore.c) */
-    int stopping;
+    /* Drain and rebalance (drain.h). Written by the thread that asks, read by any. */
+    atomic_int state;               /**< pl_server_state_t */
+    atomic_int shards_draining;     /**< shards still closing clients in a drain */
+    atomic_llong drain_started_ms;  /**< unix ms the drain began; 0 before */
+    atomic_uint rebalance_permille; /**< the last rebalance asked for: share of clients, 1/1000 */
+    atomic_uint rebalance_ms;       /**< and the milliseconds to spread it over */
+    uv_async_t drain_wake; /**< main loop: a drain was asked for, or a shard finished its part */
+    uv_timer_t drain_deadline;
+    int drain_posted; /**< main thread: the shards were told to drain */
 } pl_server_t;
+
+/** Where the process is in its life. */
+typedef enum {
+    PL_SERVER_RUNNING = 0,
+    PL_SERVER_DRAINING = 1, /**< not accepting; closing clients over PARLEY_DRAIN_SECONDS */
+    PL_SERVER_STOPPING = 2, /**< closing the rest, storing what is queued, then exiting */
+} pl_server_state_t;
 
 /** Run the server with `cfg` (taken over) until a signal stops it. Returns the exit status. */
 int pl_server_run(pl_config_t *cfg);
@@ -65,6 +81,46 @@ static inline int pl_server_redis_ok(pl_server_t *srv)
         if (!atomic_load_explicit(&pl_server_shard(srv, i)->redis.connected, memory_order_relaxed))
             return 0;
     return 1;
+}
+
+/** The process's state (pl_server_state_t). Any thread. */
+static inline int pl_server_state(pl_server_t *srv)
+{
+    return atomic_load_explicit(&srv->state, memory_order_relaxed);
+}
+
+/**
+ * Begin a drain (SIGTERM does the same): /health answers 503 at once, the shards stop accepting
+ * and close their clients over PARLEY_DRAIN_SECONDS, then the process stores what is queued and
+ * exits. Any thread. Returns 1 if this call began it, 0 if the server was past running already.
+ */
+static inline int pl_server_drain(pl_server_t *srv)
+{
+    int running = PL_SERVER_RUNNING;
+    if (!atomic_compare_exchange_strong(&srv->state, &running, PL_SERVER_DRAINING)) return 0;
+    atomic_store(&srv->drain_started_ms, pl_now_ms());
+    uv_async_send(&srv->drain_wake);
+    return 1;
+}
+
+/** A shard closed its last client of a drain. Its loop thread. */
+static inline void pl_server_shard_drained(pl_server_t *srv)
+{
+    atomic_fetch_sub(&srv->shards_draining, 1);
+    uv_async_send(&srv->drain_wake);
+}
+
+/** Ask `permille`/1000 of every shard's clients to reconnect, spread over `ms`. Any thread. */
+static inline void pl_server_rebalance(pl_server_t *srv, unsigned permille, unsigned ms)
+{
+    atomic_store(&srv->rebalance_permille, permille);
+    atomic_store(&srv->rebalance_ms, ms);
+    for (int i = 0; i < srv->nshards; i++) {
+        struct pl_shard *s = pl_server_shard(srv, i);
+        /* At most one event in the inbox per shard; it reads the latest figures. */
+        if (atomic_exchange(&s->rebalance_queued, 1) == 0)
+            pl_loop_post(srv->loops[i], &s->rebalance_ev);
+    }
 }
 
 /** A shard's loop ended (its exit callback, any loop thread). */

@@ -29,7 +29,9 @@ typedef struct pl_session {
     pl_sub_t *usub;           /**< this connection in the shard's user table */
     struct pl_typing *typing; /**< rooms it is typing in (chat.c) */
     uint8_t authed;
-    uint8_t presence; /**< counted in Redis presence (chat.c) */
+    uint8_t presence;  /**< counted in Redis presence (chat.c) */
+    uint8_t leaving;   /**< asked to leave (drain.h): not read any more */
+    uint32_t leave_ms; /**< when, uv_now truncated */
 } pl_session_t;
 
 /** The session of a connection, and back. */

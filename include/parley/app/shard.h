@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "parley/app/drain.h"
 #include "parley/app/room.h"
 #include "parley/app/wire.h"
 #include "parley/base/buf.h"
@@ -31,11 +32,13 @@ struct pl_msg;
 
 /** The kinds of the gateway's inbox events (net/loop.h receivers). */
 enum {
-    PL_EV_BCAST = 0,    /**< a room message or event from the Redis subscriber (deliver.h) */
-    PL_EV_DB = 1,       /**< a finished database job: its done callback runs */
-    PL_EV_SHUTDOWN = 2, /**< close every client with 1001 */
-    PL_EV_FINISH = 3,   /**< nothing more will be posted: end the loop once the clients are gone */
-    PL_EV_RESYNC = 4,   /**< Redis lost its data: re-announce this shard's connections */
+    PL_EV_BCAST = 0,     /**< a room message or event from the Redis subscriber (deliver.h) */
+    PL_EV_DB = 1,        /**< a finished database job: its done callback runs */
+    PL_EV_SHUTDOWN = 2,  /**< close every client with 1001 */
+    PL_EV_FINISH = 3,    /**< nothing more will be posted: end the loop once the clients are gone */
+    PL_EV_RESYNC = 4,    /**< Redis lost its data: re-announce this shard's connections */
+    PL_EV_DRAIN = 5,     /**< close every client gently, spread over time (drain.h) */
+    PL_EV_REBALANCE = 6, /**< ask a share of the clients to reconnect (drain.h) */
 };
 
 /** Most presence changes sent in one script call. */
@@ -71,8 +74,10 @@ typedef struct pl_shard {
     size_t nwaiting;
     uint32_t sync_gen;    /**< generation counter for subscription catch-ups */
     uint64_t scan_cursor; /**< shard 0: where the SCAN for stray server_users sets is */
-    pl_loop_event_t shutdown_ev, finish_ev, resync_ev;
-    atomic_int resync_queued; /**< resync_ev is in the inbox (posted at most once at a time) */
+    pl_loop_event_t shutdown_ev, finish_ev, resync_ev, drain_ev, rebalance_ev;
+    atomic_int resync_queued;    /**< resync_ev is in the inbox (posted at most once at a time) */
+    atomic_int rebalance_queued; /**< rebalance_ev is in the inbox */
+    pl_drain_plan_t leave;       /**< clients being closed gently (drain.h) */
     pl_presence_queue_t pq;
     pl_wire_arena_t arena; /**< client frames are parsed here */
     /* Encoding buffers, used within one callback at a time. */

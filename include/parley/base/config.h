@@ -44,6 +44,7 @@ typedef struct {
     size_t outbuf_soft; /**< PARLEY_MAX_OUTBUF_SOFT: cut off if above it this long: */
     int outbuf_soft_s;  /**< PARLEY_MAX_OUTBUF_SOFT_SECONDS */
     int auth_timeout;   /**< PARLEY_AUTH_TIMEOUT, seconds */
+    int drain_seconds;  /**< PARLEY_DRAIN_SECONDS */
     int ping_interval;  /**< PARLEY_PING_INTERVAL, seconds */
     int idle_timeout;   /**< PARLEY_IDLE_TIMEOUT, seconds */
     int http_idle_timeout;    /**< PARLEY_HTTP_IDLE_TIMEOUT: idle keep-alive HTTP, seconds */
