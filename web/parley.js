@@ -615,8 +615,9 @@ export class ParleyClient {
       case 'read_receipt':
         return this.#emit(frame.type, frame);
       case 'server_notice':
-        // A shutdown is the server's doing, not a sign of trouble: reconnect without backing off.
-        if (frame.code === 'shutdown') this.#quickNext = true;
+        // A shutdown (drain) or a rebalance is the server's doing, not a sign of trouble:
+        // reconnect without backing off (the server spreads these closes over time).
+        if (frame.code === 'shutdown' || frame.code === 'reconnect') this.#quickNext = true;
         return this.#emit('server_notice', frame);
       default:
         // pong, and frame types added later: nothing to do beyond the heartbeat.

@@ -345,7 +345,7 @@ export class ChatApp {
       if (conv === this.current) this.timeline.renderSeen();
     });
     c.on('server_notice', (n) => {
-      if (n.code === 'shutdown') this.toast('The server is restarting; reconnecting…');
+      if (n.code === 'shutdown' || n.code === 'reconnect') this.toast('Moving you to another server…');
       else if (n.message) this.toast(n.message);
     });
     c.on('authenticated', (info) => console.info(`[parley] authenticated as ${info.user} on ${info.server}`));

@@ -815,6 +815,16 @@ describe('tokens', () => {
   });
 });
 
+// Connect, fail four times (so the backoff has grown), then authenticate.
+async function backedOff(t, states) {
+  t.client.connect();
+  for (let i = 0; i < 4; i++) {
+    t.last().drop(1006);
+    await t.clock.advance(states.at(-1).delay);
+  }
+  t.last().authenticate();
+}
+
 describe('state and shutdown', () => {
   test('state events: connecting -> open -> reconnecting -> connecting -> open -> closed', async () => {
     const t = setup();
@@ -846,12 +856,7 @@ describe('state and shutdown', () => {
     const t = setup();
     const states = t.record('state');
     const notices = t.record('server_notice');
-    t.client.connect();
-    for (let i = 0; i < 4; i++) {
-      t.last().drop(1006);
-      await t.clock.advance(states.at(-1).delay);
-    }
-    t.last().authenticate();
+    await backedOff(t, states);
     t.last().deliver({ type: 'server_notice', code: 'shutdown', message: 'server shutting down' });
     t.last().drop(1001, 'server shutting down');
     assert.equal(notices.length, 1);
@@ -863,6 +868,18 @@ describe('state and shutdown', () => {
     t.last().authenticate();
     t.last().drop(1001);
     assert.ok(states.at(-1).delay > 500);
+    t.client.close();
+  });
+
+  test('a rebalance notice ("reconnect") then 1001: also reconnects from the shortest delay', async () => {
+    const t = setup();
+    const states = t.record('state');
+    await backedOff(t, states);
+    t.last().deliver({ type: 'server_notice', code: 'reconnect', message: 'the load is being rebalanced: reconnect' });
+    t.last().drop(1001, 'rebalancing');
+    const ev = states.at(-1);
+    assert.equal(ev.state, 'reconnecting');
+    assert.ok(ev.delay <= 500, `quick: ${ev.delay}`);
     t.client.close();
   });
 
