@@ -235,7 +235,7 @@ function unitFile(text) {
   return out;
 }
 
-test('install: make install DESTDIR=... PREFIX=... lays out the binary, the unit (migrate before start, drain on stop, paths rewritten), the environment template, the web app; systemd-analyze verify passes', async () => {
+test('deploy: make install DESTDIR=... PREFIX=... lays out the binary, the unit (migrate before start, drain on stop, paths rewritten), the environment template, the web app; systemd-analyze verify passes', async () => {
   const known = await knownSettings();
   for (const prefix of [null, '/opt/parley']) {
     const dest = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-install-'));

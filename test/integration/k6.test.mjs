@@ -3,9 +3,10 @@
 // with deliveries and no loss, agree with what PostgreSQL stored, and fail (exit 99) when a
 // threshold cannot be met or the server is not there.
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import {
-  test, ROOT, API_KEY, startRedis, startPostgres, startParleyd, dbEnv, runCmd, freePort, tmpDir, eq, assert,
+  test, ROOT, API_KEY, WebSocket, current, startRedis, startPostgres, startParleyd, dbEnv, runCmd, freePort, tmpDir, eq, assert,
 } from './lib.mjs';
 import { startComposeNginx } from './deploylib.mjs';
 
@@ -70,4 +71,39 @@ test('k6: bench/k6/chat.js (under the stand-in) fails (99) when nothing answers,
   // No API key: setup() throws, as the script says it must.
   const nokey = await k6({ ...SMALL, VUS: 1, PARLEY_URL: `http://127.0.0.1:${port}` }, 'nokey');
   assert(nokey.code === 107 && /PARLEY_API_KEY/.test(nokey.out), `without an API key the run exited ${nokey.code}:\n${nokey.out.slice(-800)}`);
+}, { timeout: 60000 });
+
+// A fake server that speaks enough of the protocol for the script but skips a seq after every
+// message it relays (as a server that lost one would look to a subscriber): the script must
+// count the gaps as lost and fail the run. Proves the loss check is not vacuous.
+test('k6: bench/k6/chat.js (under the stand-in) counts a seq gap as a lost message and fails the run (99)', async () => {
+  const srv = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ token: `fake.${JSON.parse(body).user_id}`, websocket_url: `ws://127.0.0.1:${srv.address().port}/ws`, expires_in: 3600 }));
+    });
+  });
+  const wss = new WebSocket.Server({ server: srv });
+  let seq = 0;
+  wss.on('connection', (ws, req) => {
+    const user = String(req.headers.authorization || '').replace(/^Bearer fake\./, '');
+    ws.send(JSON.stringify({ type: 'authenticated', user, server: 'fake', session: 's' }));
+    ws.on('message', (raw) => {
+      const f = JSON.parse(raw);
+      if (f.type === 'subscribe') ws.send(JSON.stringify({ type: 'subscribed', room: f.rooms[0], seq }));
+      if (f.type === 'message') {
+        seq += 2; // one skipped: a gap
+        ws.send(JSON.stringify({ type: 'message', seq, room: f.room, id: String(seq), from: user, text: f.text, ts: Date.now(), cid: f.cid }));
+        ws.send(JSON.stringify({ type: 'ack', cid: f.cid, id: String(seq), seq }));
+      }
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  current.cleanups.push(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(); srv.close(() => r()); }));
+  const r = await k6({ ...SMALL, VUS: 1, RAMP: '500ms', HOLD: '1s', RAMP_DOWN: '0s', SETTLE_MS: 300, PARLEY_URL: `http://127.0.0.1:${srv.address().port}`, PARLEY_API_KEY: API_KEY }, 'gaps');
+  assert(r.code === 99, `with gaps the run exited ${r.code} (want 99):\n${r.out.slice(-1500)}`);
+  assert(r.summary.parley_lost.count > 0 && r.summary.parley_lost.thresholds['count==0'] === true, `lost: ${JSON.stringify(r.summary.parley_lost)}`);
+  eq(r.summary.parley_unacked.count, 0, 'unacked (the fake acks everything)');
 }, { timeout: 60000 });
