@@ -31,7 +31,7 @@ $(BUILD)/obj/base/config.o: VERSION
 UNIT_SRC := $(wildcard test/unit/test_*.c) $(foreach l,$(LAYERS),$(wildcard test/unit/$(l)/test_*.c))
 UNIT_BIN := $(addprefix $(BUILD)/test/,$(notdir $(UNIT_SRC:.c=)))
 
-.PHONY: all deps run test unit bench bench-big clean services-start services-stop format
+.PHONY: all deps run test unit bench bench-big clean services-start services-stop format install
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/parleyd
@@ -90,6 +90,26 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory all unit
 	@test/run
+
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binary, the systemd unit (its paths
+# rewritten to these), an environment file template and the web app (docs/deploy.md).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DATADIR    ?= $(PREFIX)/share/parley
+
+install: $(BUILD)/parleyd
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/parley $(DESTDIR)$(DATADIR)
+	install -m 755 $(BUILD)/parleyd $(DESTDIR)$(BINDIR)/parleyd
+	sed -e 's|/usr/local/bin/parleyd|$(BINDIR)/parleyd|g' -e 's|/etc/parley/|$(SYSCONFDIR)/parley/|g' \
+	    deploy/parleyd.service > $(DESTDIR)$(UNITDIR)/parleyd.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/parleyd.service
+	install -m 644 deploy/parleyd.env.example $(DESTDIR)$(SYSCONFDIR)/parley/parleyd.env.example
+	rm -rf $(DESTDIR)$(DATADIR)/web
+	cp -R web $(DESTDIR)$(DATADIR)/web
+	rm -rf $(DESTDIR)$(DATADIR)/web/test $(DESTDIR)$(DATADIR)/web/node_modules
+	chmod -R u=rwX,go=rX $(DESTDIR)$(DATADIR)/web
 
 format:
 	clang-format -i src/*/*.c include/parley/*/*.h test/unit/*.c test/unit/*/*.c test/unit/*.h

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/../.."
 
 PKGS=(build-essential pkg-config libuv1-dev libwslay-dev libhiredis-dev libcjson-dev
       libmbedtls-dev libpq-dev redis-server postgresql node-llhttp nodejs npm curl python3 valgrind
-      nginx chromium)
+      nginx chromium python3-yaml)
+# python3-yaml: the deployment test reads deploy/docker-compose.yml with it (Node has no YAML parser).
 
 
 missing=()
