@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "parley/app/chat.h"
@@ -217,6 +219,64 @@ static void websocket_url(pl_conn_t *c, pl_buf_t *url)
     pl_buf_printf(url, "%s://%s/ws", tls ? "wss" : "ws", host);
 }
 
+/* One address of a list, trimmed, parsed into `sa`: 1, or 0 if it is not one. */
+static int parse_addr(const char *p, size_t n, struct sockaddr_storage *sa)
+{
+    while (n && *p == ' ')
+        p++, n--;
+    while (n && p[n - 1] == ' ')
+        n--;
+    char s[INET6_ADDRSTRLEN];
+    if (!n || n >= sizeof s) return 0;
+    memcpy(s, p, n);
+    s[n] = '\0';
+    memset(sa, 0, sizeof *sa);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)sa;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)sa;
+    if (inet_pton(AF_INET, s, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        return 1;
+    }
+    if (inet_pton(AF_INET6, s, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * The client's address, for logs (and per-address limits): the peer's; or, when the peer is one
+ * of PARLEY_TRUSTED_PROXIES, X-Forwarded-For read from the right, past the hops that are trusted
+ * proxies too, up to the first that is not (anything left of it the client could have written).
+ */
+static const char *client_addr(pl_conn_t *c, char *out, size_t n)
+{
+    const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
+    struct sockaddr_storage who;
+    if (pl_sock_peer(&c->sock, &who) != 0) return snprintf(out, n, "?"), out;
+    const char *xff = c->http ? pl_http_header(c->http, PL_H_X_FORWARDED_FOR) : NULL;
+    if (xff && cfg->trusted_proxies.n &&
+        pl_cidr_match(&cfg->trusted_proxies, (struct sockaddr *)&who)) {
+        size_t end = strlen(xff);
+        while (end) {
+            size_t start = end;
+            while (start && xff[start - 1] != ',')
+                start--;
+            struct sockaddr_storage hop;
+            if (!parse_addr(xff + start, end - start, &hop))
+                break; /* garbage: keep the last good */
+            who = hop;
+            if (!pl_cidr_match(&cfg->trusted_proxies, (struct sockaddr *)&hop)) break;
+            end = start ? start - 1 : 0;
+        }
+    }
+    const void *a = who.ss_family == AF_INET6
+                        ? (const void *)&((struct sockaddr_in6 *)&who)->sin6_addr
+                        : (const void *)&((struct sockaddr_in *)&who)->sin_addr;
+    if (!inet_ntop(who.ss_family, a, out, (socklen_t)n)) snprintf(out, n, "?");
+    return out;
+}
+
 /* POST /api/websocket/token (dev: POST /api/dev/token, which needs no key): a token for the
  * body's user_id. */
 static void token(pl_conn_t *c, int keep, int dev)
@@ -297,7 +357,9 @@ static void rebalance(pl_conn_t *c, pl_server_t *srv, int keep)
     }
     unsigned permille = (unsigned)(share * 1000 + 0.5);
     pl_server_rebalance(srv, permille ? permille : 1, (unsigned)(seconds * 1000));
-    pl_info("rebalance asked over the API: %.3f of the clients over %.1f s", share, seconds);
+    char addr[INET6_ADDRSTRLEN];
+    pl_info("rebalance asked over the API by %s: %.3f of the clients over %.1f s",
+            client_addr(c, addr, sizeof addr), share, seconds);
     pl_buf_t b = {0};
     pl_buf_printf(&b,
                   "{\"status\":\"rebalancing\",\"share\":%.3f,\"seconds\":%.1f,"
@@ -330,7 +392,9 @@ static int admin(pl_conn_t *c, const char *path, size_t len, int method, int kee
         rebalance(c, srv, keep);
         return keep;
     }
-    if (pl_server_drain(srv)) pl_info("drain asked over the API");
+    char addr[INET6_ADDRSTRLEN];
+    if (pl_server_drain(srv))
+        pl_info("drain asked over the API by %s", client_addr(c, addr, sizeof addr));
     pl_buf_t b = {0};
     pl_buf_printf(&b, "{\"status\":\"%s\",\"drain_seconds\":%d,\"connections\":%ld}",
                   state_name(srv), srv->cfg.drain_seconds, connections(srv));
@@ -908,9 +972,19 @@ void pl_api_upgrade(pl_conn_t *c)
         int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
                                pl_now_ms() / 1000, user);
         if (rc != 0) {
+            if (pl_log_enabled(PL_LOG_DEBUG)) {
+                char addr[INET6_ADDRSTRLEN];
+                pl_debug("upgrade from %s refused: %s", client_addr(c, addr, sizeof addr),
+                         pl_jwt_strerror(rc));
+            }
             api_error(c, 401, "unauthorized", pl_jwt_strerror(rc), 0);
             return;
         }
+    }
+    if (pl_log_enabled(PL_LOG_DEBUG)) {
+        char addr[INET6_ADDRSTRLEN];
+        pl_debug("websocket from %s%s%s", client_addr(c, addr, sizeof addr), tok ? " as " : "",
+                 tok ? user : "");
     }
     if (pl_conn_upgrade(c) != 0) return;
     if (tok && tlen) pl_session_start(c, user);

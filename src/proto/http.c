@@ -13,6 +13,7 @@ static const char *const kept_names[PL_H_COUNT] = {
     [PL_H_SEC_WEBSOCKET_VERSION] = "sec-websocket-version",
     [PL_H_X_FORWARDED_PROTO] = "x-forwarded-proto",
     [PL_H_X_FORWARDED_HOST] = "x-forwarded-host",
+    [PL_H_X_FORWARDED_FOR] = "x-forwarded-for",
     [PL_H_IF_NONE_MATCH] = "if-none-match",
     [PL_H_IF_MODIFIED_SINCE] = "if-modified-since",
 };

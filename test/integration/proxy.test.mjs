@@ -3,7 +3,7 @@
 // names, HTTP request and idle timeouts.
 import net from 'node:net';
 import {
-  test, startRedis, startParleyd, startNginx, connect, mintToken, newUser, httpRequest, until,
+  test, startRedis, startParleyd, startNginx, connect, connectAuthed, mintToken, newUser, httpRequest, until,
   sleep, eq, assert, API_KEY,
 } from './lib.mjs';
 
@@ -109,3 +109,27 @@ test('proxy: PARLEY_HTTP_IDLE_TIMEOUT closes idle keep-alive connections; PARLEY
   await until(() => q.closed, 6000, 'a silent new connection to be closed');
   assert(Date.now() - t0 < 3500, `a silent new connection lived ${Date.now() - t0} ms`);
 }, { timeout: 30000 });
+
+test('proxy: X-Forwarded-For names the client (in logs) only from PARLEY_TRUSTED_PROXIES, read from the right past trusted hops', async () => {
+  const redis = await startRedis();
+  const env = { PARLEY_LOG_LEVEL: 'debug' };
+  const trusting = await startParleyd({ redis, env: { ...env, PARLEY_TRUSTED_PROXIES: '127.0.0.1,127.0.0.5' } });
+  const other = await startParleyd({ redis, env });
+  const seen = async (srv, xff) => {
+    const before = srv.log().length;
+    const c = await connectAuthed(srv, newUser('xff'), { headers: { 'X-Forwarded-For': xff } });
+    let line;
+    await until(async () => (line = srv.log().slice(before).split('\n').find((l) => l.includes('websocket from '))), 3000, 'the upgrade logged');
+    c.close();
+    return line.match(/websocket from (\S+)/)[1];
+  };
+  eq(await seen(trusting, '203.0.113.9'), '203.0.113.9', 'one hop');
+  eq(await seen(trusting, '6.6.6.6, 203.0.113.9'), '203.0.113.9', 'what the client wrote left of it is not believed');
+  eq(await seen(trusting, '203.0.113.9, 127.0.0.5'), '203.0.113.9', 'past a trusted proxy hop');
+  eq(await seen(trusting, '2001:db8::7'), '2001:db8::7', 'IPv6');
+  eq(await seen(trusting, 'not-an-address'), '127.0.0.1', 'garbage: the proxy itself');
+  eq(await seen(other, '203.0.113.9'), '127.0.0.1', 'not from a trusted proxy: ignored');
+  const r = await httpRequest(trusting.port, 'POST', '/api/admin/rebalance', { headers: { Authorization: `Bearer ${API_KEY}`, 'X-Forwarded-For': '198.51.100.4' }, body: { share: 0.1, seconds: 0 } });
+  eq(r.status, 202, 'rebalance');
+  await until(async () => /rebalance asked over the API by 198\.51\.100\.4/.test(trusting.log()), 3000, 'the admin call logged with the client address');
+});

@@ -30,6 +30,7 @@ enum {
     PL_H_SEC_WEBSOCKET_VERSION,
     PL_H_X_FORWARDED_PROTO, /**< believed only from PARLEY_TRUSTED_PROXIES */
     PL_H_X_FORWARDED_HOST,  /**< likewise */
+    PL_H_X_FORWARDED_FOR,   /**< likewise: the client's address behind a proxy */
     PL_H_IF_NONE_MATCH,     /**< static files: revalidation by ETag */
     PL_H_IF_MODIFIED_SINCE, /**< static files: revalidation by date */
     PL_H_COUNT
