@@ -144,8 +144,8 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     if (s->index == 0 && (rc = uv_timer_start(&s->presence_timer, presence_timer_cb,
                                               PL_HEARTBEAT_EVERY_MS, PL_HEARTBEAT_EVERY_MS)) != 0)
         return rc;
-    if (fd >= 0 && (rc = pl_sock_listen(s->conns->sock, fd, &pl_sock_tcp, NULL)) != 0) return rc;
-    if (tls_fd >= 0 && (rc = pl_sock_listen(s->conns->sock, tls_fd, &pl_sock_tls, tls)) != 0)
+    if (fd >= 0 && (rc = pl_sock_listen(s->conns->sock, fd, &pl_sock_tcp, NULL)) < 0) return rc;
+    if (tls_fd >= 0 && (rc = pl_sock_listen(s->conns->sock, tls_fd, &pl_sock_tls, tls)) < 0)
         return rc;
     s->redis.on_connect = pl_publish_redis_up;
     s->redis.data = s;
