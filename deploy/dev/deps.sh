@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 
 PKGS=(build-essential pkg-config libuv1-dev libwslay-dev libhiredis-dev libcjson-dev
       libmbedtls-dev libpq-dev redis-server postgresql node-llhttp nodejs npm curl python3 valgrind
-      nginx chromium)
+      nginx chromium prometheus)  # prometheus: promtool, for `promtool check metrics`
 
 
 missing=()

@@ -110,7 +110,7 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     pl_idgen_init(&s->ids, id_node < 0 ? 0 : (uint32_t)id_node);
     s->ids_ready = id_node >= 0;
     atomic_init(&s->nrooms, 0);
-    atomic_init(&s->delivered, 0);
+    s->metrics_listener = -1;
     atomic_init(&s->resync_queued, 0);
     s->shutdown_ev.kind = PL_EV_SHUTDOWN;
     s->finish_ev.kind = PL_EV_FINISH;

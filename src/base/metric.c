@@ -46,9 +46,9 @@ void pl_metric_sample(pl_buf_t *b, const char *name, const char *labels, uint64_
 void pl_metric_sample_f(pl_buf_t *b, const char *name, const char *labels, double value)
 {
     if (*labels)
-        pl_buf_printf(b, "%s{%s} %.9g\n", name, labels, value);
+        pl_buf_printf(b, "%s{%s} %.15g\n", name, labels, value);
     else
-        pl_buf_printf(b, "%s %.9g\n", name, value);
+        pl_buf_printf(b, "%s %.15g\n", name, value);
 }
 
 void pl_metric_hist(pl_buf_t *b, const char *name, const char *labels, const pl_hist_bounds_t *bnd,

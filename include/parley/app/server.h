@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "parley/base/config.h"
+#include "parley/base/metric.h"
 #include "parley/base/shardmask.h"
 #include "parley/net/loop.h"
 #include "parley/svc/redis.h"
@@ -42,6 +43,8 @@ typedef struct pl_server {
     uv_timer_t deadline;
     atomic_int shards_running;
     atomic_int restoring; /**< a restore of Redis' seqs is under way (restore.c) */
+    atomic_int draining;  /**< 1 while draining (no new clients); exposed as parley_draining */
+    pl_hist_t sub_lag;    /**< the subscriber thread's: message ts to arrival, us (deliver.c) */
     int stopping;
 } pl_server_t;
 
