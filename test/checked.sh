@@ -85,6 +85,7 @@ EOF
         'heal: Redis flushed'
         'heal: parleyd starts while Redis is down'
         'tls: wss and https beside plain ws'
+        'metrics: '
     )
     ;;
 *)
