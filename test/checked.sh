@@ -88,6 +88,7 @@ EOF
         'tls: wss and https beside plain ws'
         'drain: messages in flight'
         'drain: POST /api/admin/rebalance'
+        'metrics: '
     )
     ;;
 *)

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "parley/app/chat.h"
+#include "parley/app/metrics.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
 #include "parley/app/shard.h"
@@ -134,7 +135,7 @@ static void status(pl_conn_t *c, int keep)
         total += n;
         rooms += r;
         pubs_up += up;
-        delivered += atomic_load_explicit(&s->delivered, memory_order_relaxed);
+        delivered += pl_counter_get(&s->stats.delivered);
         pl_buf_printf(&per, "%s{\"shard\":%d,\"connections\":%ld,\"rooms\":%ld,\"redis\":%s}",
                       i ? "," : "", i, n, r, up ? "true" : "false");
     }
@@ -913,10 +914,17 @@ int pl_api_request(pl_conn_t *c)
     const char *path;
     size_t len;
     pl_http_path(c->http, &path, &len);
+    /* /metrics: on PARLEY_METRICS_LISTEN's listener only when it is set, else here. */
+    int metrics_here = pl_metrics_only(c) || !srv->cfg.metrics_listen_host;
 
     if (path_is(path, len, "/health")) {
         if (method != HTTP_GET && method != HTTP_HEAD) goto not_allowed;
         health(c, keep);
+    } else if (path_is(path, len, "/metrics") && metrics_here) {
+        if (method != HTTP_GET) goto not_allowed;
+        return pl_metrics_serve(c, keep);
+    } else if (pl_metrics_only(c)) {
+        api_error(c, 404, "not_found", "this listener serves /metrics and /health only", keep);
     } else if (path_is(path, len, "/api/websocket/status")) {
         if (method != HTTP_GET) goto not_allowed;
         status(c, keep);
@@ -955,7 +963,7 @@ void pl_api_upgrade(pl_conn_t *c)
     const char *path;
     size_t len;
     pl_http_path(h, &path, &len);
-    if (!path_is(path, len, "/ws")) {
+    if (!path_is(path, len, "/ws") || pl_metrics_only(c)) {
         api_error(c, 404, "not_found", "WebSocket endpoint is /ws", 0);
         return;
     }
@@ -977,6 +985,7 @@ void pl_api_upgrade(pl_conn_t *c)
                 pl_debug("upgrade from %s refused: %s", client_addr(c, addr, sizeof addr),
                          pl_jwt_strerror(rc));
             }
+            pl_session_auth_failed(c, rc);
             api_error(c, 401, "unauthorized", pl_jwt_strerror(rc), 0);
             return;
         }

@@ -14,6 +14,7 @@
 #include "parley/app/shard.h"
 #include "parley/app/subscribe.h"
 #include "parley/app/wire.h"
+#include "parley/base/clock.h"
 #include "parley/base/log.h"
 
 /* ---- on the subscriber thread ---- */
@@ -25,6 +26,17 @@ static int json_user(const cJSON *o, const char *key, char out[129])
     if (!cJSON_IsString(v) || strlen(v->valuestring) > 128) return -1;
     strcpy(out, v->valuestring);
     return 0;
+}
+
+/* The subscriber lag: a message's ts (stamped where it was accepted) to now. Room events
+ * (typing, presence, reads) have no ts and are not measured. Clocks of other instances may be
+ * a little off: a negative lag counts as 0. */
+static void observe_lag(pl_server_t *srv, const char *payload, size_t len)
+{
+    int64_t ts = pl_wire_payload_ts(payload, len);
+    if (!ts) return;
+    int64_t lag_ms = pl_now_ms() - ts;
+    pl_hist_observe(&srv->sub_lag, &pl_hist_seconds, lag_ms > 0 ? (uint64_t)lag_ms * 1000 : 0);
 }
 
 /* A pmessage on room:<id> (pattern) or a message on server:<us> (a direct message). */
@@ -67,6 +79,7 @@ static void on_message(void *ud, const char *chan, size_t chan_len, const char *
     }
     /* Room events go only to the loops that hold the room (a direct message to every loop: its
      * users may be anywhere); none, and the message is not even framed. */
+    observe_lag(srv, payload, len);
     uint64_t to = srv->nshards == 64 ? ~(uint64_t)0 : ((uint64_t)1 << srv->nshards) - 1;
     if (kind != PL_BC_DM) to &= pl_shardmask_get(srv->rooms_mask, pl_room_hash(room, room_len));
     if (!to) return;
@@ -124,7 +137,7 @@ static void deliver_dm(pl_shard_t *s, const pl_bcast_t *b)
         for (uint32_t i = 0; r && i < r->nmembers; i++)
             if (pl_conn_send(pl_session_conn(r->members[i]->owner), b->frame) == 0) n++;
     }
-    atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
+    pl_counter_add(&s->stats.delivered, n);
 }
 
 static void deliver(pl_shard_t *s, const pl_bcast_t *b)
@@ -152,7 +165,7 @@ static void deliver(pl_shard_t *s, const pl_bcast_t *b)
         }
         if (pl_conn_send(c, b->frame) == 0) n++;
     }
-    atomic_fetch_add_explicit(&s->delivered, n, memory_order_relaxed);
+    pl_counter_add(&s->stats.delivered, n);
 }
 
 void pl_deliver_receive(pl_loop_t *loop, pl_loop_event_t *ev)

@@ -235,6 +235,7 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
             pl_publish_ready_check(s);
         }
     } else if (code == 1 && r->elements == 2) {
+        pl_counter_add(&m->shard->stats.published, 1);
         m->m.seq = r->element[1]->integer;
         if (m->to[0] && m->m.seq == 1) dm_members(m);
         published(m);
@@ -394,6 +395,7 @@ void pl_publish(pl_conn_t *c, const pl_req_t *req)
     pl_session_t *ss = pl_session_of(c);
     struct pl_db *db = s->srv->db;
     char dm[3 + 32 + 1];
+    pl_counter_add(&s->stats.received, 1);
     if (req->to) {
         if (strcmp(req->to, ss->user) == 0) {
             pl_session_error(c, PL_ERR_BAD_REQUEST, "a direct message needs another user", req->cid,

@@ -145,6 +145,7 @@ pl_sub_t *pl_room_join(pl_room_table_t *t, const char *name, size_t len, void *o
     s->owner = owner;
     s->idx = room->nmembers;
     room->members[room->nmembers++] = s;
+    t->subs++;
     s->next = *list;
     *list = s;
     return s;
@@ -164,6 +165,7 @@ void pl_room_leave(pl_room_table_t *t, pl_sub_t **list, pl_sub_t *sub)
     pl_sub_t *last = room->members[--room->nmembers];
     room->members[sub->idx] = last;
     last->idx = sub->idx;
+    t->subs--;
     free(sub);
     if (room->nmembers == 0) room_unlink_free(t, room);
 }

@@ -30,6 +30,7 @@
 
 #include "parley/app/chat.h"
 #include "parley/app/deliver.h"
+#include "parley/app/metrics.h"
 #include "parley/app/shard.h"
 #include "parley/app/static.h"
 #include "parley/base/clock.h"
@@ -380,8 +381,11 @@ static void on_sighup(uv_signal_t *h, int signum)
         pl_error("SIGHUP: TLS reload failed, the certificate in use is kept: %s", err);
 }
 
-/* Start every loop with its shard; the subscriber after them (it posts to them). */
-static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int64_t node)
+/* Start every loop with its shard; the subscriber after them (it posts to them). Shard 0 also
+ * takes PARLEY_METRICS_LISTEN's socket, if there is one (metrics_fd >= 0): a scrape is cheap and
+ * rare, one loop serves it. */
+static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int metrics_fd,
+                       int64_t node)
 {
     if (!(srv->rooms_mask = calloc(1, sizeof *srv->rooms_mask)) ||
         !(srv->loops = calloc((size_t)srv->nshards, sizeof *srv->loops)) ||
@@ -397,6 +401,8 @@ static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int
         if (!(srv->loops[i] = pl_loop_new(i, sizeof(pl_shard_t))) ||
             (rc = pl_shard_init(srv->loops[i], srv, fds[i], tls_fds[i], srv->tls,
                                 node < 0 ? -1 : node + i)) != 0 ||
+            (i == 0 && metrics_fd >= 0 &&
+             (rc = pl_metrics_listen(pl_server_shard(srv, 0), metrics_fd)) != 0) ||
             (rc = pl_loop_start(srv->loops[i], tag, pl_shard_exit)) != 0) {
             pl_error("shard %d: %s", i, uv_strerror(rc));
             return -1;
@@ -448,15 +454,18 @@ int pl_server_run(pl_config_t *cfg)
         pl_warn("PARLEY_DEV=1: POST /api/dev/token mints a token for anyone; never on a server "
                 "others can reach");
 
-    int fds[64], tls_fds[64];
+    int fds[64], tls_fds[64], metrics_fd = -1;
     int64_t node;
     if (bind_all(cfg->listen_host, cfg->listen_port, cfg->shards, fds, "PARLEY_LISTEN") != 0)
         return 1;
     if (bind_all(cfg->tls_listen_host, cfg->tls_listen_port, cfg->shards, tls_fds,
                  "PARLEY_TLS_LISTEN") != 0 ||
+        bind_all(cfg->metrics_listen_host, cfg->metrics_listen_port, 1, &metrics_fd,
+                 "PARLEY_METRICS_LISTEN") != 0 ||
         redis_startup(srv, &node) != 0 || (cfg->database_url && db_startup(cfg) != 0)) {
         close_all(fds, srv->nshards);
         close_all(tls_fds, srv->nshards);
+        close_all(&metrics_fd, 1);
         return 1;
     }
     if (cfg->database_url) {
@@ -479,7 +488,7 @@ int pl_server_run(pl_config_t *cfg)
     uv_timer_init(srv->loop, &srv->drain_deadline);
     srv->drain_deadline.data = srv;
     uv_unref((uv_handle_t *)&srv->drain_deadline);
-    if (start_loops(srv, fds, tls_fds, node) != 0) return 1;
+    if (start_loops(srv, fds, tls_fds, metrics_fd, node) != 0) return 1;
 
     uv_signal_init(srv->loop, &srv->sigterm);
     uv_signal_init(srv->loop, &srv->sigint);
@@ -497,6 +506,9 @@ int pl_server_run(pl_config_t *cfg)
                  *where ? " and " : "", cfg->tls_listen_host, cfg->tls_listen_port);
     pl_info("parleyd %s listening on %s with %d shard(s); redis %s:%d db %d", cfg->server_id, where,
             srv->nshards, cfg->redis_host, cfg->redis_port, cfg->redis_db);
+    if (cfg->metrics_listen_host)
+        pl_info("metrics on http://%s:%d/metrics", cfg->metrics_listen_host,
+                cfg->metrics_listen_port);
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
     if (atomic_load(&srv->shards_running) == 0) {

@@ -19,9 +19,16 @@
 #include "parley/base/jwt.h"
 #include "parley/base/log.h"
 
+/* Every error frame goes through one of the two below, and is counted there by code. */
+static void count_error(pl_shard_t *s, pl_err_t code)
+{
+    pl_counter_add(&s->stats.errors[code <= PL_ERR_NOT_STORED ? code : PL_ERR_NONE], 1);
+}
+
 void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const char *cid,
                       size_t cid_len)
 {
+    count_error(pl_shard_of_conn(c), code);
     pl_buf_t *b = pl_shard_scratch(pl_shard_of_conn(c));
     pl_wire_error(b, code, message, cid, cid_len);
     pl_session_send(c, b);
@@ -29,6 +36,7 @@ void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const ch
 
 void pl_session_error_room(pl_conn_t *c, pl_err_t code, const char *message, const char *room)
 {
+    count_error(pl_shard_of_conn(c), code);
     pl_buf_t *b = pl_shard_scratch(pl_shard_of_conn(c));
     pl_wire_error_room(b, code, message, NULL, 0, room);
     pl_session_send(c, b);
@@ -43,6 +51,7 @@ void pl_session_start(pl_conn_t *c, const char *user)
         return;
     }
     ss->authed = 1;
+    pl_counter_add(&s->stats.auths, 1);
     /* Before Redis gave this shard its id node, a random session id: it only has to be unique,
      * and 64 random bits are, for all practical purposes. */
     if (s->ids_ready || getrandom(&ss->id, sizeof ss->id, 0) != sizeof ss->id)
@@ -60,6 +69,13 @@ void pl_session_start(pl_conn_t *c, const char *user)
     pl_chat_presence_up(c);
 }
 
+void pl_session_auth_failed(pl_conn_t *c, int jwt_rc)
+{
+    int i = -jwt_rc;
+    pl_counter_add(&pl_shard_of_conn(c)->stats.auth_failures[i > 0 && i < PL_AUTH_FAIL_N ? i : 0],
+                   1);
+}
+
 static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
 {
     const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
@@ -67,6 +83,7 @@ static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
     int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), req->token, req->token_len,
                            pl_now_ms() / 1000, sub);
     if (rc != 0) {
+        pl_session_auth_failed(c, rc);
         pl_conn_close(c, 4001, pl_jwt_strerror(rc));
         return;
     }
@@ -155,7 +172,10 @@ static void on_tick(pl_conn_t *c, uint64_t now)
     pl_session_t *ss = pl_session_of(c);
     if (!ss->authed) {
         uint64_t auth_ms = (uint64_t)pl_shard_of_conn(c)->srv->cfg.auth_timeout * 1000;
-        if (now - c->sock.created_ms >= auth_ms) pl_conn_close(c, 4001, "authentication timeout");
+        if (now - c->sock.created_ms >= auth_ms && pl_conn_open(c)) {
+            pl_session_auth_failed(c, 0);
+            pl_conn_close(c, 4001, "authentication timeout");
+        }
         return;
     }
     if (ss->typing) pl_chat_tick(c, now);

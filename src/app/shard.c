@@ -111,7 +111,7 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     pl_idgen_init(&s->ids, id_node < 0 ? 0 : (uint32_t)id_node);
     s->ids_ready = id_node >= 0;
     atomic_init(&s->nrooms, 0);
-    atomic_init(&s->delivered, 0);
+    s->metrics_listener = -1;
     atomic_init(&s->resync_queued, 0);
     s->shutdown_ev.kind = PL_EV_SHUTDOWN;
     s->finish_ev.kind = PL_EV_FINISH;
@@ -151,8 +151,8 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     if (s->index == 0 && (rc = uv_timer_start(&s->presence_timer, presence_timer_cb,
                                               PL_HEARTBEAT_EVERY_MS, PL_HEARTBEAT_EVERY_MS)) != 0)
         return rc;
-    if (fd >= 0 && (rc = pl_sock_listen(s->conns->sock, fd, &pl_sock_tcp, NULL)) != 0) return rc;
-    if (tls_fd >= 0 && (rc = pl_sock_listen(s->conns->sock, tls_fd, &pl_sock_tls, tls)) != 0)
+    if (fd >= 0 && (rc = pl_sock_listen(s->conns->sock, fd, &pl_sock_tcp, NULL)) < 0) return rc;
+    if (tls_fd >= 0 && (rc = pl_sock_listen(s->conns->sock, tls_fd, &pl_sock_tls, tls)) < 0)
         return rc;
     s->redis.on_connect = pl_publish_redis_up;
     s->redis.data = s;

@@ -171,6 +171,7 @@ static void leave(pl_conn_t *c, pl_sub_t *sub)
 static void count_rooms(pl_shard_t *s)
 {
     atomic_store_explicit(&s->nrooms, (long)s->rooms.count, memory_order_relaxed);
+    pl_counter_set(&s->stats.subscriptions, s->rooms.subs);
 }
 
 void pl_subscribe_leave_all(pl_conn_t *c)

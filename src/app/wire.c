@@ -366,6 +366,24 @@ int64_t pl_wire_payload_seq(const char *p, size_t len)
     return seq;
 }
 
+/* `,"ts":` cannot occur inside a JSON string (its quote would be escaped), and only the cid,
+ * 128 bytes at most (escaped: 6 per byte), follows it: search back from the end. */
+int64_t pl_wire_payload_ts(const char *p, size_t len)
+{
+    static const char key[] = ",\"ts\":";
+    size_t k = sizeof key - 1, h = sizeof MESSAGE_HEAD - 1;
+    if (len <= h || memcmp(p, MESSAGE_HEAD, h) != 0) return 0;
+    size_t stop = len > 1024 ? len - 1024 : 0;
+    for (size_t i = len - k; i > stop && i > h; i--) {
+        if (p[i] != ',' || memcmp(p + i, key, k) != 0) continue;
+        int64_t ts = 0;
+        for (size_t j = i + k; j < len && p[j] >= '0' && p[j] <= '9'; j++)
+            ts = ts * 10 + (p[j] - '0');
+        return ts;
+    }
+    return 0;
+}
+
 void pl_wire_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq)
 {
     pl_buf_adds(b, "{\"type\":\"ack\"");

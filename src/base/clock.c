@@ -19,3 +19,10 @@ int64_t pl_mono_ms(void)
 {
     return ms_of(CLOCK_MONOTONIC);
 }
+
+uint64_t pl_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}

@@ -39,6 +39,7 @@ typedef struct {
 
 static int parse_listen(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_tls_listen(pl_config_t *c, const char *v, char *err, size_t n);
+static int parse_metrics_listen(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_redis(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_server_id(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_log_level(pl_config_t *c, const char *v, char *err, size_t n);
@@ -54,6 +55,9 @@ static const opt_t opts[] = {
      "host:port to listen on (HTTP and WebSocket), or none (TLS only)"},
     {"tls-listen", "PARLEY_TLS_LISTEN", T_SPECIAL, 0, NULL, 0, 0, parse_tls_listen,
      "host:port to listen on with TLS (HTTPS and WSS) beside or instead of PARLEY_LISTEN"},
+    {"metrics-listen", "PARLEY_METRICS_LISTEN", T_SPECIAL, 0, NULL, 0, 0, parse_metrics_listen,
+     "host:port of a plain-HTTP listener serving only /metrics and /health (unset: /metrics is "
+     "served on PARLEY_LISTEN and PARLEY_TLS_LISTEN)"},
     {"tls-cert", "PARLEY_TLS_CERT", T_STR, AT(tls_cert), NULL, 0, 0, NULL,
      "PEM certificate chain for PARLEY_TLS_LISTEN (reloaded on SIGHUP)"},
     {"tls-key", "PARLEY_TLS_KEY", T_STR, AT(tls_key), NULL, 0, 0, NULL,
@@ -206,6 +210,12 @@ static int parse_listen(pl_config_t *c, const char *v, char *err, size_t n)
 static int parse_tls_listen(pl_config_t *c, const char *v, char *err, size_t n)
 {
     return host_port(v, "PARLEY_TLS_LISTEN", &c->tls_listen_host, &c->tls_listen_port, err, n);
+}
+
+static int parse_metrics_listen(pl_config_t *c, const char *v, char *err, size_t n)
+{
+    return host_port(v, "PARLEY_METRICS_LISTEN", &c->metrics_listen_host, &c->metrics_listen_port,
+                     err, n);
 }
 
 /* Decode %XX escapes of a URL's userinfo part into a new string; NULL if malformed. */
@@ -550,6 +560,7 @@ void pl_config_free(pl_config_t *c)
 {
     free(c->listen_host);
     free(c->tls_listen_host);
+    free(c->metrics_listen_host);
     free(c->tls_cert);
     free(c->tls_key);
     free(c->web_root);

@@ -67,6 +67,8 @@ static int queue_frame(pl_sock_t *s, pl_frame_t *f)
     n->frame = pl_frame_ref(f);
     pl_outq_append(&s->q_head, &s->q_tail, n);
     s->q_bytes += f->len;
+    pl_counter_add(&s->ctx->stats.frames_out, 1);
+    pl_counter_add(&s->ctx->stats.bytes_out, f->len);
     mark_dirty(s);
     return 0;
 }
@@ -158,6 +160,7 @@ static void cut_off(pl_sock_t *s)
             "consumer)",
             pl_sock_peer_str(s, peer, sizeof peer), s->q_bytes, lim->max_outbuf, lim->outbuf_soft,
             lim->outbuf_soft_s);
+    pl_counter_add(&s->ctx->stats.slow_consumers, 1);
     pl_sock_close(s, lim->cut_code, "slow consumer");
     drop_queue(s, kept_nodes(s));
 }
@@ -492,13 +495,15 @@ static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type)
 static void accept_cb(uv_stream_t *listener, int status)
 {
     pl_sock_ctx_t *ctx = listener->data;
-    int which = (uv_tcp_t *)listener == &ctx->listeners[0] ? 0 : 1;
+    int which = (int)((uv_tcp_t *)listener - ctx->listeners);
     if (status < 0) {
         pl_warn("accept: %s", uv_strerror(status));
         return;
     }
     pl_sock_t *s = sock_new(ctx, ctx->ltype[which]);
     if (!s) return;
+    s->listener = (uint8_t)which;
+    pl_counter_add(&ctx->stats.accepted, 1);
     int rc;
     if ((rc = uv_accept(listener, (uv_stream_t *)&s->tcp)) != 0) {
         pl_warn("accept: %s", uv_strerror(rc));
@@ -534,7 +539,7 @@ void pl_sock_feed(pl_sock_t *s, char *p, size_t n)
 
 int pl_sock_listen(pl_sock_ctx_t *ctx, int fd, const pl_sock_type_t *type, void *arg)
 {
-    if (ctx->nlisteners == 2) return UV_ENOSPC;
+    if (ctx->nlisteners == PL_SOCK_LISTENERS) return UV_ENOSPC;
     int i = ctx->nlisteners;
     uv_tcp_t *l = &ctx->listeners[i];
     int rc = uv_tcp_init(pl_loop_uv(ctx->loop), l);
@@ -545,7 +550,7 @@ int pl_sock_listen(pl_sock_ctx_t *ctx, int fd, const pl_sock_type_t *type, void 
     ctx->nlisteners++;
     if ((rc = uv_tcp_open(l, fd)) != 0 || (rc = uv_listen((uv_stream_t *)l, 4096, accept_cb)) != 0)
         return rc; /* the handle is closed with the context */
-    return 0;
+    return i;
 }
 
 void pl_sock_ctx_unlisten(pl_sock_ctx_t *ctx)

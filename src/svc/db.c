@@ -18,10 +18,18 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
+/* A worker: its thread and its counts, one allocation per worker, so that no two workers' counts
+ * share a cache line (each writes only its own). */
+typedef struct {
+    pl_db_stats_t st;
+    struct pl_db *db;
+    pthread_t thread;
+} worker_t;
+
 struct pl_db {
     char *url;
     int nworkers;
-    pthread_t *threads;
+    worker_t **workers;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pl_db_job_t *head, *tail; /**< queue, guarded by mu */
@@ -52,6 +60,16 @@ void pl_db_release(pl_db_t *db)
 size_t pl_db_store_pending(pl_db_t *db)
 {
     return atomic_load(&db->store_reserved);
+}
+
+int pl_db_workers(const pl_db_t *db)
+{
+    return db->nworkers;
+}
+
+const pl_db_stats_t *pl_db_stats(const pl_db_t *db, int i)
+{
+    return &db->workers[i]->st;
 }
 
 int pl_db_up(pl_db_t *db)
@@ -184,9 +202,21 @@ static void wait_until(pl_db_t *db, int64_t until_ms)
     pthread_cond_timedwait(&db->cv, &db->mu, &ts);
 }
 
+/* After a run: count the jobs whose statement failed. */
+static void count_failed(pl_db_stats_t *st, pl_db_job_t **jobs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (jobs[i]->status == PL_DB_EFAILED)
+            pl_counter_add(&st->failures[PL_DB_FAIL_STATEMENT], 1);
+        else if (jobs[i]->status == PL_DB_ECONFLICT)
+            pl_counter_add(&st->failures[PL_DB_FAIL_CONFLICT], 1);
+}
+
 static void *worker_main(void *arg)
 {
-    pl_db_t *db = arg;
+    worker_t *wk = arg;
+    pl_db_t *db = wk->db;
+    pl_db_stats_t *st = &wk->st;
     pl_log_set_thread("db");
     worker_conn_t w = {NULL, BACKOFF_MIN_MS, 0, 0};
     pl_db_job_t *jobs[PL_DB_BATCH];
@@ -212,6 +242,7 @@ static void *worker_main(void *arg)
         int expired = db->stopping && mono_ms() > db->deadline_ms;
         pthread_mutex_unlock(&db->mu);
         if (expired) {
+            pl_counter_add(&st->failures[PL_DB_FAIL_UNAVAILABLE], (uint64_t)n);
             fail(jobs, n, PL_DB_EUNAVAILABLE);
             post(db, jobs, n);
             continue;
@@ -221,12 +252,16 @@ static void *worker_main(void *arg)
                 requeue(db, jobs, n); /* acks wait; the messages are safe in the queue */
                 sleep_until(db, w.next_try_ms);
             } else {
+                pl_counter_add(&st->failures[PL_DB_FAIL_UNAVAILABLE], (uint64_t)n);
                 fail(jobs, n, PL_DB_EUNAVAILABLE); /* queries fail fast */
                 post(db, jobs, n);
             }
             continue;
         }
+        int store = jobs[0]->kind == PL_DB_STORE;
+        uint64_t t0 = store ? pl_mono_us() : 0; /* the batch latency */
         if (pl__db_run(w.pg, jobs, n) != 0) {
+            pl_counter_add(&st->failures[PL_DB_FAIL_CONNECTION], 1);
             pl_warn("db: connection lost: %s", PQerrorMessage(w.pg));
             if (jobs[0]->kind == PL_DB_STORE)
                 requeue(db, jobs, n);
@@ -236,6 +271,11 @@ static void *worker_main(void *arg)
             }
             continue; /* connected() notices and reconnects */
         }
+        if (store) {
+            pl_hist_observe(&st->batch_size, &pl_hist_sizes, (uint64_t)n);
+            pl_hist_observe(&st->batch_latency, &pl_hist_seconds, pl_mono_us() - t0);
+        }
+        count_failed(st, jobs, n);
         post(db, jobs, n);
     }
     if (w.pg) {
@@ -256,14 +296,24 @@ pl_db_t *pl_db_start(const char *url, int workers, size_t store_limit)
     atomic_init(&db->up, 0);
     pthread_mutex_init(&db->mu, NULL);
     pthread_cond_init(&db->cv, NULL);
-    db->threads = calloc((size_t)workers, sizeof *db->threads);
-    if (!db->url || !db->threads) return NULL;
-    for (int i = 0; i < workers; i++)
-        if (pthread_create(&db->threads[i], NULL, worker_main, db) != 0) {
+    db->workers = calloc((size_t)workers, sizeof *db->workers);
+    if (!db->url || !db->workers) return NULL;
+    for (int i = 0; i < workers; i++) {
+        /* 64-byte aligned and a multiple of 64 long: a line of its own for each worker. */
+        size_t size = (sizeof(worker_t) + 63) & ~(size_t)63;
+        worker_t *wk = aligned_alloc(64, size);
+        if (wk) {
+            memset(wk, 0, size);
+            wk->db = db;
+        }
+        if (!wk || pthread_create(&wk->thread, NULL, worker_main, wk) != 0) {
+            free(wk);
             db->nworkers = i;
             pl_db_stop(db, 0);
             return NULL;
         }
+        db->workers[i] = wk;
+    }
     return db;
 }
 
@@ -274,11 +324,13 @@ void pl_db_stop(pl_db_t *db, int drain_ms)
     db->deadline_ms = mono_ms() + drain_ms;
     pthread_cond_broadcast(&db->cv);
     pthread_mutex_unlock(&db->mu);
-    for (int i = 0; i < db->nworkers; i++)
-        pthread_join(db->threads[i], NULL);
+    for (int i = 0; i < db->nworkers; i++) {
+        pthread_join(db->workers[i]->thread, NULL);
+        free(db->workers[i]);
+    }
     pthread_mutex_destroy(&db->mu);
     pthread_cond_destroy(&db->cv);
-    free(db->threads);
+    free(db->workers);
     free(db->url);
     free(db);
 }

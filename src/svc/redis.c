@@ -111,6 +111,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     atomic_store(&r->connected, 1);
     pl_info("redis %s:%d connected", r->addr->host, r->addr->port);
+    if (r->ever_up) pl_counter_add(&r->stats.reconnects, 1);
+    r->ever_up = 1;
     r->backoff_ms = BACKOFF_MIN_MS;
     r->was_up = 1;
     if (r->on_connect) r->on_connect(r);
@@ -245,6 +247,42 @@ int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const pl_redis_addr_t *addr)
     return 0;
 }
 
+/*
+ * Every command's reply comes here first. A connection that is not subscribed answers in the
+ * order it was asked, and hiredis calls each command's callback exactly once (with NULL if the
+ * connection went), so the oldest entry of the ring is this reply's command: its latency is
+ * measured without an allocation or a lookup per command. AUTH and SELECT at connect time have
+ * their own callbacks and are not in the ring.
+ */
+static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_redis_t *r = privdata;
+    pl_redis_pending_t p = r->pend[r->pend_head];
+    r->pend_head = (r->pend_head + 1) & (r->pend_cap - 1);
+    r->pend_n--;
+    if (reply)
+        pl_hist_observe(&r->stats.latency, &pl_hist_seconds, (uv_hrtime() - p.t0) / 1000);
+    else
+        pl_counter_add(&r->stats.lost, 1);
+    if (p.cb) p.cb(ac, reply, p.privdata);
+}
+
+/* Room for one more command in flight; -1 on out of memory. */
+static int pend_reserve(pl_redis_t *r)
+{
+    if (r->pend_n < r->pend_cap) return 0;
+    uint32_t cap = r->pend_cap ? r->pend_cap * 2 : 64;
+    pl_redis_pending_t *p = malloc(cap * sizeof *p);
+    if (!p) return -1;
+    for (uint32_t i = 0; i < r->pend_n; i++)
+        p[i] = r->pend[(r->pend_head + i) & (r->pend_cap - 1)];
+    free(r->pend);
+    r->pend = p;
+    r->pend_head = 0;
+    r->pend_cap = cap;
+    return 0;
+}
+
 int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, const char **argv,
                      const size_t *lens)
 {
@@ -267,7 +305,14 @@ int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, co
         pl_buf_add(b, argv[i], lens[i]);
         pl_buf_add(b, "\r\n", 2);
     }
-    return redisAsyncFormattedCommand(r->ac, cb, privdata, b->data, b->len) == REDIS_OK ? 0 : -1;
+    if (pend_reserve(r) != 0 ||
+        redisAsyncFormattedCommand(r->ac, reply_cb, r, b->data, b->len) != REDIS_OK)
+        return -1;
+    /* Queued, not yet written (pl_redis_flush): no reply can have come before this entry. */
+    r->pend[(r->pend_head + r->pend_n) & (r->pend_cap - 1)] =
+        (pl_redis_pending_t){cb, privdata, uv_hrtime()};
+    r->pend_n++;
+    return 0;
 }
 
 void pl_redis_flush(pl_redis_t *r)
@@ -291,6 +336,9 @@ void pl_redis_stop(pl_redis_t *r)
     pl_reply_arena_free(r->arena); /* after the context: freeing it may free a partial reply */
     r->arena = NULL;
     pl_buf_free(&r->cmd);
+    free(r->pend); /* after the context: its pending callbacks emptied the ring */
+    r->pend = NULL;
+    r->pend_n = r->pend_cap = r->pend_head = 0;
     atomic_store(&r->connected, 0);
     if (!uv_is_closing((uv_handle_t *)&r->retry)) uv_close((uv_handle_t *)&r->retry, NULL);
 }

@@ -43,7 +43,9 @@ static int dispatch(pl_subscriber_t *s, const redisReply *r)
         r->element[0]->type != REDIS_REPLY_STRING)
         return 0;
     const char *what = r->element[0]->str;
-    if (r->elements == 4 && strcmp(what, "pmessage") == 0)
+    int pm = r->elements == 4 && strcmp(what, "pmessage") == 0;
+    if (pm || (r->elements == 3 && strcmp(what, "message") == 0)) pl_counter_add(&s->messages, 1);
+    if (pm)
         s->h->on_message(s->ud, r->element[2]->str, r->element[2]->len, r->element[3]->str,
                          r->element[3]->len, 1);
     else if (r->elements == 3 && strcmp(what, "message") == 0)
@@ -110,7 +112,7 @@ static void *sub_main(void *arg)
     pl_log_set_thread("redis-sub");
     /* Replies are built in one arena, emptied after each: no allocation per message. */
     pl_reply_arena_t *arena = pl_reply_arena_new();
-    int backoff = BACKOFF_MIN_MS, logged_down = 0;
+    int backoff = BACKOFF_MIN_MS, logged_down = 0, ever_up = 0;
     if (!arena) pl_error("subscriber: out of memory; not subscribing");
     while (arena && !atomic_load(&s->stop)) {
         char err[256];
@@ -130,6 +132,8 @@ static void *sub_main(void *arg)
             struct timeval none = {0, 0}; /* block for as long as Redis is quiet */
             redisSetTimeout(c, none);
             atomic_store(&s->connected, 1);
+            if (ever_up) pl_counter_add(&s->reconnects, 1);
+            ever_up = 1;
             backoff = BACKOFF_MIN_MS;
             logged_down = 0;
             pl_info("subscriber: %d subscription(s) on %s:%d", s->ncmds, s->addr->host,

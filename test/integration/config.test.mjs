@@ -72,4 +72,9 @@ test('slow consumer: a client that stops reading is closed with 4008 past PARLEY
   if (process.env.PARLEY_TEST_DEBUG) console.log('  (slow consumer close frame: ' + (close ? close.payload.readUInt16BE(0) : 'none') + ')');
   assert(sender.open, 'the sender was closed too');
   await sender.ping();
+  // and it is counted (docs/operations.md): one slow consumer, on whichever shard held it
+  const metrics = (await httpRequest(srv.port, 'GET', '/metrics')).text;
+  const cut = metrics.split('\n').filter((l) => l.startsWith('parley_slow_consumer_disconnects_total{'))
+    .reduce((n, l) => n + Number(l.split(' ')[1]), 0);
+  eq(cut, 1, 'parley_slow_consumer_disconnects_total');
 }, { timeout: 120000 });

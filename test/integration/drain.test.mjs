@@ -50,6 +50,8 @@ test('drain: SIGTERM: /health 503 "draining" at once, upgrades refused 503, ever
   eq(refused && refused.statusCode, 503, 'a new WebSocket client is refused with 503 (nginx moves it on)');
   const st = await status(srv);
   eq(st.state, 'draining', 'status state');
+  const m = await httpRequest(srv.port, 'GET', '/metrics');
+  assert(/^parley_draining 1$/m.test(m.text), `parley_draining 1 in /metrics: ${(m.text.match(/^parley_draining.*$/m) || [])[0]}`);
   assert(st.draining_since >= t0 - 1000, `draining_since: ${st.draining_since}`);
   const at = await closes(list, 'shutdown', 8000);
   const spread = Math.max(...at) - Math.min(...at);

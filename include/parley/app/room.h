@@ -55,6 +55,7 @@ typedef struct {
     pl_room_t **buckets;
     size_t nbuckets; /**< 0 or a power of two */
     size_t count;    /**< rooms */
+    size_t subs;     /**< subscriptions, in every room */
     /** If set: called with the room's hash when a room appears (first join, present = 1) and
      *  when it goes (last leave, present = 0). Not called by pl_room_table_free. */
     void (*on_room)(void *ctx, uint32_t hash, int present);

@@ -16,6 +16,7 @@
 
 #include "parley/base/clock.h"
 #include "parley/base/config.h"
+#include "parley/base/metric.h"
 #include "parley/base/shardmask.h"
 #include "parley/net/loop.h"
 #include "parley/svc/redis.h"
@@ -51,7 +52,8 @@ typedef struct pl_server {
     atomic_uint rebalance_ms;       /**< and the milliseconds to spread it over */
     uv_async_t drain_wake; /**< main loop: a drain was asked for, or a shard finished its part */
     uv_timer_t drain_deadline;
-    int drain_posted; /**< main thread: the shards were told to drain */
+    int drain_posted;  /**< main thread: the shards were told to drain */
+    pl_hist_t sub_lag; /**< the subscriber thread's: message ts to arrival, us (deliver.c) */
 } pl_server_t;
 
 /** Where the process is in its life. */

@@ -55,6 +55,9 @@ void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const ch
                       size_t cid_len);
 /** Send an error frame about one room (it names the room). */
 void pl_session_error_room(pl_conn_t *c, pl_err_t code, const char *message, const char *room);
+/** Count a failed authentication (metrics): `jwt_rc` a negative PL_JWT_E* code, or 0 for the
+ *  authentication timeout. */
+void pl_session_auth_failed(pl_conn_t *c, int jwt_rc);
 
 /** Send `b`'s JSON as a text frame. */
 static inline void pl_session_send(pl_conn_t *c, const pl_buf_t *b)

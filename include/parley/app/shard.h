@@ -22,6 +22,7 @@
 #include "parley/app/wire.h"
 #include "parley/base/buf.h"
 #include "parley/base/idgen.h"
+#include "parley/base/metric.h"
 #include "parley/base/shardmask.h"
 #include "parley/net/loop.h"
 #include "parley/proto/conn.h"
@@ -51,6 +52,27 @@ typedef struct {
     struct pl_session *conn[PL_PRESENCE_BATCH_MAX]; /**< an opening connection, or NULL */
     size_t n;
 } pl_presence_queue_t;
+
+/** Why an authentication failed: a JWT error's index is -PL_JWT_E* (1..6, base/jwt.h). */
+enum {
+    PL_AUTH_FAIL_TIMEOUT = 0, /**< no token within PARLEY_AUTH_TIMEOUT */
+    PL_AUTH_FAIL_N = 7,
+};
+
+/**
+ * What a shard counts for the metrics (app/metrics.c sums the shards at a scrape). Written only
+ * by the shard's thread with pl_counter_add (a plain add: no lock, no shared cache line per
+ * delivery), read by whichever shard serves the scrape.
+ */
+typedef struct {
+    pl_counter_t auths;                         /**< sessions authenticated */
+    pl_counter_t auth_failures[PL_AUTH_FAIL_N]; /**< by PL_AUTH_FAIL_TIMEOUT or -PL_JWT_E* */
+    pl_counter_t subscriptions;                 /**< gauge: subscriptions held */
+    pl_counter_t received;                      /**< message frames from clients */
+    pl_counter_t published;                     /**< of those, published to Redis (not dups) */
+    pl_counter_t delivered;                     /**< frames queued to recipients */
+    pl_counter_t errors[PL_ERR_NOT_STORED + 1]; /**< error frames sent, by pl_err_t */
+} pl_shard_stats_t;
 
 /** One loop's gateway state. */
 typedef struct pl_shard {
@@ -82,9 +104,13 @@ typedef struct pl_shard {
     pl_wire_arena_t arena; /**< client frames are parsed here */
     /* Encoding buffers, used within one callback at a time. */
     pl_buf_t scratch, kbuf[3], tail;
-    /* Read by other threads (status endpoint); written only by this shard. */
+    int metrics_listener; /**< the listener index of PARLEY_METRICS_LISTEN's socket, or -1 */
+    /* Read by other threads (status endpoint, metrics); written only by this shard. After a
+     * line of padding, so that the one field other threads write (resync_queued) is not on
+     * the line the counters are bumped on. */
+    char pad_[64];
     atomic_long nrooms;
-    atomic_ulong delivered;
+    pl_shard_stats_t stats;
 } pl_shard_t;
 
 /** The shard of a loop. */

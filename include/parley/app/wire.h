@@ -143,6 +143,8 @@ void pl_wire_message_tail(pl_buf_t *b, const char *room, size_t room_len, uint64
                           const char *cid, size_t cid_len);
 /** The seq of a room message frame's JSON (its head), or 0 if it is not one. */
 int64_t pl_wire_payload_seq(const char *p, size_t len);
+/** The ts (unix ms) of a room or direct message frame's JSON, or 0 if it is not one. */
+int64_t pl_wire_payload_ts(const char *p, size_t len);
 /** {"type":"ack"[,"cid":..],"id":"<id>","seq":n} */
 void pl_wire_ack(pl_buf_t *b, const char *cid, size_t cid_len, uint64_t id, int64_t seq);
 /**

@@ -25,6 +25,8 @@ typedef struct {
     int listen_port;       /**< PARLEY_LISTEN port part */
     char *tls_listen_host; /**< PARLEY_TLS_LISTEN host part; NULL: no TLS listener */
     int tls_listen_port;
+    char *metrics_listen_host; /**< PARLEY_METRICS_LISTEN host part; NULL: /metrics on the others */
+    int metrics_listen_port;
     char *tls_cert;            /**< PARLEY_TLS_CERT: PEM certificate chain */
     char *tls_key;             /**< PARLEY_TLS_KEY: PEM private key */
     int tls_handshake_timeout; /**< PARLEY_TLS_HANDSHAKE_TIMEOUT, seconds */

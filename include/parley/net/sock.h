@@ -32,6 +32,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "parley/base/metric.h"
 #include "parley/net/frame.h"
 #include "parley/net/loop.h"
 
@@ -143,6 +144,7 @@ struct pl_sock {
     struct pl_sock *closing_next; /**< ctx->closing */
     uint16_t flags;
     uint16_t close_code;  /**< given to pl_sock_close, for the layer above's on_closing */
+    uint8_t listener;     /**< index of the listener it came from (pl_sock_listen's order) */
     uint32_t holds;       /**< pl_sock_hold */
     uint32_t over_soft_s; /**< loop second since which more than the soft limit is unread, or 0 */
     uint64_t created_ms, close_ms; /**< uv_now of the loop */
@@ -153,6 +155,22 @@ struct pl_sock {
     uint32_t w_nodes; /**< queue nodes the type's write in flight covers (TCP) */
     size_t q_bytes;
 };
+
+/** Most listeners on one context (plain, TLS, metrics). */
+#define PL_SOCK_LISTENERS 3
+
+/**
+ * What a context counts, for the metrics (app/metrics.c). Written only by the loop's thread
+ * (pl_counter_add: no lock, no read-modify-write), read by any thread. The context is one
+ * allocation per loop that only its thread writes, so these share no cache line with another
+ * writer (not _Alignas: the context comes from calloc, 16-byte aligned).
+ */
+typedef struct {
+    pl_counter_t frames_out;     /**< frames queued to sockets (any kind, HTTP too) */
+    pl_counter_t bytes_out;      /**< their bytes */
+    pl_counter_t slow_consumers; /**< sockets cut off for not reading (cut_code) */
+    pl_counter_t accepted;       /**< sockets accepted */
+} pl_sock_stats_t;
 
 /** One loop's sockets. */
 struct pl_sock_ctx {
@@ -165,12 +183,13 @@ struct pl_sock_ctx {
     pl_sock_t *dirty;   /**< sockets with output to write this turn */
     pl_sock_t *closing; /**< sockets whose close was requested this turn */
     uv_timer_t sweep;
-    uv_tcp_t listeners[2];
-    const pl_sock_type_t *ltype[2];
-    void *larg[2];
-    void *lstate[2]; /**< each listener's type state on this loop (pl_sock_type_t.accept) */
+    uv_tcp_t listeners[PL_SOCK_LISTENERS];
+    const pl_sock_type_t *ltype[PL_SOCK_LISTENERS];
+    void *larg[PL_SOCK_LISTENERS];
+    void *lstate[PL_SOCK_LISTENERS]; /**< each listener's type state (pl_sock_type_t.accept) */
     int nlisteners;
     atomic_long nsocks;         /**< read by other threads (status) */
+    pl_sock_stats_t stats;      /**< read by other threads (metrics) */
     pl_outq_node_t *free_nodes; /**< recycled output queue nodes */
     size_t nfree_nodes;
     char rbuf[64 * 1024];        /**< reads are processed at once: one buffer serves all */
@@ -182,7 +201,8 @@ pl_sock_ctx_t *pl_sock_ctx_new(pl_loop_t *loop, const pl_sock_handlers_t *h, voi
                                size_t sock_size, const pl_sock_limits_t *lim);
 
 /** Accept on the bound socket `fd` (SO_REUSEPORT: each loop its own) as `type` (with `arg`,
- *  e.g. the TLS configuration). */
+ *  e.g. the TLS configuration). Returns the listener's index (pl_sock_t.listener of what it
+ *  accepts), or a negative libuv error. */
 int pl_sock_listen(pl_sock_ctx_t *ctx, int fd, const pl_sock_type_t *type, void *arg);
 
 /** A socket not from a listener, with no file descriptor: `type` moves its bytes (the unit

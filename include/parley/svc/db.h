@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "parley/base/buf.h"
+#include "parley/base/metric.h"
 #include "parley/net/loop.h"
 
 /** Most message rows in one INSERT. */
@@ -213,6 +214,27 @@ void pl_db_submit(pl_db_t *db, pl_db_job_t *job);
 int pl_db_up(pl_db_t *db);
 /** Queued and running store jobs. */
 size_t pl_db_store_pending(pl_db_t *db);
+
+/** Why jobs failed, for the metrics. */
+typedef enum {
+    PL_DB_FAIL_CONNECTION,  /**< the connection was lost running a batch (stores are retried) */
+    PL_DB_FAIL_UNAVAILABLE, /**< jobs failed fast: no connection, or the shutdown deadline */
+    PL_DB_FAIL_STATEMENT,   /**< jobs whose statement failed (PL_DB_EFAILED) */
+    PL_DB_FAIL_CONFLICT,    /**< store jobs whose (room, seq) was taken (PL_DB_ECONFLICT) */
+    PL_DB_FAIL_N
+} pl_db_fail_t;
+
+/** One worker's counts. Written by that worker only, read by any thread (base/metric.h). */
+typedef struct {
+    pl_hist_t batch_size;                /**< store jobs per INSERT (pl_hist_sizes) */
+    pl_hist_t batch_latency;             /**< a store batch's run, microseconds (pl_hist_seconds) */
+    pl_counter_t failures[PL_DB_FAIL_N]; /**< by pl_db_fail_t */
+} pl_db_stats_t;
+
+/** The pool's worker threads. */
+int pl_db_workers(const pl_db_t *db);
+/** Worker `i`'s counts (0 <= i < pl_db_workers). Any thread, for as long as the pool lives. */
+const pl_db_stats_t *pl_db_stats(const pl_db_t *db, int i);
 
 /**
  * Stop: let the workers finish what is queued for up to `drain_ms` (store jobs first), fail

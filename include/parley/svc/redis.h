@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "parley/base/buf.h"
+#include "parley/base/metric.h"
 
 struct redisAsyncContext;
 struct redisContext;
@@ -47,6 +48,21 @@ struct redisContext *pl_redis_connect_sync(const pl_redis_addr_t *a, int timeout
  */
 typedef void (*pl_redis_cb)(struct redisAsyncContext *ac, void *reply, void *privdata);
 
+/** A command in flight: its callback and when it was issued (uv_hrtime, ns). */
+typedef struct pl_redis_pending {
+    pl_redis_cb cb;
+    void *privdata;
+    uint64_t t0;
+} pl_redis_pending_t;
+
+/** What a connection counts, for the metrics. Written by the loop's thread only, read by any
+ *  thread (base/metric.h). */
+typedef struct {
+    pl_hist_t latency;       /**< issue to reply, microseconds (pl_hist_seconds) */
+    pl_counter_t reconnects; /**< connections made after the first */
+    pl_counter_t lost;       /**< commands answered with no reply (the connection went) */
+} pl_redis_stats_t;
+
 /** An auto-reconnecting async connection. */
 typedef struct pl_redis {
     uv_loop_t *loop;
@@ -64,6 +80,12 @@ typedef struct pl_redis {
     void *data;                             /**< the owner's */
     int flush_pending; /**< commands issued this loop turn await pl_redis_flush */
     int flushing;
+    int ever_up; /**< a connection was made before: the next one is a reconnect */
+    /* Commands in flight, in the order Redis answers them (a ring of pend_cap, a power of two,
+     * grown by doubling and never shrunk: no allocation per command). */
+    pl_redis_pending_t *pend;
+    uint32_t pend_head, pend_n, pend_cap;
+    pl_redis_stats_t stats; /**< read by other threads (metrics) */
 } pl_redis_t;
 
 /**

@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "parley/base/metric.h"
 #include "parley/svc/redis.h"
 
 /** The application's side, called on the subscriber thread. */
@@ -44,6 +45,8 @@ typedef struct {
     atomic_int connected; /**< every subscription confirmed and the connection up */
     atomic_int stop;
     atomic_int fd; /**< the socket, so pl_subscriber_stop can unblock a read; -1 if none */
+    pl_counter_t reconnects; /**< subscribed again after a loss; written by the thread only */
+    pl_counter_t messages;   /**< messages and pmessages received; written by the thread only */
 } pl_subscriber_t;
 
 /**

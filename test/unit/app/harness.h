@@ -232,6 +232,15 @@ size_t pl_db_store_pending(pl_db_t *db)
 {
     return 0;
 }
+/* The metrics read the pool's workers (app/metrics.c): the fake has none. */
+int pl_db_workers(const pl_db_t *db)
+{
+    return 0;
+}
+const pl_db_stats_t *pl_db_stats(const pl_db_t *db, int i)
+{
+    return NULL;
+}
 
 /* ---- the loopback transport ---- */
 

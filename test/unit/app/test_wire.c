@@ -463,6 +463,23 @@ static void message_head_only(pl_buf_t *b)
     CHECK_EQ_INT(pl_wire_payload_seq("{\"type\":\"message\",\"seq\":", 24), 0);
 }
 
+/* The ts of a message frame, found from the end: a text or cid quoting `,"ts":` does not fool
+ * it (inside a JSON string the quote is escaped). */
+static void payload_ts(void)
+{
+    pl_buf_t b = {0};
+    pl_wire_message_head(&b, 3);
+    pl_wire_message_tail(&b, "r", 1, 9, "u", ",\"ts\":5", 7, 1700000000123LL, ",\"ts\":6", 7);
+    CHECK_EQ_INT(pl_wire_payload_ts(b.data, b.len), 1700000000123LL);
+    pl_buf_reset(&b);
+    pl_wire_message_head(&b, 3);
+    pl_wire_message_tail(&b, "r", 1, 9, "u", "hi", 2, 42, NULL, 0);
+    CHECK_EQ_INT(pl_wire_payload_ts(b.data, b.len), 42);
+    const char *presence = "{\"type\":\"presence\",\"ts\":5}";
+    CHECK_EQ_INT(pl_wire_payload_ts(presence, strlen(presence)), 0);
+    pl_buf_free(&b);
+}
+
 static void enc_message(void)
 {
     /* decode a client frame full of characters that need escaping, re-encode it */
@@ -718,6 +735,7 @@ int main(void)
     RUN(enc_room_reply);
     RUN(enc_error);
     RUN(enc_message);
+    RUN(payload_ts);
     RUN(enc_seq_frames);
     RUN(since_decoding);
     RUN(chat_frames);
