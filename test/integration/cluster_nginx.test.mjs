@@ -328,3 +328,28 @@ test('cluster script: start 3, status, add, remove, rolling-restart under a libr
   assert(st2.code !== 0 && /^nginx: stopped$/m.test(st2.stdout), `status after stop: ${st2.stdout}`);
   for (const f of ['redis/redis.pid']) assert(!fs.existsSync(path.join(dir, f)), `${f} left behind: its service was started by the cluster and must be stopped`);
 }, { timeout: 240000 });
+
+test('cluster nginx: deploy/nginx.conf as shipped: /ws to an ip_hash upstream with upgrade headers and timeouts above the idle timeout, the API to least_conn, passive health on every server', async () => {
+  const conf = fs.readFileSync(path.join(ROOT, 'deploy/nginx.conf'), 'utf8');
+  const block = (re) => { // the text of the { ... } block that follows re
+    const m = re.exec(conf);
+    assert(m, `no ${re} in deploy/nginx.conf`);
+    const i = conf.indexOf('{', m.index);
+    let depth = 0, j = i;
+    do { depth += conf[j] === '{' ? 1 : conf[j] === '}' ? -1 : 0; j++; } while (depth > 0 && j < conf.length);
+    return conf.slice(i, j);
+  };
+  const live = (b) => b.split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+  const ws = live(block(/upstream parley_ws/)), api = live(block(/upstream parley_api/)), loc = live(block(/location \/ws/));
+  assert(ws.includes('ip_hash;'), `ip_hash in parley_ws: ${ws}`);
+  assert(api.includes('least_conn;'), `least_conn in parley_api: ${api}`);
+  for (const l of [...ws, ...api].filter((x) => x.startsWith('server '))) assert(/max_fails=\d+ fail_timeout=\d+s/.test(l), `passive health on ${l}`);
+  for (const h of ['Upgrade $http_upgrade', 'Connection $connection_upgrade', 'X-Forwarded-For $proxy_add_x_forwarded_for'])
+    assert(loc.includes(`proxy_set_header ${h};`), `/ws sets ${h}`);
+  // The server's defaults: ping after 30 s of silence, close after 75 s (docs/protocol.md).
+  for (const t of ['proxy_read_timeout', 'proxy_send_timeout']) {
+    const m = loc.map((l) => new RegExp(`^${t} (\\d+)s;$`).exec(l)).find(Boolean);
+    assert(m && Number(m[1]) > 75, `${t} in /ws above the idle timeout (75 s): ${m && m[0]}`);
+  }
+  assert(/^\s*# hash \$remote_addr consistent;$/m.test(block(/upstream parley_ws/)), 'the consistent-hash alternative is shown in parley_ws');
+});
