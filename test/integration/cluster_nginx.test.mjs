@@ -280,6 +280,24 @@ test('cluster script: start 3, status, add, remove, rolling-restart under a libr
     }
   })();
 
+  // A probe through nginx the whole time: /health (least_conn) every 100 ms and a new WebSocket
+  // from a new /24 (ip_hash) every 250 ms must never fail: no 502 while instances come and go.
+  const probe = { health: new Map(), ws: 0, wsFailed: [] };
+  let probing = true;
+  const probes = (async () => {
+    for (let k = 0; probing && k < 3000; k++) {
+      const h = await httpRequest(port, 'GET', '/health', { timeout: 3000 }).catch((e) => ({ status: e.message }));
+      probe.health.set(h.status, (probe.health.get(h.status) || 0) + 1);
+      if (k % 3 === 0) {
+        try {
+          const c = await connectAuthed(url, newUser('probe'), { wsOptions: { localAddress: addr(k / 3, 120) } });
+          probe.ws++;
+          c.ws.terminate();
+        } catch (e) { probe.wsFailed.push(e.message); }
+      }
+      await sleep(100);
+    }
+  })();
   await sleep(500);
   await run('add');
   const afterAdd = pids();
@@ -305,7 +323,12 @@ test('cluster script: start 3, status, add, remove, rolling-restart under a libr
   }
   assert(/waiting 10s before the next instance/.test(rr.stderr), `the spacing is nginx's fail_timeout (10 s): ${rr.stderr}`);
   sending = false;
+  probing = false;
   await pump;
+  await probes;
+  const codes = [...probe.health].map(([k, v]) => `${k}: ${v}`).join(', ');
+  assert(probe.health.size === 1 && probe.health.has(200), `/health through nginx during add, remove and rolling restart: ${codes}`);
+  assert(probe.wsFailed.length === 0, `${probe.wsFailed.length} of ${probe.ws + probe.wsFailed.length} new WebSockets through nginx failed: ${probe.wsFailed.slice(0, 3)}`);
   const N = sends.size;
   const acked = new Map();
   await Promise.race([
@@ -317,6 +340,7 @@ test('cluster script: start 3, status, add, remove, rolling-restart under a libr
   await sleep(300);
   for (const c of clients) libExactlyOnce(c, N, acked);
   const reconnects = clients.map((c) => c.closes);
+  console.log(`  (probes through nginx meanwhile: /health ${codes}; ${probe.ws} new WebSockets, none refused)`);
   console.log(`  (add, remove, rolling restart in ${rrMs} ms; ${N} messages sent and acked, received once each by 6 clients; reconnects per client ${reconnects.join('/')})`);
 
   for (const c of clients) c.close();
