@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers for the scripts that start servers (sourced by
 # deploy/dev/services.sh and deploy/cluster; they define die()).
 #
