@@ -31,7 +31,7 @@ $(BUILD)/obj/base/config.o: VERSION
 UNIT_SRC := $(wildcard test/unit/test_*.c) $(foreach l,$(LAYERS),$(wildcard test/unit/$(l)/test_*.c))
 UNIT_BIN := $(addprefix $(BUILD)/test/,$(notdir $(UNIT_SRC:.c=)))
 
-.PHONY: all deps run test unit bench bench-big clean services-start services-stop format install
+.PHONY: all deps run test unit bench bench-big clean services-start services-stop format install cluster cluster-stop
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/parleyd
@@ -85,6 +85,16 @@ services-stop:
 run: deps
 	@$(MAKE) --no-print-directory all
 	@deploy/dev/run.sh
+
+# Set-up, then N instances (default 3) behind nginx, in the background (deploy/cluster;
+# docs/cluster.md): `make cluster N=5`, `make cluster-stop`.
+N ?= 3
+cluster: deps
+	@$(MAKE) --no-print-directory all
+	@deploy/cluster start $(N)
+
+cluster-stop:
+	@deploy/cluster stop
 
 # Set-up, then every test; the last line is `N passed, N failed`.
 test: deps

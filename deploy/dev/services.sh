@@ -29,34 +29,7 @@ die() { echo "services: error: $*" >&2; exit 1; }
 IS_ROOT=0; [ "$(id -u)" -eq 0 ] && IS_ROOT=1
 as_pg() { if [ "$IS_ROOT" = 1 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
-port_free() {  # true when nothing listens on 127.0.0.1:$1 (or the wildcard)
-    if command -v python3 >/dev/null 2>&1; then
-        # SO_REUSEADDR, as the servers themselves bind: connections of a service that was just
-        # stopped, left in TIME_WAIT, do not make its port look taken.
-        python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket(); p = int(sys.argv[1])
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", p)); s.close()
-except OSError:
-    sys.exit(1)
-PY
-    else
-        ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-    fi
-}
-pick_port() {  # first free port from $1 upward, skipping $2 (if given)
-    local p="$1"
-    while [ "$p" -lt $(( $1 + 500 )) ]; do
-        if [ "$p" != "${2:-}" ] && port_free "$p"; then echo "$p"; return 0; fi
-        p=$((p + 1))
-    done
-    die "no free port in $1..$(( $1 + 499 ))"
-}
-alive() {  # alive PID NAME-SUBSTRING: PID runs and its command line mentions NAME
-    [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "$2"
-}
+. "$ROOT/deploy/dev/lib.sh"   # port_free, pick_port, alive
 
 # ---------- Redis ----------
 RDIR="$VAR/redis"
