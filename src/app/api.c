@@ -122,7 +122,7 @@ static const char *state_name(pl_server_t *srv)
 static void status(pl_conn_t *c, int keep)
 {
     pl_server_t *srv = pl_shard_of_conn(c)->srv;
-    long total = 0, rooms = 0;
+    long total = 0, rooms = 0, sessions = 0;
     unsigned long delivered = 0;
     int pubs_up = 0;
     pl_buf_t per = {0};
@@ -136,6 +136,7 @@ static void status(pl_conn_t *c, int keep)
         rooms += r;
         pubs_up += up;
         delivered += pl_counter_get(&s->stats.delivered);
+        sessions += (long)pl_counter_get(&s->stats.sessions);
         pl_buf_printf(&per, "%s{\"shard\":%d,\"connections\":%ld,\"rooms\":%ld,\"redis\":%s}",
                       i ? "," : "", i, n, r, up ? "true" : "false");
     }
@@ -155,9 +156,9 @@ static void status(pl_conn_t *c, int keep)
                       atomic_load_explicit(&pl_server_shard(srv, i)->conns->sock->nsocks,
                                            memory_order_relaxed));
     pl_buf_printf(&b,
-                  "]},\"local_rooms\":%ld,\"delivered\":%lu,\"redis\":{\"healthy\":%s,"
-                  "\"subscriber\":%s,\"publishers_up\":%d}",
-                  rooms, delivered, pl_server_redis_ok(srv) ? "true" : "false",
+                  "]},\"sessions\":%ld,\"local_rooms\":%ld,\"delivered\":%lu,"
+                  "\"redis\":{\"healthy\":%s,\"subscriber\":%s,\"publishers_up\":%d}",
+                  sessions, rooms, delivered, pl_server_redis_ok(srv) ? "true" : "false",
                   atomic_load(&srv->sub.connected) ? "true" : "false", pubs_up);
     db_json(&b, srv);
     pl_buf_printf(&b, ",\"per_shard\":%s}", per.data);

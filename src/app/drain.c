@@ -52,6 +52,9 @@ static void tick(pl_shard_t *s)
         pl_conn_t *c = (pl_conn_t *)k;
         if (!pl_conn_open(c) || c->phase != PL_CONN_WS) continue;
         pl_session_t *ss = pl_session_of(c);
+        /* A rebalance asks only the clients it found: one that arrived since (perhaps one asked
+         * a moment ago, back at the instance its address hashes to) is left alone. */
+        if (!ss->leaving && !p->drain && c->sock.created_ms > p->t0) continue;
         if (!ss->leaving) {
             if (p->started >= want) {
                 left++;

@@ -41,6 +41,10 @@ static uint64_t rd_auths(pl_shard_t *s)
 {
     return pl_counter_get(&s->stats.auths);
 }
+static uint64_t rd_sessions(pl_shard_t *s)
+{
+    return pl_counter_get(&s->stats.sessions);
+}
 static uint64_t rd_subscriptions(pl_shard_t *s)
 {
     return pl_counter_get(&s->stats.subscriptions);
@@ -97,6 +101,7 @@ static void shards(pl_buf_t *b, pl_server_t *srv)
         {"parley_connections_accepted_total", "counter", "Client connections accepted.",
          rd_accepted},
         {"parley_authentications_total", "counter", "WebSocket sessions authenticated.", rd_auths},
+        {"parley_sessions", "gauge", "Authenticated WebSocket sessions open.", rd_sessions},
         {"parley_subscriptions", "gauge", "Room subscriptions held by connections.",
          rd_subscriptions},
         {"parley_rooms", "gauge", "Rooms with at least one subscriber on the shard.", rd_rooms},

@@ -52,6 +52,7 @@ void pl_session_start(pl_conn_t *c, const char *user)
     }
     ss->authed = 1;
     pl_counter_add(&s->stats.auths, 1);
+    pl_counter_add(&s->stats.sessions, 1);
     /* Before Redis gave this shard its id node, a random session id: it only has to be unique,
      * and 64 random bits are, for all practical purposes. */
     if (s->ids_ready || getrandom(&ss->id, sizeof ss->id, 0) != sizeof ss->id)
@@ -153,6 +154,7 @@ static void on_close(pl_conn_t *c)
     pl_session_t *ss = pl_session_of(c);
     if (!ss->authed) return;
     pl_shard_t *s = pl_shard_of_conn(c);
+    pl_counter_set(&s->stats.sessions, pl_counter_get(&s->stats.sessions) - 1);
     pl_subscribe_leave_all(c);
     pl_chat_typing_stop_all(c);
     if (ss->usub) pl_room_leave(&s->users, &ss->usub, ss->usub);

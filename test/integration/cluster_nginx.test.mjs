@@ -7,7 +7,7 @@ import path from 'node:path';
 import {
   test, ROOT, SECRET, startRedis, startParleyd, startPostgres, startNginx, connectAuthed, dbEnv,
   mintToken, newUser, track, sendAcked, seqProblems, runCmd, tmpDir, httpRequest, until, sleep,
-  eq, assert, current, WebSocket,
+  eq, assert, current, WebSocket, API_KEY,
 } from './lib.mjs';
 import { ParleyClient } from '../../web/parley.js';
 
@@ -216,21 +216,56 @@ test('cluster nginx: a fourth instance added with nginx -s reload: new clients r
   assert(old.every((c) => c.open), 'an older client was closed');
 }, { timeout: 90000 });
 
+test('cluster nginx: an instance drained over the API while still in nginx: new clients through nginx never see its 503, they reach the others (proxy_next_upstream http_503)', async () => {
+  const redis = await startRedis();
+  const env = { PARLEY_OPEN_ROOMS: 1, PARLEY_TRUSTED_PROXIES: '127.0.0.1' };
+  // The victim drains over 60 s, so it is still up, answering 503, while the clients come.
+  const victim = await startParleyd({ redis, env: { ...env, PARLEY_DRAIN_SECONDS: 60 } });
+  const inst = [victim, await startParleyd({ redis, env }), await startParleyd({ redis, env })];
+  const url = `ws://127.0.0.1:${(await startNginx(inst)).port}/ws`;
+  // Its own clients: the first of each shard goes at once, the others over the 60 s.
+  const held = [];
+  for (let i = 0; i < 10; i++) held.push(await connectAuthed(victim));
+  const r = await httpRequest(victim.port, 'POST', '/api/admin/drain', { headers: { Authorization: `Bearer ${API_KEY}` } });
+  eq(r.status, 202, 'drain');
+  eq((await httpRequest(victim.port, 'GET', '/health')).status, 503, 'the victim answers 503');
+  // 60 new clients from 60 /24s: ip_hash sends about a third to the victim first.
+  const clients = await connectMany(url, 60, { base: 200, prefix: 'next' });
+  const where = spread(clients);
+  console.log(`  (60 new clients during the drain: ${show(where)})`);
+  eq(where.get(victim.serverId) || 0, 0, 'none on the draining instance');
+  eq([...where.values()].reduce((a, b) => a + b, 0), 60, 'all connected');
+  assert(held.filter((c) => c.open).length >= 6, 'the draining instance still has most of its clients (the drain is spread over 60 s)');
+  assert(victim.running, 'the draining instance still runs: its 503s were what nginx passed on');
+});
+
 // ---------------------------------------------------------------- deploy/cluster
 const CLUSTER = path.join(ROOT, 'deploy/cluster');
 
-test('cluster script: start 3, status, add, remove, rolling-restart under a library client sending through nginx (every acked message received once), stop leaves none of its processes', async () => {
+// deploy/cluster with its state in a private directory (not a developer's var/), with `env`
+// added to what it passes its instances; stopped at the end of the test if the test did not.
+function scriptCluster(extra = {}) {
   fs.chmodSync(tmpDir(), 0o711); // nginx's workers (nobody) reach its temp paths under it
   const dir = fs.mkdtempSync(path.join(tmpDir(), 'var-'));
   fs.chmodSync(dir, 0o755);
-  const env = { ...process.env, PARLEY_VAR: dir, PARLEY_JWT_SECRET: SECRET };
-  for (const k of ['PARLEY_REDIS_URL', 'PARLEY_DATABASE_URL', 'PARLEY_CLUSTER_DIR', 'PARLEY_CLUSTER_SPACING']) delete env[k];
-  const run = async (...args) => {
+  const env = { ...process.env, PARLEY_VAR: dir, PARLEY_JWT_SECRET: SECRET, ...extra };
+  for (const k of ['PARLEY_REDIS_URL', 'PARLEY_DATABASE_URL', 'PARLEY_CLUSTER_DIR', 'PARLEY_CLUSTER_SPACING']) if (!(k in extra)) delete env[k];
+  const cl = { dir, cdir: path.join(dir, 'cluster'), env, stopped: false };
+  cl.run = async (...args) => {
     const r = await runCmd(CLUSTER, args, { env, timeout: 180000 });
     if (r.code !== 0 && args[0] !== 'status') throw new Error(`deploy/cluster ${args.join(' ')}: exit ${r.code}: ${r.stderr}${r.stdout}`);
+    if (args[0] === 'stop') cl.stopped = true;
     return r;
   };
-  const cdir = path.join(dir, 'cluster');
+  cl.ids = () => fs.readdirSync(path.join(cl.cdir, 'instances')).filter((x) => /^\d+$/.test(x)).sort();
+  cl.port = (id) => Number(fs.readFileSync(path.join(cl.cdir, 'instances', id, 'port'), 'utf8'));
+  current.cleanups.push(async () => { if (!cl.stopped) await runCmd(CLUSTER, ['stop'], { env, timeout: 120000 }).catch(() => {}); });
+  return cl;
+}
+
+test('cluster script: start 3, status, add, remove, rolling-restart under a library client sending through nginx (every acked message received once), stop leaves none of its processes', async () => {
+  const cl = scriptCluster({ PARLEY_DRAIN_SECONDS: '2' });
+  const { run, cdir, dir } = cl;
   const seen = new Set(); // every PID the script started: instances, nginx's master
   const pids = () => {
     const out = {};
@@ -244,9 +279,6 @@ test('cluster script: start 3, status, add, remove, rolling-restart under a libr
   };
   // Running: it exists and is no zombie (an exited instance's parent is init, or whoever reaps).
   const alive = (pid) => { try { return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; } };
-  let stopped = false;
-  current.cleanups.push(async () => { if (!stopped) await runCmd(CLUSTER, ['stop'], { env, timeout: 120000 }).catch(() => {}); });
-
   const t0 = Date.now();
   const started = await run('start', '3');
   const m = /Open the chat: (http:\/\/127\.0\.0\.1:(\d+)\/)/.exec(started.stdout);
@@ -347,12 +379,91 @@ test('cluster script: start 3, status, add, remove, rolling-restart under a libr
 
   for (const c of clients) c.close();
   await run('stop');
-  stopped = true;
   const left = [...seen].filter(alive);
   eq(left.length, 0, `PIDs of the cluster still running after stop: ${left}`);
   const st2 = await run('status');
   assert(st2.code !== 0 && /^nginx: stopped$/m.test(st2.stdout), `status after stop: ${st2.stdout}`);
   for (const f of ['redis/redis.pid']) assert(!fs.existsSync(path.join(dir, f)), `${f} left behind: its service was started by the cluster and must be stopped`);
+}, { timeout: 240000 });
+
+test('cluster script: rolling restart with the drain under 30 library clients sending through nginx: every acked message received once by all, /health 503 "draining" on each instance as it drains; deploy/cluster rebalance evens out the load it leaves', async () => {
+  const cl = scriptCluster({ PARLEY_DRAIN_SECONDS: '2', PARLEY_CLUSTER_SPACING: '3' });
+  const started = await cl.run('start', '3');
+  const port = Number(/Open the chat: http:\/\/127\.0\.0\.1:(\d+)\//.exec(started.stdout)[1]);
+  const ids = cl.ids();
+  const ports = new Map(ids.map((id) => [id, cl.port(id)]));
+  const sessions = async () => {
+    const out = [];
+    for (const [id, p] of ports) out.push(`${id}:${(await httpRequest(p, 'GET', '/api/websocket/status')).json.sessions}`);
+    return out.join(' ');
+  };
+  const counts = (line) => line.split(' ').map((x) => Number(x.split(':')[1]));
+
+  // Each instance's own /health, every 100 ms (nginx never sends there while it drains: the
+  // script marks it down first).
+  const drains = new Map(ids.map((id) => [id, 0]));
+  let probing = true;
+  const probe = (async () => {
+    for (let k = 0; probing && k < 2000; k++) {
+      await Promise.all([...ports].map(async ([id, p]) => {
+        const h = await httpRequest(p, 'GET', '/health', { timeout: 1000 }).catch(() => null);
+        if (h && h.status === 503 && h.json && h.json.status === 'draining') drains.set(id, drains.get(id) + 1);
+      }));
+      await sleep(100);
+    }
+  })();
+
+  const url = `ws://127.0.0.1:${port}/ws`;
+  const room = `rolling-${process.pid}`;
+  const clients = Array.from({ length: 30 }, (_, i) => libClient(url, newUser('r'), addr(i, 150)));
+  await Promise.all(clients.map((c) => c.connect()));
+  await Promise.all(clients.map((c) => c.subscribe(room)));
+  const before = await sessions();
+  // Three senders, each a message every 30 ms, through everything that follows.
+  const sends = new Map();
+  let sending = true;
+  const pumps = clients.slice(0, 3).map(async (c, j) => {
+    for (let k = 0; sending && k < 3000; k++) {
+      const cid = `r${j}-${k}`;
+      sends.set(cid, c.send(room, `#${j}.${k}`, { cid }));
+      await sleep(30);
+    }
+  });
+  await sleep(500);
+  const t0 = Date.now();
+  await cl.run('rolling-restart');
+  const restartMs = Date.now() - t0;
+  await sleep(1000);
+  const after = await sessions();
+  const rb = await cl.run('rebalance');
+  const balanced = await sessions();
+  await sleep(500);
+  sending = false;
+  await Promise.all(pumps);
+  probing = false;
+  await probe;
+
+  const acked = new Map();
+  await Promise.race([
+    Promise.all([...sends].map(async ([cid, p]) => acked.set(cid, await p))),
+    sleep(60000).then(() => { throw new Error('not every send acked in 60 s'); }),
+  ]);
+  const N = sends.size;
+  eq(acked.size, N, 'acked sends');
+  await until(() => clients.every((c) => c.seen.length >= N), 20000, 'every message at every client');
+  await sleep(300);
+  for (const c of clients) libExactlyOnce(c, N, acked);
+  for (const [id, n] of drains) assert(n > 0, `instance ${id}: /health never answered 503 "draining" while it drained`);
+  const spreadOf = (line) => Math.max(...counts(line)) - Math.min(...counts(line));
+  console.log(`  (rolling restart of 3 with a 2 s drain each in ${restartMs} ms; ${N} messages sent, ${acked.size} acked, each received once by 30 clients: 0 lost, 0 duplicates; reconnects per client ${clients.map((c) => c.closes).join('/')})`);
+  console.log(`  (/health 503 "draining" seen per instance: ${[...drains].map(([id, n]) => `${id}:${n}`).join(' ')})`);
+  console.log(`  (clients per instance: before ${before}; after the rolling restart ${after}; after deploy/cluster rebalance ${balanced})`);
+  assert(/clients per instance before: .*after: /s.test(rb.stderr), `rebalance reports the spread: ${rb.stderr}`);
+  eq(counts(balanced).reduce((a, b) => a + b, 0), 30, 'every client is connected after the rebalance');
+  // Every client back on the instance its address hashes to: the spread they started with.
+  eq(balanced, before, `the rebalance restored the spread (after the restart ${after})`);
+  for (const c of clients) c.close();
+  await cl.run('stop');
 }, { timeout: 240000 });
 
 test('cluster nginx: deploy/nginx.conf as shipped: /ws to an ip_hash upstream with upgrade headers and timeouts above the idle timeout, the API to least_conn, passive health on every server', async () => {
@@ -372,6 +483,7 @@ test('cluster nginx: deploy/nginx.conf as shipped: /ws to an ip_hash upstream wi
   for (const l of [...ws, ...api].filter((x) => x.startsWith('server '))) assert(/max_fails=\d+ fail_timeout=\d+s/.test(l), `passive health on ${l}`);
   for (const h of ['Upgrade $http_upgrade', 'Connection $connection_upgrade', 'X-Forwarded-For $proxy_add_x_forwarded_for'])
     assert(loc.includes(`proxy_set_header ${h};`), `/ws sets ${h}`);
+  assert(loc.includes('proxy_next_upstream error timeout http_503;'), '/ws passes a draining instance\'s 503 on to the next server');
   // The server's defaults: ping after 30 s of silence, close after 75 s (docs/protocol.md).
   for (const t of ['proxy_read_timeout', 'proxy_send_timeout']) {
     const m = loc.map((l) => new RegExp(`^${t} (\\d+)s;$`).exec(l)).find(Boolean);

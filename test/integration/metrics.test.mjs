@@ -97,6 +97,8 @@ test('metrics: promtool passes and the counters move as traffic drives them', as
   moved(s0, s1, 'parley_errors_sent_total', 'code="not_subscribed"', 1);
   moved(s0, s1, 'parley_errors_sent_total', 'code="bad_json"', 0);
   eq(sum(s1, 'parley_subscriptions'), 2, 'subscriptions held');
+  eq(sum(s1, 'parley_sessions'), 2, 'authenticated sessions open (not the failed or silent ones)');
+  eq((await httpRequest(srv.port, 'GET', '/api/websocket/status')).json.sessions, 2, 'sessions in the status');
   assert(sum(s1, 'parley_rooms') >= 1, 'rooms held');
   assert(sum(s1, 'parley_connections') >= 3, 'connections open: two clients and this scrape');
   assert(sum(s1, 'parley_connections_accepted_total') - sum(s0, 'parley_connections_accepted_total') >= 6,
@@ -138,6 +140,7 @@ test('metrics: promtool passes and the counters move as traffic drives them', as
   a.close();
   b.close();
   await until(async () => sum(await scrape(srv.port), 'parley_subscriptions') === 0, 5000, 'subscriptions back to 0');
+  eq(sum(await scrape(srv.port), 'parley_sessions'), 0, 'sessions back to 0');
 });
 
 test('metrics: PARLEY_METRICS_LISTEN serves /metrics and /health alone on its own port', async () => {

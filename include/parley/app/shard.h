@@ -66,6 +66,7 @@ enum {
  */
 typedef struct {
     pl_counter_t auths;                         /**< sessions authenticated */
+    pl_counter_t sessions;                      /**< gauge: authenticated sessions open */
     pl_counter_t auth_failures[PL_AUTH_FAIL_N]; /**< by PL_AUTH_FAIL_TIMEOUT or -PL_JWT_E* */
     pl_counter_t subscriptions;                 /**< gauge: subscriptions held */
     pl_counter_t received;                      /**< message frames from clients */
