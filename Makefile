@@ -87,7 +87,7 @@ run: deps
 	@deploy/dev/run.sh
 
 # Set-up, then N instances (default 3) behind nginx, in the background (deploy/cluster;
-# docs/cluster.md): `make cluster N=5`, `make cluster-stop`.
+# docs/operations.md): `make cluster N=5`, `make cluster-stop`.
 N ?= 3
 cluster: deps
 	@$(MAKE) --no-print-directory all
@@ -102,7 +102,7 @@ test: deps
 	@test/run
 
 # `make install [PREFIX=/usr/local] [DESTDIR=]`: the binary, the systemd unit (its paths
-# rewritten to these), an environment file template and the web app (docs/deploy.md).
+# rewritten to these), an environment file template and the web app (docs/operations.md).
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc

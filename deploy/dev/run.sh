@@ -21,6 +21,9 @@ export PARLEY_REDIS_URL PARLEY_DATABASE_URL
 export PARLEY_OPEN_ROOMS="${PARLEY_OPEN_ROOMS:-1}"
 export PARLEY_WEB_ROOT="${PARLEY_WEB_ROOT-$ROOT/web}"
 export PARLEY_DEV="${PARLEY_DEV:-1}"
+# Ctrl-C drains like SIGTERM (clients told to reconnect, closes spread over this many seconds);
+# short here so that stopping is quick. A second Ctrl-C stops at once.
+export PARLEY_DRAIN_SECONDS="${PARLEY_DRAIN_SECONDS:-2}"
 build/parleyd --migrate
 
 reach() { # host:port -> who can reach it
