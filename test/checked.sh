@@ -102,7 +102,7 @@ chmod +x "$dir/parleyd"
 # summarised under this suite's name.
 ok=1
 for t in "${tests[@]}"; do
-    PARLEYD_BIN=$dir/parleyd node test/integration/run.mjs "$t" >"$dir/out.txt" 2>&1
+    PARLEYD_BIN=$dir/parleyd PARLEY_TEST_START_MS=40000 node test/integration/run.mjs "$t" >"$dir/out.txt" 2>&1
     if ! grep -q '^PASS ' "$dir/out.txt" || grep -q '^FAIL ' "$dir/out.txt"; then
         echo "FAIL $mode: '$t' did not pass under $mode:"
         grep -E '^(FAIL|  )' "$dir/out.txt" | head -5 | cut -c1-300
