@@ -76,10 +76,12 @@ test('drain: messages in flight when a client is closed are stored and acked bef
   };
   // Keep sending until the close: some are read before the drain stops reading, some not.
   let sent = 0;
+  // About 1,000 a second: enough to have some in flight at any moment, not so many that a
+  // sanitizer build (tsan runs this test) is still writing acks when the shutdown deadline comes.
   const pump = setInterval(() => {
     if (!sender.open) return;
-    for (let i = 0; i < 20; i++) sender.send({ type: 'message', room, text: `m${sent}`, cid: `c${sent++}` });
-  }, 5);
+    for (let i = 0; i < 10; i++) sender.send({ type: 'message', room, text: `m${sent}`, cid: `c${sent++}` });
+  }, 10);
   await sleep(300);
   srv.child.kill('SIGTERM');
   const cl = await sender.waitClose(8000);
