@@ -23,8 +23,6 @@
 #include "parley/base/log.h"
 #include "parley/svc/db.h"
 
-#define TOKEN_TTL_S 3600
-
 static void respond(pl_conn_t *c, int status, const pl_buf_t *body, int keep_alive)
 {
     pl_conn_respond(c, status, "application/json", body->data, body->len, keep_alive);
@@ -293,10 +291,23 @@ static void token(pl_conn_t *c, int keep, int dev)
     const pl_buf_t *body = &c->http->body;
     cJSON *j = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(j, "user_id");
+    /* A lifetime may be asked for (expires_in, seconds), up to PARLEY_TOKEN_MAX_TTL. */
+    const cJSON *ask = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
+    int ttl = cfg->token_ttl;
+    if (ask && (!cJSON_IsNumber(ask) || ask->valuedouble != (double)(long long)ask->valuedouble ||
+                ask->valuedouble < 1 || ask->valuedouble > cfg->token_max_ttl)) {
+        cJSON_Delete(j);
+        char msg[96];
+        snprintf(msg, sizeof msg, "expires_in must be an integer number of seconds, 1..%d",
+                 cfg->token_max_ttl);
+        api_error(c, 400, "bad_request", msg, keep);
+        return;
+    }
+    if (ask) ttl = (int)ask->valuedouble;
     char tok[1024];
+    int64_t now = pl_now_ms() / 1000;
     int n = cJSON_IsString(user)
-                ? pl_jwt_sign(cfg->jwt_secret, strlen(cfg->jwt_secret), user->valuestring,
-                              pl_now_ms() / 1000 + TOKEN_TTL_S, tok, sizeof tok)
+                ? pl_jwt_mint(&cfg->jwt, user->valuestring, now, now + ttl, tok, sizeof tok)
                 : PL_JWT_ESUB;
     if (n < 0) {
         cJSON_Delete(j);
@@ -311,7 +322,7 @@ static void token(pl_conn_t *c, int keep, int dev)
     websocket_url(c, &url);
     pl_buf_adds(&b, ",\"websocket_url\":");
     pl_buf_json_str(&b, url.data, url.len);
-    pl_buf_printf(&b, ",\"expires_in\":%d,\"user_id\":", TOKEN_TTL_S);
+    pl_buf_printf(&b, ",\"expires_in\":%d,\"user_id\":", ttl);
     pl_buf_json_str(&b, user->valuestring, strlen(user->valuestring));
     pl_buf_adds(&b, "}");
     respond(c, 200, &b, keep);
@@ -570,10 +581,10 @@ static int credential(pl_conn_t *c, char user[PL_JWT_SUB_MAX + 1])
     user[0] = '\0';
     if (!tok) return CRED_NONE;
     if (secret_eq(tok, n, cfg->api_key)) return CRED_KEY;
-    return pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, n, pl_now_ms() / 1000,
-                         user) == 0
-               ? CRED_USER
-               : CRED_NONE;
+    pl_jwt_claims_t cl;
+    if (pl_jwt_check(&cfg->jwt, tok, n, pl_now_ms() / 1000, &cl) != 0) return CRED_NONE;
+    memcpy(user, cl.sub, sizeof cl.sub);
+    return CRED_USER;
 }
 
 /* ---- /api/rooms/{room}/members: the membership mirror in Redis ---- */
@@ -976,10 +987,10 @@ void pl_api_upgrade(pl_conn_t *c)
     size_t tlen = 0;
     const char *tok = bearer(h, &tlen);
     if (!tok) tok = pl_http_query(h, "token", &tlen);
-    char user[PL_JWT_SUB_MAX + 1];
+    pl_jwt_claims_t cl = {.exp = 0};
+    const char *user = cl.sub;
     if (tok && tlen) {
-        int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
-                               pl_now_ms() / 1000, user);
+        int rc = pl_jwt_check(&cfg->jwt, tok, tlen, pl_now_ms() / 1000, &cl);
         if (rc != 0) {
             if (pl_log_enabled(PL_LOG_DEBUG)) {
                 char addr[INET6_ADDRSTRLEN];
@@ -997,5 +1008,5 @@ void pl_api_upgrade(pl_conn_t *c)
                  tok ? user : "");
     }
     if (pl_conn_upgrade(c) != 0) return;
-    if (tok && tlen) pl_session_start(c, user);
+    if (tok && tlen) pl_session_start(c, user, cl.exp);
 }
