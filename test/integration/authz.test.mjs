@@ -6,8 +6,9 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
   test, startRedis, startParleyd, startPostgres, startNginx, connect, connectAuthed, mintToken, verifyToken,
-  newUser, eq, assert, until, httpRequest, setMember, getHistory, API_KEY, PARLEYD,
+  newUser, eq, assert, until, httpRequest, setMember, getHistory, API_KEY, PARLEYD, WebSocket,
 } from './lib.mjs';
+import { ParleyClient } from '../../web/parley.js';
 
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -62,6 +63,49 @@ test('authz: renewing with a fresh token for the same user keeps the connection 
   await d.expectError('forbidden');
   eq((await d.waitClose(8000)).code, 4001, 'close code after a refused renewal');
   assert(c.open, 'the renewed connection was closed by another one\'s expiry');
+});
+
+test('authz: the JavaScript client renews 3 s tokens through its provider on one connection, and stops for good on a disconnect', async () => {
+  const redis = await startRedis();
+  const a = await startParleyd({ redis, env: { PARLEY_OPEN_ROOMS: 1 } });
+  const b = await startParleyd({ redis });
+  const user = newUser('lib');
+  let minted = 0;
+  const client = new ParleyClient({
+    url: a.wsUrl, WebSocket,
+    tokenProvider: async () => { minted++; return mintToken(user, { exp: now() + 3 }); },
+    reconnect: { initialDelay: 100, maxDelay: 500 },
+  });
+  const states = [], renewals = [], errors = [];
+  client.on('state', (e) => states.push(e));
+  client.on('reauthenticated', (e) => renewals.push(e));
+  client.on('error', (e) => errors.push(e));
+  try {
+    const first = await client.connect();
+    const room = `lib-${process.pid}`;
+    await client.subscribe(room);
+    // three token lifetimes on the first connection: every exp is renewed before the server's
+    // sweep reaches it
+    await until(() => renewals.length >= 3, 15000, 'three renewals');
+    eq(states.filter((e) => e.state === 'reconnecting').length, 0, `no reconnect while renewing (${JSON.stringify(states)})`);
+    assert(minted >= 4, `provider calls: ${minted}`);
+    // no database here: the echo (not an ack) shows the subscription still works
+    const echo = new Promise((res) => client.once('message', res));
+    client.send(room, 'after renewals');
+    eq((await Promise.race([echo, new Promise((_, rej) => setTimeout(() => rej(new Error('no echo within 5 s')), 5000))])).text, 'after renewals', 'the echo after renewals');
+    eq(client.state, 'open', 'state');
+    // disconnected on every instance: closed for good
+    const r = await httpRequest(b.port, 'POST', `/api/users/${encodeURIComponent(first.user)}/disconnect`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+    eq(r.status, 200, 'disconnect');
+    await until(() => client.state === 'closed', 5000, 'the client to close');
+    eq(errors.at(-1).code, 'disconnected', 'the error event');
+    const calls = minted;
+    await new Promise((res) => setTimeout(res, 1500));
+    eq(client.state, 'closed', 'still closed');
+    eq(minted, calls, 'no provider call after the disconnect (no reconnect)');
+  } finally {
+    client.close();
+  }
 });
 
 test('authz: nbf, iss and aud are checked; the leeway applies to nbf and exp; the token endpoint mints iss, aud and a requested lifetime', async () => {
