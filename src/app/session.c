@@ -141,7 +141,9 @@ static void reauthenticate(pl_conn_t *c, const pl_req_t *req)
     pl_session_send(c, b);
 }
 
-void pl_session_expiry_tick(pl_conn_t *c)
+/* Once a second for a connection whose token has an exp: close it past the exp (and the
+ * leeway); send the expiry notice when it is near. */
+static void expiry_tick(pl_conn_t *c)
 {
     pl_session_t *ss = pl_session_of(c);
     int64_t now = pl_now_ms() / 1000;
@@ -249,7 +251,7 @@ static void on_tick(pl_conn_t *c, uint64_t now)
         }
         return;
     }
-    if (ss->exp) pl_session_expiry_tick(c);
+    if (ss->exp) expiry_tick(c);
     if (ss->typing) pl_chat_tick(c, now);
 }
 

@@ -53,9 +53,6 @@ extern const pl_conn_app_t pl_session_app;
  *  send `authenticated`. */
 void pl_session_start(pl_conn_t *c, const char *user, int64_t exp);
 
-/** Close `c` if its token expired; send the expiry notice when it is near. Once a second. */
-void pl_session_expiry_tick(pl_conn_t *c);
-
 /** Send an error frame (cid may be NULL). */
 void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const char *cid,
                       size_t cid_len);
