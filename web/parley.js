@@ -328,9 +328,11 @@ export class ParleyClient {
   // ---- connection ----
 
   /**
-   * Connects (from 'idle' or 'closed') and keeps reconnecting until close().
-   * Resolves on the first `authenticated`; rejects (ParleyError) if close() comes first, or when a
-   * static token is refused (code `unauthorized`) or has expired (`token_expired`).
+   * Connects (from 'idle' or 'closed') and keeps reconnecting until close() or a disconnect by
+   * the server (4003: the client goes 'closed', error `disconnected`).
+   * Resolves on the first `authenticated`; rejects (ParleyError) if close() comes first, when a
+   * static token is refused (code `unauthorized`) or has expired (`token_expired`), or when the
+   * server disconnects the user first (`disconnected`).
    * Calling it again while connecting or connected returns the same promise.
    * @returns {Promise<{user: string, server: string, session: string}>}
    */
