@@ -46,6 +46,9 @@ EOF
         'web: GET /api/users/me/rooms'
         'web: GET /api/rooms/{room}/members'
         'drain: SIGTERM'
+        'authz: renewing'
+        'authz: removing a member'
+        'authz: POST /api/users/'
     )
     ;;
 tsan)
@@ -89,6 +92,8 @@ EOF
         'drain: messages in flight'
         'drain: POST /api/admin/rebalance'
         'metrics: '
+        'authz: removing a member'
+        'authz: POST /api/users/'
     )
     ;;
 *)

@@ -187,6 +187,20 @@ export interface ServerNoticeEvent {
   [key: string]: unknown;
 }
 
+/** The server ended a subscription: the membership was removed ('removed') or the user left
+ *  on another device ('left'). The room is forgotten (not resubscribed). */
+export interface UnsubscribedEvent {
+  room: string;
+  reason: string;
+}
+
+/** A fresh token was accepted on the open connection. */
+export interface ReauthenticatedEvent {
+  user: string;
+  /** the new token's exp (unix seconds), absent when it has none */
+  exp?: number;
+}
+
 export interface ParleyEvents {
   state: StateEvent;
   authenticated: AuthenticatedInfo;
@@ -200,6 +214,8 @@ export interface ParleyEvents {
   read_receipt: ReadReceiptEvent;
   error: ErrorEvent;
   server_notice: ServerNoticeEvent;
+  unsubscribed: UnsubscribedEvent;
+  reauthenticated: ReauthenticatedEvent;
   outbox: PendingSend[];
 }
 

@@ -36,6 +36,8 @@ const CONTROL_RE = /[\u0000-\u001f\u007f]/;
 const WS_OPEN = 1;
 /** Close code the client uses when it gives up on a socket (heartbeat, handshake timeout). */
 const CLOSE_DEAD = 4000;
+/** The server closed every connection of this user on purpose (POST /api/users/{id}/disconnect). */
+const CLOSE_DISCONNECTED = 4003;
 
 const noop = () => {};
 const utf8 = new TextEncoder();
@@ -326,9 +328,11 @@ export class ParleyClient {
   // ---- connection ----
 
   /**
-   * Connects (from 'idle' or 'closed') and keeps reconnecting until close().
-   * Resolves on the first `authenticated`; rejects (ParleyError) if close() comes first, or when a
-   * static token is refused (code `unauthorized`) or has expired (`token_expired`).
+   * Connects (from 'idle' or 'closed') and keeps reconnecting until close() or a disconnect by
+   * the server (4003: the client goes 'closed', error `disconnected`).
+   * Resolves on the first `authenticated`; rejects (ParleyError) if close() comes first, when a
+   * static token is refused (code `unauthorized`) or has expired (`token_expired`), or when the
+   * server disconnects the user first (`disconnected`).
    * Calling it again while connecting or connected returns the same promise.
    * @returns {Promise<{user: string, server: string, session: string}>}
    */
@@ -478,9 +482,15 @@ export class ParleyClient {
       this.#quickNext = false;
       this.#attempt = 0;
     }
+    // 4003: the application disconnected this user (a ban, a password change): reconnecting
+    // would only be disconnected again, or worse, succeed against the application's intent.
+    if (code === CLOSE_DISCONNECTED) return this.#fail('disconnected', reason || 'disconnected by the server (4003)');
     if (!this.#provider) {
       // A static token cannot get better by retrying. Browsers hide the upgrade's HTTP 401 (it is a
       // plain 1006), so an expired exp stands in for it; the ws package names the status.
+      if (code === 4001 && reason === 'token expired') {
+        return this.#fail('token_expired', 'the token has expired; pass a tokenProvider to renew it');
+      }
       if (code === 4001) return this.#fail('unauthorized', reason || 'the server refused the token (4001)');
       if (!opened && /\b401\b/.test(String(socketError?.message ?? socketError?.error?.message ?? ''))) {
         return this.#fail('unauthorized', 'the server refused the token (HTTP 401)');
@@ -542,6 +552,9 @@ export class ParleyClient {
           const token = await this.#provider();
           if (typeof token !== 'string' || token === '') throw new TypeError('tokenProvider returned no token');
           this.#adoptToken(token);
+          // An open connection moves to the new token too: the server closes a connection when
+          // its token expires (4001) unless it is given a fresh one for the same user.
+          if (this.#authenticated) this.#sendFrame({ type: 'authenticate', token, cid: `auth-${++this.#cidCounter}` });
           // Refresh only while connected or trying to be: an idle or closed client holds no timer.
           if (this.#state !== 'closed' && this.#state !== 'idle') this.#scheduleRefresh();
           return token;
@@ -573,6 +586,15 @@ export class ParleyClient {
         this.#scheduleRefresh();
       });
     }, delay);
+  }
+
+  /** Fetches a new token now (the server's expiry notice); it goes to the open connection. */
+  #renewNow() {
+    const epoch = this.#epoch;
+    this.#fetchToken().catch((err) => {
+      if (this.#state === 'closed' || epoch !== this.#epoch) return;
+      this.#localError('token_provider', `token refresh failed: ${err?.message ?? err}`, { cause: err });
+    });
   }
 
   /** A token for an HTTP call: the current one unless it has expired and can be renewed. */
@@ -618,7 +640,12 @@ export class ParleyClient {
         // A shutdown (drain) or a rebalance is the server's doing, not a sign of trouble:
         // reconnect without backing off (the server spreads these closes over time).
         if (frame.code === 'shutdown' || frame.code === 'reconnect') this.#quickNext = true;
+        // The token runs out soon: renew it on this connection (with a provider; a static token
+        // cannot be renewed, and the connection closes with 4001 at its exp).
+        if (frame.code === 'token_expiring' && this.#provider) this.#renewNow();
         return this.#emit('server_notice', frame);
+      case 'reauthenticated':
+        return this.#emit('reauthenticated', { user: frame.user, exp: frame.exp });
       default:
         // pong, and frame types added later: nothing to do beyond the heartbeat.
         return undefined;
@@ -685,6 +712,17 @@ export class ParleyClient {
   }
 
   #onUnsubscribed(frame) {
+    if (typeof frame.reason === 'string' && typeof frame.room === 'string') {
+      // The server ended the subscription (the membership was removed, or the user left on
+      // another device): forget the room, so it is not resubscribed on reconnect.
+      const rec = this.#rooms.get(frame.room);
+      if (rec && !isDirectRoom(frame.room)) {
+        this.#rejectWaiters(rec, new ParleyError('forbidden', `${frame.room}: ${frame.reason}`, { room: frame.room }));
+        this.#forget(rec);
+        this.#reads.delete(frame.room);
+      }
+      this.#emit('unsubscribed', { room: frame.room, reason: frame.reason });
+    }
     const resolvers = this.#unsubscribeWaiters.get(frame.room);
     if (!resolvers) return;
     this.#unsubscribeWaiters.delete(frame.room);

@@ -21,9 +21,8 @@
 #include "parley/base/clock.h"
 #include "parley/base/jwt.h"
 #include "parley/base/log.h"
+#include "parley/proto/ws.h"
 #include "parley/svc/db.h"
-
-#define TOKEN_TTL_S 3600
 
 static void respond(pl_conn_t *c, int status, const pl_buf_t *body, int keep_alive)
 {
@@ -293,10 +292,23 @@ static void token(pl_conn_t *c, int keep, int dev)
     const pl_buf_t *body = &c->http->body;
     cJSON *j = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(j, "user_id");
+    /* A lifetime may be asked for (expires_in, seconds), up to PARLEY_TOKEN_MAX_TTL. */
+    const cJSON *ask = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
+    int ttl = cfg->token_ttl;
+    if (ask && (!cJSON_IsNumber(ask) || ask->valuedouble != (double)(long long)ask->valuedouble ||
+                ask->valuedouble < 1 || ask->valuedouble > cfg->token_max_ttl)) {
+        cJSON_Delete(j);
+        char msg[96];
+        snprintf(msg, sizeof msg, "expires_in must be an integer number of seconds, 1..%d",
+                 cfg->token_max_ttl);
+        api_error(c, 400, "bad_request", msg, keep);
+        return;
+    }
+    if (ask) ttl = (int)ask->valuedouble;
     char tok[1024];
+    int64_t now = pl_now_ms() / 1000;
     int n = cJSON_IsString(user)
-                ? pl_jwt_sign(cfg->jwt_secret, strlen(cfg->jwt_secret), user->valuestring,
-                              pl_now_ms() / 1000 + TOKEN_TTL_S, tok, sizeof tok)
+                ? pl_jwt_mint(&cfg->jwt, user->valuestring, now, now + ttl, tok, sizeof tok)
                 : PL_JWT_ESUB;
     if (n < 0) {
         cJSON_Delete(j);
@@ -311,7 +323,7 @@ static void token(pl_conn_t *c, int keep, int dev)
     websocket_url(c, &url);
     pl_buf_adds(&b, ",\"websocket_url\":");
     pl_buf_json_str(&b, url.data, url.len);
-    pl_buf_printf(&b, ",\"expires_in\":%d,\"user_id\":", TOKEN_TTL_S);
+    pl_buf_printf(&b, ",\"expires_in\":%d,\"user_id\":", ttl);
     pl_buf_json_str(&b, user->valuestring, strlen(user->valuestring));
     pl_buf_adds(&b, "}");
     respond(c, 200, &b, keep);
@@ -418,6 +430,7 @@ typedef struct {
     } job;
     pl_conn_t *conn; /**< held by proto/conn while the answer is prepared */
     int keep;
+    int self; /**< a user changing their own membership (a removal is "left", not "removed") */
 } http_job_t;
 
 /* The database's rows as the history API's JSON (message frames, newest first). */
@@ -516,7 +529,8 @@ static void http_job_done(pl_db_job_t *job)
     http_job_t *x = (http_job_t *)job;
     if (job->status == PL_DB_OK && job->kind == PL_DB_MEMBER &&
         pl_chat_member(pl_shard_of_conn(x->conn), x->job.member.room, x->job.member.user,
-                       x->job.member.op == PL_DB_MEMBER_ADD, member_mirrored_cb, x) == 0)
+                       x->job.member.op == PL_DB_MEMBER_ADD, x->self ? "left" : "removed",
+                       member_mirrored_cb, x) == 0)
         return;
     http_job_respond(x);
 }
@@ -570,10 +584,10 @@ static int credential(pl_conn_t *c, char user[PL_JWT_SUB_MAX + 1])
     user[0] = '\0';
     if (!tok) return CRED_NONE;
     if (secret_eq(tok, n, cfg->api_key)) return CRED_KEY;
-    return pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, n, pl_now_ms() / 1000,
-                         user) == 0
-               ? CRED_USER
-               : CRED_NONE;
+    pl_jwt_claims_t cl;
+    if (pl_jwt_check(&cfg->jwt, tok, n, pl_now_ms() / 1000, &cl) != 0) return CRED_NONE;
+    memcpy(user, cl.sub, sizeof cl.sub);
+    return CRED_USER;
 }
 
 /* ---- /api/rooms/{room}/members: the membership mirror in Redis ---- */
@@ -727,6 +741,7 @@ static int rooms_api(pl_conn_t *c, const char *path, size_t len, int method, int
         pl_db_member_t *j = &x->job.member;
         pl_db_job_init(&j->h, PL_DB_MEMBER, pl_shard_of_conn(c)->loop, PL_EV_DB, http_job_done);
         j->op = method == HTTP_PUT ? PL_DB_MEMBER_ADD : PL_DB_MEMBER_DEL;
+        x->self = cred == CRED_USER;
         snprintf(j->room, sizeof j->room, "%s", room);
         snprintf(j->user, sizeof j->user, "%s", user);
     } else {
@@ -906,6 +921,115 @@ static int my_rooms(pl_conn_t *c, int keep)
     return PL_CONN_REQ_ASYNC;
 }
 
+/* ---- /api/users/{id}/disconnect: a ban or a password change (the API key) ---- */
+
+typedef struct {
+    pl_conn_t *conn;
+    int keep;
+    char user[PL_JWT_SUB_MAX + 1];
+} kick_ctx_t;
+
+static void kick_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    kick_ctx_t *x = privdata;
+    pl_conn_t *c = x->conn;
+    redisReply *r = reply;
+    if (pl_conn_open(c)) {
+        if (!r || r->type != REDIS_REPLY_INTEGER) {
+            api_error(c, 503, "unavailable", "redis is unreachable; retry later", x->keep);
+        } else {
+            pl_buf_t b = {0};
+            pl_buf_adds(&b, "{\"user\":");
+            pl_buf_json_str(&b, x->user, strlen(x->user));
+            pl_buf_printf(&b, ",\"disconnected\":true,\"instances\":%lld}", r->integer);
+            respond(c, 200, &b, x->keep);
+            pl_buf_free(&b);
+        }
+    }
+    int keep = x->keep;
+    free(x);
+    pl_conn_http_resume(c, keep);
+}
+
+/* A reason for the notice: 1-100 bytes of UTF-8 without control characters. */
+static int reason_ok(const char *r)
+{
+    size_t n = strlen(r);
+    if (n == 0 || n > 100 || !pl_utf8_valid((const uint8_t *)r, n)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)r[i] < 0x20 || r[i] == 0x7f) return 0;
+    return 1;
+}
+
+/*
+ * POST /api/users/{id}/disconnect, body optional {"reason":".."}: every connection of the user on
+ * every instance gets server_notice "disconnected" (the reason as its message) and close 4003.
+ * Answered once Redis has published it: {"user":..,"disconnected":true,"instances":n}. Tokens
+ * are not revoked: the application stops minting them for a banned user.
+ */
+static int user_disconnect(pl_conn_t *c, const char *path, size_t len, int method, int keep)
+{
+    static const char tail[] = "/disconnect";
+    const size_t tlen = sizeof tail - 1;
+    const char *id = path + 11; /* after "/api/users/" */
+    size_t idlen = len > 11 + tlen ? len - 11 - tlen : 0;
+    kick_ctx_t *x = NULL;
+    char user[PL_JWT_SUB_MAX + 1], asker[PL_JWT_SUB_MAX + 1];
+    if (!idlen || memcmp(path + len - tlen, tail, tlen) != 0 || memchr(id, '/', idlen)) {
+        api_error(c, 404, "not_found", "no such endpoint", keep);
+        return keep;
+    }
+    if (method != HTTP_POST) {
+        api_error(c, 405, "method_not_allowed", "method not allowed on this endpoint", keep);
+        return keep;
+    }
+    int cred = credential(c, asker);
+    if (cred != CRED_KEY) {
+        api_error(c, cred == CRED_USER ? 403 : 401,
+                  cred == CRED_USER ? "forbidden" : "unauthorized",
+                  "Authorization: Bearer <PARLEY_API_KEY> required", keep);
+        return keep;
+    }
+    if (path_segment(id, idlen, user) != 0) {
+        api_error(c, 400, "bad_request", "bad user id", keep);
+        return keep;
+    }
+    const pl_buf_t *body = &c->http->body;
+    const char *reason = "disconnected by the server";
+    cJSON *j = NULL;
+    if (body->len) {
+        j = cJSON_ParseWithLength(body->data, body->len);
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "reason");
+        if (!cJSON_IsObject(j) || (r && (!cJSON_IsString(r) || !reason_ok(r->valuestring)))) {
+            cJSON_Delete(j);
+            api_error(c, 400, "bad_request",
+                      "body must be {} or {\"reason\":\"<1-100 bytes, no control characters>\"}",
+                      keep);
+            return keep;
+        }
+        if (r) reason = r->valuestring;
+    }
+    if (!(x = calloc(1, sizeof *x))) {
+        cJSON_Delete(j);
+        api_error(c, 503, "unavailable", "out of memory", 0);
+        return 0;
+    }
+    x->conn = c;
+    x->keep = keep;
+    memcpy(x->user, user, sizeof user);
+    int rc = pl_chat_disconnect(pl_shard_of_conn(c), user, reason, kick_cb, x);
+    cJSON_Delete(j);
+    if (rc != 0) {
+        free(x);
+        api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
+        return keep;
+    }
+    char addr[INET6_ADDRSTRLEN];
+    pl_info("disconnect of user %s asked over the API by %s", user,
+            client_addr(c, addr, sizeof addr));
+    return PL_CONN_REQ_ASYNC;
+}
+
 int pl_api_request(pl_conn_t *c)
 {
     pl_server_t *srv = pl_shard_of_conn(c)->srv;
@@ -938,6 +1062,8 @@ int pl_api_request(pl_conn_t *c)
     } else if (path_is(path, len, "/api/users/me/rooms")) {
         if (method != HTTP_GET) goto not_allowed;
         return my_rooms(c, keep);
+    } else if (len > 11 && memcmp(path, "/api/users/", 11) == 0) {
+        return user_disconnect(c, path, len, method, keep);
     } else if (len > 20 && memcmp(path, "/api/websocket/users", 20) == 0) {
         return users_api(c, path, len, method, keep, path + 20, len - 20);
     } else if (len > 11 && memcmp(path, "/api/admin/", 11) == 0) {
@@ -976,10 +1102,10 @@ void pl_api_upgrade(pl_conn_t *c)
     size_t tlen = 0;
     const char *tok = bearer(h, &tlen);
     if (!tok) tok = pl_http_query(h, "token", &tlen);
-    char user[PL_JWT_SUB_MAX + 1];
+    pl_jwt_claims_t cl = {.exp = 0};
+    const char *user = cl.sub;
     if (tok && tlen) {
-        int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
-                               pl_now_ms() / 1000, user);
+        int rc = pl_jwt_check(&cfg->jwt, tok, tlen, pl_now_ms() / 1000, &cl);
         if (rc != 0) {
             if (pl_log_enabled(PL_LOG_DEBUG)) {
                 char addr[INET6_ADDRSTRLEN];
@@ -997,5 +1123,5 @@ void pl_api_upgrade(pl_conn_t *c)
                  tok ? user : "");
     }
     if (pl_conn_upgrade(c) != 0) return;
-    if (tok && tlen) pl_session_start(c, user);
+    if (tok && tlen) pl_session_start(c, user, cl.exp);
 }

@@ -40,13 +40,28 @@ static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char *
     return pl_redis_command(&s->redis, cb, priv, n, argv, lens);
 }
 
-int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member, pl_redis_cb cb,
-                   void *priv)
+int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member,
+                   const char *reason, pl_redis_cb cb, void *priv)
 {
     /* Refused only while Redis is down: the mirror is rebuilt from PostgreSQL if Redis lost it,
      * and a membership made meanwhile is mirrored again at the user's next subscribe. */
-    const char *args[3] = {room, user, member ? "1" : "0"};
-    return chat_script(s, PL_SCRIPT_MEMBER, 0, NULL, 3, args, cb, priv);
+    const char *args[4] = {room, user, member ? "1" : "0", reason ? reason : "removed"};
+    return chat_script(s, PL_SCRIPT_MEMBER, 0, NULL, member ? 3 : 4, args, cb, priv);
+}
+
+int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, pl_redis_cb cb,
+                       void *priv)
+{
+    /* The notice every connection of the user gets before its close; it names the user so that
+     * each instance's subscriber knows whose connections to close. */
+    pl_buf_t *b = pl_shard_scratch(s);
+    pl_wire_notice(b, "disconnected", reason);
+    b->len--;
+    pl_buf_adds(b, ",\"user\":");
+    pl_buf_json_str(b, user, strlen(user));
+    pl_buf_adds(b, "}");
+    const char *args[2] = {user, b->data};
+    return chat_script(s, PL_SCRIPT_KICK, 0, NULL, 2, args, cb, priv);
 }
 
 int pl_chat_members(pl_shard_t *s, const char *room, const char *asker, int limit, pl_redis_cb cb,

@@ -55,13 +55,15 @@ static void on_message(void *ud, const char *chan, size_t chan_len, const char *
         /* Typing and presence are about a user, who is not told about themselves (a user
          * joining a room while online announces it to the room: not to the joining tab). These
          * are rare next to messages, so parsing them here costs little. */
+        int revoke = len > 22 && memcmp(payload, "{\"type\":\"unsubscribed\"", 22) == 0;
         if ((len > 16 && memcmp(payload, "{\"type\":\"typing_", 16) == 0) ||
-            (len > 18 && memcmp(payload, "{\"type\":\"presence\"", 18) == 0)) {
+            (len > 18 && memcmp(payload, "{\"type\":\"presence\"", 18) == 0) || revoke) {
             cJSON *j = cJSON_ParseWithLength(payload, len);
             int bad = json_user(j, "user", user_a);
             cJSON_Delete(j);
             if (bad) return;
-            kind = PL_BC_OTHERS;
+            /* A removed membership: only that user's subscriptions get it, and end. */
+            kind = revoke ? PL_BC_REVOKE : PL_BC_OTHERS;
         }
         if (!pl_room_id_valid(room, room_len)) {
             pl_warn("ignoring message on invalid channel '%.*s'",
@@ -69,19 +71,25 @@ static void on_message(void *ud, const char *chan, size_t chan_len, const char *
             return;
         }
     } else {
+        /* A direct message, or a user's disconnect (a server_notice naming the user). */
+        int kick = len > 23 && memcmp(payload, "{\"type\":\"server_notice\"", 23) == 0;
         cJSON *j = cJSON_ParseWithLength(payload, len);
-        int bad = json_user(j, "from", user_a) || json_user(j, "to", user_b);
+        int bad = kick ? json_user(j, "user", user_a)
+                       : json_user(j, "from", user_a) || json_user(j, "to", user_b);
         cJSON_Delete(j);
         if (bad) {
-            pl_warn("ignoring a malformed direct message on %.*s", (int)chan_len, chan);
+            pl_warn("ignoring a malformed %s on %.*s", kick ? "disconnect" : "direct message",
+                    (int)chan_len, chan);
             return;
         }
+        if (kick) kind = PL_BC_KICK;
     }
-    /* Room events go only to the loops that hold the room (a direct message to every loop: its
-     * users may be anywhere); none, and the message is not even framed. */
+    /* Room events go only to the loops that hold the room (a direct message or a disconnect to
+     * every loop: its users may be anywhere); none, and the message is not even framed. */
     observe_lag(srv, payload, len);
     uint64_t to = srv->nshards == 64 ? ~(uint64_t)0 : ((uint64_t)1 << srv->nshards) - 1;
-    if (kind != PL_BC_DM) to &= pl_shardmask_get(srv->rooms_mask, pl_room_hash(room, room_len));
+    if (kind != PL_BC_DM && kind != PL_BC_KICK)
+        to &= pl_shardmask_get(srv->rooms_mask, pl_room_hash(room, room_len));
     if (!to) return;
     int n = __builtin_popcountll(to);
     /* The broadcast rides in the frame's allocation and holds its first reference. */
@@ -140,10 +148,47 @@ static void deliver_dm(pl_shard_t *s, const pl_bcast_t *b)
     pl_counter_add(&s->stats.delivered, n);
 }
 
+/* A disconnect: every connection here of the user gets the notice, then 4003. Closes are
+ * queued (the end of the turn closes), so the user's list does not change under the walk. */
+static void kick(pl_shard_t *s, const pl_bcast_t *b)
+{
+    pl_room_t *r = pl_room_find(&s->users, b->user_a, strlen(b->user_a));
+    for (uint32_t i = 0; r && i < r->nmembers; i++) {
+        pl_conn_t *c = pl_session_conn(r->members[i]->owner);
+        if (!pl_conn_open(c)) continue;
+        pl_conn_send(c, b->frame);
+        pl_conn_close(c, 4003, "disconnected by the server");
+    }
+}
+
+/* A removed membership: the user's subscriptions to the room get `unsubscribed` and end. The
+ * walk goes down because a leave moves the room's last subscription into the freed place, and
+ * the last leave frees the room (then i is 0 and the walk is over). */
+static void end_subs(pl_shard_t *s, const pl_bcast_t *b)
+{
+    pl_room_t *room = pl_room_find(&s->rooms, b->room, b->room_len);
+    for (uint32_t i = room ? room->nmembers : 0; i-- > 0;) {
+        pl_sub_t *sub = room->members[i];
+        pl_session_t *ss = sub->owner;
+        if (!ss->user || strcmp(ss->user, b->user_a) != 0) continue;
+        pl_conn_t *c = pl_session_conn(ss);
+        pl_conn_send(c, b->frame);
+        pl_subscribe_end(c, sub);
+    }
+}
+
 static void deliver(pl_shard_t *s, const pl_bcast_t *b)
 {
     if (b->kind == PL_BC_DM) {
         deliver_dm(s, b);
+        return;
+    }
+    if (b->kind == PL_BC_KICK) {
+        kick(s, b);
+        return;
+    }
+    if (b->kind == PL_BC_REVOKE) {
+        end_subs(s, b);
         return;
     }
     pl_room_t *room = pl_room_find(&s->rooms, b->room, b->room_len);

@@ -42,7 +42,23 @@ void pl_session_error_room(pl_conn_t *c, pl_err_t code, const char *message, con
     pl_session_send(c, b);
 }
 
-void pl_session_start(pl_conn_t *c, const char *user)
+/* The notice before expiry goes at most a minute before it, and at half the token's remaining
+ * lifetime for shorter ones, so that a client renewing with short tokens is not asked to renew
+ * again at once. */
+#define EXP_NOTICE_MAX_S 60
+
+static void set_exp(pl_session_t *ss, int64_t exp)
+{
+    int64_t left = exp - pl_now_ms() / 1000;
+    ss->exp = exp > 0 ? (uint32_t)exp : 0;
+    ss->exp_notice = 0;
+    if (ss->exp)
+        ss->exp_notice = left / 2 > EXP_NOTICE_MAX_S ? EXP_NOTICE_MAX_S
+                         : left > 1                  ? (uint16_t)(left / 2)
+                                                     : 1;
+}
+
+void pl_session_start(pl_conn_t *c, const char *user, int64_t exp)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
     pl_session_t *ss = pl_session_of(c);
@@ -51,6 +67,7 @@ void pl_session_start(pl_conn_t *c, const char *user)
         return;
     }
     ss->authed = 1;
+    set_exp(ss, exp);
     pl_counter_add(&s->stats.auths, 1);
     pl_counter_add(&s->stats.sessions, 1);
     /* Before Redis gave this shard its id node, a random session id: it only has to be unique,
@@ -60,7 +77,7 @@ void pl_session_start(pl_conn_t *c, const char *user)
     char session[24];
     snprintf(session, sizeof session, "%016llx", (unsigned long long)ss->id);
     pl_buf_t *b = pl_shard_scratch(s);
-    pl_wire_authenticated(b, user, s->srv->cfg.server_id, session);
+    pl_wire_authenticated(b, user, s->srv->cfg.server_id, session, ss->exp);
     pl_session_send(c, b);
     pl_debug("conn %s: authenticated, session %s", user, session);
     if (!pl_room_join(&s->users, user, strlen(user), ss, &ss->usub)) {
@@ -80,15 +97,69 @@ void pl_session_auth_failed(pl_conn_t *c, int jwt_rc)
 static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
 {
     const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
-    char sub[PL_JWT_SUB_MAX + 1];
-    int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), req->token, req->token_len,
-                           pl_now_ms() / 1000, sub);
+    pl_jwt_claims_t cl;
+    int rc = pl_jwt_check(&cfg->jwt, req->token, req->token_len, pl_now_ms() / 1000, &cl);
     if (rc != 0) {
         pl_session_auth_failed(c, rc);
         pl_conn_close(c, 4001, pl_jwt_strerror(rc));
         return;
     }
-    pl_session_start(c, sub);
+    pl_session_start(c, cl.sub, cl.exp);
+}
+
+/*
+ * `authenticate` on a live connection: a fresh token for the same user moves the expiry (the
+ * connection, its subscriptions and presence carry on); a bad one, or one for another user, is
+ * refused with an error frame and the old token's expiry still holds.
+ */
+static void reauthenticate(pl_conn_t *c, const pl_req_t *req)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    pl_session_t *ss = pl_session_of(c);
+    pl_jwt_claims_t cl;
+    int rc = pl_jwt_check(&s->srv->cfg.jwt, req->token, req->token_len, pl_now_ms() / 1000, &cl);
+    if (rc != 0) {
+        pl_session_auth_failed(c, rc);
+        char msg[96];
+        snprintf(msg, sizeof msg,
+                 "token refused (%s); the current one still holds until it expires",
+                 pl_jwt_strerror(rc));
+        pl_session_error(c, PL_ERR_UNAUTHORIZED, msg, req->cid, req->cid_len);
+        return;
+    }
+    if (strcmp(cl.sub, ss->user) != 0) {
+        pl_session_error(c, PL_ERR_FORBIDDEN, "the token is for another user", req->cid,
+                         req->cid_len);
+        return;
+    }
+    set_exp(ss, cl.exp);
+    pl_buf_t *b = pl_shard_scratch(s);
+    pl_buf_adds(b, "{\"type\":\"reauthenticated\",\"user\":");
+    pl_buf_json_str(b, ss->user, strlen(ss->user));
+    if (ss->exp) pl_buf_printf(b, ",\"exp\":%lu", (unsigned long)ss->exp);
+    pl_buf_adds(b, "}");
+    pl_session_send(c, b);
+}
+
+/* Once a second for a connection whose token has an exp: close it past the exp (and the
+ * leeway); send the expiry notice when it is near. */
+static void expiry_tick(pl_conn_t *c)
+{
+    pl_session_t *ss = pl_session_of(c);
+    int64_t now = pl_now_ms() / 1000;
+    if (now >= (int64_t)ss->exp + pl_shard_of_conn(c)->srv->cfg.jwt.leeway) {
+        if (!pl_conn_open(c)) return;
+        pl_session_auth_failed(c, PL_JWT_EEXPIRED);
+        pl_conn_close(c, 4001, "token expired");
+    } else if (ss->exp_notice && now + ss->exp_notice >= (int64_t)ss->exp) {
+        ss->exp_notice = 0;
+        pl_buf_t *b = pl_shard_scratch(pl_shard_of_conn(c));
+        pl_wire_notice(b, "token_expiring",
+                       "the token expires soon: send authenticate with a fresh token");
+        b->len--; /* the closing brace: exp follows */
+        pl_buf_printf(b, ",\"exp\":%lu}", (unsigned long)ss->exp);
+        pl_session_send(c, b);
+    }
 }
 
 /* One complete, UTF-8-valid text message from the client. */
@@ -119,7 +190,7 @@ static void on_message(pl_conn_t *c, const uint8_t *p, size_t len, int binary)
     }
     switch (req.type) {
     case PL_REQ_AUTHENTICATE:
-        pl_session_error(c, PL_ERR_BAD_REQUEST, "already authenticated", req.cid, req.cid_len);
+        reauthenticate(c, &req);
         break;
     case PL_REQ_SUBSCRIBE:
         pl_subscribe(c, &req);
@@ -168,7 +239,7 @@ static void on_free(pl_conn_t *c)
     ss->user = NULL;
 }
 
-/* Once a second: the authentication deadline, typing states that expire. */
+/* Once a second: the authentication deadline, the token's expiry, typing states that expire. */
 static void on_tick(pl_conn_t *c, uint64_t now)
 {
     pl_session_t *ss = pl_session_of(c);
@@ -180,6 +251,7 @@ static void on_tick(pl_conn_t *c, uint64_t now)
         }
         return;
     }
+    if (ss->exp) expiry_tick(c);
     if (ss->typing) pl_chat_tick(c, now);
 }
 

@@ -174,6 +174,12 @@ static void count_rooms(pl_shard_t *s)
     pl_counter_set(&s->stats.subscriptions, s->rooms.subs);
 }
 
+void pl_subscribe_end(pl_conn_t *c, pl_sub_t *sub)
+{
+    leave(c, sub);
+    count_rooms(pl_shard_of_conn(c));
+}
+
 void pl_subscribe_leave_all(pl_conn_t *c)
 {
     pl_session_t *ss = pl_session_of(c);
@@ -416,7 +422,8 @@ static void join_checked(pl_db_job_t *job)
          * refuse. */
         int ok = job->status == PL_DB_OK && (j->open_rooms || j->job.member);
         if (ok || j->open_rooms) {
-            pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1, NULL, NULL);
+            pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1, NULL, NULL,
+                           NULL);
             start_sync(c, sub, j->since);
         } else {
             int forbidden = job->status == PL_DB_OK;
@@ -472,7 +479,7 @@ void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
         }
         int64_t since = pl_wire_since(req, r->valuestring);
         if (!db) {
-            pl_chat_member(s, r->valuestring, ss->user, 1, NULL, NULL);
+            pl_chat_member(s, r->valuestring, ss->user, 1, NULL, NULL, NULL);
             start_sync(c, sub, since);
             continue;
         }

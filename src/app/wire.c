@@ -264,7 +264,8 @@ void pl_wire_req_free(pl_req_t *req)
 
 /* Encoders. Keys are literals, so only values go through escaping. */
 
-void pl_wire_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session)
+void pl_wire_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session,
+                           uint32_t exp)
 {
     pl_buf_adds(b, "{\"type\":\"authenticated\",\"user\":");
     pl_buf_json_str(b, user, strlen(user));
@@ -272,6 +273,7 @@ void pl_wire_authenticated(pl_buf_t *b, const char *user, const char *server, co
     pl_buf_json_str(b, server, strlen(server));
     pl_buf_adds(b, ",\"session\":");
     pl_buf_json_str(b, session, strlen(session));
+    if (exp) pl_buf_printf(b, ",\"exp\":%lu", (unsigned long)exp);
     pl_buf_add(b, "}", 1);
 }
 

@@ -47,6 +47,7 @@ static int parse_prefix(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_database_url(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_public_url(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_proxies(pl_config_t *c, const char *v, char *err, size_t n);
+static int parse_jwt_secrets(pl_config_t *c, const char *v, char *err, size_t n);
 
 #define AT(field) offsetof(pl_config_t, field)
 
@@ -71,7 +72,21 @@ static const opt_t opts[] = {
     {"redis-url", "PARLEY_REDIS_URL", T_SPECIAL, 0, "redis://127.0.0.1:6379/0", 0, 0, parse_redis,
      "Redis for fan-out and state, redis://[[user]:password@]host:port/db"},
     {"jwt-secret", "PARLEY_JWT_SECRET", T_STR, AT(jwt_secret), NULL, 0, 0, NULL,
-     "HS256 secret for client tokens (required)"},
+     "HS256 secret for client tokens (this or PARLEY_JWT_SECRETS is required)"},
+    {"jwt-secrets", "PARLEY_JWT_SECRETS", T_SPECIAL, 0, NULL, 0, 0, parse_jwt_secrets,
+     "kid1:secret1,kid2:secret2: several HS256 secrets accepted at once (key rotation), chosen "
+     "by a token's kid; the first signs minted tokens. Instead of PARLEY_JWT_SECRET"},
+    {"jwt-issuer", "PARLEY_JWT_ISSUER", T_STR, AT(jwt_issuer), NULL, 0, 0, NULL,
+     "if set, tokens must carry this iss (minted ones do)"},
+    {"jwt-audience", "PARLEY_JWT_AUDIENCE", T_STR, AT(jwt_audience), NULL, 0, 0, NULL,
+     "if set, tokens' aud must name this audience (minted ones do)"},
+    {"jwt-leeway", "PARLEY_JWT_LEEWAY", T_INT, AT(jwt_leeway), "0", 0, 300, NULL,
+     "seconds of clock skew allowed on a token's exp and nbf"},
+    {"token-ttl", "PARLEY_TOKEN_TTL", T_INT, AT(token_ttl), NULL, 1, 31536000, NULL,
+     "lifetime in seconds of a token minted by POST /api/websocket/token that asks for none "
+     "(default: 3600, or PARLEY_TOKEN_MAX_TTL if lower)"},
+    {"token-max-ttl", "PARLEY_TOKEN_MAX_TTL", T_INT, AT(token_max_ttl), "86400", 1, 31536000, NULL,
+     "longest lifetime in seconds a token request may ask for (expires_in)"},
     {"api-key", "PARLEY_API_KEY", T_STR, AT(api_key), NULL, 0, 0, NULL,
      "key for POST /api/websocket/token (required)"},
     {"max-frame", "PARLEY_MAX_FRAME", T_SIZE, AT(max_frame), "65536", 1024, 16 << 20, NULL,
@@ -349,6 +364,39 @@ static int parse_prefix(pl_config_t *c, const char *v, char *err, size_t n)
     return 0;
 }
 
+static int parse_jwt_secrets(pl_config_t *c, const char *v, char *err, size_t n)
+{
+    pl_jwt_keyset_free(&c->jwt);
+    return *v ? pl_jwt_keyset_parse(&c->jwt, v, err, n) : 0;
+}
+
+/* The key set tokens are checked and minted with: PARLEY_JWT_SECRETS, or the one
+ * PARLEY_JWT_SECRET (no kid), with the issuer, audience and leeway. */
+static int jwt_keys(pl_config_t *c, char *err, size_t n)
+{
+    int one = c->jwt_secret && *c->jwt_secret;
+    if (one && c->jwt.nkeys)
+        return failf(err, n,
+                     "PARLEY_JWT_SECRET and PARLEY_JWT_SECRETS are both set: use one (a single "
+                     "secret, or kid:secret pairs for rotation)");
+    if (!one && !c->jwt.nkeys)
+        return failf(err, n,
+                     "PARLEY_JWT_SECRET (or PARLEY_JWT_SECRETS) is required (the HS256 secret "
+                     "clients' tokens are signed with)");
+    if (one && pl_jwt_keyset_add(&c->jwt, "", c->jwt_secret, strlen(c->jwt_secret)) != 0)
+        return failf(err, n, "out of memory");
+    if (c->jwt_issuer && *c->jwt_issuer) c->jwt.issuer = strdup(c->jwt_issuer);
+    if (c->jwt_audience && *c->jwt_audience) c->jwt.audience = strdup(c->jwt_audience);
+    c->jwt.leeway = c->jwt_leeway;
+    if (!c->token_ttl) c->token_ttl = c->token_max_ttl < 3600 ? c->token_max_ttl : 3600;
+    if (c->token_ttl > c->token_max_ttl)
+        return failf(err, n,
+                     "PARLEY_TOKEN_TTL (%d) must not exceed PARLEY_TOKEN_MAX_TTL (%d): use "
+                     "PARLEY_TOKEN_TTL=%d or less, or PARLEY_TOKEN_MAX_TTL=%d or more",
+                     c->token_ttl, c->token_max_ttl, c->token_max_ttl, c->token_ttl);
+    return 0;
+}
+
 static int parse_database_url(pl_config_t *c, const char *v, char *err, size_t n)
 {
     free(c->database_url);
@@ -522,10 +570,7 @@ int pl_config_load(pl_config_t *c, int argc, char **argv, char *err, size_t n)
             return failf(err, n, "--migrate needs PARLEY_DATABASE_URL (or --database-url)");
         return 0;
     }
-    if (!c->jwt_secret || !*c->jwt_secret)
-        return failf(
-            err, n,
-            "PARLEY_JWT_SECRET is required (the HS256 secret clients' tokens are signed with)");
+    if (jwt_keys(c, err, n) != 0) return -1;
     if (!c->api_key || !*c->api_key)
         return failf(err, n, "PARLEY_API_KEY is required (the key for POST /api/websocket/token)");
     if (derive(c, val, err, n) != 0) return -1;
@@ -569,6 +614,9 @@ void pl_config_free(pl_config_t *c)
     free(c->redis_user);
     free(c->redis_password);
     free(c->jwt_secret);
+    free(c->jwt_issuer);
+    free(c->jwt_audience);
+    pl_jwt_keyset_free(&c->jwt);
     free(c->api_key);
     free(c->database_url);
     free(c->redis_prefix);

@@ -1,6 +1,8 @@
 /*
  * jwt: HS256 only. The header must say alg HS256 (no "none", no RS*: a token
- * signed any other way is rejected before its signature is looked at).
+ * signed any other way is rejected before its signature is looked at). Keys
+ * are chosen by kid for rotation; claims are read only after the signature
+ * matched.
  */
 #include "parley/base/jwt.h"
 
@@ -10,6 +12,7 @@
 #include <mbedtls/base64.h>
 #include <mbedtls/md.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Payloads above this are not tokens we minted or expect. */
@@ -90,44 +93,100 @@ static int sub_ok(const char *s)
     return 1;
 }
 
-int pl_jwt_sign(const char *secret, size_t secret_len, const char *sub, int64_t exp, char *out,
-                size_t out_size)
+/* header.payload.signature for `sub` with `key`; iat, exp 0: left out; iss, aud NULL: too. */
+static int sign_core(const pl_jwt_key_t *key, const char *sub, int64_t iat, int64_t exp,
+                     const char *iss, const char *aud, char *out, size_t out_size)
 {
-    static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
     if (!sub_ok(sub)) return PL_JWT_ESUB;
 
-    cJSON *claims = cJSON_CreateObject();
-    if (!claims) return PL_JWT_ENOSPC;
-    cJSON_AddStringToObject(claims, "sub", sub);
-    if (exp) cJSON_AddNumberToObject(claims, "exp", (double)exp);
-    char *payload = cJSON_PrintUnformatted(claims);
+    cJSON *hdr = cJSON_CreateObject(), *claims = cJSON_CreateObject();
+    char *header = NULL, *payload = NULL;
+    if (hdr && claims) {
+        cJSON_AddStringToObject(hdr, "alg", "HS256");
+        cJSON_AddStringToObject(hdr, "typ", "JWT");
+        if (key->kid[0]) cJSON_AddStringToObject(hdr, "kid", key->kid);
+        cJSON_AddStringToObject(claims, "sub", sub);
+        if (iat) cJSON_AddNumberToObject(claims, "iat", (double)iat);
+        if (exp) cJSON_AddNumberToObject(claims, "exp", (double)exp);
+        if (iss) cJSON_AddStringToObject(claims, "iss", iss);
+        if (aud) cJSON_AddStringToObject(claims, "aud", aud);
+        header = cJSON_PrintUnformatted(hdr);
+        payload = cJSON_PrintUnformatted(claims);
+    }
+    cJSON_Delete(hdr);
     cJSON_Delete(claims);
-    if (!payload) return PL_JWT_ENOSPC;
-
+    int rc = PL_JWT_ENOSPC;
     char buf[JWT_MAX];
-    int h = b64url_encode((const unsigned char *)header, sizeof header - 1, buf, sizeof buf);
+    if (!header || !payload) goto out;
+    int h = b64url_encode((const unsigned char *)header, strlen(header), buf, sizeof buf);
     int p = h < 0 ? -1
                   : b64url_encode((const unsigned char *)payload, strlen(payload), buf + h + 1,
                                   sizeof buf - (size_t)h - 1);
-    cJSON_free(payload);
-    if (p < 0) return PL_JWT_ENOSPC;
+    if (p < 0) goto out;
     buf[h] = '.';
     size_t signing_len = (size_t)h + 1 + (size_t)p;
 
     unsigned char mac[32];
-    if (hmac256(secret, secret_len, buf, signing_len, mac) != 0) return PL_JWT_ENOSPC;
-    if (signing_len + 2 >= sizeof buf) return PL_JWT_ENOSPC;
+    if (hmac256(key->secret, key->secret_len, buf, signing_len, mac) != 0) goto out;
+    if (signing_len + 2 >= sizeof buf) goto out;
     buf[signing_len] = '.';
-    int s = b64url_encode(mac, sizeof mac, buf + signing_len + 1, sizeof buf - signing_len - 1);
-    if (s < 0) return PL_JWT_ENOSPC;
-    size_t total = signing_len + 1 + (size_t)s;
-    if (total + 1 > out_size) return PL_JWT_ENOSPC;
+    int sg = b64url_encode(mac, sizeof mac, buf + signing_len + 1, sizeof buf - signing_len - 1);
+    if (sg < 0) goto out;
+    size_t total = signing_len + 1 + (size_t)sg;
+    if (total + 1 > out_size) goto out;
     memcpy(out, buf, total + 1);
-    return (int)total;
+    rc = (int)total;
+out:
+    cJSON_free(header);
+    cJSON_free(payload);
+    return rc;
 }
 
-int pl_jwt_verify(const char *secret, size_t secret_len, const char *token, size_t len, int64_t now,
-                  char sub_out[PL_JWT_SUB_MAX + 1])
+int pl_jwt_sign(const char *secret, size_t secret_len, const char *sub, int64_t exp, char *out,
+                size_t out_size)
+{
+    pl_jwt_key_t k = {.secret = (char *)secret, .secret_len = secret_len};
+    return sign_core(&k, sub, 0, exp, NULL, NULL, out, out_size);
+}
+
+int pl_jwt_mint(const pl_jwt_keyset_t *ks, const char *sub, int64_t now, int64_t exp, char *out,
+                size_t out_size)
+{
+    if (ks->nkeys < 1) return PL_JWT_ESIG;
+    return sign_core(&ks->key[0], sub, now, exp, ks->issuer, ks->audience, out, out_size);
+}
+
+/* Does the MAC of `signing` under `k` equal `sig`? In constant time for the comparison. */
+static int sig_matches(const pl_jwt_key_t *k, const char *signing, size_t n,
+                       const unsigned char *sig, size_t sig_len)
+{
+    unsigned char mac[32];
+    if (hmac256(k->secret, k->secret_len, signing, n, mac) != 0) return 0;
+    unsigned char diff = sig_len != sizeof mac;
+    for (size_t i = 0; i < sizeof mac; i++)
+        diff |= (unsigned char)(mac[i] ^ sig[i % 64]);
+    return diff == 0;
+}
+
+/* aud is the audience, or an array holding it (RFC 7519 4.1.3). */
+static int aud_ok(const cJSON *aud, const char *want)
+{
+    if (cJSON_IsString(aud)) return strcmp(aud->valuestring, want) == 0;
+    const cJSON *e;
+    if (!cJSON_IsArray(aud)) return 0;
+    cJSON_ArrayForEach(e, aud) if (cJSON_IsString(e) && strcmp(e->valuestring, want) == 0) return 1;
+    return 0;
+}
+
+/*
+ * The one verifier: keys[0..nkeys) are the candidates. A token naming a kid is checked against
+ * that key only (or, if no key has that kid, against the keys without a kid: a single
+ * PARLEY_JWT_SECRET accepts tokens whose library added a kid of its own); a token without a kid
+ * against each key. Nothing about the claims is believed before the signature matched.
+ */
+static int verify_core(const pl_jwt_key_t *keys, int nkeys, const char *issuer,
+                       const char *audience, int leeway, const char *token, size_t len, int64_t now,
+                       pl_jwt_claims_t *out)
 {
     if (len == 0 || len > JWT_MAX) return PL_JWT_EFORMAT;
     const char *dot1 = memchr(token, '.', len);
@@ -137,26 +196,37 @@ int pl_jwt_verify(const char *secret, size_t secret_len, const char *token, size
 
     unsigned char json[JWT_MAX];
     size_t jlen;
-    /* Header: must be HS256. */
+    /* Header: must be HS256; kid, if any, a string. */
     if (b64url_decode(token, (size_t)(dot1 - token), json, sizeof json - 1, &jlen) != 0)
         return PL_JWT_EFORMAT;
     cJSON *hdr = cJSON_ParseWithLength((const char *)json, jlen);
     if (!hdr) return PL_JWT_EFORMAT;
     const cJSON *alg = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
+    const cJSON *kid = cJSON_GetObjectItemCaseSensitive(hdr, "kid");
     int alg_ok = cJSON_IsString(alg) && strcmp(alg->valuestring, "HS256") == 0;
+    int kid_bad = kid && !cJSON_IsString(kid);
+    /* Which keys to try: bit i for keys[i]. */
+    unsigned want = 0, named = 0;
+    for (int i = 0; i < nkeys; i++) {
+        if (kid && !kid_bad && strcmp(keys[i].kid, kid->valuestring) == 0) named |= 1u << i;
+        if (!kid || !keys[i].kid[0]) want |= 1u << i;
+    }
+    if (named) want = named;
     cJSON_Delete(hdr);
     if (!alg_ok) return PL_JWT_EALG;
+    if (kid_bad) return PL_JWT_EFORMAT;
+    if (!want) return PL_JWT_EKID;
 
     /* Signature, compared in constant time. */
-    unsigned char mac[32], sig[64];
+    unsigned char sig[64];
     size_t sig_len;
     if (b64url_decode(dot2 + 1, len - (size_t)(dot2 + 1 - token), sig, sizeof sig, &sig_len) != 0)
         return PL_JWT_EFORMAT;
-    if (hmac256(secret, secret_len, token, (size_t)(dot2 - token), mac) != 0) return PL_JWT_ESIG;
-    unsigned char diff = sig_len != sizeof mac;
-    for (size_t i = 0; i < sizeof mac; i++)
-        diff |= (unsigned char)(mac[i] ^ sig[i % sizeof sig]);
-    if (diff) return PL_JWT_ESIG;
+    int ok = 0;
+    for (int i = 0; i < nkeys && !ok; i++)
+        if (want & (1u << i))
+            ok = sig_matches(&keys[i], token, (size_t)(dot2 - token), sig, sig_len);
+    if (!ok) return PL_JWT_ESIG;
 
     /* Claims. */
     if (b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), json, sizeof json - 1, &jlen) != 0)
@@ -170,15 +240,114 @@ int pl_jwt_verify(const char *secret, size_t secret_len, const char *token, size
     }
     int rc = 0;
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(claims, "exp");
+    const cJSON *nbf = cJSON_GetObjectItemCaseSensitive(claims, "nbf");
     const cJSON *sub = cJSON_GetObjectItemCaseSensitive(claims, "sub");
-    if (exp && (!cJSON_IsNumber(exp) || exp->valuedouble <= (double)now))
+    const cJSON *iss = cJSON_GetObjectItemCaseSensitive(claims, "iss");
+    if (exp && (!cJSON_IsNumber(exp) || exp->valuedouble + leeway <= (double)now))
         rc = PL_JWT_EEXPIRED;
+    else if (nbf && (!cJSON_IsNumber(nbf) || nbf->valuedouble > (double)(now + leeway)))
+        rc = PL_JWT_ENOTYET;
+    else if (issuer && (!cJSON_IsString(iss) || strcmp(iss->valuestring, issuer) != 0))
+        rc = PL_JWT_EISS;
+    else if (audience && !aud_ok(cJSON_GetObjectItemCaseSensitive(claims, "aud"), audience))
+        rc = PL_JWT_EAUD;
     else if (!cJSON_IsString(sub) || !sub_ok(sub->valuestring))
         rc = PL_JWT_ESUB;
-    else
-        snprintf(sub_out, PL_JWT_SUB_MAX + 1, "%s", sub->valuestring);
+    else {
+        snprintf(out->sub, sizeof out->sub, "%s", sub->valuestring);
+        /* Past 2^32 (year 2106) is as good as never for a connection. */
+        double e = exp ? exp->valuedouble : 0;
+        out->exp = e <= 0 ? 0 : e >= 4294967295.0 ? 4294967295LL : (int64_t)e;
+    }
     cJSON_Delete(claims);
     return rc;
+}
+
+int pl_jwt_verify(const char *secret, size_t secret_len, const char *token, size_t len, int64_t now,
+                  char sub_out[PL_JWT_SUB_MAX + 1])
+{
+    pl_jwt_key_t k = {.secret = (char *)secret, .secret_len = secret_len};
+    pl_jwt_claims_t cl;
+    int rc = verify_core(&k, 1, NULL, NULL, 0, token, len, now, &cl);
+    if (rc == 0) memcpy(sub_out, cl.sub, sizeof cl.sub);
+    return rc;
+}
+
+int pl_jwt_check(const pl_jwt_keyset_t *ks, const char *token, size_t len, int64_t now,
+                 pl_jwt_claims_t *out)
+{
+    return verify_core(ks->key, ks->nkeys, ks->issuer, ks->audience, ks->leeway, token, len, now,
+                       out);
+}
+
+int pl_jwt_keyset_add(pl_jwt_keyset_t *ks, const char *kid, const char *secret, size_t len)
+{
+    if (ks->nkeys >= PL_JWT_KEYS_MAX || strlen(kid) > PL_JWT_KID_MAX) return -1;
+    pl_jwt_key_t *k = &ks->key[ks->nkeys];
+    if (!(k->secret = malloc(len + 1))) return -1;
+    memcpy(k->secret, secret, len);
+    k->secret[len] = '\0';
+    k->secret_len = len;
+    snprintf(k->kid, sizeof k->kid, "%s", kid);
+    ks->nkeys++;
+    return 0;
+}
+
+static int kid_char_ok(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '.' || ch == '-';
+}
+
+int pl_jwt_keyset_parse(pl_jwt_keyset_t *ks, const char *spec, char *err, size_t n)
+{
+    const char *p = spec;
+    for (int item = 1;; item++) {
+        size_t ilen = strcspn(p, ",");
+        const char *colon = memchr(p, ':', ilen);
+        size_t klen = colon ? (size_t)(colon - p) : 0;
+        if (!colon || klen == 0 || klen > PL_JWT_KID_MAX || klen + 1 == ilen) {
+            snprintf(err, n,
+                     "PARLEY_JWT_SECRETS: entry %d is not kid:secret (kid 1-%d of "
+                     "[A-Za-z0-9_.-], a non-empty secret without commas)",
+                     item, PL_JWT_KID_MAX);
+            return -1;
+        }
+        char kid[PL_JWT_KID_MAX + 1];
+        memcpy(kid, p, klen);
+        kid[klen] = '\0';
+        for (size_t i = 0; i < klen; i++)
+            if (!kid_char_ok(kid[i])) {
+                snprintf(err, n, "PARLEY_JWT_SECRETS: entry %d: a kid is [A-Za-z0-9_.-]", item);
+                return -1;
+            }
+        for (int i = 0; i < ks->nkeys; i++)
+            if (strcmp(ks->key[i].kid, kid) == 0) {
+                snprintf(err, n, "PARLEY_JWT_SECRETS: kid '%s' appears twice", kid);
+                return -1;
+            }
+        if (ks->nkeys >= PL_JWT_KEYS_MAX) {
+            snprintf(err, n, "PARLEY_JWT_SECRETS: at most %d secrets", PL_JWT_KEYS_MAX);
+            return -1;
+        }
+        if (pl_jwt_keyset_add(ks, kid, colon + 1, ilen - klen - 1) != 0) {
+            snprintf(err, n, "PARLEY_JWT_SECRETS: out of memory");
+            return -1;
+        }
+        if (!p[ilen]) return 0;
+        p += ilen + 1;
+    }
+}
+
+void pl_jwt_keyset_free(pl_jwt_keyset_t *ks)
+{
+    for (int i = 0; i < ks->nkeys; i++) {
+        if (ks->key[i].secret) memset(ks->key[i].secret, 0, ks->key[i].secret_len);
+        free(ks->key[i].secret);
+    }
+    free(ks->issuer);
+    free(ks->audience);
+    memset(ks, 0, sizeof *ks);
 }
 
 const char *pl_jwt_strerror(int err)
@@ -198,6 +367,14 @@ const char *pl_jwt_strerror(int err)
         return "bad subject";
     case PL_JWT_ENOSPC:
         return "token too long";
+    case PL_JWT_ENOTYET:
+        return "token not yet valid";
+    case PL_JWT_EISS:
+        return "wrong issuer";
+    case PL_JWT_EAUD:
+        return "wrong audience";
+    case PL_JWT_EKID:
+        return "unknown key id";
     default:
         return "invalid token";
     }

@@ -301,15 +301,21 @@ static const char read_lua[] =
     "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"seq\":' .. ARGV[4] .. '}')\n"
     "return 1\n";
 
-/* No KEYS. ARGV: prefix, room, user, '1' (a member now) or '0' (no longer). Mirrors a
- * membership (presence goes to the user's rooms, the members list reads the room's). A user who
- * is online when they become a member is announced to the room: its subscribers would otherwise
- * learn it only at the user's next connection. Returns 1 if that was published. */
+/* No KEYS. ARGV: prefix, room, user, '1' (a member now) or '0' (no longer), and for a removal
+ * the reason ("removed", "left"). Mirrors a membership (presence goes to the user's rooms, the
+ * members list reads the room's). A user who is online when they become a member is announced
+ * to the room: its subscribers would otherwise learn it only at the user's next connection. A
+ * removal is announced on the room's channel as {"type":"unsubscribed",...,"user":..}: every
+ * instance's shards that hold the room end that user's subscriptions to it (app/deliver.c),
+ * in the same step as the mirror changes. Returns 1 if something was published for an add. */
 static const char member_lua[] =
     "local P, room, u = ARGV[1], ARGV[2], ARGV[3]\n"
     "if ARGV[4] ~= '1' then\n"
     "  redis.call('SREM', P .. 'user_rooms:' .. u, room)\n"
     "  redis.call('SREM', P .. 'room_participants:' .. room, u)\n"
+    "  redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"unsubscribed\",\"room\":' .. "
+    "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"reason\":' .. "
+    "cjson.encode(ARGV[5] or 'removed') .. '}')\n"
     "  return 0\n"
     "end\n"
     "local new = redis.call('SADD', P .. 'user_rooms:' .. u, room)\n"
@@ -338,9 +344,26 @@ static const char members_lua[] =
     "end\n"
     "return out\n";
 
+/* No KEYS. ARGV: prefix, user, the frame (a server_notice naming the user). Closes every
+ * connection of the user on every instance: the frame goes to the server:{id} channel of every
+ * registered instance and of every instance the user's presence names (a connection whose
+ * presence is not counted yet is still found), and each instance closes the user's connections
+ * there (app/deliver.c). Returns how many instances received it. */
+static const char kick_lua[] =
+    "local P, u, msg = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local servers = {}\n"
+    "for _, srv in ipairs(redis.call('SMEMBERS', P .. 'servers')) do servers[srv] = true end\n"
+    "for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"
+    "  local srv = string.match(f, '^conn:(.+)#%d+$') or string.match(f, '^conn:(.+)$')\n"
+    "  if srv then servers[srv] = true end\n"
+    "end\n"
+    "local n = 0\n"
+    "for srv in pairs(servers) do n = n + redis.call('PUBLISH', 'server:' .. srv, msg) end\n"
+    "return n\n";
+
 static const char *const sources[PL_SCRIPT_COUNT] = {
-    publish_lua, sync_lua,  presence_lua, sweep_lua,      dm_lua,     typing_lua,
-    read_lua,    reset_lua, resync_lua,   unregister_lua, member_lua, members_lua,
+    publish_lua, sync_lua,   presence_lua,   sweep_lua,  dm_lua,      typing_lua, read_lua,
+    reset_lua,   resync_lua, unregister_lua, member_lua, members_lua, kick_lua,
 };
 static char shas[PL_SCRIPT_COUNT][41];
 

@@ -125,10 +125,17 @@ test('auth: a frame other than authenticate before auth gets error unauthorized,
   await c.ping();
 });
 
-test('auth: authenticate on an authenticated connection gets bad_request', async () => {
+test('auth: authenticate on an authenticated connection renews the same user, refuses another', async () => {
   const { srv } = await setup();
   const c = await connectAuthed(srv);
   c.send({ type: 'authenticate', token: mintToken(newUser()) });
-  await c.expectError('bad_request');
+  await c.expectError('forbidden');
+  c.send({ type: 'authenticate', token: 'garbage' });
+  await c.expectError('unauthorized');
+  const exp = Math.floor(Date.now() / 1000) + 7200;
+  c.send({ type: 'authenticate', token: mintToken(c.user, { exp }) });
+  const r = await c.nextJson('reauthenticated');
+  eq(r.user, c.user, 'reauthenticated.user');
+  eq(r.exp, exp, 'reauthenticated.exp');
   await c.ping();
 });

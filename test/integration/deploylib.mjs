@@ -91,6 +91,7 @@ export async function startComposeNginx(servers) {
   fs.cpSync(path.join(ROOT, 'web'), path.join(dir, 'web'), { recursive: true, filter: (s) => !/node_modules/.test(s) });
   fs.chmodSync(tmpDir(), 0o711);
   conf = conf.replace(/root \/srv\/parley\/web;/, `root ${dir}/web;`);
+  conf = conf.replace(/\/var\/log\/nginx\/access\.log/g, `${dir}/access.log`);
   conf = conf.replace(/^http \{$/m, `http {\n    access_log ${dir}/access.log;\n    client_body_temp_path ${dir}/body;\n    proxy_temp_path ${dir}/proxy;`);
   const confFile = path.join(dir, 'nginx.conf');
   fs.writeFileSync(confFile, conf);

@@ -51,7 +51,8 @@ test('protocol: every bad input gets its error and the connection keeps working'
     ['message: missing room', { type: 'message', text: 'hi' }, 'bad_request'],
     ['message: cid not a string', { type: 'message', room: 'home', text: 'hi', cid: 5 }, 'bad_request'],
     ['message: cid over 128 bytes', { type: 'message', room: 'home', text: 'hi', cid: 'c'.repeat(129) }, 'bad_request'],
-    ['authenticate again', { type: 'authenticate', token: mintToken('someone') }, 'bad_request'],
+    ['authenticate again, as another user', { type: 'authenticate', token: mintToken('someone') }, 'forbidden'],
+    ['authenticate again, a bad token', { type: 'authenticate', token: 'x.y.z' }, 'unauthorized'],
     ['subscribe over PARLEY_MAX_ROOMS', { type: 'subscribe', rooms: ['m1', 'm2', 'm3', 'm4'] }, 'too_large'],
   ];
   for (const [what, frame, code, cid] of cases) {

@@ -346,7 +346,16 @@ export class ChatApp {
     });
     c.on('server_notice', (n) => {
       if (n.code === 'shutdown' || n.code === 'reconnect') this.toast('Moving you to another server…');
+      else if (n.code === 'token_expiring') return; // the client renews its token by itself
+      else if (n.code === 'disconnected') this.toast(`Signed out by the server: ${n.message}`, 'error');
       else if (n.message) this.toast(n.message);
+    });
+    // The server ended a subscription: removed from the room (or left it in another tab).
+    c.on('unsubscribed', ({ room, reason }) => {
+      const conv = this.convs.get(room);
+      if (conv) conv.joined = false;
+      this.toast(reason === 'left' ? `You left #${room}` : `You were removed from #${room}`);
+      this.renderSidebar();
     });
     c.on('authenticated', (info) => console.info(`[parley] authenticated as ${info.user} on ${info.server}`));
     c.on('error', (e) => {

@@ -616,6 +616,25 @@ describe('subscribe', () => {
     t.client.close();
   });
 
+  test('an unsubscribed the client did not ask for (membership removed) forgets the room', async () => {
+    const t = setup({ heartbeat: { interval: 1e9 } });
+    const ends = t.record('unsubscribed');
+    const ws = await connected(t);
+    const p = t.client.subscribe(['r1', 'r2']);
+    answerSubscribe(ws, { r1: 5, r2: 7 });
+    await p;
+    ws.deliver({ type: 'unsubscribed', room: 'r1', user: 'alice', reason: 'removed' });
+    assert.deepEqual(ends, [{ room: 'r1', reason: 'removed' }]);
+    assert.equal(t.client.lastSeq('r1'), 0, 'r1 forgotten');
+    ws.deliver(message('r1', 6));
+    t.last().drop(1006);
+    await t.clock.advance(60_000);
+    t.last().authenticate();
+    await flush();
+    assert.deepEqual(t.last().frames('subscribe').map((f) => f.rooms), [['r2']], 'only r2 is resubscribed');
+    t.client.close();
+  });
+
   test('a whole-frame error (with the frame’s cid) rejects', async () => {
     const t = setup();
     const ws = await connected(t);
@@ -744,6 +763,88 @@ describe('tokens', () => {
     await clock.advance(1);
     assert.equal(calls, 2);
     t.client.close();
+  });
+
+  test('a refreshed token is sent on the open connection (authenticate), so it is not closed at exp', async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const tokenProvider = () => {
+      calls++;
+      return makeJwt({ sub: 'alice', exp: Math.floor(clock.t / 1000) + 100, n: calls });
+    };
+    const t = setup({ tokenProvider, token: undefined, now: clock.now, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, heartbeat: { interval: 1e9 } });
+    const renewed = t.record('reauthenticated');
+    t.client.connect();
+    await flush();
+    const ws = t.last();
+    ws.authenticate();
+    await flush();
+    assert.equal(ws.frames('authenticate').length, 0, 'nothing sent before the refresh');
+    await clock.advance(90_000);
+    assert.equal(calls, 2);
+    const auth = ws.frames('authenticate');
+    assert.equal(auth.length, 1);
+    assert.equal(decodeJwt(auth[0].token).n, 2);
+    assert.ok(typeof auth[0].cid === 'string');
+    ws.deliver({ type: 'reauthenticated', user: 'alice', exp: 123 });
+    assert.deepEqual(renewed, [{ user: 'alice', exp: 123 }]);
+    assert.equal(t.client.state, 'open');
+    assert.equal(t.sockets.length, 1, 'no reconnect');
+    t.client.close();
+  });
+
+  test('the server\'s token_expiring notice makes the provider renew at once, on the same connection', async () => {
+    let calls = 0;
+    const t = setup({ token: undefined, tokenProvider: () => `tok-${++calls}`, heartbeat: { interval: 1e9 } });
+    const notices = t.record('server_notice');
+    t.client.connect();
+    await flush();
+    const ws = t.last();
+    ws.authenticate();
+    await flush();
+    ws.deliver({ type: 'server_notice', code: 'token_expiring', message: 'soon', exp: 5 });
+    await flush();
+    assert.equal(calls, 2);
+    assert.deepEqual(ws.frames('authenticate').map((f) => f.token), ['tok-2']);
+    assert.equal(notices.length, 1);
+    assert.equal(t.client.state, 'open');
+    t.client.close();
+  });
+
+  test('a static token: the expiry notice sends nothing; 4001 "token expired" ends it with token_expired', async () => {
+    const t = setup();
+    const p = t.client.connect();
+    await flush();
+    t.last().authenticate();
+    await p;
+    t.last().deliver({ type: 'server_notice', code: 'token_expiring', message: 'soon', exp: 5 });
+    await flush();
+    assert.equal(t.last().frames('authenticate').length, 0);
+    const errors = t.record('error');
+    t.last().drop(4001, 'token expired');
+    assert.equal(t.client.state, 'closed');
+    assert.equal(errors.at(-1).code, 'token_expired');
+    assert.equal(t.clock.size, 0);
+  });
+
+  test('4003 (disconnected by the server): closed for good, no reconnect, even with a provider', async () => {
+    let calls = 0;
+    const t = setup({ token: undefined, tokenProvider: () => `tok-${++calls}` });
+    const errors = t.record('error');
+    const states = t.record('state');
+    t.client.connect();
+    await flush();
+    t.last().authenticate();
+    await flush();
+    t.last().deliver({ type: 'server_notice', code: 'disconnected', message: 'banned' });
+    t.last().drop(4003, 'disconnected by the server');
+    assert.equal(t.client.state, 'closed');
+    assert.equal(states.at(-1).code, 'disconnected');
+    assert.equal(errors.at(-1).code, 'disconnected');
+    await t.clock.advance(60_000);
+    assert.equal(t.sockets.length, 1, 'no reconnect');
+    assert.equal(calls, 1);
+    assert.equal(t.clock.size, 0);
   });
 
   test('4001 with a provider: a new token and a reconnect', async () => {

@@ -50,11 +50,21 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req);
 /**
  * `user` became (member = 1) or stopped being a member of `room`: mirror it for presence and the
  * members list; a user who is online as they become a member is announced to the room (presence
- * online). `cb`, if not NULL, gets the script's reply once the mirror holds the change (NULL if
- * Redis went away meanwhile). Returns 0, or -1 if Redis is unreachable (cb is then not called).
+ * online); a removal ends the user's subscriptions to the room on every instance, each getting
+ * `unsubscribed` with `reason` (NULL: "removed"). `cb`, if not NULL, gets the script's reply once
+ * the mirror holds the change (NULL if Redis went away meanwhile). Returns 0, or -1 if Redis is
+ * unreachable (cb is then not called).
  */
-int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member, pl_redis_cb cb,
-                   void *priv);
+int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member,
+                   const char *reason, pl_redis_cb cb, void *priv);
+
+/**
+ * Close every connection of `user` on every instance: each gets server_notice `disconnected`
+ * with `reason` (JSON-escaped here), then close code 4003. `cb` gets the number of instances
+ * reached (an integer reply) or NULL. Returns 0, or -1 if Redis is unreachable.
+ */
+int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, pl_redis_cb cb,
+                       void *priv);
 
 /**
  * The members of `room` with their online state, from the membership mirror: `cb` gets the

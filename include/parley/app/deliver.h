@@ -28,6 +28,8 @@ typedef enum {
     PL_BC_OTHERS, /**< subscribers of `room` except user_a's connections: typing and presence
                        (a user is not told about themselves) */
     PL_BC_DM,     /**< every connection of user_a (sender) and user_b (recipient) */
+    PL_BC_REVOKE, /**< user_a's subscriptions to `room`, which end (membership removed) */
+    PL_BC_KICK,   /**< every connection of user_a, which is closed with 4003 (disconnect) */
 } pl_bcast_kind_t;
 
 struct pl_bcast;

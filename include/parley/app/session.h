@@ -32,6 +32,8 @@ typedef struct pl_session {
     uint8_t presence;  /**< counted in Redis presence (chat.c) */
     uint8_t leaving;   /**< asked to leave (drain.h): not read any more */
     uint32_t leave_ms; /**< when, uv_now truncated */
+    uint32_t exp;      /**< the token's exp (unix seconds), 0 if none: closed with 4001 after it */
+    uint16_t exp_notice; /**< seconds before exp the expiry notice goes; 0 once sent, or none */
 } pl_session_t;
 
 /** The session of a connection, and back. */
@@ -47,8 +49,9 @@ static inline pl_conn_t *pl_session_conn(pl_session_t *s)
 /** The gateway's handler table for its connections (proto/conn.h). */
 extern const pl_conn_app_t pl_session_app;
 
-/** Mark `c` authenticated as `user` and send `authenticated`. */
-void pl_session_start(pl_conn_t *c, const char *user);
+/** Mark `c` authenticated as `user`, whose token expires at `exp` (unix seconds, 0: never), and
+ *  send `authenticated`. */
+void pl_session_start(pl_conn_t *c, const char *user, int64_t exp);
 
 /** Send an error frame (cid may be NULL). */
 void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const char *cid,

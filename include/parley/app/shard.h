@@ -22,6 +22,7 @@
 #include "parley/app/wire.h"
 #include "parley/base/buf.h"
 #include "parley/base/idgen.h"
+#include "parley/base/jwt.h"
 #include "parley/base/metric.h"
 #include "parley/base/shardmask.h"
 #include "parley/net/loop.h"
@@ -53,10 +54,10 @@ typedef struct {
     size_t n;
 } pl_presence_queue_t;
 
-/** Why an authentication failed: a JWT error's index is -PL_JWT_E* (1..6, base/jwt.h). */
+/** Why an authentication failed: a JWT error's index is -PL_JWT_E* (base/jwt.h). */
 enum {
     PL_AUTH_FAIL_TIMEOUT = 0, /**< no token within PARLEY_AUTH_TIMEOUT */
-    PL_AUTH_FAIL_N = 7,
+    PL_AUTH_FAIL_N = PL_JWT_NERR,
 };
 
 /**

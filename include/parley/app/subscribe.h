@@ -29,6 +29,10 @@ void pl_subscribe_hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq);
 /** The connection's queue drained (pl_conn_want_drain): send more of its catch-ups. */
 void pl_subscribe_drain(pl_conn_t *c);
 
+/** End one subscription the server decided to end (the membership was removed); the caller
+ *  tells the client. `sub` is freed. */
+void pl_subscribe_end(pl_conn_t *c, pl_sub_t *sub);
+
 /** The connection closes: leave every room. */
 void pl_subscribe_leave_all(pl_conn_t *c);
 

@@ -119,8 +119,9 @@ const char *pl_wire_err_name(pl_err_t code);
 
 /* Encoders: each appends one JSON object, `type` first, to `b`. */
 
-/** {"type":"authenticated","user":..,"server":..,"session":..} */
-void pl_wire_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session);
+/** {"type":"authenticated","user":..,"server":..,"session":..[,"exp":..]} (exp 0: left out) */
+void pl_wire_authenticated(pl_buf_t *b, const char *user, const char *server, const char *session,
+                           uint32_t exp);
 /** {"type":<type>,"room":..} for "subscribed" / "unsubscribed". */
 void pl_wire_room_reply(pl_buf_t *b, const char *type, const char *room, size_t room_len);
 /** {"type":"error","code":..,"message":..[,"cid":..]} (cid omitted when NULL). */

@@ -15,6 +15,7 @@
 #include <stddef.h>
 
 #include "parley/base/cidr.h"
+#include "parley/base/jwt.h"
 
 /** Bytes of a client message frame that are not its text: type, room or to, cid, quotes. */
 #define PL_CONFIG_ENVELOPE 512
@@ -37,7 +38,13 @@ typedef struct {
     int redis_db;
     char *redis_user;     /**< from PARLEY_REDIS_URL's user:password@, or NULL */
     char *redis_password; /**< likewise; never logged */
-    char *jwt_secret;     /**< PARLEY_JWT_SECRET, required */
+    char *jwt_secret;     /**< PARLEY_JWT_SECRET (or PARLEY_JWT_SECRETS), required */
+    char *jwt_issuer;     /**< PARLEY_JWT_ISSUER, or NULL */
+    char *jwt_audience;   /**< PARLEY_JWT_AUDIENCE, or NULL */
+    int jwt_leeway;       /**< PARLEY_JWT_LEEWAY, seconds */
+    pl_jwt_keyset_t jwt;  /**< derived: what tokens are checked and minted with */
+    int token_ttl;        /**< PARLEY_TOKEN_TTL: a minted token's default lifetime, s */
+    int token_max_ttl;    /**< PARLEY_TOKEN_MAX_TTL: the longest one may ask for, s */
     char *api_key;        /**< PARLEY_API_KEY, required */
     size_t max_frame;     /**< PARLEY_MAX_FRAME, bytes of payload per client message */
     size_t max_text;      /**< PARLEY_MAX_TEXT (default: what fits in max_frame) */

@@ -37,6 +37,7 @@ typedef enum {
     PL_SCRIPT_UNREGISTER,
     PL_SCRIPT_MEMBER,
     PL_SCRIPT_MEMBERS,
+    PL_SCRIPT_KICK,
     PL_SCRIPT_COUNT
 } pl_script_t;
 

@@ -382,7 +382,7 @@ static int jcount(const cJSON *j)
 static void enc_authenticated(void)
 {
     pl_buf_t b = {0};
-    pl_wire_authenticated(&b, "al\"ice\\", "srv-1", "12345");
+    pl_wire_authenticated(&b, "al\"ice\\", "srv-1", "12345", 0);
     cJSON *j = parse_frame(&b, "authenticated");
     if (j) {
         CHECK_STR(jstr(j, "user"), "al\"ice\\");

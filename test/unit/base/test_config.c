@@ -33,6 +33,12 @@ static const char *const VARS[] = {
     "PARLEY_PUBLIC_URL",
     "PARLEY_TRUSTED_PROXIES",
     "PARLEY_DB_REQUIRED",
+    "PARLEY_JWT_SECRETS",
+    "PARLEY_JWT_ISSUER",
+    "PARLEY_JWT_AUDIENCE",
+    "PARLEY_JWT_LEEWAY",
+    "PARLEY_TOKEN_TTL",
+    "PARLEY_TOKEN_MAX_TTL",
 };
 
 /* A clean environment with only the two required settings. */
@@ -625,6 +631,59 @@ static void version(void)
     CHECK(strncmp(pl_config_version(), "parleyd ", 8) == 0);
 }
 
+/* The key set tokens are checked and minted with, and the token lifetimes. */
+static void jwt_keys(void)
+{
+    pl_config_t c;
+    env_reset();
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.jwt.nkeys, 1);
+    CHECK_STR(c.jwt.key[0].kid, "");
+    CHECK_STR(c.jwt.key[0].secret, "jwt-env");
+    CHECK(c.jwt.issuer == NULL && c.jwt.audience == NULL && c.jwt.leeway == 0);
+    CHECK_EQ_INT(c.token_ttl, 3600);
+    CHECK_EQ_INT(c.token_max_ttl, 86400);
+    pl_config_free(&c);
+
+    unsetenv("PARLEY_JWT_SECRET");
+    setenv("PARLEY_JWT_SECRETS", "new:s2,old:s1", 1);
+    setenv("PARLEY_JWT_ISSUER", "https://auth.example", 1);
+    setenv("PARLEY_JWT_AUDIENCE", "parley", 1);
+    setenv("PARLEY_JWT_LEEWAY", "5", 1);
+    setenv("PARLEY_TOKEN_MAX_TTL", "600", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.jwt.nkeys, 2);
+    CHECK_STR(c.jwt.key[0].kid, "new");
+    CHECK_STR(c.jwt.issuer, "https://auth.example");
+    CHECK_STR(c.jwt.audience, "parley");
+    CHECK_EQ_INT(c.jwt.leeway, 5);
+    CHECK_EQ_INT(c.token_ttl, 600); /* the default, capped by the maximum */
+    pl_config_free(&c);
+
+    setenv("PARLEY_TOKEN_TTL", "601", 1);
+    CHECK_EQ_INT(LOAD0(&c), -1);
+    CHECK(strstr(err, "PARLEY_TOKEN_TTL=600") != NULL);
+    pl_config_free(&c);
+    unsetenv("PARLEY_TOKEN_TTL");
+
+    setenv("PARLEY_JWT_SECRET", "one", 1);
+    CHECK_EQ_INT(LOAD0(&c), -1);
+    CHECK(strstr(err, "both set") != NULL);
+    pl_config_free(&c);
+
+    unsetenv("PARLEY_JWT_SECRET");
+    unsetenv("PARLEY_JWT_SECRETS");
+    CHECK_EQ_INT(LOAD0(&c), -1);
+    CHECK(strstr(err, "PARLEY_JWT_SECRET") != NULL);
+    pl_config_free(&c);
+
+    setenv("PARLEY_JWT_SECRETS", "k1:SEKRIT,k1:SEKRIT2", 1);
+    CHECK_EQ_INT(LOAD0(&c), -1);
+    CHECK(strstr(err, "twice") != NULL && strstr(err, "SEKRIT") == NULL);
+    pl_config_free(&c);
+    env_reset();
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -641,6 +700,7 @@ int main(void)
     RUN(outbuf_soft);
     RUN(redis_credentials);
     RUN(levels_and_more);
+    RUN(jwt_keys);
     RUN(help);
     RUN(version);
     for (size_t i = 0; i < sizeof VARS / sizeof *VARS; i++)

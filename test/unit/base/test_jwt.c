@@ -1,4 +1,5 @@
-/* Unit tests for src/jwt.c: HS256 sign/verify and every rejection path.
+/* Unit tests for src/base/jwt.c: HS256 sign/verify, key sets (kid rotation, nbf, leeway, iss,
+ * aud) and every rejection path.
  * Hand-built tokens use this file's own base64url encoder and mbedTLS HMAC,
  * so they do not depend on the code under test. */
 #include "parley/base/jwt.h"
@@ -344,11 +345,150 @@ static void verify_independent_token(void)
     CHECK_EQ_INT(verify_s(EXT_SECRET, EXT_TOKEN, 4102444800LL, sub), PL_JWT_EEXPIRED);
 }
 
+/* ---- key sets: kid rotation, nbf, leeway, iss, aud ---- */
+
+static int check_s(const pl_jwt_keyset_t *ks, const char *tok, int64_t now, pl_jwt_claims_t *cl)
+{
+    return pl_jwt_check(ks, tok, strlen(tok), now, cl);
+}
+
+static void keyset_parse(void)
+{
+    pl_jwt_keyset_t ks = {0};
+    char err[200];
+    CHECK_EQ_INT(pl_jwt_keyset_parse(&ks, "new:s2:with:colons,old:s1", err, sizeof err), 0);
+    CHECK_EQ_INT(ks.nkeys, 2);
+    CHECK_STR(ks.key[0].kid, "new");
+    CHECK_STR(ks.key[0].secret, "s2:with:colons");
+    CHECK_STR(ks.key[1].kid, "old");
+    pl_jwt_keyset_free(&ks);
+    static const char *const bad[] = {
+        "",        "nokid", ":secret", "k:",
+        "k:a,k:b", "k:a,",  "k!:a",    "a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8,i:9"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        CHECK(pl_jwt_keyset_parse(&ks, bad[i], err, sizeof err) < 0);
+        CHECK(strstr(err, "PARLEY_JWT_SECRETS") != NULL);
+        /* secrets are never quoted */
+        CHECK(strstr(err, "SEKRIT") == NULL);
+        pl_jwt_keyset_free(&ks);
+    }
+}
+
+static void kid_rotation(void)
+{
+    char err[200], tok[1024], hand[1024];
+    pl_jwt_claims_t cl;
+    pl_jwt_keyset_t old = {0}, both = {0}, fresh = {0};
+    CHECK_EQ_INT(pl_jwt_keyset_parse(&old, "k1:first-secret", err, sizeof err), 0);
+    CHECK_EQ_INT(pl_jwt_keyset_parse(&both, "k2:second-secret,k1:first-secret", err, sizeof err),
+                 0);
+    CHECK_EQ_INT(pl_jwt_keyset_parse(&fresh, "k2:second-secret", err, sizeof err), 0);
+    /* minted with the first key, its kid in the header */
+    CHECK(pl_jwt_mint(&old, "alice", NOW, NOW + 60, tok, sizeof tok) > 0);
+    CHECK(strchr(tok, '.') != NULL);
+    CHECK_EQ_INT(check_s(&old, tok, NOW, &cl), 0);
+    CHECK_STR(cl.sub, "alice");
+    CHECK_EQ_INT(cl.exp, NOW + 60);
+    /* during the rotation both are accepted; after it the removed kid is refused */
+    CHECK_EQ_INT(check_s(&both, tok, NOW, &cl), 0);
+    CHECK_EQ_INT(check_s(&fresh, tok, NOW, &cl), PL_JWT_EKID);
+    CHECK(pl_jwt_mint(&both, "bob", NOW, NOW + 60, tok, sizeof tok) > 0);
+    CHECK_EQ_INT(check_s(&fresh, tok, NOW, &cl), 0);
+    CHECK_EQ_INT(check_s(&old, tok, NOW, &cl), PL_JWT_EKID);
+    /* a kid naming one key is checked against that key only */
+    make_token(hand, "first-secret", "{\"alg\":\"HS256\",\"kid\":\"k2\"}", "{\"sub\":\"m\"}");
+    CHECK_EQ_INT(check_s(&both, hand, NOW, &cl), PL_JWT_ESIG);
+    /* no kid: every key is tried */
+    make_token(hand, "first-secret", HS256, "{\"sub\":\"carol\"}");
+    CHECK_EQ_INT(check_s(&both, hand, NOW, &cl), 0);
+    CHECK_STR(cl.sub, "carol");
+    CHECK_EQ_INT(cl.exp, 0);
+    CHECK_EQ_INT(check_s(&fresh, hand, NOW, &cl), PL_JWT_ESIG);
+    /* a kid that is not a string */
+    make_token(hand, "first-secret", "{\"alg\":\"HS256\",\"kid\":7}", "{\"sub\":\"m\"}");
+    CHECK_EQ_INT(check_s(&both, hand, NOW, &cl), PL_JWT_EFORMAT);
+    pl_jwt_keyset_free(&old);
+    pl_jwt_keyset_free(&both);
+    pl_jwt_keyset_free(&fresh);
+}
+
+static void single_secret_ignores_foreign_kid(void)
+{
+    pl_jwt_keyset_t ks = {0};
+    pl_jwt_claims_t cl;
+    char hand[1024];
+    CHECK_EQ_INT(pl_jwt_keyset_add(&ks, "", SECRET, strlen(SECRET)), 0);
+    make_token(hand, SECRET, "{\"alg\":\"HS256\",\"kid\":\"whatever\"}", "{\"sub\":\"d\"}");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), 0);
+    pl_jwt_keyset_free(&ks);
+}
+
+static void nbf_and_leeway(void)
+{
+    pl_jwt_keyset_t ks = {0};
+    pl_jwt_claims_t cl;
+    char hand[1024], payload[200];
+    CHECK_EQ_INT(pl_jwt_keyset_add(&ks, "", SECRET, strlen(SECRET)), 0);
+    snprintf(payload, sizeof payload, "{\"sub\":\"a\",\"nbf\":%lld}", NOW + 10);
+    make_token(hand, SECRET, HS256, payload);
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), PL_JWT_ENOTYET);
+    CHECK_EQ_INT(check_s(&ks, hand, NOW + 10, &cl), 0);
+    ks.leeway = 10;
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), 0);
+    CHECK_EQ_INT(check_s(&ks, hand, NOW - 1, &cl), PL_JWT_ENOTYET);
+    /* exp: valid while now < exp + leeway */
+    snprintf(payload, sizeof payload, "{\"sub\":\"a\",\"exp\":%lld}", NOW);
+    make_token(hand, SECRET, HS256, payload);
+    CHECK_EQ_INT(check_s(&ks, hand, NOW + 9, &cl), 0);
+    CHECK_EQ_INT(check_s(&ks, hand, NOW + 10, &cl), PL_JWT_EEXPIRED);
+    ks.leeway = 0;
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), PL_JWT_EEXPIRED);
+    CHECK_EQ_INT(check_s(&ks, hand, NOW - 1, &cl), 0);
+    make_token(hand, SECRET, HS256, "{\"sub\":\"a\",\"nbf\":\"soon\"}");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), PL_JWT_ENOTYET);
+    pl_jwt_keyset_free(&ks);
+}
+
+static void issuer_and_audience(void)
+{
+    pl_jwt_keyset_t ks = {0};
+    pl_jwt_claims_t cl;
+    char hand[1024], tok[1024];
+    CHECK_EQ_INT(pl_jwt_keyset_add(&ks, "", SECRET, strlen(SECRET)), 0);
+    make_token(hand, SECRET, HS256, "{\"sub\":\"a\"}");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), 0); /* nothing asked: nothing checked */
+    ks.issuer = strdup("https://auth.example");
+    ks.audience = strdup("parley");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), PL_JWT_EISS);
+    make_token(hand, SECRET, HS256,
+               "{\"sub\":\"a\",\"iss\":\"https://evil.example\",\"aud\":\"parley\"}");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), PL_JWT_EISS);
+    make_token(hand, SECRET, HS256, "{\"sub\":\"a\",\"iss\":\"https://auth.example\"}");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), PL_JWT_EAUD);
+    make_token(hand, SECRET, HS256,
+               "{\"sub\":\"a\",\"iss\":\"https://auth.example\",\"aud\":\"other\"}");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), PL_JWT_EAUD);
+    make_token(hand, SECRET, HS256,
+               "{\"sub\":\"a\",\"iss\":\"https://auth.example\",\"aud\":[\"x\",\"parley\"]}");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), 0);
+    make_token(hand, SECRET, HS256,
+               "{\"sub\":\"a\",\"iss\":\"https://auth.example\",\"aud\":\"parley\"}");
+    CHECK_EQ_INT(check_s(&ks, hand, NOW, &cl), 0);
+    /* minted tokens carry both */
+    CHECK(pl_jwt_mint(&ks, "zed", NOW, 0, tok, sizeof tok) > 0);
+    CHECK_EQ_INT(check_s(&ks, tok, NOW, &cl), 0);
+    CHECK_STR(cl.sub, "zed");
+    pl_jwt_keyset_free(&ks);
+}
+
 static void strerror_distinct(void)
 {
-    int codes[] = {0,           PL_JWT_EFORMAT, PL_JWT_EALG, PL_JWT_ESIG, PL_JWT_EEXPIRED,
-                   PL_JWT_ESUB, PL_JWT_ENOSPC};
-    for (size_t i = 0; i < 7; i++) {
+    int codes[] = {0,           PL_JWT_EFORMAT, PL_JWT_EALG,    PL_JWT_ESIG, PL_JWT_EEXPIRED,
+                   PL_JWT_ESUB, PL_JWT_ENOSPC,  PL_JWT_ENOTYET, PL_JWT_EISS, PL_JWT_EAUD,
+                   PL_JWT_EKID};
+    CHECK_EQ_INT(PL_JWT_EKID, -(PL_JWT_NERR - 1));
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         CHECK(pl_jwt_strerror(codes[i]) != NULL);
         for (size_t j = 0; j < i; j++)
             CHECK(strcmp(pl_jwt_strerror(codes[i]), pl_jwt_strerror(codes[j])) != 0);
@@ -372,6 +512,11 @@ int main(void)
     RUN(sub_with_nul_rejected);
     RUN(sign_small_buffer);
     RUN(verify_independent_token);
+    RUN(keyset_parse);
+    RUN(kid_rotation);
+    RUN(single_secret_ignores_foreign_kid);
+    RUN(nbf_and_leeway);
+    RUN(issuer_and_audience);
     RUN(strerror_distinct);
     UNIT_EXIT();
 }
