@@ -122,11 +122,16 @@ function makeStable(i, servers) {
   c.rooms = new Map(allRooms.map((r) => [r, new Map()])); // room -> seq -> id
   c.dms = new Map(); // `${from}\0${cid}` -> id
   c.gaps = 0; c.typingSeen = 0; c.sends = []; c.n = 0;
+  c.cids = new Set(); c.dups = 0; // room messages by sender and cid: one cid twice is a duplicate
   c.on('message', (m) => {
     received++;
     if (m.to !== undefined) { if (m.to === user && m.cid !== undefined) c.dms.set(`${m.from}\0${m.cid}`, m.id); return; }
     const r = c.rooms.get(m.room);
     if (r) r.set(m.seq, m.id);
+    if (m.cid !== undefined) {
+      const k = `${m.from}\0${m.cid}`;
+      if (c.cids.has(k)) c.dups++; else c.cids.add(k);
+    }
   });
   c.on('gap', () => { c.gaps++; });
   c.on('typing', () => { c.typingSeen++; });
@@ -344,12 +349,13 @@ try {
 
   // 3. RSS.
   const mid = samples.filter((s) => s.phase === 'middle');
+  if (!mid.length) failures.push('criterion 3: no sample in the middle third (SOAK_SAMPLE too long for SOAK_SECONDS)');
   servers.forEach((p, i) => {
     const midMax = Math.max(...mid.map((s) => s.inst[i].rss ?? 0));
     const end = endOfTraffic.inst[i].rss;
     const limit = midMax * RSS_FACTOR + RSS_SLACK_MIB * 1024;
     p.rssReport = { start: base.inst[i].rss, midMax, end, final: fin.inst[i].rss, limit, max: Math.max(...samples.map((s) => s.inst[i].rss ?? 0)) };
-    if (!(end <= limit)) failures.push(`criterion 3: ${'AB'[i]} RSS ${mib(end)} MiB at the end > ${mib(limit)} MiB (middle third max ${mib(midMax)} MiB)`);
+    if (mid.length && !(end <= limit)) failures.push(`criterion 3: ${'AB'[i]} RSS ${mib(end)} MiB at the end > ${mib(limit)} MiB (middle third max ${mib(midMax)} MiB)`);
   });
   // 4. open files.
   servers.forEach((p, i) => {
@@ -378,6 +384,7 @@ try {
   // ---------------------------------------------------------------- summary
   const reconnects = stable.reduce((n, c) => n + c.reconnects, 0);
   const gaps = stable.reduce((n, c) => n + c.gaps, 0);
+  const dups = stable.reduce((n, c) => n + c.dups, 0);
   const typingSeen = stable.reduce((n, c) => n + c.typingSeen, 0);
   const row = (k, v) => console.log(`| ${k} | ${v} |`);
   console.log('\n## Soak summary\n');
@@ -406,7 +413,7 @@ try {
   row('deliveries to stable clients', received);
   row('typing sent / seen by stable clients; reads sent', `${counts.typing} / ${typingSeen}; ${counts.reads}`);
   row('subscribes / unsubscribes by churn clients', `${counts.subs} / ${counts.unsubs}`);
-  row('stable clients: reconnects / gaps reported by the library', `${reconnects} / ${gaps}`);
+  row('stable clients: reconnects / gaps reported by the library / a cid delivered twice', `${reconnects} / ${gaps} / ${dups}`);
   row('error frames by code (the first one\'s message)', [...errorCodes].map(([k, v]) => `${k} ${v} ("${errorSamples.get(k)}")`).join(', ') || 'none');
   console.log('');
   if (failures.length) {
