@@ -331,17 +331,20 @@ try {
   const byUser = new Map(stable.map((c) => [c.userId, c]));
   let lostLive = 0, lostDb = 0, lostDm = 0;
   const examples = [], lostMsgs = new Map(); // key -> acked, for messages with any loss
-  const lose = (key, a) => lostMsgs.set(key, a);
+  const lose = (key, a, who, has) => { // who: the stable client that lacks it (or PostgreSQL)
+    if (!lostMsgs.has(key)) lostMsgs.set(key, { ...a, key: key.replace('\0', ' '), missing: [] });
+    lostMsgs.get(key).missing.push(has === undefined ? who : `${who} has ${has}`);
+  };
   for (const [key, a] of acked) {
     const row = stored.get(key);
-    if (!row || row.id !== a.id || row.seq !== a.seq) { lostDb++; lose(key, a); if (examples.length < 5) examples.push(`not in PostgreSQL as acked: ${key.replace('\0', ' ')} ${JSON.stringify(a)} stored ${JSON.stringify(row)}`); }
+    if (!row || row.id !== a.id || row.seq !== a.seq) { lostDb++; lose(key, a, 'postgres', row && `${row.id}/${row.seq}`); if (examples.length < 5) examples.push(`not in PostgreSQL as acked: ${key.replace('\0', ' ')} ${JSON.stringify(a)} stored ${JSON.stringify(row)}`); }
     if (a.to !== undefined) {
       const r = byUser.get(a.to);
-      if (r && r.dms.get(key) !== a.id) { lostDm++; lose(key, a); if (examples.length < 5) examples.push(`DM not received by ${a.to}: ${key.replace('\0', ' ')} ${JSON.stringify(a)}`); }
+      if (r && r.dms.get(key) !== a.id) { lostDm++; lose(key, a, a.to); if (examples.length < 5) examples.push(`DM not received by ${a.to}: ${key.replace('\0', ' ')} ${JSON.stringify(a)}`); }
       continue;
     }
     for (const c of stable) {
-      if (c.rooms.get(a.room).get(a.seq) !== a.id) { lostLive++; lose(key, a); if (examples.length < 5) examples.push(`${c.userId} lacks ${a.room} seq ${a.seq} id ${a.id} (has ${c.rooms.get(a.room).get(a.seq)})`); }
+      if (c.rooms.get(a.room).get(a.seq) !== a.id) { lostLive++; lose(key, a, `${c.userId}@${'AB'[Number(c.userId.slice(7)) % 2]}`, c.rooms.get(a.room).get(a.seq)); if (examples.length < 5) examples.push(`${c.userId} lacks ${a.room} seq ${a.seq} id ${a.id} (has ${c.rooms.get(a.room).get(a.seq)})`); }
     }
   }
   const lost = lostLive + lostDb + lostDm;
@@ -419,6 +422,10 @@ try {
   if (failures.length) {
     console.log(`FAIL: ${failures.length} criteria failed`);
     for (const f of failures) console.log(`  - ${f}`);
+    if (lostMsgs.size) {
+      fs.writeFileSync(`${tmpDir()}/lost.json`, JSON.stringify([...lostMsgs.values()], null, 1));
+      console.log(`the lost messages, with who lacks each (client@instance, or what it has at that seq): ${tmpDir()}/lost.json`);
+    }
     console.log(`logs kept in ${tmpDir()}`);
   } else {
     console.log('PASS: every criterion met');
