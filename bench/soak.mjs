@@ -208,6 +208,16 @@ function procStat(pid) {
     return { rss, fds };
   } catch { return { rss: null, fds: null }; }
 }
+// ms (since tStart) when every instance's /health says `ok(json)` again; null after 30 s.
+async function healthyAt(servers, ok) {
+  const until = Date.now() + 30000;
+  while (Date.now() < until) {
+    const h = await Promise.all(servers.map((p) => httpRequest(p.port, 'GET', '/health', { timeout: 2000 }).catch(() => null)));
+    if (h.every((r) => r && r.status === 200 && r.json && ok(r.json))) return Date.now() - tStart;
+    await sleep(100);
+  }
+  return null;
+}
 async function dbQueue(p) {
   try { const r = await httpRequest(p.port, 'GET', '/health', { timeout: 2000 }); return r.json ? r.json.db_queue : null; } catch { return null; }
 }
@@ -284,7 +294,8 @@ try {
     await redis.kill();
     await sleep(3000);
     await redis.start();
-    restarts.push({ what: 'Redis (SIGKILL, restarted empty after 3 s)', at: at - tStart, upAt: Date.now() - tStart });
+    const rUp = Date.now() - tStart;
+    restarts.push({ what: 'Redis (SIGKILL, restarted empty after 3 s)', at: at - tStart, upAt: rUp, healthy: await healthyAt(servers, (j) => j.redis === 'up') });
     log('fault: Redis is back');
     await sleep(Math.max(0, tStart + (2 * T) / 3 - Date.now()));
     log('fault: PostgreSQL stopped (fast shutdown); starting it again in 5 s');
@@ -292,7 +303,8 @@ try {
     await pg.stop();
     await sleep(5000);
     await pg.start();
-    restarts.push({ what: 'PostgreSQL (fast shutdown, started after 5 s)', at: at - tStart, upAt: Date.now() - tStart });
+    const pUp = Date.now() - tStart;
+    restarts.push({ what: 'PostgreSQL (fast shutdown, started after 5 s)', at: at - tStart, upAt: pUp, healthy: await healthyAt(servers, (j) => j.database === 'up') });
     log('fault: PostgreSQL is back');
   })();
   const sampler = (async () => {
@@ -395,7 +407,8 @@ try {
   console.log('|---|---|');
   row('duration (traffic)', `${SECONDS} s, then ${(drainedIn / 1000).toFixed(1)} s to drain`);
   row('clients', `${STABLE} stable + ${CHURN} churning (${counts.connects} sessions opened, ${counts.disconnects} closed), ${ROOMS} rooms`);
-  for (const r of restarts) row('restart', `${r.what} at ${(r.at / 1000).toFixed(0)} s, up at ${(r.upAt / 1000).toFixed(0)} s`);
+  const secs = (ms) => (ms == null ? 'not within 30 s' : `${(ms / 1000).toFixed(1)} s`);
+  for (const r of restarts) row('restart', `${r.what} at ${secs(r.at)}, answering at ${secs(r.upAt)}, both instances' /health up at ${secs(r.healthy)}`);
   servers.forEach((p, i) => {
     const r = p.rssReport, f = p.fdReport;
     row(`${'AB'[i]}: RSS MiB baseline / max middle third / end of traffic / after drain (limit)`, `${mib(r.start)} / ${mib(r.midMax)} / ${mib(r.end)} / ${mib(r.final)} (${mib(r.limit)})`);
