@@ -4,6 +4,8 @@
 #   make bench-callgrind  instructions and allocations per message in parleyd (valgrind)
 #   make bench-peers      the same scenarios as bench, parleyd against a Node ws + ioredis server
 #   make bench-tls        idle, fanout, connect: plain, TLS in parleyd (mbedTLS), TLS in nginx
+#   make soak       3 min (SOAK_SECONDS) of mixed traffic on two instances, Redis and PostgreSQL
+#                   restarted in the middle; fails on growth or on a lost acked message (bench/soak.mjs)
 # Results land in bench/results/<date>.md; see docs/performance.md.
 
 BENCH_CFLAGS = $(CFLAGS) -Ibench
@@ -34,6 +36,11 @@ bench-peers: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
 bench-tls: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
 	@bench/run tls
 
-.PHONY: bench-callgrind bench-peers bench-tls
+# Not part of make test: minutes long. Its own Redis, PostgreSQL and two parleyd.
+soak: deps
+	@$(MAKE) --no-print-directory $(BUILD)/parleyd
+	@node bench/soak.mjs
+
+.PHONY: bench-callgrind bench-peers bench-tls soak
 
 -include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d
