@@ -130,7 +130,16 @@ static void on_idle(void *ud)
         }
 }
 
-const pl_subscriber_handlers_t pl_deliver_handlers = {on_message, on_idle};
+/* Subscribed again after a loss: every loop catches its subscriptions up. */
+static void on_subscribed(void *ud, int again)
+{
+    pl_server_t *srv = ud;
+    if (!again) return;
+    for (int i = 0; i < srv->nshards; i++)
+        pl_shard_gap(pl_server_shard(srv, i));
+}
+
+const pl_subscriber_handlers_t pl_deliver_handlers = {on_message, on_idle, on_subscribed};
 
 /* ---- on each loop ---- */
 

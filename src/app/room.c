@@ -183,3 +183,11 @@ size_t pl_room_count(const pl_sub_t *list)
         n++;
     return n;
 }
+
+void pl_room_table_each(pl_room_table_t *t, void (*cb)(pl_sub_t *sub, void *arg), void *arg)
+{
+    for (size_t b = 0; b < t->nbuckets; b++)
+        for (pl_room_t *r = t->buckets[b]; r; r = r->hnext)
+            for (uint32_t i = 0; i < r->nmembers; i++)
+                cb(r->members[i], arg);
+}

@@ -14,6 +14,7 @@
 #include "parley/app/publish.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
+#include "parley/app/subscribe.h"
 #include "parley/base/log.h"
 #include "parley/net/tls.h"
 #include "parley/svc/db.h"
@@ -57,6 +58,18 @@ static void resync_receive(pl_loop_t *loop, pl_loop_event_t *ev)
     pl_shard_t *s = pl_shard_of_loop(loop);
     atomic_store(&s->resync_queued, 0);
     if (!s->stopping) pl_chat_resync(s);
+}
+
+static void gap_receive(pl_loop_t *loop, pl_loop_event_t *ev)
+{
+    pl_shard_t *s = pl_shard_of_loop(loop);
+    atomic_store(&s->gap_queued, 0);
+    if (!s->stopping) pl_subscribe_gap(s);
+}
+
+void pl_shard_gap(pl_shard_t *s)
+{
+    if (atomic_exchange(&s->gap_queued, 1) == 0) pl_loop_post(s->loop, &s->gap_ev);
 }
 
 void pl_shard_resync(pl_shard_t *s)
@@ -118,6 +131,8 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     s->resync_ev.kind = PL_EV_RESYNC;
     s->drain_ev.kind = PL_EV_DRAIN;
     s->rebalance_ev.kind = PL_EV_REBALANCE;
+    s->gap_ev.kind = PL_EV_GAP;
+    atomic_init(&s->gap_queued, 0);
     atomic_init(&s->rebalance_queued, 0);
 
     pl_conn_limits_t lim = {cfg->max_frame, cfg->ping_interval, cfg->idle_timeout,
@@ -138,6 +153,7 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
         (rc = pl_loop_on(loop, PL_EV_RESYNC, resync_receive)) != 0 ||
         (rc = pl_loop_on(loop, PL_EV_DRAIN, pl_drain_receive)) != 0 ||
         (rc = pl_loop_on(loop, PL_EV_REBALANCE, pl_drain_rebalance_receive)) != 0 ||
+        (rc = pl_loop_on(loop, PL_EV_GAP, gap_receive)) != 0 ||
         (rc = pl_loop_hook(loop, turn_hook, s)) != 0)
         return rc;
     uv_loop_t *uv = pl_loop_uv(loop);

@@ -18,6 +18,7 @@
 #include "parley/app/server.h"
 #include "parley/app/session.h"
 #include "parley/app/shard.h"
+#include "parley/base/log.h"
 #include "parley/svc/db.h"
 #include "parley/svc/script.h"
 
@@ -216,10 +217,13 @@ static void finish_sync(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx, pl_frame_t
         pl_conn_abort(c, "out of memory");
         return;
     }
-    pl_buf_t *b = pl_shard_scratch(pl_shard_of_conn(c));
-    pl_wire_subscribed(b, sub->room->name, sub->room->len, ctx->cur, ctx->read,
-                       ctx->since >= 0 ? (long)n : -1, truncated || ctx->truncated);
-    pl_session_send(c, b);
+    if (!sub->quiet) {
+        pl_buf_t *b = pl_shard_scratch(pl_shard_of_conn(c));
+        pl_wire_subscribed(b, sub->room->name, sub->room->len, ctx->cur, ctx->read,
+                           ctx->since >= 0 ? (long)n : -1, truncated || ctx->truncated);
+        pl_session_send(c, b);
+    }
+    sub->quiet = 0;
     if (npg) memcpy(rp->frames, pg, npg * sizeof *pg);
     if (ctx->nstream) memcpy(rp->frames + npg, ctx->stream, ctx->nstream * sizeof *ctx->stream);
     ctx->nstream = 0;
@@ -238,6 +242,23 @@ static void finish_sync(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx, pl_frame_t
 
 static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
 {
+    if (sub->quiet) {
+        /* Filling a gap: the subscription stays; what was held goes out, and what was missed
+         * stays missed (the client sees the seq gap and can resubscribe with since). */
+        sub->quiet = 0;
+        pl_warn("catching %s up after the subscriber came back failed: %s", sub->room->name, why);
+        pl_replay_t *rp = malloc(sizeof *rp);
+        if (!rp) {
+            pl_conn_abort(c, "out of memory");
+            return;
+        }
+        rp->n = rp->next = 0;
+        rp->cur = sub->last_seq;
+        sub->replay = rp;
+        pl_conn_want_drain(c, 1);
+        pl_subscribe_drain(c);
+        return;
+    }
     char msg[256];
     snprintf(msg, sizeof msg, "could not subscribe to %s: %s; retry", sub->room->name, why);
     /* The room's name outlives leave(): copy it first */
@@ -355,9 +376,10 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
     pl_conn_release(c);
 }
 
-static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since)
+static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
+    sub->quiet = (uint8_t)quiet;
     const pl_config_t *cfg = &s->srv->cfg;
     if (++s->sync_gen == 0) s->sync_gen = 1;
     sub->sync_gen = s->sync_gen;
@@ -424,7 +446,7 @@ static void join_checked(pl_db_job_t *job)
         if (ok || j->open_rooms) {
             pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1, NULL, NULL,
                            NULL);
-            start_sync(c, sub, j->since);
+            start_sync(c, sub, j->since, 0);
         } else {
             int forbidden = job->status == PL_DB_OK;
             leave(c, sub);
@@ -480,7 +502,7 @@ void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
         int64_t since = pl_wire_since(req, r->valuestring);
         if (!db) {
             pl_chat_member(s, r->valuestring, ss->user, 1, NULL, NULL, NULL);
-            start_sync(c, sub, since);
+            start_sync(c, sub, since, 0);
             continue;
         }
         /* Membership first (closed rooms: checked; open rooms: recorded, so that `subscribed`
@@ -523,4 +545,25 @@ void pl_unsubscribe(pl_conn_t *c, const pl_req_t *req)
         pl_session_send(c, b);
     }
     count_rooms(s);
+}
+
+/* ---- after the subscriber was away ---- */
+
+static void gap_one(pl_sub_t *sub, void *arg)
+{
+    pl_conn_t *c = pl_session_conn(sub->owner);
+    if (!pl_conn_open(c)) return;
+    /* A subscribe still catching up is left to finish: its client waits for `subscribed`, and
+     * its `since` is not kept here. It may miss what the gap held if it read the room before;
+     * rare (a subscribe racing a Redis restart), and its client can resubscribe with since. A
+     * gap catch-up under way is started again: it reads after this gap too. */
+    if (sub->sync_gen && !sub->quiet) return;
+    start_sync(c, sub, sub->last_seq, 1);
+}
+
+void pl_subscribe_gap(pl_shard_t *s)
+{
+    if (s->rooms.subs)
+        pl_info("the subscriber was away: catching %zu subscription(s) up", s->rooms.subs);
+    pl_room_table_each(&s->rooms, gap_one, NULL);
 }

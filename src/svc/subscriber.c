@@ -133,6 +133,7 @@ static void *sub_main(void *arg)
             redisSetTimeout(c, none);
             atomic_store(&s->connected, 1);
             if (ever_up) pl_counter_add(&s->reconnects, 1);
+            if (s->h->on_subscribed) s->h->on_subscribed(s->ud, ever_up);
             ever_up = 1;
             backoff = BACKOFF_MIN_MS;
             logged_down = 0;

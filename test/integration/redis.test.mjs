@@ -1,4 +1,7 @@
-import { test, startRedis, startParleyd, connectAuthed, httpRequest, eq, assert, until, sleep } from './lib.mjs';
+import {
+  test, startRedis, startParleyd, startPostgres, connectAuthed, httpRequest, eq, assert, until, sleep,
+  dbEnv, track, redisCli, seqProblems,
+} from './lib.mjs';
 
 test('redis: killed and restarted on the same port; clients stay, unavailable meanwhile, delivery resumes', async () => {
   const redis = await startRedis();
@@ -71,4 +74,39 @@ test('redis: killed and restarted on the same port; clients stay, unavailable me
   }
   assert(ca.open && cb.open, 'clients were disconnected');
   console.log(`  (delivery resumed ${resumedMs} ms after Redis came back)`);
+});
+
+test('redis: what is published while an instance\'s subscriber is away (its connection killed) reaches that instance\'s clients once it is back: every acked message once, in order, no second subscribed', async () => {
+  const redis = await startRedis();
+  const pg = await startPostgres();
+  const env = dbEnv(pg, { PARLEY_OPEN_ROOMS: 1 });
+  const A = await startParleyd({ redis, env });
+  const B = await startParleyd({ redis, env });
+  const room = `gap-${process.pid}`;
+  const x = await connectAuthed(A), y = await connectAuthed(B);
+  x.keepAll = true;
+  await x.subscribe([room]);
+  await y.subscribe([room]);
+  const tx = track(x), ty = track(y);
+  const N = 120;
+  // Kill every subscriber connection (both instances'), three times while y sends: each
+  // instance's subscriber is away for its reconnect backoff (100 ms and up) each time.
+  for (let i = 0; i < N; i++) {
+    if (i % 40 === 5) await redisCli(redis, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
+    y.send({ type: 'message', room, text: `g${i}`, cid: `g${i}` });
+    await sleep(10);
+  }
+  await until(() => ty.acks.size === N, 15000, `all ${N} acked`);
+  await until(() => (tx.rooms.get(room) || []).length >= N && (ty.rooms.get(room) || []).length >= N, 10000,
+    'every message at both clients').catch((e) => {
+    throw new Error(`${e.message}: x has ${(tx.rooms.get(room) || []).length}, y ${(ty.rooms.get(room) || []).length} of ${N}`);
+  });
+  await sleep(300);
+  const first = tx.rooms.get(room)[0].seq;
+  for (const [c, t] of [[x, tx], [y, ty]]) {
+    const p = seqProblems(t.rooms.get(room), first, first + N - 1, c.user);
+    eq(p.length, 0, `${c.user}: ${p.join('; ')}`);
+  }
+  eq(x.all.filter((f) => f.json && f.json.type === 'subscribed').length, 1, 'one subscribed frame');
+  assert(/catching \d+ subscription\(s\) up/.test(A.log()), 'the instance said it caught up');
 });

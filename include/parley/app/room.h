@@ -33,6 +33,7 @@ typedef struct pl_sub {
     /* Kept by the session layer; the table only zeroes them at join. */
     int64_t last_seq;          /**< highest room seq delivered on this subscription */
     uint32_t sync_gen;         /**< the catch-up in progress, 0 if none */
+    uint8_t quiet;             /**< that catch-up fills a gap: no `subscribed` frame */
     struct pl_outq_node *held; /**< live frames held back during a catch-up, oldest first */
     struct pl_outq_node *held_tail;
     size_t held_bytes;
@@ -73,6 +74,9 @@ void pl_room_table_init(pl_room_table_t *t);
 
 /** Free the table and every room and subscription still in it (owners' lists then dangle). */
 void pl_room_table_free(pl_room_table_t *t);
+
+/** Call `cb` with every subscription in the table (it must not join or leave). */
+void pl_room_table_each(pl_room_table_t *t, void (*cb)(pl_sub_t *sub, void *arg), void *arg);
 
 /** The room called `name`, or NULL if no owner on this shard is subscribed to it. */
 pl_room_t *pl_room_find(const pl_room_table_t *t, const char *name, size_t len);

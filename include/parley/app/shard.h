@@ -41,6 +41,7 @@ enum {
     PL_EV_RESYNC = 4,    /**< Redis lost its data: re-announce this shard's connections */
     PL_EV_DRAIN = 5,     /**< close every client gently, spread over time (drain.h) */
     PL_EV_REBALANCE = 6, /**< ask a share of the clients to reconnect (drain.h) */
+    PL_EV_GAP = 7,       /**< the subscriber was away: catch every subscription up */
 };
 
 /** Most presence changes sent in one script call. */
@@ -101,6 +102,8 @@ typedef struct pl_shard {
     pl_loop_event_t shutdown_ev, finish_ev, resync_ev, drain_ev, rebalance_ev;
     atomic_int resync_queued;    /**< resync_ev is in the inbox (posted at most once at a time) */
     atomic_int rebalance_queued; /**< rebalance_ev is in the inbox */
+    pl_loop_event_t gap_ev;      /**< PL_EV_GAP */
+    atomic_int gap_queued;       /**< gap_ev is in the inbox */
     pl_drain_plan_t leave;       /**< clients being closed gently (drain.h) */
     pl_presence_queue_t pq;
     pl_wire_arena_t arena; /**< client frames are parsed here */
@@ -139,6 +142,10 @@ int pl_shard_init(pl_loop_t *loop, struct pl_server *srv, int fd, int tls_fd, vo
 /** Ask the shard to re-announce its connections to Redis. Any thread; a request while one is
  *  pending is the same request. */
 void pl_shard_resync(pl_shard_t *s);
+
+/** The subscriber is back after a loss: the shard catches its subscriptions up
+ *  (pl_subscribe_gap). Any thread; posted at most once at a time. */
+void pl_shard_gap(pl_shard_t *s);
 
 /** The shard's exit callback (after its loop ended): free what it holds. */
 void pl_shard_exit(pl_loop_t *loop);

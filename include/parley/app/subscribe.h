@@ -17,6 +17,8 @@
 #include "parley/net/frame.h"
 #include "parley/proto/conn.h"
 
+struct pl_shard;
+
 /** A subscribe frame. */
 void pl_subscribe(pl_conn_t *c, const pl_req_t *req);
 
@@ -35,5 +37,13 @@ void pl_subscribe_end(pl_conn_t *c, pl_sub_t *sub);
 
 /** The connection closes: leave every room. */
 void pl_subscribe_leave_all(pl_conn_t *c);
+
+/**
+ * The Redis subscriber was away (a lost connection, a Redis restart) and is back: what was
+ * published meanwhile never reached this shard. Every subscription catches up from its last
+ * seq, as a resubscribe with `since` would, without a second `subscribed` frame; live frames
+ * are held meanwhile and none is sent twice.
+ */
+void pl_subscribe_gap(struct pl_shard *s);
 
 #endif

@@ -29,6 +29,9 @@ typedef struct pl_subscriber_handlers {
                        int pattern);
     /** Everything received so far was handed over: the thread blocks next. */
     void (*on_idle)(void *ud);
+    /** Every subscription is confirmed. `again`: after a lost connection, so whatever was
+     *  published meanwhile was not received (NULL: not told). */
+    void (*on_subscribed)(void *ud, int again);
 } pl_subscriber_handlers_t;
 
 /** Most subscribe commands one subscriber sends. */
