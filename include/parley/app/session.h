@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "parley/app/limits.h"
 #include "parley/app/room.h"
 #include "parley/app/wire.h"
 #include "parley/base/buf.h"
@@ -29,9 +30,13 @@ typedef struct pl_session {
     pl_sub_t *usub;           /**< this connection in the shard's user table */
     struct pl_typing *typing; /**< rooms it is typing in (chat.c) */
     uint8_t authed;
-    uint8_t presence;  /**< counted in Redis presence (chat.c) */
-    uint8_t leaving;   /**< asked to leave (drain.h): not read any more */
-    uint32_t leave_ms; /**< when, uv_now truncated */
+    uint8_t presence;            /**< counted in Redis presence (chat.c) */
+    uint8_t leaving;             /**< asked to leave (drain.h): not read any more */
+    uint32_t leave_ms;           /**< when, uv_now truncated */
+    pl_limits_bucket_t frames;   /**< messages, typing, reads: PARLEY_RATE_LIMIT (limits.h) */
+    pl_limits_bucket_t churn;    /**< rooms subscribed or left: PARLEY_SUBSCRIBE_RATE */
+    pl_limits_bucket_t refusals; /**< refusals it may still draw before it is closed (1008) */
+    pl_limits_slot_t slot;       /**< where the server's connection table counted it */
 } pl_session_t;
 
 /** The session of a connection, and back. */
