@@ -46,6 +46,8 @@ EOF
         'web: GET /api/users/me/rooms'
         'web: GET /api/rooms/{room}/members'
         'drain: SIGTERM'
+        'limits rate: a client flooding'
+        'limits conns per ip'
     )
     ;;
 tsan)
@@ -89,6 +91,8 @@ EOF
         'drain: messages in flight'
         'drain: POST /api/admin/rebalance'
         'metrics: '
+        'limits conns per ip'
+        'limits rate: a client flooding'
     )
     ;;
 *)

@@ -109,8 +109,10 @@ static int over_rate(pl_conn_t *c, pl_limits_bucket_t *b, uint32_t rate, uint32_
     const pl_config_t *cfg = &s->srv->cfg;
     pl_counter_add(&s->stats.rate_limited[kind], 1);
     if (req->type == PL_REQ_MESSAGE) pl_counter_add(&s->stats.received, 1); /* refusals count */
-    pl_limits_rate_t allow = {cfg->rate_limit ? (uint32_t)cfg->rate_limit : 1,
-                              2 * (uint32_t)cfg->rate_burst};
+    /* The refusals' allowance follows the frame rate (or the subscribe rate if alone on). */
+    pl_limits_rate_t allow = cfg->rate_limit ? (pl_limits_rate_t){(uint32_t)cfg->rate_limit,
+                                                                  2 * (uint32_t)cfg->rate_burst}
+                                             : (pl_limits_rate_t){rate, 2 * burst};
     if (pl_limits_take(&pl_session_of(c)->refusals, &allow, 1, now)) {
         pl_counter_add(&s->stats.rate_closes, 1);
         pl_conn_close(c, 1008, "rate limit exceeded");
