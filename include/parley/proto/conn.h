@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "parley/base/metric.h"
 #include "parley/net/frame.h"
 #include "parley/net/sock.h"
 #include "parley/proto/http.h"
