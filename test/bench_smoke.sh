@@ -19,6 +19,8 @@ rpid=$!
 secret=bench-smoke-secret
 # Redis only: the smoke run checks the fan-out path (make test exports the dev database URL).
 unset PARLEY_DATABASE_URL PARLEY_OPEN_ROOMS
+# A load generator is not a person: no per-connection rate, no per-address count.
+PARLEY_RATE_LIMIT=0 PARLEY_SUBSCRIBE_RATE=0 PARLEY_MAX_CONNS_PER_IP=0 \
 PARLEY_LISTEN=127.0.0.1:$pport PARLEY_REDIS_URL=redis://127.0.0.1:$rport/0 \
     PARLEY_TLS_LISTEN=127.0.0.1:$tport PARLEY_TLS_CERT="$dir/cert.pem" PARLEY_TLS_KEY="$dir/key.pem" \
     PARLEY_JWT_SECRET=$secret PARLEY_API_KEY=k build/parleyd >"$dir/parleyd.log" 2>&1 &

@@ -49,6 +49,8 @@ EOF
         'authz: renewing'
         'authz: removing a member'
         'authz: POST /api/users/'
+        'limits rate: a client flooding'
+        'limits conns per ip'
     )
     ;;
 tsan)
@@ -94,6 +96,8 @@ EOF
         'metrics: '
         'authz: removing a member'
         'authz: POST /api/users/'
+        'limits conns per ip'
+        'limits rate: a client flooding'
     )
     ;;
 *)

@@ -18,11 +18,14 @@ const DEFAULT_RECONNECT = Object.freeze({
 });
 const DEFAULT_HEARTBEAT = Object.freeze({ interval: 20000, timeout: 10000 });
 const DEFAULT_TYPING_THROTTLE = 3000;
+// At most one read frame per room per this many ms: a page marks a room read on every message it
+// shows, and a busy room would otherwise pass the server's rate limit (PARLEY_RATE_LIMIT).
+const DEFAULT_READ_THROTTLE = 1000;
 /** The server's default PARLEY_MAX_FRAME; a larger frame closes the connection (1009). */
 const DEFAULT_MAX_FRAME = 65536;
 
 /** Error codes of a send that are worth retrying with the same cid. */
-const TRANSIENT_SEND_CODES = new Set(['unavailable', 'not_stored']);
+const TRANSIENT_SEND_CODES = new Set(['unavailable', 'not_stored', 'rate_limited']);
 
 /** Refresh a provided token this long before it expires (or at 90 % of its life if shorter). */
 const REFRESH_LEAD_MS = 60000;
@@ -159,6 +162,7 @@ export class ParleyClient {
   #reconnectOpts;
   #heartbeatOpts;
   #typingThrottle;
+  #readThrottle;
   #maxFrame;
   #random;
   #now;
@@ -228,6 +232,7 @@ export class ParleyClient {
     this.#reconnectOpts = { ...DEFAULT_RECONNECT, ...options.reconnect };
     this.#heartbeatOpts = { ...DEFAULT_HEARTBEAT, ...options.heartbeat };
     this.#typingThrottle = options.typingThrottle ?? DEFAULT_TYPING_THROTTLE;
+    this.#readThrottle = options.readThrottle ?? DEFAULT_READ_THROTTLE;
     this.#maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME;
   }
 
@@ -464,6 +469,7 @@ export class ParleyClient {
       rec.typing = false;
       rec.typingAt = -Infinity;
       rec.subTimer = this.#cancel(rec.subTimer);
+      rec.readTimer = this.#cancel(rec.readTimer);
     }
     this.#subscribeCids.clear();
     // The server forgets a closed connection's subscriptions: those unsubscribes are done.
@@ -815,7 +821,7 @@ export class ParleyClient {
       if (!rec?.wanted) continue;
       rec.inflight = false;
       rec.sinceSent = null;
-      if (frame.code === 'unavailable') {
+      if (frame.code === 'unavailable' || frame.code === 'rate_limited') {
         if (!wholeFrame) rec.live = false; // the server dropped the subscription
         this.#retrySubscribe(rec);
         continue;
@@ -843,6 +849,7 @@ export class ParleyClient {
     rec.wanted = false;
     rec.live = false;
     rec.subTimer = this.#cancel(rec.subTimer);
+    rec.readTimer = this.#cancel(rec.readTimer);
     if (!isDirectRoom(rec.room)) this.#rooms.delete(rec.room);
   }
 
@@ -914,6 +921,8 @@ export class ParleyClient {
         sinceSent: null,
         subAttempts: 0,
         subTimer: null,
+        readAt: -Infinity, // when the last read frame went out
+        readTimer: null, // sends the newest read position at the end of the throttle window
         waiters: new Set(),
         typing: false,
         typingAt: -Infinity,
@@ -1061,9 +1070,11 @@ export class ParleyClient {
 
   #sendFailed(entry, frame) {
     if (TRANSIENT_SEND_CODES.has(frame.code)) {
-      // Same cid again later: the server stores it once and delivers it once.
+      // Same cid again later: the server stores it once and delivers it once. Refused for the
+      // rate, not before the server said it could pass (and spread by the backoff's jitter).
       this.#cancel(entry.retryTimer);
-      const delay = backoffDelay(entry.attempts++, this.#reconnectOpts, this.#random);
+      const backoff = backoffDelay(entry.attempts++, this.#reconnectOpts, this.#random);
+      const delay = Math.max(backoff, Number.isFinite(frame.retry_after_ms) ? frame.retry_after_ms : 0);
       entry.retryTimer = this.#setTimeout(() => {
         entry.retryTimer = null;
         if (this.#outbox.includes(entry)) this.#transmit(entry);
@@ -1087,7 +1098,24 @@ export class ParleyClient {
     if (!Number.isInteger(seq) || seq <= (this.#reads.get(room) ?? 0)) return;
     this.#reads.set(room, seq);
     // Otherwise #syncRead sends it with the room's next `subscribed`.
-    if (this.#rooms.get(room)?.live) this.#sendFrame({ type: 'read', room, seq });
+    const rec = this.#rooms.get(room);
+    if (rec?.live) this.#sendRead(rec);
+  }
+
+  /** The room's newest read position, at most once per readThrottle ms; the last position given
+   *  within a window goes out at its end. */
+  #sendRead(rec) {
+    if (rec.readTimer) return; // the one scheduled sends the newest position
+    const wait = rec.readAt + this.#readThrottle - this.#now();
+    if (wait > 0) {
+      rec.readTimer = this.#setTimeout(() => {
+        rec.readTimer = null;
+        if (rec.live) this.#sendRead(rec);
+      }, wait);
+      return;
+    }
+    rec.readAt = this.#now();
+    this.#sendFrame({ type: 'read', room: rec.room, seq: this.#reads.get(rec.room) });
   }
 
   /**

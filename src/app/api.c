@@ -250,11 +250,11 @@ static int parse_addr(const char *p, size_t n, struct sockaddr_storage *sa)
  * of PARLEY_TRUSTED_PROXIES, X-Forwarded-For read from the right, past the hops that are trusted
  * proxies too, up to the first that is not (anything left of it the client could have written).
  */
-static const char *client_addr(pl_conn_t *c, char *out, size_t n)
+static int client_sockaddr(pl_conn_t *c, struct sockaddr_storage *out)
 {
     const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
     struct sockaddr_storage who;
-    if (pl_sock_peer(&c->sock, &who) != 0) return snprintf(out, n, "?"), out;
+    if (pl_sock_peer(&c->sock, &who) != 0) return -1;
     const char *xff = c->http ? pl_http_header(c->http, PL_H_X_FORWARDED_FOR) : NULL;
     if (xff && cfg->trusted_proxies.n &&
         pl_cidr_match(&cfg->trusted_proxies, (struct sockaddr *)&who)) {
@@ -271,6 +271,14 @@ static const char *client_addr(pl_conn_t *c, char *out, size_t n)
             end = start ? start - 1 : 0;
         }
     }
+    *out = who;
+    return 0;
+}
+
+static const char *client_addr(pl_conn_t *c, char *out, size_t n)
+{
+    struct sockaddr_storage who;
+    if (client_sockaddr(c, &who) != 0) return snprintf(out, n, "?"), out;
     const void *a = who.ss_family == AF_INET6
                         ? (const void *)&((struct sockaddr_in6 *)&who)->sin6_addr
                         : (const void *)&((struct sockaddr_in *)&who)->sin_addr;
@@ -1083,6 +1091,54 @@ not_allowed:
     return keep;
 }
 
+/* 1 if the upgrade's Origin may open a WebSocket: none (not a browser), or one of
+ * PARLEY_ALLOWED_ORIGINS (config.c keeps them trimmed and comma-joined), compared
+ * case-insensitively as schemes and hosts are. */
+static int origin_allowed(const pl_config_t *cfg, const char *origin)
+{
+    if (!origin || !cfg->allowed_origins) return 1;
+    size_t olen = strlen(origin);
+    for (const char *p = cfg->allowed_origins; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == olen && strncasecmp(p, origin, olen) == 0) return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+/* Refuse an upgrade before it happens (it costs an HTTP answer, nothing else), counted. */
+static void refuse(pl_conn_t *c, pl_limits_reason_t why, int status, const char *code,
+                   const char *msg)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    pl_counter_add(&s->stats.refused[why], 1);
+    if (pl_log_enabled(PL_LOG_DEBUG)) {
+        char addr[INET6_ADDRSTRLEN];
+        pl_debug("upgrade from %s refused: %s", client_addr(c, addr, sizeof addr), msg);
+    }
+    api_error(c, status, code, msg, 0);
+}
+
+/* Count the WebSocket against PARLEY_MAX_CONNS_PER_IP and PARLEY_MAX_CONNS (limits.h); on
+ * success the session remembers where, and releases it when the connection closes. 0, or -1
+ * after refusing it with 503. */
+static int count_conn(pl_conn_t *c)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    struct sockaddr_storage who;
+    if (client_sockaddr(c, &who) != 0) who.ss_family = AF_UNSPEC; /* counted in all only */
+    pl_limits_reason_t r =
+        pl_limits_conn_acquire(s->srv->conns, (struct sockaddr *)&who, &pl_session_of(c)->slot);
+    if (r == PL_LIMITS_OK) return 0;
+    if (r == PL_LIMITS_PER_ADDR)
+        refuse(c, r, 503, "too_many_connections",
+               "too many connections from this address (PARLEY_MAX_CONNS_PER_IP)");
+    else
+        refuse(c, r, 503, "unavailable",
+               "this instance is full (PARLEY_MAX_CONNS): connect to another");
+    return -1;
+}
+
 void pl_api_upgrade(pl_conn_t *c)
 {
     const pl_http_t *h = c->http;
@@ -1096,6 +1152,11 @@ void pl_api_upgrade(pl_conn_t *c)
     }
     if (pl_server_state(pl_shard_of_conn(c)->srv) != PL_SERVER_RUNNING) {
         api_error(c, 503, "unavailable", "this instance is shutting down: connect to another", 0);
+        return;
+    }
+    if (!origin_allowed(cfg, pl_http_header(h, PL_H_ORIGIN))) {
+        refuse(c, PL_LIMITS_ORIGIN, 403, "forbidden_origin",
+               "this page's origin may not connect (PARLEY_ALLOWED_ORIGINS)");
         return;
     }
     /* A token on the upgrade is checked before switching protocols. */
@@ -1122,6 +1183,10 @@ void pl_api_upgrade(pl_conn_t *c)
         pl_debug("websocket from %s%s%s", client_addr(c, addr, sizeof addr), tok ? " as " : "",
                  tok ? user : "");
     }
-    if (pl_conn_upgrade(c) != 0) return;
+    if (count_conn(c) != 0) return;
+    if (pl_conn_upgrade(c) != 0) {
+        pl_limits_conn_release(pl_shard_of_conn(c)->srv->conns, &pl_session_of(c)->slot);
+        return;
+    }
     if (tok && tlen) pl_session_start(c, user, cl.exp);
 }

@@ -136,7 +136,7 @@ static void auth_and_errors(pl_buf_t *b, pl_server_t *srv)
     }
     pl_metric_family(b, "parley_errors_sent_total", "counter",
                      "Error frames sent to clients, by error code (docs/protocol.md).");
-    for (int code = PL_ERR_NONE + 1; code <= PL_ERR_NOT_STORED; code++) {
+    for (int code = PL_ERR_NONE + 1; code < PL_ERR_COUNT; code++) {
         uint64_t n = 0;
         for (int i = 0; i < srv->nshards; i++)
             n += pl_counter_get(&pl_server_shard(srv, i)->stats.errors[code]);
@@ -144,6 +144,68 @@ static void auth_and_errors(pl_buf_t *b, pl_server_t *srv)
         snprintf(label, sizeof label, "code=\"%s\"", pl_wire_err_name(code));
         pl_metric_sample(b, "parley_errors_sent_total", label, n);
     }
+}
+
+/* A counter summed over the shards, one series per label. */
+typedef uint64_t (*indexed_read_fn)(pl_shard_t *s, int i);
+
+static void summed(pl_buf_t *b, pl_server_t *srv, const char *name, const char *help,
+                   const char *key, const char *const *labels, int n, indexed_read_fn rd)
+{
+    pl_metric_family(b, name, "counter", help);
+    for (int k = 0; k < n; k++) {
+        uint64_t v = 0;
+        for (int i = 0; i < srv->nshards; i++)
+            v += rd(pl_server_shard(srv, i), k);
+        char label[64];
+        snprintf(label, sizeof label, "%s=\"%s\"", key, labels[k]);
+        pl_metric_sample(b, name, label, v);
+    }
+}
+
+static uint64_t rd_rate_limited(pl_shard_t *s, int k)
+{
+    return pl_counter_get(&s->stats.rate_limited[k]);
+}
+static uint64_t rd_refused(pl_shard_t *s, int k)
+{
+    return pl_counter_get(&s->stats.refused[k + 1]);
+}
+static uint64_t rd_http_refused(pl_shard_t *s, int k)
+{
+    return pl_counter_get(&s->conns->http_refused[k]);
+}
+
+/* The limits (app/limits.h, docs/security.md): what was refused, and why. */
+static void limits(pl_buf_t *b, pl_server_t *srv)
+{
+    static const char *const kinds[] = {"frame", "subscribe"};
+    summed(b, srv, "parley_rate_limited_total",
+           "Client frames refused with rate_limited: frame (messages, typing, reads; "
+           "PARLEY_RATE_LIMIT) or subscribe (rooms joined or left; PARLEY_SUBSCRIBE_RATE).",
+           "kind", kinds, 2, rd_rate_limited);
+    uint64_t closes = 0;
+    for (int i = 0; i < srv->nshards; i++)
+        closes += pl_counter_get(&pl_server_shard(srv, i)->stats.rate_closes);
+    pl_metric_family(b, "parley_rate_limit_disconnects_total", "counter",
+                     "Connections closed with 1008 for sending on past their refusals.");
+    pl_metric_sample(b, "parley_rate_limit_disconnects_total", "", closes);
+    static const char *const reasons[] = {"per_ip", "instance", "origin"};
+    summed(b, srv, "parley_connections_refused_total",
+           "WebSocket upgrades refused: per_ip (PARLEY_MAX_CONNS_PER_IP, 503), instance "
+           "(PARLEY_MAX_CONNS, 503), origin (PARLEY_ALLOWED_ORIGINS, 403).",
+           "reason", reasons, 3, rd_refused);
+    static const char *const statuses[] = {"400", "408", "413", "431"};
+    summed(b, srv, "parley_http_refused_total",
+           "HTTP requests refused by the parser or the clock: 400 malformed, 408 too slow, "
+           "413 body or 431 headers too large.",
+           "status", statuses, 4, rd_http_refused);
+    pl_metric_family(b, "parley_websockets", "gauge",
+                     "WebSocket connections counted against PARLEY_MAX_CONNS.");
+    pl_metric_sample(b, "parley_websockets", "",
+                     atomic_load_explicit(&srv->conns->total, memory_order_relaxed));
+    pl_metric_family(b, "parley_websockets_limit", "gauge", "PARLEY_MAX_CONNS.");
+    pl_metric_sample(b, "parley_websockets_limit", "", srv->conns->total_max);
 }
 
 static void redis(pl_buf_t *b, pl_server_t *srv)
@@ -250,6 +312,7 @@ void pl_metrics_render(pl_server_t *srv, pl_buf_t *b)
                      (uint64_t)(pl_server_state(srv) != PL_SERVER_RUNNING));
     shards(b, srv);
     auth_and_errors(b, srv);
+    limits(b, srv);
     redis(b, srv);
     db(b, srv);
 }

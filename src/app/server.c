@@ -274,16 +274,41 @@ static int db_startup(const pl_config_t *cfg)
     return -1;
 }
 
-static void raise_nofile(void)
+/* Raise the open-files limit to its hard limit; returns the limit (0 if unknown). */
+static unsigned long long raise_nofile(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0) pl_warn("setrlimit(NOFILE): %s", strerror(errno));
     }
     pl_info("open files limit %llu (at most ~%llu connections per process)",
             (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_cur - 100);
+    return (unsigned long long)rl.rlim_cur;
+}
+
+/*
+ * The WebSocket limits: PARLEY_MAX_CONNS defaults to what the open files allow, less 100 for
+ * Redis, the database, listeners and HTTP requests, so that past it an upgrade gets a clear 503
+ * instead of accept(2) failing with EMFILE for everyone (HTTP included).
+ */
+static int setup_limits(pl_server_t *srv, unsigned long long nofile)
+{
+    pl_config_t *cfg = &srv->cfg;
+    unsigned long long fit = nofile > 200 ? nofile - 100 : nofile / 2;
+    if (!cfg->max_conns)
+        cfg->max_conns = fit && fit < 100000000 ? (int)fit : 100000000;
+    else if (fit && (unsigned long long)cfg->max_conns > fit)
+        pl_warn("PARLEY_MAX_CONNS=%d is more than the open-files limit lets this process hold "
+                "(about %llu): accepts will fail with EMFILE before it is reached",
+                cfg->max_conns, fit);
+    if (!(srv->conns = calloc(1, sizeof *srv->conns))) return -1;
+    pl_limits_conns_init(srv->conns, (uint32_t)cfg->max_conns_per_ip, (uint32_t)cfg->max_conns);
+    if (!cfg->allowed_origins)
+        pl_info("PARLEY_ALLOWED_ORIGINS unset: WebSocket upgrades from pages of any origin are "
+                "accepted (clients authenticate with tokens, never cookies)");
+    return 0;
 }
 
 static void on_shard_done(uv_async_t *a)
@@ -431,7 +456,10 @@ int pl_server_run(pl_config_t *cfg)
     cfg = &srv->cfg;
     srv->redis_addr = (pl_redis_addr_t){cfg->redis_host, cfg->redis_port, cfg->redis_db,
                                         cfg->redis_user, cfg->redis_password};
-    raise_nofile();
+    if (setup_limits(srv, raise_nofile()) != 0) {
+        pl_error("out of memory");
+        return 1;
+    }
     if (pl_script_init() != 0) {
         pl_error("cannot hash the Redis scripts");
         return 1;
@@ -519,6 +547,7 @@ int pl_server_run(pl_config_t *cfg)
         free(srv->loops);
         free(srv->owe);
         free(srv->rooms_mask); /* the subscriber and every loop are gone */
+        free(srv->conns);
         pl_tls_free(srv->tls);
         pl_static_free(srv->web);
         redis_unregister(srv);

@@ -22,7 +22,7 @@
 /* Every error frame goes through one of the two below, and is counted there by code. */
 static void count_error(pl_shard_t *s, pl_err_t code)
 {
-    pl_counter_add(&s->stats.errors[code <= PL_ERR_NOT_STORED ? code : PL_ERR_NONE], 1);
+    pl_counter_add(&s->stats.errors[code < PL_ERR_COUNT ? code : PL_ERR_NONE], 1);
 }
 
 void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const char *cid,
@@ -162,6 +162,67 @@ static void expiry_tick(pl_conn_t *c)
     }
 }
 
+/*
+ * Charge `n` tokens for a frame to bucket `b` (limits.h). 0: go on. Otherwise the frame is
+ * refused and already answered: error rate_limited with its cid and when to retry, nothing else
+ * done; or, when the client keeps sending past refusals (it has drawn twice PARLEY_RATE_BURST
+ * of them faster than PARLEY_RATE_LIMIT gives them back), closed with 1008.
+ */
+static int over_rate(pl_conn_t *c, pl_limits_bucket_t *b, uint32_t rate, uint32_t burst, uint32_t n,
+                     int kind, const pl_req_t *req)
+{
+    if (!rate) return 0;
+    pl_limits_rate_t r = {rate, burst};
+    uint64_t now = pl_sock_now(&c->sock);
+    uint32_t wait = pl_limits_take(b, &r, n, now);
+    if (!wait) return 0;
+    pl_shard_t *s = pl_shard_of_conn(c);
+    const pl_config_t *cfg = &s->srv->cfg;
+    pl_counter_add(&s->stats.rate_limited[kind], 1);
+    if (req->type == PL_REQ_MESSAGE) pl_counter_add(&s->stats.received, 1); /* refusals count */
+    /* The refusals' allowance follows the frame rate (or the subscribe rate if alone on). */
+    pl_limits_rate_t allow = cfg->rate_limit ? (pl_limits_rate_t){(uint32_t)cfg->rate_limit,
+                                                                  2 * (uint32_t)cfg->rate_burst}
+                                             : (pl_limits_rate_t){rate, 2 * burst};
+    if (pl_limits_take(&pl_session_of(c)->refusals, &allow, 1, now)) {
+        pl_counter_add(&s->stats.rate_closes, 1);
+        pl_conn_close(c, 1008, "rate limit exceeded");
+        return 1;
+    }
+    count_error(s, PL_ERR_RATE_LIMITED);
+    pl_buf_t *out = pl_shard_scratch(s);
+    pl_wire_rate_limited(out,
+                         kind ? "too many rooms subscribed or left; retry later"
+                              : "too many frames; retry later",
+                         req->cid, req->cid_len, wait);
+    pl_session_send(c, out);
+    return 1;
+}
+
+/* The rate a frame of this type is charged to: 1 for what is limited. */
+static int limited(pl_conn_t *c, const pl_req_t *req)
+{
+    pl_session_t *ss = pl_session_of(c);
+    const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
+    switch (req->type) {
+    case PL_REQ_MESSAGE:
+    case PL_REQ_TYPING_START:
+    case PL_REQ_TYPING_STOP:
+    case PL_REQ_READ:
+        return over_rate(c, &ss->frames, (uint32_t)cfg->rate_limit, (uint32_t)cfg->rate_burst, 1, 0,
+                         req);
+    case PL_REQ_SUBSCRIBE:
+    case PL_REQ_UNSUBSCRIBE:
+        /* Each room costs a catch-up or a room-table change: churn is counted in rooms, and a
+         * connection may always (re)subscribe its whole allowance at once. */
+        return over_rate(c, &ss->churn, (uint32_t)cfg->subscribe_rate, (uint32_t)cfg->max_rooms,
+                         (uint32_t)(req->nrooms ? req->nrooms : 1), 1, req);
+    default:
+        /* Pings stay free: they prove liveness, cost no Redis, and must pass under a flood. */
+        return 0;
+    }
+}
+
 /* One complete, UTF-8-valid text message from the client. */
 static void on_message(pl_conn_t *c, const uint8_t *p, size_t len, int binary)
 {
@@ -185,6 +246,10 @@ static void on_message(pl_conn_t *c, const uint8_t *p, size_t len, int binary)
             on_authenticate(c, &req);
         else
             pl_session_error(c, PL_ERR_UNAUTHORIZED, "authenticate first", req.cid, req.cid_len);
+        pl_wire_req_free(&req);
+        return;
+    }
+    if (limited(c, &req)) {
         pl_wire_req_free(&req);
         return;
     }
@@ -223,6 +288,8 @@ static void on_message(pl_conn_t *c, const uint8_t *p, size_t len, int binary)
 static void on_close(pl_conn_t *c)
 {
     pl_session_t *ss = pl_session_of(c);
+    /* Every WebSocket, authenticated or not, aborted or not, was counted at its upgrade. */
+    pl_limits_conn_release(pl_shard_of_conn(c)->srv->conns, &ss->slot);
     if (!ss->authed) return;
     pl_shard_t *s = pl_shard_of_conn(c);
     pl_counter_set(&s->stats.sessions, pl_counter_get(&s->stats.sessions) - 1);

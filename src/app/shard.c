@@ -135,8 +135,9 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     atomic_init(&s->gap_queued, 0);
     atomic_init(&s->rebalance_queued, 0);
 
-    pl_conn_limits_t lim = {cfg->max_frame, cfg->ping_interval, cfg->idle_timeout,
-                            cfg->http_idle_timeout, cfg->http_request_timeout};
+    pl_conn_limits_t lim = {cfg->max_frame,         cfg->ping_interval,        cfg->idle_timeout,
+                            cfg->http_idle_timeout, cfg->http_request_timeout, cfg->http_max_header,
+                            cfg->http_max_body};
     size_t half_soft = cfg->outbuf_soft / 2;
     pl_sock_limits_t slim = {cfg->max_outbuf,
                              cfg->outbuf_soft,

@@ -59,11 +59,12 @@ static const char *const err_names[] = {
     [PL_ERR_UNAVAILABLE] = "unavailable",
     [PL_ERR_FORBIDDEN] = "forbidden",
     [PL_ERR_NOT_STORED] = "not_stored",
+    [PL_ERR_RATE_LIMITED] = "rate_limited",
 };
 
 const char *pl_wire_err_name(pl_err_t code)
 {
-    return code <= PL_ERR_NOT_STORED ? err_names[code] : "internal";
+    return code < PL_ERR_COUNT ? err_names[code] : "internal";
 }
 
 static int fail(pl_wire_err_t *err, pl_err_t code, const char *message)
@@ -306,6 +307,16 @@ void pl_wire_error_room(pl_buf_t *b, pl_err_t code, const char *message, const c
         pl_buf_adds(b, ",\"room\":");
         pl_buf_json_str(b, room, strlen(room));
     }
+    pl_buf_add(b, "}", 1);
+}
+
+void pl_wire_rate_limited(pl_buf_t *b, const char *message, const char *cid, size_t cid_len,
+                          uint32_t retry_after_ms)
+{
+    pl_wire_error_room(b, PL_ERR_RATE_LIMITED, message, cid, cid_len, NULL);
+    b->len--; /* the closing brace */
+    pl_buf_adds(b, ",\"retry_after_ms\":");
+    pl_buf_uint(b, retry_after_ms);
     pl_buf_add(b, "}", 1);
 }
 

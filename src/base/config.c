@@ -14,8 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
+#include "parley/base/buf.h"
 #include "parley/base/log.h"
 
 #ifndef PL_VERSION
@@ -48,6 +50,7 @@ static int parse_database_url(pl_config_t *c, const char *v, char *err, size_t n
 static int parse_public_url(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_proxies(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_jwt_secrets(pl_config_t *c, const char *v, char *err, size_t n);
+static int parse_origins(pl_config_t *c, const char *v, char *err, size_t n);
 
 #define AT(field) offsetof(pl_config_t, field)
 
@@ -153,6 +156,27 @@ static const opt_t opts[] = {
     {"trusted-proxies", "PARLEY_TRUSTED_PROXIES", T_SPECIAL, 0, "", 0, 0, parse_proxies,
      "addresses or networks (a.b.c.d/n, comma-separated) whose X-Forwarded-* headers are "
      "believed"},
+    {"rate-limit", "PARLEY_RATE_LIMIT", T_INT, AT(rate_limit), "20", 0, 1000000, NULL,
+     "frames per second one connection may send: room and direct messages, typing, reads "
+     "(a token bucket); past it error rate_limited; 0: no limit"},
+    {"rate-burst", "PARLEY_RATE_BURST", T_INT, AT(rate_burst), NULL, 1, 1000000, NULL,
+     "frames one connection may send at once above PARLEY_RATE_LIMIT (default: twice it)"},
+    {"subscribe-rate", "PARLEY_SUBSCRIBE_RATE", T_INT, AT(subscribe_rate), "10", 0, 1000000, NULL,
+     "rooms per second one connection may subscribe to or leave, after a first "
+     "PARLEY_MAX_ROOMS at once; past it error rate_limited; 0: no limit"},
+    {"max-conns-per-ip", "PARLEY_MAX_CONNS_PER_IP", T_INT, AT(max_conns_per_ip), "500", 0, 1000000,
+     NULL,
+     "WebSockets one client address may hold on this instance (the X-Forwarded-For address "
+     "from PARLEY_TRUSTED_PROXIES; an IPv6 address by its /64); past it HTTP 503; 0: no limit"},
+    {"max-conns", "PARLEY_MAX_CONNS", T_INT, AT(max_conns), NULL, 1, 100000000, NULL,
+     "WebSockets this instance holds; past it HTTP 503 (default: the open-files limit less 100)"},
+    {"allowed-origins", "PARLEY_ALLOWED_ORIGINS", T_SPECIAL, 0, NULL, 0, 0, parse_origins,
+     "browser origins (scheme://host[:port], comma-separated, or *) allowed to open a WebSocket; "
+     "another Origin gets 403, none (not a browser) is allowed; unset: any"},
+    {"http-max-header", "PARLEY_HTTP_MAX_HEADER", T_SIZE, AT(http_max_header), "8192", 1024,
+     1 << 20, NULL, "bytes of an HTTP request line and headers; more gets 431"},
+    {"http-max-body", "PARLEY_HTTP_MAX_BODY", T_SIZE, AT(http_max_body), "8192", 0, 1 << 24, NULL,
+     "bytes of an HTTP request body; more gets 413"},
     {"migrate", "PARLEY_MIGRATE", T_BOOL, AT(migrate), "0", 0, 1, NULL,
      "apply the database schema to PARLEY_DATABASE_URL and exit"},
 };
@@ -439,6 +463,47 @@ static int parse_proxies(pl_config_t *c, const char *v, char *err, size_t n)
     return 0;
 }
 
+/* Exact origins as browsers send them (scheme://host[:port], no path), or "*" for any. Kept
+ * trimmed, without a trailing slash, joined by commas, to be compared case-insensitively at the
+ * upgrade (app/api.c); "*" anywhere leaves the list unset: any origin. */
+static int parse_origins(pl_config_t *c, const char *v, char *err, size_t n)
+{
+    pl_buf_t out = {0};
+    int any = 0;
+    for (const char *p = v; *p;) {
+        size_t len = strcspn(p, ",");
+        const char *s = p, *e = p + len;
+        while (s < e && *s == ' ')
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '/'))
+            e--;
+        size_t l = (size_t)(e - s);
+        const char *host = NULL;
+        if (l >= 8 && strncasecmp(s, "https://", 8) == 0)
+            host = s + 8;
+        else if (l >= 7 && strncasecmp(s, "http://", 7) == 0)
+            host = s + 7;
+        int star = l == 1 && *s == '*';
+        if (!star &&
+            (!host || host == e || memchr(host, '/', (size_t)(e - host)) || memchr(s, ' ', l))) {
+            pl_buf_free(&out);
+            return failf(err, n,
+                         "PARLEY_ALLOWED_ORIGINS: expected origins like https://chat.example.com "
+                         "or http://127.0.0.1:8080 (no path), or *, got '%.*s'",
+                         (int)(l > 100 ? 100 : l), s);
+        }
+        any |= star;
+        if (out.len) pl_buf_add(&out, ",", 1);
+        pl_buf_add(&out, s, l);
+        p += len + (p[len] == ',');
+    }
+    free(c->allowed_origins);
+    c->allowed_origins = NULL;
+    int oom = !any && out.len && !(c->allowed_origins = strndup(out.data, out.len));
+    pl_buf_free(&out);
+    return oom ? failf(err, n, "out of memory") : 0;
+}
+
 static int apply(pl_config_t *c, const opt_t *o, const char *v, char *err, size_t n)
 {
     long long num = 0;
@@ -513,6 +578,9 @@ static int derive(pl_config_t *c, const char *const *val, char *err, size_t n)
                      "PARLEY_PING_INTERVAL (%d) must be below PARLEY_IDLE_TIMEOUT (%d): use "
                      "PARLEY_PING_INTERVAL=%d or less, or PARLEY_IDLE_TIMEOUT=%d or more",
                      c->ping_interval, c->idle_timeout, c->idle_timeout - 1, c->ping_interval + 1);
+
+    if (!given(val, "PARLEY_RATE_BURST"))
+        c->rate_burst = c->rate_limit ? (c->rate_limit > 500000 ? 1000000 : 2 * c->rate_limit) : 1;
 
     if (!given(val, "PARLEY_MAX_OUTBUF_SOFT"))
         c->outbuf_soft = c->max_outbuf / 4;
@@ -622,6 +690,7 @@ void pl_config_free(pl_config_t *c)
     free(c->redis_prefix);
     free(c->public_url);
     free(c->public_ws_url);
+    free(c->allowed_origins);
     free(c->trusted_proxies_s);
     memset(c, 0, sizeof *c);
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "parley/base/log.h"
 
@@ -280,6 +281,31 @@ static void begin_close(pl_sock_t *s)
     mark_dirty(s);
 }
 
+/* A lingering socket's input: discarded, until the peer's EOF (or an error) ends it. */
+static void linger_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    if (nread < 0) close_handle(st->data);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/*
+ * Everything is written: send FIN and read, discarding, until the peer's EOF, for at most
+ * CLOSE_GRACE_MS from the close (the sweep ends it). Closing at once while the client is still
+ * sending (a flood, a frame too large) would answer its bytes with a reset, which can destroy
+ * our last bytes (the close frame, an HTTP error) before the client reads them.
+ */
+static void linger(pl_sock_t *s)
+{
+    if (s->flags & PL_SOCK_LINGER) return;
+    s->flags |= PL_SOCK_LINGER;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&s->tcp, &fd) != 0 || shutdown(fd, SHUT_WR) != 0 ||
+        uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, linger_cb) != 0)
+        close_handle(s);
+}
+
 /* ---- writing ---- */
 
 static uint32_t gather(pl_sock_t *s, uv_buf_t *iov, size_t *total)
@@ -379,7 +405,7 @@ static void flush(pl_sock_t *s)
             wait_writable(s, NULL, 0);
             return;
         }
-        if (s->flags & PL_SOCK_CLOSING) close_handle(s);
+        if (s->flags & PL_SOCK_CLOSING) linger(s);
         return;
     }
     if (!(s->flags & PL_SOCK_CLOSE_QUEUED) && over_limit(s)) {

@@ -194,7 +194,19 @@ static void feed_http(pl_conn_t *c, const char *p, size_t n)
         case PL_HTTP_MORE:
             return;
         case PL_HTTP_ERROR:
-            pl_conn_http_error(c, status, "bad_request", "malformed HTTP request", 0);
+            pl_counter_add(&cctx(c)->http_refused[status == 413   ? PL_CONN_R413
+                                                  : status == 431 ? PL_CONN_R431
+                                                                  : PL_CONN_R400],
+                           1);
+            pl_conn_http_error(c, status,
+                               status == 413   ? "body_too_large"
+                               : status == 431 ? "headers_too_large"
+                                               : "bad_request",
+                               status == 413 ? "request body too large (PARLEY_HTTP_MAX_BODY)"
+                               : status == 431
+                                   ? "request headers too large (PARLEY_HTTP_MAX_HEADER)"
+                                   : "malformed HTTP request",
+                               0);
             pl_conn_close(c, 0, NULL);
             return;
         case PL_HTTP_REQUEST: {
@@ -255,6 +267,8 @@ static void on_open(pl_sock_t *s)
         return;
     }
     c->http->mark_ms = s->created_ms; /* the first request's clock */
+    if (cctx(c)->lim.http_max_head) c->http->max_head = cctx(c)->lim.http_max_head;
+    if (cctx(c)->lim.http_max_body) c->http->max_body = cctx(c)->lim.http_max_body;
     if (pl_log_enabled(PL_LOG_DEBUG)) {
         char peer[64];
         pl_debug("conn from %s: accepted", pl_sock_peer_str(s, peer, sizeof peer));
@@ -317,6 +331,7 @@ static void tick_http(pl_conn_t *c, uint64_t now)
     if ((c->flags & PL_CONN_HTTP_WAIT) || !h) return; /* the answer is being prepared */
     if (h->in_request || !h->served) {
         if (now - h->mark_ms >= (uint64_t)lim->http_request_s * 1000) {
+            pl_counter_add(&cctx(c)->http_refused[PL_CONN_R408], 1);
             pl_conn_http_error(c, 408, "request_timeout", "the request did not arrive in time", 0);
             pl_conn_close(c, 0, "http request timeout");
         }

@@ -16,6 +16,7 @@ static const char *const kept_names[PL_H_COUNT] = {
     [PL_H_X_FORWARDED_FOR] = "x-forwarded-for",
     [PL_H_IF_NONE_MATCH] = "if-none-match",
     [PL_H_IF_MODIFIED_SINCE] = "if-modified-since",
+    [PL_H_ORIGIN] = "origin",
 };
 
 static pl_http_t *of(llhttp_t *p)
@@ -26,7 +27,7 @@ static pl_http_t *of(llhttp_t *p)
 static int count_head(pl_http_t *h, size_t n)
 {
     h->head_bytes += n;
-    if (h->head_bytes > PL_HTTP_MAX_HEAD) {
+    if (h->head_bytes > h->max_head) {
         h->too_large = 431;
         return -1;
     }
@@ -97,7 +98,7 @@ static int on_header_value_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     pl_http_t *h = of(p);
-    if (h->body.len + n > PL_HTTP_MAX_BODY) {
+    if (h->body.len + n > h->max_body) {
         h->too_large = 413;
         return -1;
     }
@@ -129,6 +130,8 @@ pl_http_t *pl_http_new(void)
     if (!h) return NULL;
     llhttp_init(&h->parser, HTTP_REQUEST, &settings);
     h->parser.data = h;
+    h->max_head = PL_HTTP_MAX_HEAD;
+    h->max_body = PL_HTTP_MAX_BODY;
     pl_http_next(h);
     return h;
 }

@@ -41,7 +41,12 @@ test('browser: the chat page in chromium, two users on two instances: rooms, his
 
   const redis = await startRedis();
   const pg = await startPostgres();
-  const env = dbEnv(pg, { PARLEY_WEB_ROOT: path.join(ROOT, 'web'), PARLEY_DEV: 1, PARLEY_OPEN_ROOMS: 1 });
+  // The shipped rates (lib.mjs turns them off for the other tests): the pages work under them.
+  // The burst is raised only for the library client that seeds SEEDED messages at once.
+  const env = dbEnv(pg, {
+    PARLEY_WEB_ROOT: path.join(ROOT, 'web'), PARLEY_DEV: 1, PARLEY_OPEN_ROOMS: 1,
+    PARLEY_RATE_LIMIT: 20, PARLEY_RATE_BURST: SEEDED + 80, PARLEY_SUBSCRIBE_RATE: 10,
+  });
   const A = await startParleyd({ redis, env, tls: false });
   const B = await startParleyd({ redis, env, tls: false });
 

@@ -248,7 +248,8 @@ function scriptCluster(extra = {}) {
   fs.chmodSync(tmpDir(), 0o711); // nginx's workers (nobody) reach its temp paths under it
   const dir = fs.mkdtempSync(path.join(tmpDir(), 'var-'));
   fs.chmodSync(dir, 0o755);
-  const env = { ...process.env, PARLEY_VAR: dir, PARLEY_JWT_SECRET: SECRET, ...extra };
+  // Library clients here send faster than PARLEY_RATE_LIMIT's default allows a person.
+  const env = { ...process.env, PARLEY_VAR: dir, PARLEY_JWT_SECRET: SECRET, PARLEY_RATE_LIMIT: '0', PARLEY_SUBSCRIBE_RATE: '0', ...extra };
   for (const k of ['PARLEY_REDIS_URL', 'PARLEY_DATABASE_URL', 'PARLEY_CLUSTER_DIR', 'PARLEY_CLUSTER_SPACING']) if (!(k in extra)) delete env[k];
   const cl = { dir, cdir: path.join(dir, 'cluster'), env, stopped: false };
   cl.run = async (...args) => {

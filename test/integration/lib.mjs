@@ -229,6 +229,9 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
       // Tests stop instances with SIGTERM: a drain spread over seconds would only slow them.
       // The drain tests set their own.
       PARLEY_DRAIN_SECONDS: '0',
+      // Tests send far faster than any person may (PARLEY_RATE_LIMIT's default is for people);
+      // limits.test.mjs and the browser test run with the defaults or their own.
+      PARLEY_RATE_LIMIT: '0', PARLEY_SUBSCRIBE_RATE: '0',
       ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])),
     };
     p.env = fullEnv;

@@ -405,6 +405,21 @@ describe('outbox', () => {
     t.client.close();
   });
 
+  test('rate_limited keeps the send and resends the same cid no sooner than retry_after_ms', async () => {
+    const t = setup();
+    const ws = await connected(t);
+    const p = t.client.send('r1', 'x', { cid: 'c-1' });
+    ws.deliver({ type: 'error', code: 'rate_limited', message: 'too many frames; retry later', cid: 'c-1', retry_after_ms: 2000 });
+    assert.equal(t.client.pending.length, 1);
+    await t.clock.advance(1999); // the backoff alone would be 375 ms
+    assert.equal(ws.frames('message').length, 1, 'not resent before retry_after_ms');
+    await t.clock.advance(1);
+    assert.deepEqual(ws.frames('message').map((f) => f.cid), ['c-1', 'c-1']);
+    ws.deliver({ type: 'ack', cid: 'c-1', id: '9', seq: 3 });
+    assert.deepEqual(await p, { cid: 'c-1', id: '9', seq: 3 });
+    t.client.close();
+  });
+
   test('a transient error followed by a reconnect resends once, on the new connection', async () => {
     const t = setup();
     const ws1 = await connected(t);
@@ -1054,12 +1069,19 @@ describe('reads, typing, events', () => {
     t.client.markRead('r1', 5);
     t.client.markRead('r1', 4);
     t.client.markRead('r1', 6);
+    t.client.markRead('r1', 7);
+    // One read frame per room per readThrottle (1000 ms): the newest position at the window's end.
+    assert.deepEqual(ws1.frames('read'), [{ type: 'read', room: 'r1', seq: 5 }]);
+    await t.clock.advance(999);
+    assert.equal(ws1.frames('read').length, 1);
+    await t.clock.advance(1);
     assert.deepEqual(ws1.frames('read'), [
       { type: 'read', room: 'r1', seq: 5 },
-      { type: 'read', room: 'r1', seq: 6 },
+      { type: 'read', room: 'r1', seq: 7 },
     ]);
-    ws1.drop(1006);
-    t.client.markRead('r1', 8); // offline: sent with the next subscribed
+    t.client.markRead('r1', 8);
+    assert.equal(ws1.frames('read').length, 2, 'within the next window: waits');
+    ws1.drop(1006); // cancels the pending read (8 is sent with the next subscribed)
     await t.clock.advance(500);
     const ws2 = t.last();
     ws2.authenticate();

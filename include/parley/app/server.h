@@ -22,6 +22,7 @@
 #include "parley/svc/redis.h"
 #include "parley/svc/subscriber.h"
 
+#include "parley/app/limits.h"
 #include "parley/app/shard.h"
 
 /** The process. */
@@ -52,8 +53,10 @@ typedef struct pl_server {
     atomic_uint rebalance_ms;       /**< and the milliseconds to spread it over */
     uv_async_t drain_wake; /**< main loop: a drain was asked for, or a shard finished its part */
     uv_timer_t drain_deadline;
-    int drain_posted;  /**< main thread: the shards were told to drain */
-    pl_hist_t sub_lag; /**< the subscriber thread's: message ts to arrival, us (deliver.c) */
+    int drain_posted;         /**< main thread: the shards were told to drain */
+    pl_hist_t sub_lag;        /**< the subscriber thread's: message ts to arrival, us (deliver.c) */
+    pl_limits_conns_t *conns; /**< WebSockets per address and in all (limits.h); owned, every
+                                 shard writes its atomics */
 } pl_server_t;
 
 /** Where the process is in its life. */

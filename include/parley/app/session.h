@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "parley/app/limits.h"
 #include "parley/app/room.h"
 #include "parley/app/wire.h"
 #include "parley/base/buf.h"
@@ -34,6 +35,10 @@ typedef struct pl_session {
     uint32_t leave_ms; /**< when, uv_now truncated */
     uint32_t exp;      /**< the token's exp (unix seconds), 0 if none: closed with 4001 after it */
     uint16_t exp_notice; /**< seconds before exp the expiry notice goes; 0 once sent, or none */
+    pl_limits_bucket_t frames;   /**< messages, typing, reads: PARLEY_RATE_LIMIT (limits.h) */
+    pl_limits_bucket_t churn;    /**< rooms subscribed or left: PARLEY_SUBSCRIBE_RATE */
+    pl_limits_bucket_t refusals; /**< refusals it may still draw before it is closed (1008) */
+    pl_limits_slot_t slot;       /**< where the server's connection table counted it */
 } pl_session_t;
 
 /** The session of a connection, and back. */

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "parley/app/drain.h"
+#include "parley/app/limits.h"
 #include "parley/app/room.h"
 #include "parley/app/wire.h"
 #include "parley/base/buf.h"
@@ -74,7 +75,10 @@ typedef struct {
     pl_counter_t received;                      /**< message frames from clients */
     pl_counter_t published;                     /**< of those, published to Redis (not dups) */
     pl_counter_t delivered;                     /**< frames queued to recipients */
-    pl_counter_t errors[PL_ERR_NOT_STORED + 1]; /**< error frames sent, by pl_err_t */
+    pl_counter_t errors[PL_ERR_COUNT];          /**< error frames sent, by pl_err_t */
+    pl_counter_t rate_limited[2];               /**< frames refused: [0] frames, [1] subscribes */
+    pl_counter_t rate_closes;                   /**< connections closed with 1008 for flooding */
+    pl_counter_t refused[PL_LIMITS_REASONS];    /**< upgrades refused, by pl_limits_reason_t */
 } pl_shard_stats_t;
 
 /** One loop's gateway state. */

@@ -45,7 +45,9 @@ typedef enum {
     PL_ERR_UNAUTHORIZED,
     PL_ERR_UNAVAILABLE,
     PL_ERR_FORBIDDEN,
-    PL_ERR_NOT_STORED, /**< accepted (maybe delivered) but not stored: resend with the same cid */
+    PL_ERR_NOT_STORED,   /**< accepted (maybe delivered) but not stored: resend with the same cid */
+    PL_ERR_RATE_LIMITED, /**< over the connection's rate (app/limits.h): not done; retry later */
+    PL_ERR_COUNT         /**< how many codes there are (not a code) */
 } pl_err_t;
 
 /** Bytes of JSON tree one arena holds before parsing continues on malloc. */
@@ -131,6 +133,10 @@ void pl_wire_error(pl_buf_t *b, pl_err_t code, const char *message, const char *
  *  subscribe, which may come after the frame's other rooms were answered. */
 void pl_wire_error_room(pl_buf_t *b, pl_err_t code, const char *message, const char *cid,
                         size_t cid_len, const char *room);
+/** {"type":"error","code":"rate_limited","message":..[,"cid":..],"retry_after_ms":N}: when the
+ *  refused frame would pass. */
+void pl_wire_rate_limited(pl_buf_t *b, const char *message, const char *cid, size_t cid_len,
+                          uint32_t retry_after_ms);
 /**
  * A room message is `{"type":"message","seq":<n>,` (the head, which Redis
  * writes when it assigns the seq) followed by the tail

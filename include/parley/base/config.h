@@ -75,6 +75,14 @@ typedef struct {
     char *public_ws_url; /**< derived: the WebSocket URL tokens name, or NULL (from the request) */
     char *trusted_proxies_s;        /**< PARLEY_TRUSTED_PROXIES as given */
     pl_cidr_list_t trusted_proxies; /**< whose X-Forwarded-* headers are believed */
+    int rate_limit;         /**< PARLEY_RATE_LIMIT: client frames per second (0: no limit) */
+    int rate_burst;         /**< PARLEY_RATE_BURST (default: twice PARLEY_RATE_LIMIT) */
+    int subscribe_rate;     /**< PARLEY_SUBSCRIBE_RATE: rooms joined or left per second */
+    int max_conns_per_ip;   /**< PARLEY_MAX_CONNS_PER_IP: WebSockets per client address (0: any) */
+    int max_conns;          /**< PARLEY_MAX_CONNS: WebSockets per instance (0: from open files) */
+    char *allowed_origins;  /**< PARLEY_ALLOWED_ORIGINS, trimmed, joined by commas; NULL: any */
+    size_t http_max_header; /**< PARLEY_HTTP_MAX_HEADER: request line and headers, bytes */
+    size_t http_max_body;   /**< PARLEY_HTTP_MAX_BODY: request body, bytes */
 } pl_config_t;
 
 /** Outcomes of pl_config_load besides success. */

@@ -131,6 +131,7 @@ enum {
     PL_SOCK_REFILL = 1 << 7,  /**< the layer above wants on_drain */
     PL_SOCK_SHUT = 1 << 8,    /**< the type's shutdown was called */
     PL_SOCK_WAITING = 1 << 9, /**< the type waits for the socket to drain (its write is out) */
+    PL_SOCK_LINGER = 1 << 10, /**< all written, FIN sent: reading to the peer's EOF */
 };
 
 /** A connection. The layer above's struct begins with it. */

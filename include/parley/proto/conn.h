@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "parley/base/metric.h"
 #include "parley/net/frame.h"
 #include "parley/net/sock.h"
 #include "parley/proto/http.h"
@@ -63,12 +64,17 @@ typedef struct pl_conn_app {
 
 /** Protocol limits and timeouts, seconds unless said. */
 typedef struct pl_conn_limits {
-    size_t max_frame;   /**< largest client message, bytes: larger closes 1009 */
-    int ping_s;         /**< silence before the server pings */
-    int idle_s;         /**< silence before the server closes (1001) */
-    int http_idle_s;    /**< an idle keep-alive connection is kept */
-    int http_request_s; /**< to send a whole request (408 after) */
+    size_t max_frame;     /**< largest client message, bytes: larger closes 1009 */
+    int ping_s;           /**< silence before the server pings */
+    int idle_s;           /**< silence before the server closes (1001) */
+    int http_idle_s;      /**< an idle keep-alive connection is kept */
+    int http_request_s;   /**< to send a whole request (408 after) */
+    size_t http_max_head; /**< request line and headers, bytes (431 after); 0: the default */
+    size_t http_max_body; /**< request body, bytes (413 after); 0: the default */
 } pl_conn_limits_t;
+
+/** HTTP requests refused by the transport, by status: counted for the metrics. */
+enum { PL_CONN_R400, PL_CONN_R408, PL_CONN_R413, PL_CONN_R431, PL_CONN_REFUSALS };
 
 /** One loop's connections. */
 struct pl_conn_ctx {
@@ -77,6 +83,7 @@ struct pl_conn_ctx {
     const pl_conn_app_t *app;
     void *app_ud; /**< the application's per-loop state */
     pl_conn_limits_t lim;
+    pl_counter_t http_refused[PL_CONN_REFUSALS]; /**< written by the loop only, by PL_CONN_R* */
 };
 
 /** Connection flags (pl_conn_t.flags). */

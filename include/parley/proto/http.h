@@ -16,9 +16,10 @@
 
 #include "parley/base/buf.h"
 
-/** Longest request head (request line and headers) accepted, bytes. */
+/** Longest request head (request line and headers) accepted by default, bytes
+ *  (PARLEY_HTTP_MAX_HEADER; pl_http_t.max_head). */
 #define PL_HTTP_MAX_HEAD 8192
-/** Longest request body accepted, bytes. */
+/** Longest request body accepted by default, bytes (PARLEY_HTTP_MAX_BODY; max_body). */
 #define PL_HTTP_MAX_BODY 8192
 
 /** The headers Parley looks at; each is an offset into `strs` (or -1 if absent). */
@@ -33,6 +34,7 @@ enum {
     PL_H_X_FORWARDED_FOR,   /**< likewise: the client's address behind a proxy */
     PL_H_IF_NONE_MATCH,     /**< static files: revalidation by ETag */
     PL_H_IF_MODIFIED_SINCE, /**< static files: revalidation by date */
+    PL_H_ORIGIN,            /**< a browser's page origin, on a WebSocket upgrade */
     PL_H_COUNT
 };
 
@@ -52,6 +54,8 @@ typedef struct {
     uint64_t mark_ms; /**< the connection's clock: since when it waits for the request, or idles */
     pl_buf_t stash;   /**< bytes read after a request whose answer is pending */
     int too_large;
+    size_t max_head; /**< longer request heads get 431 (PL_HTTP_MAX_HEAD unless changed) */
+    size_t max_body; /**< longer bodies get 413 (PL_HTTP_MAX_BODY unless changed) */
 } pl_http_t;
 
 /** Outcome of pl_http_feed. */

@@ -312,7 +312,11 @@ static inline void gw_init(int with_db)
     static const char *const env[][2] = {{"PARLEY_JWT_SECRET", "unit-secret"},
                                          {"PARLEY_API_KEY", "unit-key"},
                                          {"PARLEY_SERVER_ID", "unit-1"},
-                                         {"PARLEY_SHARDS", "1"}};
+                                         {"PARLEY_SHARDS", "1"},
+                                         /* The modules' tests send faster than any client may;
+                                          * the limits have tests of their own. */
+                                         {"PARLEY_RATE_LIMIT", "0"},
+                                         {"PARLEY_SUBSCRIBE_RATE", "0"}};
     for (size_t i = 0; i < sizeof env / sizeof *env; i++)
         setenv(env[i][0], env[i][1], 1);
     char err[256];
@@ -329,6 +333,8 @@ static inline void gw_init(int with_db)
     srv.rooms_mask = calloc(1, sizeof *srv.rooms_mask);
     srv.loops = calloc(1, sizeof *srv.loops);
     srv.owe = calloc(1, 1);
+    srv.conns = calloc(1, sizeof *srv.conns);
+    pl_limits_conns_init(srv.conns, 0, 0);
     srv.loops[0] = pl_loop_new(0, sizeof(pl_shard_t));
     atomic_init(&srv.sub.connected, 1);
     if (pl_shard_init(srv.loops[0], &srv, -1, -1, NULL, 0) != 0) {

@@ -39,6 +39,14 @@ static const char *const VARS[] = {
     "PARLEY_JWT_LEEWAY",
     "PARLEY_TOKEN_TTL",
     "PARLEY_TOKEN_MAX_TTL",
+    "PARLEY_RATE_LIMIT",
+    "PARLEY_RATE_BURST",
+    "PARLEY_SUBSCRIBE_RATE",
+    "PARLEY_MAX_CONNS_PER_IP",
+    "PARLEY_MAX_CONNS",
+    "PARLEY_ALLOWED_ORIGINS",
+    "PARLEY_HTTP_MAX_HEADER",
+    "PARLEY_HTTP_MAX_BODY",
 };
 
 /* A clean environment with only the two required settings. */
@@ -603,6 +611,41 @@ static int load_quiet(pl_config_t *c, int argc, char **argv)
     return rc;
 }
 
+/* The limits (docs/security.md): defaults, the burst following the rate, the origin list. */
+static void limits(void)
+{
+    pl_config_t c;
+    env_reset();
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.rate_limit, 20);
+    CHECK_EQ_INT(c.rate_burst, 40);
+    CHECK_EQ_INT(c.subscribe_rate, 10);
+    CHECK_EQ_INT(c.max_conns_per_ip, 500);
+    CHECK_EQ_INT(c.max_conns, 0); /* derived from the open-files limit at start */
+    CHECK(c.allowed_origins == NULL);
+    CHECK_EQ_INT(c.http_max_header, 8192);
+    CHECK_EQ_INT(c.http_max_body, 8192);
+    pl_config_free(&c);
+    setenv("PARLEY_RATE_LIMIT", "7", 1);
+    setenv("PARLEY_ALLOWED_ORIGINS", "https://a.example, http://127.0.0.1:8080,*", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.rate_burst, 14);
+    CHECK(c.allowed_origins == NULL); /* "*" among them: any */
+    pl_config_free(&c);
+    setenv("PARLEY_ALLOWED_ORIGINS", " https://a.example/ , http://127.0.0.1:8080", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_STR(c.allowed_origins, "https://a.example,http://127.0.0.1:8080");
+    pl_config_free(&c);
+    static const char *const bad[] = {"a.example", "https://a.example/path", "ftp://a.example",
+                                      "https://", "https://a.example,,"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("PARLEY_ALLOWED_ORIGINS", bad[i], 1);
+        CHECK(fails_naming(LOAD0(&c), "PARLEY_ALLOWED_ORIGINS"));
+        pl_config_free(&c);
+    }
+    env_reset();
+}
+
 static void help(void)
 {
     pl_config_t c;
@@ -701,6 +744,7 @@ int main(void)
     RUN(redis_credentials);
     RUN(levels_and_more);
     RUN(jwt_keys);
+    RUN(limits);
     RUN(help);
     RUN(version);
     for (size_t i = 0; i < sizeof VARS / sizeof *VARS; i++)
