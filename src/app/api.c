@@ -957,6 +957,14 @@ not_allowed:
     return keep;
 }
 
+const char *pl_api_upgrade_token(const pl_http_t *h, size_t *len)
+{
+    const char *tok = bearer(h, len);
+    if (!tok) tok = pl_http_query(h, "token", len);
+    /* "?token=" is no token: before this, it skipped the check but logged `user` unset. */
+    return tok && *len ? tok : NULL;
+}
+
 void pl_api_upgrade(pl_conn_t *c)
 {
     const pl_http_t *h = c->http;
@@ -974,10 +982,9 @@ void pl_api_upgrade(pl_conn_t *c)
     }
     /* A token on the upgrade is checked before switching protocols. */
     size_t tlen = 0;
-    const char *tok = bearer(h, &tlen);
-    if (!tok) tok = pl_http_query(h, "token", &tlen);
+    const char *tok = pl_api_upgrade_token(h, &tlen);
     char user[PL_JWT_SUB_MAX + 1];
-    if (tok && tlen) {
+    if (tok) {
         int rc = pl_jwt_verify(cfg->jwt_secret, strlen(cfg->jwt_secret), tok, tlen,
                                pl_now_ms() / 1000, user);
         if (rc != 0) {
@@ -997,5 +1004,5 @@ void pl_api_upgrade(pl_conn_t *c)
                  tok ? user : "");
     }
     if (pl_conn_upgrade(c) != 0) return;
-    if (tok && tlen) pl_session_start(c, user);
+    if (tok) pl_session_start(c, user);
 }
