@@ -31,7 +31,7 @@ $(BUILD)/obj/base/config.o: VERSION
 UNIT_SRC := $(wildcard test/unit/test_*.c) $(foreach l,$(LAYERS),$(wildcard test/unit/$(l)/test_*.c))
 UNIT_BIN := $(addprefix $(BUILD)/test/,$(notdir $(UNIT_SRC:.c=)))
 
-.PHONY: all deps run test unit bench bench-big clean services-start services-stop format install cluster cluster-stop
+.PHONY: all deps run test unit fuzz bench bench-big clean services-start services-stop format install cluster cluster-stop
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/parleyd
@@ -48,10 +48,12 @@ $(BUILD)/gen/migrations.c: $(SQL) sql/embed.sh
 $(BUILD)/obj/migrations.o: $(BUILD)/gen/migrations.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-# llhttp is generated C; it is not ours to keep warning-free.
+# llhttp is generated C; it is not ours to keep warning-free. LLHTTP_CFLAGS: the fuzzing
+# build instruments it too (test/fuzz/fuzz.mk).
+LLHTTP_CFLAGS ?= -O2 -g
 $(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -I$(LLHTTP_INC) -O2 -g -w -c -o $@ $<
+	$(CC) -I$(LLHTTP_INC) $(LLHTTP_CFLAGS) -w -c -o $@ $<
 
 $(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
 	@rm -f $@
@@ -71,6 +73,7 @@ $(foreach u,$(UNIT_SRC),$(eval $(call unit_rule,$(u))))
 unit: $(UNIT_BIN)
 
 -include bench/bench.mk
+-include test/fuzz/fuzz.mk
 
 deps:
 	@deploy/dev/deps.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/checked.sh valgrind|tsan: integration tests with every parleyd under a
+# test/checked.sh valgrind|tsan|asan: integration tests with every parleyd under a
 # checker (PARLEYD_BIN points the tests at a wrapper), then every checker log
 # must be clean. Prints PASS/FAIL lines like every suite.
 #
@@ -14,12 +14,41 @@
 #             where threads meet: the subscriber feeding the shards, the
 #             database pool answering them, presence storms on two instances,
 #             Redis restarts, shutdown.
+#   asan      AddressSanitizer with UBSan (clang, as the fuzz targets): parleyd and the unit
+#             tests rebuilt with -fsanitize=address,undefined into build/asan/; the unit tests,
+#             then the whole integration suite. No memory error, no undefined behaviour, and no
+#             leak at a clean exit (LeakSanitizer; test/asan.supp says what is let through).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 mode=${1:-}
 dir=$(mktemp -d /tmp/parley-checked.XXXXXX)
 units=0
+npassed=
 trap 'rm -rf "$dir"' EXIT
+
+# build_and_unit NAME CC SANITIZE WHAT: parleyd and the unit tests rebuilt into build/NAME with the
+# same sources and warnings as build/parleyd, instrumented with SANITIZE (libraries stay as
+# packaged), then every unit test binary run; the first that fails ends the mode. UBSan rides
+# along in both modes (it costs little): signed overflow, bad shifts, misaligned access.
+build_and_unit() {
+    local name=$1 cc=$2 san="$3 -fno-sanitize-recover=undefined" what=$4
+    if ! make -s --no-print-directory BUILD="build/$name" CC="$cc" \
+        CFLAGS="-O1 -g $san -std=c11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter" \
+        LLHTTP_CFLAGS="-O1 -g $san" "build/$name/parleyd" unit >"$dir/build.txt" 2>&1; then
+        echo "FAIL $name: building build/$name failed:"
+        tail -5 "$dir/build.txt"
+        exit 1
+    fi
+    for u in "build/$name"/test/test_*; do
+        case $u in *.d) continue ;; esac
+        units=$((units + 1))
+        if ! "$u" >"$dir/unit.txt" 2>&1; then
+            echo "FAIL $name: $(basename "$u") under $what:"
+            grep -E '^(FAIL|WARNING|==[0-9]+==ERROR|SUMMARY|.*runtime error|  )' "$dir/unit.txt" | head -20 | cut -c1-300
+            exit 1
+        fi
+    done
+}
 
 case $mode in
 valgrind)
@@ -54,25 +83,8 @@ EOF
     )
     ;;
 tsan)
-    # Same sources and warnings as build/parleyd, instrumented; libraries stay as packaged.
-    # UBSan rides along (it costs little): signed overflow, bad shifts, misaligned access.
-    if ! make -s --no-print-directory BUILD=build/tsan \
-        CFLAGS="-O1 -g -fsanitize=thread,undefined -fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter" \
-        build/tsan/parleyd unit >"$dir/build.txt" 2>&1; then
-        echo "FAIL tsan: building build/tsan failed:"
-        tail -5 "$dir/build.txt"
-        exit 1
-    fi
     # The unit tests too (test_mpsc runs producers and a consumer on separate threads).
-    for u in build/tsan/test/test_*; do
-        case $u in *.d) continue ;; esac
-        units=$((units + 1))
-        if ! "$u" >"$dir/unit.txt" 2>&1; then
-            echo "FAIL tsan: $(basename "$u") under ThreadSanitizer:"
-            grep -E '^(FAIL|WARNING|  )' "$dir/unit.txt" | head -20 | cut -c1-300
-            exit 1
-        fi
-    done
+    build_and_unit tsan "${CC:-cc}" "-fsanitize=thread,undefined" ThreadSanitizer
     # TSan writes a log file only when it reports; the marker shows the wrapper ran.
     cat >"$dir/parleyd" <<EOF
 #!/bin/sh
@@ -100,8 +112,22 @@ EOF
         'limits rate: a client flooding'
     )
     ;;
+asan)
+    command -v clang >/dev/null || { echo "FAIL asan: clang is not installed (deploy/dev/deps.sh)"; exit 1; }
+    export LSAN_OPTIONS="suppressions=$PWD/test/asan.supp print_suppressions=0"
+    export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 # the unit tests'
+    build_and_unit asan clang "-fsanitize=address,undefined -fno-omit-frame-pointer" AddressSanitizer
+    # Reports go to log.<pid> files only when there is one; the marker shows the wrapper ran.
+    cat >"$dir/parleyd" <<EOF
+#!/bin/sh
+: >$dir/ran.\$\$
+LSAN_OPTIONS="$LSAN_OPTIONS" ASAN_OPTIONS="log_path=$dir/log detect_leaks=1" UBSAN_OPTIONS="log_path=$dir/log print_stacktrace=1" exec $PWD/build/asan/parleyd "\$@"
+EOF
+    what="under AddressSanitizer and UBSan: no memory errors, leaks or undefined behaviour"
+    tests=('') # the whole suite
+    ;;
 *)
-    echo "usage: test/checked.sh valgrind|tsan" >&2
+    echo "usage: test/checked.sh valgrind|tsan|asan" >&2
     exit 2
     ;;
 esac
@@ -113,9 +139,13 @@ ok=1
 for t in "${tests[@]}"; do
     PARLEYD_BIN=$dir/parleyd PARLEY_TEST_START_MS=40000 node test/integration/run.mjs "$t" >"$dir/out.txt" 2>&1
     if ! grep -q '^PASS ' "$dir/out.txt" || grep -q '^FAIL ' "$dir/out.txt"; then
-        echo "FAIL $mode: '$t' did not pass under $mode:"
-        grep -E '^(FAIL|  )' "$dir/out.txt" | head -5 | cut -c1-300
+        echo "FAIL $mode: '${t:-the integration suite}' did not pass under $mode:"
+        grep -E '^(FAIL|  )' "$dir/out.txt" | head -"$([ -n "$t" ] && echo 5 || echo 30)" | cut -c1-300
         ok=0
+    fi
+    if [ -z "$t" ]; then # the whole suite: keep its output for a look afterwards
+        npassed=$(grep -c '^PASS ' "$dir/out.txt")
+        cp "$dir/out.txt" "build/$mode-integration.txt"
     fi
 done
 shopt -s nullglob
@@ -136,7 +166,7 @@ for l in "${logs[@]}"; do
 done
 case $mode in
 valgrind) ran=${#logs[@]} ;;
-tsan) ran=$(ls "$dir" | grep -c '^ran\.') ;;
+tsan | asan) ran=$(ls "$dir" | grep -c '^ran\.') ;;
 esac
 if [ "$bad" -gt 0 ]; then
     echo "FAIL $mode: $bad of $ran parleyd processes had reports"
@@ -146,4 +176,4 @@ fi
 [ "$ok" = 1 ] || exit 1
 unit_note=
 [ "$units" -gt 0 ] && unit_note="$units unit test binaries and "
-echo "PASS $mode: $unit_note${#tests[@]} integration tests, $ran parleyd processes $what"
+echo "PASS $mode: $unit_note${npassed:-${#tests[@]}} integration tests, $ran parleyd processes $what"

@@ -6,9 +6,10 @@ cd "$(dirname "$0")/../.."
 
 PKGS=(build-essential pkg-config libuv1-dev libwslay-dev libhiredis-dev libcjson-dev
       libmbedtls-dev libpq-dev redis-server postgresql node-llhttp nodejs npm curl python3 valgrind
-      nginx chromium python3-yaml prometheus)
+      nginx chromium python3-yaml prometheus clang libclang-rt-14-dev)
 # python3-yaml: the deployment test reads deploy/docker-compose.yml with it (Node has no YAML parser).
 # prometheus: promtool, for `promtool check metrics`.
+# clang, libclang-rt-14-dev: libFuzzer and AddressSanitizer (make fuzz, test/checked.sh asan).
 
 
 missing=()

@@ -1139,6 +1139,14 @@ static int count_conn(pl_conn_t *c)
     return -1;
 }
 
+const char *pl_api_upgrade_token(const pl_http_t *h, size_t *len)
+{
+    const char *tok = bearer(h, len);
+    if (!tok) tok = pl_http_query(h, "token", len);
+    /* "?token=" is no token: before this, it skipped the check but logged `user` unset. */
+    return tok && *len ? tok : NULL;
+}
+
 void pl_api_upgrade(pl_conn_t *c)
 {
     const pl_http_t *h = c->http;
@@ -1161,11 +1169,10 @@ void pl_api_upgrade(pl_conn_t *c)
     }
     /* A token on the upgrade is checked before switching protocols. */
     size_t tlen = 0;
-    const char *tok = bearer(h, &tlen);
-    if (!tok) tok = pl_http_query(h, "token", &tlen);
+    const char *tok = pl_api_upgrade_token(h, &tlen);
     pl_jwt_claims_t cl = {.exp = 0};
     const char *user = cl.sub;
-    if (tok && tlen) {
+    if (tok) {
         int rc = pl_jwt_check(&cfg->jwt, tok, tlen, pl_now_ms() / 1000, &cl);
         if (rc != 0) {
             if (pl_log_enabled(PL_LOG_DEBUG)) {
@@ -1188,5 +1195,5 @@ void pl_api_upgrade(pl_conn_t *c)
         pl_limits_conn_release(pl_shard_of_conn(c)->srv->conns, &pl_session_of(c)->slot);
         return;
     }
-    if (tok && tlen) pl_session_start(c, user, cl.exp);
+    if (tok) pl_session_start(c, user, cl.exp);
 }

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "parley/base/buf.h"
 #include "parley/base/log.h"
@@ -127,25 +126,22 @@ static void http_reply_raw(pl_conn_t *c, const char *resp)
 /* Check the WebSocket handshake (RFC 6455 4.2.1) before the application sees it. */
 static int handshake_ok(pl_conn_t *c)
 {
-    const pl_http_t *h = c->http;
-    const char *upgrade = pl_http_header(h, PL_H_UPGRADE);
-    if (pl_http_method(h) != HTTP_GET || !upgrade || strcasecmp(upgrade, "websocket") != 0) {
+    char accept[PL_WS_ACCEPT_LEN + 1];
+    switch (pl_ws_handshake_check(c->http, accept)) {
+    case PL_WS_HS_OK:
+        return 1;
+    case PL_WS_HS_NOT_UPGRADE:
         pl_conn_http_error(c, 400, "bad_request", "expected GET with Upgrade: websocket", 0);
         return 0;
-    }
-    const char *version = pl_http_header(h, PL_H_SEC_WEBSOCKET_VERSION);
-    if (!version || strcmp(version, "13") != 0) {
+    case PL_WS_HS_VERSION:
         http_reply_raw(c, "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
                           "Content-Length: 0\r\nConnection: close\r\n\r\n");
         return 0;
+    case PL_WS_HS_KEY:
+        break;
     }
-    const char *key = pl_http_header(h, PL_H_SEC_WEBSOCKET_KEY);
-    char accept[PL_WS_ACCEPT_LEN + 1];
-    if (!key || pl_ws_accept_key(key, strlen(key), accept) != 0) {
-        pl_conn_http_error(c, 400, "bad_request", "missing or bad Sec-WebSocket-Key", 0);
-        return 0;
-    }
-    return 1;
+    pl_conn_http_error(c, 400, "bad_request", "missing or bad Sec-WebSocket-Key", 0);
+    return 0;
 }
 
 int pl_conn_upgrade(pl_conn_t *c)

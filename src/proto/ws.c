@@ -5,6 +5,7 @@
 #include <mbedtls/sha1.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <wslay/wslay.h>
 
 #include "parley/net/frame.h"
@@ -28,6 +29,18 @@ int pl_ws_accept_key(const char *key, size_t len, char out[PL_WS_ACCEPT_LEN + 1]
         return -1;
     out[n] = '\0';
     return 0;
+}
+
+pl_ws_hs_t pl_ws_handshake_check(const pl_http_t *h, char accept[PL_WS_ACCEPT_LEN + 1])
+{
+    const char *upgrade = pl_http_header(h, PL_H_UPGRADE);
+    if (pl_http_method(h) != HTTP_GET || !upgrade || strcasecmp(upgrade, "websocket") != 0)
+        return PL_WS_HS_NOT_UPGRADE;
+    const char *version = pl_http_header(h, PL_H_SEC_WEBSOCKET_VERSION);
+    if (!version || strcmp(version, "13") != 0) return PL_WS_HS_VERSION;
+    const char *key = pl_http_header(h, PL_H_SEC_WEBSOCKET_KEY);
+    if (!key || pl_ws_accept_key(key, strlen(key), accept) != 0) return PL_WS_HS_KEY;
+    return PL_WS_HS_OK;
 }
 
 int pl_utf8_valid(const uint8_t *p, size_t n)

@@ -130,6 +130,9 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
 static void *create_array(const redisReadTask *task, int elements)
 {
     size_t n = elements > 0 ? (size_t)elements : 0;
+    /* "*2147483647\r\n" would have the arena allocate and zero 16 GiB (hiredis' own calloc at
+     * least leaves the pages untouched); test/fuzz/fuzz_reply feeds such counts. */
+    if (n > PL_REPLY_MAX_ELEMENTS) return NULL;
     redisReply *r = create(task, REDIS_REPLY_ARRAY, n * sizeof(redisReply *));
     if (!r) return NULL;
     r->elements = n;

@@ -16,6 +16,10 @@ import {
   nginxUpstreams, startComposeNginx,
 } from './deploylib.mjs';
 
+// The build's own binary: these tests look at what `make` produced and installs, which stays
+// build/parleyd when PARLEYD_BIN runs the processes under a checker (test/checked.sh).
+const BUILT = path.join(ROOT, 'build/parleyd');
+
 const seconds = (d) => { const m = /^(\d+)(s|m)?$/.exec(String(d)); return m ? Number(m[1]) * (m[2] === 'm' ? 60 : 1) : NaN; };
 const DRAIN_DEFAULT = 10; // PARLEY_DRAIN_SECONDS' default
 
@@ -137,7 +141,7 @@ test('deploy: Dockerfile: Debian 12 build stage whose files are enough to build 
   assert(/sql\/embed\.sh/.test(mk.stdout) && /-o build\/parleyd/.test(mk.stdout), `make -n does not build parleyd: ${mk.stdout.slice(-300)}`);
   // Every library parleyd links (readelf NEEDED, its Debian package here) is installed at run time.
   const runPkgs = pkgs(stages[1]);
-  const re = await runCmd('readelf', ['-d', PARLEYD]);
+  const re = await runCmd('readelf', ['-d', BUILT]);
   const needed = [...re.stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((x) => x[1]).filter((l) => !/^(libc|libm|libpthread|libdl)\.so|^ld-linux/.test(l));
   assert(needed.length >= 8, `readelf found ${needed.length} libraries`);
   const ldc = (await runCmd('/sbin/ldconfig', ['-p'])).stdout;
@@ -253,7 +257,7 @@ test('deploy: make install DESTDIR=... PREFIX=... lays out the binary, the unit 
       assert(!fs.existsSync(path.join(dest, P, 'share/parley/web/test')), 'web/test installed');
       eq(fs.statSync(bin).mode & 0o777, 0o755, 'binary mode');
       eq(fs.statSync(unitPath).mode & 0o777, 0o644, 'unit mode');
-      assert(fs.readFileSync(bin).equals(fs.readFileSync(PARLEYD)), 'installed binary differs from build/parleyd');
+      assert(fs.readFileSync(bin).equals(fs.readFileSync(BUILT)), 'installed binary differs from build/parleyd');
       const v = await runCmd(bin, ['--version']);
       assert(v.code === 0 && /^parleyd /.test(v.stdout), `installed parleyd --version: ${v.stdout}${v.stderr}`);
 

@@ -17,4 +17,11 @@ int pl_api_request(pl_conn_t *c);
  *  the token if one came with it, or refuse it with an HTTP error. */
 void pl_api_upgrade(pl_conn_t *c);
 
+/**
+ * The token a WebSocket upgrade request carries: "Authorization: Bearer <t>", else the query
+ * parameter `token`. NULL if it carries none; an empty one counts as none. Points into `h`,
+ * not NUL-terminated at *len. Pure: reads `h` only.
+ */
+const char *pl_api_upgrade_token(const pl_http_t *h, size_t *len);
+
 #endif

@@ -92,7 +92,8 @@ enum { PL_CONFIG_HELP = 1, PL_CONFIG_VERSION = 2 };
  * Fill `c` from argv and the environment. Returns 0 when the server should
  * start, PL_CONFIG_HELP after printing --help to stdout, PL_CONFIG_VERSION
  * after printing the version, or -1 after writing a clear message about the
- * bad or missing setting into `err` (secrets are never copied into it).
+ * bad or missing setting into `err` (secrets are never copied into it). Unless
+ * it returns 0, nothing is left to free.
  */
 int pl_config_load(pl_config_t *c, int argc, char **argv, char *err, size_t err_size);
 

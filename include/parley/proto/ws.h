@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "parley/base/buf.h"
+#include "parley/proto/http.h"
 
 struct wslay_frame_context;
 
@@ -28,6 +29,21 @@ struct wslay_frame_context;
 
 /** Compute Sec-WebSocket-Accept for a client's Sec-WebSocket-Key. Returns 0, or -1 on a bad key. */
 int pl_ws_accept_key(const char *key, size_t len, char out[PL_WS_ACCEPT_LEN + 1]);
+
+/** What pl_ws_handshake_check found wrong with an upgrade request, or PL_WS_HS_OK. */
+typedef enum {
+    PL_WS_HS_OK = 0,
+    PL_WS_HS_NOT_UPGRADE, /**< not GET, or no "Upgrade: websocket": answer 400 */
+    PL_WS_HS_VERSION,     /**< Sec-WebSocket-Version missing or not 13: answer 426 */
+    PL_WS_HS_KEY,         /**< Sec-WebSocket-Key missing or not base64 of 16 bytes: answer 400 */
+} pl_ws_hs_t;
+
+/**
+ * Check the opening handshake of a parsed upgrade request (RFC 6455 4.2.1): GET with
+ * "Upgrade: websocket", Sec-WebSocket-Version 13 and a valid Sec-WebSocket-Key. On PL_WS_HS_OK
+ * `accept` holds the Sec-WebSocket-Accept value to answer with. Pure: reads `h` only.
+ */
+pl_ws_hs_t pl_ws_handshake_check(const pl_http_t *h, char accept[PL_WS_ACCEPT_LEN + 1]);
 
 /** 1 if `p[0..n)` is valid UTF-8 (no overlongs, no surrogates, at most U+10FFFF). */
 int pl_utf8_valid(const uint8_t *p, size_t n);

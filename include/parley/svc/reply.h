@@ -22,6 +22,13 @@
 
 #include <hiredis/hiredis.h>
 
+/**
+ * Most elements one array of a reply may have (16.7 M; PARLEY_STREAM_LEN is at most 10 M). A
+ * larger count fails the read as out of memory, as hiredis does when its calloc fails: its
+ * element table alone would be 128 MiB or more, up to 16 GiB for the 2^31 RESP allows.
+ */
+#define PL_REPLY_MAX_ELEMENTS (1 << 24)
+
 /** An arena for one reader's replies. Owned by whoever owns the reader's context. */
 typedef struct pl_reply_arena pl_reply_arena_t;
 

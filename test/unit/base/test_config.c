@@ -727,9 +727,23 @@ static void jwt_keys(void)
     env_reset();
 }
 
+/* A refusal after strings were parsed leaves nothing allocated (checked.sh asan's LeakSanitizer
+ * found them left behind by every parleyd that refused to start). */
+static void refusal_keeps_nothing(void)
+{
+    env_reset();
+    setenv("PARLEY_REDIS_URL", "redis://u:pw@127.0.0.1:6379/0", 1);
+    pl_config_t c;
+    CHECK(fails_naming(LOAD(&c, "--listen", "127.0.0.1:8080", "--max-frame", "12"), "MAX_FRAME"));
+    CHECK(c.listen_host == NULL && c.redis_host == NULL && c.redis_password == NULL &&
+          c.jwt_secret == NULL && c.jwt.nkeys == 0 && c.api_key == NULL);
+    env_reset();
+}
+
 int main(void)
 {
     RUN(defaults);
+    RUN(refusal_keeps_nothing);
     RUN(env_values);
     RUN(missing_required);
     RUN(bad_numbers);

@@ -19,7 +19,7 @@ static void empty_queue(void)
     pl_mpsc_t q;
     pl_mpsc_init(&q);
     CHECK(pl_mpsc_take_all(&q) == NULL);
-    pl_mpsc_t z = {0}; /* zero-initialised is empty too */
+    pl_mpsc_t z = {NULL}; /* zero-initialised is empty too ({0}: clang -Wint-conversion) */
     CHECK(pl_mpsc_take_all(&z) == NULL);
 }
 

@@ -39,6 +39,59 @@ static void accept_key_bad(void)
         CHECK_EQ_INT(pl_ws_accept_key(bad[i], strlen(bad[i]), out), -1);
 }
 
+/* ---- the opening handshake ---- */
+
+static pl_ws_hs_t handshake(const char *head, char accept[PL_WS_ACCEPT_LEN + 1])
+{
+    pl_http_t *h = pl_http_new();
+    size_t used;
+    int status;
+    pl_ws_hs_t r = (pl_ws_hs_t)-1;
+    if (pl_http_feed(h, head, strlen(head), &used, &status) == PL_HTTP_UPGRADE)
+        r = pl_ws_handshake_check(h, accept);
+    pl_http_free(h);
+    return r;
+}
+
+static void handshake_check(void)
+{
+    char acc[PL_WS_ACCEPT_LEN + 1];
+    CHECK_EQ_INT(handshake("GET /ws HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n",
+                           acc),
+                 PL_WS_HS_OK);
+    CHECK_STR(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    CHECK_EQ_INT(handshake("POST /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n",
+                           acc),
+                 PL_WS_HS_NOT_UPGRADE);
+    CHECK_EQ_INT(handshake("GET /ws HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n",
+                           acc),
+                 PL_WS_HS_NOT_UPGRADE);
+    CHECK_EQ_INT(handshake("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 8\r\n\r\n",
+                           acc),
+                 PL_WS_HS_VERSION);
+    CHECK_EQ_INT(handshake("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                           acc),
+                 PL_WS_HS_VERSION);
+    CHECK_EQ_INT(handshake("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAAA\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n",
+                           acc),
+                 PL_WS_HS_KEY);
+    CHECK_EQ_INT(handshake("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n",
+                           acc),
+                 PL_WS_HS_KEY);
+}
+
 /* ---- UTF-8 ---- */
 
 static int u8(const char *s, size_t n)
@@ -698,6 +751,7 @@ int main(void)
 {
     RUN(accept_key);
     RUN(accept_key_bad);
+    RUN(handshake_check);
     RUN(utf8);
     RUN(whole_text_frame);
     RUN(text_every_split);

@@ -116,11 +116,35 @@ static void partial_then_free(void)
     pl_reply_arena_free(a);
 }
 
+/* An array count as large as RESP allows fails the read (as out of memory) instead of having the
+ * arena allocate and zero 16 GiB for its element table; one under the limit still reads. */
+static void huge_array_refused(void)
+{
+    pl_reply_arena_t *a = pl_reply_arena_new();
+    redisReader *r = reader(a);
+    void *reply = NULL;
+    CHECK(redisReaderFeed(r, "*2147483647\r\n", 13) == REDIS_OK);
+    CHECK(redisReaderGetReply(r, &reply) == REDIS_ERR && reply == NULL);
+    CHECK_EQ_INT(r->err, REDIS_ERR_OOM);
+    redisReaderFree(r);
+    r = reader(a);
+    char m[32];
+    int n = snprintf(m, sizeof m, "*%d\r\n", PL_REPLY_MAX_ELEMENTS + 1);
+    CHECK(redisReaderFeed(r, m, (size_t)n) == REDIS_OK);
+    CHECK(redisReaderGetReply(r, &reply) == REDIS_ERR && reply == NULL);
+    redisReaderFree(r);
+    r = reader(a);
+    CHECK(feed(r, "*1\r\n:5\r\n", 8) != NULL);
+    redisReaderFree(r);
+    pl_reply_arena_free(a);
+}
+
 int main(void)
 {
     RUN(pmessage);
     RUN(types);
     RUN(big_reply);
     RUN(partial_then_free);
+    RUN(huge_array_refused);
     UNIT_EXIT();
 }
