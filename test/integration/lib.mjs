@@ -242,7 +242,7 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
     current.procs.push(p);
     if (!waitHealthy) { await sleep(300); return p; }
     // Under valgrind on a busy machine start-up takes longer (test/checked.sh sets this).
-    const deadline = Date.now() + Number(process.env.PARLEY_TEST_START_MS || 10000);
+    const deadline = Date.now() + Number(process.env.PARLEY_TEST_START_MS || 20000);
     while (Date.now() < deadline) {
       if (p.child.exitCode !== null || p.child.signalCode !== null) break;
       try {
