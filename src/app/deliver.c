@@ -6,6 +6,7 @@
 #include "parley/app/deliver.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -181,6 +182,15 @@ static void end_subs(pl_shard_t *s, const pl_bcast_t *b)
         pl_session_t *ss = sub->owner;
         if (!ss->user || strcmp(ss->user, b->user_a) != 0) continue;
         pl_conn_t *c = pl_session_conn(ss);
+        if (sub->sync_gen && !sub->quiet) {
+            /* A subscribe still being checked or caught up: its client waits for an answer to
+             * it, so the answer is the refusal; `unsubscribed` would leave it waiting. */
+            char name[PL_ROOM_MAX + 1];
+            snprintf(name, sizeof name, "%s", sub->room->name);
+            pl_subscribe_end(c, sub);
+            pl_session_error_room(c, PL_ERR_FORBIDDEN, "not a member of this room (removed)", name);
+            continue;
+        }
         pl_conn_send(c, b->frame);
         pl_subscribe_end(c, sub);
     }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
   test, startRedis, startParleyd, startPostgres, startNginx, connect, connectAuthed, mintToken, verifyToken,
-  newUser, eq, assert, until, httpRequest, setMember, getHistory, API_KEY, PARLEYD, WebSocket,
+  newUser, eq, assert, until, httpRequest, setMember, getHistory, API_KEY, PARLEYD, WebSocket, sleep,
 } from './lib.mjs';
 import { ParleyClient } from '../../web/parley.js';
 
@@ -295,4 +295,36 @@ test('authz: a token in ?token= reaches neither parleyd\'s log (debug) nor nginx
   await until(() => /websocket from/.test(srv.log()), 5000, 'parleyd to log the upgrades');
   const log = srv.log();
   assert(!log.includes(sig) && !log.includes(bad.split('.')[2]) && !log.includes('token='), `parleyd's log holds a token:\n${log}`);
+});
+
+test('authz: a subscribe in flight when the member is removed is answered (forbidden, or subscribed then unsubscribed), never left waiting', async () => {
+  const redis = await startRedis();
+  const pg = await startPostgres();
+  const env = { PARLEY_DATABASE_URL: pg.url };
+  const a = await startParleyd({ redis, env });
+  const b = await startParleyd({ redis, env });
+  const room = `race-${process.pid}`;
+  const carol = newUser('carol');
+  const c = await connectAuthed(b, carol);
+  const answers = { forbidden: 0, subscribed: 0 };
+  for (let i = 0; i < 20; i++) {
+    eq((await setMember(a, 'PUT', room, carol)).status, 200, `PUT ${i}`);
+    // The removal's event and the subscribe's membership check race on instance B.
+    const del = setMember(a, 'DELETE', room, carol);
+    c.send({ type: 'subscribe', rooms: [room] });
+    const j = await c.nextJson((x) => (x.type === 'subscribed' && x.room === room) || (x.type === 'error' && x.room === room), 5000, `an answer to subscribe ${i}`);
+    eq((await del).status, 200, `DELETE ${i}`);
+    if (j.type === 'error') {
+      eq(j.code, 'forbidden', `refusal ${i}: ${JSON.stringify(j)}`);
+      answers.forbidden++;
+    } else {
+      // Subscribed before the removal took effect: the removal then ends it.
+      await c.nextJson((x) => x.type === 'unsubscribed' && x.room === room, 5000, `unsubscribed after subscribed ${i}`);
+      answers.subscribed++;
+    }
+    await sleep(50); // a late removal event arrives before the next round
+    for (let k; (k = c.frames.findIndex((f) => f.json && f.json.room === room)) >= 0;) c.frames.splice(k, 1);
+  }
+  console.log(`  (20 races: ${answers.forbidden} refused, ${answers.subscribed} subscribed then removed)`);
+  await c.ping();
 });
