@@ -6,6 +6,7 @@
  */
 #include "parley/app/metrics.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -27,99 +28,77 @@ static const char *const db_failures[PL_DB_FAIL_N] = {
     [PL_DB_FAIL_CONFLICT] = "conflict",
 };
 
-/* A per-shard value: what to read from shard `s`. */
+/* A per-shard figure that is no counter: read by a function. */
 typedef uint64_t (*shard_read_fn)(pl_shard_t *s);
 
 static uint64_t rd_connections(pl_shard_t *s)
 {
     return (uint64_t)atomic_load_explicit(&s->conns->sock->nsocks, memory_order_relaxed);
 }
-static uint64_t rd_accepted(pl_shard_t *s)
-{
-    return pl_counter_get(&s->conns->sock->stats.accepted);
-}
-static uint64_t rd_auths(pl_shard_t *s)
-{
-    return pl_counter_get(&s->stats.auths);
-}
-static uint64_t rd_sessions(pl_shard_t *s)
-{
-    return pl_counter_get(&s->stats.sessions);
-}
-static uint64_t rd_subscriptions(pl_shard_t *s)
-{
-    return pl_counter_get(&s->stats.subscriptions);
-}
 static uint64_t rd_rooms(pl_shard_t *s)
 {
     return (uint64_t)atomic_load_explicit(&s->nrooms, memory_order_relaxed);
 }
-static uint64_t rd_received(pl_shard_t *s)
-{
-    return pl_counter_get(&s->stats.received);
-}
-static uint64_t rd_published(pl_shard_t *s)
-{
-    return pl_counter_get(&s->stats.published);
-}
-static uint64_t rd_delivered(pl_shard_t *s)
-{
-    return pl_counter_get(&s->stats.delivered);
-}
-static uint64_t rd_frames(pl_shard_t *s)
-{
-    return pl_counter_get(&s->conns->sock->stats.frames_out);
-}
-static uint64_t rd_bytes(pl_shard_t *s)
-{
-    return pl_counter_get(&s->conns->sock->stats.bytes_out);
-}
-static uint64_t rd_slow(pl_shard_t *s)
-{
-    return pl_counter_get(&s->conns->sock->stats.slow_consumers);
-}
 
-/* One family with a series per shard. */
-static void per_shard(pl_buf_t *b, pl_server_t *srv, const char *name, const char *type,
-                      const char *help, shard_read_fn rd)
+/* Where a family's per-shard value is: a counter in the shard's stats or in its sockets'
+ * stats (at `off`), or what `rd` returns. */
+enum { IN_SHARD, IN_SOCKS, BY_FN };
+
+typedef struct {
+    const char *name, *type, *help;
+    int where;
+    size_t off;
+    shard_read_fn rd;
+} shard_family_t;
+
+#define SHARD(f) IN_SHARD, offsetof(pl_shard_stats_t, f), NULL
+#define SOCKS(f) IN_SOCKS, offsetof(pl_sock_stats_t, f), NULL
+#define FN(fn) BY_FN, 0, fn
+
+static uint64_t shard_value(const shard_family_t *f, pl_shard_t *s)
 {
-    pl_metric_family(b, name, type, help);
-    for (int i = 0; i < srv->nshards; i++) {
-        char label[24];
-        snprintf(label, sizeof label, "shard=\"%d\"", i);
-        pl_metric_sample(b, name, label, rd(pl_server_shard(srv, i)));
-    }
+    const char *base = f->where == IN_SHARD   ? (const char *)&s->stats
+                       : f->where == IN_SOCKS ? (const char *)&s->conns->sock->stats
+                                              : NULL;
+    return base ? pl_counter_get((const pl_counter_t *)(base + f->off)) : f->rd(s);
 }
 
 static void shards(pl_buf_t *b, pl_server_t *srv)
 {
-    static const struct {
-        const char *name, *type, *help;
-        shard_read_fn rd;
-    } fams[] = {
+    static const shard_family_t fams[] = {
         {"parley_connections", "gauge", "Open client connections (HTTP and WebSocket).",
-         rd_connections},
+         FN(rd_connections)},
         {"parley_connections_accepted_total", "counter", "Client connections accepted.",
-         rd_accepted},
-        {"parley_authentications_total", "counter", "WebSocket sessions authenticated.", rd_auths},
-        {"parley_sessions", "gauge", "Authenticated WebSocket sessions open.", rd_sessions},
+         SOCKS(accepted)},
+        {"parley_authentications_total", "counter", "WebSocket sessions authenticated.",
+         SHARD(auths)},
+        {"parley_sessions", "gauge", "Authenticated WebSocket sessions open.", SHARD(sessions)},
         {"parley_subscriptions", "gauge", "Room subscriptions held by connections.",
-         rd_subscriptions},
-        {"parley_rooms", "gauge", "Rooms with at least one subscriber on the shard.", rd_rooms},
+         SHARD(subscriptions)},
+        {"parley_rooms", "gauge", "Rooms with at least one subscriber on the shard.", FN(rd_rooms)},
         {"parley_messages_received_total", "counter",
-         "Message frames received from clients (room and direct).", rd_received},
+         "Message frames received from clients (room and direct).", SHARD(received)},
         {"parley_messages_published_total", "counter",
-         "Messages published to Redis (resends of an accepted cid excluded).", rd_published},
+         "Messages published to Redis (resends of an accepted cid excluded).", SHARD(published)},
         {"parley_messages_delivered_total", "counter",
-         "Messages and room events queued to recipients (one per recipient).", rd_delivered},
+         "Messages and room events queued to recipients (one per recipient).", SHARD(delivered)},
         {"parley_frames_out_total", "counter",
-         "Frames queued to clients: WebSocket frames and HTTP responses.", rd_frames},
-        {"parley_bytes_out_total", "counter", "Bytes of the frames queued to clients.", rd_bytes},
+         "Frames queued to clients: WebSocket frames and HTTP responses.", SOCKS(frames_out)},
+        {"parley_bytes_out_total", "counter", "Bytes of the frames queued to clients.",
+         SOCKS(bytes_out)},
         {"parley_slow_consumer_disconnects_total", "counter",
-         "Connections closed (4008) for leaving too much output unread.", rd_slow},
+         "Connections closed (4008) for leaving too much output unread.", SOCKS(slow_consumers)},
     };
-    for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++)
-        per_shard(b, srv, fams[f].name, fams[f].type, fams[f].help, fams[f].rd);
+    /* One family with a series per shard. */
+    for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
+        pl_metric_family(b, fams[f].name, fams[f].type, fams[f].help);
+        for (int i = 0; i < srv->nshards; i++) {
+            char label[24];
+            snprintf(label, sizeof label, "shard=\"%d\"", i);
+            pl_metric_sample(b, fams[f].name, label,
+                             shard_value(&fams[f], pl_server_shard(srv, i)));
+        }
+    }
 }
 
 static void auth_and_errors(pl_buf_t *b, pl_server_t *srv)

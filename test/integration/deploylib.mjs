@@ -3,8 +3,7 @@
 // instances.
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { ROOT, PARLEYD, current, tmpDir, freePort, runCmd, httpRequest, until } from './lib.mjs';
+import { ROOT, PARLEYD, runCmd, runNginx } from './lib.mjs';
 
 export const COMPOSE = path.join(ROOT, 'deploy/docker-compose.yml');
 export const COMPOSE_NGINX = path.join(ROOT, 'deploy/docker/nginx.conf');
@@ -80,39 +79,9 @@ export function nginxUpstreams(conf) {
 // nginx with deploy/docker/nginx.conf in front of local instances: `servers` maps each compose
 // host:port (parleyd-1:8080) to a local parleyd. Only the names, the listening port, pid,
 // paths and logs change; the locations and upstream settings are the file's.
-export async function startComposeNginx(servers) {
-  const dir = fs.mkdtempSync(path.join(tmpDir(), 'nginx-compose-'));
-  fs.chmodSync(dir, 0o755);
-  const port = await freePort();
-  let conf = fs.readFileSync(COMPOSE_NGINX, 'utf8');
-  for (const [hostPort, srv] of Object.entries(servers)) conf = conf.split(` ${hostPort} `).join(` 127.0.0.1:${srv.port} `);
-  conf = conf.replace(/^( *)listen 80;$/m, `$1listen 127.0.0.1:${port};`);
-  conf = conf.replace(/^pid [^\n]*;$/m, `pid ${dir}/nginx.pid;`);
-  fs.cpSync(path.join(ROOT, 'web'), path.join(dir, 'web'), { recursive: true, filter: (s) => !/node_modules/.test(s) });
-  fs.chmodSync(tmpDir(), 0o711);
-  conf = conf.replace(/root \/srv\/parley\/web;/, `root ${dir}/web;`);
-  conf = conf.replace(/\/var\/log\/nginx\/access\.log/g, `${dir}/access.log`);
-  conf = conf.replace(/^http \{$/m, `http {\n    access_log ${dir}/access.log;\n    client_body_temp_path ${dir}/body;\n    proxy_temp_path ${dir}/proxy;`);
-  const confFile = path.join(dir, 'nginx.conf');
-  fs.writeFileSync(confFile, conf);
-  const errLog = path.join(dir, 'error.log');
-  const t = await runCmd('nginx', ['-t', '-p', dir, '-e', errLog, '-c', confFile], { timeout: 10000 });
-  if (t.code !== 0) throw new Error(`nginx -t (deploy/docker/nginx.conf) failed: ${t.stderr}`);
-  const child = spawn('nginx', ['-p', dir, '-e', errLog, '-c', confFile, '-g', 'daemon off;'], { stdio: 'ignore' });
-  child.on('error', () => {});
-  const exited = () => child.exitCode !== null || child.signalCode !== null;
-  const n = {
-    port, dir, confFile, child, name: `nginx(compose):${port}`,
-    logTail: () => { try { return fs.readFileSync(errLog, 'utf8').split('\n').slice(-40).join('\n'); } catch { return ''; } },
-    accessLog: () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } },
-    async stop() {
-      if (exited()) return;
-      child.kill('SIGTERM');
-      for (let i = 0; i < 50 && !exited(); i++) await new Promise((r) => setTimeout(r, 100));
-      if (!exited()) child.kill('SIGKILL');
-    },
-  };
-  current.procs.push(n);
-  await until(async () => { try { return (await httpRequest(port, 'GET', '/health', { timeout: 1000 })).status > 0; } catch { return false; } }, 10000, 'nginx (compose config) to answer');
-  return n;
+export function startComposeNginx(servers) {
+  return runNginx(COMPOSE_NGINX, 'nginx-compose', (conf) => {
+    for (const [hostPort, srv] of Object.entries(servers)) conf = conf.split(` ${hostPort} `).join(` 127.0.0.1:${srv.port} `);
+    return conf;
+  });
 }

@@ -266,15 +266,22 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
 // 127.0.0.1:<free port>, both upstreams pointing at `servers` (parleyd instances). Resolves
 // { port, dir, confFile, stop(), reload(), logTail() }; stopped at clean-up.
 export async function startNginx(servers) {
-  const dir = fs.mkdtempSync(path.join(tmpDir(), 'nginx-'));
+  // deploy/nginx.conf's two example servers of each upstream become these instances.
+  const upstream = (line) => servers.map((s) => line.replace(/127\.0\.0\.1:8080/, `127.0.0.1:${s.port}`)).join('\n');
+  return runNginx(path.join(ROOT, 'deploy/nginx.conf'), 'nginx',
+    (conf) => conf.replace(/^( *server 127\.0\.0\.1:8080[^\n]*)\n *server 127\.0\.0\.1:8081[^\n]*$/gm, (_, line) => upstream(line)));
+}
+
+// Debian's nginx with the configuration in `file`, `edit`ed (its upstreams), then moved into a
+// directory of its own: its listen port, pid, logs, temp paths and the web app's root (a copy
+// of web/ that nginx's workers, user nobody, may read). Stopped at the end of the test.
+export async function runNginx(file, label, edit) {
+  const dir = fs.mkdtempSync(path.join(tmpDir(), `${label}-`));
   fs.chmodSync(dir, 0o755);
   const port = await freePort();
-  let conf = fs.readFileSync(path.join(ROOT, 'deploy/nginx.conf'), 'utf8');
-  const upstream = (line) => servers.map((s) => line.replace(/127\.0\.0\.1:8080/, `127.0.0.1:${s.port}`)).join('\n');
-  conf = conf.replace(/^( *server 127\.0\.0\.1:8080[^\n]*)\n *server 127\.0\.0\.1:8081[^\n]*$/gm, (_, line) => upstream(line));
-  conf = conf.replace(/^ *listen 80;$/m, `        listen 127.0.0.1:${port};`);
+  let conf = edit(fs.readFileSync(file, 'utf8'));
+  conf = conf.replace(/^( *)listen 80;$/m, `$1listen 127.0.0.1:${port};`);
   conf = conf.replace(/^pid [^\n]*;$/m, `pid ${dir}/nginx.pid;`);
-  // The web app, copied where nginx's workers (user nobody) may read it.
   fs.cpSync(path.join(ROOT, 'web'), path.join(dir, 'web'), { recursive: true, filter: (s) => !/node_modules/.test(s) });
   fs.chmodSync(tmpDir(), 0o711);
   conf = conf.replace(/root \/srv\/parley\/web;/, `root ${dir}/web;`);
@@ -284,17 +291,18 @@ export async function startNginx(servers) {
   fs.writeFileSync(confFile, conf);
   const errLog = path.join(dir, 'error.log');
   const t = await runCmd('nginx', ['-t', '-p', dir, '-e', errLog, '-c', confFile], { timeout: 10000 });
-  if (t.code !== 0) throw new Error(`nginx -t failed: ${t.stderr}`);
+  if (t.code !== 0) throw new Error(`nginx -t (${path.relative(ROOT, file)}) failed: ${t.stderr}`);
   const child = spawn('nginx', ['-p', dir, '-e', errLog, '-c', confFile, '-g', 'daemon off;'], { stdio: 'ignore' });
   child.on('error', () => {});
   const n = {
-    port, dir, confFile, child, name: `nginx:${port}`,
+    port, dir, confFile, child, name: `${label}:${port}`,
     logTail: (k = 40) => readTail(errLog, k),
+    accessLog: () => { try { return fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return ''; } },
     reload: () => runCmd('nginx', ['-p', dir, '-e', errLog, '-c', confFile, '-s', 'reload'], { timeout: 10000 }),
     async stop() { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGTERM'); if (!(await waitExit(child, 5000))) { child.kill('SIGKILL'); await waitExit(child, 5000); } } },
   };
   current.procs.push(n);
-  await until(async () => { try { return (await httpRequest(port, 'GET', '/health', { timeout: 1000 })).status > 0; } catch { return false; } }, 10000, 'nginx to answer');
+  await until(async () => { try { return (await httpRequest(port, 'GET', '/health', { timeout: 1000 })).status > 0; } catch { return false; } }, 10000, `${label} to answer`);
   return n;
 }
 
