@@ -89,13 +89,15 @@ test('metrics: promtool passes and the counters move as traffic drives them', as
   await a.expectError('not_subscribed');
   await sleep(300); // presence events of the joins are delivered before the count below
   const s1 = await scrape(srv.port);
-  moved(s0, s1, 'parley_authentications_total', '', 2);
-  moved(s0, s1, 'parley_authentication_failures_total', 'reason="signature"', 1);
-  moved(s0, s1, 'parley_authentication_failures_total', 'reason="expired"', 1);
-  moved(s0, s1, 'parley_authentication_failures_total', 'reason="timeout"', 1);
-  moved(s0, s1, 'parley_authentication_failures_total', 'reason="malformed"', 0);
-  moved(s0, s1, 'parley_errors_sent_total', 'code="not_subscribed"', 1);
-  moved(s0, s1, 'parley_errors_sent_total', 'code="bad_json"', 0);
+  for (const [name, labels, by] of [
+    ['parley_authentications_total', '', 2],
+    ['parley_authentication_failures_total', 'reason="signature"', 1],
+    ['parley_authentication_failures_total', 'reason="expired"', 1],
+    ['parley_authentication_failures_total', 'reason="timeout"', 1],
+    ['parley_authentication_failures_total', 'reason="malformed"', 0],
+    ['parley_errors_sent_total', 'code="not_subscribed"', 1],
+    ['parley_errors_sent_total', 'code="bad_json"', 0],
+  ]) moved(s0, s1, name, labels, by);
   eq(sum(s1, 'parley_subscriptions'), 2, 'subscriptions held');
   eq(sum(s1, 'parley_sessions'), 2, 'authenticated sessions open (not the failed or silent ones)');
   eq((await httpRequest(srv.port, 'GET', '/api/websocket/status')).json.sessions, 2, 'sessions in the status');
@@ -117,12 +119,14 @@ test('metrics: promtool passes and the counters move as traffic drives them', as
     const s = await scrape(srv.port);
     return sum(s, 'parley_db_batch_messages_sum') - sum(s1, 'parley_db_batch_messages_sum') >= 3 ? s : null;
   }, 5000, 'the stored batch counted');
-  moved(s1, s2, 'parley_messages_received_total', '', 3);
-  moved(s1, s2, 'parley_messages_published_total', '', 3);
-  moved(s1, s2, 'parley_messages_delivered_total', '', 6);
-  moved(s1, s2, 'parley_subscriber_lag_seconds_count', '', 3);
-  moved(s1, s2, 'parley_db_batch_messages_sum', '', 3);
-  moved(s1, s2, 'parley_errors_sent_total', 'code="not_stored"', 0);
+  for (const [name, labels, by] of [
+    ['parley_messages_received_total', '', 3],
+    ['parley_messages_published_total', '', 3],
+    ['parley_messages_delivered_total', '', 6],
+    ['parley_subscriber_lag_seconds_count', '', 3],
+    ['parley_db_batch_messages_sum', '', 3],
+    ['parley_errors_sent_total', 'code="not_stored"', 0],
+  ]) moved(s1, s2, name, labels, by);
   assert(sum(s2, 'parley_db_batch_messages_count') > sum(s1, 'parley_db_batch_messages_count'), 'batches counted');
   assert(sum(s2, 'parley_db_batch_duration_seconds_count') > sum(s1, 'parley_db_batch_duration_seconds_count'), 'batch latency observed');
   assert(sum(s2, 'parley_subscriber_messages_total') - sum(s1, 'parley_subscriber_messages_total') >= 3, 'subscriber messages');
