@@ -13,6 +13,7 @@
 #include "parley/app/server.h"
 #include "parley/app/session.h"
 #include "parley/app/shard.h"
+#include "parley/app/srvlog.h"
 #include "parley/app/subscribe.h"
 #include "parley/app/wire.h"
 #include "parley/base/clock.h"
@@ -40,58 +41,12 @@ static void observe_lag(pl_server_t *srv, const char *payload, size_t len)
     pl_hist_observe(&srv->sub_lag, &pl_hist_seconds, lag_ms > 0 ? (uint64_t)lag_ms * 1000 : 0);
 }
 
-/* A pmessage on room:<id> (pattern) or a message on server:<us> (a direct message). */
-static void on_message(void *ud, const char *chan, size_t chan_len, const char *payload, size_t len,
-                       int pattern)
+/* Frame `len` bytes of `payload` once and post the broadcast to the loops in `to`. `close`: the
+ * frame's last byte becomes a '}' (the payload was cut before a member the server strips). */
+static void post(pl_server_t *srv, uint64_t to, pl_bcast_kind_t kind, const char *room,
+                 size_t room_len, const char *payload, size_t len, int close,
+                 const char user_a[129], const char user_b[129])
 {
-    pl_server_t *srv = ud;
-    pl_bcast_kind_t kind = pattern ? PL_BC_ROOM : PL_BC_DM;
-    const char *room = "";
-    size_t room_len = 0;
-    char user_a[129] = "", user_b[129] = "";
-    if (kind == PL_BC_ROOM) {
-        if (chan_len <= 5 || memcmp(chan, "room:", 5) != 0) return;
-        room = chan + 5;
-        room_len = chan_len - 5;
-        /* Typing and presence are about a user, who is not told about themselves (a user
-         * joining a room while online announces it to the room: not to the joining tab). These
-         * are rare next to messages, so parsing them here costs little. */
-        int revoke = len > 22 && memcmp(payload, "{\"type\":\"unsubscribed\"", 22) == 0;
-        if ((len > 16 && memcmp(payload, "{\"type\":\"typing_", 16) == 0) ||
-            (len > 18 && memcmp(payload, "{\"type\":\"presence\"", 18) == 0) || revoke) {
-            cJSON *j = cJSON_ParseWithLength(payload, len);
-            int bad = json_user(j, "user", user_a);
-            cJSON_Delete(j);
-            if (bad) return;
-            /* A removed membership: only that user's subscriptions get it, and end. */
-            kind = revoke ? PL_BC_REVOKE : PL_BC_OTHERS;
-        }
-        if (!pl_room_id_valid(room, room_len)) {
-            pl_warn("ignoring message on invalid channel '%.*s'",
-                    (int)(chan_len > 200 ? 200 : chan_len), chan);
-            return;
-        }
-    } else {
-        /* A direct message, or a user's disconnect (a server_notice naming the user). */
-        int kick = len > 23 && memcmp(payload, "{\"type\":\"server_notice\"", 23) == 0;
-        cJSON *j = cJSON_ParseWithLength(payload, len);
-        int bad = kick ? json_user(j, "user", user_a)
-                       : json_user(j, "from", user_a) || json_user(j, "to", user_b);
-        cJSON_Delete(j);
-        if (bad) {
-            pl_warn("ignoring a malformed %s on %.*s", kick ? "disconnect" : "direct message",
-                    (int)chan_len, chan);
-            return;
-        }
-        if (kick) kind = PL_BC_KICK;
-    }
-    /* Room events go only to the loops that hold the room (a direct message or a disconnect to
-     * every loop: its users may be anywhere); none, and the message is not even framed. */
-    observe_lag(srv, payload, len);
-    uint64_t to = srv->nshards == 64 ? ~(uint64_t)0 : ((uint64_t)1 << srv->nshards) - 1;
-    if (kind != PL_BC_DM && kind != PL_BC_KICK)
-        to &= pl_shardmask_get(srv->rooms_mask, pl_room_hash(room, room_len));
-    if (!to) return;
     int n = __builtin_popcountll(to);
     /* The broadcast rides in the frame's allocation and holds its first reference. */
     void *extra;
@@ -101,12 +56,13 @@ static void on_message(void *ud, const char *chan, size_t chan_len, const char *
         pl_error("out of memory: dropped a message for room %.*s", (int)room_len, room);
         return;
     }
+    if (close) f->data[f->len - 1] = '}';
     pl_bcast_t *b = extra;
     b->frame = f;
     b->seq = pl_wire_payload_seq(payload, len);
     b->kind = kind;
-    memcpy(b->user_a, user_a, sizeof user_a);
-    memcpy(b->user_b, user_b, sizeof user_b);
+    memcpy(b->user_a, user_a, 129);
+    memcpy(b->user_b, user_b, 129);
     atomic_init(&b->pending, (unsigned)n);
     b->room_len = (uint32_t)room_len;
     memcpy(b->room, room, room_len);
@@ -120,6 +76,87 @@ static void on_message(void *ud, const char *chan, size_t chan_len, const char *
     }
 }
 
+static uint64_t all_loops(const pl_server_t *srv)
+{
+    return srv->nshards == 64 ? ~(uint64_t)0 : ((uint64_t)1 << srv->nshards) - 1;
+}
+
+/* A frame of server:<us>, live or read back from the log (srvlog.h): a direct message, or a
+ * user's disconnect (a server_notice naming the user), to every loop (its users may be
+ * anywhere). Clients get its first `keep` bytes, closed with a '}' if that cuts it. */
+static void server_frame(pl_server_t *srv, const char *payload, size_t len, size_t keep)
+{
+    char user_a[129] = "", user_b[129] = "";
+    int kick = len > 23 && memcmp(payload, "{\"type\":\"server_notice\"", 23) == 0;
+    /* The whole payload parses: a cut one still has its "_lid" member. */
+    cJSON *j = cJSON_ParseWithLength(payload, len);
+    int bad = kick ? json_user(j, "user", user_a)
+                   : json_user(j, "from", user_a) || json_user(j, "to", user_b);
+    cJSON_Delete(j);
+    if (bad) {
+        pl_warn("ignoring a malformed %s on server:%s", kick ? "disconnect" : "direct message",
+                srv->cfg.server_id);
+        return;
+    }
+    observe_lag(srv, payload, len);
+    post(srv, all_loops(srv), kick ? PL_BC_KICK : PL_BC_DM, "", 0, payload, keep, keep < len,
+         user_a, user_b);
+}
+
+/* An entry read back from this instance's log. */
+static void server_logged_cb(void *ud, const char *payload, size_t len, pl_srvlog_id_t id)
+{
+    pl_server_t *srv = ud;
+    if (pl_srvlog_admit(&srv->srvlog, id)) server_frame(srv, payload, len, len);
+}
+
+/* A pmessage on room:<id> (pattern) or a message on server:<us> (a direct message). */
+static void on_message(void *ud, const char *chan, size_t chan_len, const char *payload, size_t len,
+                       int pattern)
+{
+    pl_server_t *srv = ud;
+    if (!pattern) {
+        /* Its log id, if it has one: dropped if it was read back from the log already. */
+        pl_srvlog_id_t id;
+        size_t keep;
+        if (!pl_srvlog_strip(payload, len, &id, &keep))
+            server_frame(srv, payload, len, len); /* from an instance of an older version */
+        else if (pl_srvlog_admit(&srv->srvlog, id))
+            server_frame(srv, payload, len, keep);
+        return;
+    }
+    pl_bcast_kind_t kind = PL_BC_ROOM;
+    const char *room;
+    size_t room_len;
+    char user_a[129] = "", user_b[129] = "";
+    if (chan_len <= 5 || memcmp(chan, "room:", 5) != 0) return;
+    room = chan + 5;
+    room_len = chan_len - 5;
+    /* Typing and presence are about a user, who is not told about themselves (a user
+     * joining a room while online announces it to the room: not to the joining tab). These
+     * are rare next to messages, so parsing them here costs little. */
+    int revoke = len > 22 && memcmp(payload, "{\"type\":\"unsubscribed\"", 22) == 0;
+    if ((len > 16 && memcmp(payload, "{\"type\":\"typing_", 16) == 0) ||
+        (len > 18 && memcmp(payload, "{\"type\":\"presence\"", 18) == 0) || revoke) {
+        cJSON *j = cJSON_ParseWithLength(payload, len);
+        int bad = json_user(j, "user", user_a);
+        cJSON_Delete(j);
+        if (bad) return;
+        /* A removed membership: only that user's subscriptions get it, and end. */
+        kind = revoke ? PL_BC_REVOKE : PL_BC_OTHERS;
+    }
+    if (!pl_room_id_valid(room, room_len)) {
+        pl_warn("ignoring message on invalid channel '%.*s'",
+                (int)(chan_len > 200 ? 200 : chan_len), chan);
+        return;
+    }
+    /* Room events go only to the loops that hold the room; none, and the message is not even
+     * framed. */
+    observe_lag(srv, payload, len);
+    uint64_t to = all_loops(srv) & pl_shardmask_get(srv->rooms_mask, pl_room_hash(room, room_len));
+    if (to) post(srv, to, kind, room, room_len, payload, len, 0, user_a, user_b);
+}
+
 /* The subscriber blocks next: wake the loops it posted to, once each. */
 static void on_idle(void *ud)
 {
@@ -131,16 +168,28 @@ static void on_idle(void *ud)
         }
 }
 
-/* Subscribed again after a loss: every loop catches its subscriptions up. */
+/* Before the first subscription: where this process' part of the log begins. */
+static void on_connected(void *ud, struct redisContext *c, int again)
+{
+    pl_server_t *srv = ud;
+    if (!again) pl_srvlog_baseline(&srv->srvlog, c);
+}
+
+/* Subscribed: what the log holds for this instance since the last frame handed on goes out
+ * first (at the first subscription, what came between the baseline and it). Subscribed again
+ * after a loss: every loop catches its room subscriptions up too. */
 static void on_subscribed(void *ud, int again)
 {
     pl_server_t *srv = ud;
+    long n = pl_srvlog_catch_up(&srv->srvlog, &srv->redis_addr, server_logged_cb, srv);
+    if (n > 0) pl_info("subscriber: %ld frame(s) sent here while away read back from its log", n);
     if (!again) return;
     for (int i = 0; i < srv->nshards; i++)
         pl_shard_gap(pl_server_shard(srv, i));
 }
 
-const pl_subscriber_handlers_t pl_deliver_handlers = {on_message, on_idle, on_subscribed};
+const pl_subscriber_handlers_t pl_deliver_handlers = {on_message, on_idle, on_connected,
+                                                      on_subscribed};
 
 /* ---- on each loop ---- */
 

@@ -436,6 +436,10 @@ static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int
     }
     /* Rooms from everyone; direct messages only for the users connected here. */
     snprintf(srv->sub_cmd, sizeof srv->sub_cmd, "SUBSCRIBE server:%s", srv->cfg.server_id);
+    if (pl_srvlog_init(&srv->srvlog, srv->cfg.redis_prefix, srv->cfg.server_id) != 0) {
+        pl_error("PARLEY_REDIS_PREFIX and PARLEY_SERVER_ID are too long together");
+        return -1;
+    }
     const char *cmds[2] = {"PSUBSCRIBE room:*", srv->sub_cmd};
     int rc = pl_subscriber_start(&srv->sub, &srv->redis_addr, cmds, 2, &pl_deliver_handlers, srv);
     if (rc != 0) {

@@ -240,11 +240,28 @@ static const char unregister_lua[] =
     "end\n"
     "return 0\n";
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+/* Publish `msg` (a JSON object) on server:{srv}, first appending it to that instance's log, the
+ * capped stream {P}srvlog:{srv}, and giving the entry's id as the last member `_lid`: an instance
+ * whose subscriber was away reads what it missed back from there (app/srvlog.h). */
+#define LUA_TO_SERVER                                                                              \
+    "local function to_server(P, srv, msg)\n"                                                      \
+    "  local k = P .. 'srvlog:' .. srv\n"                                                          \
+    "  local id = redis.call('XADD', k, 'MAXLEN', '~', '" STR(                                     \
+        PL_SRVLOG_MAX) "', '*', 'm', msg)\n"                                                       \
+                       "  redis.call('EXPIRE', k, " STR(                                           \
+                           PL_SRVLOG_TTL_S) ")\n"                                                  \
+                                            "  return redis.call('PUBLISH', 'server:' .. srv, "    \
+                                            "string.sub(msg, 1, -2) .. ',\"_lid\":\"' "            \
+                                            ".. id .. '\"}')\n"                                    \
+                                            "end\n"
+
 /* KEYS: seq, stream, cid, ready. ARGV: tail, id, ts, stream maxlen, cid ttl, prefix, to, from,
  * offline max. A direct message: like publish, but sent to the server:{id} channel of every
  * instance where the recipient or the sender has a connection, and queued for a recipient
  * with none. */
-static const char dm_lua[] = LUA_SEQ_AND_STREAM(
+static const char dm_lua[] = LUA_TO_SERVER LUA_SEQ_AND_STREAM(
     "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4]",
     "ARGV[5]") "local P, to, from = ARGV[6], ARGV[7], ARGV[8]\n"
                "local servers, online = {}, false\n"
@@ -258,7 +275,7 @@ static const char dm_lua[] = LUA_SEQ_AND_STREAM(
                "    end\n"
                "  end\n"
                "end\n"
-               "for srv in pairs(servers) do redis.call('PUBLISH', 'server:' .. srv, msg) end\n"
+               "for srv in pairs(servers) do to_server(P, srv, msg) end\n"
                "if not online then\n"
                "  redis.call('RPUSH', P .. 'offline:' .. to, msg)\n"
                "  redis.call('LTRIM', P .. 'offline:' .. to, -tonumber(ARGV[9]), -1)\n"
@@ -349,7 +366,7 @@ static const char members_lua[] =
  * registered instance and of every instance the user's presence names (a connection whose
  * presence is not counted yet is still found), and each instance closes the user's connections
  * there (app/deliver.c). Returns how many instances received it. */
-static const char kick_lua[] =
+static const char kick_lua[] = LUA_TO_SERVER
     "local P, u, msg = ARGV[1], ARGV[2], ARGV[3]\n"
     "local servers = {}\n"
     "for _, srv in ipairs(redis.call('SMEMBERS', P .. 'servers')) do servers[srv] = true end\n"
@@ -358,7 +375,7 @@ static const char kick_lua[] =
     "  if srv then servers[srv] = true end\n"
     "end\n"
     "local n = 0\n"
-    "for srv in pairs(servers) do n = n + redis.call('PUBLISH', 'server:' .. srv, msg) end\n"
+    "for srv in pairs(servers) do n = n + to_server(P, srv, msg) end\n"
     "return n\n";
 
 static const char *const sources[PL_SCRIPT_COUNT] = {

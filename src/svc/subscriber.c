@@ -125,8 +125,10 @@ static void *sub_main(void *arg)
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
-        pl_reply_attach(c->reader, arena);
         set_fd(s, c->fd);
+        if (s->h->on_connected) s->h->on_connected(s->ud, c, ever_up);
+        /* Only now: what on_connected read was allocated by hiredis, not the arena. */
+        pl_reply_attach(c->reader, arena);
         redisEnableKeepAlive(c); /* notice a Redis that vanished without closing */
         if (subscribe_all(s, c) == 0) {
             struct timeval none = {0, 0}; /* block for as long as Redis is quiet */

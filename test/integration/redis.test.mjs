@@ -1,6 +1,6 @@
 import {
   test, startRedis, startParleyd, startPostgres, connectAuthed, httpRequest, eq, assert, until, sleep,
-  dbEnv, track, redisCli, seqProblems,
+  dbEnv, track, redisCli, seqProblems, newUser, API_KEY,
 } from './lib.mjs';
 
 test('redis: killed and restarted on the same port; clients stay, unavailable meanwhile, delivery resumes', async () => {
@@ -109,4 +109,49 @@ test('redis: what is published while an instance\'s subscriber is away (its conn
   }
   eq(x.all.filter((f) => f.json && f.json.type === 'subscribed').length, 1, 'one subscribed frame');
   assert(/catching \d+ subscription\(s\) up/.test(A.log()), 'the instance said it caught up');
+});
+
+test('redis: direct messages and a disconnect sent while an instance\'s subscriber is away reach its clients once it is back (its log on Redis): every acked DM once, in order, the disconnect once', async () => {
+  const redis = await startRedis();
+  const pg = await startPostgres();
+  const env = dbEnv(pg);
+  const A = await startParleyd({ redis, env });
+  const B = await startParleyd({ redis, env });
+  // z is on A only (it receives); y on B sends; both are online, so the DMs go on server:{id}
+  // channels, never to the offline queue.
+  const z = await connectAuthed(A, newUser('z')), y = await connectAuthed(B, newUser('y'));
+  const tz = track(z), ty = track(y);
+  const N = 120;
+  // A's subscriber connection is killed three times while y sends: each time it is away for
+  // its reconnect backoff (100 ms and up), and what B published on server:{A} meanwhile is
+  // gone from Pub/Sub.
+  for (let i = 0; i < N; i++) {
+    if (i % 40 === 5) await redisCli(redis, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
+    y.send({ type: 'message', to: z.user, text: `d${i}`, cid: `d${i}` });
+    await sleep(10);
+  }
+  await until(() => ty.acks.size === N, 15000, `all ${N} acked`);
+  const dm = () => [...tz.rooms.keys()].find((r) => r.startsWith('dm:'));
+  await until(() => dm() && tz.rooms.get(dm()).length >= N && (ty.rooms.get(dm()) || []).length >= N, 10000,
+    'every DM at both ends').catch((e) => {
+    throw new Error(`${e.message}: z has ${dm() ? tz.rooms.get(dm()).length : 0}, y ${dm() ? (ty.rooms.get(dm()) || []).length : 0} of ${N}`);
+  });
+  await sleep(300);
+  const first = tz.rooms.get(dm())[0].seq;
+  for (const [c, t] of [[z, tz], [y, ty]]) {
+    const p = seqProblems(t.rooms.get(dm()), first, first + N - 1, c.user);
+    eq(p.length, 0, `${c.user}: ${p.join('; ')}`);
+    assert(t.msgs.every((m) => !('_lid' in m)), `${c.user}: a frame carries the log id`);
+  }
+  assert(/read back from its log/.test(A.log()), 'A said it read frames back from its log');
+  assert(!/may be lost/.test(A.log()), 'A warned that its log was trimmed');
+
+  // A disconnect published while A's subscriber is away still closes z, once.
+  await redisCli(redis, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
+  const r = await httpRequest(B.port, 'POST', `/api/users/${encodeURIComponent(z.user)}/disconnect`,
+    { headers: { Authorization: `Bearer ${API_KEY}` } });
+  eq(r.status, 200, `disconnect (${r.text})`);
+  eq((await z.nextJson('server_notice', 10000)).code, 'disconnected', 'notice code');
+  eq((await z.waitClose(5000)).code, 4003, 'close code');
+  await y.ping();
 });

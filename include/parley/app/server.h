@@ -24,6 +24,7 @@
 
 #include "parley/app/limits.h"
 #include "parley/app/shard.h"
+#include "parley/app/srvlog.h"
 
 /** The process. */
 typedef struct pl_server {
@@ -55,6 +56,7 @@ typedef struct pl_server {
     uv_timer_t drain_deadline;
     int drain_posted;         /**< main thread: the shards were told to drain */
     pl_hist_t sub_lag;        /**< the subscriber thread's: message ts to arrival, us (deliver.c) */
+    pl_srvlog_t srvlog;       /**< the subscriber thread's: its place in server:{id}'s log */
     pl_limits_conns_t *conns; /**< WebSockets per address and in all (limits.h); owned, every
                                  shard writes its atomics */
 } pl_server_t;

@@ -44,6 +44,11 @@ typedef enum {
 /** The key whose presence says Redis' seqs can be trusted. */
 #define PL_KEY_READY "parley:ready"
 
+/** Most entries an instance's log of server:{id} frames keeps (app/srvlog.h), about. */
+#define PL_SRVLOG_MAX 10000
+/** And how long it is kept after its last entry, seconds. */
+#define PL_SRVLOG_TTL_S 3600
+
 /** How long a sender's cid is remembered for deduplication, seconds. */
 #define PL_CID_TTL_S 86400
 

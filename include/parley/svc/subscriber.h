@@ -22,6 +22,8 @@
 #include "parley/base/metric.h"
 #include "parley/svc/redis.h"
 
+struct redisContext;
+
 /** The application's side, called on the subscriber thread. */
 typedef struct pl_subscriber_handlers {
     /** A message on `chan` (for a pattern subscription `pattern` is set). */
@@ -29,6 +31,9 @@ typedef struct pl_subscriber_handlers {
                        int pattern);
     /** Everything received so far was handed over: the thread blocks next. */
     void (*on_idle)(void *ud);
+    /** Connected, before anything is subscribed: the application may send commands on `c`
+     *  (blocking hiredis, replies freed with freeReplyObject). `again` as below. NULL: none. */
+    void (*on_connected)(void *ud, struct redisContext *c, int again);
     /** Every subscription is confirmed. `again`: after a lost connection, so whatever was
      *  published meanwhile was not received (NULL: not told). */
     void (*on_subscribed)(void *ud, int again);

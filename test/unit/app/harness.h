@@ -8,7 +8,7 @@
  * for the test to answer.
  *
  * The fakes replace the real modules at link time: this header defines
- * pl_redis_start/command/flush/stop and the pool's pl_db_submit/reserve/...,
+ * pl_redis_start/command/flush/stop/connect_sync and the pool's pl_db_submit/reserve/...,
  * so the linker takes no svc/redis.o or svc/db.o from libparley.a. Include it
  * in exactly one file of a test binary.
  */
@@ -206,6 +206,14 @@ void pl_redis_stop(pl_redis_t *r)
 {
     atomic_store(&r->connected, 0);
     pl_redis_stop_all();
+}
+
+/* The subscriber thread's blocking connections (app/srvlog.c) are not driven here. */
+struct redisContext *pl_redis_connect_sync(const pl_redis_addr_t *a, int timeout_ms, char *err,
+                                           size_t err_size)
+{
+    snprintf(err, err_size, "no blocking Redis in unit tests");
+    return NULL;
 }
 
 /* ---- the fake database pool: jobs recorded ---- */
