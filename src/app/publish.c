@@ -170,21 +170,23 @@ static void dm_member_done(pl_db_job_t *j)
     free(j);
 }
 
-/* A conversation's first message: both users become members of its dm: room, which is what
- * lets them (and only them) read its history over HTTP. */
+/* A conversation's first message: both users become members of its dm: room, in one
+ * statement, which is what lets them (and only them) read its history over HTTP. */
 static void dm_members(const pl_msg_t *m)
 {
     struct pl_db *db = m->shard->srv->db;
-    const char *users[2] = {m->user, m->to};
-    for (int i = 0; db && i < 2; i++) {
-        pl_db_member_t *j = calloc(1, sizeof *j);
-        if (!j) return;
-        pl_db_job_init(&j->h, PL_DB_MEMBER, m->shard->loop, PL_EV_DB, dm_member_done);
-        j->op = PL_DB_MEMBER_ADD;
-        snprintf(j->room, sizeof j->room, "%s", m->room);
-        snprintf(j->user, sizeof j->user, "%s", users[i]);
-        pl_db_submit(db, &j->h);
+    if (!db) return;
+    pl_db_member_t *j = calloc(1, sizeof *j);
+    if (!j) {
+        pl_error("out of memory: the members of %s are not recorded", m->room);
+        return;
     }
+    pl_db_job_init(&j->h, PL_DB_MEMBER, m->shard->loop, PL_EV_DB, dm_member_done);
+    j->op = PL_DB_MEMBER_ADD;
+    snprintf(j->room, sizeof j->room, "%s", m->room);
+    snprintf(j->user, sizeof j->user, "%s", m->user);
+    snprintf(j->user2, sizeof j->user2, "%s", m->to);
+    pl_db_submit(db, &j->h);
 }
 
 /* The room of a direct conversation: the same for both directions. */

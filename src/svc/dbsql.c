@@ -218,6 +218,11 @@ static const char upsert_member[] =
     " r AS (INSERT INTO rooms (id) VALUES ($1) ON CONFLICT DO NOTHING)"
     " INSERT INTO room_members (room_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 
+static const char upsert_member_pair[] =
+    "WITH u AS (INSERT INTO users (id) VALUES ($2), ($3) ON CONFLICT DO NOTHING),"
+    " r AS (INSERT INTO rooms (id) VALUES ($1) ON CONFLICT DO NOTHING)"
+    " INSERT INTO room_members (room_id, user_id) VALUES ($1, $2), ($1, $3) ON CONFLICT DO NOTHING";
+
 static int run_member(PGconn *pg, pl_db_member_t *j)
 {
     if (j->op == PL_DB_MEMBER_CHECK) {
@@ -225,11 +230,13 @@ static int run_member(PGconn *pg, pl_db_member_t *j)
             return pl__db_lost(pg) ? -1 : (j->h.status = PL_DB_EFAILED, 0);
         return 0;
     }
-    const char *p[2] = {j->room, j->user};
+    const char *p[3] = {j->room, j->user, j->user2};
+    int pair = j->op == PL_DB_MEMBER_ADD && j->user2[0];
     const char *sql = j->op == PL_DB_MEMBER_DEL
                           ? "DELETE FROM room_members WHERE room_id = $1 AND user_id = $2"
-                          : upsert_member;
-    PGresult *r = query(pg, sql, 2, p);
+                      : pair ? upsert_member_pair
+                             : upsert_member;
+    PGresult *r = query(pg, sql, pair ? 3 : 2, p);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) return stmt_failed(pg, r, &j->h, "membership");
     j->changed = atoi(PQcmdTuples(r)) > 0;
     j->member = j->op == PL_DB_MEMBER_ADD;

@@ -156,6 +156,9 @@ typedef struct pl_db_member {
     pl_db_member_op_t op;
     char room[PL_DB_NAME_MAX + 1];
     char user[PL_DB_NAME_MAX + 1];
+    /** ADD only, optional: a second user made a member in the same statement (a direct
+     *  conversation's two users, so nobody sees one of them without the other). */
+    char user2[PL_DB_NAME_MAX + 1];
     int member, changed;
 } pl_db_member_t;
 
