@@ -140,7 +140,9 @@ for t in "${tests[@]}"; do
     PARLEYD_BIN=$dir/parleyd PARLEY_TEST_START_MS=40000 node test/integration/run.mjs "$t" >"$dir/out.txt" 2>&1
     if ! grep -q '^PASS ' "$dir/out.txt" || grep -q '^FAIL ' "$dir/out.txt"; then
         echo "FAIL $mode: '${t:-the integration suite}' did not pass under $mode:"
-        grep -E '^(FAIL|  )' "$dir/out.txt" | head -"$([ -n "$t" ] && echo 5 || echo 30)" | cut -c1-300
+        # The failures first, each with the lines under it (logs), then the rest.
+        { grep -A12 '^FAIL ' "$dir/out.txt"; grep -E '^  ' "$dir/out.txt"; } |
+            head -"$([ -n "$t" ] && echo 12 || echo 40)" | cut -c1-300
         ok=0
     fi
     if [ -z "$t" ]; then # the whole suite: keep its output for a look afterwards

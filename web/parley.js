@@ -194,7 +194,9 @@ export class ParleyClient {
   #rooms = new Map();
   #reads = new Map(); // room -> the greatest seq given to markRead
   #subscribeCids = new Map(); // cid of a subscribe frame on this socket -> its rooms
-  #unsubscribeWaiters = new Map(); // room -> resolve functions
+  #unsubscribeWaiters = new Map(); // room -> [{ resolve, reject }] of unsubscribe() calls
+  #unsubscribeCids = new Map(); // cid of an unsubscribe frame on this socket -> its rooms
+  #unsubscribeTimers = new Set(); // unsubscribes refused as rate_limited, to send again
 
   // Outbox.
   #outbox = [];
@@ -473,8 +475,10 @@ export class ParleyClient {
     }
     this.#subscribeCids.clear();
     // The server forgets a closed connection's subscriptions: those unsubscribes are done.
-    for (const resolvers of this.#unsubscribeWaiters.values()) resolvers.forEach((r) => r());
-    this.#unsubscribeWaiters.clear();
+    this.#unsubscribeCids.clear();
+    for (const id of this.#unsubscribeTimers) this.#cancel(id);
+    this.#unsubscribeTimers.clear();
+    for (const room of [...this.#unsubscribeWaiters.keys()]) this.#settleUnsubscribe(room);
   }
 
   /** The socket closed or was given up on: decide between reconnecting and giving up. */
@@ -729,10 +733,54 @@ export class ParleyClient {
       }
       this.#emit('unsubscribed', { room: frame.room, reason: frame.reason });
     }
-    const resolvers = this.#unsubscribeWaiters.get(frame.room);
-    if (!resolvers) return;
-    this.#unsubscribeWaiters.delete(frame.room);
-    resolvers.forEach((r) => r());
+    this.#settleUnsubscribe(frame.room);
+  }
+
+  /** The unsubscribe() calls waiting for `room` are over: done, or refused with `err`. */
+  #settleUnsubscribe(room, err) {
+    const waiters = this.#unsubscribeWaiters.get(room);
+    if (!waiters) return;
+    this.#unsubscribeWaiters.delete(room);
+    for (const w of waiters) {
+      if (err) w.reject(err);
+      else w.resolve();
+    }
+  }
+
+  /** An unsubscribe frame for `rooms`, with a cid its refusal names. False if not sent. */
+  #sendUnsubscribe(rooms) {
+    const cid = this.#newCid('u');
+    if (!this.#authenticated || !this.#sendFrame({ type: 'unsubscribe', rooms, cid })) return false;
+    this.#unsubscribeCids.set(cid, rooms);
+    return true;
+  }
+
+  /**
+   * The server refused an unsubscribe of `rooms`: it still holds those subscriptions. Rooms
+   * subscribed to again meanwhile are settled (nothing to leave). rate_limited and unavailable
+   * are sent again (after retry_after_ms, or a backoff); anything else rejects the waiting
+   * unsubscribe() calls.
+   */
+  #unsubscribeFailed(rooms, frame) {
+    const still = rooms.filter((room) => !this.#rooms.get(room)?.wanted);
+    for (const room of rooms) if (!still.includes(room)) this.#settleUnsubscribe(room);
+    if (!still.length) return;
+    if (frame.code === 'rate_limited' || frame.code === 'unavailable') {
+      const ms = Number.isFinite(frame.retry_after_ms)
+        ? frame.retry_after_ms
+        : backoffDelay(0, this.#reconnectOpts, this.#random);
+      const id = this.#setTimeout(() => {
+        this.#unsubscribeTimers.delete(id);
+        const again = still.filter((room) => !this.#rooms.get(room)?.wanted);
+        for (const room of still) if (!again.includes(room)) this.#settleUnsubscribe(room);
+        // Not sent (not connected): the server dropped them with the connection.
+        if (again.length && !this.#sendUnsubscribe(again)) again.forEach((room) => this.#settleUnsubscribe(room));
+      }, ms);
+      this.#unsubscribeTimers.add(id);
+      return;
+    }
+    const err = new ParleyError(frame.code, frame.message ?? frame.code, { rooms: still });
+    for (const room of still) this.#settleUnsubscribe(room, err);
   }
 
   #onMessage(frame) {
@@ -786,6 +834,11 @@ export class ParleyClient {
       if (rooms) {
         this.#subscribeCids.delete(frame.cid);
         this.#subscribeFailed(rooms, frame, true);
+      }
+      const left = this.#unsubscribeCids.get(frame.cid);
+      if (left) {
+        this.#unsubscribeCids.delete(frame.cid);
+        this.#unsubscribeFailed(left, frame);
       }
     } else if (frame.code === 'forbidden' || frame.code === 'unavailable') {
       const room = typeof frame.room === 'string' ? frame.room : this.#roomNamedIn(frame.message);
@@ -968,7 +1021,9 @@ export class ParleyClient {
 
   /**
    * Unsubscribes and forgets rooms (their seqs too): they are not resubscribed on reconnect.
-   * Resolves when the server confirms, or at once while not connected.
+   * Resolves when the server confirms, or at once while not connected. A refusal for the
+   * connection's rate (rate_limited) is sent again after retry_after_ms; any other refusal
+   * rejects with a ParleyError naming the rooms (the server still holds them).
    * @param {string | string[]} rooms
    * @returns {Promise<void>}
    */
@@ -986,16 +1041,14 @@ export class ParleyClient {
       this.#forget(rec);
       this.#reads.delete(room);
     }
-    if (!rest.length || !this.#authenticated || !this.#sendFrame({ type: 'unsubscribe', rooms: rest })) {
-      return Promise.resolve();
-    }
+    if (!rest.length || !this.#sendUnsubscribe(rest)) return Promise.resolve();
     return Promise.all(
       rest.map(
         (room) =>
-          new Promise((resolve) => {
-            const resolvers = this.#unsubscribeWaiters.get(room) ?? [];
-            resolvers.push(resolve);
-            this.#unsubscribeWaiters.set(room, resolvers);
+          new Promise((resolve, reject) => {
+            const waiters = this.#unsubscribeWaiters.get(room) ?? [];
+            waiters.push({ resolve, reject });
+            this.#unsubscribeWaiters.set(room, waiters);
           }),
       ),
     ).then(noop);

@@ -7,8 +7,9 @@
 // or instance works afterwards, and /metrics counts it (and still passes promtool).
 import {
   test, startRedis, startParleyd, connect, connectAuthed, mintToken, newUser, httpRequest,
-  rawExchange, runCmd, eq, assert, until, sleep, PARLEYD,
+  rawExchange, runCmd, eq, assert, until, sleep, PARLEYD, WebSocket,
 } from './lib.mjs';
+import { ParleyClient } from '../../web/parley.js';
 
 async function metrics(port, { check = false } = {}) {
   const r = await httpRequest(port, 'GET', '/metrics');
@@ -133,6 +134,29 @@ test('limits subscribe: churn past PARLEY_SUBSCRIBE_RATE (after PARLEY_MAX_ROOMS
   assert(done, 'the unsubscribe passes after retry_after_ms');
   const m = await metrics(srv.port);
   assert(m.get('parley_rate_limited_total{kind="subscribe"}') >= 1, 'parley_rate_limited_total{kind="subscribe"}');
+});
+
+test('limits subscribe: the JavaScript client sends a refused unsubscribe again after retry_after_ms; its promise resolves once the server confirms', async () => {
+  const redis = await startRedis();
+  const srv = await startParleyd({ redis, env: { PARLEY_SUBSCRIBE_RATE: 2, PARLEY_MAX_ROOMS: 4, PARLEY_OPEN_ROOMS: 1 } });
+  const user = newUser('lib');
+  const client = new ParleyClient({ url: srv.wsUrl, WebSocket, tokenProvider: async () => mintToken(user) });
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  try {
+    await client.connect();
+    const rooms = [1, 2, 3, 4].map((i) => `libchurn-${process.pid}-${i}`);
+    await client.subscribe(rooms); // the whole allowance at once
+    const t0 = Date.now();
+    await Promise.race([client.unsubscribe(rooms.slice(0, 2)),
+      sleep(5000).then(() => { throw new Error(`unsubscribe not resolved within 5 s (errors: ${JSON.stringify(errors)})`); })]);
+    assert(errors.some((e) => e.code === 'rate_limited'), `the first unsubscribe was refused: ${JSON.stringify(errors)}`);
+    const ms = Date.now() - t0;
+    assert(ms >= 200, `resolved after ${ms} ms: too soon to have waited for retry_after_ms`);
+    eq(client.state, 'open', 'state');
+  } finally {
+    client.close();
+  }
 });
 
 test('limits conns per ip: past PARLEY_MAX_CONNS_PER_IP an address gets 503 before the upgrade, other addresses do not; closes and aborts give the places back; X-Forwarded-For only from a trusted proxy', async () => {

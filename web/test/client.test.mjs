@@ -574,7 +574,7 @@ describe('catching up', () => {
     t.client.subscribe('r1');
     answerSubscribe(ws, { r1: 0 });
     const done = t.client.unsubscribe('r1');
-    assert.deepEqual(ws.frames('unsubscribe'), [{ type: 'unsubscribe', rooms: ['r1'] }]);
+    assert.deepEqual(ws.frames('unsubscribe').map((f) => f.rooms), [['r1']]);
     ws.deliver(message('r1', 1));
     ws.deliver({ type: 'unsubscribed', room: 'r1' });
     await done;
@@ -584,6 +584,49 @@ describe('catching up', () => {
     await t.clock.advance(500);
     t.last().authenticate();
     assert.deepEqual(t.last().frames('subscribe'), [], 'not resubscribed');
+    t.client.close();
+  });
+  test('an unsubscribe refused as rate_limited is sent again after retry_after_ms; another refusal rejects', async () => {
+    const t = setup();
+    const ws = await connected(t);
+    t.client.subscribe(['r1', 'r2', 'r3']);
+    answerSubscribe(ws, { r1: 0, r2: 0, r3: 0 });
+    let done = false;
+    const p = t.client.unsubscribe(['r1', 'r2']).then(() => { done = true; });
+    const f1 = ws.frames('unsubscribe')[0];
+    assert.deepEqual(f1.rooms, ['r1', 'r2']);
+    assert.equal(typeof f1.cid, 'string');
+    ws.deliver({ type: 'error', code: 'rate_limited', message: 'too many rooms subscribed or left; retry later', cid: f1.cid, retry_after_ms: 800 });
+    await t.clock.advance(799);
+    assert.equal(ws.frames('unsubscribe').length, 1, 'not sent again before retry_after_ms');
+    await t.clock.advance(1);
+    const f2 = ws.frames('unsubscribe')[1];
+    assert.deepEqual(f2.rooms, ['r1', 'r2']);
+    assert.notEqual(f2.cid, f1.cid);
+    assert.equal(done, false, 'still waiting for the server');
+    ws.deliver({ type: 'unsubscribed', room: 'r1' });
+    ws.deliver({ type: 'unsubscribed', room: 'r2' });
+    await p;
+    // A final refusal rejects, naming the rooms.
+    const q = t.client.unsubscribe('r3');
+    const f3 = ws.frames('unsubscribe')[2];
+    ws.deliver({ type: 'error', code: 'bad_request', message: 'no', cid: f3.cid });
+    await assert.rejects(q, (e) => e.code === 'bad_request' && e.rooms.includes('r3'));
+    t.client.close();
+  });
+
+  test('a room subscribed to again while its refused unsubscribe waits is not left', async () => {
+    const t = setup();
+    const ws = await connected(t);
+    t.client.subscribe('r1');
+    answerSubscribe(ws, { r1: 0 });
+    const p = t.client.unsubscribe('r1');
+    const f1 = ws.frames('unsubscribe')[0];
+    ws.deliver({ type: 'error', code: 'rate_limited', message: 'later', cid: f1.cid, retry_after_ms: 100 });
+    t.client.subscribe('r1');
+    await t.clock.advance(100);
+    await p;
+    assert.equal(ws.frames('unsubscribe').length, 1, 'not sent again');
     t.client.close();
   });
 });
@@ -1209,7 +1252,7 @@ describe('HTTP', () => {
     t.client.subscribe('r1');
     answerSubscribe(ws, { r1: 1 });
     const p = t.client.leave('r1');
-    assert.deepEqual(ws.frames('unsubscribe'), [{ type: 'unsubscribe', rooms: ['r1'] }]);
+    assert.deepEqual(ws.frames('unsubscribe').map((f) => f.rooms), [['r1']]);
     assert.equal(calls.length, 0, 'DELETE after the unsubscribe is confirmed');
     ws.deliver({ type: 'unsubscribed', room: 'r1' });
     await p;
