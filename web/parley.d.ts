@@ -250,6 +250,8 @@ export class ParleyError extends Error {
   status?: number;
   cid?: string;
   room?: string;
+  /** unsubscribe(): the rooms a refusal left subscribed */
+  rooms?: string[];
   to?: string;
 }
 
