@@ -17,6 +17,7 @@
 #include "parley/app/restore.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
+#include "parley/app/subscribe.h"
 #include "parley/base/clock.h"
 #include "parley/base/log.h"
 #include "parley/svc/script.h"
@@ -101,6 +102,7 @@ static void release_waiting(pl_shard_t *s, int ok)
         if (!ok || eval_publish(s, m, 0) != 0)
             message_failed(m, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later");
     }
+    pl_subscribe_redis_ready(s, ok);
 }
 
 static void ready_timer_cb(uv_timer_t *t)
@@ -123,6 +125,7 @@ static void ready_reply(struct redisAsyncContext *ac, void *reply, void *privdat
     }
     /* A Redis without parley:ready lost its data (or is new): restore, then look again. */
     if (r->integer != 1) pl_restore_need(s);
+    pl_subscribe_redis_ready(s, -1);
     uv_timer_start(&s->ready_timer, ready_timer_cb, 50, 0);
 }
 
@@ -137,6 +140,13 @@ static void ids_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
     pl_idgen_init(&s->ids, node);
     s->ids_ready = 1;
     pl_info("shard %d: id node %u from redis", s->index, node);
+}
+
+void pl_publish_not_ready(pl_shard_t *s)
+{
+    if (!s->redis_ready) return; /* a check is under way already */
+    s->redis_ready = 0;
+    pl_publish_ready_check(s);
 }
 
 void pl_publish_ready_check(pl_shard_t *s)
@@ -232,10 +242,7 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
         /* Redis lost its data under us: hold this and what follows until it is ready again. */
         pl_shard_t *s = m->shard;
         wait_ready(s, m, 1);
-        if (s->redis_ready) {
-            s->redis_ready = 0;
-            pl_publish_ready_check(s);
-        }
+        pl_publish_not_ready(s);
     } else if (code == 1 && r->elements == 2) {
         pl_counter_add(&m->shard->stats.published, 1);
         m->m.seq = r->element[1]->integer;

@@ -88,6 +88,7 @@ static void turn_hook(pl_loop_t *loop, void *arg)
     pl_chat_flush(s);
     pl_redis_flush(&s->redis);
     if (s->finishing && !s->conns->sock->socks && !uv_is_closing((uv_handle_t *)&s->ready_timer)) {
+        pl_subscribe_redis_ready(s, 0); /* catch-ups parked for a restore hold connections */
         pl_redis_stop(&s->redis);
         uv_close((uv_handle_t *)&s->ready_timer, NULL);
         uv_close((uv_handle_t *)&s->presence_timer, NULL);

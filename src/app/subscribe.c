@@ -18,15 +18,18 @@
 #include "parley/app/server.h"
 #include "parley/app/session.h"
 #include "parley/app/shard.h"
+#include "parley/base/clock.h"
 #include "parley/base/log.h"
 #include "parley/svc/db.h"
 #include "parley/svc/script.h"
 
 /* A catch-up in flight: which subscription it is for, and what Redis had. When PostgreSQL must
  * supply older messages, the recover job embedded first goes to the pool. */
-typedef struct {
-    pl_db_recover_t job; /**< first: used only when older messages are needed */
-    pl_conn_t *conn;     /**< held */
+typedef struct pl_sync_ctx {
+    pl_db_recover_t job;      /**< first: used only when older messages are needed */
+    struct pl_sync_ctx *next; /**< parked on the shard while Redis restores (below) */
+    int64_t parked_ms;        /**< when it was first parked; 0 if never */
+    pl_conn_t *conn;          /**< held */
     uint32_t gen;
     int64_t since; /**< -1: a plain subscribe */
     int64_t cur;   /**< the room's seq, per Redis */
@@ -36,6 +39,10 @@ typedef struct {
     size_t nstream;
     char room[PL_ROOM_MAX + 1];
 } sync_ctx_t;
+
+/* A catch-up that found Redis without parley:ready waits this long for the restore before it
+ * is served from PostgreSQL alone. */
+#define PARK_MAX_MS 5000
 
 /* A membership check (closed rooms) or record (open rooms) on its way to the database. */
 typedef struct {
@@ -287,6 +294,27 @@ static pl_frame_t **row_frames(pl_shard_t *s, const char *room, const pl_db_rows
     return f;
 }
 
+/* Redis had no seq (it lost its data and was not restored in time), so the room's seq is the
+ * database's. Messages are stored out of order (batches, several workers, several instances):
+ * its max(seq) may be past one still on its way, whose live frame is held. So the catch-up
+ * ends where the rows stop being consecutive; the held frames carry on from there. */
+static void contiguous(sync_ctx_t *ctx)
+{
+    pl_db_rows_t *rows = &ctx->job.rows;
+    if (ctx->since < 0 || ctx->job.truncated) {
+        ctx->cur = ctx->job.max_seq;
+        return;
+    }
+    int64_t next = ctx->since + 1;
+    size_t n = 0;
+    while (n < rows->n && rows->row[n].seq == next) {
+        n++;
+        next++;
+    }
+    rows->n = n; /* the rest are freed with the rows all the same */
+    ctx->cur = next - 1;
+}
+
 /* PostgreSQL answered for what the Redis stream does not have. */
 static void recover_done(pl_db_job_t *job)
 {
@@ -297,7 +325,7 @@ static void recover_done(pl_db_job_t *job)
         if (job->status != PL_DB_OK) {
             sync_fail(c, sub, "the database is unreachable");
         } else {
-            if (ctx->cur < 0) ctx->cur = ctx->job.max_seq; /* Redis had no seq: the database's */
+            if (ctx->cur < 0) contiguous(ctx); /* Redis had no seq: the database's */
             if (ctx->since >= 0 && ctx->job.truncated) ctx->since = ctx->job.after;
             size_t n;
             pl_frame_t **pg = row_frames(pl_shard_of_conn(c), ctx->room, &ctx->job.rows, &n);
@@ -326,6 +354,21 @@ static int start_recover(pl_conn_t *c, sync_ctx_t *ctx, int64_t after, int64_t b
     return 0;
 }
 
+static void park(pl_shard_t *s, sync_ctx_t *ctx);
+static int send_sync(pl_shard_t *s, sync_ctx_t *ctx);
+
+/* From PostgreSQL alone: Redis did not get ready in time. Takes ctx: 1 if the recover job has
+ * it (and holds the connection), 0 if it is done and freed. */
+static int sync_from_db(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx)
+{
+    ctx->cur = -1;
+    if (start_recover(c, ctx, ctx->since, 0) == 0) return 1;
+    ctx->cur = 0;
+    finish_sync(c, sub, ctx, NULL, 0, 0);
+    sync_ctx_free(ctx);
+    return 0;
+}
+
 static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {
     sync_ctx_t *ctx = privdata;
@@ -338,15 +381,10 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
                r->element[0]->type != REDIS_REPLY_INTEGER) {
         sync_fail(c, sub, r && r->type == REDIS_REPLY_ERROR ? r->str : "redis unreachable");
     } else if (r->element[0]->integer < 0) {
-        /* Redis lost its data: PostgreSQL knows the seq (and the missed messages). */
-        pl_restore_need(pl_shard_of_conn(c));
-        ctx->cur = -1;
-        if (start_recover(c, ctx, ctx->since, 0) == 0)
-            ctx = NULL;
-        else {
-            ctx->cur = 0;
-            finish_sync(c, sub, ctx, NULL, 0, 0);
-        }
+        /* Redis lost its data: wait for the restore (live frames stay held), then read again. */
+        pl_conn_hold(c); /* the parked ctx's */
+        park(pl_shard_of_conn(c), ctx);
+        ctx = NULL;
     } else if (r->elements >= 4) {
         ctx->cur = r->element[0]->integer;
         ctx->truncated = (int)r->element[1]->integer;
@@ -376,33 +414,20 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
     pl_conn_release(c);
 }
 
-static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
+/* Send the sync script for ctx (its connection held by the caller, ctx owned by the reply).
+ * Returns 0, or -1 if Redis is unreachable (ctx still the caller's). */
+static int send_sync(pl_shard_t *s, sync_ctx_t *ctx)
 {
-    pl_shard_t *s = pl_shard_of_conn(c);
-    sub->quiet = (uint8_t)quiet;
     const pl_config_t *cfg = &s->srv->cfg;
-    if (++s->sync_gen == 0) s->sync_gen = 1;
-    sub->sync_gen = s->sync_gen;
-    drop_catchup(s, sub);
-    sync_ctx_t *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) {
-        sync_fail(c, sub, "out of memory");
-        return;
-    }
-    ctx->conn = c;
-    ctx->gen = sub->sync_gen;
-    ctx->since = since;
-    ctx->read = -1;
-    snprintf(ctx->room, sizeof ctx->room, "%s", sub->room->name);
-
+    size_t room_len = strlen(ctx->room);
     char since_s[24], most[24];
-    snprintf(since_s, sizeof since_s, "%lld", (long long)since);
+    snprintf(since_s, sizeof since_s, "%lld", (long long)ctx->since);
     snprintf(most, sizeof most, "%zu", cfg->recover_max);
-    pl_key_seq(&s->kbuf[0], sub->room->name, sub->room->len);
-    pl_key_stream(&s->kbuf[1], sub->room->name, sub->room->len);
+    pl_key_seq(&s->kbuf[0], ctx->room, room_len);
+    pl_key_stream(&s->kbuf[1], ctx->room, room_len);
     pl_buf_reset(&s->kbuf[2]);
-    pl_buf_printf(&s->kbuf[2], "%sread:%s", cfg->redis_prefix, sub->room->name);
-    const char *user = pl_session_of(c)->user;
+    pl_buf_printf(&s->kbuf[2], "%sread:%s", cfg->redis_prefix, ctx->room);
+    const char *user = pl_session_of(ctx->conn)->user;
     const char *argv[10] = {"EVALSHA",
                             pl_script_sha(PL_SCRIPT_SYNC),
                             "4",
@@ -423,12 +448,83 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
                        strlen(since_s),
                        strlen(most),
                        strlen(user)};
-    if (pl_redis_command(&s->redis, sync_reply, ctx, 10, argv, lens) != 0) {
+    return pl_redis_command(&s->redis, sync_reply, ctx, 10, argv, lens);
+}
+
+static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
+{
+    pl_shard_t *s = pl_shard_of_conn(c);
+    sub->quiet = (uint8_t)quiet;
+    if (++s->sync_gen == 0) s->sync_gen = 1;
+    sub->sync_gen = s->sync_gen;
+    drop_catchup(s, sub);
+    sync_ctx_t *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        sync_fail(c, sub, "out of memory");
+        return;
+    }
+    ctx->conn = c;
+    ctx->gen = sub->sync_gen;
+    ctx->since = since;
+    ctx->read = -1;
+    snprintf(ctx->room, sizeof ctx->room, "%s", sub->room->name);
+    if (send_sync(s, ctx) != 0) {
         sync_ctx_free(ctx);
         sync_fail(c, sub, "redis unreachable");
         return;
     }
     pl_conn_hold(c);
+}
+
+/* ---- while Redis restores ---- */
+
+/* A catch-up that found Redis without parley:ready (it lost its data): it waits, with its
+ * connection held and its live frames held, until this shard sees Redis ready again
+ * (pl_subscribe_redis_ready). Reading the room then is exact: the restored seq and the
+ * stream written since. PostgreSQL alone could not tell a message still on its way to it
+ * from one that never was. */
+static void park(pl_shard_t *s, sync_ctx_t *ctx)
+{
+    if (!ctx->parked_ms) ctx->parked_ms = pl_now_ms();
+    ctx->next = NULL;
+    if (s->parked_tail)
+        s->parked_tail->next = ctx;
+    else
+        s->parked = ctx;
+    s->parked_tail = ctx;
+    pl_restore_need(s);
+    pl_publish_not_ready(s);
+}
+
+void pl_subscribe_redis_ready(pl_shard_t *s, int state)
+{
+    sync_ctx_t *list = s->parked;
+    s->parked = s->parked_tail = NULL;
+    int64_t now = pl_now_ms();
+    while (list) {
+        sync_ctx_t *ctx = list;
+        list = ctx->next;
+        pl_conn_t *c = ctx->conn;
+        pl_sub_t *sub = sub_for(c, ctx->room, ctx->gen);
+        if (!sub || s->stopping) {
+            sync_ctx_free(ctx);
+        } else if (state > 0) {
+            if (send_sync(s, ctx) == 0) continue; /* the reply has ctx and the hold */
+            sync_ctx_free(ctx);
+            sync_fail(c, sub, "redis unreachable");
+        } else if (state < 0 && now - ctx->parked_ms < PARK_MAX_MS) {
+            park(s, ctx);
+            continue;
+        } else if (state < 0) {
+            pl_warn("%s: redis was not restored within %d s; catching up from the database",
+                    ctx->room, PARK_MAX_MS / 1000);
+            if (sync_from_db(c, sub, ctx)) continue; /* the recover job has ctx */
+        } else {
+            sync_ctx_free(ctx);
+            sync_fail(c, sub, "redis unreachable");
+        }
+        pl_conn_release(c);
+    }
 }
 
 /* ---- membership ---- */

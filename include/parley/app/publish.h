@@ -49,6 +49,10 @@ void pl_publish_redis_up(pl_redis_t *r);
 /** Redis has the seqs back (restore done, or none needed): look again. */
 void pl_publish_ready_check(pl_shard_t *s);
 
+/** A reply said Redis lost its data (no parley:ready): nothing is published, and parked
+ *  catch-ups wait, until this shard sees it ready again (a check is started if none runs). */
+void pl_publish_not_ready(pl_shard_t *s);
+
 /** Append `m` to the list `*head`..`*tail` (both NULL when empty). */
 static inline void pl_msg_append(pl_msg_t **head, pl_msg_t **tail, pl_msg_t *m)
 {

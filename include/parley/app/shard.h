@@ -101,7 +101,9 @@ typedef struct pl_shard {
      * then those that came meanwhile. */
     struct pl_msg *bounced, *bounced_tail, *waiting, *waiting_tail;
     size_t nwaiting;
-    uint32_t sync_gen;    /**< generation counter for subscription catch-ups */
+    uint32_t sync_gen; /**< generation counter for subscription catch-ups */
+    /** Catch-ups waiting for Redis to be restored (subscribe.c), in order; each owns itself. */
+    struct pl_sync_ctx *parked, *parked_tail;
     uint64_t scan_cursor; /**< shard 0: where the SCAN for stray server_users sets is */
     pl_loop_event_t shutdown_ev, finish_ev, resync_ev, drain_ev, rebalance_ev;
     atomic_int resync_queued;    /**< resync_ev is in the inbox (posted at most once at a time) */

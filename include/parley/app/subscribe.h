@@ -46,4 +46,12 @@ void pl_subscribe_leave_all(pl_conn_t *c);
  */
 void pl_subscribe_gap(struct pl_shard *s);
 
+/**
+ * This shard's view of Redis changed for the catch-ups parked because Redis had lost its data
+ * (no parley:ready): `state` 1, it is ready again: they read the room again; 0, it is gone or
+ * the shard stops: they fail as a catch-up does without Redis; -1, still not ready: those
+ * parked for 5 s are served from PostgreSQL alone.
+ */
+void pl_subscribe_redis_ready(struct pl_shard *s, int state);
+
 #endif
