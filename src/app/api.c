@@ -931,9 +931,10 @@ static int my_rooms(pl_conn_t *c, int keep)
 
 /* ---- /api/users/{id}/disconnect: a ban or a password change (the API key) ---- */
 
+/* A disconnect in flight. Allocated by user_disconnect, freed by kick_cb. */
 typedef struct {
     pl_conn_t *conn;
-    int keep;
+    int keep, revoke;
     char user[PL_JWT_SUB_MAX + 1];
 } kick_ctx_t;
 
@@ -949,7 +950,8 @@ static void kick_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
             pl_buf_t b = {0};
             pl_buf_adds(&b, "{\"user\":");
             pl_buf_json_str(&b, x->user, strlen(x->user));
-            pl_buf_printf(&b, ",\"disconnected\":true,\"instances\":%lld}", r->integer);
+            pl_buf_printf(&b, ",\"disconnected\":true,\"revoked\":%s,\"instances\":%lld}",
+                          x->revoke ? "true" : "false", r->integer);
             respond(c, 200, &b, x->keep);
             pl_buf_free(&b);
         }
@@ -970,10 +972,11 @@ static int reason_ok(const char *r)
 }
 
 /*
- * POST /api/users/{id}/disconnect, body optional {"reason":".."}: every connection of the user on
- * every instance gets server_notice "disconnected" (the reason as its message) and close 4003.
- * Answered once Redis has published it: {"user":..,"disconnected":true,"instances":n}. Tokens
- * are not revoked: the application stops minting them for a banned user.
+ * POST /api/users/{id}/disconnect, body optional {"reason":"..","revoke":bool}: every connection
+ * of the user on every instance gets server_notice "disconnected" (the reason as its message)
+ * and close 4003; unless revoke is false, the user's tokens issued up to now are refused from
+ * now on (a ban, a password change: an old token must not simply reconnect). Answered once
+ * Redis has it: {"user":..,"disconnected":true,"revoked":bool,"instances":n}.
  */
 static int user_disconnect(pl_conn_t *c, const char *path, size_t len, int method, int keep)
 {
@@ -1004,18 +1007,23 @@ static int user_disconnect(pl_conn_t *c, const char *path, size_t len, int metho
     }
     const pl_buf_t *body = &c->http->body;
     const char *reason = "disconnected by the server";
+    int revoke = 1;
     cJSON *j = NULL;
     if (body->len) {
         j = cJSON_ParseWithLength(body->data, body->len);
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "reason");
-        if (!cJSON_IsObject(j) || (r && (!cJSON_IsString(r) || !reason_ok(r->valuestring)))) {
+        const cJSON *rv = cJSON_GetObjectItemCaseSensitive(j, "revoke");
+        if (!cJSON_IsObject(j) || (r && (!cJSON_IsString(r) || !reason_ok(r->valuestring))) ||
+            (rv && !cJSON_IsBool(rv))) {
             cJSON_Delete(j);
             api_error(c, 400, "bad_request",
-                      "body must be {} or {\"reason\":\"<1-100 bytes, no control characters>\"}",
+                      "body must be {} or {\"reason\":\"<1-100 bytes, no control characters>\","
+                      "\"revoke\":true|false}",
                       keep);
             return keep;
         }
         if (r) reason = r->valuestring;
+        if (rv) revoke = cJSON_IsTrue(rv);
     }
     if (!(x = calloc(1, sizeof *x))) {
         cJSON_Delete(j);
@@ -1025,7 +1033,8 @@ static int user_disconnect(pl_conn_t *c, const char *path, size_t len, int metho
     x->conn = c;
     x->keep = keep;
     memcpy(x->user, user, sizeof user);
-    int rc = pl_chat_disconnect(pl_shard_of_conn(c), user, reason, kick_cb, x);
+    x->revoke = revoke;
+    int rc = pl_chat_disconnect(pl_shard_of_conn(c), user, reason, revoke, kick_cb, x);
     cJSON_Delete(j);
     if (rc != 0) {
         free(x);
@@ -1033,8 +1042,8 @@ static int user_disconnect(pl_conn_t *c, const char *path, size_t len, int metho
         return keep;
     }
     char addr[INET6_ADDRSTRLEN];
-    pl_info("disconnect of user %s asked over the API by %s", user,
-            client_addr(c, addr, sizeof addr));
+    pl_info("disconnect of user %s%s asked over the API by %s", user,
+            revoke ? " (tokens revoked)" : "", client_addr(c, addr, sizeof addr));
     return PL_CONN_REQ_ASYNC;
 }
 
@@ -1195,5 +1204,5 @@ void pl_api_upgrade(pl_conn_t *c)
         pl_limits_conn_release(pl_shard_of_conn(c)->srv->conns, &pl_session_of(c)->slot);
         return;
     }
-    if (tok) pl_session_start(c, user, cl.exp);
+    if (tok) pl_session_start(c, user, cl.exp, cl.iat);
 }

@@ -49,8 +49,8 @@ int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member
     return chat_script(s, PL_SCRIPT_MEMBER, 0, NULL, member ? 3 : 4, args, cb, priv);
 }
 
-int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, pl_redis_cb cb,
-                       void *priv)
+int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, int revoke,
+                       pl_redis_cb cb, void *priv)
 {
     /* The notice every connection of the user gets before its close; it names the user so that
      * each instance's subscriber knows whose connections to close. */
@@ -60,8 +60,11 @@ int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, pl_r
     pl_buf_adds(b, ",\"user\":");
     pl_buf_json_str(b, user, strlen(user));
     pl_buf_adds(b, "}");
-    const char *args[2] = {user, b->data};
-    return chat_script(s, PL_SCRIPT_KICK, 0, NULL, 2, args, cb, priv);
+    char now[24], ttl[24];
+    snprintf(now, sizeof now, "%lld", (long long)(pl_now_ms() / 1000));
+    snprintf(ttl, sizeof ttl, "%d", PL_REVOKE_TTL_S);
+    const char *args[5] = {user, b->data, now, ttl, revoke ? "1" : "0"};
+    return chat_script(s, PL_SCRIPT_KICK, 0, NULL, 5, args, cb, priv);
 }
 
 int pl_chat_members(pl_shard_t *s, const char *room, const char *asker, int limit, pl_redis_cb cb,
@@ -111,6 +114,16 @@ static void deliver_waiting(pl_conn_t *c, const redisReply *e)
     }
 }
 
+static void presence_queue(pl_conn_t *c, int up);
+
+/* The presence script refused to count a connection: its token was issued no later than the
+ * user's last disconnect (POST /api/users/{id}/disconnect revokes them). */
+static int revoked(const redisReply *e)
+{
+    return e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+           e->element[0]->type == REDIS_REPLY_INTEGER && e->element[0]->integer < 0;
+}
+
 static void presence_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {
     presence_batch_t *b = privdata;
@@ -120,14 +133,36 @@ static void presence_reply(struct redisAsyncContext *ac, void *reply, void *priv
         pl_warn("presence: unexpected reply to a batch of %zu: %s", b->n,
                 r->type == REDIS_REPLY_ERROR ? r->str : "not an array of that size");
     for (size_t i = 0; i < b->n; i++) {
-        if (!b->conn[i]) continue;
-        pl_conn_t *c = pl_session_conn(b->conn[i]);
-        if (ok && pl_conn_open(c)) deliver_waiting(c, r->element[i]);
+        pl_session_t *ss = b->conn[i];
+        if (!ss) continue;
+        pl_conn_t *c = pl_session_conn(ss);
+        ss->up_pending = 0;
+        if (ok && revoked(r->element[i])) {
+            ss->presence = ss->down_deferred = 0; /* not counted: nothing to count down */
+            if (pl_conn_open(c)) {
+                pl_shard_t *s = pl_shard_of_conn(c);
+                pl_counter_add(&s->stats.auth_failures[PL_AUTH_FAIL_REVOKED], 1);
+                pl_buf_t *nb = pl_shard_scratch(s);
+                pl_wire_notice(nb, "disconnected",
+                               "this token was revoked (the user was disconnected after it was "
+                               "issued); get a new one");
+                pl_session_send(c, nb);
+                pl_conn_close(c, 4003, "token revoked");
+            }
+        } else if (ss->down_deferred) {
+            /* Closed before the answer came: counted now (ok) or never (Redis went away: the
+             * resync restates this shard's counts), so the "d" goes only if it was. */
+            ss->down_deferred = 0;
+            if (ok) presence_queue(c, 0);
+        } else if (ok && pl_conn_open(c)) {
+            deliver_waiting(c, r->element[i]);
+        }
         pl_conn_release(c);
     }
     free(b);
 }
 
+/* Queue the op ("u<iat>" or "d", NUL-terminated) and the user for the turn's batch. */
 static void presence_queue(pl_conn_t *c, int up)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
@@ -135,15 +170,21 @@ static void presence_queue(pl_conn_t *c, int up)
     pl_session_t *ss = pl_session_of(c);
     if (pq->n == PL_PRESENCE_BATCH_MAX) pl_chat_flush(s);
     pq->off[pq->n] = pq->users.len;
-    pl_buf_add(&pq->users, up ? "u" : "d", 1);
+    if (up && ss->iat)
+        pl_buf_printf(&pq->users, "u%u", (unsigned)ss->iat);
+    else
+        pl_buf_adds(&pq->users, up ? "u" : "d");
+    pl_buf_add(&pq->users, "", 1);
     pl_buf_add(&pq->users, ss->user, strlen(ss->user) + 1);
     pq->conn[pq->n++] = up ? ss : NULL;
 }
 
 void pl_chat_presence_up(pl_conn_t *c)
 {
-    pl_conn_hold(c); /* released by presence_reply, or by pl_chat_flush if the call fails */
-    pl_session_of(c)->presence = 1; /* the matching "down" is queued after it */
+    pl_session_t *ss = pl_session_of(c);
+    pl_conn_hold(c);  /* released by presence_reply, or by pl_chat_flush if the call fails */
+    ss->presence = 1; /* the matching "down" is queued after it */
+    ss->up_pending = 1;
     presence_queue(c, 1);
 }
 
@@ -152,6 +193,11 @@ void pl_chat_presence_down(pl_conn_t *c)
     pl_session_t *ss = pl_session_of(c);
     if (!ss->presence) return;
     ss->presence = 0;
+    /* Counted only if the script did not find the token revoked: wait for its answer. */
+    if (ss->up_pending) {
+        ss->down_deferred = 1;
+        return;
+    }
     presence_queue(c, 0);
 }
 
@@ -187,9 +233,10 @@ void pl_chat_flush(pl_shard_t *s)
     char nums[3][24];
     int k = presence_args(s, PL_SCRIPT_PRESENCE, argv, lens, nums);
     for (size_t i = 0; i < n; i++) {
-        const char *e = pq->users.data + pq->off[i]; /* op letter, then the user */
-        argv[k] = e, lens[k++] = 1;
-        argv[k] = e + 1, lens[k++] = strlen(e + 1);
+        const char *e = pq->users.data + pq->off[i]; /* the op, then the user */
+        size_t ol = strlen(e);
+        argv[k] = e, lens[k++] = ol;
+        argv[k] = e + ol + 1, lens[k++] = strlen(e + ol + 1);
     }
     presence_batch_t *b = malloc(sizeof *b + n * sizeof b->conn[0]);
     if (b) {
@@ -204,7 +251,7 @@ void pl_chat_flush(pl_shard_t *s)
         free(b);
         for (size_t i = 0; i < n; i++) {
             if (!pq->conn[i]) continue;
-            pq->conn[i]->presence = 0;
+            pq->conn[i]->presence = pq->conn[i]->up_pending = pq->conn[i]->down_deferred = 0;
             pl_conn_release(pl_session_conn(pq->conn[i]));
         }
     }

@@ -18,7 +18,7 @@
 /* Why an authentication failed, by PL_AUTH_FAIL_TIMEOUT or -PL_JWT_E* (base/jwt.h). */
 static const char *const auth_reasons[PL_AUTH_FAIL_N] = {
     "timeout",  "malformed", "algorithm", "signature", "expired", "subject",
-    "too_long", "not_yet",   "issuer",    "audience",  "key_id",
+    "too_long", "not_yet",   "issuer",    "audience",  "key_id",  "revoked",
 };
 
 static const char *const db_failures[PL_DB_FAIL_N] = {

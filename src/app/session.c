@@ -58,7 +58,7 @@ static void set_exp(pl_session_t *ss, int64_t exp)
                                                      : 1;
 }
 
-void pl_session_start(pl_conn_t *c, const char *user, int64_t exp)
+void pl_session_start(pl_conn_t *c, const char *user, int64_t exp, int64_t iat)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
     pl_session_t *ss = pl_session_of(c);
@@ -68,6 +68,7 @@ void pl_session_start(pl_conn_t *c, const char *user, int64_t exp)
     }
     ss->authed = 1;
     set_exp(ss, exp);
+    ss->iat = iat <= 0 ? 0 : iat >= 4294967295LL ? 4294967295u : (uint32_t)iat;
     pl_counter_add(&s->stats.auths, 1);
     pl_counter_add(&s->stats.sessions, 1);
     /* Before Redis gave this shard its id node, a random session id: it only has to be unique,
@@ -104,7 +105,7 @@ static void on_authenticate(pl_conn_t *c, const pl_req_t *req)
         pl_conn_close(c, 4001, pl_jwt_strerror(rc));
         return;
     }
-    pl_session_start(c, cl.sub, cl.exp);
+    pl_session_start(c, cl.sub, cl.exp, cl.iat);
 }
 
 /*

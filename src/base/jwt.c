@@ -258,6 +258,9 @@ static int verify_core(const pl_jwt_key_t *keys, int nkeys, const char *issuer,
         /* Past 2^32 (year 2106) is as good as never for a connection. */
         double e = exp ? exp->valuedouble : 0;
         out->exp = e <= 0 ? 0 : e >= 4294967295.0 ? 4294967295LL : (int64_t)e;
+        const cJSON *iat = cJSON_GetObjectItemCaseSensitive(claims, "iat");
+        double i = cJSON_IsNumber(iat) ? iat->valuedouble : 0;
+        out->iat = i <= 0 ? 0 : i >= 4294967295.0 ? 4294967295LL : (int64_t)i;
     }
     cJSON_Delete(claims);
     return rc;

@@ -106,13 +106,15 @@ static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then retur
 #define LUA_CHAT LUA_SCAN LUA_PRESENCE LUA_LEFT
 
 /* ARGV: prefix, server, shard, now, heartbeat ttl, then (op, user) pairs in the order they
- * happened on this shard: op "u" a connection opened (the user's first anywhere publishes
- * "online"), "d" one closed (the user's last anywhere publishes "offline"). One call carries a
+ * happened on this shard: op "u<iat>" a connection opened with a token issued at iat (unix
+ * seconds, "" if unknown; the user's first anywhere publishes "online"), "d" one closed (the
+ * user's last anywhere publishes "offline"). One call carries a
  * shard's changes of one loop turn, so a connection storm costs one script call per batch, not
  * per connection. An instance that counts a connection is registered (heartbeat if it has
  * none yet, ws:servers) in the same step, so no sweep can miss its users. Returns one element
- * per pair: for "u", {online now (1/0), DMs that waited for the user}; for "d", 1 if the user
- * went offline, else 0. */
+ * per pair: for "u", {online now (1/0), DMs that waited for the user}, or {-1, {}} if the token
+ * was revoked (nothing counted: its connection sends no "d"); for "d", 1 if the user went
+ * offline, else 0. */
 static const char presence_lua[] =
     "local P, srv, now = ARGV[1], ARGV[2], ARGV[4]\n"
     "local mine = 'conn:' .. srv .. '#' .. ARGV[3]\n" LUA_CHAT
@@ -142,13 +144,21 @@ static const char presence_lua[] =
     "end\n"
     "local out, registered = {}, false\n"
     "for i = 6, #ARGV - 1, 2 do\n"
-    "  if ARGV[i] == 'u' then\n"
-    "    if not registered then\n"
-    "      redis.call('SET', P .. 'server:' .. srv, now, 'EX', ARGV[5], 'NX')\n"
-    "      redis.call('SADD', P .. 'servers', srv)\n"
-    "      registered = true\n"
+    "  local op = ARGV[i]\n"
+    "  if string.sub(op, 1, 1) == 'u' then\n"
+    /* A token issued no later than the user's last disconnect (kick script) is revoked: the
+     * connection is not counted and is told so ({-1}). */
+    "    local rv = redis.call('GET', P .. 'revoked:' .. ARGV[i + 1])\n"
+    "    if rv and (tonumber(string.sub(op, 2)) or 0) <= tonumber(rv) then\n"
+    "      out[#out + 1] = {-1, {}}\n"
+    "    else\n"
+    "      if not registered then\n"
+    "        redis.call('SET', P .. 'server:' .. srv, now, 'EX', ARGV[5], 'NX')\n"
+    "        redis.call('SADD', P .. 'servers', srv)\n"
+    "        registered = true\n"
+    "      end\n"
+    "      out[#out + 1] = up(ARGV[i + 1])\n"
     "    end\n"
-    "    out[#out + 1] = up(ARGV[i + 1])\n"
     "  else\n"
     "    out[#out + 1] = down(ARGV[i + 1])\n"
     "  end\n"
@@ -361,13 +371,16 @@ static const char members_lua[] =
     "end\n"
     "return out\n";
 
-/* No KEYS. ARGV: prefix, user, the frame (a server_notice naming the user). Closes every
+/* No KEYS. ARGV: prefix, user, the frame (a server_notice naming the user), now (unix seconds),
+ * how long to remember, revoke ("1": tokens of the user issued up to now are refused from now
+ * on, by the presence script, for that long). Closes every
  * connection of the user on every instance: the frame goes to the server:{id} channel of every
  * registered instance and of every instance the user's presence names (a connection whose
  * presence is not counted yet is still found), and each instance closes the user's connections
  * there (app/deliver.c). Returns how many instances received it. */
 static const char kick_lua[] = LUA_TO_SERVER
     "local P, u, msg = ARGV[1], ARGV[2], ARGV[3]\n"
+    "if ARGV[6] == '1' then redis.call('SET', P .. 'revoked:' .. u, ARGV[4], 'EX', ARGV[5]) end\n"
     "local servers = {}\n"
     "for _, srv in ipairs(redis.call('SMEMBERS', P .. 'servers')) do servers[srv] = true end\n"
     "for _, f in ipairs(redis.call('HKEYS', P .. 'user:' .. u)) do\n"

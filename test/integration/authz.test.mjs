@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import {
   test, startRedis, startParleyd, startPostgres, startNginx, connect, connectAuthed, mintToken, verifyToken,
   newUser, eq, assert, until, httpRequest, setMember, getHistory, API_KEY, PARLEYD, WebSocket, sleep,
+  redisCli,
 } from './lib.mjs';
 import { ParleyClient } from '../../web/parley.js';
 
@@ -272,6 +273,66 @@ test('authz: POST /api/users/{id}/disconnect closes every connection of the user
   await bystander.ping();
   // a user without any connection: still 200, nothing closed
   eq((await post(a, newUser('nobody'))).status, 200, 'disconnect of a user with no connection');
+});
+
+test('authz: a disconnect revokes the user\'s tokens issued until then, on every instance: an old token is closed with 4003 after authenticated, a newer one works; "revoke": false only closes', async () => {
+  const redis = await startRedis();
+  const a = await startParleyd({ redis });
+  const b = await startParleyd({ redis });
+  const now = () => Math.floor(Date.now() / 1000);
+  const post = (srv, user, body) => httpRequest(srv.port, 'POST', `/api/users/${encodeURIComponent(user)}/disconnect`,
+    { headers: { Authorization: `Bearer ${API_KEY}` }, body });
+  const oldToken = async (srv, token, what) => {
+    const c = await connect(srv, { token });
+    eq((await c.nextJson('authenticated')).type, 'authenticated', `${what}: authenticated first (the check rides on presence)`);
+    const n = await c.nextJson('server_notice', 5000);
+    eq(n.code, 'disconnected', `${what}: notice`);
+    assert(/revoked/.test(n.message), `${what}: the notice says why: ${n.message}`);
+    eq((await c.waitClose(5000)).code, 4003, `${what}: close code`);
+  };
+  const mallory = newUser('revoked');
+  const before = mintToken(mallory, { extra: { iat: now() - 10 } });
+  const noIat = mintToken(mallory, { extra: { iat: undefined } });
+  const live = await connectAuthed(a, mallory);
+  eq((await post(b, mallory, JSON.stringify({ reason: 'banned' }))).json.revoked, true, 'answer.revoked');
+  eq((await live.waitClose(5000)).code, 4003, 'the live connection');
+  // Tokens issued up to the disconnect (and one without iat) are refused on both instances.
+  await oldToken(a, before, 'an older token on a');
+  await oldToken(b, before, 'an older token on b');
+  await oldToken(b, noIat, 'a token without iat');
+  const bystander = await connectAuthed(a, newUser('bystander'));
+  await bystander.ping();
+  // A token issued after it works, and stays.
+  const fresh = await connect(a, { token: mintToken(mallory, { extra: { iat: now() + 1 } }) });
+  eq((await fresh.nextJson('authenticated')).user, mallory, 'a newer token');
+  await sleep(500);
+  assert(fresh.open, 'a newer token was closed');
+  await fresh.ping();
+  // The presence count stayed right: the refused connections were never counted (nor counted
+  // down), so the fresh connection is mallory's one counted connection.
+  const fields = (await redisCli(redis, 'HGETALL', `ws:user:${mallory}`)).split('\n');
+  let conns = 0;
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i].startsWith('conn:')) conns += Number(fields[i + 1]);
+  eq(conns, 1, `mallory's counted connections (${fields.join(' ')})`);
+  eq(await redisCli(redis, 'SISMEMBER', 'ws:online_users', mallory), '1', 'mallory online');
+  const m = (await httpRequest(a.port, 'GET', '/metrics')).text;
+  assert(/parley_authentication_failures_total\{reason="revoked"\} [1-9]/.test(m), 'revoked refusals counted in /metrics');
+  fresh.close();
+  await fresh.waitClose(5000);
+
+  // "revoke": false only closes: the same token connects again.
+  const kate = newUser('kate');
+  const tok = mintToken(kate, { extra: { iat: now() - 10 } });
+  const k1 = await connect(b, { token: tok });
+  await k1.nextJson('authenticated');
+  const r = await post(a, kate, JSON.stringify({ revoke: false }));
+  eq(r.json.revoked, false, `answer.revoked (${r.text})`);
+  eq((await k1.waitClose(5000)).code, 4003, 'closed');
+  const k2 = await connect(b, { token: tok });
+  await k2.nextJson('authenticated');
+  await sleep(500);
+  assert(k2.open, 'the same token after a disconnect without revoke');
+  eq((await post(a, kate, '{"revoke":"yes"}')).status, 400, 'revoke that is not a boolean');
 });
 
 test('authz: a token in ?token= reaches neither parleyd\'s log (debug) nor nginx\'s access log', async () => {

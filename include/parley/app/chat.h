@@ -58,13 +58,19 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req);
 int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member,
                    const char *reason, pl_redis_cb cb, void *priv);
 
+/** How long a disconnect's revocation of older tokens is kept (30 days), seconds. */
+#define PL_REVOKE_TTL_S 2592000
+
 /**
  * Close every connection of `user` on every instance: each gets server_notice `disconnected`
- * with `reason` (JSON-escaped here), then close code 4003. `cb` gets the number of instances
- * reached (an integer reply) or NULL. Returns 0, or -1 if Redis is unreachable.
+ * with `reason` (JSON-escaped here), then close code 4003. `revoke`: tokens of the user issued
+ * up to now (by iat, in whole seconds; one without iat too) are refused from now on, for
+ * PL_REVOKE_TTL_S (their connections are closed with 4003 when their presence is counted).
+ * `cb` gets the number of instances reached (an integer reply) or NULL. Returns 0, or -1 if
+ * Redis is unreachable.
  */
-int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, pl_redis_cb cb,
-                       void *priv);
+int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, int revoke,
+                       pl_redis_cb cb, void *priv);
 
 /**
  * The members of `room` with their online state, from the membership mirror: `cb` gets the

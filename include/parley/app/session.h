@@ -30,10 +30,13 @@ typedef struct pl_session {
     pl_sub_t *usub;           /**< this connection in the shard's user table */
     struct pl_typing *typing; /**< rooms it is typing in (chat.c) */
     uint8_t authed;
-    uint8_t presence;  /**< counted in Redis presence (chat.c) */
-    uint8_t leaving;   /**< asked to leave (drain.h): not read any more */
-    uint32_t leave_ms; /**< when, uv_now truncated */
-    uint32_t exp;      /**< the token's exp (unix seconds), 0 if none: closed with 4001 after it */
+    uint8_t presence;      /**< counted in Redis presence (chat.c) */
+    uint8_t up_pending;    /**< its "u" is sent and unanswered: a close waits for the answer */
+    uint8_t down_deferred; /**< closed meanwhile: its "d" goes once the "u" is answered */
+    uint8_t leaving;       /**< asked to leave (drain.h): not read any more */
+    uint32_t leave_ms;     /**< when, uv_now truncated */
+    uint32_t exp; /**< the token's exp (unix seconds), 0 if none: closed with 4001 after it */
+    uint32_t iat; /**< the token's iat (unix seconds), 0 if none: checked against revocations */
     uint16_t exp_notice; /**< seconds before exp the expiry notice goes; 0 once sent, or none */
     pl_limits_bucket_t frames;   /**< messages, typing, reads: PARLEY_RATE_LIMIT (limits.h) */
     pl_limits_bucket_t churn;    /**< rooms subscribed or left: PARLEY_SUBSCRIBE_RATE */
@@ -54,9 +57,10 @@ static inline pl_conn_t *pl_session_conn(pl_session_t *s)
 /** The gateway's handler table for its connections (proto/conn.h). */
 extern const pl_conn_app_t pl_session_app;
 
-/** Mark `c` authenticated as `user`, whose token expires at `exp` (unix seconds, 0: never), and
- *  send `authenticated`. */
-void pl_session_start(pl_conn_t *c, const char *user, int64_t exp);
+/** Mark `c` authenticated as `user`, whose token expires at `exp` (unix seconds, 0: never) and
+ *  was issued at `iat` (0: unknown), and send `authenticated`. Its presence, counted next, is
+ *  where a revoked token (a disconnect since `iat`) is found and the connection closed. */
+void pl_session_start(pl_conn_t *c, const char *user, int64_t exp, int64_t iat);
 
 /** Send an error frame (cid may be NULL). */
 void pl_session_error(pl_conn_t *c, pl_err_t code, const char *message, const char *cid,

@@ -58,8 +58,9 @@ typedef struct {
 
 /** Why an authentication failed: a JWT error's index is -PL_JWT_E* (base/jwt.h). */
 enum {
-    PL_AUTH_FAIL_TIMEOUT = 0, /**< no token within PARLEY_AUTH_TIMEOUT */
-    PL_AUTH_FAIL_N = PL_JWT_NERR,
+    PL_AUTH_FAIL_TIMEOUT = 0,           /**< no token within PARLEY_AUTH_TIMEOUT */
+    PL_AUTH_FAIL_REVOKED = PL_JWT_NERR, /**< issued before the user's last disconnect */
+    PL_AUTH_FAIL_N,
 };
 
 /**

@@ -62,6 +62,7 @@ typedef struct {
 typedef struct {
     char sub[PL_JWT_SUB_MAX + 1];
     int64_t exp; /**< 0 when the token has none */
+    int64_t iat; /**< 0 when the token has none (a disconnect's revocation refuses it) */
 } pl_jwt_claims_t;
 
 /** Add a secret with key id `kid` ("" for none). 0, or -1 if the set is full or out of memory. */

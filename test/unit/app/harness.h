@@ -286,10 +286,14 @@ static inline int lb_wait(pl_sock_t *s, const uv_buf_t *iov, unsigned n, uint32_
     return UV_EINVAL; /* never full */
 }
 
+/* The last connection freed: what it was sent, for a test to read after the close (cl_closed). */
+static loopback_t lb_closed;
+
 static inline void lb_free(pl_sock_t *s)
 {
     loopback_t *lb = s->tstate;
-    pl_buf_free(&lb->out);
+    pl_buf_free(&lb_closed.out);
+    lb_closed = *lb;
     free(lb);
 }
 
@@ -408,10 +412,9 @@ static inline void cl_send(pl_sock_t *s, const char *json)
     free(buf);
 }
 
-/* The next text frame the server sent on `s` (after the 101), or NULL; the caller frees it. */
-static inline char *cl_next(pl_sock_t *s)
+/* The next frame in what the server wrote on a connection (after the 101), or NULL. */
+static inline char *lb_next(loopback_t *lb)
 {
-    loopback_t *lb = s->tstate;
     if (!lb->out.data) return NULL;
     if (lb->read_at == 0) {
         const char *end = strstr(lb->out.data, "\r\n\r\n");
@@ -437,6 +440,19 @@ static inline char *cl_next(pl_sock_t *s)
     out[len] = '\0';
     lb->read_at += h + len;
     return out;
+}
+
+/* The next frame the server sent `s` (its payload, NUL-terminated; the caller frees it), or NULL
+ * if there is none yet. A close frame's payload is its code (2 bytes) and reason. */
+static inline char *cl_next(pl_sock_t *s)
+{
+    return lb_next(s->tstate);
+}
+
+/* The same for the last connection freed (after its close), from where the test had read. */
+static inline char *cl_closed_next(void)
+{
+    return lb_next(&lb_closed);
 }
 
 /* Skip frames until one whose JSON has "type":type; NULL if none (the skipped are lost). */

@@ -77,10 +77,53 @@ static void resync_after_outage(void)
     (void)d;
 }
 
+/* dave closes before his "u" is answered: his "d" waits for the answer (the script may have
+ * refused to count him) and goes once he was counted. erin's token was revoked by a disconnect:
+ * the answer says so ({-1}); she gets the notice and 4003, and no "d" ever goes for her. */
+static void revoked_and_deferred(void)
+{
+    pl_sock_t *d = cl_connect("dave");
+    cl_connect("erin");
+    turn();
+    fake_cmd_t *p = fr_script(PL_SCRIPT_PRESENCE);
+    CHECK(p != NULL);
+    if (!p) return;
+    char got[256];
+    pairs(p, got, sizeof got);
+    CHECK_STR(got, "u:dave u:erin");
+    static const char close_frame[] = {(char)0x88, (char)0x82, 0, 0, 0, 0, 0x03, (char)0xe8};
+    pl_sock_feed(d, (char *)close_frame, sizeof close_frame);
+    turn();
+    CHECK(fr_script(PL_SCRIPT_PRESENCE) == NULL); /* dave's "d" waits */
+    fr_answer(p, rarr(2, rarr(2, rinteger(1), rarr(0)), rarr(2, rinteger(-1), rarr(0))));
+    turn();
+    /* erin's connection is closed and freed by now: read what it was sent. */
+    char *f = cl_closed_next();
+    CHECK(f && strstr(f, "\"type\":\"authenticated\""));
+    free(f);
+    f = cl_closed_next();
+    CHECK(f && strstr(f, "\"type\":\"server_notice\"") && strstr(f, "\"code\":\"disconnected\""));
+    free(f);
+    f = cl_closed_next(); /* the close frame's payload: 4003 and the reason */
+    CHECK(f && (unsigned char)f[0] == 0x0f && (unsigned char)f[1] == 0xa3 &&
+          strcmp(f + 2, "token revoked") == 0);
+    free(f);
+    p = fr_script(PL_SCRIPT_PRESENCE);
+    CHECK(p != NULL);
+    if (!p) return;
+    pairs(p, got, sizeof got);
+    CHECK_STR(got, "d:dave");
+    fr_answer(p, rarr(1, rinteger(1)));
+    turn();
+    CHECK(fr_script(PL_SCRIPT_PRESENCE) == NULL); /* erin's close counts nothing down */
+    CHECK_EQ_INT(pl_counter_get(&shard->stats.auth_failures[PL_AUTH_FAIL_REVOKED]), 1);
+}
+
 int main(void)
 {
     gw_init(0);
     RUN(batches_per_turn);
     RUN(resync_after_outage);
+    RUN(revoked_and_deferred);
     UNIT_EXIT();
 }
