@@ -390,6 +390,7 @@ static void kid_rotation(void)
     CHECK_EQ_INT(check_s(&old, tok, NOW, &cl), 0);
     CHECK_STR(cl.sub, "alice");
     CHECK_EQ_INT(cl.exp, NOW + 60);
+    CHECK_EQ_INT(cl.iat, NOW); /* read for revocations (a disconnect) */
     /* during the rotation both are accepted; after it the removed kid is refused */
     CHECK_EQ_INT(check_s(&both, tok, NOW, &cl), 0);
     CHECK_EQ_INT(check_s(&fresh, tok, NOW, &cl), PL_JWT_EKID);
@@ -404,6 +405,7 @@ static void kid_rotation(void)
     CHECK_EQ_INT(check_s(&both, hand, NOW, &cl), 0);
     CHECK_STR(cl.sub, "carol");
     CHECK_EQ_INT(cl.exp, 0);
+    CHECK_EQ_INT(cl.iat, 0); /* none */
     CHECK_EQ_INT(check_s(&fresh, hand, NOW, &cl), PL_JWT_ESIG);
     /* a kid that is not a string */
     make_token(hand, "first-secret", "{\"alg\":\"HS256\",\"kid\":7}", "{\"sub\":\"m\"}");
