@@ -78,6 +78,7 @@ EOF
         'authz: renewing'
         'authz: removing a member'
         'authz: POST /api/users/'
+        'authz: a disconnect revokes'
         'limits rate: a client flooding'
         'limits conns per ip'
     )
