@@ -974,7 +974,7 @@ static int reason_ok(const char *r)
 /*
  * POST /api/users/{id}/disconnect, body optional {"reason":"..","revoke":bool}: every connection
  * of the user on every instance gets server_notice "disconnected" (the reason as its message)
- * and close 4003; unless revoke is false, the user's tokens issued up to now are refused from
+ * and close 4003; unless revoke is false, the user's tokens issued before now are refused from
  * now on (a ban, a password change: an old token must not simply reconnect). Answered once
  * Redis has it: {"user":..,"disconnected":true,"revoked":bool,"instances":n}.
  */

@@ -146,10 +146,11 @@ static const char presence_lua[] =
     "for i = 6, #ARGV - 1, 2 do\n"
     "  local op = ARGV[i]\n"
     "  if string.sub(op, 1, 1) == 'u' then\n"
-    /* A token issued no later than the user's last disconnect (kick script) is revoked: the
-     * connection is not counted and is told so ({-1}). */
+    /* A token issued before the second of the user's last disconnect (kick script) is revoked
+     * (one issued in that second is not: the application's new token right after a password
+     * change must work): the connection is not counted and is told so ({-1}). */
     "    local rv = redis.call('GET', P .. 'revoked:' .. ARGV[i + 1])\n"
-    "    if rv and (tonumber(string.sub(op, 2)) or 0) <= tonumber(rv) then\n"
+    "    if rv and (tonumber(string.sub(op, 2)) or 0) < tonumber(rv) then\n"
     "      out[#out + 1] = {-1, {}}\n"
     "    else\n"
     "      if not registered then\n"
@@ -372,7 +373,7 @@ static const char members_lua[] =
     "return out\n";
 
 /* No KEYS. ARGV: prefix, user, the frame (a server_notice naming the user), now (unix seconds),
- * how long to remember, revoke ("1": tokens of the user issued up to now are refused from now
+ * how long to remember, revoke ("1": tokens of the user issued before now are refused from now
  * on, by the presence script, for that long). Closes every
  * connection of the user on every instance: the frame goes to the server:{id} channel of every
  * registered instance and of every instance the user's presence names (a connection whose

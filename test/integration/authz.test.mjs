@@ -302,6 +302,17 @@ test('authz: a disconnect revokes the user\'s tokens issued until then, on every
   await oldToken(b, noIat, 'a token without iat');
   const bystander = await connectAuthed(a, newUser('bystander'));
   await bystander.ping();
+  // The boundary is the disconnect's second: a token issued in it passes (the application's
+  // new token right after a password change), one issued the second before does not.
+  const rv = Number(await redisCli(redis, 'GET', `ws:revoked:${mallory}`));
+  assert(Math.abs(rv - now()) < 60, `ws:revoked:${mallory} holds the disconnect's second: ${rv}`);
+  await oldToken(a, mintToken(mallory, { extra: { iat: rv - 1 } }), 'a token of the second before');
+  const same = await connect(a, { token: mintToken(mallory, { extra: { iat: rv } }) });
+  eq((await same.nextJson('authenticated')).user, mallory, 'a token of the same second');
+  await sleep(300);
+  assert(same.open, 'a token issued in the disconnect\'s second was closed');
+  same.close();
+  await same.waitClose(5000);
   // A token issued after it works, and stays.
   const fresh = await connect(a, { token: mintToken(mallory, { extra: { iat: now() + 1 } }) });
   eq((await fresh.nextJson('authenticated')).user, mallory, 'a newer token');

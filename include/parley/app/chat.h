@@ -64,7 +64,7 @@ int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member
 /**
  * Close every connection of `user` on every instance: each gets server_notice `disconnected`
  * with `reason` (JSON-escaped here), then close code 4003. `revoke`: tokens of the user issued
- * up to now (by iat, in whole seconds; one without iat too) are refused from now on, for
+ * before this second (by iat; one without iat too) are refused from now on, for
  * PL_REVOKE_TTL_S (their connections are closed with 4003 when their presence is counted).
  * `cb` gets the number of instances reached (an integer reply) or NULL. Returns 0, or -1 if
  * Redis is unreachable.
