@@ -451,13 +451,20 @@ static int send_sync(pl_shard_t *s, sync_ctx_t *ctx)
     return pl_redis_command(&s->redis, sync_reply, ctx, 10, argv, lens);
 }
 
+/* A new catch-up generation for `sub` (answers to an older one are ignored: sub_for), and what
+ * the older one held or had still to send goes. From now on live frames are held. */
+static void begin_catchup(pl_shard_t *s, pl_sub_t *sub)
+{
+    if (++s->sync_gen == 0) s->sync_gen = 1;
+    sub->sync_gen = s->sync_gen;
+    drop_catchup(s, sub);
+}
+
 static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
     sub->quiet = (uint8_t)quiet;
-    if (++s->sync_gen == 0) s->sync_gen = 1;
-    sub->sync_gen = s->sync_gen;
-    drop_catchup(s, sub);
+    begin_catchup(s, sub);
     sync_ctx_t *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
         sync_fail(c, sub, "out of memory");
@@ -604,9 +611,7 @@ void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
         /* Membership first (closed rooms: checked; open rooms: recorded, so that `subscribed`
          * means member, e.g. for the history API). Live frames are held from now on; the
          * catch-up starts when the database has answered. */
-        if (++s->sync_gen == 0) s->sync_gen = 1;
-        sub->sync_gen = s->sync_gen;
-        drop_catchup(s, sub);
+        begin_catchup(s, sub);
         join_t *j = calloc(1, sizeof *j);
         if (!j) {
             sync_fail(c, sub, "out of memory");

@@ -18,6 +18,15 @@ async function connectExpiring(srv, user, ttl, opts = {}) {
   return connectAuthed(srv, user, { token: mintToken(user, { exp: now() + ttl, ...opts }) });
 }
 
+
+// Two instances sharing a Redis and a PostgreSQL (memberships are stored).
+async function twoWithDatabase() {
+  const redis = await startRedis();
+  const pg = await startPostgres();
+  const env = { PARLEY_DATABASE_URL: pg.url };
+  return { redis, pg, a: await startParleyd({ redis, env }), b: await startParleyd({ redis, env }) };
+}
+
 test('authz: a live connection is closed with 4001 when its token expires, after a token_expiring notice', async () => {
   const redis = await startRedis();
   const srv = await startParleyd({ redis });
@@ -194,11 +203,7 @@ test('authz: kid rotation: old and new secret accepted during the rotation, the 
 });
 
 test('authz: removing a member ends that user\'s live subscriptions to the room on every instance; history and sending are refused from then on', async () => {
-  const redis = await startRedis();
-  const pg = await startPostgres();
-  const env = { PARLEY_DATABASE_URL: pg.url };
-  const a = await startParleyd({ redis, env });
-  const b = await startParleyd({ redis, env });
+  const { redis, pg, a, b } = await twoWithDatabase();
   const room = `closed-${process.pid}`;
   const other = `other-${process.pid}`;
   const alice = newUser('alice'), bob = newUser('bob');
@@ -370,11 +375,7 @@ test('authz: a token in ?token= reaches neither parleyd\'s log (debug) nor nginx
 });
 
 test('authz: a subscribe in flight when the member is removed is answered (forbidden, or subscribed then unsubscribed), never left waiting', async () => {
-  const redis = await startRedis();
-  const pg = await startPostgres();
-  const env = { PARLEY_DATABASE_URL: pg.url };
-  const a = await startParleyd({ redis, env });
-  const b = await startParleyd({ redis, env });
+  const { redis, pg, a, b } = await twoWithDatabase();
   const room = `race-${process.pid}`;
   const carol = newUser('carol');
   const c = await connectAuthed(b, carol);

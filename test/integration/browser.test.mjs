@@ -11,11 +11,10 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import {
   test, startRedis, startPostgres, startParleyd, connectAuthed, track, sendAcked, dbEnv, newUser,
-  until, eq, assert, tmpDir, current, ROOT,
+  until, eq, assert, tmpDir, ROOT, launchChromium,
 } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
-const CHROMIUM = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
 // PARLEY_BROWSER_SHOTS=<dir>: also save screenshots of the steps (and axe's full findings) there on success.
 const SHOTS = process.env.PARLEY_BROWSER_SHOTS || '';
 const SEEDED = 120;
@@ -36,8 +35,6 @@ const sel = {
 };
 
 test('browser: the chat page in chromium, two users on two instances: rooms, history paging, typing, presence, seen by, a DM, reload, failover with pending messages exactly once; axe finds nothing serious', async () => {
-  assert(fs.existsSync(CHROMIUM), `${CHROMIUM} not found: install Debian's chromium (apt-get install chromium) or set PARLEY_CHROMIUM`);
-  const { chromium } = await import('playwright-core');
 
   const redis = await startRedis();
   const pg = await startPostgres();
@@ -50,13 +47,7 @@ test('browser: the chat page in chromium, two users on two instances: rooms, his
   const A = await startParleyd({ redis, env, tls: false });
   const B = await startParleyd({ redis, env, tls: false });
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: process.getuid && process.getuid() === 0 ? ['--no-sandbox'] : [],
-    timeout: 30000,
-  });
-  current.cleanups.push(() => browser.close());
+  const browser = await launchChromium();
 
   const pages = []; // { name, page, log }
   const outDir = path.join(tmpDir(), 'browser');

@@ -583,6 +583,23 @@ export async function until(fn, ms, what, every = 100) {
   throw new Error(`timed out after ${ms} ms waiting for ${what}` + (last instanceof Error ? ` (last: ${last.message})` : ''));
 }
 
+// ---------------------------------------------------------------- browser
+// Debian's chromium, driven by playwright-core (PARLEY_CHROMIUM: another binary); closed by the
+// running test's cleanup.
+export const CHROMIUM = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
+export async function launchChromium() {
+  assert(fs.existsSync(CHROMIUM), `${CHROMIUM} not found: install Debian's chromium (apt-get install chromium) or set PARLEY_CHROMIUM`);
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: process.getuid && process.getuid() === 0 ? ['--no-sandbox'] : [],
+    timeout: 30000,
+  });
+  current.cleanups.push(() => browser.close());
+  return browser;
+}
+
 // ---------------------------------------------------------------- tests
 export const registry = [];
 export function test(name, fn, { timeout } = {}) { registry.push({ name, fn, timeout }); }

@@ -2,13 +2,11 @@
 // cannot set that header itself): a page of the allowed site opens a WebSocket to parleyd and is
 // authenticated; the same script on a page of another site is refused before the upgrade (the
 // browser sees the handshake fail, the page gets no `open`), and parleyd counts the refusal.
-import fs from 'node:fs';
 import http from 'node:http';
 import {
   test, startRedis, startParleyd, httpRequest, mintToken, newUser, freePort, eq, assert, current,
+  launchChromium,
 } from './lib.mjs';
-
-const CHROMIUM = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
 
 // A site on host:port serving one empty page; stopped by the test's cleanup.
 async function site(host) {
@@ -36,19 +34,11 @@ function tryConnect(page, url) {
 }
 
 test('browser origin: chromium on the allowed site connects and authenticates; on another site its upgrade is refused (403) and counted', async () => {
-  assert(fs.existsSync(CHROMIUM), `${CHROMIUM} not found: install Debian's chromium or set PARLEY_CHROMIUM`);
-  const { chromium } = await import('playwright-core');
   const allowed = await site('127.0.0.1');
   const other = await site('127.0.0.2');
   const redis = await startRedis();
   const srv = await startParleyd({ redis, env: { PARLEY_ALLOWED_ORIGINS: allowed }, tls: false });
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: process.getuid && process.getuid() === 0 ? ['--no-sandbox'] : [],
-    timeout: 30000,
-  });
-  current.cleanups.push(() => browser.close());
+  const browser = await launchChromium();
   const user = newUser('origin');
   const wsUrl = `ws://127.0.0.1:${srv.port}/ws?token=${encodeURIComponent(mintToken(user))}`;
 

@@ -15,6 +15,22 @@ static pl_sock_t *subscribed_client(const char *user)
     return c;
 }
 
+/* `c` subscribes to `room` with `since`: the sync script it makes Redis run (NULL if none). */
+static fake_cmd_t *subscribe_since(pl_sock_t *c, const char *room, long long since)
+{
+    char frame[128], want[24];
+    snprintf(frame, sizeof frame,
+             "{\"type\":\"subscribe\",\"rooms\":[\"%s\"],\"since\":{\"%s\":%lld}}", room, room,
+             since);
+    cl_send(c, frame);
+    turn();
+    fake_cmd_t *sync = fr_script(PL_SCRIPT_SYNC);
+    CHECK(sync != NULL);
+    snprintf(want, sizeof want, "%lld", since);
+    if (sync) CHECK_STR(sync->argv[7], want); /* since */
+    return sync;
+}
+
 /*
  * Live messages 5 and 6 arrive while the catch-up from 2 is in flight; the sync then says the
  * room is at 5 and the stream holds 3..5. The client must see subscribed, 3, 4, 5, 6: each once,
@@ -23,12 +39,8 @@ static pl_sock_t *subscribed_client(const char *user)
 static void seam_exact(void)
 {
     pl_sock_t *c = subscribed_client("alice");
-    cl_send(c, "{\"type\":\"subscribe\",\"rooms\":[\"r\"],\"since\":{\"r\":2}}");
-    turn();
-    fake_cmd_t *sync = fr_script(PL_SCRIPT_SYNC);
-    CHECK(sync != NULL);
+    fake_cmd_t *sync = subscribe_since(c, "r", 2);
     if (!sync) return;
-    CHECK_STR(sync->argv[7], "2"); /* since */
     bcast("r", 5, "five");
     bcast("r", 6, "six");
     turn();
@@ -168,10 +180,7 @@ static void large_catchup_streams(void)
 static void catchup_waits_for_restore(void)
 {
     pl_sock_t *c = subscribed_client("erin");
-    cl_send(c, "{\"type\":\"subscribe\",\"rooms\":[\"q\"],\"since\":{\"q\":5}}");
-    turn();
-    fake_cmd_t *sync = fr_script(PL_SCRIPT_SYNC);
-    CHECK(sync != NULL);
+    fake_cmd_t *sync = subscribe_since(c, "q", 5);
     if (!sync) return;
     fr_answer(sync, rarr(1, rinteger(-1)));
     bcast("q", 8, "eight");
