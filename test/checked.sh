@@ -81,6 +81,7 @@ EOF
         'authz: a disconnect revokes'
         'limits rate: a client flooding'
         'limits conns per ip'
+        'subscribe-rooms: '
     )
     ;;
 tsan)
@@ -111,6 +112,7 @@ EOF
         'authz: POST /api/users/'
         'limits conns per ip'
         'limits rate: a client flooding'
+        'subscribe-rooms: '
     )
     ;;
 asan)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parley/app/roomsub.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
 #include "parley/app/shard.h"
@@ -110,12 +111,13 @@ static void server_logged_cb(void *ud, const char *payload, size_t len, pl_srvlo
     if (pl_srvlog_admit(&srv->srvlog, id)) server_frame(srv, payload, len, len);
 }
 
-/* A pmessage on room:<id> (pattern) or a message on server:<us> (a direct message). */
+/* A message on room:<id> (a pmessage in pattern mode, a message in rooms mode) or on
+ * server:<us> (a direct message or a disconnect). */
 static void on_message(void *ud, const char *chan, size_t chan_len, const char *payload, size_t len,
                        int pattern)
 {
     pl_server_t *srv = ud;
-    if (!pattern) {
+    if (!pattern && !(chan_len > 5 && memcmp(chan, "room:", 5) == 0)) {
         /* Its log id, if it has one: dropped if it was read back from the log already. */
         pl_srvlog_id_t id;
         size_t keep;
@@ -189,7 +191,7 @@ static void on_subscribed(void *ud, int again)
 }
 
 const pl_subscriber_handlers_t pl_deliver_handlers = {on_message, on_idle, on_connected,
-                                                      on_subscribed};
+                                                      on_subscribed, pl_roomsub_chan_cb};
 
 /* ---- on each loop ---- */
 

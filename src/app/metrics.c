@@ -223,6 +223,11 @@ static void redis(pl_buf_t *b, pl_server_t *srv)
     pl_metric_family(b, "parley_subscriber_messages_total", "counter",
                      "Pub/Sub messages the subscriber received.");
     pl_metric_sample(b, "parley_subscriber_messages_total", "", pl_counter_get(&srv->sub.messages));
+    pl_metric_family(
+        b, "parley_subscriber_channels", "gauge",
+        "Room channels the subscriber holds a subscription to (PARLEY_SUBSCRIBE=rooms; "
+        "0 in pattern mode).");
+    pl_metric_sample(b, "parley_subscriber_channels", "", pl_counter_get(&srv->sub.channels));
     pl_hist_snap_t lag = {0};
     pl_hist_snap_add(&lag, &srv->sub_lag);
     pl_metric_family(b, "parley_subscriber_lag_seconds", "histogram",

@@ -108,7 +108,7 @@ static void room_unlink_free(pl_room_table_t *t, pl_room_t *room)
         pp = &(*pp)->hnext;
     *pp = room->hnext;
     t->count--;
-    if (t->on_room) t->on_room(t->on_room_ctx, room->hash, 0);
+    if (t->on_room) t->on_room(t->on_room_ctx, room, 0);
     free(room->members);
     free(room);
 }
@@ -130,7 +130,7 @@ pl_sub_t *pl_room_join(pl_room_table_t *t, const char *name, size_t len, void *o
         room->hnext = t->buckets[room->hash & (t->nbuckets - 1)];
         t->buckets[room->hash & (t->nbuckets - 1)] = room;
         t->count++;
-        if (t->on_room) t->on_room(t->on_room_ctx, room->hash, 1);
+        if (t->on_room) t->on_room(t->on_room_ctx, room, 1);
     }
     if (room->nmembers == room->cap) {
         uint32_t cap = room->cap ? room->cap * 2 : 4;

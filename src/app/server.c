@@ -418,11 +418,26 @@ static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int
         pl_error("out of memory");
         return -1;
     }
+    /* The subscriber's requests queue from the first room a shard holds; its thread starts
+     * once every loop it posts to exists. Direct messages come only for the users connected
+     * here; rooms from everyone (pattern mode), or the rooms held here (rooms mode, roomsub.h). */
+    snprintf(srv->sub_cmd, sizeof srv->sub_cmd, "SUBSCRIBE server:%s", srv->cfg.server_id);
+    if (pl_srvlog_init(&srv->srvlog, srv->cfg.redis_prefix, srv->cfg.server_id) != 0) {
+        pl_error("PARLEY_REDIS_PREFIX and PARLEY_SERVER_ID are too long together");
+        return -1;
+    }
+    const char *cmds[2] = {srv->sub_cmd, "PSUBSCRIBE room:*"};
+    int rc = pl_subscriber_init(&srv->sub, &srv->redis_addr, cmds, srv->cfg.subscribe_rooms ? 1 : 2,
+                                &pl_deliver_handlers, srv);
+    if (rc != 0) {
+        pl_error("subscriber: %s", strerror(-rc));
+        return -1;
+    }
     atomic_init(&srv->shards_running, 0);
     for (int i = 0; i < srv->nshards; i++) {
         char tag[24];
         snprintf(tag, sizeof tag, "shard-%d", i);
-        int rc = UV_ENOMEM;
+        rc = UV_ENOMEM;
         if (!(srv->loops[i] = pl_loop_new(i, sizeof(pl_shard_t))) ||
             (rc = pl_shard_init(srv->loops[i], srv, fds[i], tls_fds[i], srv->tls,
                                 node < 0 ? -1 : node + i)) != 0 ||
@@ -434,14 +449,7 @@ static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int
         }
         atomic_fetch_add(&srv->shards_running, 1);
     }
-    /* Rooms from everyone; direct messages only for the users connected here. */
-    snprintf(srv->sub_cmd, sizeof srv->sub_cmd, "SUBSCRIBE server:%s", srv->cfg.server_id);
-    if (pl_srvlog_init(&srv->srvlog, srv->cfg.redis_prefix, srv->cfg.server_id) != 0) {
-        pl_error("PARLEY_REDIS_PREFIX and PARLEY_SERVER_ID are too long together");
-        return -1;
-    }
-    const char *cmds[2] = {"PSUBSCRIBE room:*", srv->sub_cmd};
-    int rc = pl_subscriber_start(&srv->sub, &srv->redis_addr, cmds, 2, &pl_deliver_handlers, srv);
+    rc = pl_subscriber_start(&srv->sub);
     if (rc != 0) {
         pl_error("subscriber thread: %s", strerror(-rc));
         return -1;

@@ -14,6 +14,7 @@
 #include "parley/app/publish.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
+#include "parley/app/roomsub.h"
 #include "parley/app/subscribe.h"
 #include "parley/base/log.h"
 #include "parley/net/tls.h"
@@ -89,6 +90,7 @@ static void turn_hook(pl_loop_t *loop, void *arg)
     pl_redis_flush(&s->redis);
     if (s->finishing && !s->conns->sock->socks && !uv_is_closing((uv_handle_t *)&s->ready_timer)) {
         pl_subscribe_redis_ready(s, 0); /* catch-ups parked for a restore hold connections */
+        pl_subscribe_room_live(s, NULL, NULL, 0, 0); /* so do those waiting for a room */
         pl_redis_stop(&s->redis);
         uv_close((uv_handle_t *)&s->ready_timer, NULL);
         uv_close((uv_handle_t *)&s->presence_timer, NULL);
@@ -103,11 +105,13 @@ static void presence_timer_cb(uv_timer_t *t)
     pl_chat_presence_sweep(t->data);
 }
 
-/* A room appeared on or left this shard: the subscriber wakes this loop for it, or not. */
-static void room_cb(void *ctx, uint32_t hash, int present)
+/* A room appeared on or left this shard: the subscriber wakes this loop for it, or not; in
+ * rooms mode it also subscribes to the room, or lets go of it. */
+static void room_cb(void *ctx, pl_room_t *room, int present)
 {
     pl_shard_t *s = ctx;
-    pl_shardmask_update(s->srv->rooms_mask, s->mask_counts, s->index, hash, present);
+    pl_shardmask_update(s->srv->rooms_mask, s->mask_counts, s->index, room->hash, present);
+    pl_roomsub_room(s, room, present);
 }
 
 int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *tls, int64_t id_node)
@@ -156,6 +160,7 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
         (rc = pl_loop_on(loop, PL_EV_DRAIN, pl_drain_receive)) != 0 ||
         (rc = pl_loop_on(loop, PL_EV_REBALANCE, pl_drain_rebalance_receive)) != 0 ||
         (rc = pl_loop_on(loop, PL_EV_GAP, gap_receive)) != 0 ||
+        (rc = pl_loop_on(loop, PL_EV_ROOM_LIVE, pl_roomsub_receive)) != 0 ||
         (rc = pl_loop_hook(loop, turn_hook, s)) != 0)
         return rc;
     uv_loop_t *uv = pl_loop_uv(loop);

@@ -27,7 +27,9 @@
  * supply older messages, the recover job embedded first goes to the pool. */
 typedef struct pl_sync_ctx {
     pl_db_recover_t job;      /**< first: used only when older messages are needed */
-    struct pl_sync_ctx *next; /**< parked on the shard while Redis restores (below) */
+    struct pl_sync_ctx *next; /**< parked on the shard while Redis restores, or waiting for
+                                   the room's Redis subscription (below) */
+    uint32_t room_gen;        /**< the room's life it waits for (rooms mode) */
     int64_t parked_ms;        /**< when it was first parked; 0 if never */
     pl_conn_t *conn;          /**< held */
     uint32_t gen;
@@ -475,6 +477,15 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
     ctx->since = since;
     ctx->read = -1;
     snprintf(ctx->room, sizeof ctx->room, "%s", sub->room->name);
+    if (!sub->room->live) {
+        /* Rooms mode: what Redis has for the room is read once everything published on it
+         * from then on is sure to arrive live (app/roomsub.h). */
+        ctx->room_gen = sub->room->gen;
+        ctx->next = s->room_wait;
+        s->room_wait = ctx;
+        pl_conn_hold(c);
+        return;
+    }
     if (send_sync(s, ctx) != 0) {
         sync_ctx_free(ctx);
         sync_fail(c, sub, "redis unreachable");
@@ -529,6 +540,35 @@ void pl_subscribe_redis_ready(pl_shard_t *s, int state)
         } else {
             sync_ctx_free(ctx);
             sync_fail(c, sub, "redis unreachable");
+        }
+        pl_conn_release(c);
+    }
+}
+
+void pl_subscribe_room_live(pl_shard_t *s, const pl_room_t *room, const char *name, uint32_t gen,
+                            int ok)
+{
+    sync_ctx_t **pp = &s->room_wait;
+    while (*pp) {
+        sync_ctx_t *ctx = *pp;
+        if (name && (ctx->room_gen != gen || strcmp(ctx->room, name) != 0)) {
+            pp = &ctx->next;
+            continue;
+        }
+        *pp = ctx->next;
+        pl_conn_t *c = ctx->conn;
+        /* The subscription may have gone, and the room with it (then `room` is another life's
+         * or NULL, and sub_for finds nothing of this generation). */
+        pl_sub_t *sub = sub_for(c, ctx->room, ctx->gen);
+        if (!sub || s->stopping) {
+            sync_ctx_free(ctx);
+        } else if (ok && room && sub->room == room && room->live) {
+            if (send_sync(s, ctx) == 0) continue; /* the reply has ctx and the hold */
+            sync_ctx_free(ctx);
+            sync_fail(c, sub, "redis unreachable");
+        } else {
+            sync_ctx_free(ctx);
+            sync_fail(c, sub, "the room could not be subscribed to in redis");
         }
         pl_conn_release(c);
     }

@@ -45,6 +45,7 @@ static int parse_metrics_listen(pl_config_t *c, const char *v, char *err, size_t
 static int parse_redis(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_server_id(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_log_level(pl_config_t *c, const char *v, char *err, size_t n);
+static int parse_subscribe(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_prefix(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_database_url(pl_config_t *c, const char *v, char *err, size_t n);
 static int parse_public_url(pl_config_t *c, const char *v, char *err, size_t n);
@@ -127,6 +128,9 @@ static const opt_t opts[] = {
      "this many seconds before the process exits; 0: all at once"},
     {"log-level", "PARLEY_LOG_LEVEL", T_SPECIAL, 0, "info", 0, 0, parse_log_level,
      "error, warn, info or debug"},
+    {"subscribe", "PARLEY_SUBSCRIBE", T_SPECIAL, 0, "pattern", 0, 0, parse_subscribe,
+     "pattern: PSUBSCRIBE room:* (every message of every room reaches this instance); rooms: "
+     "SUBSCRIBE to each room held here, for as long as it is (docs/scaling.md)"},
     {"database-url", "PARLEY_DATABASE_URL", T_SPECIAL, 0, NULL, 0, 0, parse_database_url,
      "PostgreSQL (libpq string or postgresql:// URL); unset: messages are not stored"},
     {"db-workers", "PARLEY_DB_WORKERS", T_INT, AT(db_workers), "2", 1, 64, NULL,
@@ -378,6 +382,15 @@ static int parse_log_level(pl_config_t *c, const char *v, char *err, size_t n)
         return 0;
     }
     return failf(err, n, "PARLEY_LOG_LEVEL: expected error, warn, info or debug, got '%.40s'", v);
+}
+
+static int parse_subscribe(pl_config_t *c, const char *v, char *err, size_t n)
+{
+    if (strcmp(v, "pattern") == 0 || strcmp(v, "rooms") == 0) {
+        c->subscribe_rooms = v[0] == 'r';
+        return 0;
+    }
+    return failf(err, n, "PARLEY_SUBSCRIBE: expected pattern or rooms, got '%.40s'", v);
 }
 
 static int parse_prefix(pl_config_t *c, const char *v, char *err, size_t n)

@@ -1,20 +1,28 @@
 /*
- * subscriber: blocking hiredis in a thread of its own; see the header.
+ * subscriber: blocking hiredis under poll, in a thread of its own; see the header.
  */
 #include "parley/svc/subscriber.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "parley/base/clock.h"
 #include "parley/base/log.h"
 #include "parley/svc/reply.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* Channels per SUBSCRIBE when resubscribing: one command per few hundred keeps each small. */
+#define RESUB_BATCH 256
 
 /* Guards `fd` against pl_subscriber_stop shutting down a socket being closed or reused. */
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -26,17 +34,229 @@ static void set_fd(pl_subscriber_t *s, int fd)
     pthread_mutex_unlock(&fd_lock);
 }
 
-/* Sleep in short steps so a stop request is seen promptly. */
+/* ---- counted channels (the thread's alone) ---- */
+
+/* One channel asked for. Redis's view of it is `on` (the last confirmation); commands sent
+ * and not confirmed yet are counted, since an add, a drop and an add in quick succession put
+ * SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE on the wire and only the last confirmation means "in
+ * effect for the add now waiting". */
+typedef struct chan {
+    struct chan *next;
+    uint32_t hash;
+    int refs;                                     /* adds minus drops */
+    int subs_sent;                                /* SUBSCRIBEs not confirmed yet */
+    int unsubs_sent;                              /* UNSUBSCRIBEs not confirmed yet */
+    int on;                                       /* subscribed, as of the last confirmation */
+    pl_subscriber_chan_t *waiters, *waiters_tail; /* adds waiting for subs_sent to reach 0 */
+    size_t len;
+    char name[];
+} chan_t;
+
+struct pl_subscriber_chans {
+    chan_t **b;
+    size_t nb; /* a power of two */
+    size_t n;
+    long on; /* channels with `on` set */
+};
+
+static uint32_t chan_hash(const char *p, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+static chan_t **chan_slot(struct pl_subscriber_chans *t, const char *name, size_t len, uint32_t h)
+{
+    chan_t **pp = &t->b[h & (t->nb - 1)];
+    while (*pp && !((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->name, name, len) == 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Double the buckets once there are more channels than buckets. A failed grow only makes the
+ * chains longer. */
+static void chans_grow(struct pl_subscriber_chans *t)
+{
+    size_t nb = t->nb * 2;
+    chan_t **b = calloc(nb, sizeof *b);
+    if (!b) return;
+    for (size_t i = 0; i < t->nb; i++)
+        for (chan_t *e = t->b[i], *next; e; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    free(t->b);
+    t->b = b;
+    t->nb = nb;
+}
+
+/* The channel's entry; a new one if `create` (NULL if absent, or out of memory). */
+static chan_t *chan_get(struct pl_subscriber_chans *t, const char *name, size_t len, int create)
+{
+    uint32_t h = chan_hash(name, len);
+    chan_t **pp = chan_slot(t, name, len, h);
+    if (*pp || !create) return *pp;
+    chan_t *e = calloc(1, sizeof *e + len + 1);
+    if (!e) return NULL;
+    e->hash = h;
+    e->len = len;
+    memcpy(e->name, name, len);
+    *pp = e;
+    if (++t->n > t->nb) chans_grow(t);
+    return e;
+}
+
+/* Forget a channel nobody holds and Redis has no command of ours for. */
+static void chan_maybe_free(struct pl_subscriber_chans *t, chan_t *e)
+{
+    if (e->refs || e->subs_sent || e->unsubs_sent || e->on || e->waiters) return;
+    chan_t **pp = chan_slot(t, e->name, e->len, e->hash);
+    *pp = e->next;
+    t->n--;
+    free(e);
+}
+
+static void chan_set_on(pl_subscriber_t *s, chan_t *e, int on)
+{
+    if (e->on == on) return;
+    e->on = on;
+    s->chans->on += on ? 1 : -1;
+    pl_counter_set(&s->channels, (unsigned long)s->chans->on);
+}
+
+/* Hand every waiting add of `e` back. */
+static void chan_answer(pl_subscriber_t *s, chan_t *e, int ok)
+{
+    pl_subscriber_chan_t *w = e->waiters;
+    e->waiters = e->waiters_tail = NULL;
+    while (w) {
+        pl_subscriber_chan_t *next = w->wnext;
+        s->h->on_chan(s->ud, w, ok);
+        w = next;
+    }
+}
+
+static void chans_each(struct pl_subscriber_chans *t, void (*fn)(pl_subscriber_t *, chan_t *),
+                       pl_subscriber_t *s)
+{
+    for (size_t i = 0; t && i < t->nb; i++)
+        for (chan_t *e = t->b[i], *next; e; e = next) {
+            next = e->next; /* fn may free e */
+            fn(s, e);
+        }
+}
+
+static int send_one(redisContext *c, const char *verb, const chan_t *e)
+{
+    const char *argv[2] = {verb, e->name};
+    size_t lens[2] = {strlen(verb), e->len};
+    return redisAppendCommandArgv(c, 2, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+/* A (un)subscribe confirmation of a counted channel (others are not in the table). */
+static void chan_confirmed(pl_subscriber_t *s, const char *name, size_t len, int subscribed)
+{
+    chan_t *e = s->chans ? chan_get(s->chans, name, len, 0) : NULL;
+    if (!e) return;
+    if (subscribed) {
+        if (e->subs_sent > 0) e->subs_sent--;
+        chan_set_on(s, e, 1);
+        if (!e->subs_sent) chan_answer(s, e, 1);
+    } else {
+        if (e->unsubs_sent > 0) e->unsubs_sent--;
+        chan_set_on(s, e, 0);
+    }
+    chan_maybe_free(s->chans, e);
+}
+
+/* A request, with `c` the connection (its commands are appended, not flushed) or NULL while
+ * there is none. */
+static void chan_request(pl_subscriber_t *s, redisContext *c, pl_subscriber_chan_t *req)
+{
+    chan_t *e = s->chans ? chan_get(s->chans, req->name, req->len, req->add) : NULL;
+    if (!req->add) {
+        if (!e || e->refs == 0) {
+            pl_error("subscriber: channel %.*s dropped more often than added", (int)req->len,
+                     req->name);
+        } else if (--e->refs == 0 && c) {
+            if (send_one(c, "UNSUBSCRIBE", e) == 0) e->unsubs_sent++;
+        }
+        if (e) chan_maybe_free(s->chans, e);
+        s->h->on_chan(s->ud, req, 1);
+        return;
+    }
+    if (!e) {
+        pl_error("subscriber: out of memory: channel %.*s not subscribed", (int)req->len,
+                 req->name);
+        s->h->on_chan(s->ud, req, 0);
+        return;
+    }
+    /* Down: the resubscription after the reconnect includes it, and on_subscribed tells. */
+    if (++e->refs == 1 && c && send_one(c, "SUBSCRIBE", e) == 0) e->subs_sent++;
+    if (!c || (e->on && !e->subs_sent)) {
+        s->h->on_chan(s->ud, req, 1);
+        return;
+    }
+    req->wnext = NULL;
+    if (e->waiters_tail)
+        e->waiters_tail->wnext = req;
+    else
+        e->waiters = req;
+    e->waiters_tail = req;
+}
+
+/* Take the queued requests; with a connection, send what they need. Returns 0, or -1 if the
+ * connection failed. */
+static int take_requests(pl_subscriber_t *s, redisContext *c)
+{
+    uint64_t v;
+    if (read(s->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+        pl_warn("subscriber: eventfd read: %s", strerror(errno));
+    for (pl_mpsc_node_t *n = pl_mpsc_take_all(&s->requests), *next; n; n = next) {
+        next = n->next;
+        chan_request(s, c, (pl_subscriber_chan_t *)n);
+    }
+    if (!c) return 0;
+    for (int done = 0; !done;)
+        if (redisBufferWrite(c, &done) != REDIS_OK) return -1;
+    return 0;
+}
+
+/* The connection is gone: Redis forgot every subscription; waiting adds are answered (the
+ * resubscription covers them). */
+static void chan_lost(pl_subscriber_t *s, chan_t *e)
+{
+    e->subs_sent = e->unsubs_sent = 0;
+    chan_set_on(s, e, 0);
+    chan_answer(s, e, 1);
+    chan_maybe_free(s->chans, e);
+}
+
+static void chan_stopped(pl_subscriber_t *s, chan_t *e)
+{
+    chan_answer(s, e, 0);
+    free(e);
+}
+
+/* ---- the connection ---- */
+
+/* Wait up to `ms` in short steps, taking requests as they come (there is no connection, so adds
+ * are answered at once), until a stop request. */
 static void backoff_sleep(pl_subscriber_t *s, int ms)
 {
-    for (int slept = 0; slept < ms && !atomic_load(&s->stop); slept += 50) {
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
+    int64_t until = pl_now_ms() + ms;
+    for (int64_t now; !atomic_load(&s->stop) && (now = pl_now_ms()) < until;) {
+        struct pollfd p = {s->wake_fd, POLLIN, 0};
+        if (poll(&p, 1, (int)(until - now)) > 0) take_requests(s, NULL);
     }
 }
 
 /* ["pmessage", pattern, chan, payload] or ["message", chan, payload]: to the application.
- * Returns 1 for a (p)subscribe confirmation. */
+ * Confirmations of counted channels update their table. Returns 1 for a (p)subscribe
+ * confirmation. */
 static int dispatch(pl_subscriber_t *s, const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
@@ -45,53 +265,110 @@ static int dispatch(pl_subscriber_t *s, const redisReply *r)
     const char *what = r->element[0]->str;
     int pm = r->elements == 4 && strcmp(what, "pmessage") == 0;
     if (pm || (r->elements == 3 && strcmp(what, "message") == 0)) pl_counter_add(&s->messages, 1);
-    if (pm)
+    if (pm) {
         s->h->on_message(s->ud, r->element[2]->str, r->element[2]->len, r->element[3]->str,
                          r->element[3]->len, 1);
-    else if (r->elements == 3 && strcmp(what, "message") == 0)
+    } else if (r->elements == 3 && strcmp(what, "message") == 0) {
         s->h->on_message(s->ud, r->element[1]->str, r->element[1]->len, r->element[2]->str,
                          r->element[2]->len, 0);
-    else
-        return strcmp(what, "psubscribe") == 0 || strcmp(what, "subscribe") == 0;
+    } else if (r->element[1]->type == REDIS_REPLY_STRING) {
+        int sub = strcmp(what, "subscribe") == 0;
+        if (sub || strcmp(what, "unsubscribe") == 0)
+            chan_confirmed(s, r->element[1]->str, r->element[1]->len, sub);
+        return sub || strcmp(what, "psubscribe") == 0;
+    }
     return 0;
 }
 
+/* Hand over what is already read, then wait for Redis or for requests. Returns when the
+ * connection fails or a stop is asked for. */
 static void serve(pl_subscriber_t *s, redisContext *c)
 {
-    for (;;) {
+    struct pollfd p[2] = {{c->fd, POLLIN, 0}, {s->wake_fd, POLLIN, 0}};
+    while (!atomic_load(&s->stop)) {
         void *reply = NULL;
-        /* Hand over what is already buffered, then say so and block. */
         if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return;
-        if (!reply) {
-            s->h->on_idle(s->ud);
-            if (redisGetReply(c, &reply) != REDIS_OK || !reply) return;
+        if (reply) {
+            dispatch(s, reply);
+            pl_reply_free(reply);
+            continue;
         }
-        dispatch(s, reply);
-        pl_reply_free(reply);
+        s->h->on_idle(s->ud);
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof c->errstr, "poll: %s", strerror(errno));
+            return;
+        }
+        if (p[1].revents && take_requests(s, c) != 0) return;
+        if (p[0].revents && redisBufferRead(c) != REDIS_OK) return;
     }
 }
 
-/* Send the subscribe commands and wait for their confirmations (handing over any message that
- * arrives meanwhile). */
-static int subscribe_all(pl_subscriber_t *s, redisContext *c)
+/* Split a fixed command on spaces ourselves (it is data, never a format string) and append it. */
+static int append_fixed(redisContext *c, const char *cmd)
 {
-    for (int i = 0; i < s->ncmds; i++) {
-        /* Split on spaces ourselves: the command is data, never a format string. */
-        const char *argv[8];
-        size_t lens[8];
-        int argc = 0;
-        for (const char *p = s->cmds[i]; *p && argc < 8;) {
-            while (*p == ' ')
-                p++;
-            if (!*p) break;
-            size_t len = strcspn(p, " ");
-            argv[argc] = p;
-            lens[argc++] = len;
-            p += len;
-        }
-        if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK) return -1;
+    const char *argv[8];
+    size_t lens[8];
+    int argc = 0;
+    for (const char *p = cmd; *p && argc < 8;) {
+        while (*p == ' ')
+            p++;
+        if (!*p) break;
+        size_t len = strcspn(p, " ");
+        argv[argc] = p;
+        lens[argc++] = len;
+        p += len;
     }
-    for (int confirmed = 0; confirmed < s->ncmds;) {
+    return redisAppendCommandArgv(c, argc, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+/* The counted channels still held, as SUBSCRIBE commands of up to RESUB_BATCH channels.
+ * Returns how many channels were sent, or -1. */
+static long resubscribe(pl_subscriber_t *s, redisContext *c)
+{
+    struct pl_subscriber_chans *t = s->chans;
+    const char *argv[RESUB_BATCH + 1];
+    size_t lens[RESUB_BATCH + 1];
+    chan_t *batch[RESUB_BATCH];
+    long sent = 0;
+    int n = 0;
+    argv[0] = "SUBSCRIBE";
+    lens[0] = 9;
+    for (size_t i = 0; i <= t->nb; i++) {
+        for (chan_t *e = i < t->nb ? t->b[i] : NULL; e; e = e->next) {
+            if (!e->refs) continue;
+            batch[n] = e;
+            argv[n + 1] = e->name;
+            lens[n + 1] = e->len;
+            n++;
+            if (n < RESUB_BATCH) continue;
+            if (redisAppendCommandArgv(c, n + 1, argv, lens) != REDIS_OK) return -1;
+            for (int k = 0; k < n; k++)
+                batch[k]->subs_sent++;
+            sent += n;
+            n = 0;
+        }
+        if (i == t->nb && n > 0) {
+            if (redisAppendCommandArgv(c, n + 1, argv, lens) != REDIS_OK) return -1;
+            for (int k = 0; k < n; k++)
+                batch[k]->subs_sent++;
+            sent += n;
+        }
+    }
+    return sent;
+}
+
+/* Send the fixed commands and the counted channels, and wait for their confirmations (handing
+ * over any message that arrives meanwhile). */
+static int subscribe_all(pl_subscriber_t *s, redisContext *c, long *nchans)
+{
+    for (int i = 0; i < s->ncmds; i++)
+        if (append_fixed(c, s->cmds[i]) != 0) return -1;
+    long n = resubscribe(s, c);
+    if (n < 0) return -1;
+    *nchans = n;
+    for (long confirmed = 0; confirmed < s->ncmds + n;) {
         void *reply = NULL;
         if (redisGetReply(c, &reply) != REDIS_OK || !reply) return -1;
         redisReply *rr = reply;
@@ -130,8 +407,9 @@ static void *sub_main(void *arg)
         /* Only now: what on_connected read was allocated by hiredis, not the arena. */
         pl_reply_attach(c->reader, arena);
         redisEnableKeepAlive(c); /* notice a Redis that vanished without closing */
-        if (subscribe_all(s, c) == 0) {
-            struct timeval none = {0, 0}; /* block for as long as Redis is quiet */
+        long nchans = 0;
+        if (subscribe_all(s, c, &nchans) == 0) {
+            struct timeval none = {0, 0}; /* wait for as long as Redis is quiet */
             redisSetTimeout(c, none);
             atomic_store(&s->connected, 1);
             if (ever_up) pl_counter_add(&s->reconnects, 1);
@@ -139,8 +417,8 @@ static void *sub_main(void *arg)
             ever_up = 1;
             backoff = BACKOFF_MIN_MS;
             logged_down = 0;
-            pl_info("subscriber: %d subscription(s) on %s:%d", s->ncmds, s->addr->host,
-                    s->addr->port);
+            pl_info("subscriber: %d subscription(s) and %ld channel(s) on %s:%d", s->ncmds, nchans,
+                    s->addr->host, s->addr->port);
             serve(s, c);
             atomic_store(&s->connected, 0);
             s->h->on_idle(s->ud);
@@ -148,6 +426,7 @@ static void *sub_main(void *arg)
                 pl_warn("subscriber: redis connection lost (%s); reconnecting",
                         c->errstr[0] ? c->errstr : "closed");
         }
+        chans_each(s->chans, chan_lost, s);
         set_fd(s, -1);
         redisFree(c);
         if (!atomic_load(&s->stop)) backoff_sleep(s, backoff);
@@ -156,8 +435,8 @@ static void *sub_main(void *arg)
     return NULL;
 }
 
-int pl_subscriber_start(pl_subscriber_t *s, const pl_redis_addr_t *addr, const char *const *cmds,
-                        int ncmds, const pl_subscriber_handlers_t *h, void *ud)
+int pl_subscriber_init(pl_subscriber_t *s, const pl_redis_addr_t *addr, const char *const *cmds,
+                       int ncmds, const pl_subscriber_handlers_t *h, void *ud)
 {
     if (ncmds > PL_SUBSCRIBER_CMDS) return -EINVAL;
     s->addr = addr;
@@ -168,17 +447,76 @@ int pl_subscriber_start(pl_subscriber_t *s, const pl_redis_addr_t *addr, const c
         s->cmds[i] = cmds[i];
     atomic_init(&s->connected, 0);
     atomic_init(&s->stop, 0);
+    atomic_init(&s->closed, 0);
     atomic_init(&s->fd, -1);
+    s->started = 0;
+    pl_mpsc_init(&s->requests);
+    if (!(s->chans = calloc(1, sizeof *s->chans)) ||
+        !(s->chans->b = calloc(s->chans->nb = 64, sizeof *s->chans->b))) {
+        free(s->chans);
+        s->chans = NULL;
+        return -ENOMEM;
+    }
+    if ((s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        int rc = -errno;
+        free(s->chans->b);
+        free(s->chans);
+        s->chans = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+int pl_subscriber_start(pl_subscriber_t *s)
+{
     int rc = pthread_create(&s->thread, NULL, sub_main, s);
-    return rc ? -rc : 0;
+    if (rc == 0) s->started = 1;
+    return -rc;
+}
+
+static void wake(pl_subscriber_t *s)
+{
+    uint64_t one = 1;
+    if (write(s->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        pl_warn("subscriber: eventfd write: %s", strerror(errno));
+}
+
+/* After the thread is gone: whatever is queued goes back unheard. Any thread may take (the
+ * exchange hands each node to one taker). */
+static void hand_back_queued(pl_subscriber_t *s)
+{
+    for (pl_mpsc_node_t *n = pl_mpsc_take_all(&s->requests), *next; n; n = next) {
+        next = n->next;
+        s->h->on_chan(s->ud, (pl_subscriber_chan_t *)n, 0);
+    }
+}
+
+void pl_subscriber_chan(pl_subscriber_t *s, pl_subscriber_chan_t *req)
+{
+    if (pl_mpsc_push(&s->requests, &req->node)) wake(s);
+    /* The thread may have gone before it took this one (pl_subscriber_stop takes what was
+     * queued before `closed`; whatever came after is ours to hand back). */
+    if (atomic_load(&s->closed)) hand_back_queued(s);
 }
 
 void pl_subscriber_stop(pl_subscriber_t *s)
 {
     atomic_store(&s->stop, 1);
+    wake(s);
     pthread_mutex_lock(&fd_lock);
     int fd = atomic_load(&s->fd);
     if (fd >= 0) shutdown(fd, SHUT_RDWR); /* unblocks redisGetReply */
     pthread_mutex_unlock(&fd_lock);
-    pthread_join(s->thread, NULL);
+    if (s->started) pthread_join(s->thread, NULL);
+    s->started = 0;
+    chans_each(s->chans, chan_stopped, s);
+    atomic_store(&s->closed, 1);
+    hand_back_queued(s);
+    if (s->chans) {
+        free(s->chans->b);
+        free(s->chans);
+        s->chans = NULL;
+    }
+    close(s->wake_fd);
+    s->wake_fd = -1;
 }

@@ -29,6 +29,8 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // here (WebSocket, HTTP, raw) talks TLS to it and verifies its certificate against a CA made for
 // this run with the openssl CLI. test/run runs the protocol, durable and chat tests so.
 export const TLS_MODE = process.env.PARLEY_TEST_TLS === '1';
+// Every instance's PARLEY_SUBSCRIBE (unset: parleyd's default, pattern), unless a test sets its own.
+export const SUBSCRIBE_MODE = process.env.PARLEY_TEST_SUBSCRIBE || '';
 const tlsPorts = new Set();
 let tlsDir = null;
 // { ca, cert, key, dir }: a CA and a certificate for 127.0.0.1/localhost signed by it (EC P-256).
@@ -232,6 +234,8 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
       // Tests send far faster than any person may (PARLEY_RATE_LIMIT's default is for people);
       // limits.test.mjs and the browser test run with the defaults or their own.
       PARLEY_RATE_LIMIT: '0', PARLEY_SUBSCRIBE_RATE: '0',
+      // test/run's integration-rooms suite runs tests again in PARLEY_SUBSCRIBE=rooms.
+      ...(SUBSCRIBE_MODE ? { PARLEY_SUBSCRIBE: SUBSCRIBE_MODE } : {}),
       ...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])),
     };
     p.env = fullEnv;

@@ -2,7 +2,8 @@
 // one after another, each with a time limit, and prints `PASS <name>` or
 // `FAIL <name>: <reason>`. Optional argument / PARLEY_TEST_FILTER: run only
 // tests whose name contains that text; PARLEY_TEST_MATCH: only those matching
-// that regular expression. Under PARLEY_TEST_TLS=1 every name gets " [tls]".
+// that regular expression. Under PARLEY_TEST_TLS=1 every name gets " [tls]", under
+// PARLEY_TEST_SUBSCRIBE=rooms " [rooms]".
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -12,7 +13,8 @@ const dir = path.dirname(fileURLToPath(import.meta.url));
 const DEFAULT_TIMEOUT = Number(process.env.PARLEY_TEST_TIMEOUT_MS || 120000);
 const filter = process.argv[2] || process.env.PARLEY_TEST_FILTER || '';
 const match = process.env.PARLEY_TEST_MATCH ? new RegExp(process.env.PARLEY_TEST_MATCH) : null;
-const suffix = process.env.PARLEY_TEST_TLS === '1' ? ' [tls]' : '';
+const suffix = (process.env.PARLEY_TEST_TLS === '1' ? ' [tls]' : '') +
+  (process.env.PARLEY_TEST_SUBSCRIBE ? ` [${process.env.PARLEY_TEST_SUBSCRIBE}]` : '');
 
 const files = fs.readdirSync(dir).filter((f) => f.endsWith('.test.mjs')).sort();
 for (const f of files) await import(pathToFileURL(path.join(dir, f)).href);

@@ -47,6 +47,9 @@ typedef struct pl_room {
     uint32_t hash;
     uint32_t nmembers, cap;
     pl_sub_t **members; /**< [0, nmembers): the subscriptions, in no particular order */
+    /* Kept by the shard (app/roomsub.h); the table only zeroes them. */
+    uint32_t gen; /**< which of the room's lives on this shard this is */
+    uint8_t live; /**< this instance's Redis subscription covers the room: catch-ups may read */
     uint32_t len;
     char name[]; /**< NUL-terminated */
 } pl_room_t;
@@ -57,9 +60,10 @@ typedef struct {
     size_t nbuckets; /**< 0 or a power of two */
     size_t count;    /**< rooms */
     size_t subs;     /**< subscriptions, in every room */
-    /** If set: called with the room's hash when a room appears (first join, present = 1) and
-     *  when it goes (last leave, present = 0). Not called by pl_room_table_free. */
-    void (*on_room)(void *ctx, uint32_t hash, int present);
+    /** If set: called with the room when it appears (first join, present = 1; before the
+     *  joining subscription is added) and when it goes (last leave, present = 0; freed right
+     *  after). Not called by pl_room_table_free. */
+    void (*on_room)(void *ctx, struct pl_room *room, int present);
     void *on_room_ctx;
 } pl_room_table_t;
 

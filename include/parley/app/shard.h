@@ -43,6 +43,7 @@ enum {
     PL_EV_DRAIN = 5,     /**< close every client gently, spread over time (drain.h) */
     PL_EV_REBALANCE = 6, /**< ask a share of the clients to reconnect (drain.h) */
     PL_EV_GAP = 7,       /**< the subscriber was away: catch every subscription up */
+    PL_EV_ROOM_LIVE = 8, /**< rooms mode: a room's Redis subscription is in effect (roomsub.h) */
 };
 
 /** Most presence changes sent in one script call. */
@@ -105,6 +106,9 @@ typedef struct pl_shard {
     uint32_t sync_gen; /**< generation counter for subscription catch-ups */
     /** Catch-ups waiting for Redis to be restored (subscribe.c), in order; each owns itself. */
     struct pl_sync_ctx *parked, *parked_tail;
+    /** Catch-ups waiting for their room's Redis subscription (rooms mode; subscribe.c). */
+    struct pl_sync_ctx *room_wait;
+    uint32_t room_gen;    /**< rooms mode: numbers the lives of rooms here (roomsub.c) */
     uint64_t scan_cursor; /**< shard 0: where the SCAN for stray server_users sets is */
     pl_loop_event_t shutdown_ev, finish_ev, resync_ev, drain_ev, rebalance_ev;
     atomic_int resync_queued;    /**< resync_ev is in the inbox (posted at most once at a time) */

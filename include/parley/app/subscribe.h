@@ -54,4 +54,13 @@ void pl_subscribe_gap(struct pl_shard *s);
  */
 void pl_subscribe_redis_ready(struct pl_shard *s, int state);
 
+/**
+ * Rooms mode (app/roomsub.h): the Redis subscription for life `gen` of room `name` is in effect
+ * (`ok`; `room` is the shard's room of that name, if any, already marked live) or could not be
+ * made: its catch-ups waiting for it read the room now, or fail. `name` NULL: every waiting
+ * catch-up fails (the shard stops).
+ */
+void pl_subscribe_room_live(struct pl_shard *s, const pl_room_t *room, const char *name,
+                            uint32_t gen, int ok);
+
 #endif

@@ -59,6 +59,7 @@ typedef struct {
     int http_idle_timeout;    /**< PARLEY_HTTP_IDLE_TIMEOUT: idle keep-alive HTTP, seconds */
     int http_request_timeout; /**< PARLEY_HTTP_REQUEST_TIMEOUT: to send a whole request, s */
     int log_level;            /**< PARLEY_LOG_LEVEL as a pl_log_level_t */
+    int subscribe_rooms;      /**< PARLEY_SUBSCRIBE=rooms: subscribe to the rooms held here only */
     char *database_url;       /**< PARLEY_DATABASE_URL; NULL: no database (ephemeral mode) */
     int db_workers;           /**< PARLEY_DB_WORKERS */
     size_t db_queue; /**< PARLEY_DB_QUEUE: messages waiting to be stored before sends are refused */

@@ -214,6 +214,107 @@ static void catchup_waits_for_restore(void)
     CHECK(cl_next(c) == NULL);
 }
 
+/* ---- PARLEY_SUBSCRIBE=rooms (app/roomsub.c) ---- */
+
+/* The requests the shard made of the subscriber since the last call, oldest first (the test
+ * plays the subscriber thread: it takes them off its queue and answers them). */
+static int take_requests(pl_subscriber_chan_t **out, int max)
+{
+    int n = 0;
+    for (pl_mpsc_node_t *q = pl_mpsc_take_all(&srv.sub.requests); q; q = q->next)
+        if (n < max) out[n++] = (pl_subscriber_chan_t *)q;
+    return n;
+}
+
+static void answer_request(pl_subscriber_chan_t *r, int ok)
+{
+    pl_deliver_handlers.on_chan(&srv, r, ok);
+    turn();
+}
+
+/* A room's first subscriber asks for its channel and reads the room only once the
+ * subscription is in effect; live frames meanwhile are held and none is doubled. */
+static void rooms_mode_catchup_waits_for_the_subscription(void)
+{
+    pl_sock_t *c = subscribed_client("frank");
+    cl_send(c, "{\"type\":\"subscribe\",\"rooms\":[\"w\"],\"since\":{\"w\":5}}");
+    turn();
+    pl_subscriber_chan_t *req[4];
+    CHECK_EQ_INT(take_requests(req, 4), 1);
+    CHECK(req[0]->add == 1);
+    CHECK_STR(req[0]->name, "room:w");
+    CHECK(fr_script(PL_SCRIPT_SYNC) == NULL); /* not before the subscription */
+    bcast("w", 7, "seven"); /* arrives as soon as the subscription does, before the read */
+    turn();
+    CHECK(cl_next(c) == NULL);
+    answer_request(req[0], 1);
+    fake_cmd_t *sync = fr_script(PL_SCRIPT_SYNC);
+    CHECK(sync != NULL);
+    if (!sync) return;
+    CHECK_STR(sync->argv[7], "5");
+    char m6[256], m7[256];
+    msg_json(m6, sizeof m6, "w", 6, "six");
+    msg_json(m7, sizeof m7, "w", 7, "seven");
+    fr_answer(sync,
+              rarr(6, rinteger(7), rinteger(0), rinteger(5), rinteger(-1), rstr(m6), rstr(m7)));
+    turn();
+    char *f = cl_expect(c, "subscribed");
+    CHECK(f && strstr(f, "\"seq\":7"));
+    free(f);
+    for (long long want = 6; want <= 7; want++) {
+        f = cl_next(c);
+        CHECK_EQ_INT(f ? frame_seq(f) : -2, want);
+        free(f);
+    }
+    CHECK(cl_next(c) == NULL); /* the held 7 is not sent again */
+    /* The room's last subscriber leaves: its channel is dropped. */
+    cl_send(c, "{\"type\":\"unsubscribe\",\"rooms\":[\"w\"]}");
+    turn();
+    CHECK_EQ_INT(take_requests(req, 4), 1);
+    CHECK(req[0]->add == 0);
+    CHECK_STR(req[0]->name, "room:w");
+    answer_request(req[0], 1); /* freed */
+    free(cl_expect(c, "unsubscribed"));
+}
+
+/* An answer for an earlier life of the room (left and joined again meanwhile) is not taken for
+ * the present one's; a failed subscription fails the subscribe. */
+static void rooms_mode_stale_and_failed_answers(void)
+{
+    pl_sock_t *c = subscribed_client("gina");
+    const char *sub = "{\"type\":\"subscribe\",\"rooms\":[\"v\"]}";
+    cl_send(c, sub);
+    cl_send(c, "{\"type\":\"unsubscribe\",\"rooms\":[\"v\"]}");
+    cl_send(c, sub);
+    turn();
+    pl_subscriber_chan_t *req[4];
+    CHECK_EQ_INT(take_requests(req, 4), 3);
+    CHECK(req[0]->add == 1 && req[1]->add == 0 && req[2]->add == 1);
+    answer_request(req[1], 1);
+    answer_request(req[0], 1); /* the first life's: the second still waits */
+    CHECK(fr_script(PL_SCRIPT_SYNC) == NULL);
+    answer_request(req[2], 1);
+    fake_cmd_t *sync = fr_script(PL_SCRIPT_SYNC);
+    CHECK(sync != NULL);
+    if (sync) fr_answer(sync, rarr(4, rinteger(3), rinteger(0), rinteger(3), rinteger(-1)));
+    turn();
+    char *f = cl_expect(c, "subscribed");
+    CHECK(f && strstr(f, "\"room\":\"v\""));
+    free(f);
+    /* Another room whose subscription cannot be made: the subscribe fails, and says why. */
+    cl_send(c, "{\"type\":\"subscribe\",\"rooms\":[\"u\"]}");
+    turn();
+    CHECK_EQ_INT(take_requests(req, 4), 1);
+    answer_request(req[0], 0);
+    CHECK(fr_script(PL_SCRIPT_SYNC) == NULL);
+    f = cl_expect(c, "error");
+    CHECK(f && strstr(f, "\"code\":\"unavailable\"") && strstr(f, "\"room\":\"u\""));
+    free(f);
+    CHECK_EQ_INT(take_requests(req, 4), 1); /* the room went with it: dropped */
+    CHECK(req[0]->add == 0);
+    answer_request(req[0], 1);
+}
+
 int main(void)
 {
     gw_init(0);
@@ -222,5 +323,13 @@ int main(void)
     RUN(resubscribe_during_catchup);
     RUN(large_catchup_streams);
     RUN(catchup_waits_for_restore);
+    /* Rooms mode from here on: the subscriber is set up, never started (the test is its
+     * thread). */
+    srv.cfg.subscribe_rooms = 1;
+    static const char *const cmds[1] = {"SUBSCRIBE server:unit-1"};
+    if (pl_subscriber_init(&srv.sub, &srv.redis_addr, cmds, 1, &pl_deliver_handlers, &srv) != 0)
+        return 1;
+    RUN(rooms_mode_catchup_waits_for_the_subscription);
+    RUN(rooms_mode_stale_and_failed_answers);
     UNIT_EXIT();
 }

@@ -26,6 +26,7 @@ static const char *const VARS[] = {
     "PARLEY_PING_INTERVAL",
     "PARLEY_IDLE_TIMEOUT",
     "PARLEY_LOG_LEVEL",
+    "PARLEY_SUBSCRIBE",
     "PARLEY_MAX_OUTBUF_SOFT",
     "PARLEY_MAX_OUTBUF_SOFT_SECONDS",
     "PARLEY_HTTP_IDLE_TIMEOUT",
@@ -298,6 +299,14 @@ static void bad_args(void)
     CHECK_EQ_INT(LOAD(&c, "--shard", "2"), -1); /* a prefix is not a flag */
     pl_config_free(&c);
     CHECK(fails_naming(LOAD(&c, "--log-level", "verbose"), "PARLEY_LOG_LEVEL"));
+    pl_config_free(&c);
+    CHECK(fails_naming(LOAD(&c, "--subscribe", "room"), "PARLEY_SUBSCRIBE"));
+    pl_config_free(&c);
+    CHECK_EQ_INT(LOAD(&c, "--subscribe", "rooms"), 0);
+    CHECK_EQ_INT(c.subscribe_rooms, 1);
+    pl_config_free(&c);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.subscribe_rooms, 0); /* pattern, the design card's */
     pl_config_free(&c);
     setenv("PARLEY_SERVER_ID", "", 1);
     CHECK(fails_naming(LOAD0(&c), "PARLEY_SERVER_ID"));

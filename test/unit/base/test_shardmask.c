@@ -34,9 +34,9 @@ static void bits_follow_counts(void)
 
 /* Wired like a shard: the table reports rooms appearing and going. */
 static int shard_index;
-static void room_cb(void *ctx, uint32_t hash, int present)
+static void room_cb(void *ctx, pl_room_t *room, int present)
 {
-    pl_shardmask_update(mask, ctx, shard_index, hash, present);
+    pl_shardmask_update(mask, ctx, shard_index, room->hash, present);
 }
 
 static void room_table_hook(void)
