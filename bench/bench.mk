@@ -4,6 +4,8 @@
 #   make bench-callgrind  instructions and allocations per message in parleyd (valgrind)
 #   make bench-peers      the same scenarios as bench, parleyd against a Node ws + ioredis server
 #   make bench-tls        idle, fanout, connect: plain, TLS in parleyd (mbedTLS), TLS in nginx
+#   make bench-redis-modes  Redis CPU and bytes per message, 2/4/6 instances, PARLEY_SUBSCRIBE
+#                   pattern and rooms side by side (bench/redis_modes.mjs; docs/scaling.md)
 #   make soak       3 min (SOAK_SECONDS) of mixed traffic on two instances, Redis and PostgreSQL
 #                   restarted in the middle; fails on growth or on a lost acked message (bench/soak.mjs)
 # Results land in bench/results/<date>.md; see docs/performance.md.
@@ -41,6 +43,10 @@ soak: deps
 	@$(MAKE) --no-print-directory $(BUILD)/parleyd
 	@node bench/soak.mjs
 
-.PHONY: bench-callgrind bench-peers bench-tls soak
+bench-redis-modes: deps
+	@$(MAKE) --no-print-directory $(BUILD)/parleyd
+	@node bench/redis_modes.mjs
+
+.PHONY: bench-callgrind bench-peers bench-tls soak bench-redis-modes
 
 -include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d
