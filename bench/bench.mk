@@ -6,6 +6,8 @@
 #   make bench-tls        idle, fanout, connect: plain, TLS in parleyd (mbedTLS), TLS in nginx
 #   make bench-redis-modes  Redis CPU and bytes per message, 2/4/6 instances, PARLEY_SUBSCRIBE
 #                   pattern and rooms side by side (bench/redis_modes.mjs; docs/scaling.md)
+#   make bench-cluster  6 instances on one Redis: 100,000 connections, fan-out and rooms over all six,
+#                   pattern and rooms mode (bench/cluster; docs/scaling.md)
 #   make soak       3 min (SOAK_SECONDS) of mixed traffic on two instances, Redis and PostgreSQL
 #                   restarted in the middle; fails on growth or on a lost acked message (bench/soak.mjs)
 # Results land in bench/results/<date>.md; see docs/performance.md.
@@ -43,10 +45,13 @@ soak: deps
 	@$(MAKE) --no-print-directory $(BUILD)/parleyd
 	@node bench/soak.mjs
 
+bench-cluster: $(BUILD)/parleyd $(BUILD)/parley-bench
+	@bench/cluster
+
 bench-redis-modes: deps
 	@$(MAKE) --no-print-directory $(BUILD)/parleyd
 	@node bench/redis_modes.mjs
 
-.PHONY: bench-callgrind bench-peers bench-tls soak bench-redis-modes
+.PHONY: bench-callgrind bench-peers bench-tls soak bench-redis-modes bench-cluster
 
 -include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d

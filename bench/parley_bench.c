@@ -45,6 +45,7 @@
 #define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
 #define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 #define MAX_PIDS 16
+#define MAX_URLS 16
 
 enum { ST_NEW, ST_CONNECTING, ST_TLS, ST_HS, ST_OPEN, ST_CLOSED, ST_FAILED };
 
@@ -69,7 +70,9 @@ typedef struct conn {
 
 static struct {
     const char *scenario;
-    bl_url url;
+    bl_url url;            /* the first of urls: what every URL shares (TLS, path) */
+    bl_url urls[MAX_URLS]; /* --url a,b,...: connections spread over several servers */
+    int nurls;
     const char *url_s;
     const char *secret;
     const char *label;
@@ -127,7 +130,7 @@ static struct {
     int errors;    /* error frames */
     int need_auth; /* ready = authenticated (connect) rather than subscribed */
     uint64_t t_last_ready;
-    struct sockaddr_in dst;
+    struct sockaddr_in dst[MAX_URLS];
     uint32_t rng;
     /* message accounting for the current phase */
     uint64_t seq;        /* last seq sent */
@@ -494,6 +497,14 @@ static void send_text(conn *c, const char *p, size_t n)
     conn_send(c, buf, fl);
 }
 
+/* Which of the --url servers connection c uses: spread by a hash of its index (over every
+ * process of an idle run), so a room's members land on the servers at random, as a load
+ * balancer hashing client addresses puts them. */
+static int conn_url(const conn *c)
+{
+    return o.nurls > 1 ? (int)((c->idx * 2654435761u) >> 8) % o.nurls : 0;
+}
+
 static void conn_start(conn *c)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -520,7 +531,8 @@ static void conn_start(conn *c)
     c->fd = fd;
     c->state = ST_CONNECTING;
     g.pending++;
-    if (connect(fd, (struct sockaddr *)&g.dst, sizeof g.dst) < 0 && errno != EINPROGRESS) {
+    if (connect(fd, (struct sockaddr *)&g.dst[conn_url(c)], sizeof g.dst[0]) < 0 &&
+        errno != EINPROGRESS) {
         note_err("connect: %s", strerror(errno));
         conn_close(c, ST_FAILED);
         return;
@@ -557,6 +569,7 @@ static const char *room_name(const conn *c, char out[32])
 static void send_upgrade(conn *c)
 {
     char req[4096], path[2048], rn[32];
+    const bl_url *u = &o.urls[conn_url(c)];
     if (!c->tok) c->tok = mint_token(c->idx);
     const char *q = strchr(o.url.path, '?') ? "&" : "?";
     if (o.proto == PROTO_NCHAN)
@@ -571,7 +584,7 @@ static void send_upgrade(conn *c)
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     path, o.url.host, o.url.port);
+                     path, u->host, u->port);
     free(c->tok);
     c->tok = NULL;
     c->state = ST_HS;
@@ -1440,7 +1453,8 @@ static void usage(FILE *f)
            "           --conc in progress; connections/s and server CPU per connection\n"
            "options:\n"
            "  --url ws://host:port/ws   (env PARLEY_URL; default ws://127.0.0.1:8080/ws);\n"
-           "            wss://host:port/ws speaks TLS (mbedTLS)\n"
+           "            wss://host:port/ws speaks TLS (mbedTLS); several, comma-separated: each\n"
+           "            connection goes to one of them, by a hash of its index (--pids: all)\n"
            "  --cacert FILE             wss://: verify the server's certificate (PEM CA)\n"
            "  --servername NAME         wss://: name sent and verified (default: URL host;\n"
            "            mbedTLS 2.28 matches DNS names only, not IP addresses)\n"
@@ -1590,11 +1604,33 @@ int main(int argc, char **argv)
         return 1;
     }
     o.scenario = argv[optind];
-    if (bl_parse_url(o.url_s, &o.url) != 0) {
-        fprintf(stderr, "parley-bench: bad URL '%s' (want ws:// or wss://host:port/path)\n",
-                o.url_s);
+    for (const char *p = o.url_s; *p;) {
+        char one[512];
+        size_t len = strcspn(p, ",");
+        if (len >= sizeof one || o.nurls == MAX_URLS) {
+            fprintf(stderr, "parley-bench: at most %d URLs of under 512 bytes\n", MAX_URLS);
+            return 1;
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if (bl_parse_url(one, &o.urls[o.nurls]) != 0) {
+            fprintf(stderr, "parley-bench: bad URL '%s' (want ws:// or wss://host:port/path)\n",
+                    one);
+            return 1;
+        }
+        if (o.nurls && (o.urls[o.nurls].tls != o.urls[0].tls ||
+                        strcmp(o.urls[o.nurls].path, o.urls[0].path) != 0)) {
+            fprintf(stderr, "parley-bench: the URLs of --url must share scheme and path\n");
+            return 1;
+        }
+        o.nurls++;
+        p += len + (p[len] == ',');
+    }
+    if (!o.nurls) {
+        fprintf(stderr, "parley-bench: no URL\n");
         return 1;
     }
+    o.url = o.urls[0];
     if (o.url.tls && tls_init() != 0) return 1;
     if ((o.cacert || o.sni) && !o.url.tls) {
         fprintf(stderr, "parley-bench: --cacert and --servername are for a wss:// URL\n");
@@ -1604,12 +1640,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "parley-bench: set PARLEY_JWT_SECRET (or --secret) to mint tokens\n");
         return 1;
     }
-    g.dst.sin_family = AF_INET;
-    g.dst.sin_port = htons((uint16_t)o.url.port);
-    if (inet_pton(AF_INET, strcmp(o.url.host, "localhost") ? o.url.host : "127.0.0.1",
-                  &g.dst.sin_addr) != 1) {
-        fprintf(stderr, "parley-bench: host must be an IPv4 address, got '%s'\n", o.url.host);
-        return 1;
+    for (int i = 0; i < o.nurls; i++) {
+        const bl_url *u = &o.urls[i];
+        g.dst[i].sin_family = AF_INET;
+        g.dst[i].sin_port = htons((uint16_t)u->port);
+        if (inet_pton(AF_INET, strcmp(u->host, "localhost") ? u->host : "127.0.0.1",
+                      &g.dst[i].sin_addr) != 1) {
+            fprintf(stderr, "parley-bench: host must be an IPv4 address, got '%s'\n", u->host);
+            return 1;
+        }
     }
     for (int i = 0; i < o.npids; i++)
         if (proc_cpu_us(&o.pids[i], 1) < 0) {
