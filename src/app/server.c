@@ -188,8 +188,22 @@ taken:
     return -1;
 }
 
+/* A Redis Cluster node: the scripts' keys span slots there (CROSSSLOT), and PUBLISH is not
+ * sharded. Refused with a clear message rather than half working. */
+static int refuse_cluster(pl_server_t *srv, redisContext *c)
+{
+    redisReply *r = redisCommand(c, "INFO cluster");
+    int cluster = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1");
+    if (r) freeReplyObject(r);
+    if (!cluster) return 0;
+    pl_error("redis at %s:%d is a Redis Cluster node (cluster_enabled:1): Parley does not run on "
+             "Redis Cluster yet; point PARLEY_REDIS_URL at a standalone Redis (docs/scaling.md)",
+             srv->redis_addr.host, srv->redis_addr.port);
+    return -1;
+}
+
 /*
- * Redis at start-up: the server id is free, the id generators' node block (nodes must differ
+ * Redis at start-up: a standalone Redis, the server id is free, the id generators' node block (nodes must differ
  * between every shard of every live instance: Redis hands them out), and the instance is
  * registered, having forgotten what a previous run under this id left. If Redis cannot be
  * reached, *node stays -1: each shard gets its node, and registers, when it connects, and
@@ -207,7 +221,7 @@ static int redis_startup(pl_server_t *srv, int64_t *node)
                 err);
         return 0;
     }
-    if (check_server_id(cfg, c) != 0) {
+    if (refuse_cluster(srv, c) != 0 || check_server_id(cfg, c) != 0) {
         redisFree(c);
         return -1;
     }

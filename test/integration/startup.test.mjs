@@ -168,3 +168,16 @@ test('start-up: PARLEY_MAX_FRAME=4096 alone works; the text limit follows it', a
   const r = await runToExit({ PARLEY_MAX_FRAME: '4096', PARLEY_MAX_TEXT: '16384', PARLEY_LISTEN: `127.0.0.1:${await freePort()}` });
   assert(r.code === 2 && /PARLEY_MAX_TEXT=3584 or less/.test(r.out), `conflict: ${JSON.stringify(r)}`);
 });
+
+// Parley's scripts touch keys of several hash slots and publish with PUBLISH: on a Redis
+// Cluster node they would fail message by message (CROSSSLOT). Until cluster mode exists
+// (docs/scaling.md), parleyd says so at start-up and does not start.
+test('start-up: a Redis Cluster node in PARLEY_REDIS_URL is refused in one line', async () => {
+  const redis = new Redis(0, { args: ['--cluster-enabled', 'yes'] });
+  current.procs.push(redis);
+  await redis.start();
+  const r = await runToExit({ PARLEY_LISTEN: `127.0.0.1:${await freePort()}`, PARLEY_REDIS_URL: redis.url });
+  assert(r.code !== 0 && !r.timedOut, `expected a refusal, got ${JSON.stringify(r)}`);
+  assert(/is a Redis Cluster node \(cluster_enabled:1\).*standalone Redis/.test(r.out), `message: ${r.out}`);
+  oneLinePerEvent(r.out, 'cluster node');
+});
