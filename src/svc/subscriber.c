@@ -226,12 +226,12 @@ static int take_requests(pl_subscriber_t *s, redisContext *c)
 }
 
 /* The connection is gone: Redis forgot every subscription; waiting adds are answered (the
- * resubscription covers them). */
+ * resubscription covers them), or, when the thread is stopping, handed back unheard. */
 static void chan_lost(pl_subscriber_t *s, chan_t *e)
 {
     e->subs_sent = e->unsubs_sent = 0;
     chan_set_on(s, e, 0);
-    chan_answer(s, e, 1);
+    chan_answer(s, e, !atomic_load(&s->stop));
     chan_maybe_free(s->chans, e);
 }
 
