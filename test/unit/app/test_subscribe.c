@@ -31,6 +31,21 @@ static fake_cmd_t *subscribe_since(pl_sock_t *c, const char *room, long long sin
     return sync;
 }
 
+/* Answer a sync script as Redis would: the room is at `cur`, the catch-up reads after `since`,
+ * and the stream holds messages first..first + n - 1 of `room`. */
+static void answer_sync(fake_cmd_t *sync, const char *room, long long cur, long long since,
+                        long long first, int n)
+{
+    redisReply *r = rarr(4, rinteger(cur), rinteger(0), rinteger(since), rinteger(-1));
+    r->element = realloc(r->element, (size_t)(4 + n) * sizeof *r->element);
+    for (int i = 0; i < n; i++) {
+        char m[256];
+        msg_json(m, sizeof m, room, first + i, "x");
+        r->element[r->elements++] = rstr(m);
+    }
+    fr_answer(sync, r);
+}
+
 /*
  * Live messages 5 and 6 arrive while the catch-up from 2 is in flight; the sync then says the
  * room is at 5 and the stream holds 3..5. The client must see subscribed, 3, 4, 5, 6: each once,
@@ -45,12 +60,7 @@ static void seam_exact(void)
     bcast("r", 6, "six");
     turn();
     CHECK(cl_next(c) == NULL); /* held: nothing before subscribed */
-    char m3[256], m4[256], m5[256];
-    msg_json(m3, sizeof m3, "r", 3, "three");
-    msg_json(m4, sizeof m4, "r", 4, "four");
-    msg_json(m5, sizeof m5, "r", 5, "five");
-    fr_answer(sync, rarr(7, rinteger(5), rinteger(0), rinteger(2), rinteger(-1), rstr(m3), rstr(m4),
-                         rstr(m5)));
+    answer_sync(sync, "r", 5, 2, 3, 3);
     turn();
     char *f = cl_next(c);
     CHECK(f && strstr(f, "\"type\":\"subscribed\"") && strstr(f, "\"seq\":5") &&
@@ -112,14 +122,10 @@ static void resubscribe_during_catchup(void)
     fake_cmd_t *second = fr_script(PL_SCRIPT_SYNC);
     CHECK(first && second);
     if (!first || !second) return;
-    char m1[256], m2[256];
-    msg_json(m1, sizeof m1, "q", 1, "one");
-    msg_json(m2, sizeof m2, "q", 2, "two");
-    fr_answer(first,
-              rarr(6, rinteger(2), rinteger(0), rinteger(0), rinteger(-1), rstr(m1), rstr(m2)));
+    answer_sync(first, "q", 2, 0, 1, 2);
     turn();
     CHECK(cl_next(c) == NULL); /* a stale catch-up sends nothing */
-    fr_answer(second, rarr(5, rinteger(2), rinteger(0), rinteger(1), rinteger(-1), rstr(m2)));
+    answer_sync(second, "q", 2, 1, 2, 1);
     turn();
     char *f = cl_expect(c, "subscribed");
     CHECK(f != NULL);
@@ -197,11 +203,7 @@ static void catchup_waits_for_restore(void)
     CHECK(sync != NULL);
     if (!sync) return;
     CHECK_STR(sync->argv[7], "5");
-    char m[4][256];
-    for (int i = 0; i < 4; i++)
-        msg_json(m[i], sizeof m[i], "q", 6 + i, "x");
-    fr_answer(sync, rarr(8, rinteger(9), rinteger(0), rinteger(5), rinteger(-1), rstr(m[0]),
-                         rstr(m[1]), rstr(m[2]), rstr(m[3])));
+    answer_sync(sync, "q", 9, 5, 6, 4);
     turn();
     char *f = cl_next(c);
     CHECK(f && strstr(f, "\"type\":\"subscribed\"") && strstr(f, "\"seq\":9"));
@@ -252,11 +254,7 @@ static void rooms_mode_catchup_waits_for_the_subscription(void)
     CHECK(sync != NULL);
     if (!sync) return;
     CHECK_STR(sync->argv[7], "5");
-    char m6[256], m7[256];
-    msg_json(m6, sizeof m6, "w", 6, "six");
-    msg_json(m7, sizeof m7, "w", 7, "seven");
-    fr_answer(sync,
-              rarr(6, rinteger(7), rinteger(0), rinteger(5), rinteger(-1), rstr(m6), rstr(m7)));
+    answer_sync(sync, "w", 7, 5, 6, 2);
     turn();
     char *f = cl_expect(c, "subscribed");
     CHECK(f && strstr(f, "\"seq\":7"));
@@ -296,7 +294,7 @@ static void rooms_mode_stale_and_failed_answers(void)
     answer_request(req[2], 1);
     fake_cmd_t *sync = fr_script(PL_SCRIPT_SYNC);
     CHECK(sync != NULL);
-    if (sync) fr_answer(sync, rarr(4, rinteger(3), rinteger(0), rinteger(3), rinteger(-1)));
+    if (sync) answer_sync(sync, "v", 3, 3, 4, 0);
     turn();
     char *f = cl_expect(c, "subscribed");
     CHECK(f && strstr(f, "\"room\":\"v\""));
