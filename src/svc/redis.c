@@ -283,13 +283,10 @@ static int pend_reserve(pl_redis_t *r)
     return 0;
 }
 
-int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, const char **argv,
-                     const size_t *lens)
+void pl_redis_format(pl_buf_t *b, int argc, const char **argv, const size_t *lens)
 {
-    if (!r->ac || !atomic_load_explicit(&r->connected, memory_order_relaxed)) return -1;
     /* RESP by hand into a reused buffer: hiredis' own formatting (sdscatfmt per argument, two
      * allocations per command) was a fifth of a published message's instructions. */
-    pl_buf_t *b = &r->cmd;
     size_t need = 16;
     for (int i = 0; i < argc; i++)
         need += lens[i] + 24;
@@ -305,8 +302,22 @@ int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, co
         pl_buf_add(b, argv[i], lens[i]);
         pl_buf_add(b, "\r\n", 2);
     }
+}
+
+int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, const char **argv,
+                     const size_t *lens)
+{
+    if (!r->ac || !atomic_load_explicit(&r->connected, memory_order_relaxed)) return -1;
+    pl_redis_format(&r->cmd, argc, argv, lens);
+    return pl_redis_command_raw(r, cb, privdata, r->cmd.data, r->cmd.len);
+}
+
+int pl_redis_command_raw(pl_redis_t *r, pl_redis_cb cb, void *privdata, const char *resp,
+                         size_t len)
+{
+    if (!r->ac || !atomic_load_explicit(&r->connected, memory_order_relaxed)) return -1;
     if (pend_reserve(r) != 0 ||
-        redisAsyncFormattedCommand(r->ac, reply_cb, r, b->data, b->len) != REDIS_OK)
+        redisAsyncFormattedCommand(r->ac, reply_cb, r, resp, len) != REDIS_OK)
         return -1;
     /* Queued, not yet written (pl_redis_flush): no reply can have come before this entry. */
     r->pend[(r->pend_head + r->pend_n) & (r->pend_cap - 1)] =

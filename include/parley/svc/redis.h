@@ -103,6 +103,16 @@ int pl_redis_start(pl_redis_t *r, uv_loop_t *loop, const pl_redis_addr_t *addr);
 int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, const char **argv,
                      const size_t *lens);
 
+/** Write a command of `argc` binary-safe arguments into `b` (reset first) in RESP form. */
+void pl_redis_format(pl_buf_t *b, int argc, const char **argv, const size_t *lens);
+
+/**
+ * Send a command already in RESP form (`resp[0..len)`, copied by hiredis): what a router
+ * resends after a redirection. Same contract as pl_redis_command.
+ */
+int pl_redis_command_raw(pl_redis_t *r, pl_redis_cb cb, void *privdata, const char *resp,
+                         size_t len);
+
 /** Write every command issued since the last flush (call once per loop turn, in the check phase).
  */
 void pl_redis_flush(pl_redis_t *r);

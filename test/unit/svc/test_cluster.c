@@ -1,0 +1,278 @@
+/* Tests of src/svc/cluster.c against a real local Redis Cluster (3 masters, 1 replica each,
+ * started with deploy/dev/redis-cluster.sh and stopped at the end): commands reach the master of
+ * their slot; a slot migrating (ASK) and migrated (MOVED) while commands are sent; a master
+ * killed and its replica taking over. Run from the repository's root, as test/run does. */
+#include "parley/svc/cluster.h"
+
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "unit.h"
+
+static char dir[] = "/tmp/parley-cluster-XXXXXX";
+static pl_slots_node_t seeds[6];
+static int nseeds;
+static uv_loop_t loop;
+static pl_cluster_t router;
+
+/* ---- the cluster, by hand ---- */
+
+static redisReply *admin(int port, const char *fmt, ...)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    if (!c || c->err) {
+        if (c) redisFree(c);
+        return NULL;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    redisFree(c);
+    return r;
+}
+
+/* The node id of the node on `port`, into id[41]. */
+static void node_id(int port, char *id)
+{
+    redisReply *r = admin(port, "CLUSTER MYID");
+    snprintf(id, 41, "%s", r && r->type == REDIS_REPLY_STRING ? r->str : "?");
+    if (r) freeReplyObject(r);
+}
+
+/* The current map, as any live node tells it. */
+static int read_map(pl_slots_map_t *m)
+{
+    for (int i = 0; i < nseeds; i++) {
+        redisReply *r = admin(seeds[i].port, "CLUSTER SLOTS");
+        if (!r) continue;
+        int n = pl_slots_parse(m, r);
+        freeReplyObject(r);
+        if (n == PL_SLOTS) return 0;
+    }
+    return -1;
+}
+
+/* A key "k<n>" whose slot the master on `port` serves. */
+static void key_on(const pl_slots_map_t *m, int port, char *key, size_t size)
+{
+    for (int n = 0;; n++) {
+        snprintf(key, size, "k%d", n);
+        const pl_slots_node_t *o = pl_slots_node(m, pl_slots_key(key, strlen(key)));
+        if (o && o->port == port) return;
+    }
+}
+
+/* ---- the router, on a loop of its own ---- */
+
+typedef struct {
+    int done;
+    int type; /* REDIS_REPLY_*, or -1 for NULL */
+    char str[128];
+} answer_t;
+
+static void answer_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    answer_t *a = privdata;
+    redisReply *r = reply;
+    a->done = 1;
+    a->type = r ? r->type : -1;
+    if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
+              r->type == REDIS_REPLY_ERROR))
+        snprintf(a->str, sizeof a->str, "%.*s", (int)r->len, r->str);
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Run the loop for up to `ms` or until *flag is set. */
+static void spin(int ms, const int *flag)
+{
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, tick_cb, 10, 10);
+    uint64_t end = uv_now(&loop) + (uint64_t)ms;
+    while (uv_now(&loop) < end && !(flag && *flag)) {
+        pl_cluster_flush(&router);
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* A command through the router, waited for (up to 5 s). Returns the answer; type -2 if the
+ * router refused it at once. */
+static answer_t run(int argc, const char **argv)
+{
+    answer_t a = {0};
+    size_t lens[8];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    uint16_t slot = pl_slots_key(argv[1], lens[1]);
+    if (pl_cluster_command(&router, slot, answer_cb, &a, argc, argv, lens) != 0) {
+        a.type = -2;
+        return a;
+    }
+    spin(5000, &a.done);
+    return a;
+}
+
+static answer_t set(const char *k, const char *v)
+{
+    const char *argv[3] = {"SET", k, v};
+    return run(3, argv);
+}
+
+static answer_t get(const char *k)
+{
+    const char *argv[2] = {"GET", k};
+    return run(2, argv);
+}
+
+/* ---- tests ---- */
+
+static void routes_to_each_master(void)
+{
+    pl_slots_map_t m;
+    CHECK(read_map(&m) == 0);
+    CHECK_EQ_INT(m.nnodes, 3);
+    for (int k = 0; k < m.nnodes; k++) {
+        char key[32];
+        key_on(&m, m.nodes[k].port, key, sizeof key);
+        answer_t a = set(key, "v1");
+        CHECK_EQ_INT(a.type, REDIS_REPLY_STATUS);
+        /* Stored on that master itself: asked directly, it answers without a redirection. */
+        redisReply *r = admin(m.nodes[k].port, "GET %s", key);
+        CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "v1") == 0);
+        if (r) freeReplyObject(r);
+    }
+    CHECK_EQ_INT(pl_counter_get(&router.stats.moved), 0);
+    CHECK(pl_cluster_up(&router));
+}
+
+static void follows_a_migrating_slot(void)
+{
+    pl_slots_map_t m;
+    CHECK(read_map(&m) == 0);
+    int from = m.nodes[0].port, to = m.nodes[1].port;
+    char key[32], absent[48], from_id[41], to_id[41];
+    key_on(&m, from, key, sizeof key);
+    uint16_t slot = pl_slots_key(key, strlen(key));
+    snprintf(absent, sizeof absent, "{%s}new", key); /* same slot, not yet written */
+    CHECK_EQ_INT(set(key, "before").type, REDIS_REPLY_STATUS);
+    node_id(from, from_id);
+    node_id(to, to_id);
+
+    /* Migrating: keys still on `from` are served there, the others are asked of `to`. */
+    freeReplyObject(admin(to, "CLUSTER SETSLOT %d IMPORTING %s", slot, from_id));
+    freeReplyObject(admin(from, "CLUSTER SETSLOT %d MIGRATING %s", slot, to_id));
+    uint64_t ask0 = pl_counter_get(&router.stats.ask);
+    answer_t a = get(key);
+    CHECK(a.type == REDIS_REPLY_STRING && strcmp(a.str, "before") == 0);
+    a = set(absent, "during");
+    CHECK_EQ_INT(a.type, REDIS_REPLY_STATUS);
+    CHECK(pl_counter_get(&router.stats.ask) > ask0);
+    a = get(absent);
+    CHECK(a.type == REDIS_REPLY_STRING && strcmp(a.str, "during") == 0);
+
+    /* Moved: the remaining key goes over, then every master is told the slot's new owner. */
+    redisReply *r = admin(from, "MIGRATE 127.0.0.1 %d %s 0 5000", to, key);
+    CHECK(r && r->type == REDIS_REPLY_STATUS);
+    if (r) freeReplyObject(r);
+    for (int k = 0; k < m.nnodes; k++)
+        freeReplyObject(admin(m.nodes[k].port, "CLUSTER SETSLOT %d NODE %s", slot, to_id));
+    uint64_t moved0 = pl_counter_get(&router.stats.moved);
+    a = get(key);
+    CHECK(a.type == REDIS_REPLY_STRING && strcmp(a.str, "before") == 0);
+    CHECK_EQ_INT(pl_counter_get(&router.stats.moved), moved0 + 1);
+    /* The map now points there: no second redirection. */
+    a = get(absent);
+    CHECK(a.type == REDIS_REPLY_STRING && strcmp(a.str, "during") == 0);
+    CHECK_EQ_INT(pl_counter_get(&router.stats.moved), moved0 + 1);
+    CHECK(pl_cluster_node(&router, slot) && pl_cluster_node(&router, slot)->addr->port == to);
+}
+
+static void survives_a_failover(void)
+{
+    pl_slots_map_t m;
+    CHECK(read_map(&m) == 0);
+    int victim = m.nodes[2].port;
+    char key[32];
+    key_on(&m, victim, key, sizeof key);
+    CHECK_EQ_INT(set(key, "kept").type, REDIS_REPLY_STATUS);
+    /* Wait until the replica has it: a failover keeps what was replicated. */
+    redisReply *r = admin(victim, "WAIT 1 2000");
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    if (r) freeReplyObject(r);
+
+    char pidf[128];
+    snprintf(pidf, sizeof pidf, "%s/%d/redis.pid", dir, victim);
+    FILE *f = fopen(pidf, "r");
+    int pid = 0;
+    CHECK(f && fscanf(f, "%d", &pid) == 1 && pid > 0);
+    if (f) fclose(f);
+    if (pid > 0) kill(pid, SIGKILL);
+
+    /* Until the replica takes over the key's slot is unavailable; afterwards it is served again
+     * without the router being told anything. */
+    answer_t a = {0};
+    int tries = 0;
+    for (; tries < 300; tries++) {
+        a = get(key);
+        if (a.type == REDIS_REPLY_STRING) break;
+        spin(100, NULL);
+    }
+    CHECK(a.type == REDIS_REPLY_STRING && strcmp(a.str, "kept") == 0);
+    CHECK(pl_cluster_up(&router));
+    const pl_redis_t *n = pl_cluster_node(&router, pl_slots_key(key, strlen(key)));
+    CHECK(n && n->addr->port != victim);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (!mkdtemp(dir)) return 1;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "deploy/dev/redis-cluster.sh start %s >/dev/null", dir);
+    if (system(cmd) != 0) {
+        printf("FAIL test_cluster: deploy/dev/redis-cluster.sh could not start a cluster\n");
+        return 1;
+    }
+    char list[512] = "";
+    snprintf(cmd, sizeof cmd, "%s/nodes", dir);
+    FILE *f = fopen(cmd, "r");
+    if (!f || !fgets(list, sizeof list, f)) return 1;
+    fclose(f);
+    for (char *p = strtok(list, ",\n"); p && nseeds < 6; p = strtok(NULL, ",\n")) {
+        char *colon = strrchr(p, ':');
+        *colon = 0;
+        snprintf(seeds[nseeds].host, sizeof seeds[nseeds].host, "%s", p);
+        seeds[nseeds++].port = atoi(colon + 1);
+    }
+
+    uv_loop_init(&loop);
+    pl_redis_addr_t login = {0};
+    if (pl_cluster_start(&router, &loop, seeds, 1, &login) != 0) return 1;
+    /* Only the first seed is given: the map brings the rest. */
+    for (int i = 0; i < 300 && !pl_cluster_up(&router); i++)
+        spin(10, NULL);
+
+    RUN(routes_to_each_master);
+    RUN(follows_a_migrating_slot);
+    RUN(survives_a_failover);
+
+    pl_cluster_stop(&router);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pl_cluster_free(&router);
+    uv_loop_close(&loop);
+    snprintf(cmd, sizeof cmd, "deploy/dev/redis-cluster.sh stop %s; rm -rf %s", dir, dir);
+    if (system(cmd) != 0) printf("note: stopping the cluster reported an error\n");
+    UNIT_EXIT();
+}
