@@ -18,6 +18,7 @@
 #include "parley/base/clock.h"
 #include "parley/base/log.h"
 #include "parley/svc/reply.h"
+#include "parley/svc/slots.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -43,10 +44,12 @@ static void set_fd(pl_subscriber_t *s, int fd)
 typedef struct chan {
     struct chan *next;
     uint32_t hash;
-    int refs;                                     /* adds minus drops */
-    int subs_sent;                                /* SUBSCRIBEs not confirmed yet */
-    int unsubs_sent;                              /* UNSUBSCRIBEs not confirmed yet */
-    int on;                                       /* subscribed, as of the last confirmation */
+    int refs;        /* adds minus drops */
+    int subs_sent;   /* SUBSCRIBEs not confirmed yet */
+    int unsubs_sent; /* UNSUBSCRIBEs not confirmed yet */
+    int on;          /* subscribed, as of the last confirmation */
+    int node;        /* cluster mode: the node its SSUBSCRIBE went to, -1 if none holds it */
+    int gap;         /* cluster mode: subscribed again after its slot moved; its catch-up is owed */
     pl_subscriber_chan_t *waiters, *waiters_tail; /* adds waiting for subs_sent to reach 0 */
     size_t len;
     char name[];
@@ -102,6 +105,7 @@ static chan_t *chan_get(struct pl_subscriber_chans *t, const char *name, size_t 
     chan_t *e = calloc(1, sizeof *e + len + 1);
     if (!e) return NULL;
     e->hash = h;
+    e->node = -1;
     e->len = len;
     memcpy(e->name, name, len);
     *pp = e;
@@ -174,15 +178,20 @@ static void chan_confirmed(pl_subscriber_t *s, const char *name, size_t len, int
 
 /* A request, with `c` the connection (its commands are appended, not flushed) or NULL while
  * there is none. */
+static redisContext *cluster_conn(pl_subscriber_t *s, chan_t *e, int add, int *node);
+
 static void chan_request(pl_subscriber_t *s, redisContext *c, pl_subscriber_chan_t *req)
 {
     chan_t *e = s->chans ? chan_get(s->chans, req->name, req->len, req->add) : NULL;
+    int node = -1;
+    /* Cluster mode: the channel's command goes to the node its slot (or its subscription) is on. */
+    if (s->cluster) c = e ? cluster_conn(s, e, req->add, &node) : NULL;
     if (!req->add) {
         if (!e || e->refs == 0) {
             pl_error("subscriber: channel %.*s dropped more often than added", (int)req->len,
                      req->name);
         } else if (--e->refs == 0 && c) {
-            if (send_one(c, "UNSUBSCRIBE", e) == 0) e->unsubs_sent++;
+            if (send_one(c, s->cluster ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", e) == 0) e->unsubs_sent++;
         }
         if (e) chan_maybe_free(s->chans, e);
         s->h->on_chan(s->ud, req, 1);
@@ -195,7 +204,10 @@ static void chan_request(pl_subscriber_t *s, redisContext *c, pl_subscriber_chan
         return;
     }
     /* Down: the resubscription after the reconnect includes it, and on_subscribed tells. */
-    if (++e->refs == 1 && c && send_one(c, "SUBSCRIBE", e) == 0) e->subs_sent++;
+    if (++e->refs == 1 && c && send_one(c, s->cluster ? "SSUBSCRIBE" : "SUBSCRIBE", e) == 0) {
+        e->subs_sent++;
+        e->node = node;
+    }
     if (!c || (e->on && !e->subs_sent)) {
         s->h->on_chan(s->ud, req, 1);
         return;
@@ -383,6 +395,388 @@ static int subscribe_all(pl_subscriber_t *s, redisContext *c, long *nchans)
     return 0;
 }
 
+/* ---- cluster mode: one connection per master, SSUBSCRIBE per channel ---- */
+
+/* A master's connection. The thread's alone. */
+typedef struct {
+    char host[64];
+    int port;
+    redisContext *c;         /* NULL while down */
+    pl_reply_arena_t *arena; /* its reader's: replies of two nodes may be half-read at once */
+    int64_t retry_at;        /* when down: when to connect again, pl_now_ms */
+    int backoff;             /* ms */
+    long resub_left;         /* SSUBSCRIBE confirmations of the resubscription to come */
+    int logged_down;
+    int refuse; /* it redirected an SSUBSCRIBE: to be reconnected */
+} snode_t;
+
+struct pl_subscriber_nodes {
+    snode_t n[PL_SLOTS_NODES_MAX];
+    int nn;
+    pl_slots_map_t map; /* owner[] indexes map.nodes, not n: see owner_node */
+    int have_map;
+    int refresh; /* the map must be read again (a node went, a slot moved) */
+    int64_t refreshed_at;
+    int synced_once; /* every master was subscribed once: later resubscriptions are gaps */
+    int gap_owed;    /* a resubscription after a loss or a move is confirmed: tell the app */
+    int lost;        /* chan_lost_node's node */
+};
+
+#define CLUSTER_REFRESH_MIN_MS 100
+
+static int node_find(struct pl_subscriber_nodes *t, const char *host, int port)
+{
+    for (int i = 0; i < t->nn; i++)
+        if (t->n[i].port == port && strcmp(t->n[i].host, host) == 0) return i;
+    if (t->nn == PL_SLOTS_NODES_MAX || strlen(host) >= sizeof t->n[0].host) return -1;
+    snode_t *n = &t->n[t->nn];
+    memset(n, 0, sizeof *n);
+    memcpy(n->host, host, strlen(host) + 1);
+    n->port = port;
+    n->backoff = BACKOFF_MIN_MS;
+    n->resub_left = -1;
+    return t->nn++;
+}
+
+/* The node serving `slot` as of the map, or -1. */
+static int owner_node(struct pl_subscriber_nodes *t, uint16_t slot)
+{
+    const pl_slots_node_t *o = t->have_map ? pl_slots_node(&t->map, slot) : NULL;
+    return o ? node_find(t, o->host, o->port) : -1;
+}
+
+/* A node is synced when connected and its resubscription is confirmed. */
+static int node_synced(const snode_t *n)
+{
+    return n->c && n->resub_left == 0;
+}
+
+static int all_synced(struct pl_subscriber_nodes *t)
+{
+    if (!t->have_map) return 0;
+    for (int k = 0; k < t->map.nnodes; k++) {
+        int i = node_find(t, t->map.nodes[k].host, t->map.nodes[k].port);
+        if (i < 0 || !node_synced(&t->n[i])) return 0;
+    }
+    return 1;
+}
+
+/* Node k serves slots in the current map. */
+static int owner_known(struct pl_subscriber_nodes *t, int k)
+{
+    for (int m = 0; t->have_map && m < t->map.nnodes; m++)
+        if (t->map.nodes[m].port == t->n[k].port && !strcmp(t->map.nodes[m].host, t->n[k].host))
+            return 1;
+    return 0;
+}
+
+static redisContext *cluster_conn(pl_subscriber_t *s, chan_t *e, int add, int *node)
+{
+    struct pl_subscriber_nodes *t = s->nodes;
+    int k = add && e->refs == 0 ? owner_node(t, pl_slots_key(e->name, e->len)) : e->node;
+    *node = k;
+    return k >= 0 ? t->n[k].c : NULL;
+}
+
+static void chan_lost_node(pl_subscriber_t *s, chan_t *e)
+{
+    if (e->node != s->nodes->lost) return;
+    e->node = -1;
+    chan_lost(s, e);
+}
+
+static void node_down(pl_subscriber_t *s, int k, const char *why)
+{
+    struct pl_subscriber_nodes *t = s->nodes;
+    snode_t *n = &t->n[k];
+    if (n->c) {
+        if (!atomic_load(&s->stop))
+            pl_warn("subscriber: redis %s:%d lost (%s); reconnecting", n->host, n->port, why);
+        redisFree(n->c);
+        n->c = NULL;
+    } else if (!n->logged_down) {
+        pl_warn("subscriber: redis %s:%d: %s; retrying", n->host, n->port, why);
+        n->logged_down = 1;
+    }
+    n->resub_left = -1;
+    n->retry_at = pl_now_ms() + n->backoff;
+    n->backoff = n->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : n->backoff * 2;
+    atomic_store(&s->connected, 0);
+    t->lost = k;
+    chans_each(s->chans, chan_lost_node, s);
+    t->refresh = 1; /* a lost master is how a failover starts */
+}
+
+/* Read the map with a connection of its own (a subscribed connection runs no other commands):
+ * from a known master first, else a seed. */
+static void read_map(pl_subscriber_t *s)
+{
+    struct pl_subscriber_nodes *t = s->nodes;
+    int64_t now = pl_now_ms();
+    if (now < t->refreshed_at + CLUSTER_REFRESH_MIN_MS) return;
+    t->refreshed_at = now;
+    int tried = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int count = pass == 0 ? t->nn : s->nseeds;
+        for (int i = 0; i < count; i++) {
+            pl_redis_addr_t a = *s->addr;
+            a.db = 0;
+            a.host = pass == 0 ? t->n[i].host : s->seeds[i].host;
+            a.port = pass == 0 ? t->n[i].port : s->seeds[i].port;
+            if (pass == 0 && !t->n[i].c) continue;
+            char err[256];
+            tried++;
+            redisContext *c = pl_redis_connect_sync(&a, 1000, err, sizeof err);
+            if (!c) continue;
+            redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+            int owned = r ? pl_slots_parse(&t->map, r) : -1;
+            if (r) freeReplyObject(r);
+            redisFree(c);
+            if (owned > 0) {
+                if (!t->have_map) pl_info("subscriber: redis cluster of %d masters", t->map.nnodes);
+                t->have_map = 1;
+                t->refresh = 0;
+                return;
+            }
+        }
+    }
+    if (tried) pl_warn("subscriber: no redis cluster node gave a slot map; retrying");
+}
+
+/* Connect to master k and SSUBSCRIBE the channels its slots hold, in batches. */
+static void node_up(pl_subscriber_t *s, int k)
+{
+    struct pl_subscriber_nodes *t = s->nodes;
+    snode_t *n = &t->n[k];
+    pl_redis_addr_t a = *s->addr;
+    a.db = 0;
+    a.host = n->host;
+    a.port = n->port;
+    char err[256];
+    if (!n->arena && !(n->arena = pl_reply_arena_new())) {
+        node_down(s, k, "out of memory");
+        return;
+    }
+    redisContext *c = pl_redis_connect_sync(&a, 1000, err, sizeof err);
+    if (!c) {
+        node_down(s, k, err);
+        return;
+    }
+    pl_reply_attach(c->reader, n->arena);
+    redisEnableKeepAlive(c);
+    struct timeval none = {0, 0};
+    redisSetTimeout(c, none);
+    n->c = c;
+    n->logged_down = 0;
+    /* One SSUBSCRIBE per channel: it takes channels of one slot only. */
+    long sent = 0;
+    for (size_t i = 0; i < s->chans->nb; i++)
+        for (chan_t *e = s->chans->b[i]; e; e = e->next) {
+            if (!e->refs || e->node >= 0 || owner_node(t, pl_slots_key(e->name, e->len)) != k)
+                continue;
+            if (send_one(c, "SSUBSCRIBE", e) != 0) {
+                node_down(s, k, "out of memory");
+                return;
+            }
+            e->subs_sent++;
+            e->node = k;
+            sent++;
+        }
+    n->resub_left = sent;
+    for (int done = 0; !done;)
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
+            node_down(s, k, c->errstr);
+            return;
+        }
+    pl_info("subscriber: %ld channel(s) on %s:%d", sent, n->host, n->port);
+}
+
+/* A node's resubscription is confirmed. */
+static void node_synced_now(pl_subscriber_t *s, int k)
+{
+    struct pl_subscriber_nodes *t = s->nodes;
+    t->n[k].backoff = BACKOFF_MIN_MS;
+    if (t->synced_once) {
+        t->gap_owed = 1;
+        if (all_synced(t)) atomic_store(&s->connected, 1);
+    } else if (all_synced(t)) {
+        t->synced_once = 1;
+        atomic_store(&s->connected, 1);
+        if (s->h->on_subscribed) s->h->on_subscribed(s->ud, 0);
+    }
+}
+
+/* A reply on node k: a message, or a confirmation, or Redis ending a subscription because its
+ * slot moved (an sunsubscribe nobody asked for). */
+static void dispatch_node(pl_subscriber_t *s, int k, const redisReply *r)
+{
+    struct pl_subscriber_nodes *t = s->nodes;
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* A refused SSUBSCRIBE does not say which channel it was for. A redirection means the
+         * map was stale: this node's subscriptions start again from a fresh one (and catch up),
+         * at once. */
+        int redirected = !strncmp(r->str, "MOVED ", 6) || !strncmp(r->str, "ASK ", 4) ||
+                         !strncmp(r->str, "TRYAGAIN", 8) || !strncmp(r->str, "CLUSTERDOWN", 11);
+        pl_warn("subscriber: redis %s:%d refused: %.200s", t->n[k].host, t->n[k].port, r->str);
+        if (redirected) t->n[k].refuse = 1;
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const char *what = r->element[0]->str;
+    const redisReply *name = r->element[1];
+    if (strcmp(what, "smessage") == 0) {
+        pl_counter_add(&s->messages, 1);
+        s->h->on_message(s->ud, name->str, name->len, r->element[2]->str, r->element[2]->len, 0);
+        return;
+    }
+    chan_t *e = chan_get(s->chans, name->str, name->len, 0);
+    if (strcmp(what, "ssubscribe") == 0) {
+        /* In order on this connection: the first resub_left confirmations are the
+         * resubscription's. */
+        if (t->n[k].resub_left > 0 && --t->n[k].resub_left == 0) node_synced_now(s, k);
+        if (!e) return;
+        if (e->gap && e->subs_sent == 1) {
+            e->gap = 0;
+            t->gap_owed = 1;
+        }
+        chan_confirmed(s, name->str, name->len, 1);
+    } else if (strcmp(what, "sunsubscribe") == 0 && e) {
+        if (e->unsubs_sent == 0 && e->refs > 0) {
+            /* Not ours: the slot left this node. Subscribe where it went, then catch up. */
+            pl_info("subscriber: %.*s moved off %s:%d", (int)e->len, e->name, t->n[k].host,
+                    t->n[k].port);
+            chan_set_on(s, e, 0);
+            e->node = -1;
+            e->gap = 1;
+            t->refresh = 1;
+            return;
+        }
+        if (e->unsubs_sent <= 1 && !e->subs_sent) e->node = -1; /* held nowhere now */
+        chan_confirmed(s, name->str, name->len, 0);             /* may free e */
+    }
+}
+
+/* Held channels not subscribed anywhere (their node went, their slot moved): SSUBSCRIBE them on
+ * their slot's master, if it is up. Their confirmation owes the app a catch-up. */
+static void chan_place(pl_subscriber_t *s, chan_t *e)
+{
+    if (!e->refs || e->node >= 0 || e->subs_sent) return;
+    struct pl_subscriber_nodes *t = s->nodes;
+    int k = owner_node(t, pl_slots_key(e->name, e->len));
+    if (k < 0 || !node_synced(&t->n[k])) return;
+    if (send_one(t->n[k].c, "SSUBSCRIBE", e) != 0) return;
+    e->subs_sent++;
+    e->node = k;
+    e->gap = 1;
+}
+
+static void flush_nodes(pl_subscriber_t *s)
+{
+    struct pl_subscriber_nodes *t = s->nodes;
+    for (int k = 0; k < t->nn; k++) {
+        redisContext *c = t->n[k].c;
+        for (int done = 0; c && !done;)
+            if (redisBufferWrite(c, &done) != REDIS_OK) {
+                node_down(s, k, c->errstr);
+                break;
+            }
+    }
+}
+
+/* Connect to the masters that are due, and place the channels left without a node. */
+static void cluster_tend(pl_subscriber_t *s)
+{
+    struct pl_subscriber_nodes *t = s->nodes;
+    if (!t->have_map || t->refresh) read_map(s);
+    if (!t->have_map) return;
+    int64_t now = pl_now_ms();
+    for (int m = 0; m < t->map.nnodes && !atomic_load(&s->stop); m++) {
+        int k = node_find(t, t->map.nodes[m].host, t->map.nodes[m].port);
+        if (k >= 0 && !t->n[k].c && now >= t->n[k].retry_at) {
+            node_up(s, k);
+            if (t->n[k].c && t->n[k].resub_left == 0) node_synced_now(s, k);
+        }
+    }
+    chans_each(s->chans, chan_place, s);
+    flush_nodes(s);
+    if (all_synced(t) && t->synced_once) atomic_store(&s->connected, 1);
+}
+
+static void *cluster_main(void *arg)
+{
+    pl_subscriber_t *s = arg;
+    struct pl_subscriber_nodes *t = s->nodes;
+    pl_log_set_thread("redis-sub");
+    while (!atomic_load(&s->stop)) {
+        cluster_tend(s);
+        struct pollfd p[PL_SLOTS_NODES_MAX + 1];
+        int idx[PL_SLOTS_NODES_MAX];
+        int np = 0;
+        /* Hand over what is already read before waiting. */
+        for (int k = 0; k < t->nn; k++) {
+            for (void *reply = NULL; t->n[k].c;) {
+                if (redisGetReplyFromReader(t->n[k].c, &reply) != REDIS_OK) {
+                    node_down(s, k, t->n[k].c->errstr);
+                    break;
+                }
+                if (!reply) break;
+                dispatch_node(s, k, reply);
+                pl_reply_free(reply);
+                reply = NULL;
+            }
+            if (t->n[k].c && t->n[k].refuse) {
+                t->n[k].refuse = 0;
+                node_down(s, k, "its slots moved");
+                t->n[k].retry_at = 0;
+            }
+            if (t->n[k].c) {
+                p[np] = (struct pollfd){t->n[k].c->fd, POLLIN, 0};
+                idx[np++] = k;
+            }
+        }
+        if (t->gap_owed) {
+            t->gap_owed = 0;
+            pl_counter_add(&s->reconnects, 1);
+            if (s->h->on_subscribed) s->h->on_subscribed(s->ud, 1);
+        }
+        s->h->on_idle(s->ud);
+        /* Wake for the next retry or map read, else for Redis or a request. */
+        int timeout = -1;
+        int64_t now = pl_now_ms();
+        if (!t->have_map || t->refresh) timeout = CLUSTER_REFRESH_MIN_MS;
+        for (int k = 0; k < t->nn; k++)
+            if (!t->n[k].c && owner_known(t, k)) {
+                int64_t w = t->n[k].retry_at - now;
+                int ms = w < 0 ? 0 : (int)w;
+                if (timeout < 0 || ms < timeout) timeout = ms;
+            }
+        p[np] = (struct pollfd){s->wake_fd, POLLIN, 0};
+        if (poll(p, (nfds_t)np + 1, timeout) < 0) {
+            if (errno != EINTR) pl_warn("subscriber: poll: %s", strerror(errno));
+            continue;
+        }
+        if (p[np].revents) {
+            take_requests(s, NULL); /* each request picks its node's connection */
+            flush_nodes(s);
+        }
+        for (int i = 0; i < np; i++) {
+            redisContext *c = t->n[idx[i]].c;
+            if (c && p[i].revents && redisBufferRead(c) != REDIS_OK)
+                node_down(s, idx[i], c->errstr[0] ? c->errstr : "closed");
+        }
+    }
+    atomic_store(&s->connected, 0);
+    for (int k = 0; k < t->nn; k++) {
+        if (t->n[k].c) redisFree(t->n[k].c);
+        t->n[k].c = NULL;
+        pl_reply_arena_free(t->n[k].arena); /* after redisFree, as in sub_main */
+        t->n[k].arena = NULL;
+    }
+    return NULL;
+}
+
 static void *sub_main(void *arg)
 {
     pl_subscriber_t *s = arg;
@@ -450,6 +844,8 @@ int pl_subscriber_init(pl_subscriber_t *s, const pl_redis_addr_t *addr, const ch
     atomic_init(&s->closed, 0);
     atomic_init(&s->fd, -1);
     s->started = 0;
+    s->cluster = 0;
+    s->nodes = NULL;
     pl_mpsc_init(&s->requests);
     if (!(s->chans = calloc(1, sizeof *s->chans)) ||
         !(s->chans->b = calloc(s->chans->nb = 64, sizeof *s->chans->b))) {
@@ -467,9 +863,26 @@ int pl_subscriber_init(pl_subscriber_t *s, const pl_redis_addr_t *addr, const ch
     return 0;
 }
 
+int pl_subscriber_init_cluster(pl_subscriber_t *s, const pl_redis_addr_t *login,
+                               const pl_slots_node_t *seeds, int nseeds,
+                               const pl_subscriber_handlers_t *h, void *ud)
+{
+    if (nseeds <= 0) return -EINVAL;
+    int rc = pl_subscriber_init(s, login, NULL, 0, h, ud);
+    if (rc != 0) return rc;
+    if (!(s->nodes = calloc(1, sizeof *s->nodes))) {
+        pl_subscriber_stop(s);
+        return -ENOMEM;
+    }
+    s->cluster = 1;
+    s->seeds = seeds;
+    s->nseeds = nseeds;
+    return 0;
+}
+
 int pl_subscriber_start(pl_subscriber_t *s)
 {
-    int rc = pthread_create(&s->thread, NULL, sub_main, s);
+    int rc = pthread_create(&s->thread, NULL, s->cluster ? cluster_main : sub_main, s);
     if (rc == 0) s->started = 1;
     return -rc;
 }
@@ -517,6 +930,8 @@ void pl_subscriber_stop(pl_subscriber_t *s)
         free(s->chans);
         s->chans = NULL;
     }
-    close(s->wake_fd);
+    free(s->nodes);
+    s->nodes = NULL;
+    if (s->wake_fd >= 0) close(s->wake_fd);
     s->wake_fd = -1;
 }

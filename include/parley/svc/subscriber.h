@@ -30,6 +30,7 @@
 #include "parley/base/metric.h"
 #include "parley/base/mpsc.h"
 #include "parley/svc/redis.h"
+#include "parley/svc/slots.h"
 
 struct redisContext;
 struct pl_subscriber_chans;
@@ -95,6 +96,10 @@ typedef struct {
     pl_counter_t reconnects; /**< subscribed again after a loss; written by the thread only */
     pl_counter_t messages;   /**< messages and pmessages received; written by the thread only */
     pl_counter_t channels;   /**< gauge: counted channels subscribed; written by the thread */
+    int cluster;             /**< Redis Cluster: SSUBSCRIBE on each channel's master */
+    const pl_slots_node_t *seeds; /**< cluster mode: where to read the slot map; borrowed */
+    int nseeds;
+    struct pl_subscriber_nodes *nodes; /**< cluster mode, the thread's: one connection per master */
 } pl_subscriber_t;
 
 /**
@@ -105,6 +110,23 @@ typedef struct {
  */
 int pl_subscriber_init(pl_subscriber_t *s, const pl_redis_addr_t *addr, const char *const *cmds,
                        int ncmds, const pl_subscriber_handlers_t *h, void *ud);
+
+/**
+ * Set up `s` for a Redis Cluster: counted channels only (sharded Pub/Sub has no pattern form),
+ * each SSUBSCRIBEd on the master serving its slot (pl_slots_key of its name, so a channel named
+ * with a hash tag lives with the keys of that tag), one connection per master, the slot map read
+ * from `seeds` (borrowed for the subscriber's life) or a master already known. `login` gives
+ * the user and password (host, port and db ignored). on_connected is not called.
+ *
+ * When a master is lost, its channels are subscribed again on whichever master then serves
+ * their slots; when Redis ends a subscription because its slot moved (an sunsubscribe nobody
+ * asked for), the channel is subscribed where the slot went. Either way on_subscribed(again 1)
+ * follows the confirmation, so the application catches up what was published meanwhile.
+ * Returns 0 or a negative errno.
+ */
+int pl_subscriber_init_cluster(pl_subscriber_t *s, const pl_redis_addr_t *login,
+                               const pl_slots_node_t *seeds, int nseeds,
+                               const pl_subscriber_handlers_t *h, void *ud);
 
 /** Start the thread (after pl_subscriber_init). Returns 0 or a negative errno; either way
  *  pl_subscriber_stop releases what init took. */

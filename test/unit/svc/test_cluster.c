@@ -4,6 +4,8 @@
  * killed and its replica taking over. Run from the repository's root, as test/run does. */
 #include "parley/svc/cluster.h"
 
+#include <pthread.h>
+
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "parley/svc/subscriber.h"
 #include "unit.h"
 
 static char dir[] = "/tmp/parley-cluster-XXXXXX";
@@ -136,6 +139,88 @@ static answer_t get(const char *k)
     return run(2, argv);
 }
 
+/* ---- the sharded subscriber, on its thread ---- */
+
+static pl_subscriber_t sub;
+static pthread_mutex_t got_lock = PTHREAD_MUTEX_INITIALIZER;
+static char got[64][96]; /* "channel payload" of each message, in order */
+static int ngot;
+static atomic_int subscribed_again, subscribed_first, chans_answered;
+
+static void sub_message(void *ud, const char *chan, size_t chan_len, const char *payload,
+                        size_t len, int pattern)
+{
+    pthread_mutex_lock(&got_lock);
+    if (ngot < 64)
+        snprintf(got[ngot++], sizeof got[0], "%.*s %.*s", (int)chan_len, chan, (int)len, payload);
+    pthread_mutex_unlock(&got_lock);
+}
+
+static void sub_idle(void *ud) {}
+
+static void sub_subscribed(void *ud, int again)
+{
+    atomic_fetch_add(again ? &subscribed_again : &subscribed_first, 1);
+}
+
+static void sub_chan(void *ud, pl_subscriber_chan_t *req, int ok)
+{
+    free(req);
+    atomic_fetch_add(&chans_answered, 1);
+}
+
+static const pl_subscriber_handlers_t sub_handlers = {sub_message, sub_idle, NULL, sub_subscribed,
+                                                      sub_chan};
+
+/* Add (1) or drop (0) a reference to `chan` and wait for the answer. */
+static void sub_chan_wait(const char *chan, int add)
+{
+    pl_subscriber_chan_t *req = calloc(1, sizeof *req);
+    req->add = add;
+    req->len = strlen(chan);
+    memcpy(req->name, chan, req->len);
+    int before = atomic_load(&chans_answered);
+    pl_subscriber_chan(&sub, req);
+    for (int i = 0; i < 500 && atomic_load(&chans_answered) == before; i++)
+        usleep(10000);
+}
+
+/* Wait up to 5 s for "chan payload" to have been received. */
+static int received(const char *chan, const char *payload)
+{
+    char want[96];
+    snprintf(want, sizeof want, "%s %s", chan, payload);
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&got_lock);
+        int found = 0;
+        for (int k = 0; k < ngot; k++)
+            found |= strcmp(got[k], want) == 0;
+        pthread_mutex_unlock(&got_lock);
+        if (found) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+/* SPUBLISH on the master serving the channel now. */
+static void spublish(const char *chan, const char *payload)
+{
+    pl_slots_map_t m;
+    if (read_map(&m) != 0) return;
+    const pl_slots_node_t *o = pl_slots_node(&m, pl_slots_key(chan, strlen(chan)));
+    redisReply *r = o ? admin(o->port, "SPUBLISH %s %s", chan, payload) : NULL;
+    CHECK(r && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+}
+
+/* The channel "room:{<key>}" for a key on the master on `port`. */
+static void chan_on(const pl_slots_map_t *m, int port, char *chan, size_t size)
+{
+    char key[32];
+    key_on(m, port, key, sizeof key);
+    snprintf(chan, size, "room:{%s}", key);
+}
+
 /* ---- tests ---- */
 
 static void routes_to_each_master(void)
@@ -157,13 +242,45 @@ static void routes_to_each_master(void)
     CHECK(pl_cluster_up(&router));
 }
 
+static char sub_chans[3][48]; /* one channel on each master, held by the subscriber */
+
+static void subscriber_receives_on_each_master(void)
+{
+    pl_slots_map_t m;
+    CHECK(read_map(&m) == 0);
+    for (int i = 0; i < 100 && !atomic_load(&subscribed_first); i++)
+        usleep(10000);
+    CHECK_EQ_INT(atomic_load(&subscribed_first), 1);
+    for (int k = 0; k < 3; k++) {
+        chan_on(&m, m.nodes[k].port, sub_chans[k], sizeof sub_chans[k]);
+        sub_chan_wait(sub_chans[k], 1);
+    }
+    CHECK_EQ_INT(pl_counter_get(&sub.channels), 3);
+    for (int k = 0; k < 3; k++) {
+        spublish(sub_chans[k], "hello");
+        CHECK(received(sub_chans[k], "hello"));
+    }
+    /* A dropped channel is unsubscribed on its node. */
+    char extra[64];
+    snprintf(extra, sizeof extra, "%s.x", sub_chans[0]);
+    sub_chan_wait(extra, 1);
+    CHECK_EQ_INT(pl_counter_get(&sub.channels), 4);
+    sub_chan_wait(extra, 0);
+    for (int i = 0; i < 100 && pl_counter_get(&sub.channels) != 3; i++)
+        usleep(10000);
+    CHECK_EQ_INT(pl_counter_get(&sub.channels), 3);
+    CHECK_EQ_INT(atomic_load(&subscribed_again), 0);
+}
+
 static void follows_a_migrating_slot(void)
 {
     pl_slots_map_t m;
     CHECK(read_map(&m) == 0);
     int from = m.nodes[0].port, to = m.nodes[1].port;
     char key[32], absent[48], from_id[41], to_id[41];
-    key_on(&m, from, key, sizeof key);
+    /* The key the subscriber's first channel is tagged with: its subscription moves too. */
+    snprintf(key, sizeof key, "%.*s", (int)strlen(sub_chans[0]) - 7, sub_chans[0] + 6);
+    CHECK(pl_slots_node(&m, pl_slots_key(key, strlen(key)))->port == from);
     uint16_t slot = pl_slots_key(key, strlen(key));
     snprintf(absent, sizeof absent, "{%s}new", key); /* same slot, not yet written */
     CHECK_EQ_INT(set(key, "before").type, REDIS_REPLY_STATUS);
@@ -197,13 +314,23 @@ static void follows_a_migrating_slot(void)
     CHECK(a.type == REDIS_REPLY_STRING && strcmp(a.str, "during") == 0);
     CHECK_EQ_INT(pl_counter_get(&router.stats.moved), moved0 + 1);
     CHECK(pl_cluster_node(&router, slot) && pl_cluster_node(&router, slot)->addr->port == to);
+
+    /* The old owner ended the subscription (sunsubscribe); it is taken up on the new one and the
+     * application told to catch up. */
+    for (int i = 0; i < 500 && !atomic_load(&subscribed_again); i++)
+        usleep(10000);
+    CHECK_EQ_INT(atomic_load(&subscribed_again), 1);
+    CHECK_EQ_INT(pl_counter_get(&sub.channels), 3);
+    spublish(sub_chans[0], "after-move");
+    CHECK(received(sub_chans[0], "after-move"));
 }
 
 static void survives_a_failover(void)
 {
     pl_slots_map_t m;
     CHECK(read_map(&m) == 0);
-    int victim = m.nodes[2].port;
+    /* The master of the subscriber's third channel. */
+    int victim = pl_slots_node(&m, pl_slots_key(sub_chans[2], strlen(sub_chans[2])))->port;
     char key[32];
     key_on(&m, victim, key, sizeof key);
     CHECK_EQ_INT(set(key, "kept").type, REDIS_REPLY_STATUS);
@@ -233,6 +360,17 @@ static void survives_a_failover(void)
     CHECK(pl_cluster_up(&router));
     const pl_redis_t *n = pl_cluster_node(&router, pl_slots_key(key, strlen(key)));
     CHECK(n && n->addr->port != victim);
+
+    /* The subscriber's channel on the lost master is subscribed on the promoted replica. */
+    int again0 = 1; /* the move above */
+    for (int i = 0; i < 500 && atomic_load(&subscribed_again) == again0; i++)
+        usleep(10000);
+    CHECK(atomic_load(&subscribed_again) > again0);
+    for (int i = 0; i < 500 && !atomic_load(&sub.connected); i++)
+        usleep(10000);
+    CHECK(atomic_load(&sub.connected));
+    spublish(sub_chans[2], "after-failover");
+    CHECK(received(sub_chans[2], "after-failover"));
 }
 
 int main(void)
@@ -264,10 +402,16 @@ int main(void)
     for (int i = 0; i < 300 && !pl_cluster_up(&router); i++)
         spin(10, NULL);
 
+    if (pl_subscriber_init_cluster(&sub, &login, seeds, 1, &sub_handlers, NULL) != 0 ||
+        pl_subscriber_start(&sub) != 0)
+        return 1;
+
     RUN(routes_to_each_master);
+    RUN(subscriber_receives_on_each_master);
     RUN(follows_a_migrating_slot);
     RUN(survives_a_failover);
 
+    pl_subscriber_stop(&sub);
     pl_cluster_stop(&router);
     uv_run(&loop, UV_RUN_DEFAULT);
     pl_cluster_free(&router);
