@@ -74,7 +74,11 @@ static const opt_t opts[] = {
     {"server-id", "PARLEY_SERVER_ID", T_SPECIAL, 0, NULL, 0, 0, parse_server_id,
      "this instance's id, 1-64 of [A-Za-z0-9_.:-] (default: hostname-pid)"},
     {"redis-url", "PARLEY_REDIS_URL", T_SPECIAL, 0, "redis://127.0.0.1:6379/0", 0, 0, parse_redis,
-     "Redis for fan-out and state, redis://[[user]:password@]host:port/db"},
+     "Redis for fan-out and state, redis://[[user]:password@]host:port/db; for a Redis Cluster "
+     "(PARLEY_REDIS_CLUSTER=1) one or more seed nodes, redis://[[user]:password@]h1:p1,h2:p2"},
+    {"redis-cluster", "PARLEY_REDIS_CLUSTER", T_BOOL, AT(redis_cluster), "0", 0, 1, NULL,
+     "1: PARLEY_REDIS_URL names nodes of a Redis Cluster (sharded Pub/Sub, keys with hash "
+     "tags; docs/operations.md)"},
     {"jwt-secret", "PARLEY_JWT_SECRET", T_STR, AT(jwt_secret), NULL, 0, 0, NULL,
      "HS256 secret for client tokens (this or PARLEY_JWT_SECRETS is required)"},
     {"jwt-secrets", "PARLEY_JWT_SECRETS", T_SPECIAL, 0, NULL, 0, 0, parse_jwt_secrets,
@@ -329,25 +333,42 @@ static int parse_redis(pl_config_t *c, const char *v, char *err, size_t n)
         p = at + 1;
     }
     const char *slash = strchr(p, '/');
-    const char *colon = memchr(p, ':', slash ? (size_t)(slash - p) : strlen(p));
-    const char *host_end = colon ? colon : (slash ? slash : p + strlen(p));
-    long long port = 6379, db = 0;
-    if (host_end == p) return failf(err, n, "PARLEY_REDIS_URL: no host in '%s'", shown);
-    if (colon) {
-        char tmp[16];
-        size_t len = (size_t)((slash ? slash : p + strlen(p)) - colon - 1);
-        if (len == 0 || len >= sizeof tmp)
-            return failf(err, n, "PARLEY_REDIS_URL: bad port in '%s'", shown);
-        memcpy(tmp, colon + 1, len);
-        tmp[len] = '\0';
-        if (parse_num(tmp, 1, 65535, &port) != 0)
-            return failf(err, n, "PARLEY_REDIS_URL: bad port in '%s'", shown);
-    }
+    const char *end = slash ? slash : p + strlen(p);
+    long long db = 0;
     if (slash && slash[1] && parse_num(slash + 1, 0, 1000, &db) != 0)
         return failf(err, n, "PARLEY_REDIS_URL: bad database number in '%s'", shown);
+    for (int i = 0; i < c->redis_nhosts; i++)
+        free(c->redis_hosts[i]);
+    c->redis_nhosts = 0;
+    /* host:port, or several separated by commas: a Redis Cluster's seed nodes. */
+    for (const char *h = p;;) {
+        const char *comma = memchr(h, ',', (size_t)(end - h));
+        const char *h_end = comma ? comma : end;
+        const char *colon = memchr(h, ':', (size_t)(h_end - h));
+        const char *host_end = colon ? colon : h_end;
+        long long port = 6379;
+        if (host_end == h) return failf(err, n, "PARLEY_REDIS_URL: no host in '%s'", shown);
+        if (colon) {
+            char tmp[16];
+            size_t len = (size_t)(h_end - colon - 1);
+            if (len == 0 || len >= sizeof tmp)
+                return failf(err, n, "PARLEY_REDIS_URL: bad port in '%s'", shown);
+            memcpy(tmp, colon + 1, len);
+            tmp[len] = '\0';
+            if (parse_num(tmp, 1, 65535, &port) != 0)
+                return failf(err, n, "PARLEY_REDIS_URL: bad port in '%s'", shown);
+        }
+        if (c->redis_nhosts == PL_CONFIG_REDIS_HOSTS_MAX)
+            return failf(err, n, "PARLEY_REDIS_URL: more than %d hosts in '%s'",
+                         PL_CONFIG_REDIS_HOSTS_MAX, shown);
+        c->redis_hosts[c->redis_nhosts] = strndup(h, (size_t)(host_end - h));
+        c->redis_ports[c->redis_nhosts++] = (int)port;
+        if (!comma) break;
+        h = comma + 1;
+    }
     free(c->redis_host);
-    c->redis_host = strndup(p, (size_t)(host_end - p));
-    c->redis_port = (int)port;
+    c->redis_host = strdup(c->redis_hosts[0]);
+    c->redis_port = c->redis_ports[0];
     c->redis_db = (int)db;
     return 0;
 }
@@ -652,6 +673,16 @@ static int load(pl_config_t *c, int argc, char **argv, char *err, size_t n)
         return 0;
     }
     if (jwt_keys(c, err, n) != 0) return -1;
+    if (c->redis_nhosts > 1 && !c->redis_cluster)
+        return failf(err, n,
+                     "PARLEY_REDIS_URL names %d hosts: several hosts are the seed nodes of a Redis "
+                     "Cluster, which needs PARLEY_REDIS_CLUSTER=1",
+                     c->redis_nhosts);
+    if (c->redis_cluster && c->redis_db != 0)
+        return failf(err, n, "PARLEY_REDIS_URL: a Redis Cluster has database 0 only, got /%d",
+                     c->redis_db);
+    /* Sharded Pub/Sub has no pattern form: a cluster is always subscribed to per room. */
+    if (c->redis_cluster) c->subscribe_rooms = 1;
     if (!c->api_key || !*c->api_key)
         return failf(err, n, "PARLEY_API_KEY is required (the key for POST /api/websocket/token)");
     if (derive(c, val, err, n) != 0) return -1;
@@ -701,6 +732,8 @@ void pl_config_free(pl_config_t *c)
     free(c->web_root);
     free(c->server_id);
     free(c->redis_host);
+    for (int i = 0; i < c->redis_nhosts; i++)
+        free(c->redis_hosts[i]);
     free(c->redis_user);
     free(c->redis_password);
     free(c->jwt_secret);

@@ -180,4 +180,8 @@ test('start-up: a Redis Cluster node in PARLEY_REDIS_URL is refused in one line'
   assert(r.code !== 0 && !r.timedOut, `expected a refusal, got ${JSON.stringify(r)}`);
   assert(/is a Redis Cluster node \(cluster_enabled:1\).*standalone Redis/.test(r.out), `message: ${r.out}`);
   oneLinePerEvent(r.out, 'cluster node');
+  // Cluster mode asked for: not complete yet, and said so in one line.
+  const c = await runToExit({ PARLEY_LISTEN: `127.0.0.1:${await freePort()}`, PARLEY_REDIS_URL: `redis://127.0.0.1:${redis.port},127.0.0.1:1`, PARLEY_REDIS_CLUSTER: '1' });
+  assert(c.code !== 0 && !c.timedOut && /PARLEY_REDIS_CLUSTER=1: cluster mode is not complete yet/.test(c.out), `cluster mode: ${JSON.stringify(c)}`);
+  oneLinePerEvent(c.out, 'cluster mode');
 });

@@ -19,6 +19,8 @@
 
 /** Bytes of a client message frame that are not its text: type, room or to, cid, quotes. */
 #define PL_CONFIG_ENVELOPE 512
+/** Most hosts PARLEY_REDIS_URL may name (Redis Cluster seed nodes). */
+#define PL_CONFIG_REDIS_HOSTS_MAX 16
 
 /** Every setting; strings are owned by the struct (pl_config_free). */
 typedef struct {
@@ -33,22 +35,26 @@ typedef struct {
     int tls_handshake_timeout; /**< PARLEY_TLS_HANDSHAKE_TIMEOUT, seconds */
     int shards;                /**< PARLEY_SHARDS, default: online CPUs */
     char *server_id;           /**< PARLEY_SERVER_ID, default hostname-pid */
-    char *redis_host;          /**< from PARLEY_REDIS_URL */
+    char *redis_host;          /**< from PARLEY_REDIS_URL: its first host */
     int redis_port;
     int redis_db;
     char *redis_user;     /**< from PARLEY_REDIS_URL's user:password@, or NULL */
     char *redis_password; /**< likewise; never logged */
-    char *jwt_secret;     /**< PARLEY_JWT_SECRET (or PARLEY_JWT_SECRETS), required */
-    char *jwt_issuer;     /**< PARLEY_JWT_ISSUER, or NULL */
-    char *jwt_audience;   /**< PARLEY_JWT_AUDIENCE, or NULL */
-    int jwt_leeway;       /**< PARLEY_JWT_LEEWAY, seconds */
-    pl_jwt_keyset_t jwt;  /**< derived: what tokens are checked and minted with */
-    int token_ttl;        /**< PARLEY_TOKEN_TTL: a minted token's default lifetime, s */
-    int token_max_ttl;    /**< PARLEY_TOKEN_MAX_TTL: the longest one may ask for, s */
-    char *api_key;        /**< PARLEY_API_KEY, required */
-    size_t max_frame;     /**< PARLEY_MAX_FRAME, bytes of payload per client message */
-    size_t max_text;      /**< PARLEY_MAX_TEXT (default: what fits in max_frame) */
-    size_t max_rooms;     /**< PARLEY_MAX_ROOMS per connection */
+    char *redis_hosts[PL_CONFIG_REDIS_HOSTS_MAX]; /**< every host of PARLEY_REDIS_URL */
+    int redis_ports[PL_CONFIG_REDIS_HOSTS_MAX];
+    int redis_nhosts;
+    int redis_cluster;   /**< PARLEY_REDIS_CLUSTER: the hosts are seed nodes of a Redis Cluster */
+    char *jwt_secret;    /**< PARLEY_JWT_SECRET (or PARLEY_JWT_SECRETS), required */
+    char *jwt_issuer;    /**< PARLEY_JWT_ISSUER, or NULL */
+    char *jwt_audience;  /**< PARLEY_JWT_AUDIENCE, or NULL */
+    int jwt_leeway;      /**< PARLEY_JWT_LEEWAY, seconds */
+    pl_jwt_keyset_t jwt; /**< derived: what tokens are checked and minted with */
+    int token_ttl;       /**< PARLEY_TOKEN_TTL: a minted token's default lifetime, s */
+    int token_max_ttl;   /**< PARLEY_TOKEN_MAX_TTL: the longest one may ask for, s */
+    char *api_key;       /**< PARLEY_API_KEY, required */
+    size_t max_frame;    /**< PARLEY_MAX_FRAME, bytes of payload per client message */
+    size_t max_text;     /**< PARLEY_MAX_TEXT (default: what fits in max_frame) */
+    size_t max_rooms;    /**< PARLEY_MAX_ROOMS per connection */
     size_t max_outbuf;  /**< PARLEY_MAX_OUTBUF: unread bytes at which a client is cut off at once */
     size_t outbuf_soft; /**< PARLEY_MAX_OUTBUF_SOFT: cut off if above it this long: */
     int outbuf_soft_s;  /**< PARLEY_MAX_OUTBUF_SOFT_SECONDS */

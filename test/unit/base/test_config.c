@@ -374,6 +374,46 @@ static void redis_url(void)
     }
 }
 
+/* Several hosts: a Redis Cluster's seed nodes, only with PARLEY_REDIS_CLUSTER=1. */
+static void redis_cluster_url(void)
+{
+    pl_config_t c;
+    env_reset();
+    setenv("PARLEY_REDIS_URL", "redis://:pw@10.0.0.1:7000,10.0.0.2:7001,h3", 1);
+    setenv("PARLEY_REDIS_CLUSTER", "1", 1);
+    CHECK_EQ_INT(LOAD0(&c), 0);
+    CHECK_EQ_INT(c.redis_nhosts, 3);
+    CHECK_STR(c.redis_hosts[0], "10.0.0.1");
+    CHECK_EQ_INT(c.redis_ports[0], 7000);
+    CHECK_STR(c.redis_hosts[1], "10.0.0.2");
+    CHECK_EQ_INT(c.redis_ports[1], 7001);
+    CHECK_STR(c.redis_hosts[2], "h3");
+    CHECK_EQ_INT(c.redis_ports[2], 6379);
+    CHECK_STR(c.redis_host, "10.0.0.1");
+    CHECK_STR(c.redis_password, "pw");
+    CHECK(c.redis_cluster && c.subscribe_rooms); /* sharded Pub/Sub: per room only */
+    pl_config_free(&c);
+
+    static const char *const bad[] = {"redis://a:1,,b:2", "redis://a:1,", "redis://,a:1",
+                                      "redis://a:1,b:x", "redis://a:1,b:2/3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("PARLEY_REDIS_URL", bad[i], 1);
+        int rc = LOAD0(&c);
+        if (rc != -1 || !strstr(err, "PARLEY_REDIS_URL")) {
+            printf("  '%s': rc %d err '%s'\n", bad[i], rc, err);
+            CHECK(0);
+        }
+        pl_config_free(&c);
+    }
+    /* Several hosts without cluster mode: refused, naming the setting to use. */
+    unsetenv("PARLEY_REDIS_CLUSTER");
+    setenv("PARLEY_REDIS_URL", "redis://a:1,b:2", 1);
+    CHECK_EQ_INT(LOAD0(&c), -1);
+    CHECK(strstr(err, "PARLEY_REDIS_CLUSTER=1") != NULL);
+    pl_config_free(&c);
+    env_reset();
+}
+
 typedef struct {
     const char *listen;
     const char *host; /* NULL: refused */
@@ -759,6 +799,7 @@ int main(void)
     RUN(flags_override_env);
     RUN(bad_args);
     RUN(redis_url);
+    RUN(redis_cluster_url);
     RUN(listen_addr);
     RUN(listen_ipv6_brackets);
     RUN(ping_vs_idle);
