@@ -73,19 +73,21 @@ start() {
 }
 
 stop() {
-    local dir="$1" f pid
+    local dir="$1" f pid pids=()
     for f in "$dir"/*/redis.pid; do
         [ -f "$f" ] || continue
-        pid="$(cat "$f")"
-        if alive "$pid" redis-server; then kill -TERM "$pid" 2>/dev/null || true; fi
+        pid="$(cat "$f" 2>/dev/null)" || continue
+        if alive "$pid" redis-server; then
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
     done
-    for f in "$dir"/*/redis.pid; do
-        [ -f "$f" ] || continue
-        pid="$(cat "$f")"
+    # redis-server removes its pid file as it exits: wait on the PIDs taken above.
+    for pid in "${pids[@]}"; do
         for _ in $(seq 1 50); do alive "$pid" redis-server || break; sleep 0.1; done
         if alive "$pid" redis-server; then kill -KILL "$pid" 2>/dev/null || true; fi
-        rm -f "$f"
     done
+    rm -f "$dir"/*/redis.pid
 }
 
 case "${1:-}" in

@@ -320,12 +320,26 @@ typedef struct pl_typing {
 
 #define TYPING_TTL_MS 10000
 
-static void typing_send(pl_conn_t *c, const char *room, const char *op)
+/* The typing script for `room` (op "1" start, "0" stop). */
+static int typing_script(pl_conn_t *c, const char *room, const char *op, pl_redis_cb cb, void *priv)
 {
+    pl_shard_t *s = pl_shard_of_conn(c);
+    const char *pfx = s->srv->cfg.redis_prefix, *user = pl_session_of(c)->user;
+    size_t room_len = strlen(room);
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[4] = {room, pl_session_of(c)->user, op, now};
-    chat_script(pl_shard_of_conn(c), PL_SCRIPT_TYPING, 0, NULL, 4, args, NULL, NULL);
+    pl_key_typing(&s->kbuf[0], pfx, "typing:", room, room_len, user);
+    pl_key_typing(&s->kbuf[1], pfx, "typing_rl:", room, room_len, user);
+    pl_buf_reset(&s->kbuf[2]);
+    pl_buf_printf(&s->kbuf[2], "%styping_deadlines", pfx);
+    const char *keys[3] = {s->kbuf[0].data, s->kbuf[1].data, s->kbuf[2].data};
+    const char *args[4] = {room, user, op, now};
+    return chat_script(s, PL_SCRIPT_TYPING, 3, keys, 4, args, cb, priv);
+}
+
+static void typing_send(pl_conn_t *c, const char *room, const char *op)
+{
+    typing_script(c, room, op, NULL, NULL);
 }
 
 static void typing_forget(pl_conn_t *c, const char *room, int send_stop)
@@ -431,11 +445,7 @@ void pl_chat_typing(pl_conn_t *c, const pl_req_t *req, int start)
     }
     chat_ctx_t *x = chat_ctx(c, req);
     if (!x) return;
-    char now[24];
-    snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
-    const char *args[4] = {req->room, pl_session_of(c)->user, "1", now};
-    if (chat_script(pl_shard_of_conn(c), PL_SCRIPT_TYPING, 0, NULL, 4, args, typing_reply, x) !=
-        0) {
+    if (typing_script(c, req->room, "1", typing_reply, x) != 0) {
         chat_ctx_done(x);
         pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
                          req->cid_len);
@@ -480,9 +490,10 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req)
     snprintf(seq, sizeof seq, "%lld", (long long)req->seq);
     pl_shard_t *s = pl_shard_of_conn(c);
     pl_key_seq(&s->kbuf[0], req->room, req->room_len);
-    const char *keys[1] = {s->kbuf[0].data};
+    pl_key_read(&s->kbuf[1], s->srv->cfg.redis_prefix, req->room, req->room_len);
+    const char *keys[2] = {s->kbuf[0].data, s->kbuf[1].data};
     const char *args[3] = {req->room, pl_session_of(c)->user, seq};
-    if (chat_script(s, PL_SCRIPT_READ, 1, keys, 3, args, read_reply, x) != 0) {
+    if (chat_script(s, PL_SCRIPT_READ, 2, keys, 3, args, read_reply, x) != 0) {
         chat_ctx_done(x);
         pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
                          req->cid_len);

@@ -19,6 +19,7 @@
 #include "parley/app/wire.h"
 #include "parley/base/clock.h"
 #include "parley/base/log.h"
+#include "parley/svc/script.h"
 
 /* ---- on the subscriber thread ---- */
 
@@ -131,9 +132,7 @@ static void on_message(void *ud, const char *chan, size_t chan_len, const char *
     const char *room;
     size_t room_len;
     char user_a[129] = "", user_b[129] = "";
-    if (chan_len <= 5 || memcmp(chan, "room:", 5) != 0) return;
-    room = chan + 5;
-    room_len = chan_len - 5;
+    if (pl_key_room_of_chan(chan, chan_len, &room, &room_len) != 0) return;
     /* Typing and presence are about a user, who is not told about themselves (a user
      * joining a room while online announces it to the room: not to the joining tab). These
      * are rare next to messages, so parsing them here costs little. */
@@ -190,8 +189,8 @@ static void on_subscribed(void *ud, int again)
         pl_shard_gap(pl_server_shard(srv, i));
 }
 
-const pl_subscriber_handlers_t pl_deliver_handlers = {on_message, on_idle, on_connected,
-                                                      on_subscribed, pl_roomsub_chan_cb};
+const pl_subscriber_handlers_t pl_deliver_handlers = {
+    on_message, on_idle, on_connected, on_subscribed, pl_roomsub_chan_cb, NULL};
 
 /* ---- on each loop ---- */
 

@@ -288,9 +288,10 @@ static void args_begin(pl_shard_t *s, script_args_t *a, pl_script_t which, int f
     pl_key_seq(&s->kbuf[0], m->room, room_len);
     pl_key_stream(&s->kbuf[1], m->room, room_len);
     if (cid_len)
-        pl_key_cid(&s->kbuf[2], m->user, m->cid, cid_len);
+        pl_key_cid(&s->kbuf[2], m->room, room_len, m->user, m->cid, cid_len);
     else
         pl_buf_reset(&s->kbuf[2]);
+    pl_key_ready(&s->kbuf[3], m->room, room_len);
     const char *src = full_script ? pl_script_source(which) : pl_script_sha(which);
     a->n = 0;
     arg(a, full_script ? "EVAL" : "EVALSHA", full_script ? 4 : 7);
@@ -299,7 +300,7 @@ static void args_begin(pl_shard_t *s, script_args_t *a, pl_script_t which, int f
     arg(a, s->kbuf[0].data, s->kbuf[0].len);
     arg(a, s->kbuf[1].data, s->kbuf[1].len);
     arg(a, s->kbuf[2].data ? s->kbuf[2].data : "", s->kbuf[2].len);
-    arg(a, PL_KEY_READY, strlen(PL_KEY_READY));
+    arg(a, s->kbuf[3].data, s->kbuf[3].len);
 }
 
 /* What both scripts take next: the frame's tail (s->tail), id, ts, stream length, cid ttl. */
@@ -342,12 +343,12 @@ static int eval_publish(pl_shard_t *s, pl_msg_t *m, int full_script)
     pl_wire_message_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->text, m->m.text_len,
                          m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
     script_args_t a;
-    char chan[5 + PL_ROOM_MAX + 1];
-    memcpy(chan, "room:", 5);
-    memcpy(chan + 5, m->room, room_len + 1);
+    pl_key_room_chan(&s->kbuf[4], m->room, room_len);
+    const char *pub = pl_key_publish_cmd();
     args_begin(s, &a, PL_SCRIPT_PUBLISH, full_script, m, room_len);
-    arg(&a, chan, 5 + room_len);
+    arg(&a, s->kbuf[4].data, s->kbuf[4].len);
     args_message(s, &a, m);
+    arg(&a, pub, strlen(pub));
     return pl_redis_command(&s->redis, publish_reply, m, a.n, a.argv, a.lens);
 }
 

@@ -37,7 +37,7 @@ static int write_back(pl_shard_t *s, const pl_db_restore_t *j)
     char ttl[24];
     for (size_t i = 0; rc == 0 && i < j->cids.n; i++) {
         const pl_db_row_t *r = &j->cids.row[i];
-        pl_key_cid(k, r->user, r->cid, strlen(r->cid));
+        pl_key_cid(k, r->room, strlen(r->room), r->user, r->cid, strlen(r->cid));
         pl_buf_reset(v);
         pl_buf_printf(v, "%llu:%lld:%lld", (unsigned long long)r->id, (long long)r->seq,
                       (long long)r->ts_ms);
@@ -55,8 +55,7 @@ static int write_back(pl_shard_t *s, const pl_db_restore_t *j)
     }
     for (size_t i = 0; rc == 0 && i < j->reads.n; i++) {
         const pl_db_row_t *r = &j->reads.row[i];
-        pl_buf_reset(k);
-        pl_buf_printf(k, "%sread:%s", pfx, r->room);
+        pl_key_read(k, pfx, r->room, strlen(r->room));
         pl_buf_reset(v);
         pl_buf_printf(v, "%lld", (long long)r->seq);
         const char *argv[4] = {"HSET", k->data, r->user, v->data};

@@ -11,6 +11,7 @@
 #include "parley/app/shard.h"
 #include "parley/app/subscribe.h"
 #include "parley/base/log.h"
+#include "parley/svc/script.h"
 
 /* A request for a room's channel, and its way back to the shard. Allocated by the shard, owned
  * by the subscriber until on_chan; an add's answer is posted back to the shard, which frees it;
@@ -44,7 +45,10 @@ void pl_roomsub_room(pl_shard_t *s, pl_room_t *room, int present)
         return;
     }
     r->chan.add = present;
-    r->chan.len = (size_t)snprintf(r->chan.name, sizeof r->chan.name, "room:%s", room->name);
+    pl_buf_t *b = pl_shard_scratch(s);
+    pl_key_room_chan(b, room->name, strlen(room->name));
+    r->chan.len = b->len < sizeof r->chan.name ? b->len : sizeof r->chan.name - 1;
+    memcpy(r->chan.name, b->data, r->chan.len);
     r->shard = s->index;
     r->gen = room->gen;
     pl_subscriber_chan(&s->srv->sub, &r->chan);
@@ -69,8 +73,14 @@ void pl_roomsub_receive(pl_loop_t *loop, pl_loop_event_t *ev)
 {
     pl_shard_t *s = pl_shard_of_loop(loop);
     room_req_t *r = (room_req_t *)((char *)ev - offsetof(room_req_t, ev));
-    const char *name = r->chan.name + 5; /* after "room:" */
-    pl_room_t *room = pl_room_find(&s->rooms, name, r->chan.len - 5);
+    const char *p = "";
+    size_t name_len = 0;
+    char name[PL_ROOM_MAX + 1];
+    pl_key_room_of_chan(r->chan.name, r->chan.len, &p, &name_len); /* ours: always a room's */
+    if (name_len > PL_ROOM_MAX) name_len = 0;
+    memcpy(name, p, name_len);
+    name[name_len] = '\0';
+    pl_room_t *room = pl_room_find(&s->rooms, name, name_len);
     if (room && room->gen != r->gen) room = NULL; /* another life of the room */
     if (room && r->ok) room->live = 1;
     pl_subscribe_room_live(s, room, name, r->gen, r->ok);

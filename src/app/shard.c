@@ -191,7 +191,7 @@ void pl_shard_exit(pl_loop_t *loop)
     pl_chat_free(s);
     pl_buf_free(&s->scratch);
     pl_buf_free(&s->tail);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         pl_buf_free(&s->kbuf[i]);
     pl_conn_ctx_free(s->conns);
     s->conns = NULL;

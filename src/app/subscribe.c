@@ -427,15 +427,15 @@ static int send_sync(pl_shard_t *s, sync_ctx_t *ctx)
     snprintf(most, sizeof most, "%zu", cfg->recover_max);
     pl_key_seq(&s->kbuf[0], ctx->room, room_len);
     pl_key_stream(&s->kbuf[1], ctx->room, room_len);
-    pl_buf_reset(&s->kbuf[2]);
-    pl_buf_printf(&s->kbuf[2], "%sread:%s", cfg->redis_prefix, ctx->room);
+    pl_key_read(&s->kbuf[2], cfg->redis_prefix, ctx->room, room_len);
+    pl_key_ready(&s->kbuf[3], ctx->room, room_len);
     const char *user = pl_session_of(ctx->conn)->user;
     const char *argv[10] = {"EVALSHA",
                             pl_script_sha(PL_SCRIPT_SYNC),
                             "4",
                             s->kbuf[0].data,
                             s->kbuf[1].data,
-                            PL_KEY_READY,
+                            s->kbuf[3].data,
                             s->kbuf[2].data,
                             since_s,
                             most,
@@ -445,7 +445,7 @@ static int send_sync(pl_shard_t *s, sync_ctx_t *ctx)
                        1,
                        s->kbuf[0].len,
                        s->kbuf[1].len,
-                       strlen(PL_KEY_READY),
+                       s->kbuf[3].len,
                        s->kbuf[2].len,
                        strlen(since_s),
                        strlen(most),

@@ -29,14 +29,14 @@ static int rows_of(PGconn *pg, pl_db_restore_t *j, const char *sql, pl_db_rows_t
 int pl__db_restore(PGconn *pg, pl_db_restore_t *j)
 {
     static const pl__db_cols_t seq_cols = {1, -1, -1, -1, 0, -1, -1, -1};
-    /* sender, cid, id, seq, ts_ms, seconds left */
-    static const pl__db_cols_t cid_cols = {3, 2, 4, 5, -1, 0, 1, -1};
+    /* sender, cid, id, seq, ts_ms, seconds left, room (a cluster keeps the record with it) */
+    static const pl__db_cols_t cid_cols = {3, 2, 4, 5, 6, 0, 1, -1};
     static const pl__db_cols_t read_cols = {2, -1, -1, -1, 0, 1, -1, -1};
     static const pl__db_cols_t member_cols = {-1, -1, -1, -1, 0, 1, -1, -1};
     char cids[512];
     snprintf(cids, sizeof cids,
              "SELECT sender, cid, id, seq, ts_ms, GREATEST(1, 86400 - extract(epoch FROM now() - "
-             "stored_at)::bigint) FROM messages WHERE cid IS NOT NULL AND stored_at > now() - "
+             "stored_at)::bigint), room_id FROM messages WHERE cid IS NOT NULL AND stored_at > now() - "
              "make_interval(secs => %d)",
              j->cid_window_s);
     int rc;

@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* KEYS: seq, stream, cid ('' for none), ready. ARGV: channel, tail, id, ts, stream maxlen, cid ttl.
+/* KEYS: seq, stream, cid ('' for none), ready. ARGV: channel, tail, id, ts, stream maxlen, cid ttl,
+ * PUBLISH (one Redis) or SPUBLISH (a cluster: the channel is in the room's slot).
  * Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if Redis is not ready (it lost its
  * data and the seqs are being restored from PostgreSQL). */
 /* Shared by publish and dm: not ready, a duplicate, or the next seq and the stored frame.
@@ -34,7 +35,7 @@
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " MAXLEN ", s .. '-0', 'm', msg)\n"
 
 static const char publish_lua[] = LUA_SEQ_AND_STREAM(
-    "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", "ARGV[6]") "redis.call('PUBLISH', ARGV[1], msg)\n"
+    "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", "ARGV[6]") "redis.call(ARGV[7], ARGV[1], msg)\n"
                                                            "return {1, seq}\n";
 
 /* KEYS: seq, stream, ready, read hash. ARGV: since (-1: none), most entries, user.
@@ -293,38 +294,37 @@ static const char dm_lua[] = LUA_TO_SERVER LUA_SEQ_AND_STREAM(
                "end\n"
                "return {1, seq}\n";
 
-/* ARGV: prefix, room, user, op: start (1), stop (0). Typing state with a 10 s TTL, also kept in
- * the sorted set ws:typing_deadlines (member "room\nuser", score the deadline in ms) so that a
- * state whose instance died still gets its typing_stop from another instance's sweep. At most
- * one start per user and room per second is forwarded. A stop is published only by whoever
- * removes the state (ZREM), so exactly once. ARGV[5]: now (ms). Returns 1 if published. */
+/* KEYS: the typing state, its rate limit, the deadlines set. ARGV: prefix, room, user, op: start
+ * (1), stop (0), now (ms). Typing state with a 10 s TTL, also kept in the sorted set
+ * ws:typing_deadlines (member "room\nuser", score the deadline in ms) so that a state whose
+ * instance died still gets its typing_stop from another instance's sweep. At most one start per
+ * user and room per second is forwarded. A stop is published only by whoever removes the state
+ * (ZREM), so exactly once. Returns 1 if published. */
 static const char typing_lua[] =
-    "local P, room, u, op, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])\n"
-    "local k = P .. 'typing:' .. room .. ':' .. u\n"
+    "local room, u, op, now = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])\n"
     "local m = room .. '\\n' .. u\n"
     "local what = 'typing_stop'\n"
     "if op == '1' then\n"
-    "  if not redis.call('SET', P .. 'typing_rl:' .. room .. ':' .. u, '1', 'PX', 1000, 'NX') then "
-    "return 0 end\n"
-    "  redis.call('SET', k, '1', 'EX', 10)\n"
-    "  redis.call('ZADD', P .. 'typing_deadlines', now + 10000, m)\n"
+    "  if not redis.call('SET', KEYS[2], '1', 'PX', 1000, 'NX') then return 0 end\n"
+    "  redis.call('SET', KEYS[1], '1', 'EX', 10)\n"
+    "  redis.call('ZADD', KEYS[3], now + 10000, m)\n"
     "  what = 'typing_start'\n"
     "else\n"
-    "  redis.call('DEL', k)\n"
-    "  if redis.call('ZREM', P .. 'typing_deadlines', m) == 0 then return 0 end\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  if redis.call('ZREM', KEYS[3], m) == 0 then return 0 end\n"
     "end\n"
     "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"' .. what .. '\",\"room\":' .. "
     "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
     "return 1\n";
 
-/* KEYS: seq. ARGV: prefix, room, user, seq. A read position: only forward, never past the
- * room's seq (-1). Returns 1 if it moved (and the receipt was published), 0 if not. */
+/* KEYS: seq, the room's read positions. ARGV: prefix, room, user, seq. A read position: only
+ * forward, never past the room's seq (-1). Returns 1 if it moved (and the receipt was
+ * published), 0 if not. */
 static const char read_lua[] =
-    "local P, room, u, seq = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+    "local room, u, seq = ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
     "if seq > tonumber(redis.call('GET', KEYS[1]) or '0') then return -1 end\n"
-    "local k = P .. 'read:' .. room\n"
-    "if seq <= tonumber(redis.call('HGET', k, u) or '-1') then return 0 end\n"
-    "redis.call('HSET', k, u, ARGV[4])\n"
+    "if seq <= tonumber(redis.call('HGET', KEYS[2], u) or '-1') then return 0 end\n"
+    "redis.call('HSET', KEYS[2], u, ARGV[4])\n"
     "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"read_receipt\",\"room\":' .. "
     "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"seq\":' .. ARGV[4] .. '}')\n"
     "return 1\n";
@@ -429,26 +429,110 @@ void pl_script_load_all(pl_redis_t *r)
     }
 }
 
-void pl_key_seq(pl_buf_t *b, const char *room, size_t room_len)
+/* Set once at start-up, before any shard runs; read by every thread after. */
+static int cluster_keys;
+
+void pl_key_set_cluster(int on)
+{
+    cluster_keys = on;
+}
+
+int pl_key_cluster(void)
+{
+    return cluster_keys;
+}
+
+/* <pfx><what><room> on one Redis; <pfx>{r:<room>}:<what> in a cluster, so that every key of a
+ * room shares its hash slot (`what` ends with ':' for the first form, which the second drops). */
+static void room_key(pl_buf_t *b, const char *pfx, const char *what, const char *room,
+                     size_t room_len)
 {
     pl_buf_reset(b);
-    pl_buf_adds(b, "parley:seq:");
-    pl_buf_add(b, room, room_len);
+    pl_buf_adds(b, pfx);
+    if (cluster_keys) {
+        pl_buf_adds(b, "{r:");
+        pl_buf_add(b, room, room_len);
+        pl_buf_adds(b, "}:");
+        pl_buf_add(b, what, strlen(what) - 1);
+    } else {
+        pl_buf_adds(b, what);
+        pl_buf_add(b, room, room_len);
+    }
+}
+
+void pl_key_seq(pl_buf_t *b, const char *room, size_t room_len)
+{
+    room_key(b, "parley:", "seq:", room, room_len);
 }
 
 void pl_key_stream(pl_buf_t *b, const char *room, size_t room_len)
 {
-    pl_buf_reset(b);
-    pl_buf_adds(b, "parley:stream:");
-    pl_buf_add(b, room, room_len);
+    room_key(b, "parley:", "stream:", room, room_len);
 }
 
-void pl_key_cid(pl_buf_t *b, const char *user, const char *cid, size_t cid_len)
+void pl_key_ready(pl_buf_t *b, const char *room, size_t room_len)
 {
-    /* The user's length keeps ("a:b", "c") and ("a", "b:c") apart. */
+    if (cluster_keys) {
+        room_key(b, "parley:", "ready:", room, room_len);
+    } else {
+        pl_buf_reset(b);
+        pl_buf_adds(b, PL_KEY_READY);
+    }
+}
+
+void pl_key_room_chan(pl_buf_t *b, const char *room, size_t room_len)
+{
     pl_buf_reset(b);
+    pl_buf_adds(b, cluster_keys ? "room:{r:" : "room:");
+    pl_buf_add(b, room, room_len);
+    if (cluster_keys) pl_buf_add(b, "}", 1);
+}
+
+int pl_key_room_of_chan(const char *chan, size_t len, const char **room, size_t *room_len)
+{
+    if (cluster_keys) {
+        if (len <= 9 || memcmp(chan, "room:{r:", 8) != 0 || chan[len - 1] != '}') return -1;
+        *room = chan + 8;
+        *room_len = len - 9;
+    } else {
+        if (len <= 5 || memcmp(chan, "room:", 5) != 0) return -1;
+        *room = chan + 5;
+        *room_len = len - 5;
+    }
+    return 0;
+}
+
+const char *pl_key_publish_cmd(void)
+{
+    return cluster_keys ? "SPUBLISH" : "PUBLISH";
+}
+
+void pl_key_read(pl_buf_t *b, const char *pfx, const char *room, size_t room_len)
+{
+    room_key(b, pfx, "read:", room, room_len);
+}
+
+void pl_key_typing(pl_buf_t *b, const char *pfx, const char *what, const char *room,
+                   size_t room_len, const char *user)
+{
+    room_key(b, pfx, what, room, room_len);
+    pl_buf_add(b, ":", 1);
+    pl_buf_adds(b, user);
+}
+
+void pl_key_cid(pl_buf_t *b, const char *room, size_t room_len, const char *user, const char *cid,
+                size_t cid_len)
+{
+    /* The user's length keeps ("a:b", "c") and ("a", "b:c") apart. In a cluster the record
+     * lives with the room it was sent to (docs/redis.md). */
     size_t user_len = strlen(user);
-    pl_buf_adds(b, "parley:cid:");
+    if (cluster_keys) {
+        room_key(b, "parley:", "cid:", room, room_len);
+        pl_buf_add(b, ":", 1);
+    } else {
+        pl_buf_reset(b);
+        pl_buf_adds(b, "parley:cid:");
+    }
     pl_buf_uint(b, user_len);
     pl_buf_add(b, ":", 1);
     pl_buf_add(b, user, user_len);

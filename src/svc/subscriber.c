@@ -580,6 +580,7 @@ static void node_up(pl_subscriber_t *s, int k)
             }
             e->subs_sent++;
             e->node = k;
+            e->gap = t->synced_once; /* held before: what it missed is owed */
             sent++;
         }
     n->resub_left = sent;
@@ -597,7 +598,7 @@ static void node_synced_now(pl_subscriber_t *s, int k)
     struct pl_subscriber_nodes *t = s->nodes;
     t->n[k].backoff = BACKOFF_MIN_MS;
     if (t->synced_once) {
-        t->gap_owed = 1;
+        if (!s->h->on_chan_gap) t->gap_owed = 1; /* else each channel's confirmation tells */
         if (all_synced(t)) atomic_store(&s->connected, 1);
     } else if (all_synced(t)) {
         t->synced_once = 1;
@@ -639,7 +640,10 @@ static void dispatch_node(pl_subscriber_t *s, int k, const redisReply *r)
         if (!e) return;
         if (e->gap && e->subs_sent == 1) {
             e->gap = 0;
-            t->gap_owed = 1;
+            if (s->h->on_chan_gap)
+                s->h->on_chan_gap(s->ud, e->name, e->len);
+            else
+                t->gap_owed = 1;
         }
         chan_confirmed(s, name->str, name->len, 1);
     } else if (strcmp(what, "sunsubscribe") == 0 && e) {

@@ -119,7 +119,7 @@ typedef struct pl_shard {
     pl_presence_queue_t pq;
     pl_wire_arena_t arena; /**< client frames are parsed here */
     /* Encoding buffers, used within one callback at a time. */
-    pl_buf_t scratch, kbuf[3], tail;
+    pl_buf_t scratch, kbuf[5], tail;
     int metrics_listener; /**< the listener index of PARLEY_METRICS_LISTEN's socket, or -1 */
     /* Read by other threads (status endpoint, metrics); written only by this shard. After a
      * line of padding, so that the one field other threads write (resync_queued) is not on

@@ -61,9 +61,37 @@ const char *pl_script_sha(pl_script_t s);
 /** SCRIPT LOAD every script on `r` (after each connect; replies are ignored). */
 void pl_script_load_all(pl_redis_t *r);
 
-/** Append the key names to `b` (which is reset first). */
+/** Name keys for a Redis Cluster from now on (1), or for one Redis (0, the default): set once
+ *  at start-up, before any shard runs. In a cluster every key of a room carries the hash tag
+ *  {r:<room>}, so one script may touch them all (docs/redis.md, "Redis Cluster"). */
+void pl_key_set_cluster(int on);
+/** What pl_key_set_cluster set. */
+int pl_key_cluster(void);
+
+/* Key names, written into `b` (which is reset first). */
+/** The room's seq counter: parley:seq:<room>, or parley:{r:<room>}:seq in a cluster. */
 void pl_key_seq(pl_buf_t *b, const char *room, size_t room_len);
+/** The room's stream of recent messages: parley:stream:<room> (parley:{r:<room>}:stream). */
 void pl_key_stream(pl_buf_t *b, const char *room, size_t room_len);
-void pl_key_cid(pl_buf_t *b, const char *user, const char *cid, size_t cid_len);
+/** What says the room's seq can be trusted: parley:ready, one key for all rooms on one Redis;
+ *  parley:{r:<room>}:ready in a cluster, where data is lost per node. */
+void pl_key_ready(pl_buf_t *b, const char *room, size_t room_len);
+/** A sender's cid record: parley:cid:<len(user)>:<user>:<cid>; in a cluster it lives with the
+ *  room it was sent to, parley:{r:<room>}:cid:<len(user)>:<user>:<cid>. */
+void pl_key_cid(pl_buf_t *b, const char *room, size_t room_len, const char *user, const char *cid,
+                size_t cid_len);
+/** The room's channel: room:<room>, or the shard channel room:{r:<room>} in a cluster. */
+void pl_key_room_chan(pl_buf_t *b, const char *room, size_t room_len);
+/** The room a channel named by pl_key_room_chan is for: 0 and *room, *room_len (pointing into
+ *  `chan`), or -1 if `chan` is not a room channel. */
+int pl_key_room_of_chan(const char *chan, size_t len, const char **room, size_t *room_len);
+/** The command that publishes on it: PUBLISH, or SPUBLISH in a cluster. */
+const char *pl_key_publish_cmd(void);
+/** The room's read positions: <pfx>read:<room> (<pfx>{r:<room>}:read). */
+void pl_key_read(pl_buf_t *b, const char *pfx, const char *room, size_t room_len);
+/** A user's typing state in a room, `what` "typing:" or its rate limit "typing_rl:":
+ *  <pfx><what><room>:<user> (<pfx>{r:<room>}:<what without ':'>:<user>). */
+void pl_key_typing(pl_buf_t *b, const char *pfx, const char *what, const char *room,
+                   size_t room_len, const char *user);
 
 #endif

@@ -72,6 +72,10 @@ typedef struct pl_subscriber_handlers {
      * pl_subscriber_chan or pl_subscriber_stop. A drop: `ok` 1. NULL only if never asked.
      */
     void (*on_chan)(void *ud, pl_subscriber_chan_t *req, int ok);
+    /** Cluster mode: `chan` (held by some add) is subscribed again after its master was lost or
+     *  its slot moved; whatever was published on it meanwhile was not received. NULL: not told
+     *  per channel, on_subscribed(again 1) instead. */
+    void (*on_chan_gap)(void *ud, const char *chan, size_t len);
 } pl_subscriber_handlers_t;
 
 /** Most fixed subscribe commands one subscriber sends. */
@@ -120,8 +124,9 @@ int pl_subscriber_init(pl_subscriber_t *s, const pl_redis_addr_t *addr, const ch
  *
  * When a master is lost, its channels are subscribed again on whichever master then serves
  * their slots; when Redis ends a subscription because its slot moved (an sunsubscribe nobody
- * asked for), the channel is subscribed where the slot went. Either way on_subscribed(again 1)
- * follows the confirmation, so the application catches up what was published meanwhile.
+ * asked for), the channel is subscribed where the slot went. Either way on_chan_gap (or, without
+ * it, on_subscribed with again 1) follows the confirmation, so the application catches up what
+ * was published meanwhile on that channel.
  * Returns 0 or a negative errno.
  */
 int pl_subscriber_init_cluster(pl_subscriber_t *s, const pl_redis_addr_t *login,

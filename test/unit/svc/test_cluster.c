@@ -169,20 +169,53 @@ static void sub_chan(void *ud, pl_subscriber_chan_t *req, int ok)
     atomic_fetch_add(&chans_answered, 1);
 }
 
-static const pl_subscriber_handlers_t sub_handlers = {sub_message, sub_idle, NULL, sub_subscribed,
-                                                      sub_chan};
+/* The channels told to catch up, space-separated. */
+static char gaps[512];
+
+static void sub_chan_gap(void *ud, const char *chan, size_t len)
+{
+    pthread_mutex_lock(&got_lock);
+    size_t n = strlen(gaps);
+    snprintf(gaps + n, sizeof gaps - n, "%s%.*s", n ? " " : "", (int)len, chan);
+    pthread_mutex_unlock(&got_lock);
+}
+
+static int gaps_are(const char *want)
+{
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&got_lock);
+        int same = strcmp(gaps, want) == 0;
+        pthread_mutex_unlock(&got_lock);
+        if (same) return 1;
+        usleep(10000);
+    }
+    printf("  gaps: '%s', want '%s'\n", gaps, want);
+    return 0;
+}
+
+static const pl_subscriber_handlers_t sub_handlers = {sub_message,    sub_idle, NULL,
+                                                      sub_subscribed, sub_chan, sub_chan_gap};
+/* A second subscriber, told of gaps by on_subscribed(again) only (no on_chan_gap). */
+static pl_subscriber_t sub2;
+static const pl_subscriber_handlers_t sub2_handlers = {sub_message,    sub_idle, NULL,
+                                                       sub_subscribed, sub_chan, NULL};
 
 /* Add (1) or drop (0) a reference to `chan` and wait for the answer. */
-static void sub_chan_wait(const char *chan, int add)
+static void sub_chan_wait_on(pl_subscriber_t *on, const char *chan, int add)
 {
     pl_subscriber_chan_t *req = calloc(1, sizeof *req);
     req->add = add;
     req->len = strlen(chan);
     memcpy(req->name, chan, req->len);
     int before = atomic_load(&chans_answered);
-    pl_subscriber_chan(&sub, req);
+    pl_subscriber_chan(on, req);
     for (int i = 0; i < 500 && atomic_load(&chans_answered) == before; i++)
         usleep(10000);
+}
+
+static void sub_chan_wait(const char *chan, int add)
+{
+    sub_chan_wait_on(&sub, chan, add);
 }
 
 /* Wait up to 5 s for "chan payload" to have been received. */
@@ -248,9 +281,9 @@ static void subscriber_receives_on_each_master(void)
 {
     pl_slots_map_t m;
     CHECK(read_map(&m) == 0);
-    for (int i = 0; i < 100 && !atomic_load(&subscribed_first); i++)
+    for (int i = 0; i < 100 && atomic_load(&subscribed_first) < 2; i++)
         usleep(10000);
-    CHECK_EQ_INT(atomic_load(&subscribed_first), 1);
+    CHECK_EQ_INT(atomic_load(&subscribed_first), 2); /* each subscriber once */
     for (int k = 0; k < 3; k++) {
         chan_on(&m, m.nodes[k].port, sub_chans[k], sizeof sub_chans[k]);
         sub_chan_wait(sub_chans[k], 1);
@@ -270,6 +303,9 @@ static void subscriber_receives_on_each_master(void)
         usleep(10000);
     CHECK_EQ_INT(pl_counter_get(&sub.channels), 3);
     CHECK_EQ_INT(atomic_load(&subscribed_again), 0);
+    /* The second subscriber holds the third channel only. */
+    sub_chan_wait_on(&sub2, sub_chans[2], 1);
+    CHECK_EQ_INT(pl_counter_get(&sub2.channels), 1);
 }
 
 static void follows_a_migrating_slot(void)
@@ -316,11 +352,10 @@ static void follows_a_migrating_slot(void)
     CHECK(pl_cluster_node(&router, slot) && pl_cluster_node(&router, slot)->addr->port == to);
 
     /* The old owner ended the subscription (sunsubscribe); it is taken up on the new one and the
-     * application told to catch up. */
-    for (int i = 0; i < 500 && !atomic_load(&subscribed_again); i++)
-        usleep(10000);
-    CHECK_EQ_INT(atomic_load(&subscribed_again), 1);
+     * application told to catch up that channel, and no other. */
+    CHECK(gaps_are(sub_chans[0]));
     CHECK_EQ_INT(pl_counter_get(&sub.channels), 3);
+    CHECK_EQ_INT(atomic_load(&subscribed_again), 0); /* sub2 holds nothing that moved */
     spublish(sub_chans[0], "after-move");
     CHECK(received(sub_chans[0], "after-move"));
 }
@@ -361,16 +396,30 @@ static void survives_a_failover(void)
     const pl_redis_t *n = pl_cluster_node(&router, pl_slots_key(key, strlen(key)));
     CHECK(n && n->addr->port != victim);
 
-    /* The subscriber's channel on the lost master is subscribed on the promoted replica. */
-    int again0 = 1; /* the move above */
-    for (int i = 0; i < 500 && atomic_load(&subscribed_again) == again0; i++)
+    /* The subscribers' channel on the lost master is subscribed on the promoted replica: the
+     * first is told that channel's gap, the second (no on_chan_gap) on_subscribed(again). */
+    char want[128];
+    snprintf(want, sizeof want, "%s %s", sub_chans[0], sub_chans[2]);
+    CHECK(gaps_are(want));
+    for (int i = 0; i < 500 && !atomic_load(&subscribed_again); i++)
         usleep(10000);
-    CHECK(atomic_load(&subscribed_again) > again0);
-    for (int i = 0; i < 500 && !atomic_load(&sub.connected); i++)
+    CHECK_EQ_INT(atomic_load(&subscribed_again), 1);
+    for (int i = 0; i < 500 && !(atomic_load(&sub.connected) && atomic_load(&sub2.connected)); i++)
         usleep(10000);
-    CHECK(atomic_load(&sub.connected));
+    CHECK(atomic_load(&sub.connected) && atomic_load(&sub2.connected));
     spublish(sub_chans[2], "after-failover");
     CHECK(received(sub_chans[2], "after-failover"));
+    snprintf(want, sizeof want, "%s after-failover", sub_chans[2]);
+    int copies = 0;
+    for (int i = 0; i < 500 && copies < 2; i++) {
+        usleep(10000);
+        copies = 0;
+        pthread_mutex_lock(&got_lock);
+        for (int k = 0; k < ngot; k++)
+            copies += strcmp(got[k], want) == 0;
+        pthread_mutex_unlock(&got_lock);
+    }
+    CHECK_EQ_INT(copies, 2); /* one per subscriber */
 }
 
 int main(void)
@@ -403,7 +452,9 @@ int main(void)
         spin(10, NULL);
 
     if (pl_subscriber_init_cluster(&sub, &login, seeds, 1, &sub_handlers, NULL) != 0 ||
-        pl_subscriber_start(&sub) != 0)
+        pl_subscriber_start(&sub) != 0 ||
+        pl_subscriber_init_cluster(&sub2, &login, seeds, 1, &sub2_handlers, NULL) != 0 ||
+        pl_subscriber_start(&sub2) != 0)
         return 1;
 
     RUN(routes_to_each_master);
@@ -412,6 +463,7 @@ int main(void)
     RUN(survives_a_failover);
 
     pl_subscriber_stop(&sub);
+    pl_subscriber_stop(&sub2);
     pl_cluster_stop(&router);
     uv_run(&loop, UV_RUN_DEFAULT);
     pl_cluster_free(&router);
