@@ -8,6 +8,9 @@
 #                   pattern and rooms side by side (bench/redis_modes.mjs; docs/scaling.md)
 #   make bench-cluster  6 instances on one Redis: 100,000 connections, fan-out and rooms over all six,
 #                   pattern and rooms mode (bench/cluster; docs/scaling.md)
+#   make bench-cluster-redis  a local Redis Cluster (3 masters, 3 replicas): Redis CPU, bytes and
+#                   bus messages per published message, classic vs sharded Pub/Sub, Parley's own
+#                   publish script and keys (bench/cluster_redis.sh; docs/scaling.md)
 #   make soak       3 min (SOAK_SECONDS) of mixed traffic on two instances, Redis and PostgreSQL
 #                   restarted in the middle; fails on growth or on a lost acked message (bench/soak.mjs)
 # Results land in bench/results/<date>.md; see docs/performance.md.
@@ -15,11 +18,15 @@
 BENCH_CFLAGS = $(CFLAGS) -Ibench
 BENCH_EXTRA_OBJ ?=
 
-all: $(BUILD)/parley-bench $(BUILD)/parley-floor
+all: $(BUILD)/parley-bench $(BUILD)/parley-floor $(BUILD)/parley-cluster-redis
 
 $(BUILD)/parley-bench: bench/parley_bench.c bench/benchlib.h include/parley/base/jwt.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< $(BENCH_EXTRA_OBJ) $(LIB) -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lm
+
+$(BUILD)/parley-cluster-redis: bench/cluster_redis.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 $(BUILD)/parley-floor: bench/floor.c bench/benchlib.h
 	@mkdir -p $(dir $@)
@@ -48,10 +55,13 @@ soak: deps
 bench-cluster: $(BUILD)/parleyd $(BUILD)/parley-bench
 	@bench/cluster
 
+bench-cluster-redis: $(BUILD)/parley-cluster-redis
+	@bench/cluster_redis.sh
+
 bench-redis-modes: deps
 	@$(MAKE) --no-print-directory $(BUILD)/parleyd
 	@node bench/redis_modes.mjs
 
-.PHONY: bench-callgrind bench-peers bench-tls soak bench-redis-modes bench-cluster
+.PHONY: bench-callgrind bench-peers bench-tls soak bench-redis-modes bench-cluster bench-cluster-redis
 
--include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d
+-include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d $(BUILD)/parley-cluster-redis.d

@@ -8,6 +8,7 @@
  *    exact percentiles at that resolution
  *  - the `text` payload the bench embeds: "<seq>:<send ns>"
  *  - ws:// and wss:// URL parsing
+ *  - a process' CPU time from /proc
  *
  * Everything is `static inline` and allocation-free except bl_hist_*.
  */
@@ -19,7 +20,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline uint64_t bl_now_ns(void)
 {
@@ -351,6 +355,33 @@ static inline int bl_parse_url(const char *s, bl_url *u)
     if (*s != '/' || strlen(s) >= sizeof u->path) return -1;
     strcpy(u->path, s);
     return 0;
+}
+
+/* utime + stime of the processes `pids[0..n)` (/proc/PID/stat), microseconds; -1 if one is gone. */
+static inline long long bl_proc_cpu_us(const pid_t *pids, int n)
+{
+    long long tot = 0;
+    long tck = sysconf(_SC_CLK_TCK);
+    for (int i = 0; i < n; i++) {
+        char p[64], b[2048];
+        snprintf(p, sizeof p, "/proc/%d/stat", (int)pids[i]);
+        FILE *f = fopen(p, "r");
+        if (!f) return -1;
+        size_t k = fread(b, 1, sizeof b - 1, f);
+        fclose(f);
+        b[k] = 0;
+        char *s = strrchr(b, ')');
+        if (!s) return -1;
+        s += 2; /* field 3 */
+        unsigned long long ut = 0, st = 0;
+        int field = 3;
+        while (*s && field < 14) {
+            if (*s++ == ' ') field++;
+        }
+        if (sscanf(s, "%llu %llu", &ut, &st) != 2) return -1;
+        tot += (long long)((ut + st) * 1000000ull / (unsigned long long)tck);
+    }
+    return tot;
 }
 
 #endif

@@ -178,32 +178,6 @@ static uint32_t rnd(void)
 
 /* ------------------------------------------------------- /proc sampling */
 
-static long long proc_cpu_us(const pid_t *pids, int n)
-{
-    long long tot = 0;
-    long tck = sysconf(_SC_CLK_TCK);
-    for (int i = 0; i < n; i++) {
-        char p[64], b[2048];
-        snprintf(p, sizeof p, "/proc/%d/stat", (int)pids[i]);
-        FILE *f = fopen(p, "r");
-        if (!f) return -1;
-        size_t k = fread(b, 1, sizeof b - 1, f);
-        fclose(f);
-        b[k] = 0;
-        char *s = strrchr(b, ')');
-        if (!s) return -1;
-        s += 2; /* field 3 */
-        unsigned long long ut = 0, st = 0;
-        int field = 3;
-        while (*s && field < 14) {
-            if (*s++ == ' ') field++;
-        }
-        if (sscanf(s, "%llu %llu", &ut, &st) != 2) return -1;
-        tot += (long long)((ut + st) * 1000000ull / (unsigned long long)tck);
-    }
-    return tot;
-}
-
 static long long proc_rss_kib(const pid_t *pids, int n)
 {
     long long tot = 0;
@@ -1022,7 +996,7 @@ static int idle_child(int n, int wfd, int rfd)
 static int scen_idle(void)
 {
     long long rss0 = proc_rss_kib(o.pids, o.npids);
-    long long cpu0 = proc_cpu_us(o.pids, o.npids);
+    long long cpu0 = bl_proc_cpu_us(o.pids, o.npids);
     int held = 0, ready = 0, failed = 0, errs = 0;
     double t_open = 0;
     if (o.procs <= 1) {
@@ -1101,7 +1075,7 @@ static int scen_idle(void)
         }
         for (int k = 0; k < nk; k++)
             waitpid(kids[k], NULL, 0);
-        long long cpu1 = proc_cpu_us(o.pids, o.npids);
+        long long cpu1 = bl_proc_cpu_us(o.pids, o.npids);
         result r = {0};
         base_result(&r, "idle");
         rs(&r, "conns", "%d", o.n);
@@ -1119,7 +1093,7 @@ static int scen_idle(void)
         return (held < o.n || failed || errs) ? 3 : 0;
     }
     long long rss1 = proc_rss_kib(o.pids, o.npids);
-    long long cpu1 = proc_cpu_us(o.pids, o.npids);
+    long long cpu1 = bl_proc_cpu_us(o.pids, o.npids);
     result r = {0};
     base_result(&r, "idle");
     rs(&r, "conns", "%d", o.n);
@@ -1307,7 +1281,8 @@ typedef struct {
 static meter_t meter_start(void)
 {
     phase_begin();
-    meter_t m = {proc_cpu_us(o.pids, o.npids), proc_cpu_us(o.rpids, o.nrpids), self_cpu_us(), 0};
+    meter_t m = {bl_proc_cpu_us(o.pids, o.npids), bl_proc_cpu_us(o.rpids, o.nrpids), self_cpu_us(),
+                 0};
     machine_mark();
     m.t0 = bl_now_ns();
     return m;
@@ -1318,7 +1293,7 @@ static int meter_report(const meter_t *m, const char *name)
 {
     drain();
     double secs = (double)(bl_now_ns() - m->t0) / 1e9;
-    long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
+    long long c1 = bl_proc_cpu_us(o.pids, o.npids), r1 = bl_proc_cpu_us(o.rpids, o.nrpids),
               s1 = self_cpu_us();
     return report_msgs(name, secs, c1 - m->c0, r1 - m->r0, s1 - m->s0);
 }
@@ -1390,13 +1365,13 @@ static int scen_connect(void)
 {
     check_fit(o.n);
     g.need_auth = 1;
-    long long c0 = proc_cpu_us(o.pids, o.npids), r0 = proc_cpu_us(o.rpids, o.nrpids),
+    long long c0 = bl_proc_cpu_us(o.pids, o.npids), r0 = bl_proc_cpu_us(o.rpids, o.nrpids),
               s0 = self_cpu_us();
     machine_mark();
     uint64_t t0 = bl_now_ns();
     double secs = open_all(o.n, NULL);
     double wall = (double)(bl_now_ns() - t0) / 1e9;
-    long long c1 = proc_cpu_us(o.pids, o.npids), r1 = proc_cpu_us(o.rpids, o.nrpids),
+    long long c1 = bl_proc_cpu_us(o.pids, o.npids), r1 = bl_proc_cpu_us(o.rpids, o.nrpids),
               s1 = self_cpu_us();
     result r = {0};
     base_result(&r, "connect");
@@ -1651,12 +1626,12 @@ int main(int argc, char **argv)
         }
     }
     for (int i = 0; i < o.npids; i++)
-        if (proc_cpu_us(&o.pids[i], 1) < 0) {
+        if (bl_proc_cpu_us(&o.pids[i], 1) < 0) {
             fprintf(stderr, "parley-bench: cannot read /proc/%d/stat\n", (int)o.pids[i]);
             return 1;
         }
     for (int i = 0; i < o.nrpids; i++)
-        if (proc_cpu_us(&o.rpids[i], 1) < 0) {
+        if (bl_proc_cpu_us(&o.rpids[i], 1) < 0) {
             fprintf(stderr, "parley-bench: cannot read /proc/%d/stat\n", (int)o.rpids[i]);
             return 1;
         }
