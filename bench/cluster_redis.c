@@ -16,8 +16,8 @@
  * they would have: room r is held by D of them. The publisher (svc/cluster's router, on a libuv
  * loop, as a shard) calls the publish script for MSGS messages over ROOMS rooms, WINDOW in flight,
  * each with a cid, as clients send them. Measured over the publishing, from the outside:
- *   Redis CPU: utime+stime of every redis-server (/proc/PID/stat), per message, and the busiest
- *     node's share;
+ *   Redis CPU: utime+stime of every redis-server (/proc/PID/stat), per message, in all and per
+ *     node (masters first);
  *   output bytes: INFO stats total_net_output_bytes of every node, per message;
  *   bus messages: CLUSTER INFO cluster_stats_messages_publish(shard)_sent, per message;
  *   deliveries: messages the stand-ins received, per message (D expected), and lost ones.
@@ -351,20 +351,29 @@ int main(int argc, char **argv)
         usleep(10000);
     sample(&b);
 
-    double cpu_us = 0, max_share = 0, out = 0, bus = 0;
-    for (int i = 0; i < NODES; i++) {
-        cpu_us += (double)(b.cpu[i] - a.cpu[i]);
+    double cpu_us = 0, out = 0, bus = 0, m = nmsgs;
+    char per[256] = "";
+    /* Masters first, as the map has them now, then the others (the replicas). */
+    int order[NODES], no = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < NODES; i++) {
+            int master = 0;
+            for (int k = 0; k < router.map.nnodes; k++)
+                master |= router.map.nodes[k].port == seeds[i].port;
+            if (master == (pass == 0)) order[no++] = i;
+        }
+    for (int j = 0; j < NODES; j++) {
+        int i = order[j];
+        double us = (double)(b.cpu[i] - a.cpu[i]);
+        cpu_us += us;
         out += (double)(b.out[i] - a.out[i]);
         bus += (double)(b.bus[i] - a.bus[i]);
-    }
-    for (int i = 0; i < NODES; i++) {
-        double us = (double)(b.cpu[i] - a.cpu[i]);
-        if (cpu_us > 0 && us / cpu_us > max_share) max_share = us / cpu_us;
+        size_t len = strlen(per);
+        snprintf(per + len, sizeof per - len, "%s%.0f", j ? ", " : "", us / m);
     }
     long got = atomic_load(&delivered);
-    double m = nmsgs;
-    printf("| %s | %d | %d | %d of %d | %.1f | %.0f%% | %.0f | %.2f | %.2f | %ld | %d | %.1f |\n",
-           argv[2], nmsgs, nrooms, d_rooms, k_inst, cpu_us / m, max_share * 100, out / m, bus / m,
+    printf("| %s | %d | %d | %d of %d | %.1f | %s | %.0f | %.2f | %.2f | %ld | %d | %.1f |\n",
+           argv[2], nmsgs, nrooms, d_rooms, k_inst, cpu_us / m, per, out / m, bus / m,
            (double)got / m, want > got ? want - got : 0, failed, (double)(t1 - t0) / 1000);
     for (int i = 0; i < k_inst; i++)
         pl_subscriber_stop(&subs[i]);

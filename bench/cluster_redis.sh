@@ -5,7 +5,7 @@
 # room's master), each on a fresh cluster: Redis CPU, output bytes and cluster-bus messages per
 # published message, with Parley's own publish script and key layout. parleyd itself does not
 # run in cluster mode yet (docs/redis.md), so this measures the Redis side only.
-# Settings (CR_MSGS, CR_ROOMS, CR_K, CR_D, CR_WINDOW, CR_TEXT) as in bench/cluster_redis.c.
+# Settings (CR_MSGS, CR_ROOMS, CR_K, CR_WINDOW, CR_TEXT) as in bench/cluster_redis.c.
 # Writes bench/results/<date>-cluster-redis.md (or CR_RESULT) and prints it; exits non-zero if a
 # run failed, lost a delivery or had a publish refused.
 set -euo pipefail
@@ -29,18 +29,21 @@ trap 'exit 130' INT TERM
     echo "Redis CPU summed over all six nodes (and the busiest node's share of it), output bytes"
     echo "(INFO stats), cluster-bus publish messages (CLUSTER INFO), deliveries to the stand-ins."
     echo
-    echo "| variant | messages | rooms | rooms held by | Redis CPU µs/msg | busiest node | output B/msg | bus msgs/msg | deliveries/msg | lost | failed | seconds |"
+    echo "| variant | messages | rooms | rooms held by | Redis CPU µs/msg | per node µs/msg (masters, then replicas) | output B/msg | bus msgs/msg | deliveries/msg | lost | failed | seconds |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >"$out"
 rc=0
-for variant in classic sharded; do
-    rm -rf "$dir/c"
-    deploy/dev/redis-cluster.sh start "$dir/c" >/dev/null
-    if ! timeout 300 "$BIN" "$dir/c" "$variant" >>"$out"; then
-        echo "cluster-redis: the $variant run failed" >&2
-        rc=1
-    fi
-    deploy/dev/redis-cluster.sh stop "$dir/c"
+# D: how many of the K instance stand-ins hold each room (CR_DS, default "1 3 6": one, half, all).
+for d in ${CR_DS:-1 3 6}; do
+    for variant in classic sharded; do
+        rm -rf "$dir/c"
+        deploy/dev/redis-cluster.sh start "$dir/c" >/dev/null
+        if ! CR_D="$d" timeout 300 "$BIN" "$dir/c" "$variant" >>"$out"; then
+            echo "cluster-redis: the $variant run with D=$d failed" >&2
+            rc=1
+        fi
+        deploy/dev/redis-cluster.sh stop "$dir/c"
+    done
 done
 cat "$out"
 exit "$rc"
