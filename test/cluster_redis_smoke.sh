@@ -5,7 +5,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 res=$(mktemp /tmp/parley-crsmoke.XXXXXX)
-if CR_MSGS=2000 CR_RESULT="$res" timeout 600 bench/cluster_redis.sh >"$res.log" 2>&1; then
+if CR_MSGS=2000 CR_DS=3 CR_RESULT="$res" timeout 600 bench/cluster_redis.sh >"$res.log" 2>&1; then
     echo "PASS cluster_redis_smoke: $(grep -c '^| \(classic\|sharded\) ' "$res") variants, nothing lost"
     rc=0
 else
