@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "parley/svc/script.h"
 #include "parley/svc/subscriber.h"
 #include "unit.h"
 
@@ -77,6 +78,8 @@ typedef struct {
     int done;
     int type; /* REDIS_REPLY_*, or -1 for NULL */
     char str[128];
+    long long e0, e1; /* a two-element array: its integers (the publish script's {1, seq}) */
+    char e1s[64];     /* or its second element's text ({0, "id:seq:ts"} for a duplicate) */
 } answer_t;
 
 static void answer_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
@@ -88,6 +91,12 @@ static void answer_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
     if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
               r->type == REDIS_REPLY_ERROR))
         snprintf(a->str, sizeof a->str, "%.*s", (int)r->len, r->str);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        a->e0 = r->element[0]->integer;
+        a->e1 = r->element[1]->integer;
+        if (r->element[1]->type == REDIS_REPLY_STRING)
+            snprintf(a->e1s, sizeof a->e1s, "%.*s", (int)r->element[1]->len, r->element[1]->str);
+    }
 }
 
 static void tick_cb(uv_timer_t *t)
@@ -360,6 +369,140 @@ static void follows_a_migrating_slot(void)
     CHECK(received(sub_chans[0], "after-move"));
 }
 
+/* ---- Parley's publish script across a reshard of its room's slot ---- */
+
+/* Publish one message in `room` with `cid` through the router, Parley's script and its cluster
+ * key layout, waiting for the answer (up to 5 s). */
+static answer_t publish(const char *room, const char *cid)
+{
+    static pl_buf_t k[5];
+    size_t rl = strlen(room);
+    pl_key_seq(&k[0], room, rl);
+    pl_key_stream(&k[1], room, rl);
+    pl_key_cid(&k[2], room, rl, "u", cid, strlen(cid));
+    pl_key_ready(&k[3], room, rl);
+    pl_key_room_chan(&k[4], room, rl);
+    char tail[96];
+    snprintf(tail, sizeof tail, "\"room\":\"%s\",\"text\":\"%s\"}", room, cid);
+    const char *argv[14] = {"EVALSHA", pl_script_sha(PL_SCRIPT_PUBLISH),
+                            "4",       k[0].data,
+                            k[1].data, k[2].data,
+                            k[3].data, k[4].data,
+                            tail,      cid,
+                            "1",       "1000",
+                            "86400",   pl_key_publish_cmd()};
+    size_t lens[14];
+    for (int i = 0; i < 14; i++)
+        lens[i] = strlen(argv[i]);
+    answer_t a = {0};
+    if (pl_cluster_command(&router, pl_slots_key(k[0].data, k[0].len), answer_cb, &a, 14, argv,
+                           lens) != 0) {
+        a.type = -2;
+        return a;
+    }
+    spin(5000, &a.done);
+    return a;
+}
+
+/* What the migration timer moves: every key of `mig_slot` from `mig_from` to `mig_to`, then the
+ * slot itself, as redis-cli --cluster reshard does. */
+static int mig_slot, mig_from, mig_to, mig_done;
+static char mig_to_id[41];
+
+static void migrate_keys(void)
+{
+    for (;;) {
+        redisReply *r = admin(mig_from, "CLUSTER GETKEYSINSLOT %d 100", mig_slot);
+        size_t n = r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+        for (size_t i = 0; i < n; i++)
+            freeReplyObject(
+                admin(mig_from, "MIGRATE 127.0.0.1 %d %s 0 5000", mig_to, r->element[i]->str));
+        freeReplyObject(r);
+        if (n == 0) return;
+    }
+}
+
+static void finish_migration_cb(uv_timer_t *t)
+{
+    migrate_keys();
+    pl_slots_map_t m;
+    if (read_map(&m) == 0)
+        for (int k = 0; k < m.nnodes; k++)
+            freeReplyObject(
+                admin(m.nodes[k].port, "CLUSTER SETSLOT %d NODE %s", mig_slot, mig_to_id));
+    mig_done = 1;
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+/* A busy room's slot resharded while it publishes: every message gets the next seq, once, none
+ * is lost, and a resend after the move is still recognised. The script's keys are all declared,
+ * so a half-migrated room answers TRYAGAIN (retried) instead of running against missing keys. */
+static void publishes_through_a_reshard(void)
+{
+    const char *room = "busy";
+    pl_buf_t key = {0};
+    pl_key_seq(&key, room, strlen(room));
+    mig_slot = pl_slots_key(key.data, key.len);
+    pl_key_ready(&key, room, strlen(room));
+    answer_t a = set(key.data, "1"); /* the room is seeded (docs/redis.md, readiness per room) */
+    CHECK_EQ_INT(a.type, REDIS_REPLY_STATUS);
+    pl_buf_free(&key);
+    pl_slots_map_t m;
+    CHECK(read_map(&m) == 0);
+    mig_from = pl_slots_node(&m, (uint16_t)mig_slot)->port;
+    mig_to = m.nodes[0].port == mig_from ? m.nodes[1].port : m.nodes[0].port;
+    char from_id[41];
+    node_id(mig_from, from_id);
+    node_id(mig_to, mig_to_id);
+
+    char cid[16];
+    int seq = 0;
+    for (; seq < 5; seq++) {
+        snprintf(cid, sizeof cid, "c%d", seq + 1);
+        a = publish(room, cid);
+        CHECK(a.type == REDIS_REPLY_ARRAY && a.e0 == 1 && a.e1 == seq + 1);
+    }
+    /* The reshard begins. A new message's cid key would be created on the old owner while the
+     * room's other keys may already have moved, so Redis answers TRYAGAIN (its keys are all
+     * declared) and the router retries until the slot has moved; then ASK or MOVED takes it to
+     * the new owner, which has the room's seq. */
+    freeReplyObject(admin(mig_to, "CLUSTER SETSLOT %d IMPORTING %s", mig_slot, from_id));
+    freeReplyObject(admin(mig_from, "CLUSTER SETSLOT %d MIGRATING %s", mig_slot, mig_to_id));
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    mig_done = 0;
+    uv_timer_start(&t, finish_migration_cb, 300, 0);
+    uint64_t retried0 = pl_counter_get(&router.stats.retried);
+    a = publish(room, "c6");
+    CHECK(a.type == REDIS_REPLY_ARRAY && a.e0 == 1 && a.e1 == 6);
+    CHECK(pl_counter_get(&router.stats.retried) > retried0);
+    spin(2000, &mig_done);
+    CHECK(mig_done);
+    for (int k = 7; k <= 8; k++) {
+        snprintf(cid, sizeof cid, "c%d", k);
+        a = publish(room, cid);
+        CHECK(a.type == REDIS_REPLY_ARRAY && a.e0 == 1 && a.e1 == k);
+    }
+    /* A resend of a message from before the move: recognised, its seq given back. */
+    a = publish(room, "c3");
+    CHECK(a.type == REDIS_REPLY_ARRAY && a.e0 == 0 && strncmp(a.e1s, "c3:3:", 5) == 0);
+    /* Everything is on the new owner, in order, once. */
+    pl_key_stream(&key, room, strlen(room));
+    redisReply *r = admin(mig_to, "XRANGE %s - +", key.data);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 8);
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "%zu-0", i + 1);
+        CHECK_STR(r->element[i]->element[0]->str, id);
+    }
+    freeReplyObject(r);
+    pl_key_seq(&key, room, strlen(room));
+    r = admin(mig_to, "GET %s", key.data);
+    CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "8") == 0);
+    freeReplyObject(r);
+    pl_buf_free(&key);
+}
+
 static void survives_a_failover(void)
 {
     pl_slots_map_t m;
@@ -422,6 +565,11 @@ static void survives_a_failover(void)
     CHECK_EQ_INT(copies, 2); /* one per subscriber */
 }
 
+static void load_scripts(pl_cluster_t *c, pl_redis_t *node)
+{
+    pl_script_load_all(node);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -446,6 +594,9 @@ int main(void)
 
     uv_loop_init(&loop);
     pl_redis_addr_t login = {0};
+    if (pl_script_init() != 0) return 1;
+    pl_key_set_cluster(1);
+    router.on_connect = load_scripts;
     if (pl_cluster_start(&router, &loop, seeds, 1, &login) != 0) return 1;
     /* Only the first seed is given: the map brings the rest. */
     for (int i = 0; i < 300 && !pl_cluster_up(&router); i++)
@@ -460,6 +611,7 @@ int main(void)
     RUN(routes_to_each_master);
     RUN(subscriber_receives_on_each_master);
     RUN(follows_a_migrating_slot);
+    RUN(publishes_through_a_reshard);
     RUN(survives_a_failover);
 
     pl_subscriber_stop(&sub);
