@@ -1,4 +1,5 @@
 /* api: HTTP endpoints and upgrade checks; see the header. */
+#include "parley/app/kv.h"
 #include "parley/app/api.h"
 
 #include <cjson/cJSON.h>
@@ -23,6 +24,7 @@
 #include "parley/base/log.h"
 #include "parley/proto/ws.h"
 #include "parley/svc/db.h"
+#include "parley/svc/script.h"
 
 static void respond(pl_conn_t *c, int status, const pl_buf_t *body, int keep_alive)
 {
@@ -130,7 +132,7 @@ static void status(pl_conn_t *c, int keep)
         pl_shard_t *s = pl_server_shard(srv, i);
         long n = atomic_load_explicit(&s->conns->sock->nsocks, memory_order_relaxed);
         long r = atomic_load_explicit(&s->nrooms, memory_order_relaxed);
-        int up = atomic_load_explicit(&s->redis.connected, memory_order_relaxed);
+        int up = pl_kv_up(s);
         total += n;
         rooms += r;
         pubs_up += up;
@@ -598,6 +600,14 @@ static int credential(pl_conn_t *c, char user[PL_JWT_SUB_MAX + 1])
     return CRED_USER;
 }
 
+/* Why a chat-state script could not be sent: Redis is down, or (a cluster) the script's steps
+ * are not split by hash slot yet (docs/redis.md). */
+static const char *unavailable_why(const pl_shard_t *s)
+{
+    return pl_kv_cluster(s) ? "not available on a Redis Cluster yet (docs/redis.md)"
+                            : "redis is unreachable; retry later";
+}
+
 /* ---- /api/rooms/{room}/members: the membership mirror in Redis ---- */
 
 typedef struct {
@@ -657,7 +667,7 @@ static int members_list(pl_conn_t *c, const char *room, const char *asker, int k
     snprintf(x->room, sizeof x->room, "%s", room);
     if (pl_chat_members(pl_shard_of_conn(c), room, asker, (int)limit, members_cb, x) != 0) {
         free(x);
-        api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
+        api_error(c, 503, "unavailable", unavailable_why(pl_shard_of_conn(c)), keep);
         return keep;
     }
     return PL_CONN_REQ_ASYNC;
@@ -778,6 +788,11 @@ typedef struct {
     int keep;
     long long count, offset, limit;
     char user[PL_JWT_SUB_MAX + 1];
+    /* A cluster's list: the buckets not yet answered, whether one failed, and the users so
+     * far (copied: each reply goes when its callback returns). */
+    int buckets_left, bucket_failed;
+    char **names;
+    size_t n, cap;
 } online_ctx_t;
 
 static void online_finish(online_ctx_t *x, int status, pl_buf_t *body)
@@ -836,6 +851,85 @@ static void online_one_cb(struct redisAsyncContext *ac, void *reply, void *privd
     pl_buf_free(&b);
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A cluster: one bucket of the online set less to wait for. The last sorts the union and answers
+ * the page, as SORT ALPHA LIMIT does on one Redis. */
+static void online_bucket_done(online_ctx_t *x)
+{
+    if (--x->buckets_left > 0) return;
+    pl_buf_t b = {0};
+    if (!x->bucket_failed) {
+        qsort(x->names, x->n, sizeof *x->names, cmp_name);
+        pl_buf_printf(&b, "{\"count\":%zu,\"users\":[", x->n);
+        for (long long i = x->offset; i < (long long)x->n && i < x->offset + x->limit; i++) {
+            if (i > x->offset) pl_buf_add(&b, ",", 1);
+            pl_buf_json_str(&b, x->names[i], strlen(x->names[i]));
+        }
+        pl_buf_printf(&b, "],\"offset\":%lld,\"limit\":%lld}", x->offset, x->limit);
+    }
+    for (size_t i = 0; i < x->n; i++)
+        free(x->names[i]);
+    free(x->names);
+    online_finish(x, x->bucket_failed ? 503 : 200, &b);
+    pl_buf_free(&b);
+}
+
+/* One bucket answered (SMEMBERS): its users join the others. */
+static void online_bucket_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    online_ctx_t *x = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY) x->bucket_failed = 1;
+    for (size_t i = 0; !x->bucket_failed && i < r->elements; i++) {
+        if (x->n == x->cap) {
+            size_t cap = x->cap ? 2 * x->cap : 256;
+            char **p = realloc(x->names, cap * sizeof *p);
+            if (!p) {
+                x->bucket_failed = 1;
+                break;
+            }
+            x->names = p;
+            x->cap = cap;
+        }
+        if (!(x->names[x->n] = strdup(r->element[i]->str)))
+            x->bucket_failed = 1;
+        else
+            x->n++;
+    }
+    online_bucket_done(x);
+}
+
+/* A cluster: every bucket of the online set, asked at once. 0, or -1 if none could be asked
+ * (x not used); once one is, the last callback answers. */
+static int online_list_cluster(pl_shard_t *s, online_ctx_t *x)
+{
+    pl_buf_t *k = &s->kbuf[0];
+    char id[8];
+    x->buckets_left = PL_KEY_ONLINE_BUCKETS + 1; /* held until every bucket is asked */
+    int asked = 0;
+    for (int i = 0; i < PL_KEY_ONLINE_BUCKETS; i++) {
+        pl_buf_reset(k);
+        pl_buf_adds(k, s->srv->cfg.redis_prefix);
+        snprintf(id, sizeof id, "%d", i);
+        pl_buf_printf(k, "{o:%s}:online", id);
+        const char *a[2] = {"SMEMBERS", k->data};
+        size_t l[2] = {8, k->len};
+        if (pl_kv_command(s, k->data, k->len, online_bucket_cb, x, 2, a, l) == 0) {
+            asked++;
+        } else {
+            x->bucket_failed = 1;
+            x->buckets_left--;
+        }
+    }
+    if (!asked) return -1;
+    online_bucket_done(x); /* the hold */
+    return 0;
+}
+
 static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int keep,
                      const char *rest, size_t rest_len)
 {
@@ -878,8 +972,12 @@ static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int
         size_t l2[6] = {4, strlen(key), 5, 5, strlen(off), strlen(lim)};
         /* Both or neither: a command is refused only while disconnected, which cannot change
          * between these two calls. */
-        rc = pl_redis_command(&s->redis, online_count_cb, x, 2, a1, l1);
-        if (rc == 0) pl_redis_command(&s->redis, online_list_cb, x, 6, a2, l2);
+        if (pl_kv_cluster(s)) {
+            rc = online_list_cluster(s, x);
+        } else {
+            rc = pl_kv_command(s, key, strlen(key), online_count_cb, x, 2, a1, l1);
+            if (rc == 0) pl_kv_command(s, key, strlen(key), online_list_cb, x, 6, a2, l2);
+        }
     } else {
         /* /api/websocket/users/{id}/online */
         const char *id = path + 21, *end = path + len - 7;
@@ -889,9 +987,17 @@ static int users_api(pl_conn_t *c, const char *path, size_t len, int method, int
             api_error(c, 404, "not_found", "no such endpoint", keep);
             return keep;
         }
-        const char *a[3] = {"SISMEMBER", key, x->user};
-        size_t l[3] = {9, strlen(key), strlen(x->user)};
-        rc = pl_redis_command(&s->redis, online_one_cb, x, 3, a, l);
+        /* A cluster keeps the online set in buckets: the user's own. */
+        pl_buf_t *k = &s->kbuf[0];
+        if (pl_kv_cluster(s))
+            pl_key_online(k, pfx, x->user);
+        else {
+            pl_buf_reset(k);
+            pl_buf_adds(k, key);
+        }
+        const char *a[3] = {"SISMEMBER", k->data, x->user};
+        size_t l[3] = {9, k->len, strlen(x->user)};
+        rc = pl_kv_command(s, k->data, k->len, online_one_cb, x, 3, a, l);
     }
     if (rc != 0) {
         free(x);
@@ -1038,7 +1144,7 @@ static int user_disconnect(pl_conn_t *c, const char *path, size_t len, int metho
     cJSON_Delete(j);
     if (rc != 0) {
         free(x);
-        api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
+        api_error(c, 503, "unavailable", unavailable_why(pl_shard_of_conn(c)), keep);
         return keep;
     }
     char addr[INET6_ADDRSTRLEN];

@@ -6,6 +6,7 @@
  * one Lua script (script.h, docs/redis.md) run on the shard's Redis
  * connection; the events it publishes travel on room channels like messages.
  */
+#include "parley/app/kv.h"
 #include "parley/app/chat.h"
 
 #include <hiredis/hiredis.h>
@@ -15,12 +16,14 @@
 
 #include "parley/app/server.h"
 #include "parley/app/session.h"
+#include "parley/app/split.h"
 #include "parley/base/clock.h"
 #include "parley/base/log.h"
 #include "parley/svc/db.h"
 #include "parley/svc/script.h"
 
-/* Run a chat-state script: ARGV[1] is the key prefix, then `argc` more. */
+/* Run a chat-state script: ARGV[1] is the key prefix, then `argc` more. Placed by its first key;
+ * a script without keys spans slots (cluster mode refuses it, app/kv.h). */
 static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char **keys, int argc,
                        const char **args, pl_redis_cb cb, void *priv)
 {
@@ -37,7 +40,8 @@ static int chat_script(pl_shard_t *s, pl_script_t which, int nkeys, const char *
     argv[n] = s->srv->cfg.redis_prefix, lens[n++] = strlen(s->srv->cfg.redis_prefix);
     for (int i = 0; i < argc; i++)
         argv[n] = args[i], lens[n++] = strlen(args[i]);
-    return pl_redis_command(&s->redis, cb, priv, n, argv, lens);
+    return pl_kv_command(s, nkeys ? keys[0] : NULL, nkeys ? strlen(keys[0]) : 0, cb, priv, n, argv,
+                         lens);
 }
 
 int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member,
@@ -45,6 +49,7 @@ int pl_chat_member(pl_shard_t *s, const char *room, const char *user, int member
 {
     /* Refused only while Redis is down: the mirror is rebuilt from PostgreSQL if Redis lost it,
      * and a membership made meanwhile is mirrored again at the user's next subscribe. */
+    if (pl_kv_cluster(s)) return pl_split_member(s, room, user, member, reason, cb, priv);
     const char *args[4] = {room, user, member ? "1" : "0", reason ? reason : "removed"};
     return chat_script(s, PL_SCRIPT_MEMBER, 0, NULL, member ? 3 : 4, args, cb, priv);
 }
@@ -98,13 +103,11 @@ typedef struct {
     pl_session_t *conn[];
 } presence_batch_t;
 
-/* Deliver the DMs that waited for a user who just came online to its connection. */
-static void deliver_waiting(pl_conn_t *c, const redisReply *e)
+/* Deliver the DMs that waited for a user who just came online to its connection (`w`: the
+ * array of them). */
+static void deliver_waiting(pl_conn_t *c, const redisReply *w)
 {
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-        e->element[1]->type != REDIS_REPLY_ARRAY)
-        return;
-    const redisReply *w = e->element[1];
+    if (!w || w->type != REDIS_REPLY_ARRAY) return;
     for (size_t i = 0; i < w->elements; i++) {
         if (w->element[i]->type != REDIS_REPLY_STRING) continue;
         pl_frame_t *f = pl_frame_text(w->element[i]->str, w->element[i]->len);
@@ -124,6 +127,33 @@ static int revoked(const redisReply *e)
            e->element[0]->type == REDIS_REPLY_INTEGER && e->element[0]->integer < 0;
 }
 
+void pl_chat_presence_answered(pl_session_t *ss, int ok, int is_revoked, const redisReply *waiting)
+{
+    pl_conn_t *c = pl_session_conn(ss);
+    ss->up_pending = 0;
+    if (ok && is_revoked) {
+        ss->presence = ss->down_deferred = 0; /* not counted: nothing to count down */
+        if (pl_conn_open(c)) {
+            pl_shard_t *s = pl_shard_of_conn(c);
+            pl_counter_add(&s->stats.auth_failures[PL_AUTH_FAIL_REVOKED], 1);
+            pl_buf_t *nb = pl_shard_scratch(s);
+            pl_wire_notice(nb, "disconnected",
+                           "this token was revoked (the user was disconnected after it was "
+                           "issued); get a new one");
+            pl_session_send(c, nb);
+            pl_conn_close(c, 4003, "token revoked");
+        }
+    } else if (ss->down_deferred) {
+        /* Closed before the answer came: counted now (ok) or never (Redis went away: the
+         * resync restates this shard's counts), so the "d" goes only if it was. */
+        ss->down_deferred = 0;
+        if (ok) presence_queue(c, 0);
+    } else if (ok && pl_conn_open(c)) {
+        deliver_waiting(c, waiting);
+    }
+    pl_conn_release(c);
+}
+
 static void presence_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {
     presence_batch_t *b = privdata;
@@ -133,31 +163,11 @@ static void presence_reply(struct redisAsyncContext *ac, void *reply, void *priv
         pl_warn("presence: unexpected reply to a batch of %zu: %s", b->n,
                 r->type == REDIS_REPLY_ERROR ? r->str : "not an array of that size");
     for (size_t i = 0; i < b->n; i++) {
-        pl_session_t *ss = b->conn[i];
-        if (!ss) continue;
-        pl_conn_t *c = pl_session_conn(ss);
-        ss->up_pending = 0;
-        if (ok && revoked(r->element[i])) {
-            ss->presence = ss->down_deferred = 0; /* not counted: nothing to count down */
-            if (pl_conn_open(c)) {
-                pl_shard_t *s = pl_shard_of_conn(c);
-                pl_counter_add(&s->stats.auth_failures[PL_AUTH_FAIL_REVOKED], 1);
-                pl_buf_t *nb = pl_shard_scratch(s);
-                pl_wire_notice(nb, "disconnected",
-                               "this token was revoked (the user was disconnected after it was "
-                               "issued); get a new one");
-                pl_session_send(c, nb);
-                pl_conn_close(c, 4003, "token revoked");
-            }
-        } else if (ss->down_deferred) {
-            /* Closed before the answer came: counted now (ok) or never (Redis went away: the
-             * resync restates this shard's counts), so the "d" goes only if it was. */
-            ss->down_deferred = 0;
-            if (ok) presence_queue(c, 0);
-        } else if (ok && pl_conn_open(c)) {
-            deliver_waiting(c, r->element[i]);
-        }
-        pl_conn_release(c);
+        if (!b->conn[i]) continue;
+        const redisReply *e = ok ? r->element[i] : NULL;
+        pl_chat_presence_answered(
+            b->conn[i], ok, ok && revoked(e),
+            e && e->type == REDIS_REPLY_ARRAY && e->elements == 2 ? e->element[1] : NULL);
     }
     free(b);
 }
@@ -227,6 +237,15 @@ void pl_chat_flush(pl_shard_t *s)
     size_t n = pq->n;
     if (!n) return;
     pq->n = 0;
+    if (pl_kv_cluster(s)) {
+        /* A cluster: one user's slot at a time (app/split.h). */
+        for (size_t i = 0; i < n; i++) {
+            const char *e = pq->users.data + pq->off[i];
+            pl_split_presence(s, e, e + strlen(e) + 1, pq->conn[i]);
+        }
+        pl_buf_reset(&pq->users);
+        return;
+    }
     /* On the stack: 12 KiB at most, and only while a batch is formatted. */
     const char *argv[PRESENCE_FIXED_ARGS + 2 * PL_PRESENCE_BATCH_MAX];
     size_t lens[PRESENCE_FIXED_ARGS + 2 * PL_PRESENCE_BATCH_MAX];
@@ -243,7 +262,7 @@ void pl_chat_flush(pl_shard_t *s)
         b->n = n;
         memcpy(b->conn, pq->conn, n * sizeof b->conn[0]);
     }
-    if (!b || pl_redis_command(&s->redis, presence_reply, b, k, argv, lens) != 0) {
+    if (!b || pl_kv_command(s, NULL, 0, presence_reply, b, k, argv, lens) != 0) {
         /* Not counted in Redis: these connections will not be "down"ed either. The resync when
          * Redis is back counts them (pl_chat_resync). */
         pl_debug("presence: %zu change(s) wait for redis (%s)", n,
@@ -273,6 +292,10 @@ static void resync_reply(struct redisAsyncContext *ac, void *reply, void *privda
 void pl_chat_resync(pl_shard_t *s)
 {
     pl_chat_flush(s); /* what is queued goes first; the counts below then include it */
+    if (pl_kv_cluster(s)) {
+        pl_split_resync(s);
+        return;
+    }
     size_t users = s->users.count, k = 0;
     const char **argv = malloc((PRESENCE_FIXED_ARGS + 2 * users) * sizeof *argv);
     size_t *lens = malloc((PRESENCE_FIXED_ARGS + 2 * users) * sizeof *lens);
@@ -294,7 +317,7 @@ void pl_chat_resync(pl_shard_t *s)
         argv[k] = cp, lens[k++] = (size_t)len;
         cp += len + 1;
     }
-    if (pl_redis_command(&s->redis, resync_reply, s, (int)k, argv, lens) != 0)
+    if (pl_kv_command(s, NULL, 0, resync_reply, s, (int)k, argv, lens) != 0)
         pl_debug("presence resync (shard %d): redis unavailable", s->index);
     else if (users)
         pl_info("presence: shard %d re-announced %zu user(s) to redis", s->index, users);
@@ -330,11 +353,13 @@ static int typing_script(pl_conn_t *c, const char *room, const char *op, pl_redi
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
     pl_key_typing(&s->kbuf[0], pfx, "typing:", room, room_len, user);
     pl_key_typing(&s->kbuf[1], pfx, "typing_rl:", room, room_len, user);
+    /* The deadlines set is global: a cluster goes without it (docs/redis.md). */
     pl_buf_reset(&s->kbuf[2]);
     pl_buf_printf(&s->kbuf[2], "%styping_deadlines", pfx);
+    pl_key_room_chan(&s->kbuf[3], room, room_len);
     const char *keys[3] = {s->kbuf[0].data, s->kbuf[1].data, s->kbuf[2].data};
-    const char *args[4] = {room, user, op, now};
-    return chat_script(s, PL_SCRIPT_TYPING, 3, keys, 4, args, cb, priv);
+    const char *args[6] = {room, user, op, now, s->kbuf[3].data, pl_key_publish_cmd()};
+    return chat_script(s, PL_SCRIPT_TYPING, pl_kv_cluster(s) ? 2 : 3, keys, 6, args, cb, priv);
 }
 
 static void typing_send(pl_conn_t *c, const char *room, const char *op)
@@ -491,9 +516,11 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req)
     pl_shard_t *s = pl_shard_of_conn(c);
     pl_key_seq(&s->kbuf[0], req->room, req->room_len);
     pl_key_read(&s->kbuf[1], s->srv->cfg.redis_prefix, req->room, req->room_len);
+    pl_key_room_chan(&s->kbuf[2], req->room, req->room_len);
     const char *keys[2] = {s->kbuf[0].data, s->kbuf[1].data};
-    const char *args[3] = {req->room, pl_session_of(c)->user, seq};
-    if (chat_script(s, PL_SCRIPT_READ, 2, keys, 3, args, read_reply, x) != 0) {
+    const char *args[5] = {req->room, pl_session_of(c)->user, seq, s->kbuf[2].data,
+                           pl_key_publish_cmd()};
+    if (chat_script(s, PL_SCRIPT_READ, 2, keys, 5, args, read_reply, x) != 0) {
         chat_ctx_done(x);
         pl_session_error(c, PL_ERR_UNAVAILABLE, "redis is unreachable; retry later", req->cid,
                          req->cid_len);
@@ -551,12 +578,17 @@ static void scan_reply(struct redisAsyncContext *ac, void *reply, void *privdata
         if (k->type != REDIS_REPLY_STRING || k->len <= plen) continue;
         const char *argv[3] = {"SADD", s->kbuf[0].data, k->str + plen};
         size_t lens[3] = {4, s->kbuf[0].len, k->len - plen};
-        pl_redis_command(&s->redis, NULL, NULL, 3, argv, lens);
+        pl_kv_command(s, NULL, 0, NULL, NULL, 3, argv, lens);
     }
 }
 
 void pl_chat_presence_sweep(pl_shard_t *s)
 {
+    if (pl_kv_cluster(s)) {
+        pl_split_heartbeat(s);
+        pl_split_sweep(s);
+        return;
+    }
     char now[24], ttl[8], cursor[24];
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
     snprintf(ttl, sizeof ttl, "%d", PL_HEARTBEAT_TTL_S);
@@ -567,5 +599,5 @@ void pl_chat_presence_sweep(pl_shard_t *s)
     pl_buf_printf(&s->kbuf[1], "%sserver_users:*", s->srv->cfg.redis_prefix);
     const char *argv[6] = {"SCAN", cursor, "MATCH", s->kbuf[1].data, "COUNT", "100"};
     size_t lens[6] = {4, strlen(cursor), 5, s->kbuf[1].len, 5, 3};
-    pl_redis_command(&s->redis, scan_reply, s, 6, argv, lens);
+    pl_kv_command(s, NULL, 0, scan_reply, s, 6, argv, lens);
 }

@@ -182,7 +182,10 @@ static void on_connected(void *ud, struct redisContext *c, int again)
 static void on_subscribed(void *ud, int again)
 {
     pl_server_t *srv = ud;
-    long n = pl_srvlog_catch_up(&srv->srvlog, &srv->redis_addr, server_logged_cb, srv);
+    /* A cluster has no server:<id> channel yet (its direct messages are not split by slot). */
+    long n = srv->cfg.redis_cluster
+                 ? 0
+                 : pl_srvlog_catch_up(&srv->srvlog, &srv->redis_addr, server_logged_cb, srv);
     if (n > 0) pl_info("subscriber: %ld frame(s) sent here while away read back from its log", n);
     if (!again) return;
     for (int i = 0; i < srv->nshards; i++)
@@ -275,6 +278,18 @@ static void deliver(pl_shard_t *s, const pl_bcast_t *b)
         }
         if (b->seq) {
             if (b->seq <= sub->last_seq) continue; /* already sent by the catch-up */
+            if (b->seq > sub->last_seq + 1) {
+                /* Frames in between never came: published where the subscriber was not
+                 * listening (a cluster slot moving to its new master before the subscription
+                 * follows it). They are read from the room first; this one waits for them. */
+                pl_debug("%s: seq %lld after %lld: catching up", room->name, (long long)b->seq,
+                         (long long)sub->last_seq);
+                pl_subscribe_catch_up(c, sub);
+                if (sub->sync_gen) {
+                    pl_subscribe_hold(c, sub, b->frame, b->seq);
+                    continue;
+                }
+            }
             sub->last_seq = b->seq;
         }
         if (pl_conn_send(c, b->frame) == 0) n++;

@@ -4,6 +4,7 @@
  * written in a fixed order, each with HELP and TYPE; per-shard series carry
  * shard="<i>", others are summed over the shards at the scrape.
  */
+#include "parley/app/kv.h"
 #include "parley/app/metrics.h"
 
 #include <stddef.h>
@@ -197,8 +198,7 @@ static void redis(pl_buf_t *b, pl_server_t *srv)
     for (int i = 0; i < srv->nshards; i++) {
         snprintf(label, sizeof label, "connection=\"shard-%d\"", i);
         pl_metric_sample(b, "parley_redis_connected", label,
-                         (uint64_t)atomic_load_explicit(&pl_server_shard(srv, i)->redis.connected,
-                                                        memory_order_relaxed));
+                         (uint64_t)pl_kv_up(pl_server_shard(srv, i)));
     }
     pl_metric_family(b, "parley_redis_reconnects_total", "counter",
                      "Redis connections made again after a loss.");

@@ -5,6 +5,7 @@
  * not ready, and a subscription still catching up keeps its owner's messages
  * until `subscribed` is out.
  */
+#include "parley/app/kv.h"
 #include "parley/app/publish.h"
 
 #include <hiredis/hiredis.h>
@@ -124,7 +125,7 @@ static void ready_reply(struct redisAsyncContext *ac, void *reply, void *privdat
         return;
     }
     /* A Redis without parley:ready lost its data (or is new): restore, then look again. */
-    if (r->integer != 1) pl_restore_need(s);
+    if (r->integer != 1) pl_restore_need(s, "");
     pl_subscribe_redis_ready(s, -1);
     uv_timer_start(&s->ready_timer, ready_timer_cb, 50, 0);
 }
@@ -149,16 +150,44 @@ void pl_publish_not_ready(pl_shard_t *s)
     pl_publish_ready_check(s);
 }
 
-void pl_publish_ready_check(pl_shard_t *s)
+/* A cluster has no parley:ready: the shard is ready once it has its id node and no room is
+ * being seeded (restore.h); a room found unseeded holds every message of the shard meanwhile,
+ * which keeps each connection's order. Looked at again every 50 ms until then. */
+static void cluster_ready_check(pl_shard_t *s)
 {
     if (!s->ids_ready) {
         const char *argv[3] = {"INCRBY", "parley:id_nodes", "1"};
         size_t lens[3] = {6, 15, 1};
-        pl_redis_command(&s->redis, ids_reply, s, 3, argv, lens);
+        pl_kv_command(s, argv[1], lens[1], ids_reply, s, 3, argv, lens);
+    }
+    if (s->ids_ready && !pl_restore_seeding(s)) {
+        s->redis_ready = 1;
+        release_waiting(s, 1);
+        return;
+    }
+    if (!pl_kv_up(s))
+        release_waiting(s, 0);
+    else
+        pl_subscribe_redis_ready(s, -1);
+    if (!s->stopping && !uv_is_active((uv_handle_t *)&s->ready_timer))
+        uv_timer_start(&s->ready_timer, ready_timer_cb, 50, 0);
+}
+
+void pl_publish_ready_check(pl_shard_t *s)
+{
+    if (pl_kv_cluster(s)) {
+        cluster_ready_check(s);
+        return;
+    }
+    if (!s->ids_ready) {
+        const char *argv[3] = {"INCRBY", "parley:id_nodes", "1"};
+        size_t lens[3] = {6, 15, 1};
+        pl_kv_command(s, argv[1], lens[1], ids_reply, s, 3, argv, lens);
     }
     const char *argv[2] = {"EXISTS", PL_KEY_READY};
     size_t lens[2] = {6, strlen(PL_KEY_READY)};
-    if (pl_redis_command(&s->redis, ready_reply, s, 2, argv, lens) != 0) release_waiting(s, 0);
+    if (pl_kv_command(s, argv[1], lens[1], ready_reply, s, 2, argv, lens) != 0)
+        release_waiting(s, 0);
 }
 
 void pl_publish_redis_up(pl_redis_t *r)
@@ -170,6 +199,15 @@ void pl_publish_redis_up(pl_redis_t *r)
     pl_chat_resync(s);
     /* Nothing is published on a new connection until parley:ready is seen on it. */
     s->redis_ready = 0;
+    pl_publish_ready_check(s);
+}
+
+void pl_publish_redis_up_cluster(pl_shard_t *s)
+{
+    /* Any node may have restarted empty, or this connection been lost, while clients stayed:
+     * their presence is restated (idempotent). Readiness is per room: nothing to wait for but
+     * the id node. */
+    pl_chat_resync(s);
     pl_publish_ready_check(s);
 }
 
@@ -242,6 +280,7 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
         /* Redis lost its data under us: hold this and what follows until it is ready again. */
         pl_shard_t *s = m->shard;
         wait_ready(s, m, 1);
+        if (pl_kv_cluster(s)) pl_restore_need(s, m->room); /* one Redis: ready_reply does */
         pl_publish_not_ready(s);
     } else if (code == 1 && r->elements == 2) {
         pl_counter_add(&m->shard->stats.published, 1);
@@ -280,27 +319,23 @@ static void arg(script_args_t *a, const char *p, size_t len)
     a->lens[a->n++] = len;
 }
 
-/* What both scripts start with: the call and the four keys (seq, stream, cid or "", ready). */
+/* What both scripts start with: the call and the keys (seq, stream, ready, and the cid's record
+ * if there is a cid). */
 static void args_begin(pl_shard_t *s, script_args_t *a, pl_script_t which, int full_script,
                        const pl_msg_t *m, size_t room_len)
 {
     size_t cid_len = strlen(m->cid);
     pl_key_seq(&s->kbuf[0], m->room, room_len);
     pl_key_stream(&s->kbuf[1], m->room, room_len);
-    if (cid_len)
-        pl_key_cid(&s->kbuf[2], m->room, room_len, m->user, m->cid, cid_len);
-    else
-        pl_buf_reset(&s->kbuf[2]);
-    pl_key_ready(&s->kbuf[3], m->room, room_len);
+    pl_key_ready(&s->kbuf[2], m->room, room_len);
+    if (cid_len) pl_key_cid(&s->kbuf[3], m->room, room_len, m->user, m->cid, cid_len);
     const char *src = full_script ? pl_script_source(which) : pl_script_sha(which);
     a->n = 0;
     arg(a, full_script ? "EVAL" : "EVALSHA", full_script ? 4 : 7);
     arg(a, src, strlen(src));
-    arg(a, "4", 1);
-    arg(a, s->kbuf[0].data, s->kbuf[0].len);
-    arg(a, s->kbuf[1].data, s->kbuf[1].len);
-    arg(a, s->kbuf[2].data ? s->kbuf[2].data : "", s->kbuf[2].len);
-    arg(a, s->kbuf[3].data, s->kbuf[3].len);
+    arg(a, cid_len ? "4" : "3", 1);
+    for (int i = 0; i < (cid_len ? 4 : 3); i++)
+        arg(a, s->kbuf[i].data, s->kbuf[i].len);
 }
 
 /* What both scripts take next: the frame's tail (s->tail), id, ts, stream length, cid ttl. */
@@ -325,7 +360,7 @@ static int eval_dm(pl_shard_t *s, pl_msg_t *m, int full_script)
     arg(&a, m->to, strlen(m->to));
     arg(&a, m->user, strlen(m->user));
     arg(&a, omax, pl_u64_str(omax, cfg->offline_max));
-    return pl_redis_command(&s->redis, publish_reply, m, a.n, a.argv, a.lens);
+    return pl_kv_command(s, NULL, 0, publish_reply, m, a.n, a.argv, a.lens);
 }
 
 static int eval_publish(pl_shard_t *s, pl_msg_t *m, int full_script)
@@ -349,13 +384,13 @@ static int eval_publish(pl_shard_t *s, pl_msg_t *m, int full_script)
     arg(&a, s->kbuf[4].data, s->kbuf[4].len);
     args_message(s, &a, m);
     arg(&a, pub, strlen(pub));
-    return pl_redis_command(&s->redis, publish_reply, m, a.n, a.argv, a.lens);
+    return pl_kv_command(s, s->kbuf[0].data, s->kbuf[0].len, publish_reply, m, a.n, a.argv, a.lens);
 }
 
 /* Publish now, or queue in order while this shard's Redis is not known to be ready. */
 static void submit(pl_shard_t *s, pl_msg_t *m)
 {
-    if (!s->redis_ready && atomic_load_explicit(&s->redis.connected, memory_order_relaxed)) {
+    if (!s->redis_ready && pl_kv_up(s)) {
         if (s->nwaiting < s->srv->cfg.db_queue) {
             wait_ready(s, m, 0); /* a moment after (re)connecting: keep order, send when ready */
             return;
@@ -409,6 +444,13 @@ void pl_publish(pl_conn_t *c, const pl_req_t *req)
     if (req->to) {
         if (strcmp(req->to, ss->user) == 0) {
             pl_session_error(c, PL_ERR_BAD_REQUEST, "a direct message needs another user", req->cid,
+                             req->cid_len);
+            return;
+        }
+        if (pl_kv_cluster(s)) {
+            /* Its steps across the two users' slots are not built yet (docs/redis.md). */
+            pl_session_error(c, PL_ERR_UNAVAILABLE,
+                             "direct messages are not available on a Redis Cluster yet", req->cid,
                              req->cid_len);
             return;
         }

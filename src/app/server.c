@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -190,14 +191,22 @@ taken:
 
 /* A Redis Cluster node: the scripts' keys span slots there (CROSSSLOT), and PUBLISH is not
  * sharded. Refused with a clear message rather than half working. */
-static int refuse_cluster(pl_server_t *srv, redisContext *c)
+/* 1 if the Redis behind c is a Redis Cluster node, 0 if not, -1 if it did not say. */
+static int is_cluster_node(redisContext *c)
 {
     redisReply *r = redisCommand(c, "INFO cluster");
-    int cluster = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1");
+    int cluster =
+        r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "cluster_enabled:1") != NULL : -1;
     if (r) freeReplyObject(r);
-    if (!cluster) return 0;
-    pl_error("redis at %s:%d is a Redis Cluster node (cluster_enabled:1): Parley does not run on "
-             "Redis Cluster yet; point PARLEY_REDIS_URL at a standalone Redis (docs/scaling.md)",
+    return cluster;
+}
+
+static int refuse_cluster(pl_server_t *srv, redisContext *c)
+{
+    if (is_cluster_node(c) != 1) return 0;
+    pl_error("redis at %s:%d is a Redis Cluster node (cluster_enabled:1): set "
+             "PARLEY_REDIS_CLUSTER=1 to use it as one (docs/redis.md), or point PARLEY_REDIS_URL "
+             "at a standalone Redis",
              srv->redis_addr.host, srv->redis_addr.port);
     return -1;
 }
@@ -215,12 +224,30 @@ static int redis_startup(pl_server_t *srv, int64_t *node)
     char err[256];
     *node = -1;
     if (cfg->redis_cluster) {
-        /* svc/cluster (routing) and the subscriber's cluster mode exist; the application's keys
-         * and scripts are not split by hash slot yet (docs/redis.md, the planned layout). */
-        pl_error("PARLEY_REDIS_CLUSTER=1: cluster mode is not complete yet (its slot routing and "
-                 "sharded subscriber are built, its keys and scripts are not split by hash slot); "
-                 "point PARLEY_REDIS_URL at a standalone Redis (docs/scaling.md)");
-        return -1;
+        /* Each shard's router reads the slot map, gets its id node and registers the instance
+         * (app/kv.h, split.h); nothing here needs one node in particular. */
+        pl_key_set_cluster(1);
+        for (int i = 0; i < srv->redis_nseeds; i++) {
+            /* A standalone Redis among the seeds would never give a slot map: refuse now. */
+            pl_redis_addr_t a = srv->redis_addr;
+            a.host = srv->redis_seeds[i].host;
+            a.port = srv->redis_seeds[i].port;
+            redisContext *c = pl_redis_connect_sync(&a, 1000, err, sizeof err);
+            int cluster = c ? is_cluster_node(c) : -1;
+            if (c) redisFree(c);
+            if (cluster == 0) {
+                pl_error("PARLEY_REDIS_CLUSTER=1, but redis at %s:%d is not a Redis Cluster node "
+                         "(cluster_enabled:0): point PARLEY_REDIS_URL at the cluster's nodes, or "
+                         "unset PARLEY_REDIS_CLUSTER",
+                         a.host, a.port);
+                return -1;
+            }
+        }
+        pl_warn("PARLEY_REDIS_CLUSTER=1 is a preview: rooms, presence, typing and read receipts "
+                "run on the cluster; direct messages, POST /api/users/{id}/disconnect and the "
+                "members list answer unavailable until their steps are split by hash slot "
+                "(docs/redis.md)");
+        return 0;
     }
     redisContext *c = pl_redis_connect_sync(&srv->redis_addr, 1000, err, sizeof err);
     if (!c) {
@@ -262,6 +289,7 @@ static int redis_startup(pl_server_t *srv, int64_t *node)
 static void redis_unregister(pl_server_t *srv)
 {
     const pl_config_t *cfg = &srv->cfg;
+    if (cfg->redis_cluster) return; /* the heartbeat expires (PL_HEARTBEAT_TTL_S) */
     char err[256];
     redisContext *c = pl_redis_connect_sync(&srv->redis_addr, 1000, err, sizeof err);
     if (!c) return; /* the others' sweep does it once the heartbeat expires */
@@ -449,8 +477,11 @@ static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int
         return -1;
     }
     const char *cmds[2] = {srv->sub_cmd, "PSUBSCRIBE room:*"};
-    int rc = pl_subscriber_init(&srv->sub, &srv->redis_addr, cmds, srv->cfg.subscribe_rooms ? 1 : 2,
-                                &pl_deliver_handlers, srv);
+    int rc = srv->cfg.redis_cluster
+                 ? pl_subscriber_init_cluster(&srv->sub, &srv->redis_addr, srv->redis_seeds,
+                                              srv->redis_nseeds, &pl_deliver_handlers, srv)
+                 : pl_subscriber_init(&srv->sub, &srv->redis_addr, cmds,
+                                      srv->cfg.subscribe_rooms ? 1 : 2, &pl_deliver_handlers, srv);
     if (rc != 0) {
         pl_error("subscriber: %s", strerror(-rc));
         return -1;
@@ -490,6 +521,16 @@ int pl_server_run(pl_config_t *cfg)
     cfg = &srv->cfg;
     srv->redis_addr = (pl_redis_addr_t){cfg->redis_host, cfg->redis_port, cfg->redis_db,
                                         cfg->redis_user, cfg->redis_password};
+    for (int i = 0; i < cfg->redis_nhosts; i++) {
+        snprintf(srv->redis_seeds[i].host, sizeof srv->redis_seeds[i].host, "%s",
+                 cfg->redis_hosts[i]);
+        srv->redis_seeds[i].port = cfg->redis_ports[i];
+    }
+    srv->redis_nseeds = cfg->redis_nhosts;
+    uint64_t run;
+    if (getrandom(&run, sizeof run, 0) != (ssize_t)sizeof run)
+        run = (uint64_t)pl_now_ms() ^ (uint64_t)getpid() << 40;
+    snprintf(srv->run_id, sizeof srv->run_id, "%016llx", (unsigned long long)run);
     if (setup_limits(srv, raise_nofile()) != 0) {
         pl_error("out of memory");
         return 1;

@@ -3,6 +3,7 @@
  * to the loop: receivers of the inbox events, the end-of-turn hook, timers,
  * shutdown and the end of the loop.
  */
+#include "parley/app/kv.h"
 #include "parley/app/shard.h"
 
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include "parley/app/chat.h"
 #include "parley/app/deliver.h"
 #include "parley/app/publish.h"
+#include "parley/app/restore.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
 #include "parley/app/roomsub.h"
@@ -87,11 +89,11 @@ static void turn_hook(pl_loop_t *loop, void *arg)
 {
     pl_shard_t *s = arg;
     pl_chat_flush(s);
-    pl_redis_flush(&s->redis);
+    pl_kv_flush(s);
     if (s->finishing && !s->conns->sock->socks && !uv_is_closing((uv_handle_t *)&s->ready_timer)) {
         pl_subscribe_redis_ready(s, 0); /* catch-ups parked for a restore hold connections */
         pl_subscribe_room_live(s, NULL, NULL, 0, 0); /* so do those waiting for a room */
-        pl_redis_stop(&s->redis);
+        pl_kv_stop(s);
         uv_close((uv_handle_t *)&s->ready_timer, NULL);
         uv_close((uv_handle_t *)&s->presence_timer, NULL);
         pl_drain_close(s);
@@ -177,9 +179,7 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     if (fd >= 0 && (rc = pl_sock_listen(s->conns->sock, fd, &pl_sock_tcp, NULL)) < 0) return rc;
     if (tls_fd >= 0 && (rc = pl_sock_listen(s->conns->sock, tls_fd, &pl_sock_tls, tls)) < 0)
         return rc;
-    s->redis.on_connect = pl_publish_redis_up;
-    s->redis.data = s;
-    return pl_redis_start(&s->redis, uv, &srv->redis_addr);
+    return pl_kv_start(s);
 }
 
 void pl_shard_exit(pl_loop_t *loop)
@@ -189,6 +189,8 @@ void pl_shard_exit(pl_loop_t *loop)
     pl_room_table_free(&s->users);
     free(s->mask_counts);
     pl_chat_free(s);
+    pl_kv_free(s);
+    pl_restore_free(s);
     pl_buf_free(&s->scratch);
     pl_buf_free(&s->tail);
     for (int i = 0; i < 5; i++)

@@ -4,6 +4,7 @@
  * script (sync_reply), older messages from PostgreSQL (recover_done),
  * finish_sync, then the replay streamed by pl_subscribe_drain.
  */
+#include "parley/app/kv.h"
 #include "parley/app/subscribe.h"
 
 #include <cjson/cJSON.h>
@@ -450,7 +451,7 @@ static int send_sync(pl_shard_t *s, sync_ctx_t *ctx)
                        strlen(since_s),
                        strlen(most),
                        strlen(user)};
-    return pl_redis_command(&s->redis, sync_reply, ctx, 10, argv, lens);
+    return pl_kv_command(s, argv[3], lens[3], sync_reply, ctx, 10, argv, lens);
 }
 
 /* A new catch-up generation for `sub` (answers to an older one are ignored: sub_for), and what
@@ -503,6 +504,9 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
  * from one that never was. */
 static void park(pl_shard_t *s, sync_ctx_t *ctx)
 {
+    /* A cluster seeds the room once (restore.h retries a failed seed itself): parking again
+     * while other rooms seed must not start this one's over. */
+    int first = !ctx->parked_ms;
     if (!ctx->parked_ms) ctx->parked_ms = pl_now_ms();
     ctx->next = NULL;
     if (s->parked_tail)
@@ -510,7 +514,7 @@ static void park(pl_shard_t *s, sync_ctx_t *ctx)
     else
         s->parked = ctx;
     s->parked_tail = ctx;
-    pl_restore_need(s);
+    if (first || !pl_kv_cluster(s)) pl_restore_need(s, ctx->room);
     pl_publish_not_ready(s);
 }
 
@@ -689,6 +693,12 @@ void pl_unsubscribe(pl_conn_t *c, const pl_req_t *req)
 }
 
 /* ---- after the subscriber was away ---- */
+
+void pl_subscribe_catch_up(pl_conn_t *c, pl_sub_t *sub)
+{
+    if (!pl_conn_open(c) || (sub->sync_gen && !sub->quiet)) return;
+    start_sync(c, sub, sub->last_seq, 1);
+}
 
 static void gap_one(pl_sub_t *sub, void *arg)
 {

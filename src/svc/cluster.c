@@ -124,6 +124,7 @@ static void slots_reply(struct redisAsyncContext *ac, void *reply, void *privdat
             pl_warn("redis cluster: %d of %d slots have no master", PL_SLOTS - owned, PL_SLOTS);
         int first = c->map.nnodes == 0;
         memcpy(&c->map, c->scratch, sizeof c->map);
+        c->owned = owned;
         for (int i = 0; i < PL_SLOTS_NODES_MAX; i++)
             c->conn_of[i] = -1;
         /* Connect to every master now, not on its first command: that command would find the
@@ -132,6 +133,7 @@ static void slots_reply(struct redisAsyncContext *ac, void *reply, void *privdat
             c->conn_of[i] = (int16_t)conn_find(c, c->map.nodes[i].host, c->map.nodes[i].port);
         pl_counter_add(&c->stats.refreshes, 1);
         if (first) pl_info("redis cluster: slot map read, %d masters", c->map.nnodes);
+        atomic_store_explicit(&c->up, pl_cluster_up(c), memory_order_relaxed);
     }
     if (c->refresh_wanted) pl_cluster_refresh(c);
 }
@@ -254,6 +256,7 @@ static void reply_cb(struct redisAsyncContext *ac, void *reply, void *privdata)
                 c->map.nodes[node] = to.to;
             }
             if (node >= 0) {
+                if (c->map.owner[to.slot] < 0) c->owned++;
                 c->map.owner[to.slot] = (int16_t)node;
                 c->conn_of[node] = (int16_t)i;
             }
@@ -334,9 +337,7 @@ pl_redis_t *pl_cluster_node(pl_cluster_t *c, uint16_t slot)
 
 int pl_cluster_up(const pl_cluster_t *c)
 {
-    if (c->map.nnodes == 0) return 0;
-    for (int s = 0; s < PL_SLOTS; s++)
-        if (c->map.owner[s] < 0) return 0;
+    if (c->map.nnodes == 0 || c->owned < PL_SLOTS) return 0;
     for (int k = 0; k < c->map.nnodes; k++)
         if (!conn_ready(c, c->conn_of[k])) return 0;
     return 1;
@@ -346,6 +347,7 @@ void pl_cluster_flush(pl_cluster_t *c)
 {
     for (int i = 0; i < c->nconns; i++)
         pl_redis_flush(&c->conns[i]->r);
+    atomic_store_explicit(&c->up, pl_cluster_up(c), memory_order_relaxed);
 }
 
 /* ---- life ---- */
@@ -370,6 +372,8 @@ int pl_cluster_start(pl_cluster_t *c, uv_loop_t *loop, const pl_slots_node_t *se
     for (int i = 0; i < PL_SLOTS_NODES_MAX; i++)
         c->conn_of[i] = -1;
     c->nconns = 0;
+    c->owned = 0;
+    atomic_init(&c->up, 0);
     c->refreshing = c->refresh_wanted = c->stopping = 0;
     c->free_cmds = c->retry_head = c->retry_tail = NULL;
     if (!(c->scratch = malloc(sizeof *c->scratch))) return UV_ENOMEM;

@@ -1,12 +1,15 @@
 /* script: Lua sources, their SHA-1s and key names; see the header. */
 #include "parley/svc/script.h"
 
+#include "parley/svc/slots.h"
+
 #include <mbedtls/sha1.h>
 #include <stdio.h>
 #include <string.h>
 
-/* KEYS: seq, stream, cid ('' for none), ready. ARGV: channel, tail, id, ts, stream maxlen, cid ttl,
- * PUBLISH (one Redis) or SPUBLISH (a cluster: the channel is in the room's slot).
+/* KEYS: seq, stream, ready, and the cid's record if the message has a cid (a cluster refuses
+ * an empty key name: it has a slot, 0, rarely the room's). ARGV: channel, tail, id, ts, stream
+ * maxlen, cid ttl, PUBLISH (one Redis) or SPUBLISH (a cluster: the channel is in the room's slot).
  * Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if Redis is not ready (it lost its
  * data and the seqs are being restored from PostgreSQL). */
 /* Shared by publish and dm: not ready, a duplicate, or the next seq and the stored frame.
@@ -18,13 +21,13 @@
  *   its seq back (the script is atomic, nobody saw it). */
 #define LUA_SEQ_AND_STREAM(TAIL, ID, TS, MAXLEN, TTL)                                              \
     "local seq = redis.call('INCR', KEYS[1])\n"                                                    \
-    "if seq == 1 and redis.call('EXISTS', KEYS[4]) == 0 then\n"                                    \
+    "if seq == 1 and redis.call('EXISTS', KEYS[3]) == 0 then\n"                                    \
     "  redis.call('DEL', KEYS[1])\n"                                                               \
     "  return {-1}\n"                                                                              \
     "end\n"                                                                                        \
     "local s = string.format('%d', seq)\n"                                                         \
-    "if KEYS[3] ~= '' then\n"                                                                      \
-    "  local d = redis.call('SET', KEYS[3], " ID " .. ':' .. s .. ':' .. " TS                      \
+    "if KEYS[4] then\n"                                                                            \
+    "  local d = redis.call('SET', KEYS[4], " ID " .. ':' .. s .. ':' .. " TS                      \
     ", 'NX', 'GET', 'EX', " TTL ")\n"                                                              \
     "  if d then\n"                                                                                \
     "    redis.call('DECR', KEYS[1])\n"                                                            \
@@ -294,30 +297,37 @@ static const char dm_lua[] = LUA_TO_SERVER LUA_SEQ_AND_STREAM(
                "end\n"
                "return {1, seq}\n";
 
-/* KEYS: the typing state, its rate limit, the deadlines set. ARGV: prefix, room, user, op: start
- * (1), stop (0), now (ms). Typing state with a 10 s TTL, also kept in the sorted set
+/* KEYS: the typing state, its rate limit, the deadlines set (none in a cluster: it is global).
+ * ARGV: prefix, room, user, op: start (1), stop (0), now (ms), the room's channel, PUBLISH or
+ * SPUBLISH. Typing state (10 s; the key lives 12 s, see below), also kept in the sorted set
  * ws:typing_deadlines (member "room\nuser", score the deadline in ms) so that a state whose
  * instance died still gets its typing_stop from another instance's sweep. At most one start per
  * user and room per second is forwarded. A stop is published only by whoever removes the state
- * (ZREM), so exactly once. Returns 1 if published. */
+ * (ZREM), so exactly once; in a cluster, whoever deletes the state (an expired one
+ * is then not announced: clients drop the indicator after 10 s). The state lives 12 s, so that
+ * the typist's instance, whose own timer stops it after 10 s, still finds it. Returns 1 if
+ * published. */
 static const char typing_lua[] =
     "local room, u, op, now = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])\n"
     "local m = room .. '\\n' .. u\n"
     "local what = 'typing_stop'\n"
     "if op == '1' then\n"
     "  if not redis.call('SET', KEYS[2], '1', 'PX', 1000, 'NX') then return 0 end\n"
-    "  redis.call('SET', KEYS[1], '1', 'EX', 10)\n"
-    "  redis.call('ZADD', KEYS[3], now + 10000, m)\n"
+    "  redis.call('SET', KEYS[1], '1', 'EX', 12)\n"
+    "  if KEYS[3] then redis.call('ZADD', KEYS[3], now + 10000, m) end\n"
     "  what = 'typing_start'\n"
-    "else\n"
+    "elseif KEYS[3] then\n"
     "  redis.call('DEL', KEYS[1])\n"
     "  if redis.call('ZREM', KEYS[3], m) == 0 then return 0 end\n"
+    "elseif redis.call('DEL', KEYS[1]) == 0 then\n"
+    "  return 0\n"
     "end\n"
-    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"' .. what .. '\",\"room\":' .. "
+    "redis.call(ARGV[7], ARGV[6], '{\"type\":\"' .. what .. '\",\"room\":' .. "
     "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. '}')\n"
     "return 1\n";
 
-/* KEYS: seq, the room's read positions. ARGV: prefix, room, user, seq. A read position: only
+/* KEYS: seq, the room's read positions. ARGV: prefix, room, user, seq, the room's channel,
+ * PUBLISH or SPUBLISH. A read position: only
  * forward, never past the room's seq (-1). Returns 1 if it moved (and the receipt was
  * published), 0 if not. */
 static const char read_lua[] =
@@ -325,7 +335,7 @@ static const char read_lua[] =
     "if seq > tonumber(redis.call('GET', KEYS[1]) or '0') then return -1 end\n"
     "if seq <= tonumber(redis.call('HGET', KEYS[2], u) or '-1') then return 0 end\n"
     "redis.call('HSET', KEYS[2], u, ARGV[4])\n"
-    "redis.call('PUBLISH', 'room:' .. room, '{\"type\":\"read_receipt\",\"room\":' .. "
+    "redis.call(ARGV[6], ARGV[5], '{\"type\":\"read_receipt\",\"room\":' .. "
     "cjson.encode(room) .. ',\"user\":' .. cjson.encode(u) .. ',\"seq\":' .. ARGV[4] .. '}')\n"
     "return 1\n";
 
@@ -392,9 +402,101 @@ static const char kick_lua[] = LUA_TO_SERVER
     "for srv in pairs(servers) do n = n + to_server(P, srv, msg) end\n"
     "return n\n";
 
+/*
+ * Cluster mode (docs/redis.md, "Work that spans slots"): a presence change's
+ * step in the user's slot. KEYS: the user's hash, rooms set, offline queue,
+ * revocation ({u:<user>} each). ARGV: this shard's field ("conn:<server>#<shard>"),
+ * now, op, this instance's field prefix ("conn:<server>#"). op "u<iat>": a
+ * connection opened; "d": one closed; "=<n>": this shard holds exactly n (a
+ * resync). Returns {went, here, waiting DMs, rooms}: went 1 if the user came
+ * online anywhere, 2 if the user went offline everywhere, 0 if neither, -1 if
+ * the token was revoked (nothing counted); here 1 if this instance still holds
+ * a connection of the user; rooms only when went is 1 or 2. The user's hash
+ * is the count; the online buckets, the instance's user set and the presence
+ * events follow from this answer, in the caller's next steps.
+ */
+static const char cuser_lua[] =
+    "local uk, mine, now, op, pre = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+    "local function count()\n"
+    "  local n, here = 0, 0\n"
+    "  for _, f in ipairs(redis.call('HKEYS', uk)) do\n"
+    "    if string.sub(f, 1, 5) == 'conn:' then\n"
+    "      n = n + 1\n"
+    "      if string.sub(f, 1, #pre) == pre then here = 1 end\n"
+    "    end\n"
+    "  end\n"
+    "  return n, here\n"
+    "end\n"
+    "local k = string.sub(op, 1, 1)\n"
+    "if k == 'u' then\n"
+    "  local rv = redis.call('GET', KEYS[4])\n"
+    "  if rv and (tonumber(string.sub(op, 2)) or 0) < tonumber(rv) then return {-1, 0, {}, {}} "
+    "end\n"
+    "end\n"
+    "local before = count()\n"
+    "redis.call('HSET', uk, 'last_seen', now)\n"
+    "if k == 'u' then\n"
+    "  redis.call('HINCRBY', uk, mine, 1)\n"
+    "elseif k == 'd' then\n"
+    "  if redis.call('HINCRBY', uk, mine, -1) <= 0 then redis.call('HDEL', uk, mine) end\n"
+    "else\n"
+    "  local n = tonumber(string.sub(op, 2)) or 0\n"
+    "  if n > 0 then redis.call('HSET', uk, mine, n) else redis.call('HDEL', uk, mine) end\n"
+    "end\n"
+    "local after, here = count()\n"
+    "if before == 0 and after > 0 then\n"
+    "  redis.call('HSET', uk, 'connected_at', now)\n"
+    "  local waiting = {}\n"
+    "  if k == 'u' then\n"
+    "    waiting = redis.call('LRANGE', KEYS[3], 0, -1)\n"
+    "    if #waiting > 0 then redis.call('DEL', KEYS[3]) end\n"
+    "  end\n"
+    "  return {1, here, waiting, redis.call('SMEMBERS', KEYS[2])}\n"
+    "end\n"
+    "if before > 0 and after == 0 then return {2, here, {}, redis.call('SMEMBERS', KEYS[2])} end\n"
+    "return {0, here, {}, {}}\n";
+
+/* Cluster mode: a membership's step in the user's slot. KEYS: the user's hash and rooms set.
+ * ARGV: room, "1" to add or "0" to remove. Returns {changed (1/0), online (1/0)}. */
+static const char cmember_lua[] =
+    "local ch\n"
+    "if ARGV[2] == '1' then ch = redis.call('SADD', KEYS[2], ARGV[1])\n"
+    "else ch = redis.call('SREM', KEYS[2], ARGV[1]) end\n"
+    "local on = 0\n"
+    "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "  if string.sub(f, 1, 5) == 'conn:' then on = 1 break end\n"
+    "end\n"
+    "return {ch, on}\n";
+
+/* Cluster mode: the sweep's step in a user's slot. KEYS: the user's hash and rooms set. ARGV:
+ * the field prefix to drop ("conn:<server>@"), the prefix to keep among those
+ * ("conn:<server>@<run>#", the sweeping instance's own run; '' for none), now. Returns {went, here,
+ * {}, rooms} as the presence step does: went 2 if that was the user's last connection anywhere. */
+static const char cgone_lua[] = "local uk, dead, keep = KEYS[1], ARGV[1], ARGV[2]\n"
+                                "local before, after, here, drop = 0, 0, 0, {}\n"
+                                "for _, f in ipairs(redis.call('HKEYS', uk)) do\n"
+                                "  if string.sub(f, 1, 5) == 'conn:' then\n"
+                                "    before = before + 1\n"
+                                "    local mine = keep ~= '' and string.sub(f, 1, #keep) == keep\n"
+                                "    if string.sub(f, 1, #dead) == dead and not mine then\n"
+                                "      drop[#drop + 1] = f\n"
+                                "    else\n"
+                                "      after = after + 1\n"
+                                "      if mine then here = 1 end\n"
+                                "    end\n"
+                                "  end\n"
+                                "end\n"
+                                "if #drop > 0 then redis.call('HDEL', uk, unpack(drop)) end\n"
+                                "if before > 0 and after == 0 then\n"
+                                "  redis.call('HSET', uk, 'last_seen', ARGV[3])\n"
+                                "  return {2, 0, {}, redis.call('SMEMBERS', KEYS[2])}\n"
+                                "end\n"
+                                "return {0, here, {}, {}}\n";
+
 static const char *const sources[PL_SCRIPT_COUNT] = {
-    publish_lua, sync_lua,   presence_lua,   sweep_lua,  dm_lua,      typing_lua, read_lua,
-    reset_lua,   resync_lua, unregister_lua, member_lua, members_lua, kick_lua,
+    publish_lua, sync_lua,  presence_lua, sweep_lua,      dm_lua,     typing_lua,
+    read_lua,    reset_lua, resync_lua,   unregister_lua, member_lua, members_lua,
+    kick_lua,    cuser_lua, cmember_lua,  cgone_lua,
 };
 static char shas[PL_SCRIPT_COUNT][41];
 
@@ -538,4 +640,41 @@ void pl_key_cid(pl_buf_t *b, const char *room, size_t room_len, const char *user
     pl_buf_add(b, user, user_len);
     pl_buf_add(b, ":", 1);
     pl_buf_add(b, cid, cid_len);
+}
+
+/* <pfx>{<tag>:<id>}:<what>: a key of a user's, an instance's or a bucket's slot (cluster). */
+static void tagged_key(pl_buf_t *b, const char *pfx, const char *tag, const char *id, size_t id_len,
+                       const char *what)
+{
+    pl_buf_reset(b);
+    pl_buf_adds(b, pfx);
+    pl_buf_adds(b, "{");
+    pl_buf_adds(b, tag);
+    pl_buf_add(b, ":", 1);
+    pl_buf_add(b, id, id_len);
+    pl_buf_adds(b, "}:");
+    pl_buf_adds(b, what);
+}
+
+void pl_key_user(pl_buf_t *b, const char *pfx, const char *user, const char *what)
+{
+    tagged_key(b, pfx, "u", user, strlen(user), what);
+}
+
+void pl_key_server(pl_buf_t *b, const char *pfx, const char *server, const char *what)
+{
+    tagged_key(b, pfx, "s", server, strlen(server), what);
+}
+
+void pl_key_online(pl_buf_t *b, const char *pfx, const char *user)
+{
+    char k[8];
+    int n = snprintf(k, sizeof k, "%u",
+                     (unsigned)(pl_slots_key(user, strlen(user)) % PL_KEY_ONLINE_BUCKETS));
+    tagged_key(b, pfx, "o", k, (size_t)n, "online");
+}
+
+void pl_key_participants(pl_buf_t *b, const char *pfx, const char *room, size_t room_len)
+{
+    room_key(b, pfx, cluster_keys ? "participants:" : "room_participants:", room, room_len);
 }

@@ -2,7 +2,7 @@
 // rooms, one event per user (not per tab), the online endpoints, and users of
 // a kill -9'd instance reported offline by the survivors.
 import {
-  test, startRedis, startParleyd, startPostgres, connectAuthed, dbEnv, recordFrames, userOnline, onlineUsers, connCount,
+  test, startRedis, startParleyd, startPostgres, connectAuthed, dbEnv, recordFrames, userOnline, onlineUsers, connCount, onlineInRedis, onlineCountInRedis,
   redisCli, mintToken, setMember, API_KEY, assert, eq, sleep, until,
 } from './lib.mjs';
 
@@ -89,7 +89,7 @@ test('chat presence: two instances, one online and one offline event per user (n
   eq(page.json.count, 3, `paged list: count is the whole cluster's (${page.text})`);
   eq(JSON.stringify(page.json.users), JSON.stringify([[alice, bob, o.user].sort()[1]]), `paged list: users (${page.text})`);
   eq(page.json.offset, 1, `paged list: offset (${page.text})`); eq(page.json.limit, 1, `paged list: limit (${page.text})`);
-  eq(await redisCli(redis, 'SISMEMBER', 'ws:online_users', alice), '1', 'alice in ws:online_users');
+  eq(await onlineInRedis(redis, alice), '1', 'alice in ws:online_users');
 
   // 2. a second connection on A: no second online event.
   const a2 = await connectAuthed(A, alice);
@@ -115,7 +115,7 @@ test('chat presence: two instances, one online and one offline event per user (n
   await expectList(A, [bob, o.user], { step: 'alice offline' });
   await expectList(B, [bob, o.user], { auth: tokB, step: 'alice offline (user token)' });
   eq(presenceOf(oSeen, alice).length, 0, `presence events about alice at a subscriber of a room she is not in: ${fmt(oSeen)}`);
-  eq(await redisCli(redis, 'SISMEMBER', 'ws:online_users', alice), '0', 'alice removed from ws:online_users');
+  eq(await onlineInRedis(redis, alice), '0', 'alice removed from ws:online_users');
   const never = await userOnline(B, `nobody-${process.pid}`);
   eq(never.status, 200, `online endpoint for an unknown user (${never.text})`);
   eq(never.json && never.json.online, false, `online endpoint for an unknown user (${never.text})`);
@@ -156,8 +156,8 @@ test('chat presence: kill -9 of an instance: its users are reported offline with
   eq(presenceOf(seen, erin).length, 0, `events about erin, who still has a connection on A: ${fmt(presenceOf(seen, erin))}`);
   await expectOnline([A], erin, true, { token: tok, step: 'after the sweep, erin still on A' });
   await expectList(A, [carol, erin], { step: 'after the sweep' });
-  eq(await redisCli(redis, 'SISMEMBER', 'ws:online_users', dave), '0', 'dave removed from ws:online_users');
-  eq(await redisCli(redis, 'SISMEMBER', 'ws:online_users', erin), '1', 'erin still in ws:online_users');
+  eq(await onlineInRedis(redis, dave), '0', 'dave removed from ws:online_users');
+  eq(await onlineInRedis(redis, erin), '1', 'erin still in ws:online_users');
   assert(e2.open, 'erin\'s connection on A was closed');
 
   // erin's last connection closes normally afterwards: now she goes offline, once.
@@ -262,7 +262,7 @@ test('chat presence: kill -9 of an instance, the user reconnects to the survivor
   await sleep(Math.max(0, t0 + 32000 - Date.now()));
   eq(presenceOf(seen, dave).filter((p) => p.status === 'offline').length, 0, `offline events about dave, who is connected to A: ${fmt(presenceOf(seen, dave))}`);
   await expectOnline([A], dave, true, { token: tok, step: 'after the sweep, dave on A' });
-  eq(await redisCli(redis, 'SISMEMBER', 'ws:online_users', dave), '1', 'dave in ws:online_users');
+  eq(await onlineInRedis(redis, dave), '1', 'dave in ws:online_users');
   seen.length = 0;
   d2.close(); await d2.waitClose();
   await until(() => presenceOf(seen, dave).length >= 1, 5000, 'carol gets dave offline when he closes');
@@ -334,5 +334,5 @@ test('chat presence: a storm of 400 connections (100 users x 2 tabs x 2 instance
   for (const c of rest) c.close();
   await Promise.all(rest.map((c) => c.waitClose()));
   await until(async () => (await onlineUsers(A, { auth: API_KEY })).json?.count === 0, 5000, 'nobody online');
-  eq(await redisCli(redis, 'SCARD', 'ws:online_users'), '0', 'ws:online_users empty');
+  eq(await onlineCountInRedis(redis), 0, 'ws:online_users empty');
 });

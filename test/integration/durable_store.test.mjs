@@ -2,7 +2,7 @@
 // Each test starts its own Redis, PostgreSQL cluster and parleyd instances.
 import {
   test, startRedis, startParleyd, startPostgres, connectAuthed, dbEnv, track, seqProblems,
-  storedMessages, md5, migrate, getHistory, mintToken, httpRequest, redisPing, assert, eq, sleep, until,
+  storedMessages, md5, migrate, getHistory, mintToken, httpRequest, redisPing, assert, eq, sleep, until, REDIS_CLUSTER_MODE,
 } from './lib.mjs';
 
 const ROOMS = Array.from({ length: 10 }, (_, i) => `dur-${i}`);
@@ -139,9 +139,11 @@ test('durable: 10,000 messages from two instances into 10 rooms: stored once eac
     }
   });
   assert(bad.length === 0, `(storage, acks and per-room seqs are right) per-sender order: ${bad.slice(0, 10).join(' | ')}`);
-  // ... and reach every subscriber in the order sent, across rooms too.
+  // ... and reach every subscriber in the order sent, across rooms too. (Not on a Redis Cluster:
+  // rooms on different masters reach an instance on different connections, so the order holds
+  // per room there, which the seqs above check; docs/protocol.md.)
   const senderOf = new Map(senders.map((c, s) => [c.user, s]));
-  for (const c of everyone) {
+  for (const c of REDIS_CLUSTER_MODE ? [] : everyone) {
     const lastIdx = new Array(SENDERS).fill(-1);
     for (const m of c.track.msgs) {
       const s = senderOf.get(m.from), i = Number(m.cid.slice(m.cid.indexOf('-') + 1));

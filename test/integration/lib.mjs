@@ -72,6 +72,7 @@ export function tmpDir() {
 }
 
 export async function cleanupCurrent() {
+  current.clusterFlushed = false;
   for (const c of current.clients.splice(0)) { try { c.ws.terminate(); } catch {} }
   for (const fn of current.cleanups.splice(0).reverse()) { try { await fn(); } catch {} }
   const procs = current.procs.splice(0);
@@ -159,10 +160,87 @@ export function redisPing(port, auth = null) {
 }
 
 export async function startRedis() {
+  if (REDIS_CLUSTER_MODE) return sharedRedisCluster();
   const r = new Redis();
   current.procs.push(r);
   await r.start();
   return r;
+}
+
+// ---------------------------------------------------------------- Redis Cluster
+// A private cluster of 3 masters with 1 replica each (deploy/dev/redis-cluster.sh, ~13 s to
+// start). parleyd instances started with it as `redis` run in cluster mode.
+export class RedisCluster {
+  constructor() { this.dir = null; this.seeds = ''; this.isCluster = true; }
+  get url() { return `redis://${this.seeds}`; }
+  get name() { return `redis cluster ${this.seeds}`; }
+  get ports() { return this.seeds.split(',').map((a) => Number(a.split(':')[1])); }
+  get port() { return this.ports[0]; }
+  async start() {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-rcluster-'));
+    const r = await runCmd(path.join(ROOT, 'deploy/dev/redis-cluster.sh'), ['start', this.dir], { timeout: 90000 });
+    if (r.code !== 0) throw new Error(`redis-cluster.sh start: ${r.stderr}${r.stdout}`);
+    this.seeds = fs.readFileSync(path.join(this.dir, 'nodes'), 'utf8').trim();
+    return this;
+  }
+  async stop() {
+    if (!this.dir) return;
+    await runCmd(path.join(ROOT, 'deploy/dev/redis-cluster.sh'), ['stop', this.dir], { timeout: 30000 });
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    this.dir = null;
+  }
+  logTail() { return ''; }
+  // redis-cli on one node (default: the first seed), -c: following redirections.
+  async cli(...args) {
+    const port = typeof args[0] === 'number' ? args.shift() : this.port;
+    const r = await runCmd('redis-cli', ['-c', '-h', '127.0.0.1', '-p', String(port), ...args.map(String)], { timeout: 20000 });
+    if (r.code !== 0) throw new Error(`redis-cli -p ${port} ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+  // { slot, port, id } of the master serving `key`'s slot, and its replica's { port, id }.
+  async ownerOf(key) {
+    const slot = Number(await this.cli('CLUSTER', 'KEYSLOT', key));
+    const nodes = (await this.cli('CLUSTER', 'NODES')).split('\n').map((l) => l.split(' '));
+    for (const n of nodes) {
+      if (!/master/.test(n[2]) || /fail/.test(n[2])) continue;
+      for (const range of n.slice(8)) {
+        if (range.startsWith('[')) continue;
+        const [a, b = a] = range.split('-').map(Number);
+        if (slot >= a && slot <= b) {
+          const rep = nodes.find((m) => m[3] === n[0] && !/fail/.test(m[2]));
+          const port = (x) => Number(x[1].split('@')[0].split(':')[1]);
+          return { slot, port: port(n), id: n[0], first: a, replica: rep ? { port: port(rep), id: rep[0] } : null };
+        }
+      }
+    }
+    throw new Error(`no master serves slot ${slot}`);
+  }
+  // Every master's { port, id, first } (first: the lowest slot it serves).
+  async masters() {
+    const nodes = (await this.cli('CLUSTER', 'NODES')).split('\n').map((l) => l.split(' '));
+    return nodes.filter((n) => /master/.test(n[2]) && !/fail/.test(n[2]) && n.length > 8)
+      .map((n) => ({ port: Number(n[1].split('@')[0].split(':')[1]), id: n[0],
+        first: Math.min(...n.slice(8).filter((r) => !r.startsWith('[')).map((r) => Number(r.split('-')[0]))) }));
+  }
+}
+
+// PARLEY_TEST_REDIS_CLUSTER=1 (test/run's integration-rcluster suite): startRedis() gives every
+// test one cluster, started at the first call and stopped when the run ends (atEnd); each test
+// finds it empty (FLUSHALL on every master at its first startRedis), as it would a new Redis.
+export const REDIS_CLUSTER_MODE = process.env.PARLEY_TEST_REDIS_CLUSTER === '1';
+export const atEnd = [];
+let sharedCluster = null;
+export async function sharedRedisCluster() {
+  if (!sharedCluster) {
+    sharedCluster = new RedisCluster().start();
+    atEnd.push(async () => (await sharedCluster).stop());
+  }
+  const rc = await sharedCluster;
+  if (!current.clusterFlushed) {
+    for (const m of await rc.masters()) await rc.cli(m.port, 'FLUSHALL');
+    current.clusterFlushed = true;
+  }
+  return rc;
 }
 
 // ---------------------------------------------------------------- parleyd
@@ -226,6 +304,7 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
       PATH: process.env.PATH, HOME: process.env.HOME || '/tmp', LANG: 'C.UTF-8',
       PARLEY_LISTEN: withTls === true ? 'none' : `127.0.0.1:${port}`, ...tlsEnv,
       PARLEY_REDIS_URL: redisUrl || (redis && redis.url) || 'redis://127.0.0.1:1/0',
+      ...(redis && redis.isCluster ? { PARLEY_REDIS_CLUSTER: '1' } : {}),
       PARLEY_JWT_SECRET: SECRET, PARLEY_API_KEY: API_KEY,
       PARLEY_SERVER_ID: serverId, PARLEY_SHARDS: '2',
       // Tests stop instances with SIGTERM: a drain spread over seconds would only slow them.
@@ -793,7 +872,7 @@ export async function startPostgres({ migrate: doMigrate = true } = {}) {
 export async function redisCli(redis, ...args) {
   const a = redis.auth;
   const login = a ? [...(a.user ? ['--user', a.user] : []), '--pass', a.password, '--no-auth-warning'] : [];
-  const r = await runCmd('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), ...login, ...args.map(String)], { timeout: 10000 });
+  const r = await runCmd('redis-cli', [...(redis.isCluster ? ['-c'] : []), '-h', '127.0.0.1', '-p', String(redis.port), ...login, ...args.map(String)], { timeout: 10000 });
   if (r.code !== 0) throw new Error(`redis-cli ${args.join(' ')}: ${r.stderr}`);
   return r.stdout.trim();
 }
@@ -950,10 +1029,41 @@ export function onlineUsers(server, { auth = API_KEY, query = '' } = {}) {
 
 // How many connections Redis counts for `user` on instance `serverId`: the sum of its per-shard
 // fields conn:<server>#<shard> in ws:user:<id> (docs/redis.md).
+// (A cluster keeps the user's hash in the user's slot, ws:{u:<user>}:user, and names each run of
+// an instance in its fields: conn:<server>@<run>#<shard>.)
 export async function connCount(redis, user, serverId, prefix = 'ws:') {
-  const flat = (await redisCli(redis, 'HGETALL', `${prefix}user:${user}`)).split('\n');
+  const key = redis.isCluster ? `${prefix}{u:${user}}:user` : `${prefix}user:${user}`;
+  const flat = (await redisCli(redis, 'HGETALL', key)).split('\n');
   let n = 0;
-  for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i].startsWith(`conn:${serverId}#`)) n += Number(flat[i + 1]);
+  for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i].startsWith(`conn:${serverId}#`) || flat[i].startsWith(`conn:${serverId}@`)) n += Number(flat[i + 1]);
+  return n;
+}
+
+// CRC16 (XMODEM) of a key's hash tag: the slot Redis Cluster places it in.
+export function keySlot(key) {
+  const open = key.indexOf('{');
+  if (open >= 0) {
+    const close = key.indexOf('}', open + 1);
+    if (close > open + 1) key = key.slice(open + 1, close);
+  }
+  let crc = 0;
+  for (const b of Buffer.from(key)) {
+    crc ^= b << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+// Whether Redis lists `user` as online ('1' or '0'), and how many users it lists: the set
+// ws:online_users, or on a cluster its 64 buckets ws:{o:<k>}:online.
+export async function onlineInRedis(redis, user, prefix = 'ws:') {
+  const key = redis.isCluster ? `${prefix}{o:${keySlot(user) % 64}}:online` : `${prefix}online_users`;
+  return redisCli(redis, 'SISMEMBER', key, user);
+}
+export async function onlineCountInRedis(redis, prefix = 'ws:') {
+  if (!redis.isCluster) return Number(await redisCli(redis, 'SCARD', `${prefix}online_users`));
+  let n = 0;
+  for (let k = 0; k < 64; k++) n += Number(await redisCli(redis, 'SCARD', `${prefix}{o:${k}}:online`));
   return n;
 }
 

@@ -34,6 +34,14 @@ void pl_chat_flush(pl_shard_t *s);
  * to have lost its data; sends whatever pl_chat_flush had queued first.
  */
 void pl_chat_resync(pl_shard_t *s);
+struct pl_session;
+struct redisReply;
+/** The answer to an opening connection's presence change (chat.c or, in a cluster, split.c):
+ *  `ok` 0 if Redis did not answer (not counted), `revoked` if the token was refused (the
+ *  connection is closed with 4003), `waiting` the direct messages that waited for the user (an
+ *  array reply, or NULL). Releases the connection's hold. */
+void pl_chat_presence_answered(struct pl_session *ss, int ok, int revoked,
+                               const struct redisReply *waiting);
 /** Free what the shard's chat state holds (its loop ended). */
 void pl_chat_free(pl_shard_t *s);
 

@@ -46,6 +46,10 @@ void pl_publish_release(pl_shard_t *s, pl_sub_t *sub);
 /** The shard's Redis connection came up: load scripts, re-announce, check readiness. */
 void pl_publish_redis_up(pl_redis_t *r);
 
+/** Cluster mode: a node's connection came up (after its scripts were sent): re-announce this
+ *  shard's connections, check readiness. */
+void pl_publish_redis_up_cluster(pl_shard_t *s);
+
 /** Redis has the seqs back (restore done, or none needed): look again. */
 void pl_publish_ready_check(pl_shard_t *s);
 

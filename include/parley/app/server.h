@@ -22,6 +22,7 @@
 #include "parley/svc/redis.h"
 #include "parley/svc/subscriber.h"
 
+#include "parley/app/kv.h"
 #include "parley/app/limits.h"
 #include "parley/app/shard.h"
 #include "parley/app/srvlog.h"
@@ -30,6 +31,9 @@
 typedef struct pl_server {
     pl_config_t cfg;
     pl_redis_addr_t redis_addr; /**< from cfg: every Redis connection's address and login */
+    /** Cluster mode: PARLEY_REDIS_URL's hosts, where the slot map is first read. */
+    pl_slots_node_t redis_seeds[PL_CONFIG_REDIS_HOSTS_MAX];
+    int redis_nseeds;
     pl_loop_t **loops;
     int nshards;
     pl_subscriber_t sub;
@@ -40,7 +44,10 @@ typedef struct pl_server {
     struct pl_tls *tls;         /**< the TLS listener's configuration, or NULL; owned */
     struct pl_static *web;      /**< PARLEY_WEB_ROOT's files, or NULL; owned, read by the loops */
     char sub_cmd[96];           /**< SUBSCRIBE server:<id>, for the subscriber */
-    uv_loop_t *loop;            /**< the main thread's loop: signals and shutdown */
+    /** This run of the instance, 16 random hex digits: a cluster's connection counts name it
+     *  (app/split.h), so that what a previous run under the same id left is told apart. */
+    char run_id[17];
+    uv_loop_t *loop; /**< the main thread's loop: signals and shutdown */
     uv_signal_t sigterm, sigint, sighup;
     uv_async_t shard_done;
     uv_timer_t deadline;
@@ -85,8 +92,7 @@ static inline int pl_server_redis_ok(pl_server_t *srv)
 {
     if (!atomic_load_explicit(&srv->sub.connected, memory_order_relaxed)) return 0;
     for (int i = 0; i < srv->nshards; i++)
-        if (!atomic_load_explicit(&pl_server_shard(srv, i)->redis.connected, memory_order_relaxed))
-            return 0;
+        if (!pl_kv_up(pl_server_shard(srv, i))) return 0;
     return 1;
 }
 

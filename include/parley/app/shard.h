@@ -94,7 +94,8 @@ typedef struct pl_shard {
     pl_room_table_t users; /**< user id -> this shard's connections of that user (DMs, presence) */
     uv_timer_t presence_timer; /**< shard 0 only: heartbeat and dead-instance sweep */
     uv_timer_t ready_timer;
-    pl_redis_t redis;
+    pl_redis_t redis;           /**< a standalone Redis (app/kv.h) */
+    struct pl_cluster *cluster; /**< a Redis Cluster's router, or NULL (app/kv.h); owned */
     pl_idgen_t ids;
     int ids_ready;   /**< the id node came from Redis */
     int redis_ready; /**< parley:ready seen on this connection: messages may be published */
@@ -108,8 +109,11 @@ typedef struct pl_shard {
     struct pl_sync_ctx *parked, *parked_tail;
     /** Catch-ups waiting for their room's Redis subscription (rooms mode; subscribe.c). */
     struct pl_sync_ctx *room_wait;
-    uint32_t room_gen;    /**< rooms mode: numbers the lives of rooms here (roomsub.c) */
-    uint64_t scan_cursor; /**< shard 0: where the SCAN for stray server_users sets is */
+    uint32_t room_gen;       /**< rooms mode: numbers the lives of rooms here (roomsub.c) */
+    uint64_t scan_cursor;    /**< shard 0: where the SCAN for stray server_users sets is */
+    struct pl_seed *seeding; /**< cluster mode: rooms being seeded here (restore.h); owned */
+    int swept_self; /**< cluster mode, shard 0: the previous runs' counts were swept (split.h) */
+    int registered; /**< cluster mode: this shard registered the instance (split.h) */
     pl_loop_event_t shutdown_ev, finish_ev, resync_ev, drain_ev, rebalance_ev;
     atomic_int resync_queued;    /**< resync_ev is in the inbox (posted at most once at a time) */
     atomic_int rebalance_queued; /**< rebalance_ev is in the inbox */

@@ -47,6 +47,13 @@ void pl_subscribe_leave_all(pl_conn_t *c);
 void pl_subscribe_gap(struct pl_shard *s);
 
 /**
+ * One subscription missed frames (a live frame came with a seq past the next one expected): it
+ * catches up from its last seq as pl_subscribe_gap does, unless a catch-up it started itself
+ * is under way. Afterwards sub->sync_gen says whether live frames are now held.
+ */
+void pl_subscribe_catch_up(pl_conn_t *c, pl_sub_t *sub);
+
+/**
  * This shard's view of Redis changed for the catch-ups parked because Redis had lost its data
  * (no parley:ready): `state` 1, it is ready again: they read the room again; 0, it is gone or
  * the shard stops: they fail as a catch-up does without Redis; -1, still not ready: those

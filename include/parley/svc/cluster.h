@@ -33,6 +33,7 @@
 #ifndef PARLEY_SVC_CLUSTER_H
 #define PARLEY_SVC_CLUSTER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -89,6 +90,8 @@ struct pl_cluster {
     void (*on_connect)(pl_cluster_t *c, pl_redis_t *node);
     void *data; /**< the owner's */
     pl_cluster_stats_t stats;
+    int owned;     /**< slots with a master in `map` */
+    atomic_int up; /**< pl_cluster_up as of the last flush or map read, for other threads */
 };
 
 /**
@@ -109,7 +112,8 @@ int pl_cluster_start(pl_cluster_t *c, uv_loop_t *loop, const pl_slots_node_t *se
 int pl_cluster_command(pl_cluster_t *c, uint16_t slot, pl_redis_cb cb, void *privdata, int argc,
                        const char **argv, const size_t *lens);
 
-/** 1 when every slot has a master and each one's connection is up. */
+/** 1 when every slot has a master and each one's connection is up (the loop's thread; other
+ *  threads read `up`, kept by pl_cluster_flush). */
 int pl_cluster_up(const pl_cluster_t *c);
 
 /** The connection to the master serving `slot` if it is up, else NULL (for a caller that must

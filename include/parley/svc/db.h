@@ -182,13 +182,16 @@ typedef struct pl_db_rooms {
 /** Most rooms a pl_db_rooms_t answers with. */
 #define PL_DB_ROOMS_MAX 1000
 
-/** Everything Redis needs back after losing its data (svc/dbrestore.c). Results: each room's
+/** Everything Redis needs back after losing its data, or one room of it (svc/dbrestore.c).
+ *  Results: each room's
  *  highest stored seq (room, seq), the cids stored within `cid_window_s` (user, cid, id, seq,
  *  ts_ms; aux: seconds left of each one's day), read positions (room, user, seq) and memberships
  *  (room, user). */
 typedef struct pl_db_restore {
     pl_db_job_t h;
     int cid_window_s;
+    /** "": every room. Else only this room's rows (a cluster seeds rooms one by one). */
+    char room[PL_DB_NAME_MAX + 1];
     pl_db_rows_t seqs, cids, reads, members;
 } pl_db_restore_t;
 

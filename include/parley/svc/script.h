@@ -38,6 +38,9 @@ typedef enum {
     PL_SCRIPT_MEMBER,
     PL_SCRIPT_MEMBERS,
     PL_SCRIPT_KICK,
+    PL_SCRIPT_CUSER,   /**< cluster: a presence change's step in the user's slot */
+    PL_SCRIPT_CMEMBER, /**< cluster: a membership's step in the user's slot */
+    PL_SCRIPT_CGONE,   /**< cluster: the sweep's step in a user's slot */
     PL_SCRIPT_COUNT
 } pl_script_t;
 
@@ -93,5 +96,21 @@ void pl_key_read(pl_buf_t *b, const char *pfx, const char *room, size_t room_len
  *  <pfx><what><room>:<user> (<pfx>{r:<room>}:<what without ':'>:<user>). */
 void pl_key_typing(pl_buf_t *b, const char *pfx, const char *what, const char *room,
                    size_t room_len, const char *user);
+
+/** How many buckets the online set is spread over in a cluster (every connection and
+ *  disconnect anywhere writes to it: one key would make one master everyone's). */
+#define PL_KEY_ONLINE_BUCKETS 64
+
+/** Cluster mode: <pfx>{u:<user>}:<what>, a key in the user's slot ("user", "rooms", "offline",
+ *  "revoked"). */
+void pl_key_user(pl_buf_t *b, const char *pfx, const char *user, const char *what);
+/** Cluster mode: <pfx>{s:<server>}:<what>, a key in an instance's slot ("server", "users"). */
+void pl_key_server(pl_buf_t *b, const char *pfx, const char *server, const char *what);
+/** Cluster mode: the online bucket of `user`, <pfx>{o:<k>}:online, k its slot mod
+ *  PL_KEY_ONLINE_BUCKETS. */
+void pl_key_online(pl_buf_t *b, const char *pfx, const char *user);
+/** The set of a room's members presence events go to: <pfx>room_participants:<room>, or
+ *  <pfx>{r:<room>}:participants in a cluster. */
+void pl_key_participants(pl_buf_t *b, const char *pfx, const char *room, size_t room_len);
 
 #endif

@@ -8,9 +8,9 @@
  * for the test to answer.
  *
  * The fakes replace the real modules at link time: this header defines
- * pl_redis_start/command/flush/stop/connect_sync and the pool's pl_db_submit/reserve/...,
- * so the linker takes no svc/redis.o or svc/db.o from libparley.a. Include it
- * in exactly one file of a test binary.
+ * pl_redis_start/command/command_raw/format/flush/stop/connect_sync and the pool's
+ * pl_db_submit/reserve/..., so the linker takes no svc/redis.o or svc/db.o from libparley.a.
+ * Include it in exactly one file of a test binary.
  */
 #ifndef PARLEY_TEST_HARNESS_H
 #define PARLEY_TEST_HARNESS_H
@@ -82,6 +82,15 @@ int pl_redis_command(pl_redis_t *r, pl_redis_cb cb, void *privdata, int argc, co
 }
 
 void pl_redis_flush(pl_redis_t *r) {}
+
+/* The cluster router's (svc/cluster.c, linked in through app/kv.c): never called here, where the
+ * shard talks to one (fake) Redis. */
+int pl_redis_command_raw(pl_redis_t *r, pl_redis_cb cb, void *privdata, const char *resp,
+                         size_t len)
+{
+    return -1;
+}
+void pl_redis_format(pl_buf_t *b, int argc, const char **argv, const size_t *lens) {}
 
 static inline void fake_cmd_free(fake_cmd_t *c)
 {

@@ -186,11 +186,11 @@ static void large_catchup_streams(void)
 static void catchup_waits_for_restore(void)
 {
     pl_sock_t *c = subscribed_client("erin");
-    fake_cmd_t *sync = subscribe_since(c, "q", 5);
+    fake_cmd_t *sync = subscribe_since(c, "qr", 5);
     if (!sync) return;
     fr_answer(sync, rarr(1, rinteger(-1)));
-    bcast("q", 8, "eight");
-    bcast("q", 9, "nine");
+    bcast("qr", 8, "eight");
+    bcast("qr", 9, "nine");
     turn();
     CHECK(cl_next(c) == NULL); /* waiting: nothing yet, nothing asked of the database */
     CHECK(fr_script(PL_SCRIPT_SYNC) == NULL);
@@ -203,7 +203,7 @@ static void catchup_waits_for_restore(void)
     CHECK(sync != NULL);
     if (!sync) return;
     CHECK_STR(sync->argv[7], "5");
-    answer_sync(sync, "q", 9, 5, 6, 4);
+    answer_sync(sync, "qr", 9, 5, 6, 4);
     turn();
     char *f = cl_next(c);
     CHECK(f && strstr(f, "\"type\":\"subscribed\"") && strstr(f, "\"seq\":9"));
@@ -214,6 +214,46 @@ static void catchup_waits_for_restore(void)
         free(f);
     }
     CHECK(cl_next(c) == NULL);
+}
+
+/* A live frame past the next seq expected: the ones in between never came (published where
+ * the subscriber was not listening: a cluster slot moving to its new master before the
+ * subscription follows it). They are read from the room first, quietly (no second
+ * `subscribed`), and the frame that showed the gap follows them, once. */
+static void seq_jump_catches_up(void)
+{
+    pl_sock_t *c = subscribed_client("gina");
+    fake_cmd_t *sync = subscribe_since(c, "jq", 0);
+    if (!sync) return;
+    answer_sync(sync, "jq", 2, 0, 1, 2);
+    turn();
+    free(cl_expect(c, "subscribed"));
+    for (int i = 1; i <= 2; i++) {
+        char *f = cl_next(c);
+        CHECK_EQ_INT(f ? frame_seq(f) : -2, i);
+        free(f);
+    }
+    bcast("jq", 3, "three"); /* the next one: straight out */
+    turn();
+    char *f = cl_next(c);
+    CHECK_EQ_INT(f ? frame_seq(f) : -2, 3);
+    free(f);
+    bcast("jq", 6, "six"); /* 4 and 5 missing */
+    turn();
+    CHECK(cl_next(c) == NULL);
+    fake_cmd_t *again = fr_script(PL_SCRIPT_SYNC);
+    CHECK(again != NULL);
+    if (!again) return;
+    CHECK_STR(again->argv[7], "3"); /* from the last seq delivered */
+    answer_sync(again, "jq", 6, 3, 4, 3);
+    turn();
+    for (int i = 4; i <= 6; i++) {
+        f = cl_next(c);
+        CHECK_EQ_INT(f ? frame_seq(f) : -2, i);
+        free(f);
+    }
+    CHECK(cl_next(c) == NULL);
+    CHECK(fr_script(PL_SCRIPT_SYNC) == NULL);
 }
 
 /* ---- PARLEY_SUBSCRIBE=rooms (app/roomsub.c) ---- */
@@ -321,6 +361,7 @@ int main(void)
     RUN(resubscribe_during_catchup);
     RUN(large_catchup_streams);
     RUN(catchup_waits_for_restore);
+    RUN(seq_jump_catches_up);
     /* Rooms mode from here on: the subscriber is set up, never started (the test is its
      * thread). */
     srv.cfg.subscribe_rooms = 1;

@@ -379,8 +379,8 @@ static answer_t publish(const char *room, const char *cid)
     size_t rl = strlen(room);
     pl_key_seq(&k[0], room, rl);
     pl_key_stream(&k[1], room, rl);
-    pl_key_cid(&k[2], room, rl, "u", cid, strlen(cid));
-    pl_key_ready(&k[3], room, rl);
+    pl_key_ready(&k[2], room, rl);
+    pl_key_cid(&k[3], room, rl, "u", cid, strlen(cid));
     pl_key_room_chan(&k[4], room, rl);
     char tail[96];
     snprintf(tail, sizeof tail, "\"room\":\"%s\",\"text\":\"%s\"}", room, cid);

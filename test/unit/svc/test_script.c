@@ -3,6 +3,7 @@
  * the room's hash slot, and rooms spread over slots. */
 #include "parley/svc/script.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "parley/svc/slots.h"
@@ -81,6 +82,47 @@ static void cluster_names_share_the_room_slot(void)
     pl_key_set_cluster(0);
 }
 
+/* A user's keys share the user's slot, an instance's the instance's; the online set is spread
+ * over PL_KEY_ONLINE_BUCKETS buckets, each user always in the same one. */
+static void cluster_names_of_users_and_instances(void)
+{
+    pl_key_set_cluster(1);
+    pl_key_user(&b, "ws:", "alice", "user");
+    uint16_t s = slot();
+    CHECK_STR(str(), "ws:{u:alice}:user");
+    pl_key_user(&b, "ws:", "alice", "rooms");
+    CHECK_EQ_INT(slot(), s);
+    pl_key_user(&b, "ws:", "alice", "revoked");
+    CHECK_EQ_INT(slot(), s);
+    CHECK_EQ_INT(s, pl_slots_key("u:alice", 7));
+    pl_key_server(&b, "ws:", "node-1", "users");
+    CHECK_STR(str(), "ws:{s:node-1}:users");
+    pl_key_server(&b, "ws:", "node-1", "server");
+    CHECK_EQ_INT(slot(), pl_slots_key("s:node-1", 8));
+    pl_key_participants(&b, "ws:", "general", 7);
+    CHECK_STR(str(), "ws:{r:general}:participants");
+    CHECK_EQ_INT(slot(), pl_slots_key("r:general", 9));
+    /* The bucket: the user's CRC16 mod 64, the same on every call. */
+    char want[32];
+    snprintf(want, sizeof want, "ws:{o:%u}:online", (unsigned)(pl_slots_key("alice", 5) % 64));
+    pl_key_online(&b, "ws:", "alice");
+    CHECK_STR(str(), want);
+    int seen[PL_KEY_ONLINE_BUCKETS] = {0}, used = 0;
+    char user[16];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(user, sizeof user, "user-%d", i);
+        pl_key_online(&b, "ws:", user);
+        unsigned k;
+        CHECK(sscanf(str(), "ws:{o:%u}:online", &k) == 1 && k < PL_KEY_ONLINE_BUCKETS);
+        if (k < PL_KEY_ONLINE_BUCKETS && !seen[k]++) used++;
+    }
+    CHECK_EQ_INT(used, PL_KEY_ONLINE_BUCKETS); /* 1,000 users reach every bucket */
+    pl_key_participants(&b, "ws:", "general", 7);
+    pl_key_set_cluster(0);
+    pl_key_participants(&b, "ws:", "general", 7);
+    CHECK_STR(str(), "ws:room_participants:general");
+}
+
 /* A room channel names its room back, in the mode it was named in; nothing else does. */
 static void room_of_channel(void)
 {
@@ -107,6 +149,7 @@ int main(void)
     RUN(single_redis_names);
     RUN(cluster_names_share_the_room_slot);
     RUN(room_of_channel);
+    RUN(cluster_names_of_users_and_instances);
     pl_buf_free(&b);
     UNIT_EXIT();
 }
