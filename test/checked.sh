@@ -113,6 +113,7 @@ EOF
         'limits conns per ip'
         'limits rate: a client flooding'
         'subscribe-rooms: '
+        'rcluster: two instances'
     )
     ;;
 asan)

@@ -908,14 +908,12 @@ static void online_bucket_cb(struct redisAsyncContext *ac, void *reply, void *pr
 static int online_list_cluster(pl_shard_t *s, online_ctx_t *x)
 {
     pl_buf_t *k = &s->kbuf[0];
-    char id[8];
     x->buckets_left = PL_KEY_ONLINE_BUCKETS + 1; /* held until every bucket is asked */
     int asked = 0;
     for (int i = 0; i < PL_KEY_ONLINE_BUCKETS; i++) {
         pl_buf_reset(k);
         pl_buf_adds(k, s->srv->cfg.redis_prefix);
-        snprintf(id, sizeof id, "%d", i);
-        pl_buf_printf(k, "{o:%s}:online", id);
+        pl_buf_printf(k, "{o:%d}:online", i);
         const char *a[2] = {"SMEMBERS", k->data};
         size_t l[2] = {8, k->len};
         if (pl_kv_command(s, k->data, k->len, online_bucket_cb, x, 2, a, l) == 0) {

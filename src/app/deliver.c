@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parley/app/publish.h"
 #include "parley/app/roomsub.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
@@ -249,22 +250,9 @@ static void end_subs(pl_shard_t *s, const pl_bcast_t *b)
     }
 }
 
-static void deliver(pl_shard_t *s, const pl_bcast_t *b)
+/* A room frame to every subscription of the room here (each drops a seq it has had). */
+static void deliver_room(pl_shard_t *s, pl_room_t *room, const pl_bcast_t *b)
 {
-    if (b->kind == PL_BC_DM) {
-        deliver_dm(s, b);
-        return;
-    }
-    if (b->kind == PL_BC_KICK) {
-        kick(s, b);
-        return;
-    }
-    if (b->kind == PL_BC_REVOKE) {
-        end_subs(s, b);
-        return;
-    }
-    pl_room_t *room = pl_room_find(&s->rooms, b->room, b->room_len);
-    if (!room) return;
     unsigned long n = 0;
     for (uint32_t i = 0; i < room->nmembers; i++) {
         pl_sub_t *sub = room->members[i];
@@ -295,6 +283,110 @@ static void deliver(pl_shard_t *s, const pl_bcast_t *b)
         if (pl_conn_send(c, b->frame) == 0) n++;
     }
     pl_counter_add(&s->stats.delivered, n);
+}
+
+/* ---- frames that came before their turn (cluster wait mode) ---- */
+
+/* One frame kept waiting, in its room's list by seq. Allocated here, only when frames come out
+ * of order; holds a reference to the frame (which holds the bcast). */
+typedef struct pl_early {
+    struct pl_early *next;
+    pl_bcast_t *b;
+} pl_early_t;
+
+static void early_add(pl_shard_t *s, pl_room_t *room, pl_bcast_t *b)
+{
+    pl_early_t *e = malloc(sizeof *e);
+    if (!e) {
+        deliver_room(s, room, b); /* out of memory: the subscriptions catch up themselves */
+        return;
+    }
+    e->b = b;
+    pl_frame_ref(b->frame);
+    pl_early_t **pp = &room->early;
+    while (*pp && (*pp)->b->seq < b->seq)
+        pp = &(*pp)->next;
+    e->next = *pp;
+    *pp = e;
+    if (e == room->early && !e->next) room->early_since = uv_now(pl_loop_uv(s->loop));
+    if (!uv_is_active((uv_handle_t *)&s->reorder_timer))
+        uv_timer_start(&s->reorder_timer, pl_deliver_reorder_timer_cb, PL_DELIVER_REORDER_MS, 0);
+}
+
+/* Send what the room kept waiting that is now in turn (all of it if `all`: it waited long
+ * enough, and what is still missing is left to the subscriptions' catch-ups). */
+static void early_drain(pl_shard_t *s, pl_room_t *room, int all)
+{
+    while (room->early && (all || room->early->b->seq <= room->live_seq + 1)) {
+        pl_early_t *e = room->early;
+        room->early = e->next;
+        deliver_room(s, room, e->b);
+        if (e->b->seq > room->live_seq) room->live_seq = e->b->seq;
+        pl_frame_unref(e->b->frame);
+        free(e);
+    }
+    if (room->early) room->early_since = uv_now(pl_loop_uv(s->loop));
+}
+
+void pl_deliver_reorder_timer_cb(uv_timer_t *t)
+{
+    pl_shard_t *s = t->data;
+    uint64_t now = uv_now(t->loop), next = 0;
+    for (pl_room_t *r = pl_room_first(&s->rooms); r; r = pl_room_next(&s->rooms, r)) {
+        if (!r->early) continue;
+        if (now - r->early_since >= PL_DELIVER_REORDER_MS) {
+            pl_debug("%s: seq %lld still missing after %d ms: catching up", r->name,
+                     (long long)r->live_seq + 1, PL_DELIVER_REORDER_MS);
+            early_drain(s, r, 1);
+        } else if (!next || r->early_since + PL_DELIVER_REORDER_MS < next) {
+            next = r->early_since + PL_DELIVER_REORDER_MS;
+        }
+    }
+    if (next && !s->stopping)
+        uv_timer_start(&s->reorder_timer, pl_deliver_reorder_timer_cb, next - now, 0);
+}
+
+void pl_deliver_room_gone(pl_shard_t *s, pl_room_t *room)
+{
+    while (room->early) {
+        pl_early_t *e = room->early;
+        room->early = e->next;
+        pl_frame_unref(e->b->frame);
+        free(e);
+    }
+}
+
+static void deliver(pl_shard_t *s, pl_bcast_t *b)
+{
+    if (b->kind == PL_BC_DM) {
+        deliver_dm(s, b);
+        return;
+    }
+    if (b->kind == PL_BC_KICK) {
+        kick(s, b);
+        return;
+    }
+    if (b->kind == PL_BC_REVOKE) {
+        end_subs(s, b);
+        return;
+    }
+    pl_room_t *room = pl_room_find(&s->rooms, b->room, b->room_len);
+    if (!room) return;
+    if (!b->seq || !pl_publish_wait_mode(s)) {
+        deliver_room(s, room, b);
+        return;
+    }
+    if (b->seq <= room->live_seq) {
+        deliver_room(s, room, b); /* a copy sent again: each subscription drops what it has */
+        return;
+    }
+    if (room->live_seq && b->seq > room->live_seq + 1) {
+        early_add(s, room, b);
+        return;
+    }
+    deliver_room(s, room, b);
+    room->live_seq = b->seq;
+    early_drain(s, room, 0);
 }
 
 void pl_deliver_receive(pl_loop_t *loop, pl_loop_event_t *ev)

@@ -21,9 +21,13 @@
 #include "parley/app/subscribe.h"
 #include "parley/base/clock.h"
 #include "parley/base/log.h"
+#include "parley/svc/cluster.h"
 #include "parley/svc/script.h"
 
 static int eval_publish(pl_shard_t *s, pl_msg_t *m, int full_script);
+
+/* How long a WAIT waits for the replicas, ms. */
+#define WAIT_MS 1000
 
 /* The end of a message's road: the connection's hold and the message go. */
 static void message_done(pl_msg_t *m)
@@ -252,6 +256,143 @@ static void dm_room(pl_shard_t *s, const char *a, const char *b, char out[3 + 32
         snprintf(out + 3 + 2 * i, 3, "%02x", d[i]);
 }
 
+/* ---- wait mode: a replica first ---- */
+
+int pl_publish_wait_mode(const pl_shard_t *s)
+{
+    return pl_kv_cluster(s) && s->srv->cfg.redis_wait_replicas > 0;
+}
+
+/* How many replicas a write on `node` must reach: PARLEY_REDIS_WAIT_REPLICAS, or fewer if the
+ * slot map lists fewer for that master (0 after a failover left it none: with no replica there is
+ * nobody a failover could promote, so nothing to wait for). */
+static int wait_target(const pl_shard_t *s, const pl_redis_t *node)
+{
+    int want = s->srv->cfg.redis_wait_replicas, have = pl_cluster_replicas(s->cluster, node);
+    return have >= 0 && have < want ? have : want;
+}
+
+int pl_publish_wait(pl_shard_t *s, struct redisAsyncContext *ac, pl_redis_cb cb, void *priv)
+{
+    pl_redis_t *node = pl_redis_of(ac);
+    if (!node) return -1;
+    int target = wait_target(s, node);
+    if (target == 0) return 1;
+    char n[16], ms[16];
+    snprintf(n, sizeof n, "%d", target);
+    snprintf(ms, sizeof ms, "%d", WAIT_MS);
+    const char *argv[3] = {"WAIT", n, ms};
+    size_t lens[3] = {4, strlen(n), strlen(ms)};
+    return pl_redis_command(node, cb, priv, 3, argv, lens);
+}
+
+int pl_publish_waited(const pl_shard_t *s, struct redisAsyncContext *ac, const void *reply)
+{
+    const redisReply *r = reply;
+    pl_redis_t *node = pl_redis_of(ac);
+    return r && node && r->type == REDIS_REPLY_INTEGER && r->integer >= wait_target(s, node);
+}
+
+/* The message is on a replica: its frame goes out on the room's channel now (the script did not
+ * publish it). A resend the script found to be a duplicate is published again: its first copy
+ * may never have gone out (its WAIT failed), and a copy that did is dropped by every instance's
+ * seq check (deliver.c). */
+static void publish_live(pl_shard_t *s, pl_msg_t *m)
+{
+    size_t room_len = strlen(m->room), cid_len = strlen(m->cid);
+    pl_buf_t *f = pl_shard_scratch(s);
+    pl_buf_printf(f, "{\"type\":\"message\",\"seq\":%lld,", (long long)m->m.seq);
+    pl_buf_reset(&s->tail);
+    pl_wire_message_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->text, m->m.text_len,
+                         m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
+    pl_buf_add(f, s->tail.data, s->tail.len);
+    pl_key_room_chan(&s->kbuf[4], m->room, room_len);
+    const char *argv[3] = {"SPUBLISH", s->kbuf[4].data, f->data};
+    size_t lens[3] = {8, s->kbuf[4].len, f->len};
+    if (pl_kv_command(s, argv[1], lens[1], NULL, NULL, 3, argv, lens) != 0)
+        pl_debug("%s: seq %lld stored but not published live (its master went): catch-ups have it",
+                 m->room, (long long)m->m.seq);
+}
+
+/* A node's WAIT answered for the messages published on it in one turn (a list through next). */
+static void wait_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pl_msg_t *m = privdata;
+    int ok = pl_publish_waited(m->shard, ac, reply);
+    if (!ok && reply)
+        pl_warn("redis cluster: WAIT %d: fewer replicas answered in %d ms; messages refused",
+                m->shard->srv->cfg.redis_wait_replicas, WAIT_MS);
+    while (m) {
+        pl_msg_t *next = m->next;
+        m->next = NULL;
+        if (ok) {
+            publish_live(m->shard, m);
+            published(m);
+        } else {
+            message_failed(m, PL_ERR_NOT_STORED,
+                           "no replica of redis confirmed the message in time: it may be seen in "
+                           "catch-ups but is not stored; resend it with the same cid");
+        }
+        m = next;
+    }
+}
+
+/* Published on `ac`'s node: wait for the turn's WAIT there. */
+static void wait_add(pl_shard_t *s, struct redisAsyncContext *ac, pl_msg_t *m)
+{
+    pl_redis_t *node = pl_redis_of(ac);
+    int i = 0;
+    while (i < s->nwaits && s->waits[i].node != node)
+        i++;
+    if (i == s->nwaits) {
+        if (i == PL_SHARD_WAIT_NODES) {
+            /* More nodes than a turn keeps: this one waits alone. */
+            m->next = NULL;
+            if (pl_publish_wait(s, ac, wait_reply, m) != 0)
+                message_failed(m, PL_ERR_NOT_STORED,
+                               "redis connection lost; resend it with the same cid");
+            return;
+        }
+        s->waits[i].node = node;
+        s->waits[i].head = s->waits[i].tail = NULL;
+        s->nwaits++;
+    }
+    m->next = NULL;
+    if (s->waits[i].tail)
+        s->waits[i].tail->next = m;
+    else
+        s->waits[i].head = m;
+    s->waits[i].tail = m;
+}
+
+void pl_publish_flush(pl_shard_t *s)
+{
+    int k = s->nwaits;
+    s->nwaits = 0;
+    for (int i = 0; i < k; i++) {
+        pl_msg_t *m = s->waits[i].head;
+        pl_redis_t *node = s->waits[i].node;
+        int target = wait_target(s, node);
+        if (target == 0) {
+            /* The master has no replica now: nothing to wait for. */
+            while (m) {
+                pl_msg_t *next = m->next;
+                m->next = NULL;
+                publish_live(s, m);
+                published(m);
+                m = next;
+            }
+            continue;
+        }
+        char n[16], ms[16];
+        snprintf(n, sizeof n, "%d", target);
+        snprintf(ms, sizeof ms, "%d", WAIT_MS);
+        const char *argv[3] = {"WAIT", n, ms};
+        size_t lens[3] = {4, strlen(n), strlen(ms)};
+        if (pl_redis_command(node, wait_reply, m, 3, argv, lens) != 0) wait_reply(NULL, NULL, m);
+    }
+}
+
 /* ---- the publish script ---- */
 
 static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
@@ -286,7 +427,10 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
         pl_counter_add(&m->shard->stats.published, 1);
         m->m.seq = r->element[1]->integer;
         if (m->to[0] && m->m.seq == 1) dm_members(m);
-        published(m);
+        if (pl_publish_wait_mode(m->shard))
+            wait_add(m->shard, ac, m);
+        else
+            published(m);
     } else if (code == 0 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
         /* A resend of a message already accepted: same id, seq and ts; nothing republished. */
         unsigned long long id;
@@ -295,7 +439,10 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
             m->m.id = id;
             m->m.seq = seq;
             m->m.ts_ms = ts;
-            published(m);
+            if (pl_publish_wait_mode(m->shard))
+                wait_add(m->shard, ac, m);
+            else
+                published(m);
         } else {
             message_failed(m, PL_ERR_UNAVAILABLE, "bad deduplication record");
         }
@@ -379,7 +526,7 @@ static int eval_publish(pl_shard_t *s, pl_msg_t *m, int full_script)
                          m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
     script_args_t a;
     pl_key_room_chan(&s->kbuf[4], m->room, room_len);
-    const char *pub = pl_key_publish_cmd();
+    const char *pub = pl_publish_wait_mode(s) ? "" : pl_key_publish_cmd();
     args_begin(s, &a, PL_SCRIPT_PUBLISH, full_script, m, room_len);
     arg(&a, s->kbuf[4].data, s->kbuf[4].len);
     args_message(s, &a, m);

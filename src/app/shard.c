@@ -89,12 +89,15 @@ static void turn_hook(pl_loop_t *loop, void *arg)
 {
     pl_shard_t *s = arg;
     pl_chat_flush(s);
+    pl_publish_flush(s);
     pl_kv_flush(s);
     if (s->finishing && !s->conns->sock->socks && !uv_is_closing((uv_handle_t *)&s->ready_timer)) {
         pl_subscribe_redis_ready(s, 0); /* catch-ups parked for a restore hold connections */
         pl_subscribe_room_live(s, NULL, NULL, 0, 0); /* so do those waiting for a room */
         pl_kv_stop(s);
         uv_close((uv_handle_t *)&s->ready_timer, NULL);
+        uv_close((uv_handle_t *)&s->gap_timer, NULL);
+        uv_close((uv_handle_t *)&s->reorder_timer, NULL);
         uv_close((uv_handle_t *)&s->presence_timer, NULL);
         pl_drain_close(s);
         pl_sock_ctx_close(s->conns->sock);
@@ -114,6 +117,7 @@ static void room_cb(void *ctx, pl_room_t *room, int present)
     pl_shard_t *s = ctx;
     pl_shardmask_update(s->srv->rooms_mask, s->mask_counts, s->index, room->hash, present);
     pl_roomsub_room(s, room, present);
+    if (!present) pl_deliver_room_gone(s, room);
 }
 
 int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *tls, int64_t id_node)
@@ -167,9 +171,11 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
         return rc;
     uv_loop_t *uv = pl_loop_uv(loop);
     if ((rc = uv_timer_init(uv, &s->ready_timer)) != 0 ||
+        (rc = uv_timer_init(uv, &s->gap_timer)) != 0 ||
+        (rc = uv_timer_init(uv, &s->reorder_timer)) != 0 ||
         (rc = uv_timer_init(uv, &s->presence_timer)) != 0)
         return rc;
-    s->ready_timer.data = s->presence_timer.data = s;
+    s->ready_timer.data = s->presence_timer.data = s->gap_timer.data = s->reorder_timer.data = s;
     if ((rc = pl_drain_init(s)) != 0) return rc;
     /* One instance-wide heartbeat: shard 0 keeps it (the server registered the instance before
      * starting the shards, or the shards' resync does when Redis comes up). */

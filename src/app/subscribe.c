@@ -24,6 +24,11 @@
 #include "parley/svc/db.h"
 #include "parley/svc/script.h"
 
+/* A gap catch-up that found Redis out of reach is tried again this often, this many times
+ * (covering a failover's few seconds), before what it missed is given up. */
+#define GAP_RETRY_MS 100
+#define GAP_RETRIES 100
+
 /* A catch-up in flight: which subscription it is for, and what Redis had. When PostgreSQL must
  * supply older messages, the recover job embedded first goes to the pool. */
 typedef struct pl_sync_ctx {
@@ -227,6 +232,7 @@ static void finish_sync(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx, pl_frame_t
         pl_conn_abort(c, "out of memory");
         return;
     }
+    sub->gap_retries = 0;
     if (!sub->quiet) {
         pl_buf_t *b = pl_shard_scratch(pl_shard_of_conn(c));
         pl_wire_subscribed(b, sub->room->name, sub->room->len, ctx->cur, ctx->read,
@@ -252,10 +258,22 @@ static void finish_sync(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx, pl_frame_t
 
 static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
 {
+    pl_shard_t *s = pl_shard_of_conn(c);
+    if (sub->quiet && sub->gap_retries < GAP_RETRIES && !s->stopping) {
+        /* Filling a gap while Redis is briefly out of reach (a failover: the router has not
+         * read the new map yet): live frames stay held, and the catch-up is tried again. */
+        sub->gap_retries++;
+        sub->gap_retry = 1;
+        if (!uv_is_active((uv_handle_t *)&s->gap_timer))
+            uv_timer_start(&s->gap_timer, pl_subscribe_gap_timer_cb, GAP_RETRY_MS, 0);
+        return;
+    }
     if (sub->quiet) {
-        /* Filling a gap: the subscription stays; what was held goes out, and what was missed
-         * stays missed (the client sees the seq gap and can resubscribe with since). */
+        /* Filling a gap, GAP_RETRIES times in vain: the subscription stays; what was held goes
+         * out, and what was missed stays missed (the client sees the seq gap and can
+         * resubscribe with since). */
         sub->quiet = 0;
+        sub->gap_retries = 0;
         pl_warn("catching %s up after the subscriber came back failed: %s", sub->room->name, why);
         pl_replay_t *rp = malloc(sizeof *rp);
         if (!rp) {
@@ -372,6 +390,22 @@ static int sync_from_db(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx)
     return 0;
 }
 
+/* The room as read by the sync script (in ctx): what its stream lacks comes from PostgreSQL,
+ * then `subscribed` and the catch-up. Takes ctx. */
+static void sync_read(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx)
+{
+    int64_t first = ctx->nstream ? frame_seq(ctx->stream[0]) : ctx->cur + 1;
+    if (ctx->since >= 0 && ctx->since < ctx->cur && first != ctx->since + 1) {
+        /* The stream was trimmed past `since`: older ones come from PostgreSQL. */
+        if (start_recover(c, ctx, ctx->since, first) == 0) return;
+        ctx->truncated = 1; /* no database: what the stream has is all there is */
+    }
+    finish_sync(c, sub, ctx, NULL, 0, 0);
+    sync_ctx_free(ctx);
+}
+
+static void sync_waited(struct redisAsyncContext *ac, void *reply, void *privdata);
+
 static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {
     sync_ctx_t *ctx = privdata;
@@ -403,17 +437,40 @@ static void sync_reply(struct redisAsyncContext *ac, void *reply, void *privdata
                 ctx->nstream++;
         }
         if (ctx->since >= 0) ctx->since = since;
-        int64_t first = ctx->nstream ? frame_seq(ctx->stream[0]) : ctx->cur + 1;
-        if (ctx->since >= 0 && since < ctx->cur && first != since + 1) {
-            /* The stream was trimmed past `since`: older ones come from PostgreSQL. */
-            if (start_recover(c, ctx, since, first) == 0)
-                ctx = NULL;
-            else
-                ctx->truncated = 1; /* no database: what the stream has is all there is */
+        if (!pl_publish_wait_mode(pl_shard_of_conn(c))) {
+            sync_read(c, sub, ctx);
+        } else {
+            int rc = pl_publish_wait(pl_shard_of_conn(c), ac, sync_waited, ctx);
+            if (rc == 0) {
+                pl_conn_hold(c); /* the WAIT's */
+            } else if (rc > 0) {
+                sync_read(c, sub, ctx);
+            } else {
+                sync_ctx_free(ctx);
+                sync_fail(c, sub, "redis unreachable");
+            }
         }
-        if (ctx) finish_sync(c, sub, ctx, NULL, 0, 0);
+        ctx = NULL;
     }
     if (ctx) sync_ctx_free(ctx);
+    pl_conn_release(c);
+}
+
+/* Cluster mode: the room was read on its master, whose replica now has everything read too (or
+ * not: then nothing read is shown, since a failover could take it back). */
+static void sync_waited(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sync_ctx_t *ctx = privdata;
+    pl_conn_t *c = ctx->conn;
+    pl_sub_t *sub = sub_for(c, ctx->room, ctx->gen);
+    if (!sub) {
+        sync_ctx_free(ctx);
+    } else if (!pl_publish_waited(pl_shard_of_conn(c), ac, reply)) {
+        sync_ctx_free(ctx);
+        sync_fail(c, sub, "no replica confirmed the room's messages in time");
+    } else {
+        sync_read(c, sub, ctx);
+    }
     pl_conn_release(c);
 }
 
@@ -693,6 +750,20 @@ void pl_unsubscribe(pl_conn_t *c, const pl_req_t *req)
 }
 
 /* ---- after the subscriber was away ---- */
+
+static void retry_one(pl_sub_t *sub, void *arg)
+{
+    if (!sub->gap_retry) return;
+    sub->gap_retry = 0;
+    pl_conn_t *c = pl_session_conn(sub->owner);
+    if (pl_conn_open(c)) start_sync(c, sub, sub->last_seq, 1);
+}
+
+void pl_subscribe_gap_timer_cb(uv_timer_t *t)
+{
+    pl_shard_t *s = t->data;
+    if (!s->stopping) pl_room_table_each(&s->rooms, retry_one, NULL);
+}
 
 void pl_subscribe_catch_up(pl_conn_t *c, pl_sub_t *sub)
 {

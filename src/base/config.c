@@ -76,6 +76,11 @@ static const opt_t opts[] = {
     {"redis-url", "PARLEY_REDIS_URL", T_SPECIAL, 0, "redis://127.0.0.1:6379/0", 0, 0, parse_redis,
      "Redis for fan-out and state, redis://[[user]:password@]host:port/db; for a Redis Cluster "
      "(PARLEY_REDIS_CLUSTER=1) one or more seed nodes, redis://[[user]:password@]h1:p1,h2:p2"},
+    {"redis-wait-replicas", "PARLEY_REDIS_WAIT_REPLICAS", T_INT, AT(redis_wait_replicas), "1", 0,
+     16, NULL,
+     "cluster mode: replicas a message must reach (WAIT) before it is delivered, stored and "
+     "acked, so that a failover cannot hand its seq out again; 0: none (faster, not "
+     "failover-safe)"},
     {"redis-cluster", "PARLEY_REDIS_CLUSTER", T_BOOL, AT(redis_cluster), "0", 0, 1, NULL,
      "1: PARLEY_REDIS_URL names seed nodes of a Redis Cluster (sharded Pub/Sub, keys with hash "
      "tags); a preview: direct messages, disconnects and the members list are not available "

@@ -335,6 +335,15 @@ pl_redis_t *pl_cluster_node(pl_cluster_t *c, uint16_t slot)
     return conn_ready(c, i) ? &c->conns[i]->r : NULL;
 }
 
+int pl_cluster_replicas(const pl_cluster_t *c, const pl_redis_t *node)
+{
+    for (int k = 0; k < c->map.nnodes; k++) {
+        int i = c->conn_of[k];
+        if (i >= 0 && &c->conns[i]->r == node) return c->map.nodes[k].replicas;
+    }
+    return -1;
+}
+
 int pl_cluster_up(const pl_cluster_t *c)
 {
     if (c->map.nnodes == 0 || c->owned < PL_SLOTS) return 0;

@@ -335,6 +335,11 @@ void pl_redis_flush(pl_redis_t *r)
     r->flushing = 0;
 }
 
+pl_redis_t *pl_redis_of(struct redisAsyncContext *ac)
+{
+    return ac ? ac->data : NULL;
+}
+
 void pl_redis_stop(pl_redis_t *r)
 {
     r->stopping = 1;

@@ -9,9 +9,10 @@
 
 /* KEYS: seq, stream, ready, and the cid's record if the message has a cid (a cluster refuses
  * an empty key name: it has a slot, 0, rarely the room's). ARGV: channel, tail, id, ts, stream
- * maxlen, cid ttl, PUBLISH (one Redis) or SPUBLISH (a cluster: the channel is in the room's slot).
- * Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if Redis is not ready (it lost its
- * data and the seqs are being restored from PostgreSQL). */
+ * maxlen, cid ttl, PUBLISH (one Redis) or SPUBLISH (a cluster: the channel is in the room's slot)
+ * or '' to publish nothing (a cluster that waits for a replica: the application publishes after
+ * WAIT). Returns {1, seq}; {0, "id:seq:ts"} for a duplicate; {-1} if Redis is not ready (it lost
+ * its data and the seqs are being restored from PostgreSQL). */
 /* Shared by publish and dm: not ready, a duplicate, or the next seq and the stored frame.
  * Four Redis calls on the common path (this script runs for every message):
  * - readiness is checked only when INCR created the seq key: after a data loss every seq key
@@ -37,9 +38,10 @@
     "local msg = '{\"type\":\"message\",\"seq\":' .. s .. ',' .. " TAIL "\n"                       \
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', " MAXLEN ", s .. '-0', 'm', msg)\n"
 
-static const char publish_lua[] = LUA_SEQ_AND_STREAM(
-    "ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]", "ARGV[6]") "redis.call(ARGV[7], ARGV[1], msg)\n"
-                                                           "return {1, seq}\n";
+static const char publish_lua[] =
+    LUA_SEQ_AND_STREAM("ARGV[2]", "ARGV[3]", "ARGV[4]", "ARGV[5]",
+                       "ARGV[6]") "if ARGV[7] ~= '' then redis.call(ARGV[7], ARGV[1], msg) end\n"
+                                  "return {1, seq}\n";
 
 /* KEYS: seq, stream, ready, read hash. ARGV: since (-1: none), most entries, user.
  * Returns {-1} if Redis is not ready (see above), else {cur, truncated, since, read position

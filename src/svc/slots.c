@@ -54,6 +54,7 @@ static int node_index(pl_slots_map_t *m, const redisReply *n)
     pl_slots_node_t *node = &m->nodes[m->nnodes];
     memcpy(node->host, n->element[0]->str, n->element[0]->len + 1);
     node->port = (int)n->element[1]->integer;
+    node->replicas = -1;
     return m->nnodes++;
 }
 
@@ -72,6 +73,7 @@ int pl_slots_parse(pl_slots_map_t *m, const redisReply *r)
         if (lo < 0 || hi >= PL_SLOTS || lo > hi) goto bad;
         int idx = node_index(m, e->element[2]);
         if (idx < 0) goto bad;
+        m->nodes[idx].replicas = (int)e->elements - 3;
         for (long long s = lo; s <= hi; s++) {
             if (m->owner[s] < 0) owned++;
             m->owner[s] = (int16_t)idx;

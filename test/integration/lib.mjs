@@ -175,7 +175,7 @@ export class RedisCluster {
   get url() { return `redis://${this.seeds}`; }
   get name() { return `redis cluster ${this.seeds}`; }
   get ports() { return this.seeds.split(',').map((a) => Number(a.split(':')[1])); }
-  get port() { return this.ports[0]; }
+  get port() { return this.ports.find((p) => !this.dead?.has(p)); } // a node not killed
   async start() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-rcluster-'));
     const r = await runCmd(path.join(ROOT, 'deploy/dev/redis-cluster.sh'), ['start', this.dir], { timeout: 90000 });
@@ -190,6 +190,12 @@ export class RedisCluster {
     this.dir = null;
   }
   logTail() { return ''; }
+  // SIGKILL the node on `port` (the crash case; its replica takes over after cluster-node-timeout).
+  killNode(port) {
+    const pid = Number(fs.readFileSync(path.join(this.dir, String(port), 'redis.pid'), 'utf8'));
+    process.kill(pid, 'SIGKILL');
+    (this.dead ||= new Set()).add(port);
+  }
   // redis-cli on one node (default: the first seed), -c: following redirections.
   async cli(...args) {
     const port = typeof args[0] === 'number' ? args.shift() : this.port;

@@ -2,7 +2,7 @@
 // masters with 1 replica each (deploy/dev/redis-cluster.sh), real parleyd instances, the `ws`
 // client. Room traffic, presence, typing and read receipts cross instances through sharded
 // Pub/Sub; a reshard of a busy room's slot, moved by redis-cli --cluster reshard while clients
-// send, loses and duplicates nothing.
+// send, and the death of the room's master (its replica takes over), lose and duplicate nothing.
 import {
   test, assert, eq, RedisCluster, current, startParleyd, startPostgres, connectAuthed, newUser,
   setMember, track, seqProblems, storedMessages, dbEnv, runCmd, sleep, until, keySlot,
@@ -137,3 +137,39 @@ test('rcluster: a busy room whose slot redis-cli --cluster reshard moves while c
   eq(new Set(stored.map((m) => m.cid)).size, total, 'distinct cids stored');
   console.log(`  (slot ${from.first} moved ${from.port} -> ${to.port} in ${movedMs} ms under load; resent ${x1.resent + x2.resent})`);
 });
+
+test('rcluster: the master of a busy room\'s slot killed (kill -9) while clients on two instances send: its replica takes over, every acked message is stored and delivered once, in seq order, seqs without a gap', async () => {
+  const rc = await startCluster();
+  const pg = await startPostgres();
+  const [a, b] = [await startParleyd({ redis: rc, env: dbEnv(pg) }), await startParleyd({ redis: rc, env: dbEnv(pg) })];
+  const room = `rc-failover-${process.pid}`;
+  const owner = await rc.ownerOf(`{r:${room}}`);
+  assert(owner.replica, 'the room\'s master has a replica');
+  const users = [newUser('s1'), newUser('s2'), newUser('r1'), newUser('r2')];
+  for (const x of users) eq((await setMember(a, 'PUT', room, x)).status, 200, 'membership');
+  const [s1, s2, r1, r2] = [await connectAuthed(a, users[0]), await connectAuthed(b, users[1]), await connectAuthed(a, users[2]), await connectAuthed(b, users[3])];
+  for (const c of [s1, s2, r1, r2]) { track(c); await c.subscribe([room]); }
+  await sendResending(s1, room, 300, { window: 20 });
+  const sending = Promise.all([sendResending(s1, room, 700, { window: 10, ms: 90000 }), sendResending(s2, room, 700, { window: 10, ms: 90000 })]);
+  await sleep(400);
+  const t0 = Date.now();
+  rc.killNode(owner.port);
+  await until(async () => (await rc.ownerOf(`{r:${room}}`).catch(() => null))?.port === owner.replica.port, 20000, 'the replica serves the slot');
+  const tookOver = Date.now() - t0;
+  const [x1, x2] = await sending;
+  const total = 1700;
+  const stored = await storedMessages(pg, room);
+  eq(stored.length, total, 'every message stored once');
+  eq(new Set(stored.map((m) => m.cid)).size, total, 'distinct cids');
+  const seqs = stored.map((m) => m.seq);
+  eq(`${seqs[0]}..${seqs[seqs.length - 1]}`, `1..${total}`, 'stored seqs without a gap');
+  for (const [c, who] of [[r1, 'receiver on a'], [r2, 'receiver on b'], [s1, 'sender 1'], [s2, 'sender 2']]) {
+    await until(() => (c.track.rooms.get(room)?.length || 0) >= total, 20000, `${who}: ${total} messages`).catch(() => {});
+    const p = seqProblems(c.track.rooms.get(room), 1, total, who);
+    assert(p.length === 0, p.join('; '));
+  }
+  // What each receiver got for a seq is what was stored for it.
+  const byseq = new Map(stored.map((m) => [m.seq, m.cid]));
+  for (const c of [r1, r2]) for (const m of c.track.rooms.get(room)) eq(m.cid, byseq.get(m.seq), `seq ${m.seq} at ${c.user}`);
+  console.log(`  (replica serving ${tookOver} ms after the kill; resent ${x1.resent + x2.resent})`);
+}, { timeout: 180000 });

@@ -32,6 +32,7 @@ typedef enum {
     PL_BC_KICK,   /**< every connection of user_a, which is closed with 4003 (disconnect) */
 } pl_bcast_kind_t;
 
+struct pl_shard;
 struct pl_bcast;
 
 /** A broadcast's event for one loop. */
@@ -62,5 +63,17 @@ extern const pl_subscriber_handlers_t pl_deliver_handlers;
 
 /** The loops' receiver of PL_EV_BCAST events. */
 void pl_deliver_receive(pl_loop_t *loop, pl_loop_event_t *ev);
+
+/** How long a room frame past the next seq waits for the ones before it, ms (cluster wait mode:
+ *  frames of one room published by different instances reach the channel in the order their
+ *  WAITs answer, app/publish.h). */
+#define PL_DELIVER_REORDER_MS 20
+
+/** The shard's reorder timer: frames that waited PL_DELIVER_REORDER_MS go out (their
+ *  subscriptions then catch up what is still missing). */
+void pl_deliver_reorder_timer_cb(uv_timer_t *t);
+
+/** A room leaves the shard: the frames it kept waiting go. */
+void pl_deliver_room_gone(struct pl_shard *s, pl_room_t *room);
 
 #endif

@@ -50,6 +50,23 @@ void pl_publish_redis_up(pl_redis_t *r);
  *  shard's connections, check readiness. */
 void pl_publish_redis_up_cluster(pl_shard_t *s);
 
+/** Cluster mode with PARLEY_REDIS_WAIT_REPLICAS > 0: room messages are published, and reads of
+ *  a room used, only once a replica of the room's master has them (WAIT), so that a failover
+ *  cannot take back a seq anyone saw. */
+int pl_publish_wait_mode(const pl_shard_t *s);
+
+/** Send WAIT on the node that gave the reply `ac` came with; `cb` gets its answer (judge it with
+ *  pl_publish_waited). 0; 1 if there is nothing to wait for (the master has no replica listed:
+ *  cb not called); -1 if the node is gone (cb not called). */
+int pl_publish_wait(pl_shard_t *s, struct redisAsyncContext *ac, pl_redis_cb cb, void *priv);
+
+/** 1 if a WAIT's reply (on `ac`) says enough replicas have every earlier write. */
+int pl_publish_waited(const pl_shard_t *s, struct redisAsyncContext *ac, const void *reply);
+
+/** End of turn, before the Redis write: one WAIT per node for the messages published on it this
+ *  turn (wait mode). */
+void pl_publish_flush(pl_shard_t *s);
+
 /** Redis has the seqs back (restore done, or none needed): look again. */
 void pl_publish_ready_check(pl_shard_t *s);
 

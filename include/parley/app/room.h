@@ -34,6 +34,8 @@ typedef struct pl_sub {
     int64_t last_seq;          /**< highest room seq delivered on this subscription */
     uint32_t sync_gen;         /**< the catch-up in progress, 0 if none */
     uint8_t quiet;             /**< that catch-up fills a gap: no `subscribed` frame */
+    uint8_t gap_retries;       /**< gap catch-ups that failed in a row (Redis unreachable) */
+    uint8_t gap_retry;         /**< one waits for the shard's gap timer to be tried again */
     struct pl_outq_node *held; /**< live frames held back during a catch-up, oldest first */
     struct pl_outq_node *held_tail;
     size_t held_bytes;
@@ -50,6 +52,11 @@ typedef struct pl_room {
     /* Kept by the shard (app/roomsub.h); the table only zeroes them. */
     uint32_t gen; /**< which of the room's lives on this shard this is */
     uint8_t live; /**< this instance's Redis subscription covers the room: catch-ups may read */
+    /* Kept by deliver.c (cluster wait mode): room frames past the next seq expected wait here
+     * a moment for the ones before them, which may come later on the same channel. */
+    int64_t live_seq;       /**< highest seq delivered live on this shard, 0 if none yet */
+    struct pl_early *early; /**< frames past live_seq + 1, by seq; each holds its frame */
+    uint64_t early_since;   /**< uv_now when the oldest of them came, ms */
     uint32_t len;
     char name[]; /**< NUL-terminated */
 } pl_room_t;

@@ -46,6 +46,9 @@ enum {
     PL_EV_ROOM_LIVE = 8, /**< rooms mode: a room's Redis subscription is in effect (roomsub.h) */
 };
 
+/** Most nodes one turn's messages wait for a replica on (publish.h); more go one by one. */
+#define PL_SHARD_WAIT_NODES 64
+
 /** Most presence changes sent in one script call. */
 #define PL_PRESENCE_BATCH_MAX 512
 
@@ -94,6 +97,8 @@ typedef struct pl_shard {
     pl_room_table_t users; /**< user id -> this shard's connections of that user (DMs, presence) */
     uv_timer_t presence_timer; /**< shard 0 only: heartbeat and dead-instance sweep */
     uv_timer_t ready_timer;
+    uv_timer_t gap_timer;       /**< gap catch-ups tried again (subscribe.h) */
+    uv_timer_t reorder_timer;   /**< room frames that came before their turn go out (deliver.h) */
     pl_redis_t redis;           /**< a standalone Redis (app/kv.h) */
     struct pl_cluster *cluster; /**< a Redis Cluster's router, or NULL (app/kv.h); owned */
     pl_idgen_t ids;
@@ -114,6 +119,13 @@ typedef struct pl_shard {
     struct pl_seed *seeding; /**< cluster mode: rooms being seeded here (restore.h); owned */
     int swept_self; /**< cluster mode, shard 0: the previous runs' counts were swept (split.h) */
     int registered; /**< cluster mode: this shard registered the instance (split.h) */
+    /** Wait mode (publish.h): this turn's messages published on each node, in order, until
+     *  pl_publish_flush sends the node one WAIT for them all. */
+    struct {
+        pl_redis_t *node;
+        struct pl_msg *head, *tail;
+    } waits[PL_SHARD_WAIT_NODES];
+    int nwaits;
     pl_loop_event_t shutdown_ev, finish_ev, resync_ev, drain_ev, rebalance_ev;
     atomic_int resync_queued;    /**< resync_ev is in the inbox (posted at most once at a time) */
     atomic_int rebalance_queued; /**< rebalance_ev is in the inbox */

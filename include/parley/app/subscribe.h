@@ -53,6 +53,10 @@ void pl_subscribe_gap(struct pl_shard *s);
  */
 void pl_subscribe_catch_up(pl_conn_t *c, pl_sub_t *sub);
 
+/** The shard's gap timer (shard->gap_timer): gap catch-ups that found Redis out of reach are
+ *  tried again. */
+void pl_subscribe_gap_timer_cb(uv_timer_t *t);
+
 /**
  * This shard's view of Redis changed for the catch-ups parked because Redis had lost its data
  * (no parley:ready): `state` 1, it is ready again: they read the room again; 0, it is gone or

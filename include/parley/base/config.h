@@ -43,18 +43,19 @@ typedef struct {
     char *redis_hosts[PL_CONFIG_REDIS_HOSTS_MAX]; /**< every host of PARLEY_REDIS_URL */
     int redis_ports[PL_CONFIG_REDIS_HOSTS_MAX];
     int redis_nhosts;
-    int redis_cluster;   /**< PARLEY_REDIS_CLUSTER: the hosts are seed nodes of a Redis Cluster */
-    char *jwt_secret;    /**< PARLEY_JWT_SECRET (or PARLEY_JWT_SECRETS), required */
-    char *jwt_issuer;    /**< PARLEY_JWT_ISSUER, or NULL */
-    char *jwt_audience;  /**< PARLEY_JWT_AUDIENCE, or NULL */
-    int jwt_leeway;      /**< PARLEY_JWT_LEEWAY, seconds */
-    pl_jwt_keyset_t jwt; /**< derived: what tokens are checked and minted with */
-    int token_ttl;       /**< PARLEY_TOKEN_TTL: a minted token's default lifetime, s */
-    int token_max_ttl;   /**< PARLEY_TOKEN_MAX_TTL: the longest one may ask for, s */
-    char *api_key;       /**< PARLEY_API_KEY, required */
-    size_t max_frame;    /**< PARLEY_MAX_FRAME, bytes of payload per client message */
-    size_t max_text;     /**< PARLEY_MAX_TEXT (default: what fits in max_frame) */
-    size_t max_rooms;    /**< PARLEY_MAX_ROOMS per connection */
+    int redis_cluster; /**< PARLEY_REDIS_CLUSTER: the hosts are seed nodes of a Redis Cluster */
+    int redis_wait_replicas; /**< PARLEY_REDIS_WAIT_REPLICAS: cluster mode's WAIT before delivery */
+    char *jwt_secret;        /**< PARLEY_JWT_SECRET (or PARLEY_JWT_SECRETS), required */
+    char *jwt_issuer;        /**< PARLEY_JWT_ISSUER, or NULL */
+    char *jwt_audience;      /**< PARLEY_JWT_AUDIENCE, or NULL */
+    int jwt_leeway;          /**< PARLEY_JWT_LEEWAY, seconds */
+    pl_jwt_keyset_t jwt;     /**< derived: what tokens are checked and minted with */
+    int token_ttl;           /**< PARLEY_TOKEN_TTL: a minted token's default lifetime, s */
+    int token_max_ttl;       /**< PARLEY_TOKEN_MAX_TTL: the longest one may ask for, s */
+    char *api_key;           /**< PARLEY_API_KEY, required */
+    size_t max_frame;        /**< PARLEY_MAX_FRAME, bytes of payload per client message */
+    size_t max_text;         /**< PARLEY_MAX_TEXT (default: what fits in max_frame) */
+    size_t max_rooms;        /**< PARLEY_MAX_ROOMS per connection */
     size_t max_outbuf;  /**< PARLEY_MAX_OUTBUF: unread bytes at which a client is cut off at once */
     size_t outbuf_soft; /**< PARLEY_MAX_OUTBUF_SOFT: cut off if above it this long: */
     int outbuf_soft_s;  /**< PARLEY_MAX_OUTBUF_SOFT_SECONDS */

@@ -120,6 +120,10 @@ int pl_cluster_up(const pl_cluster_t *c);
  *  keep a sequence of commands on one node). */
 pl_redis_t *pl_cluster_node(pl_cluster_t *c, uint16_t slot);
 
+/** How many replicas the slot map lists for the master behind `node` (one of this router's
+ *  connections): 0 or more, or -1 if the map does not say. */
+int pl_cluster_replicas(const pl_cluster_t *c, const pl_redis_t *node);
+
 /** Read the slot map again soon (coalesced with a read in flight). */
 void pl_cluster_refresh(pl_cluster_t *c);
 

@@ -117,6 +117,10 @@ int pl_redis_command_raw(pl_redis_t *r, pl_redis_cb cb, void *privdata, const ch
  */
 void pl_redis_flush(pl_redis_t *r);
 
+/** The connection a reply came on (the `ac` of a pl_redis_cb), for a follow-up that must go to
+ *  the same node (a router's WAIT after a write). */
+pl_redis_t *pl_redis_of(struct redisAsyncContext *ac);
+
 /** Stop: free the connection (pending callbacks get NULL) and close the retry timer. */
 void pl_redis_stop(pl_redis_t *r);
 

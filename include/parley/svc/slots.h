@@ -31,6 +31,7 @@ uint16_t pl_slots_key(const char *key, size_t len);
 typedef struct {
     char host[64];
     int port;
+    int replicas; /**< replicas CLUSTER SLOTS lists for it (failed ones are not); -1: unknown */
 } pl_slots_node_t;
 
 /** Which master serves each slot. Zero-initialised: no slot served (node index -1 below). */

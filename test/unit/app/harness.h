@@ -8,7 +8,7 @@
  * for the test to answer.
  *
  * The fakes replace the real modules at link time: this header defines
- * pl_redis_start/command/command_raw/format/flush/stop/connect_sync and the pool's
+ * pl_redis_start/command/command_raw/format/of/flush/stop/connect_sync and the pool's
  * pl_db_submit/reserve/..., so the linker takes no svc/redis.o or svc/db.o from libparley.a.
  * Include it in exactly one file of a test binary.
  */
@@ -91,6 +91,10 @@ int pl_redis_command_raw(pl_redis_t *r, pl_redis_cb cb, void *privdata, const ch
     return -1;
 }
 void pl_redis_format(pl_buf_t *b, int argc, const char **argv, const size_t *lens) {}
+pl_redis_t *pl_redis_of(struct redisAsyncContext *ac)
+{
+    return NULL;
+}
 
 static inline void fake_cmd_free(fake_cmd_t *c)
 {

@@ -72,12 +72,14 @@ static void parses_cluster_slots(void)
     CHECK_EQ_INT(pl_slots_node(&m, 5461)->port, 30002);
     CHECK_EQ_INT(pl_slots_node(&m, 12739)->port, 30003);
     CHECK_EQ_INT(pl_slots_node(&m, 16383)->port, 30003);
+    CHECK_EQ_INT(n->replicas, 1); /* what cluster mode's WAIT waits for at most */
     freeReplyObject(r);
     /* A cluster with uncovered slots: those have no owner. */
     r = read_reply("*1\r\n*3\r\n:100\r\n:199\r\n" NODE("127.0.0.1", "30001", "m1"));
     CHECK_EQ_INT(pl_slots_parse(&m, r), 100);
     CHECK(pl_slots_node(&m, 99) == NULL && pl_slots_node(&m, 200) == NULL);
     CHECK(pl_slots_node(&m, 150) != NULL);
+    CHECK_EQ_INT(pl_slots_node(&m, 150)->replicas, 0); /* a master a failover left alone */
     freeReplyObject(r);
 }
 
