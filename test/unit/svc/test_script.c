@@ -108,7 +108,7 @@ static void cluster_names_of_users_and_instances(void)
     pl_key_online(&b, "ws:", "alice");
     CHECK_STR(str(), want);
     int seen[PL_KEY_ONLINE_BUCKETS] = {0}, used = 0;
-    char user[16];
+    char user[24];
     for (int i = 0; i < 1000; i++) {
         snprintf(user, sizeof user, "user-%d", i);
         pl_key_online(&b, "ws:", user);
