@@ -183,8 +183,8 @@ static void publish_one(void)
     snprintf(cid, sizeof cid, "c%d", sent);
     pl_key_seq(&k[0], room, rl);
     pl_key_stream(&k[1], room, rl);
-    pl_key_cid(&k[2], room, rl, "bench", cid, strlen(cid));
-    pl_key_ready(&k[3], room, rl);
+    pl_key_ready(&k[2], room, rl); /* the script's keys: seq, stream, ready, cid */
+    pl_key_cid(&k[3], room, rl, "bench", cid, strlen(cid));
     pl_key_room_chan(&k[4], room, rl);
     pl_buf_reset(&tail);
     pl_buf_printf(&tail,
