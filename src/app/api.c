@@ -600,14 +600,6 @@ static int credential(pl_conn_t *c, char user[PL_JWT_SUB_MAX + 1])
     return CRED_USER;
 }
 
-/* Why a chat-state script could not be sent: Redis is down, or (a cluster) the script's steps
- * are not split by hash slot yet (docs/redis.md). */
-static const char *unavailable_why(const pl_shard_t *s)
-{
-    return pl_kv_cluster(s) ? "not available on a Redis Cluster yet (docs/redis.md)"
-                            : "redis is unreachable; retry later";
-}
-
 /* ---- /api/rooms/{room}/members: the membership mirror in Redis ---- */
 
 typedef struct {
@@ -667,7 +659,7 @@ static int members_list(pl_conn_t *c, const char *room, const char *asker, int k
     snprintf(x->room, sizeof x->room, "%s", room);
     if (pl_chat_members(pl_shard_of_conn(c), room, asker, (int)limit, members_cb, x) != 0) {
         free(x);
-        api_error(c, 503, "unavailable", unavailable_why(pl_shard_of_conn(c)), keep);
+        api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
         return keep;
     }
     return PL_CONN_REQ_ASYNC;
@@ -1142,7 +1134,7 @@ static int user_disconnect(pl_conn_t *c, const char *path, size_t len, int metho
     cJSON_Delete(j);
     if (rc != 0) {
         free(x);
-        api_error(c, 503, "unavailable", unavailable_why(pl_shard_of_conn(c)), keep);
+        api_error(c, 503, "unavailable", "redis is unreachable; retry later", keep);
         return keep;
     }
     char addr[INET6_ADDRSTRLEN];

@@ -65,6 +65,7 @@ int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, int 
     pl_buf_adds(b, ",\"user\":");
     pl_buf_json_str(b, user, strlen(user));
     pl_buf_adds(b, "}");
+    if (pl_kv_cluster(s)) return pl_split_kick(s, user, b->data, b->len, revoke, cb, priv);
     char now[24], ttl[24];
     snprintf(now, sizeof now, "%lld", (long long)(pl_now_ms() / 1000));
     snprintf(ttl, sizeof ttl, "%d", PL_REVOKE_TTL_S);
@@ -75,6 +76,7 @@ int pl_chat_disconnect(pl_shard_t *s, const char *user, const char *reason, int 
 int pl_chat_members(pl_shard_t *s, const char *room, const char *asker, int limit, pl_redis_cb cb,
                     void *priv)
 {
+    if (pl_kv_cluster(s)) return pl_split_members(s, room, asker, limit, cb, priv);
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     const char *args[3] = {room, asker, lim};

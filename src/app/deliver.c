@@ -170,6 +170,47 @@ static void on_idle(void *ud)
         }
 }
 
+/* What the instance's log holds since the last frame handed on. */
+static void server_catch_up(pl_server_t *srv)
+{
+    long n = pl_srvlog_catch_up(&srv->srvlog, &srv->redis_addr, server_logged_cb, srv);
+    if (n > 0) pl_info("subscriber: %ld frame(s) sent here while away read back from its log", n);
+}
+
+/* A counted channel's request handed back: the instance's own (cluster mode), or a room's. */
+static void chan_cb(void *ud, pl_subscriber_chan_t *req, int ok)
+{
+    pl_server_t *srv = ud;
+    if (req != &srv->server_chan) {
+        pl_roomsub_chan_cb(ud, req, ok);
+        return;
+    }
+    /* In effect now: what was sent here before it is in the log. */
+    if (ok && pl_server_state(srv) != PL_SERVER_STOPPING) server_catch_up(srv);
+}
+
+/* Cluster mode: `chan` is subscribed again after its master was lost or its slot moved, and
+ * what came meanwhile was not received. Told at that channel's confirmation, before anything
+ * published on it after: the instance's own channel reads its log back now, so that what was
+ * sent here meanwhile goes out before what follows; a room's subscriptions catch up by seq (a
+ * shard's catch-ups coalesce). */
+static void chan_gap(void *ud, const char *chan, size_t len, const char *host, int port)
+{
+    pl_server_t *srv = ud;
+    if (len == srv->server_chan.len && memcmp(chan, srv->server_chan.name, len) == 0) {
+        pl_redis_addr_t at = srv->redis_addr;
+        at.host = host;
+        at.port = port;
+        at.db = 0;
+        long n = pl_srvlog_catch_up_at(&srv->srvlog, &at, server_logged_cb, srv);
+        if (n > 0)
+            pl_info("subscriber: %ld frame(s) sent here while away read back from its log", n);
+        return;
+    }
+    for (int i = 0; i < srv->nshards; i++)
+        pl_shard_gap(pl_server_shard(srv, i));
+}
+
 /* Before the first subscription: where this process' part of the log begins. */
 static void on_connected(void *ud, struct redisContext *c, int again)
 {
@@ -183,18 +224,16 @@ static void on_connected(void *ud, struct redisContext *c, int again)
 static void on_subscribed(void *ud, int again)
 {
     pl_server_t *srv = ud;
-    /* A cluster has no server:<id> channel yet (its direct messages are not split by slot). */
-    long n = srv->cfg.redis_cluster
-                 ? 0
-                 : pl_srvlog_catch_up(&srv->srvlog, &srv->redis_addr, server_logged_cb, srv);
-    if (n > 0) pl_info("subscriber: %ld frame(s) sent here while away read back from its log", n);
+    /* A cluster's subscription of the instance's channel reads the log back when it is
+     * confirmed (chan_cb), and again after a loss or a move (chan_gap). */
+    if (!srv->cfg.redis_cluster) server_catch_up(srv);
     if (!again) return;
     for (int i = 0; i < srv->nshards; i++)
         pl_shard_gap(pl_server_shard(srv, i));
 }
 
-const pl_subscriber_handlers_t pl_deliver_handlers = {
-    on_message, on_idle, on_connected, on_subscribed, pl_roomsub_chan_cb, NULL};
+const pl_subscriber_handlers_t pl_deliver_handlers = {on_message,    on_idle, on_connected,
+                                                      on_subscribed, chan_cb, chan_gap};
 
 /* ---- on each loop ---- */
 

@@ -17,6 +17,7 @@
 #include "parley/app/chat.h"
 #include "parley/app/restore.h"
 #include "parley/app/server.h"
+#include "parley/app/split.h"
 #include "parley/app/session.h"
 #include "parley/app/subscribe.h"
 #include "parley/base/clock.h"
@@ -303,6 +304,16 @@ static void publish_live(pl_shard_t *s, pl_msg_t *m)
     pl_buf_t *f = pl_shard_scratch(s);
     pl_buf_printf(f, "{\"type\":\"message\",\"seq\":%lld,", (long long)m->m.seq);
     pl_buf_reset(&s->tail);
+    if (m->to[0]) {
+        /* A direct message goes to the two users' instances, not to a channel of its own. Its
+         * resend is not sent again: no instance could tell the copy from the first. */
+        if (m->resent) return;
+        pl_wire_dm_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->to, m->text,
+                        m->m.text_len, m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
+        pl_buf_add(f, s->tail.data, s->tail.len);
+        pl_split_dm(s, m->user, m->to, f->data, f->len);
+        return;
+    }
     pl_wire_message_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->text, m->m.text_len,
                          m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
     pl_buf_add(f, s->tail.data, s->tail.len);
@@ -427,10 +438,13 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
         pl_counter_add(&m->shard->stats.published, 1);
         m->m.seq = r->element[1]->integer;
         if (m->to[0] && m->m.seq == 1) dm_members(m);
-        if (pl_publish_wait_mode(m->shard))
+        if (pl_publish_wait_mode(m->shard)) {
             wait_add(m->shard, ac, m);
-        else
+        } else {
+            /* A cluster's direct message is delivered in steps of its own (split.h). */
+            if (m->to[0] && pl_kv_cluster(m->shard)) publish_live(m->shard, m);
             published(m);
+        }
     } else if (code == 0 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
         /* A resend of a message already accepted: same id, seq and ts; nothing republished. */
         unsigned long long id;
@@ -439,6 +453,7 @@ static void publish_reply(struct redisAsyncContext *ac, void *reply, void *privd
             m->m.id = id;
             m->m.seq = seq;
             m->m.ts_ms = ts;
+            m->resent = 1;
             if (pl_publish_wait_mode(m->shard))
                 wait_add(m->shard, ac, m);
             else
@@ -520,13 +535,16 @@ static int eval_publish(pl_shard_t *s, pl_msg_t *m, int full_script)
     if (m->to[0]) {
         pl_wire_dm_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->to, m->text,
                         m->m.text_len, m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
-        return eval_dm(s, m, full_script);
+        /* A cluster stores it with the publish script in the conversation's slot, and
+         * delivers it in steps after (docs/redis.md, "Work that spans slots"). */
+        if (!pl_kv_cluster(s)) return eval_dm(s, m, full_script);
+    } else {
+        pl_wire_message_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->text, m->m.text_len,
+                             m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
     }
-    pl_wire_message_tail(&s->tail, m->room, room_len, m->m.id, m->user, m->text, m->m.text_len,
-                         m->m.ts_ms, cid_len ? m->cid : NULL, cid_len);
     script_args_t a;
     pl_key_room_chan(&s->kbuf[4], m->room, room_len);
-    const char *pub = pl_publish_wait_mode(s) ? "" : pl_key_publish_cmd();
+    const char *pub = pl_publish_wait_mode(s) || m->to[0] ? "" : pl_key_publish_cmd();
     args_begin(s, &a, PL_SCRIPT_PUBLISH, full_script, m, room_len);
     arg(&a, s->kbuf[4].data, s->kbuf[4].len);
     args_message(s, &a, m);
@@ -591,13 +609,6 @@ void pl_publish(pl_conn_t *c, const pl_req_t *req)
     if (req->to) {
         if (strcmp(req->to, ss->user) == 0) {
             pl_session_error(c, PL_ERR_BAD_REQUEST, "a direct message needs another user", req->cid,
-                             req->cid_len);
-            return;
-        }
-        if (pl_kv_cluster(s)) {
-            /* Its steps across the two users' slots are not built yet (docs/redis.md). */
-            pl_session_error(c, PL_ERR_UNAVAILABLE,
-                             "direct messages are not available on a Redis Cluster yet", req->cid,
                              req->cid_len);
             return;
         }

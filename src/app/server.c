@@ -243,10 +243,9 @@ static int redis_startup(pl_server_t *srv, int64_t *node)
                 return -1;
             }
         }
-        pl_warn("PARLEY_REDIS_CLUSTER=1 is a preview: rooms, presence, typing and read receipts "
-                "run on the cluster; direct messages, POST /api/users/{id}/disconnect and the "
-                "members list answer unavailable until their steps are split by hash slot "
-                "(docs/redis.md)");
+        pl_info("redis cluster mode: %d seed node(s); every room on its slot's master with "
+                "sharded pub/sub (docs/redis.md)",
+                srv->redis_nseeds);
         return 0;
     }
     redisContext *c = pl_redis_connect_sync(&srv->redis_addr, 1000, err, sizeof err);
@@ -485,6 +484,21 @@ static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int
     if (rc != 0) {
         pl_error("subscriber: %s", strerror(-rc));
         return -1;
+    }
+    if (srv->cfg.redis_cluster) {
+        /* A cluster has no fixed subscriptions: the instance's channel is a counted one on its
+         * slot's master, and its log is there too; where the log stands is read before the
+         * channel is asked for (srvlog.h). */
+        pl_srvlog_use_cluster(&srv->srvlog, srv->cfg.redis_prefix, srv->cfg.server_id,
+                              srv->redis_seeds, srv->redis_nseeds);
+        pl_srvlog_baseline_connect(&srv->srvlog, &srv->redis_addr);
+        pl_buf_t b = {0};
+        pl_key_server_chan(&b, srv->cfg.server_id);
+        srv->server_chan.add = 1;
+        srv->server_chan.len = b.len < PL_SUBSCRIBER_CHAN_MAX ? b.len : PL_SUBSCRIBER_CHAN_MAX;
+        memcpy(srv->server_chan.name, b.data, srv->server_chan.len);
+        pl_buf_free(&b);
+        pl_subscriber_chan(&srv->sub, &srv->server_chan);
     }
     atomic_init(&srv->shards_running, 0);
     for (int i = 0; i < srv->nshards; i++) {

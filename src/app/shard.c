@@ -17,6 +17,7 @@
 #include "parley/app/server.h"
 #include "parley/app/session.h"
 #include "parley/app/roomsub.h"
+#include "parley/app/split.h"
 #include "parley/app/subscribe.h"
 #include "parley/base/log.h"
 #include "parley/net/tls.h"
@@ -98,6 +99,7 @@ static void turn_hook(pl_loop_t *loop, void *arg)
         uv_close((uv_handle_t *)&s->ready_timer, NULL);
         uv_close((uv_handle_t *)&s->gap_timer, NULL);
         uv_close((uv_handle_t *)&s->reorder_timer, NULL);
+        uv_close((uv_handle_t *)&s->split_timer, NULL);
         uv_close((uv_handle_t *)&s->presence_timer, NULL);
         pl_drain_close(s);
         pl_sock_ctx_close(s->conns->sock);
@@ -173,9 +175,11 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     if ((rc = uv_timer_init(uv, &s->ready_timer)) != 0 ||
         (rc = uv_timer_init(uv, &s->gap_timer)) != 0 ||
         (rc = uv_timer_init(uv, &s->reorder_timer)) != 0 ||
+        (rc = uv_timer_init(uv, &s->split_timer)) != 0 ||
         (rc = uv_timer_init(uv, &s->presence_timer)) != 0)
         return rc;
-    s->ready_timer.data = s->presence_timer.data = s->gap_timer.data = s->reorder_timer.data = s;
+    s->ready_timer.data = s->presence_timer.data = s->gap_timer.data = s->reorder_timer.data =
+        s->split_timer.data = s;
     if ((rc = pl_drain_init(s)) != 0) return rc;
     /* One instance-wide heartbeat: shard 0 keeps it (the server registered the instance before
      * starting the shards, or the shards' resync does when Redis comes up). */
@@ -196,6 +200,7 @@ void pl_shard_exit(pl_loop_t *loop)
     free(s->mask_counts);
     pl_chat_free(s);
     pl_kv_free(s);
+    pl_split_free(s);
     pl_restore_free(s);
     pl_buf_free(&s->scratch);
     pl_buf_free(&s->tail);

@@ -15,6 +15,7 @@
 #include "parley/app/kv.h"
 #include "parley/app/server.h"
 #include "parley/app/session.h"
+#include "parley/app/wire.h"
 #include "parley/base/clock.h"
 #include "parley/base/log.h"
 #include "parley/svc/script.h"
@@ -26,7 +27,6 @@ typedef struct sweep sweep_t;
 typedef struct {
     pl_shard_t *s;
     pl_session_t *ss; /* an opening connection waiting for its answer, or NULL */
-    int sweep_self;   /* 'g': sweeping this instance's previous runs (its user set stays) */
     char kind;        /* 'u', 'd' or '=' (presence), 'g' (sweep), '+' or '-' (membership) */
     sweep_t *sweep;   /* 'g': the sweep it is part of */
     pl_redis_cb cb;   /* membership: the caller's */
@@ -108,15 +108,18 @@ static void user_reply(struct redisAsyncContext *ac, void *reply, void *privdata
     long long went = ok ? r->element[0]->integer : 0;
     if (x->ss) pl_chat_presence_answered(x->ss, ok, went < 0, ok ? r->element[2] : NULL);
     if (!ok || went < 0) goto out;
-    /* The instance's user set: what its sweep and resync start from. A dead instance's goes as a
-     * whole once its users are swept (sweep_step_done). */
-    if (x->kind != 'g' || x->sweep_self) {
+    /* The instance's user set, what its sweep and resync start from: "<shard>:<user>", each
+     * member written by its own shard only, so that its SADDs and SREMs reach Redis in the order
+     * of their user steps (two shards' commands travel on two connections). A dead instance's
+     * set goes as a whole once its users are swept (sweep_step_done); a sweep of this
+     * instance's previous runs leaves it to the shards. */
+    if (x->kind != 'g') {
         pl_key_server(&s->kbuf[0], cfg->redis_prefix, cfg->server_id, "users");
-        int here = (int)r->element[1]->integer;
-        if (here || x->kind != 'g') {
-            const char *su[3] = {here ? "SADD" : "SREM", s->kbuf[0].data, x->user};
-            send_plain(s, 3, su);
-        }
+        pl_buf_reset(&s->kbuf[1]);
+        pl_buf_printf(&s->kbuf[1], "%d:%s", s->index, x->user);
+        const char *su[3] = {r->element[1]->integer ? "SADD" : "SREM", s->kbuf[0].data,
+                             s->kbuf[1].data};
+        send_plain(s, 3, su);
     }
     if (went == 2 && x->sweep) x->sweep->offline++;
     if (went == 0) goto out;
@@ -138,13 +141,12 @@ static int send_user_step(pl_shard_t *s, step_t *x, const char *op)
 {
     const pl_config_t *cfg = &s->srv->cfg;
     const char *pfx = cfg->redis_prefix;
-    char mine[160], pre[128], now[24];
-    snprintf(pre, sizeof pre, "conn:%s@%s#", cfg->server_id, s->srv->run_id);
-    snprintf(mine, sizeof mine, "%s%d", pre, s->index);
+    char mine[160], now[24];
+    snprintf(mine, sizeof mine, "conn:%s@%s#%d", cfg->server_id, s->srv->run_id, s->index);
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
     static const char *const what[4] = {"user", "rooms", "offline", "revoked"};
-    const char *argv[11];
-    size_t lens[11];
+    const char *argv[10];
+    size_t lens[10];
     int k = 0;
     argv[k] = "EVALSHA", lens[k++] = 7;
     argv[k] = pl_script_sha(PL_SCRIPT_CUSER), lens[k++] = 40;
@@ -153,8 +155,8 @@ static int send_user_step(pl_shard_t *s, step_t *x, const char *op)
         pl_key_user(&s->kbuf[i], pfx, x->user, what[i]);
         argv[k] = s->kbuf[i].data, lens[k++] = s->kbuf[i].len;
     }
-    const char *rest[4] = {mine, now, op, pre};
-    for (int i = 0; i < 4; i++)
+    const char *rest[3] = {mine, now, op};
+    for (int i = 0; i < 3; i++)
         argv[k] = rest[i], lens[k++] = strlen(rest[i]);
     if (pl_kv_command(s, argv[3], lens[3], user_reply, x, k, argv, lens) != 0) {
         free(x);
@@ -200,6 +202,20 @@ void pl_split_heartbeat(pl_shard_t *s)
     send_plain(s, 3, reg);
 }
 
+/* A member of an instance's user set, "<shard>:<user>": the user, and the shard (-1 if the
+ * member is not of that form). */
+static const char *member_user(const redisReply *m, int *shard)
+{
+    char *end;
+    long k = m->type == REDIS_REPLY_STRING ? strtol(m->str, &end, 10) : -1;
+    if (k < 0 || k > 63 || end == m->str || *end != ':') {
+        *shard = -1;
+        return NULL;
+    }
+    *shard = (int)k;
+    return end + 1;
+}
+
 /* The instance's user set, read at a resync: each user this shard holds none of gets "=0". */
 static void members_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -207,9 +223,10 @@ static void members_reply(struct redisAsyncContext *ac, void *reply, void *privd
     redisReply *r = reply;
     if (!r || r->type != REDIS_REPLY_ARRAY) return;
     for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *u = r->element[i];
-        if (u->type != REDIS_REPLY_STRING || pl_room_find(&s->users, u->str, u->len)) continue;
-        step_t *x = step_new(s, u->str, '=');
+        int k;
+        const char *u = member_user(r->element[i], &k);
+        if (k != s->index || pl_room_find(&s->users, u, strlen(u))) continue;
+        step_t *x = step_new(s, u, '=');
         if (x) send_user_step(s, x, "=0");
     }
 }
@@ -288,12 +305,12 @@ static void sweep_users_reply(struct redisAsyncContext *ac, void *reply, void *p
     snprintf(keep, sizeof keep, "conn:%s@%s#", cfg->server_id, s->srv->run_id);
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
     for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *u = r->element[i];
-        if (u->type != REDIS_REPLY_STRING) continue;
-        step_t *x = step_new(s, u->str, 'g');
+        int k;
+        const char *u = member_user(r->element[i], &k);
+        if (!u) continue;
+        step_t *x = step_new(s, u, 'g');
         if (!x) break;
         x->sweep = w;
-        x->sweep_self = w->self;
         const char *args[3] = {dead, w->self ? keep : "", now};
         if (user_script(s, PL_SCRIPT_CGONE, x->user, 3, args, user_reply, x) == 0)
             w->left++;
@@ -441,6 +458,497 @@ int pl_split_member(pl_shard_t *s, const char *room, const char *user, int membe
     const char *args[2] = {room, member ? "1" : "0"};
     if (user_script(s, PL_SCRIPT_CMEMBER, user, 2, args, member_user_reply, x) != 0) {
         free(x);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- a frame to a user's instances: direct messages and disconnects ---- */
+
+/*
+ * A route: the lookups of who holds the users' connections (the recipient's step also queues a
+ * direct message for a user with none), then one step per instance found. A direct message's
+ * route that meets a step it cannot complete (a master lost, a failover under way) is "held":
+ * it waits on the shard's FIFO and is tried again from there every PL_SPLIT_RETRY_MS, its
+ * lookups from the start or its instance step alone. While any route is held, new ones join
+ * the FIFO behind it, so a conversation's messages reach an instance in their order.
+ */
+typedef struct {
+    pl_shard_t *s;
+    int lookups;       /* lookups not answered yet, + 1 while they are being sent */
+    int sends;         /* instance steps not answered yet, + 1 while they are being sent */
+    int failed;        /* a disconnect's own user step went unanswered: nothing revoked */
+    int lookup_failed; /* a direct message's lookup went unanswered: they run again */
+    int held;          /* counted in s->split_held */
+    int tries;         /* times its lookups were sent */
+    long long got;     /* subscribers that got the frame */
+    pl_redis_cb cb;    /* a disconnect's caller, or NULL (a direct message) */
+    void *priv;
+    char what[8];                                          /* "dm" or "kick", for the log */
+    char from[PL_WIRE_ID_MAX + 1], to[PL_WIRE_ID_MAX + 1]; /* a direct message's users */
+    pl_buf_t servers; /* the instances found, each NUL-terminated, each once */
+    size_t len;
+    char frame[];
+} route_t;
+
+/* A job on the shard's FIFO: an instance step (`server`), or a route's lookups (`server` ""). It
+ * is also the privdata of an instance step in flight. Allocated by route_send or route_hold,
+ * freed when its step is answered or given up. */
+struct pl_split_send {
+    struct pl_split_send *next;
+    route_t *w;
+    int tries;
+    char server[];
+};
+typedef struct pl_split_send send_t;
+
+static void route_lookup(route_t *w);
+static void split_timer_cb(uv_timer_t *t);
+
+static route_t *route_new(pl_shard_t *s, const char *frame, size_t len, const char *what)
+{
+    route_t *w = calloc(1, sizeof *w + len + 1);
+    if (!w) {
+        pl_error("out of memory: a %s frame is not routed", what);
+        return NULL;
+    }
+    w->s = s;
+    w->len = len;
+    memcpy(w->frame, frame, len);
+    snprintf(w->what, sizeof w->what, "%s", what);
+    return w;
+}
+
+static void route_free(route_t *w)
+{
+    if (w->held) w->s->split_held--;
+    pl_buf_free(&w->servers);
+    free(w);
+}
+
+static void route_add_server(route_t *w, const char *name, size_t len)
+{
+    for (size_t i = 0; i < w->servers.len; i += strlen(w->servers.data + i) + 1)
+        if (strlen(w->servers.data + i) == len && memcmp(w->servers.data + i, name, len) == 0)
+            return;
+    pl_buf_add(&w->servers, name, len);
+    pl_buf_add(&w->servers, "", 1);
+}
+
+/* A job to the FIFO's tail, its route held from now on. */
+static void job_wait(send_t *x)
+{
+    pl_shard_t *s = x->w->s;
+    if (!x->w->held) {
+        x->w->held = 1;
+        s->split_held++;
+    }
+    x->next = NULL;
+    if (s->split_retry_tail)
+        s->split_retry_tail->next = x;
+    else
+        s->split_retry = x;
+    s->split_retry_tail = x;
+    if (!uv_is_active((uv_handle_t *)&s->split_timer))
+        uv_timer_start(&s->split_timer, split_timer_cb, PL_SPLIT_RETRY_MS, 0);
+}
+
+/* A route's lookups (server NULL) or one instance step, onto the FIFO. 0, or -1 (out of
+ * memory, logged). */
+static int route_hold(route_t *w, const char *server)
+{
+    size_t n = server ? strlen(server) + 1 : 1;
+    send_t *x = calloc(1, sizeof *x + n);
+    if (!x) {
+        pl_error("out of memory: a %s frame is not sent again", w->what);
+        return -1;
+    }
+    x->w = w;
+    if (server) memcpy(x->server, server, n);
+    job_wait(x);
+    return 0;
+}
+
+static void route_done(route_t *w)
+{
+    if (--w->sends > 0) return;
+    if (w->cb) {
+        redisReply n = {.type = REDIS_REPLY_INTEGER, .integer = w->got};
+        w->cb(NULL, w->failed ? NULL : &n, w->priv);
+    }
+    route_free(w);
+}
+
+/* May a direct message's step be tried again? Not past PL_SPLIT_TRIES, nor while the shard
+ * stops (its timer is closing). */
+static int retry_ok(const route_t *w, int tries)
+{
+    return !w->cb && tries < PL_SPLIT_TRIES && !w->s->stopping && !w->s->finishing;
+}
+
+static void send_reply(struct redisAsyncContext *ac, void *reply, void *privdata);
+
+/* The instance's log and channel, in its slot. 0, or -1 if it could not be sent. */
+static int send_step(send_t *x)
+{
+    route_t *w = x->w;
+    pl_shard_t *s = w->s;
+    x->tries++;
+    pl_key_server(&s->kbuf[0], s->srv->cfg.redis_prefix, x->server, "srvlog");
+    pl_key_server_chan(&s->kbuf[1], x->server);
+    const char *argv[6] = {
+        "EVALSHA", pl_script_sha(PL_SCRIPT_CTOSERVER), "1", s->kbuf[0].data, s->kbuf[1].data,
+        w->frame};
+    size_t lens[6] = {7, 40, 1, s->kbuf[0].len, s->kbuf[1].len, w->len};
+    return pl_kv_command(s, argv[3], lens[3], send_reply, x, 6, argv, lens);
+}
+
+/* An instance step that failed: a direct message's waits to be tried again; a disconnect's is
+ * not (its caller is told how many instances got it, and may ask again). */
+static void send_failed(send_t *x, const char *why)
+{
+    route_t *w = x->w;
+    if (retry_ok(w, x->tries)) {
+        job_wait(x);
+        return;
+    }
+    pl_warn("%s to instance %s: %s, %d tr%s; %s", w->what, x->server, why, x->tries,
+            x->tries == 1 ? "y" : "ies",
+            w->cb ? "the caller is told" : "it is in the conversation's history");
+    free(x);
+    route_done(w);
+}
+
+static void send_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    send_t *x = privdata;
+    route_t *w = x->w;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_INTEGER) {
+        w->got += r->integer;
+        free(x);
+        route_done(w);
+        return;
+    }
+    /* A lost connection may have run it: a second copy then reaches the instance, and its
+     * clients, which the seq of the conversation lets drop (the JavaScript client does). */
+    send_failed(x, r && r->type == REDIS_REPLY_ERROR ? r->str : "no answer");
+}
+
+/* Every lookup answered: one step per instance found. */
+static void route_send(route_t *w)
+{
+    w->sends = 1;
+    for (size_t i = 0; !w->failed && i < w->servers.len; i += strlen(w->servers.data + i) + 1) {
+        const char *srv = w->servers.data + i;
+        size_t n = strlen(srv) + 1;
+        send_t *x = calloc(1, sizeof *x + n);
+        if (!x) {
+            pl_error("out of memory: a %s frame is not sent to instance %s", w->what, srv);
+            continue;
+        }
+        x->w = w;
+        memcpy(x->server, srv, n);
+        w->sends++;
+        if (send_step(x) != 0) send_failed(x, "redis unreachable");
+    }
+    route_done(w);
+}
+
+static void lookup_done(route_t *w)
+{
+    if (--w->lookups > 0) return;
+    if (w->lookup_failed) {
+        if (retry_ok(w, w->tries) && route_hold(w, NULL) == 0) return;
+        pl_warn("%s %s -> %s: its users' instances not found after %d tr%s; it is in the "
+                "conversation's history",
+                w->what, w->from, w->to, w->tries, w->tries == 1 ? "y" : "ies");
+        route_free(w);
+        return;
+    }
+    route_send(w);
+}
+
+/* A list of instances: a user's (cservers) or the registered ones (SMEMBERS). */
+static void lookup_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    route_t *w = privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                route_add_server(w, r->element[i]->str, r->element[i]->len);
+    } else if (!w->cb) {
+        w->lookup_failed = 1; /* a direct message's lookups run again */
+        if (!retry_ok(w, w->tries))
+            pl_warn("%s: looking up instances: %s", w->what,
+                    r && r->type == REDIS_REPLY_ERROR ? r->str : "no answer");
+    }
+    lookup_done(w);
+}
+
+/* A disconnect's own user step: without it nothing is revoked, so it is answered as unreachable;
+ * the registered instances' lookup alone does not count. */
+static void lookup_first_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    route_t *w = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY) w->failed = 1;
+    lookup_reply(ac, reply, privdata);
+}
+
+/* The user's step (cservers), `op` and up to two arguments. 0, or -1 if it could not be sent. */
+static int lookup_user(route_t *w, const char *user, const char *side, const char *op,
+                       const char *a1, size_t a1_len, const char *a2, pl_redis_cb cb)
+{
+    pl_shard_t *s = w->s;
+    const char *pfx = s->srv->cfg.redis_prefix;
+    pl_key_user(&s->kbuf[0], pfx, user, "user");
+    pl_key_user(&s->kbuf[1], pfx, user, side);
+    const char *argv[8] = {
+        "EVALSHA", pl_script_sha(PL_SCRIPT_CSERVERS), "2", s->kbuf[0].data, s->kbuf[1].data, op, a1,
+        a2};
+    size_t lens[8] = {
+        7, 40, 1, s->kbuf[0].len, s->kbuf[1].len, strlen(op), a1_len, a2 ? strlen(a2) : 0};
+    int argc = a1 ? (a2 ? 8 : 7) : 6;
+    if (pl_kv_command(s, argv[3], lens[3], cb, w, argc, argv, lens) != 0) return -1;
+    w->lookups++;
+    return 0;
+}
+
+/* A direct message's lookups: the recipient's step queues it if the recipient has no
+ * connection anywhere, in one step with the count a connecting client's presence step takes
+ * the queue from; the sender's finds the sender's other connections. */
+static void route_lookup(route_t *w)
+{
+    char omax[24];
+    snprintf(omax, sizeof omax, "%zu", (size_t)w->s->srv->cfg.offline_max);
+    w->tries++;
+    w->lookups = 1;
+    w->lookup_failed = 0;
+    pl_buf_reset(&w->servers);
+    if (lookup_user(w, w->to, "offline", "q", w->frame, w->len, omax, lookup_reply) != 0 ||
+        lookup_user(w, w->from, "offline", "", NULL, 0, NULL, lookup_reply) != 0)
+        w->lookup_failed = 1;
+    lookup_done(w);
+}
+
+static void split_timer_cb(uv_timer_t *t)
+{
+    pl_shard_t *s = t->data;
+    send_t *x = s->split_retry;
+    s->split_retry = s->split_retry_tail = NULL;
+    /* All at once, in order: their commands keep it on each connection. */
+    while (x) {
+        send_t *next = x->next;
+        if (x->server[0]) {
+            if (send_step(x) != 0) send_failed(x, "redis unreachable");
+        } else {
+            route_t *w = x->w;
+            free(x);
+            route_lookup(w);
+        }
+        x = next;
+    }
+}
+
+void pl_split_free(pl_shard_t *s)
+{
+    s->split_retry_tail = NULL;
+    while (s->split_retry) {
+        send_t *x = s->split_retry;
+        s->split_retry = x->next;
+        route_t *w = x->w;
+        int lookups = !x->server[0];
+        free(x);
+        if (lookups || --w->sends == 0) route_free(w);
+    }
+}
+
+void pl_split_dm(pl_shard_t *s, const char *from, const char *to, const char *frame, size_t len)
+{
+    route_t *w = route_new(s, frame, len, "dm");
+    if (!w) return;
+    snprintf(w->from, sizeof w->from, "%s", from);
+    snprintf(w->to, sizeof w->to, "%s", to);
+    /* Behind the messages held before it, if any. */
+    if (s->split_held > 0) {
+        if (route_hold(w, NULL) != 0) route_free(w);
+        return;
+    }
+    route_lookup(w);
+}
+
+int pl_split_kick(pl_shard_t *s, const char *user, const char *frame, size_t len, int revoke,
+                  pl_redis_cb cb, void *priv)
+{
+    route_t *w = route_new(s, frame, len, "kick");
+    if (!w) return -1;
+    w->cb = cb;
+    w->priv = priv;
+    w->lookups = 1;
+    char now[24], ttl[24];
+    snprintf(now, sizeof now, "%lld", (long long)(pl_now_ms() / 1000));
+    snprintf(ttl, sizeof ttl, "%d", PL_REVOKE_TTL_S);
+    /* The revocation first, in the user's slot: a connection racing the disconnect is refused
+     * at its presence step (docs/redis.md). */
+    if (revoke ? lookup_user(w, user, "revoked", "r", now, strlen(now), ttl, lookup_first_reply)
+               : lookup_user(w, user, "revoked", "", NULL, 0, NULL, lookup_first_reply)) {
+        route_free(w);
+        return -1;
+    }
+    /* Every registered instance too: a connection whose count is not written yet is found. */
+    pl_buf_reset(&s->kbuf[0]);
+    pl_buf_printf(&s->kbuf[0], "%sservers", s->srv->cfg.redis_prefix);
+    const char *argv[2] = {"SMEMBERS", s->kbuf[0].data};
+    size_t lens[2] = {8, s->kbuf[0].len};
+    if (pl_kv_command(s, argv[1], lens[1], lookup_reply, w, 2, argv, lens) == 0) w->lookups++;
+    lookup_done(w);
+    return 0;
+}
+
+/* ---- a room's members list ---- */
+
+/* The room's list, then who of it is online. Allocated by pl_split_members, freed when the last
+ * online check answered. */
+typedef struct {
+    pl_shard_t *s;
+    pl_redis_cb cb;
+    void *priv;
+    int left;        /* online checks not answered, + 1 while they are being sent */
+    int failed;      /* one went unanswered */
+    long long count; /* members in all */
+    size_t n;        /* listed */
+    pl_buf_t names;  /* the listed users, copied: hiredis frees a reply after its callback */
+    struct {
+        size_t off, len;
+        long long online;
+    } m[];
+} members_t;
+
+static void members_done(members_t *w)
+{
+    if (--w->left > 0) return;
+    /* The answer, shaped as members_lua's: {count, user1, online1, ...}. */
+    size_t k = 1 + 2 * w->n;
+    redisReply *el = calloc(k, sizeof *el);
+    redisReply **ptr = calloc(k, sizeof *ptr);
+    if (!el || !ptr || w->failed) {
+        if (!w->failed) pl_error("out of memory: a members list is not answered");
+        w->cb(NULL, NULL, w->priv);
+    } else {
+        el[0] = (redisReply){.type = REDIS_REPLY_INTEGER, .integer = w->count};
+        for (size_t i = 0; i < w->n; i++) {
+            el[1 + 2 * i] = (redisReply){
+                .type = REDIS_REPLY_STRING, .str = w->names.data + w->m[i].off, .len = w->m[i].len};
+            el[2 + 2 * i] = (redisReply){.type = REDIS_REPLY_INTEGER, .integer = w->m[i].online};
+        }
+        for (size_t i = 0; i < k; i++)
+            ptr[i] = &el[i];
+        redisReply all = {.type = REDIS_REPLY_ARRAY, .elements = k, .element = ptr};
+        w->cb(NULL, &all, w->priv);
+    }
+    free(el);
+    free(ptr);
+    pl_buf_free(&w->names);
+    free(w);
+}
+
+/* One member's online check: which list, which member. */
+typedef struct {
+    members_t *w;
+    size_t i;
+} online_check_t;
+
+static void online_check_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    online_check_t *o = privdata;
+    members_t *w = o->w;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        w->m[o->i].online = r->integer;
+    else
+        w->failed = 1;
+    free(o);
+    members_done(w);
+}
+
+typedef struct {
+    pl_shard_t *s;
+    pl_redis_cb cb;
+    void *priv;
+} members_ask_t;
+
+/* The room's step answered: each listed user's online bucket next. */
+static void members_room_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    members_ask_t *a = privdata;
+    pl_shard_t *s = a->s;
+    redisReply *r = reply;
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+             r->element[0]->type == REDIS_REPLY_INTEGER;
+    if (!ok) {
+        /* -1 (not a member) and failures are answered as they are. */
+        if (r && r->type == REDIS_REPLY_ERROR) pl_warn("members list: %s", r->str);
+        a->cb(ac, r && r->type == REDIS_REPLY_INTEGER ? r : NULL, a->priv);
+        free(a);
+        return;
+    }
+    size_t n = r->elements - 1;
+    members_t *w = calloc(1, sizeof *w + n * sizeof w->m[0]);
+    if (!w) {
+        pl_error("out of memory: a members list is not answered");
+        a->cb(ac, NULL, a->priv);
+        free(a);
+        return;
+    }
+    w->s = s;
+    w->cb = a->cb;
+    w->priv = a->priv;
+    w->left = 1;
+    w->count = r->element[0]->integer;
+    w->n = n;
+    free(a);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *u = r->element[1 + i];
+        online_check_t *o = malloc(sizeof *o);
+        if (!o || u->type != REDIS_REPLY_STRING) {
+            free(o);
+            w->failed = 1;
+            continue;
+        }
+        w->m[i].off = w->names.len;
+        w->m[i].len = u->len;
+        pl_buf_add(&w->names, u->str, u->len);
+        pl_buf_add(&w->names, "", 1);
+        *o = (online_check_t){w, i};
+        pl_key_online(&s->kbuf[0], s->srv->cfg.redis_prefix, u->str);
+        const char *argv[3] = {"SISMEMBER", s->kbuf[0].data, u->str};
+        size_t lens[3] = {9, s->kbuf[0].len, u->len};
+        if (pl_kv_command(s, argv[1], lens[1], online_check_reply, o, 3, argv, lens) == 0) {
+            w->left++;
+        } else {
+            free(o);
+            w->failed = 1;
+        }
+    }
+    members_done(w);
+}
+
+int pl_split_members(pl_shard_t *s, const char *room, const char *asker, int limit, pl_redis_cb cb,
+                     void *priv)
+{
+    members_ask_t *a = malloc(sizeof *a);
+    if (!a) return -1;
+    *a = (members_ask_t){s, cb, priv};
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    pl_key_participants(&s->kbuf[0], s->srv->cfg.redis_prefix, room, strlen(room));
+    const char *argv[6] = {
+        "EVALSHA", pl_script_sha(PL_SCRIPT_CMEMBERS), "1", s->kbuf[0].data, asker, lim};
+    size_t lens[6] = {7, 40, 1, s->kbuf[0].len, strlen(asker), strlen(lim)};
+    if (pl_kv_command(s, argv[3], lens[3], members_room_reply, a, 6, argv, lens) != 0) {
+        free(a);
         return -1;
     }
     return 0;

@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "parley/base/buf.h"
 #include "parley/base/log.h"
+#include "parley/svc/cluster.h"
+#include "parley/svc/script.h"
 
 /* Entries read per XRANGE: the log holds about PL_SRVLOG_MAX. */
 #define PAGE 1000
@@ -21,6 +24,27 @@ int pl_srvlog_init(pl_srvlog_t *l, const char *prefix, const char *server_id)
     l->known = 0;
     l->last = (pl_srvlog_id_t){0, 0};
     return n > 0 && (size_t)n < sizeof l->key ? 0 : -1;
+}
+
+void pl_srvlog_use_cluster(pl_srvlog_t *l, const char *prefix, const char *server_id,
+                           const pl_slots_node_t *seeds, int nseeds)
+{
+    pl_buf_t k = {0};
+    pl_key_server(&k, prefix, server_id, "srvlog");
+    snprintf(l->key, sizeof l->key, "%s", k.data ? k.data : "");
+    pl_buf_free(&k);
+    l->seeds = seeds;
+    l->nseeds = nseeds;
+}
+
+/* A connection to where the log lives. */
+static redisContext *log_connect(const pl_srvlog_t *l, const pl_redis_addr_t *addr, char *err,
+                                 size_t n)
+{
+    if (l->seeds)
+        return pl_cluster_connect_sync(l->seeds, l->nseeds, addr, l->key, strlen(l->key), 2000, err,
+                                       n);
+    return pl_redis_connect_sync(addr, 2000, err, n);
 }
 
 static int digits(const char *s, size_t len, uint64_t *out)
@@ -95,8 +119,35 @@ void pl_srvlog_baseline(pl_srvlog_t *l, struct redisContext *c)
     if (r) freeReplyObject(r);
 }
 
+void pl_srvlog_baseline_connect(pl_srvlog_t *l, const pl_redis_addr_t *addr)
+{
+    char err[256];
+    redisContext *c = log_connect(l, addr, err, sizeof err);
+    if (!c) {
+        pl_warn("srvlog: %s: %s; its baseline is set by the first frame handed on", l->key, err);
+        return;
+    }
+    pl_srvlog_baseline(l, c);
+    redisFree(c);
+}
+
+static long catch_up(pl_srvlog_t *l, const pl_redis_addr_t *addr, int direct,
+                     pl_srvlog_each_cb each, void *ud);
+
 long pl_srvlog_catch_up(pl_srvlog_t *l, const pl_redis_addr_t *addr, pl_srvlog_each_cb each,
                         void *ud)
+{
+    return catch_up(l, addr, 0, each, ud);
+}
+
+long pl_srvlog_catch_up_at(pl_srvlog_t *l, const pl_redis_addr_t *addr, pl_srvlog_each_cb each,
+                           void *ud)
+{
+    return catch_up(l, addr, 1, each, ud);
+}
+
+static long catch_up(pl_srvlog_t *l, const pl_redis_addr_t *addr, int direct,
+                     pl_srvlog_each_cb each, void *ud)
 {
     if (!l->known) {
         pl_warn("srvlog: %s: no position known; what was sent here while the subscriber was "
@@ -105,7 +156,8 @@ long pl_srvlog_catch_up(pl_srvlog_t *l, const pl_redis_addr_t *addr, pl_srvlog_e
         return 0;
     }
     char err[256];
-    redisContext *c = pl_redis_connect_sync(addr, 2000, err, sizeof err);
+    redisContext *c = direct ? pl_redis_connect_sync(addr, 2000, err, sizeof err)
+                             : log_connect(l, addr, err, sizeof err);
     if (!c) {
         pl_warn("srvlog: %s: %s; reading it back at the next subscription", l->key, err);
         return -1;

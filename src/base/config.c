@@ -83,8 +83,7 @@ static const opt_t opts[] = {
      "failover-safe)"},
     {"redis-cluster", "PARLEY_REDIS_CLUSTER", T_BOOL, AT(redis_cluster), "0", 0, 1, NULL,
      "1: PARLEY_REDIS_URL names seed nodes of a Redis Cluster (sharded Pub/Sub, keys with hash "
-     "tags); a preview: direct messages, disconnects and the members list are not available "
-     "yet (docs/redis.md)"},
+     "tags, work across slots in single-slot steps: docs/redis.md)"},
     {"jwt-secret", "PARLEY_JWT_SECRET", T_STR, AT(jwt_secret), NULL, 0, 0, NULL,
      "HS256 secret for client tokens (this or PARLEY_JWT_SECRETS is required)"},
     {"jwt-secrets", "PARLEY_JWT_SECRETS", T_SPECIAL, 0, NULL, 0, 0, parse_jwt_secrets,

@@ -5,6 +5,7 @@
 #include "parley/svc/cluster.h"
 
 #include <hiredis/hiredis.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -432,4 +433,43 @@ void pl_cluster_free(pl_cluster_t *c)
     }
     free(c->scratch);
     c->scratch = NULL;
+}
+
+struct redisContext *pl_cluster_connect_sync(const pl_slots_node_t *seeds, int n,
+                                             const pl_redis_addr_t *login, const char *key,
+                                             size_t key_len, int timeout_ms, char *err,
+                                             size_t err_len)
+{
+    pl_slots_map_t *map = malloc(sizeof *map);
+    if (!map) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    snprintf(err, err_len, "no redis cluster seed answered");
+    redisContext *c = NULL;
+    for (int i = 0; i < n && !c; i++) {
+        pl_redis_addr_t a = *login;
+        a.db = 0;
+        a.host = seeds[i].host;
+        a.port = seeds[i].port;
+        redisContext *seed = pl_redis_connect_sync(&a, timeout_ms, err, err_len);
+        if (!seed) continue;
+        redisReply *r = redisCommand(seed, "CLUSTER SLOTS");
+        const pl_slots_node_t *o =
+            r && pl_slots_parse(map, r) > 0 ? pl_slots_node(map, pl_slots_key(key, key_len)) : NULL;
+        if (r) freeReplyObject(r);
+        if (!o) {
+            snprintf(err, err_len, "%s:%d gave no master for the slot", a.host, a.port);
+            redisFree(seed);
+        } else if (o->port == a.port && strcmp(o->host, a.host) == 0) {
+            c = seed;
+        } else {
+            redisFree(seed);
+            a.host = o->host;
+            a.port = o->port;
+            c = pl_redis_connect_sync(&a, timeout_ms, err, err_len);
+        }
+    }
+    free(map);
+    return c;
 }

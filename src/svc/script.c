@@ -407,24 +407,24 @@ static const char kick_lua[] = LUA_TO_SERVER
 /*
  * Cluster mode (docs/redis.md, "Work that spans slots"): a presence change's
  * step in the user's slot. KEYS: the user's hash, rooms set, offline queue,
- * revocation ({u:<user>} each). ARGV: this shard's field ("conn:<server>#<shard>"),
- * now, op, this instance's field prefix ("conn:<server>#"). op "u<iat>": a
+ * revocation ({u:<user>} each). ARGV: this shard's field
+ * ("conn:<server>@<run>#<shard>"), now, op. op "u<iat>": a
  * connection opened; "d": one closed; "=<n>": this shard holds exactly n (a
  * resync). Returns {went, here, waiting DMs, rooms}: went 1 if the user came
  * online anywhere, 2 if the user went offline everywhere, 0 if neither, -1 if
- * the token was revoked (nothing counted); here 1 if this instance still holds
+ * the token was revoked (nothing counted); here 1 if this shard still holds
  * a connection of the user; rooms only when went is 1 or 2. The user's hash
  * is the count; the online buckets, the instance's user set and the presence
  * events follow from this answer, in the caller's next steps.
  */
 static const char cuser_lua[] =
-    "local uk, mine, now, op, pre = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+    "local uk, mine, now, op = KEYS[1], ARGV[1], ARGV[2], ARGV[3]\n"
     "local function count()\n"
     "  local n, here = 0, 0\n"
     "  for _, f in ipairs(redis.call('HKEYS', uk)) do\n"
     "    if string.sub(f, 1, 5) == 'conn:' then\n"
     "      n = n + 1\n"
-    "      if string.sub(f, 1, #pre) == pre then here = 1 end\n"
+    "      if f == mine then here = 1 end\n"
     "    end\n"
     "  end\n"
     "  return n, here\n"
@@ -495,10 +495,52 @@ static const char cgone_lua[] = "local uk, dead, keep = KEYS[1], ARGV[1], ARGV[2
                                 "end\n"
                                 "return {0, here, {}, {}}\n";
 
+/* Cluster mode: a user's instances, for a direct message or a disconnect (docs/redis.md, "Work
+ * that spans slots"). KEYS: the user's hash, and the offline queue (op "q") or the revocation
+ * (op "r"). ARGV: op, then "q": the frame and the queue's length limit (queued only if the user
+ * has no connection anywhere, in this same step, so a connection counted meanwhile takes it);
+ * "r": now (unix seconds) and how long to remember; "" nothing more. Returns the instances
+ * named by the user's connection counts (conn:<server>@<run>#<shard>), each once. */
+static const char cservers_lua[] =
+    "local op, out, seen = ARGV[1], {}, {}\n"
+    "if op == 'r' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end\n"
+    "for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "  local srv = string.match(f, '^conn:(.+)@')\n"
+    "  if srv and not seen[srv] then seen[srv] = true out[#out + 1] = srv end\n"
+    "end\n"
+    "if op == 'q' and #out == 0 then\n"
+    "  redis.call('RPUSH', KEYS[2], ARGV[2])\n"
+    "  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)\n"
+    "end\n"
+    "return out\n";
+
+/* Cluster mode: LUA_TO_SERVER as one step in the instance's slot. KEYS: its log. ARGV: its
+ * channel (pl_key_server_chan: the same slot), the frame. Returns how many subscribers got it. */
+static const char ctoserver_lua[] = "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', '" STR(
+    PL_SRVLOG_MAX) "', '*', 'm', "
+                   "ARGV[2])\n"
+                   "redis.call('EXPIRE', KEYS[1], " STR(
+                       PL_SRVLOG_TTL_S) ")\n"
+                                        "return redis.call('SPUBLISH', ARGV[1], "
+                                        "string.sub(ARGV[2], 1, -2) .. ',\"_lid\":\"' .. id "
+                                        ".. '\"}')\n";
+
+/* Cluster mode: members_lua's step in the room's slot. KEYS: the room's participants. ARGV:
+ * asking user ('' for a server-side caller), limit. Returns {count, user1, ...} sorted, at most
+ * `limit`, or -1 if the asking user is not a member; who is online is the next steps'. */
+static const char cmembers_lua[] =
+    "local asker, limit = ARGV[1], tonumber(ARGV[2])\n"
+    "if asker ~= '' and redis.call('SISMEMBER', KEYS[1], asker) == 0 then return -1 end\n"
+    "local all = redis.call('SMEMBERS', KEYS[1])\n"
+    "table.sort(all)\n"
+    "local out = {#all}\n"
+    "for i = 1, math.min(#all, limit) do out[#out + 1] = all[i] end\n"
+    "return out\n";
+
 static const char *const sources[PL_SCRIPT_COUNT] = {
-    publish_lua, sync_lua,  presence_lua, sweep_lua,      dm_lua,     typing_lua,
-    read_lua,    reset_lua, resync_lua,   unregister_lua, member_lua, members_lua,
-    kick_lua,    cuser_lua, cmember_lua,  cgone_lua,
+    publish_lua, sync_lua,   presence_lua,   sweep_lua,     dm_lua,       typing_lua, read_lua,
+    reset_lua,   resync_lua, unregister_lua, member_lua,    members_lua,  kick_lua,   cuser_lua,
+    cmember_lua, cgone_lua,  cservers_lua,   ctoserver_lua, cmembers_lua,
 };
 static char shas[PL_SCRIPT_COUNT][41];
 
@@ -666,6 +708,14 @@ void pl_key_user(pl_buf_t *b, const char *pfx, const char *user, const char *wha
 void pl_key_server(pl_buf_t *b, const char *pfx, const char *server, const char *what)
 {
     tagged_key(b, pfx, "s", server, strlen(server), what);
+}
+
+void pl_key_server_chan(pl_buf_t *b, const char *server)
+{
+    pl_buf_reset(b);
+    pl_buf_adds(b, cluster_keys ? "server:{s:" : "server:");
+    pl_buf_adds(b, server);
+    if (cluster_keys) pl_buf_add(b, "}", 1);
 }
 
 void pl_key_online(pl_buf_t *b, const char *pfx, const char *user)

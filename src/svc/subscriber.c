@@ -641,7 +641,7 @@ static void dispatch_node(pl_subscriber_t *s, int k, const redisReply *r)
         if (e->gap && e->subs_sent == 1) {
             e->gap = 0;
             if (s->h->on_chan_gap)
-                s->h->on_chan_gap(s->ud, e->name, e->len);
+                s->h->on_chan_gap(s->ud, e->name, e->len, t->n[k].host, t->n[k].port);
             else
                 t->gap_owed = 1;
         }

@@ -170,7 +170,7 @@ test('chat dm: an offline recipient gets the waiting DMs right after authenticat
   eq(JSON.stringify(rows.map((r) => `${r.seq}:${r.cid}`)), JSON.stringify(['1:off-1', '2:off-2', '3:off-3', '4:off-4']), 'stored DMs to carol');
 }, { timeout: 60000 });
 
-test('chat dm: published only on the server:{id} channels of instances with the recipient or sender (three instances, MONITOR)', async () => {
+test('chat dm: published only on the server:{id} channels of instances with the recipient or sender (three instances, MONITOR of every master)', async () => {
   const redis = await startRedis();
   const pg = await startPostgres();
   const env = dbEnv(pg, { PARLEY_OPEN_ROOMS: 1 });
@@ -180,19 +180,26 @@ test('chat dm: published only on the server:{id} channels of instances with the 
   track(a); track(b);
   await sleep(500);
 
-  // Each instance listens on its own server:{id} channel.
-  const chans = (await redisCli(redis, 'PUBSUB', 'CHANNELS', '*server:*')).split('\n').filter(Boolean);
+  // Each instance listens on its own server:{id} channel (on a cluster, the shard channel
+  // server:{s:<id>} on the master of its slot: every master is asked, and watched below).
+  const masters = redis.isCluster ? (await redis.masters()).map((m) => m.port) : [redis.port];
+  const listCmd = redis.isCluster ? ['PUBSUB', 'SHARDCHANNELS', '*server:*'] : ['PUBSUB', 'CHANNELS', '*server:*'];
+  const chans = [];
+  const node = (port) => (redis.isCluster ? { port, isCluster: false } : redis);
+  for (const port of masters) chans.push(...(await redisCli(node(port), ...listCmd)).split('\n').filter(Boolean));
   const chanOf = {};
   for (const s of [A, B, C]) {
-    const mine = chans.filter((ch) => ch === `server:${s.serverId}` || ch.endsWith(`:server:${s.serverId}`));
+    const mine = chans.filter((ch) => ch === `server:${s.serverId}` || ch === `server:{s:${s.serverId}}` || ch.endsWith(`:server:${s.serverId}`));
     eq(mine.length, 1, `channels for ${s.serverId} among ${JSON.stringify(chans)}`);
     chanOf[s.serverId] = mine[0];
+    if (redis.isCluster) continue; // SHARDCHANNELS lists only channels with a subscriber
     const n = (await redisCli(redis, 'PUBSUB', 'NUMSUB', mine[0])).split('\n');
     assert(Number(n[1]) >= 1, `PUBSUB NUMSUB ${mine[0]}: ${n.join(' ')}`);
   }
   const statusC0 = (await httpRequest(C.port, 'GET', '/api/websocket/status')).json;
 
-  const mon = await redisMonitor(redis);
+  const mons = await Promise.all(masters.map((port) => redisMonitor(node(port))));
+  const mon = { publishes: () => mons.flatMap((m) => m.publishes()), stop: () => Promise.all(mons.map((m) => m.stop())) };
   const marker = (k) => `mk${process.pid}x${k}`;
   const pubsWith = (k) => mon.publishes().filter((p) => p.payload.includes(marker(k)));
   const channelsOf = (k) => [...new Set(pubsWith(k).map((p) => p.channel))].sort();

@@ -34,6 +34,7 @@ typedef struct pl_msg {
     char user[PL_WIRE_ID_MAX + 1];
     char cid[PL_CID_MAX + 1];    /**< "" if none */
     char to[PL_WIRE_ID_MAX + 1]; /**< a direct message's recipient, "" for a room message */
+    int resent; /**< Redis had it already: a resend of an accepted message (same cid) */
     char text[];
 } pl_msg_t;
 

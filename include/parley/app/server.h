@@ -44,6 +44,9 @@ typedef struct pl_server {
     struct pl_tls *tls;         /**< the TLS listener's configuration, or NULL; owned */
     struct pl_static *web;      /**< PARLEY_WEB_ROOT's files, or NULL; owned, read by the loops */
     char sub_cmd[96];           /**< SUBSCRIBE server:<id>, for the subscriber */
+    /** Cluster mode: the instance's channel server:{s:<id>}, a counted channel held for the
+     *  process' life (deliver.c); owned here. */
+    pl_subscriber_chan_t server_chan;
     /** This run of the instance, 16 random hex digits: a cluster's connection counts name it
      *  (app/split.h), so that what a previous run under the same id left is told apart. */
     char run_id[17];

@@ -97,9 +97,13 @@ typedef struct pl_shard {
     pl_room_table_t users; /**< user id -> this shard's connections of that user (DMs, presence) */
     uv_timer_t presence_timer; /**< shard 0 only: heartbeat and dead-instance sweep */
     uv_timer_t ready_timer;
-    uv_timer_t gap_timer;       /**< gap catch-ups tried again (subscribe.h) */
-    uv_timer_t reorder_timer;   /**< room frames that came before their turn go out (deliver.h) */
-    pl_redis_t redis;           /**< a standalone Redis (app/kv.h) */
+    uv_timer_t gap_timer;     /**< gap catch-ups tried again (subscribe.h) */
+    uv_timer_t reorder_timer; /**< room frames that came before their turn go out (deliver.h) */
+    uv_timer_t split_timer;   /**< cluster mode: a DM's failed instance steps again (split.h) */
+    struct pl_split_send *split_retry, *split_retry_tail; /**< those steps, waiting, in order;
+                                                             owned (split.c) */
+    int split_held;   /**< direct messages held for a retry: new ones queue behind (split.c) */
+    pl_redis_t redis; /**< a standalone Redis (app/kv.h) */
     struct pl_cluster *cluster; /**< a Redis Cluster's router, or NULL (app/kv.h); owned */
     pl_idgen_t ids;
     int ids_ready;   /**< the id node came from Redis */

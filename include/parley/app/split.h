@@ -20,6 +20,11 @@
 
 struct pl_session;
 
+/** How often a direct message's failed instance step is tried again, in ms, and how often in
+ *  all: 10 s, more than a failover takes with cluster-node-timeout at its usual 5 s or less. */
+#define PL_SPLIT_RETRY_MS 100
+#define PL_SPLIT_TRIES 100
+
 /** Send one queued presence change (`op` "u<iat>", "d"; `ss`, the opening connection's session,
  *  or NULL). On failure the session is answered as not counted (pl_chat_presence_answered). */
 void pl_split_presence(pl_shard_t *s, const char *op, const char *user, struct pl_session *ss);
@@ -44,5 +49,36 @@ void pl_split_sweep(pl_shard_t *s);
  *  reply (NULL if unanswered). 0, or -1 (cb not called) if Redis is unreachable. */
 int pl_split_member(pl_shard_t *s, const char *room, const char *user, int member,
                     const char *reason, pl_redis_cb cb, void *priv);
+
+/**
+ * A direct message's delivery in cluster mode, after the conversation's step stored it
+ * (`frame`, the message frame both users' connections get, copied): the recipient's slot (its
+ * instances; the offline queue if it has none), the sender's (its instances), then each
+ * instance's slot (its log and channel). An instance step that fails (its master lost, a
+ * failover under way) is tried again every PL_SPLIT_RETRY_MS, up to PL_SPLIT_TRIES times;
+ * after that it is logged, and the message stays in the conversation's stream and history.
+ */
+void pl_split_dm(pl_shard_t *s, const char *from, const char *to, const char *frame, size_t len);
+
+/** Release the steps waiting to be tried again (the shard's exit, after its loop stopped). */
+void pl_split_free(pl_shard_t *s);
+
+/**
+ * pl_chat_disconnect in cluster mode: the user's slot (the revocation if `revoke`, and the
+ * user's instances), the registered instances, then each instance's slot. `cb` gets an integer
+ * reply, how many subscribers got the notice, or NULL if the user's step went unanswered
+ * (nothing revoked). 0, or -1 (cb not called) if Redis is unreachable.
+ */
+int pl_split_kick(pl_shard_t *s, const char *user, const char *frame, size_t len, int revoke,
+                  pl_redis_cb cb, void *priv);
+
+/**
+ * pl_chat_members in cluster mode: the room's slot (the sorted members, or -1 for an asker who
+ * is not one), then each listed user's online bucket. `cb` gets a reply shaped as the one-Redis
+ * script's, {count, user1, online1, ...} or the integer -1, or NULL if a step went unanswered.
+ * 0, or -1 (cb not called) if Redis is unreachable.
+ */
+int pl_split_members(pl_shard_t *s, const char *room, const char *asker, int limit, pl_redis_cb cb,
+                     void *priv);
 
 #endif

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "parley/svc/redis.h"
+#include "parley/svc/slots.h"
 
 struct redisContext;
 
@@ -36,9 +37,11 @@ typedef struct {
 
 /** The subscriber thread's position in its log; embedded in pl_server_t, zeroed. */
 typedef struct {
-    pl_srvlog_id_t last; /**< the newest id handed on (or read as the baseline) */
-    int known;           /**< `last` is known: a baseline was read or an id handed on */
-    char key[192];       /**< {prefix}srvlog:{id}; set by pl_srvlog_init */
+    pl_srvlog_id_t last;          /**< the newest id handed on (or read as the baseline) */
+    int known;                    /**< `last` is known: a baseline was read or an id handed on */
+    char key[192];                /**< {prefix}srvlog:{id}; set by pl_srvlog_init */
+    const pl_slots_node_t *seeds; /**< a cluster's seeds (pl_srvlog_use_cluster); borrowed */
+    int nseeds;
 } pl_srvlog_t;
 
 /** Called for each entry read back from the log, oldest first, with its id. */
@@ -47,6 +50,11 @@ typedef void (*pl_srvlog_each_cb)(void *ud, const char *payload, size_t len, pl_
 /** Name the log: `prefix` (PARLEY_REDIS_PREFIX) and the instance's id. Returns 0, or -1 if
  *  the name does not fit. */
 int pl_srvlog_init(pl_srvlog_t *l, const char *prefix, const char *server_id);
+
+/** Cluster mode: the log is <prefix>{s:<id>}:srvlog, in the instance's slot, read on its
+ *  master, found from `seeds` (borrowed for the log's life). */
+void pl_srvlog_use_cluster(pl_srvlog_t *l, const char *prefix, const char *server_id,
+                           const pl_slots_node_t *seeds, int nseeds);
 
 /**
  * A live frame from server:{id}: if it ends with the `"_lid"` member, set `*id`, set `*keep`
@@ -69,13 +77,24 @@ int pl_srvlog_id_parse(const char *s, size_t len, pl_srvlog_id_t *id);
  */
 void pl_srvlog_baseline(pl_srvlog_t *l, struct redisContext *c);
 
+/** pl_srvlog_baseline on a connection of its own (to `addr`, or the log's master in a
+ *  cluster), where no connection is about to subscribe: a cluster's sharded subscriber. */
+void pl_srvlog_baseline_connect(pl_srvlog_t *l, const pl_redis_addr_t *addr);
+
 /**
- * After a subscription is confirmed: on a connection of its own to `addr`, the entries after
+ * After a subscription is confirmed: on a connection of its own to `addr` (in a cluster, to the
+ * log's master, `addr` giving the login), the entries after
  * the newest id, each to `each` (which must call pl_srvlog_admit, as for a live frame).
  * Logs a warning if the log was trimmed past what was missed. Returns how many entries were
  * read, or -1 if the log could not be read (logged; the next subscription tries again).
  */
 long pl_srvlog_catch_up(pl_srvlog_t *l, const pl_redis_addr_t *addr, pl_srvlog_each_cb each,
                         void *ud);
+
+/** pl_srvlog_catch_up on `addr` itself, in cluster mode too: the master a sharded subscriber
+ *  just subscribed the instance's channel on, which serves the log's slot (a map read from a
+ *  seed during a failover may still name the lost master). */
+long pl_srvlog_catch_up_at(pl_srvlog_t *l, const pl_redis_addr_t *addr, pl_srvlog_each_cb each,
+                           void *ud);
 
 #endif

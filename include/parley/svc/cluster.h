@@ -137,4 +137,14 @@ void pl_cluster_stop(pl_cluster_t *c);
 /** Release the connections and records. */
 void pl_cluster_free(pl_cluster_t *c);
 
+/**
+ * A blocking connection to the master serving `key`'s slot, for a thread without a loop (the
+ * subscriber's): the slot map is read from the first of `seeds[0..n)` that answers. `login` as
+ * for pl_cluster_start. Returns the connection (the caller's, redisFree), or NULL with `err`.
+ */
+struct redisContext *pl_cluster_connect_sync(const pl_slots_node_t *seeds, int n,
+                                             const pl_redis_addr_t *login, const char *key,
+                                             size_t key_len, int timeout_ms, char *err,
+                                             size_t err_len);
+
 #endif

@@ -38,9 +38,12 @@ typedef enum {
     PL_SCRIPT_MEMBER,
     PL_SCRIPT_MEMBERS,
     PL_SCRIPT_KICK,
-    PL_SCRIPT_CUSER,   /**< cluster: a presence change's step in the user's slot */
-    PL_SCRIPT_CMEMBER, /**< cluster: a membership's step in the user's slot */
-    PL_SCRIPT_CGONE,   /**< cluster: the sweep's step in a user's slot */
+    PL_SCRIPT_CUSER,     /**< cluster: a presence change's step in the user's slot */
+    PL_SCRIPT_CMEMBER,   /**< cluster: a membership's step in the user's slot */
+    PL_SCRIPT_CGONE,     /**< cluster: the sweep's step in a user's slot */
+    PL_SCRIPT_CSERVERS,  /**< cluster: a user's instances (and a DM queued, or a revocation) */
+    PL_SCRIPT_CTOSERVER, /**< cluster: a frame to one instance's log and channel */
+    PL_SCRIPT_CMEMBERS,  /**< cluster: a room's members list, the room's step */
     PL_SCRIPT_COUNT
 } pl_script_t;
 
@@ -106,6 +109,9 @@ void pl_key_typing(pl_buf_t *b, const char *pfx, const char *what, const char *r
 void pl_key_user(pl_buf_t *b, const char *pfx, const char *user, const char *what);
 /** Cluster mode: <pfx>{s:<server>}:<what>, a key in an instance's slot ("server", "users"). */
 void pl_key_server(pl_buf_t *b, const char *pfx, const char *server, const char *what);
+/** An instance's channel, where its direct messages and disconnects arrive: server:<server>, or
+ *  the shard channel server:{s:<server>} in a cluster (the slot of the instance's keys). */
+void pl_key_server_chan(pl_buf_t *b, const char *server);
 /** Cluster mode: the online bucket of `user`, <pfx>{o:<k>}:online, k its slot mod
  *  PL_KEY_ONLINE_BUCKETS. */
 void pl_key_online(pl_buf_t *b, const char *pfx, const char *user);

@@ -73,9 +73,9 @@ typedef struct pl_subscriber_handlers {
      */
     void (*on_chan)(void *ud, pl_subscriber_chan_t *req, int ok);
     /** Cluster mode: `chan` (held by some add) is subscribed again after its master was lost or
-     *  its slot moved; whatever was published on it meanwhile was not received. NULL: not told
-     *  per channel, on_subscribed(again 1) instead. */
-    void (*on_chan_gap)(void *ud, const char *chan, size_t len);
+     *  its slot moved, now on the master at `host`:`port`; whatever was published on it
+     *  meanwhile was not received. NULL: not told per channel, on_subscribed(again 1) instead. */
+    void (*on_chan_gap)(void *ud, const char *chan, size_t len, const char *host, int port);
 } pl_subscriber_handlers_t;
 
 /** Most fixed subscribe commands one subscriber sends. */

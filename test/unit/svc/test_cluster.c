@@ -181,7 +181,7 @@ static void sub_chan(void *ud, pl_subscriber_chan_t *req, int ok)
 /* The channels told to catch up, space-separated. */
 static char gaps[512];
 
-static void sub_chan_gap(void *ud, const char *chan, size_t len)
+static void sub_chan_gap(void *ud, const char *chan, size_t len, const char *host, int port)
 {
     pthread_mutex_lock(&got_lock);
     size_t n = strlen(gaps);
