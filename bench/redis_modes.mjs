@@ -1,6 +1,9 @@
 // make bench-redis-modes: what Redis pays per published room message, and what the instances
 // pay, for 2, 4 and 6 parleyd instances on one Redis, in PARLEY_SUBSCRIBE=pattern and =rooms,
-// side by side in one run (issue 15; the model built on these figures is docs/scaling.md).
+// and on a local Redis Cluster (PARLEY_REDIS_CLUSTER=1: 3 masters with a replica each,
+// deploy/dev/redis-cluster.sh; every node's CPU and bytes summed, the replication to the replicas
+// and the WAIT of each message included), side by side in one run (issue 15; the model built on
+// these figures is docs/scaling.md).
 //
 // Each configuration gets a fresh redis-server and K fresh parleyd (one shard each, no
 // database: the Redis side of a message is the same with one), then ROOMS rooms of 10 members,
@@ -22,13 +25,15 @@
 // 2, 6 and 20 subscriber connections, each holding `PSUBSCRIBE room:*` or `SUBSCRIBE room:x`;
 // Redis CPU per PUBLISH, and per delivery.
 // Settings: RM_SECONDS (10), RM_RATE (1000), RM_ROOMS (100), RM_INSTANCES ("2,4,6"),
-// RM_PLACEMENTS ("random,room"). Writes bench/results/<date>-redis-modes.md and prints it.
+// RM_PLACEMENTS ("random,room"), RM_MODES ("pattern,rooms,cluster"). Writes
+// bench/results/<date>-redis-modes.md and prints it.
 // Bounded: every phase has a deadline; the whole run stops by itself.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import {
   startRedis, startParleyd, connectAuthed, redisCli, httpRequest, cleanupCurrent, runCmd, sleep, ROOT,
+  RedisCluster, current,
 } from '../test/integration/lib.mjs';
 
 const num = (name, dflt) => {
@@ -43,11 +48,11 @@ const ROOMS = Math.round(num('RM_ROOMS', 100));
 const MEMBERS = 10;
 const INSTANCES = (process.env.RM_INSTANCES || '2,4,6').split(',').map(Number);
 const PLACEMENTS = (process.env.RM_PLACEMENTS || 'random,room').split(',');
-const MODES = ['pattern', 'rooms'];
+const MODES = (process.env.RM_MODES || 'pattern,rooms,cluster').split(',');
 const HZ = 100; // clock ticks per second (getconf CLK_TCK on Linux)
 
 const hard = setTimeout(() => { console.error('redis-modes: hard time limit reached'); process.exit(1); },
-  (INSTANCES.length * PLACEMENTS.length * MODES.length * (SECONDS + 60) + 120) * 1000);
+  (INSTANCES.length * PLACEMENTS.length * MODES.length * (SECONDS + 90) + 120) * 1000);
 hard.unref();
 
 function cpuUs(pid) {
@@ -56,14 +61,25 @@ function cpuUs(pid) {
   return (Number(rest[11]) + Number(rest[12])) * (1e6 / HZ); // utime, stime
 }
 
+// INFO stats of one Redis, or summed over every node of a cluster (replicas too).
 async function redisInfo(redis) {
   const out = {};
-  for (const line of (await redisCli(redis, 'INFO', 'stats')).split('\n')) {
-    const [k, v] = line.trim().split(':');
-    if (v !== undefined) out[k] = Number(v);
+  const nodes = redis.isCluster ? redis.ports.map((port) => ({ port })) : [redis];
+  for (const node of nodes) {
+    for (const line of (await redisCli(node, 'INFO', 'stats')).split('\n')) {
+      const [k, v] = line.trim().split(':');
+      if (v !== undefined) out[k] = (out[k] || 0) + Number(v);
+    }
   }
   return out;
 }
+
+// The redis-server processes: one, or every node of a cluster.
+function redisPids(redis) {
+  if (!redis.isCluster) return [redis.child.pid];
+  return redis.ports.map((p) => Number(fs.readFileSync(path.join(redis.dir, String(p), 'redis.pid'), 'utf8')));
+}
+const redisCpuUs = (pids) => pids.reduce((a, pid) => a + cpuUs(pid), 0);
 
 async function subscriberMessages(p) {
   const r = await httpRequest(p.port, 'GET', '/metrics');
@@ -78,13 +94,20 @@ function rng(seed) {
 }
 
 async function one(k, placement, mode) {
-  const redis = await startRedis();
-  const redisPid = redis.child.pid;
+  let redis;
+  if (mode === 'cluster') {
+    redis = new RedisCluster();
+    current.procs.push(redis);
+    await redis.start();
+  } else {
+    redis = await startRedis();
+  }
+  const pids = redisPids(redis);
   const inst = [];
   for (let i = 0; i < k; i++) {
     inst.push(await startParleyd({
       redis,
-      env: { PARLEY_SUBSCRIBE: mode, PARLEY_SHARDS: 1, PARLEY_OPEN_ROOMS: 1, PARLEY_LOG_LEVEL: 'warn', PARLEY_MAX_CONNS_PER_IP: 0 },
+      env: { ...(mode === 'cluster' ? {} : { PARLEY_SUBSCRIBE: mode }), PARLEY_SHARDS: 1, PARLEY_OPEN_ROOMS: 1, PARLEY_LOG_LEVEL: 'warn', PARLEY_MAX_CONNS_PER_IP: 0 },
     }));
   }
   const rand = rng(42);
@@ -126,7 +149,7 @@ async function one(k, placement, mode) {
   await send(RATE, 'w'); // warm-up
   await sleep(1000);
   const n = Math.round(RATE * SECONDS);
-  const r0 = cpuUs(redisPid), i0 = await redisInfo(redis);
+  const r0 = redisCpuUs(pids), i0 = await redisInfo(redis);
   const p0 = inst.map((p) => cpuUs(p.child.pid));
   const s0 = await Promise.all(inst.map(subscriberMessages));
   await send(n, 'm');
@@ -134,7 +157,7 @@ async function one(k, placement, mode) {
   const deadline = Date.now() + 10000;
   const complete = () => { let ok = 0; for (let i = 0; i < n; i++) if (seen.get(`m${i}`) >= MEMBERS) ok++; return ok; };
   while (complete() < n && Date.now() < deadline) await sleep(100);
-  const r1 = cpuUs(redisPid), i1 = await redisInfo(redis);
+  const r1 = redisCpuUs(pids), i1 = await redisInfo(redis);
   const p1 = inst.map((p) => cpuUs(p.child.pid));
   const s1 = await Promise.all(inst.map(subscriberMessages));
   let lost = 0;
@@ -217,10 +240,11 @@ for (const k of [0, 1, 2, 6, 20]) {
 const f1 = (x) => x.toFixed(1), f0 = (x) => x.toFixed(0), f2 = (x) => x.toFixed(2);
 let md = `# Redis cost per message by subscription mode (${started.toISOString()})\n\n` +
   `Command: \`make bench-redis-modes\` (bench/redis_modes.mjs; RM_SECONDS=${SECONDS} RM_RATE=${RATE} RM_ROOMS=${ROOMS} ` +
-  `RM_INSTANCES=${INSTANCES.join(',')} RM_PLACEMENTS=${PLACEMENTS.join(',')}). ${ROOMS} rooms of ${MEMBERS} members, ` +
-  `${RATE} messages/s with cids for ${SECONDS} s; each configuration on a fresh redis-server and fresh parleyd ` +
-  `(1 shard each, no database). Per published message: Redis CPU (utime+stime of redis-server), Redis output bytes ` +
-  `(INFO stats), Pub/Sub messages the instances' subscribers received, parleyd CPU of all instances together.\n\n` +
+  `RM_INSTANCES=${INSTANCES.join(',')} RM_PLACEMENTS=${PLACEMENTS.join(',')} RM_MODES=${MODES.join(',')}). ${ROOMS} rooms of ${MEMBERS} members, ` +
+  `${RATE} messages/s with cids for ${SECONDS} s; each configuration on a fresh redis-server (cluster: a fresh local cluster of ` +
+  `3 masters with a replica each, PARLEY_REDIS_WAIT_REPLICAS=1) and fresh parleyd ` +
+  `(1 shard each, no database). Per published message: Redis CPU (utime+stime of redis-server; cluster: all 6 nodes), Redis output bytes ` +
+  `(INFO stats; cluster: all nodes, replication included), Pub/Sub messages the instances' subscribers received, parleyd CPU of all instances together.\n\n` +
   `| instances | placement | mode | instances holding a room | Redis CPU µs/msg | Redis out B/msg | Redis in B/msg | Redis commands/msg | Pub/Sub deliveries/msg | parleyd CPU µs/msg (all) | lost | dup |\n` +
   `|---|---|---|---|---|---|---|---|---|---|---|---|\n`;
 for (const r of rows) {

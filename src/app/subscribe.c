@@ -37,6 +37,8 @@ typedef struct pl_sync_ctx {
                                    the room's Redis subscription (below) */
     uint32_t room_gen;        /**< the room's life it waits for (rooms mode) */
     int64_t parked_ms;        /**< when it was first parked; 0 if never */
+    int recheck;              /**< a closed room's membership is checked again once the room's
+                                   Redis subscription is in effect (pl_subscribe_room_live) */
     pl_conn_t *conn;          /**< held */
     uint32_t gen;
     int64_t since; /**< -1: a plain subscribe */
@@ -59,6 +61,7 @@ typedef struct {
     uint32_t gen;
     int64_t since;
     int open_rooms;
+    int again; /**< the check made again once the room's subscription is in effect */
 } join_t;
 
 static void sync_ctx_free(sync_ctx_t *ctx)
@@ -520,7 +523,7 @@ static void begin_catchup(pl_shard_t *s, pl_sub_t *sub)
     drop_catchup(s, sub);
 }
 
-static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
+static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet, int recheck)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
     sub->quiet = (uint8_t)quiet;
@@ -539,6 +542,7 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet)
         /* Rooms mode: what Redis has for the room is read once everything published on it
          * from then on is sure to arrive live (app/roomsub.h). */
         ctx->room_gen = sub->room->gen;
+        ctx->recheck = recheck;
         ctx->next = s->room_wait;
         s->room_wait = ctx;
         pl_conn_hold(c);
@@ -606,6 +610,29 @@ void pl_subscribe_redis_ready(pl_shard_t *s, int state)
     }
 }
 
+static void join_checked(pl_db_job_t *job);
+
+/* A closed room whose Redis subscription was not in effect when the membership was checked: a
+ * removal published on it meanwhile was not received, so the database is asked again now that
+ * it is (the catch-up follows the answer). 0, or -1 if the check could not be sent (out of
+ * memory: the catch-up goes on with the first answer). */
+static int join_again(pl_shard_t *s, pl_conn_t *c, const sync_ctx_t *ctx)
+{
+    struct pl_db *db = s->srv->db;
+    join_t *j = db ? calloc(1, sizeof *j) : NULL;
+    if (!j) return -1;
+    pl_db_job_init(&j->job.h, PL_DB_MEMBER, s->loop, PL_EV_DB, join_checked);
+    j->job.op = PL_DB_MEMBER_CHECK;
+    snprintf(j->job.room, sizeof j->job.room, "%s", ctx->room);
+    snprintf(j->job.user, sizeof j->job.user, "%s", pl_session_of(c)->user);
+    j->conn = c;
+    j->gen = ctx->gen;
+    j->since = ctx->since;
+    j->again = 1;
+    pl_db_submit(db, &j->job.h);
+    return 0;
+}
+
 void pl_subscribe_room_live(pl_shard_t *s, const pl_room_t *room, const char *name, uint32_t gen,
                             int ok)
 {
@@ -624,6 +651,10 @@ void pl_subscribe_room_live(pl_shard_t *s, const pl_room_t *room, const char *na
         if (!sub || s->stopping) {
             sync_ctx_free(ctx);
         } else if (ok && room && sub->room == room && room->live) {
+            if (ctx->recheck && join_again(s, c, ctx) == 0) {
+                sync_ctx_free(ctx); /* the check has the hold */
+                continue;
+            }
             if (send_sync(s, ctx) == 0) continue; /* the reply has ctx and the hold */
             sync_ctx_free(ctx);
             sync_fail(c, sub, "redis unreachable");
@@ -648,9 +679,10 @@ static void join_checked(pl_db_job_t *job)
          * refuse. */
         int ok = job->status == PL_DB_OK && (j->open_rooms || j->job.member);
         if (ok || j->open_rooms) {
-            pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1, NULL, NULL,
-                           NULL);
-            start_sync(c, sub, j->since, 0);
+            if (!j->again)
+                pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1, NULL,
+                               NULL, NULL);
+            start_sync(c, sub, j->since, 0, !j->open_rooms && !j->again);
         } else {
             int forbidden = job->status == PL_DB_OK;
             leave(c, sub);
@@ -706,7 +738,7 @@ void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
         int64_t since = pl_wire_since(req, r->valuestring);
         if (!db) {
             pl_chat_member(s, r->valuestring, ss->user, 1, NULL, NULL, NULL);
-            start_sync(c, sub, since, 0);
+            start_sync(c, sub, since, 0, 0);
             continue;
         }
         /* Membership first (closed rooms: checked; open rooms: recorded, so that `subscribed`
@@ -756,7 +788,7 @@ static void retry_one(pl_sub_t *sub, void *arg)
     if (!sub->gap_retry) return;
     sub->gap_retry = 0;
     pl_conn_t *c = pl_session_conn(sub->owner);
-    if (pl_conn_open(c)) start_sync(c, sub, sub->last_seq, 1);
+    if (pl_conn_open(c)) start_sync(c, sub, sub->last_seq, 1, 0);
 }
 
 void pl_subscribe_gap_timer_cb(uv_timer_t *t)
@@ -768,7 +800,7 @@ void pl_subscribe_gap_timer_cb(uv_timer_t *t)
 void pl_subscribe_catch_up(pl_conn_t *c, pl_sub_t *sub)
 {
     if (!pl_conn_open(c) || (sub->sync_gen && !sub->quiet)) return;
-    start_sync(c, sub, sub->last_seq, 1);
+    start_sync(c, sub, sub->last_seq, 1, 0);
 }
 
 static void gap_one(pl_sub_t *sub, void *arg)
@@ -780,7 +812,7 @@ static void gap_one(pl_sub_t *sub, void *arg)
      * rare (a subscribe racing a Redis restart), and its client can resubscribe with since. A
      * gap catch-up under way is started again: it reads after this gap too. */
     if (sub->sync_gen && !sub->quiet) return;
-    start_sync(c, sub, sub->last_seq, 1);
+    start_sync(c, sub, sub->last_seq, 1, 0);
 }
 
 void pl_subscribe_gap(pl_shard_t *s)
