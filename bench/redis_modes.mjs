@@ -25,7 +25,8 @@
 // 2, 6 and 20 subscriber connections, each holding `PSUBSCRIBE room:*` or `SUBSCRIBE room:x`;
 // Redis CPU per PUBLISH, and per delivery.
 // Settings: RM_SECONDS (10), RM_RATE (1000), RM_ROOMS (100), RM_INSTANCES ("2,4,6"),
-// RM_PLACEMENTS ("random,room"), RM_MODES ("pattern,rooms,cluster"). Writes
+// RM_PLACEMENTS ("random,room"), RM_MODES ("pattern,rooms,cluster"), RM_WAIT_REPLICAS (cluster
+// mode's PARLEY_REDIS_WAIT_REPLICAS, default 1). Writes
 // bench/results/<date>-redis-modes.md and prints it.
 // Bounded: every phase has a deadline; the whole run stops by itself.
 import fs from 'node:fs';
@@ -49,6 +50,7 @@ const MEMBERS = 10;
 const INSTANCES = (process.env.RM_INSTANCES || '2,4,6').split(',').map(Number);
 const PLACEMENTS = (process.env.RM_PLACEMENTS || 'random,room').split(',');
 const MODES = (process.env.RM_MODES || 'pattern,rooms,cluster').split(',');
+const WAIT_REPLICAS = process.env.RM_WAIT_REPLICAS || '1';
 const HZ = 100; // clock ticks per second (getconf CLK_TCK on Linux)
 
 const hard = setTimeout(() => { console.error('redis-modes: hard time limit reached'); process.exit(1); },
@@ -107,7 +109,7 @@ async function one(k, placement, mode) {
   for (let i = 0; i < k; i++) {
     inst.push(await startParleyd({
       redis,
-      env: { ...(mode === 'cluster' ? {} : { PARLEY_SUBSCRIBE: mode }), PARLEY_SHARDS: 1, PARLEY_OPEN_ROOMS: 1, PARLEY_LOG_LEVEL: 'warn', PARLEY_MAX_CONNS_PER_IP: 0 },
+      env: { ...(mode === 'cluster' ? { PARLEY_REDIS_WAIT_REPLICAS: WAIT_REPLICAS } : { PARLEY_SUBSCRIBE: mode }), PARLEY_SHARDS: 1, PARLEY_OPEN_ROOMS: 1, PARLEY_LOG_LEVEL: 'warn', PARLEY_MAX_CONNS_PER_IP: 0 },
     }));
   }
   const rand = rng(42);
@@ -242,7 +244,7 @@ let md = `# Redis cost per message by subscription mode (${started.toISOString()
   `Command: \`make bench-redis-modes\` (bench/redis_modes.mjs; RM_SECONDS=${SECONDS} RM_RATE=${RATE} RM_ROOMS=${ROOMS} ` +
   `RM_INSTANCES=${INSTANCES.join(',')} RM_PLACEMENTS=${PLACEMENTS.join(',')} RM_MODES=${MODES.join(',')}). ${ROOMS} rooms of ${MEMBERS} members, ` +
   `${RATE} messages/s with cids for ${SECONDS} s; each configuration on a fresh redis-server (cluster: a fresh local cluster of ` +
-  `3 masters with a replica each, PARLEY_REDIS_WAIT_REPLICAS=1) and fresh parleyd ` +
+  `3 masters with a replica each, PARLEY_REDIS_WAIT_REPLICAS=${WAIT_REPLICAS}) and fresh parleyd ` +
   `(1 shard each, no database). Per published message: Redis CPU (utime+stime of redis-server; cluster: all 6 nodes), Redis output bytes ` +
   `(INFO stats; cluster: all nodes, replication included), Pub/Sub messages the instances' subscribers received, parleyd CPU of all instances together.\n\n` +
   `| instances | placement | mode | instances holding a room | Redis CPU µs/msg | Redis out B/msg | Redis in B/msg | Redis commands/msg | Pub/Sub deliveries/msg | parleyd CPU µs/msg (all) | lost | dup |\n` +

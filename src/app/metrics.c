@@ -14,6 +14,7 @@
 #include "parley/app/server.h"
 #include "parley/app/wire.h"
 #include "parley/base/config.h"
+#include "parley/svc/cluster.h"
 #include "parley/svc/db.h"
 
 /* Why an authentication failed, by PL_AUTH_FAIL_TIMEOUT or -PL_JWT_E* (base/jwt.h). */
@@ -188,6 +189,26 @@ static void limits(pl_buf_t *b, pl_server_t *srv)
     pl_metric_sample(b, "parley_websockets_limit", "", srv->conns->total_max);
 }
 
+/* Cluster mode: what the shards' routers (svc/cluster.h) met, summed. */
+static uint64_t cluster_stat(pl_shard_t *s, int k)
+{
+    const pl_cluster_stats_t *st = s->cluster ? &s->cluster->stats : NULL;
+    const pl_counter_t *c[5] = {st ? &st->moved : NULL, st ? &st->ask : NULL,
+                                st ? &st->retried : NULL, st ? &st->refreshes : NULL,
+                                st ? &st->gave_up : NULL};
+    return c[k] ? pl_counter_get(c[k]) : 0;
+}
+
+static void cluster(pl_buf_t *b, pl_server_t *srv)
+{
+    static const char *const what[5] = {"moved", "ask", "retried", "map_read", "gave_up"};
+    summed(b, srv, "parley_redis_cluster_events_total",
+           "Redis Cluster routing: MOVED and ASK redirections followed, commands retried after "
+           "TRYAGAIN, CLUSTERDOWN or a lost master, slot maps read, and commands given up "
+           "(answered unavailable).",
+           "event", what, 5, cluster_stat);
+}
+
 static void redis(pl_buf_t *b, pl_server_t *srv)
 {
     pl_metric_family(b, "parley_redis_connected", "gauge",
@@ -228,6 +249,7 @@ static void redis(pl_buf_t *b, pl_server_t *srv)
         "Room channels the subscriber holds a subscription to (PARLEY_SUBSCRIBE=rooms; "
         "0 in pattern mode).");
     pl_metric_sample(b, "parley_subscriber_channels", "", pl_counter_get(&srv->sub.channels));
+    if (srv->cfg.redis_cluster) cluster(b, srv);
     pl_hist_snap_t lag = {0};
     pl_hist_snap_add(&lag, &srv->sub_lag);
     pl_metric_family(b, "parley_subscriber_lag_seconds", "histogram",

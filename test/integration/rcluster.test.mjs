@@ -5,7 +5,7 @@
 // send, and the death of the room's master (its replica takes over), lose and duplicate nothing.
 import {
   test, assert, eq, RedisCluster, current, startParleyd, startPostgres, connectAuthed, newUser,
-  setMember, track, seqProblems, storedMessages, dbEnv, runCmd, sleep, until, keySlot,
+  setMember, track, seqProblems, storedMessages, dbEnv, runCmd, sleep, until, keySlot, httpRequest,
 } from './lib.mjs';
 
 async function startCluster() {
@@ -94,6 +94,11 @@ test('rcluster: two instances on a Redis Cluster: messages acked and delivered o
   eq(await rc.cli('HGET', `ws:{r:${room}}:read`, u), '120', 'read position key');
   assert(/conn:/.test(await rc.cli('HKEYS', `ws:{u:${u}}:user`)), 'user hash counts the connection');
   eq(await rc.cli('SISMEMBER', `ws:{o:${keySlot(u) % 64}}:online`, u), '1', 'online bucket');
+  // The routers' slot map reads show in /metrics; nothing was given up on a healthy cluster.
+  const m = (await httpRequest(a.port, 'GET', '/metrics')).text;
+  const ev = (e) => Number((m.match(new RegExp(`^parley_redis_cluster_events_total\\{event="${e}"\\} (\\d+)`, 'm')) || [])[1]);
+  assert(ev('map_read') >= 1, `map reads in /metrics: ${ev('map_read')}`);
+  eq(ev('gave_up'), 0, 'commands given up');
 });
 
 test('rcluster: a busy room whose slot redis-cli --cluster reshard moves while clients on two instances send: every acked message stored and delivered once, in seq order', async () => {
