@@ -467,11 +467,12 @@ int pl_split_member(pl_shard_t *s, const char *room, const char *user, int membe
 
 /*
  * A route: the lookups of who holds the users' connections (the recipient's step also queues a
- * direct message for a user with none), then one step per instance found. A direct message's
- * route that meets a step it cannot complete (a master lost, a failover under way) is "held":
- * it waits on the shard's FIFO and is tried again from there every PL_SPLIT_RETRY_MS, its
- * lookups from the start or its instance step alone. While any route is held, new ones join
- * the FIFO behind it, so a conversation's messages reach an instance in their order.
+ * direct message for a user with none), then one step per instance found. A direct message
+ * whose step cannot complete (a master lost, a failover under way) is "held": its remaining
+ * work goes onto the shard's FIFO of jobs, and so does every later direct message's until the
+ * FIFO is empty again. The FIFO runs one job at a time, the next as soon as one succeeds, the
+ * same again every PL_SPLIT_RETRY_MS while it fails: slower than the direct road, but in order,
+ * so a conversation's messages reach an instance in seq order across a failover.
  */
 typedef struct {
     pl_shard_t *s;
@@ -479,7 +480,7 @@ typedef struct {
     int sends;         /* instance steps not answered yet, + 1 while they are being sent */
     int failed;        /* a disconnect's own user step went unanswered: nothing revoked */
     int lookup_failed; /* a direct message's lookup went unanswered: they run again */
-    int held;          /* counted in s->split_held */
+    int held;          /* on the FIFO road: counted in s->split_held */
     int tries;         /* times its lookups were sent */
     long long got;     /* subscribers that got the frame */
     pl_redis_cb cb;    /* a disconnect's caller, or NULL (a direct message) */
@@ -491,9 +492,9 @@ typedef struct {
     char frame[];
 } route_t;
 
-/* A job on the shard's FIFO: an instance step (`server`), or a route's lookups (`server` ""). It
- * is also the privdata of an instance step in flight. Allocated by route_send or route_hold,
- * freed when its step is answered or given up. */
+/* A job: one instance step (`server`), or a route's lookups (`server` ""). It is also the
+ * privdata of an instance step in flight. Allocated by route_send or job_new, freed when its
+ * step is answered or given up. */
 struct pl_split_send {
     struct pl_split_send *next;
     route_t *w;
@@ -503,6 +504,7 @@ struct pl_split_send {
 typedef struct pl_split_send send_t;
 
 static void route_lookup(route_t *w);
+static void route_send(route_t *w);
 static void split_timer_cb(uv_timer_t *t);
 
 static route_t *route_new(pl_shard_t *s, const char *frame, size_t len, const char *what)
@@ -535,38 +537,79 @@ static void route_add_server(route_t *w, const char *name, size_t len)
     pl_buf_add(&w->servers, "", 1);
 }
 
-/* A job to the FIFO's tail, its route held from now on. */
-static void job_wait(send_t *x)
+static void route_hold(route_t *w)
 {
-    pl_shard_t *s = x->w->s;
-    if (!x->w->held) {
-        x->w->held = 1;
-        s->split_held++;
+    if (!w->held) {
+        w->held = 1;
+        w->s->split_held++;
     }
+}
+
+/* A job for `w`: an instance step, or (server NULL) its lookups. NULL if out of memory. */
+static send_t *job_new(route_t *w, const char *server)
+{
+    size_t n = server ? strlen(server) + 1 : 1;
+    send_t *x = calloc(1, sizeof *x + n);
+    if (!x) {
+        pl_error("out of memory: a %s frame is not sent", w->what);
+        return NULL;
+    }
+    x->w = w;
+    if (server) memcpy(x->server, server, n);
+    return x;
+}
+
+static void fifo_push_back(pl_shard_t *s, send_t *x)
+{
+    route_hold(x->w);
     x->next = NULL;
     if (s->split_retry_tail)
         s->split_retry_tail->next = x;
     else
         s->split_retry = x;
     s->split_retry_tail = x;
+}
+
+static void fifo_push_front(pl_shard_t *s, send_t *x)
+{
+    route_hold(x->w);
+    x->next = s->split_retry;
+    s->split_retry = x;
+    if (!s->split_retry_tail) s->split_retry_tail = x;
+}
+
+/* The FIFO's head failed: it stays first and is tried again after PL_SPLIT_RETRY_MS. */
+static void fifo_later(pl_shard_t *s)
+{
+    s->split_busy = NULL;
     if (!uv_is_active((uv_handle_t *)&s->split_timer))
         uv_timer_start(&s->split_timer, split_timer_cb, PL_SPLIT_RETRY_MS, 0);
 }
 
-/* A route's lookups (server NULL) or one instance step, onto the FIFO. 0, or -1 (out of
- * memory, logged). */
-static int route_hold(route_t *w, const char *server)
+static int send_step(send_t *x);
+static void send_failed(send_t *x, const char *why);
+
+/* Run the FIFO's head, unless one job of it is in flight or it waits for the timer. */
+static void fifo_pump(pl_shard_t *s)
 {
-    size_t n = server ? strlen(server) + 1 : 1;
-    send_t *x = calloc(1, sizeof *x + n);
-    if (!x) {
-        pl_error("out of memory: a %s frame is not sent again", w->what);
-        return -1;
+    if (s->split_busy || !s->split_retry || uv_is_active((uv_handle_t *)&s->split_timer)) return;
+    send_t *x = s->split_retry;
+    s->split_retry = x->next;
+    if (!s->split_retry) s->split_retry_tail = NULL;
+    if (x->server[0]) {
+        s->split_busy = x;
+        if (send_step(x) != 0) send_failed(x, "redis unreachable");
+    } else {
+        route_t *w = x->w;
+        free(x);
+        s->split_busy = w;
+        route_lookup(w);
     }
-    x->w = w;
-    if (server) memcpy(x->server, server, n);
-    job_wait(x);
-    return 0;
+}
+
+static void split_timer_cb(uv_timer_t *t)
+{
+    fifo_pump(t->data);
 }
 
 static void route_done(route_t *w)
@@ -603,31 +646,47 @@ static int send_step(send_t *x)
     return pl_kv_command(s, argv[3], lens[3], send_reply, x, 6, argv, lens);
 }
 
-/* An instance step that failed: a direct message's waits to be tried again; a disconnect's is
- * not (its caller is told how many instances got it, and may ask again). */
+/* An instance step that failed: a direct message's is tried again from the FIFO (first, if it
+ * was the FIFO's head); a disconnect's is not (its caller is told how many instances got it,
+ * and may ask again). */
 static void send_failed(send_t *x, const char *why)
 {
     route_t *w = x->w;
+    pl_shard_t *s = w->s;
+    int head = s->split_busy == x;
     if (retry_ok(w, x->tries)) {
-        job_wait(x);
+        if (head) {
+            fifo_push_front(s, x);
+            fifo_later(s);
+        } else {
+            fifo_push_back(s, x);
+            if (!s->split_busy && !uv_is_active((uv_handle_t *)&s->split_timer))
+                uv_timer_start(&s->split_timer, split_timer_cb, PL_SPLIT_RETRY_MS, 0);
+        }
         return;
     }
     pl_warn("%s to instance %s: %s, %d tr%s; %s", w->what, x->server, why, x->tries,
             x->tries == 1 ? "y" : "ies",
             w->cb ? "the caller is told" : "it is in the conversation's history");
     free(x);
+    if (head) s->split_busy = NULL;
     route_done(w);
+    if (head) fifo_pump(s);
 }
 
 static void send_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
 {
     send_t *x = privdata;
     route_t *w = x->w;
+    pl_shard_t *s = w->s;
     redisReply *r = reply;
     if (r && r->type == REDIS_REPLY_INTEGER) {
+        int head = s->split_busy == x;
         w->got += r->integer;
         free(x);
+        if (head) s->split_busy = NULL;
         route_done(w);
+        if (head) fifo_pump(s);
         return;
     }
     /* A lost connection may have run it: a second copy then reaches the instance, and its
@@ -635,35 +694,71 @@ static void send_reply(struct redisAsyncContext *ac, void *reply, void *privdata
     send_failed(x, r && r->type == REDIS_REPLY_ERROR ? r->str : "no answer");
 }
 
-/* Every lookup answered: one step per instance found. */
+/* Every lookup answered: one step per instance found. A route from the FIFO puts its steps at
+ * the FIFO's front, in order; a direct one sends them, unless routes are held (then behind). */
 static void route_send(route_t *w)
 {
+    pl_shard_t *s = w->s;
+    int from_fifo = s->split_busy == w;
+    send_t *first = NULL, *last = NULL;
     w->sends = 1;
     for (size_t i = 0; !w->failed && i < w->servers.len; i += strlen(w->servers.data + i) + 1) {
-        const char *srv = w->servers.data + i;
-        size_t n = strlen(srv) + 1;
-        send_t *x = calloc(1, sizeof *x + n);
-        if (!x) {
-            pl_error("out of memory: a %s frame is not sent to instance %s", w->what, srv);
-            continue;
-        }
-        x->w = w;
-        memcpy(x->server, srv, n);
+        send_t *x = job_new(w, w->servers.data + i);
+        if (!x) continue;
         w->sends++;
-        if (send_step(x) != 0) send_failed(x, "redis unreachable");
+        if (from_fifo) {
+            x->next = NULL;
+            if (last)
+                last->next = x;
+            else
+                first = x;
+            last = x;
+        } else if (s->split_held > 0 && !w->cb) {
+            fifo_push_back(s, x);
+        } else if (send_step(x) != 0) {
+            send_failed(x, "redis unreachable");
+        }
+    }
+    if (from_fifo) {
+        if (first) {
+            route_hold(w);
+            last->next = s->split_retry;
+            s->split_retry = first;
+            if (!s->split_retry_tail) s->split_retry_tail = last;
+        }
+        s->split_busy = NULL;
     }
     route_done(w);
+    if (from_fifo || s->split_held > 0) fifo_pump(s);
 }
 
 static void lookup_done(route_t *w)
 {
     if (--w->lookups > 0) return;
+    pl_shard_t *s = w->s;
     if (w->lookup_failed) {
-        if (retry_ok(w, w->tries) && route_hold(w, NULL) == 0) return;
+        int head = s->split_busy == w;
+        send_t *x = retry_ok(w, w->tries) ? job_new(w, NULL) : NULL;
+        if (x) {
+            if (head) {
+                fifo_push_front(s, x);
+                fifo_later(s);
+            } else {
+                fifo_push_back(s, x);
+                fifo_pump(s);
+                if (!s->split_busy && !uv_is_active((uv_handle_t *)&s->split_timer))
+                    uv_timer_start(&s->split_timer, split_timer_cb, PL_SPLIT_RETRY_MS, 0);
+            }
+            return;
+        }
         pl_warn("%s %s -> %s: its users' instances not found after %d tr%s; it is in the "
                 "conversation's history",
                 w->what, w->from, w->to, w->tries, w->tries == 1 ? "y" : "ies");
         route_free(w);
+        if (head) {
+            s->split_busy = NULL;
+            fifo_pump(s);
+        }
         return;
     }
     route_send(w);
@@ -733,25 +828,6 @@ static void route_lookup(route_t *w)
     lookup_done(w);
 }
 
-static void split_timer_cb(uv_timer_t *t)
-{
-    pl_shard_t *s = t->data;
-    send_t *x = s->split_retry;
-    s->split_retry = s->split_retry_tail = NULL;
-    /* All at once, in order: their commands keep it on each connection. */
-    while (x) {
-        send_t *next = x->next;
-        if (x->server[0]) {
-            if (send_step(x) != 0) send_failed(x, "redis unreachable");
-        } else {
-            route_t *w = x->w;
-            free(x);
-            route_lookup(w);
-        }
-        x = next;
-    }
-}
-
 void pl_split_free(pl_shard_t *s)
 {
     s->split_retry_tail = NULL;
@@ -771,9 +847,15 @@ void pl_split_dm(pl_shard_t *s, const char *from, const char *to, const char *fr
     if (!w) return;
     snprintf(w->from, sizeof w->from, "%s", from);
     snprintf(w->to, sizeof w->to, "%s", to);
-    /* Behind the messages held before it, if any. */
     if (s->split_held > 0) {
-        if (route_hold(w, NULL) != 0) route_free(w);
+        /* Behind the messages held before it. */
+        send_t *x = job_new(w, NULL);
+        if (!x) {
+            route_free(w);
+            return;
+        }
+        fifo_push_back(s, x);
+        fifo_pump(s);
         return;
     }
     route_lookup(w);

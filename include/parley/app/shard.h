@@ -99,10 +99,11 @@ typedef struct pl_shard {
     uv_timer_t ready_timer;
     uv_timer_t gap_timer;     /**< gap catch-ups tried again (subscribe.h) */
     uv_timer_t reorder_timer; /**< room frames that came before their turn go out (deliver.h) */
-    uv_timer_t split_timer;   /**< cluster mode: a DM's failed instance steps again (split.h) */
-    struct pl_split_send *split_retry, *split_retry_tail; /**< those steps, waiting, in order;
-                                                             owned (split.c) */
-    int split_held;   /**< direct messages held for a retry: new ones queue behind (split.c) */
+    uv_timer_t split_timer;   /**< cluster mode: the direct-message FIFO tried again (split.c) */
+    struct pl_split_send *split_retry, *split_retry_tail; /**< the FIFO of direct-message jobs
+                                                             waiting, in order; owned (split.c) */
+    int split_held;   /**< direct messages on the FIFO road: new ones queue behind (split.c) */
+    void *split_busy; /**< the FIFO's job in flight (a step, or a route's lookups), or NULL */
     pl_redis_t redis; /**< a standalone Redis (app/kv.h) */
     struct pl_cluster *cluster; /**< a Redis Cluster's router, or NULL (app/kv.h); owned */
     pl_idgen_t ids;
