@@ -90,11 +90,13 @@ run: deps
 	@deploy/dev/run.sh
 
 # Set-up, then N instances (default 3) behind nginx, in the background (deploy/cluster;
-# docs/operations.md): `make cluster N=5`, `make cluster-stop`.
+# docs/operations.md): `make cluster N=5`, `make cluster-stop`; `make cluster REDIS=cluster`:
+# the instances on a local Redis Cluster (3 masters, 1 replica each) in cluster mode.
 N ?= 3
+REDIS ?=
 cluster: deps
 	@$(MAKE) --no-print-directory all
-	@deploy/cluster start $(N)
+	@PARLEY_CLUSTER_REDIS=$(REDIS) deploy/cluster start $(N)
 
 cluster-stop:
 	@deploy/cluster stop

@@ -63,6 +63,7 @@ static void post(pl_server_t *srv, uint64_t to, pl_bcast_kind_t kind, const char
     pl_bcast_t *b = extra;
     b->frame = f;
     b->seq = pl_wire_payload_seq(payload, len);
+    b->arrived = pl_mono_ms();
     b->kind = kind;
     memcpy(b->user_a, user_a, 129);
     memcpy(b->user_b, user_b, 129);
@@ -257,8 +258,11 @@ static void kick(pl_shard_t *s, const pl_bcast_t *b)
 {
     pl_room_t *r = pl_room_find(&s->users, b->user_a, strlen(b->user_a));
     for (uint32_t i = 0; r && i < r->nmembers; i++) {
-        pl_conn_t *c = pl_session_conn(r->members[i]->owner);
-        if (!pl_conn_open(c)) continue;
+        pl_session_t *ss = r->members[i]->owner;
+        pl_conn_t *c = pl_session_conn(ss);
+        /* A connection authenticated after the disconnect reached this instance is not one it
+         * was asked to close (a loop busier than the others may take its copy late). */
+        if (!pl_conn_open(c) || ss->authed_ms > b->arrived) continue;
         pl_conn_send(c, b->frame);
         pl_conn_close(c, 4003, "disconnected by the server");
     }

@@ -67,6 +67,7 @@ void pl_session_start(pl_conn_t *c, const char *user, int64_t exp, int64_t iat)
         return;
     }
     ss->authed = 1;
+    ss->authed_ms = pl_mono_ms();
     set_exp(ss, exp);
     ss->iat = iat <= 0 ? 0 : iat >= 4294967295LL ? 4294967295u : (uint32_t)iat;
     pl_counter_add(&s->stats.auths, 1);

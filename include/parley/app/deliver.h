@@ -50,6 +50,8 @@ typedef struct {
 typedef struct pl_bcast {
     pl_frame_t *frame; /**< the WebSocket frame every recipient gets */
     int64_t seq;       /**< the room message's seq, 0 for other events */
+    int64_t arrived;   /**< pl_mono_ms when the subscriber took it: a disconnect spares
+                            connections authenticated after it */
     pl_bcast_kind_t kind;
     char user_a[129], user_b[129];
     atomic_uint pending; /**< loops that have not processed it yet */

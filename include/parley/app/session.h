@@ -37,6 +37,7 @@ typedef struct pl_session {
     uint32_t leave_ms;     /**< when, uv_now truncated */
     uint32_t exp; /**< the token's exp (unix seconds), 0 if none: closed with 4001 after it */
     uint32_t iat; /**< the token's iat (unix seconds), 0 if none: checked against revocations */
+    int64_t authed_ms;   /**< pl_mono_ms of its authentication (a disconnect closes those before) */
     uint16_t exp_notice; /**< seconds before exp the expiry notice goes; 0 once sent, or none */
     pl_limits_bucket_t frames;   /**< messages, typing, reads: PARLEY_RATE_LIMIT (limits.h) */
     pl_limits_bucket_t churn;    /**< rooms subscribed or left: PARLEY_SUBSCRIBE_RATE */
