@@ -99,7 +99,9 @@ test('start-up: PARLEY_DATABASE_URL that does not parse, does not answer, or lac
   await runCmd(PARLEYD, ['--migrate'], { env: { PATH: process.env.PATH, PARLEY_DATABASE_URL: pg.url } });
   const fresh = await startRedis();
   const ok = await startParleyd({ redis: fresh, env: { PARLEY_DATABASE_URL: pg.url } });
-  const h2 = await httpRequest(ok.port, 'GET', '/health');
+  // Its pool and Redis connect just after it listens (slowly under the sanitizers): a moment.
+  let h2;
+  await until(async () => (h2 = await httpRequest(ok.port, 'GET', '/health')).json.status === 'healthy', 10000, '/health healthy with the database').catch(() => {});
   eq(h2.json.status, 'healthy', '/health with the database');
   eq(h2.json.database, 'up', '/health database');
   await until(() => /INFO .*parley:ready/.test(ok.log()), 5000, 'a fresh Redis\'s info line');
