@@ -336,7 +336,11 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
       if (p.child.exitCode !== null || p.child.signalCode !== null) break;
       try {
         const r = await httpRequest(port, 'GET', '/health', { timeout: 1000 });
-        if (r.status === 200) return p;
+        // With a running, migrated test database the instance is ready once its pool is
+        // connected: tests read the database's state right away, and under the sanitizers the
+        // pool connects well after the listener opens.
+        const pg = livePostgres.get(fullEnv.PARLEY_DATABASE_URL);
+        if (r.status === 200 && (!pg || !pg.running || (r.json && r.json.status) === 'healthy')) return p;
       } catch {}
       await sleep(100);
     }
@@ -858,6 +862,9 @@ export function migrate(url, env = {}) {
 
 // startPostgres({ migrate: true }) -> Postgres with { url, stop(), start(), kill(), query(), scalar() }.
 // Registered with the running test: killed and its directory removed at clean-up.
+// Migrated test databases by URL: startParleyd waits for an instance given one to connect.
+const livePostgres = new Map();
+
 export async function startPostgres({ migrate: doMigrate = true } = {}) {
   const pg = new Postgres();
   current.procs.push({ name: 'postgres', stop: () => pg.destroy(), logTail: (n) => pg.logTail(n), get exit() { return pg.exit; } });
@@ -870,6 +877,7 @@ export async function startPostgres({ migrate: doMigrate = true } = {}) {
   if (doMigrate) {
     const m = await migrate(pg.url);
     if (m.code !== 0) throw new Error(`parleyd --migrate exited ${m.code}: ${m.stderr}${m.stdout}`);
+    livePostgres.set(pg.url, pg);
   }
   return pg;
 }
