@@ -154,6 +154,7 @@ enum {
     BL_T_PONG,
     BL_T_UNSUBSCRIBED,
     BL_T_NOTICE,
+    BL_T_ACK,
 };
 
 /* Dispatch on a type-first server frame: `{"type":"<name>"`. */
@@ -172,6 +173,7 @@ static inline int bl_frame_type(const char *p, size_t n)
     if (BL_IS("pong")) return BL_T_PONG;
     if (BL_IS("unsubscribed")) return BL_T_UNSUBSCRIBED;
     if (BL_IS("server_notice")) return BL_T_NOTICE;
+    if (BL_IS("ack")) return BL_T_ACK;
 #undef BL_IS
     return BL_T_OTHER;
 }

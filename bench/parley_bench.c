@@ -100,6 +100,9 @@ static struct {
     int proto;          /* PROTO_*: what the server speaks */
     const char *cacert; /* wss://: verify the server against this CA (PEM) */
     const char *sni;    /* wss://: the name to verify and send (default: the URL's host) */
+    int redis_port;     /* --redis-port: INFO commandstats of this Redis around each phase */
+    int runs;           /* catchup: subscriptions measured */
+    int acks;           /* catchup: wait for every ack (stored in PostgreSQL) before measuring */
 } o;
 
 /* Protocol v1 is Parley's. The others let the same scenarios drive peers:
@@ -149,6 +152,11 @@ static struct {
     bl_hist hist;
     char first_err[4][256];
     int n_first_err;
+    /* catchup: the room, the connection catching up and its times */
+    char cu_room[64];
+    conn *cu;
+    uint64_t cu_got, cu_first, cu_sub_ns, cu_subd_ns, cu_done_ns, acks;
+    long cu_recovered;
 } g;
 
 static uint8_t g_rbuf[1 << 18];
@@ -227,7 +235,7 @@ static long long self_cpu_us(void)
 #define MAX_KV 40
 typedef struct {
     char k[MAX_KV][32];
-    char v[MAX_KV][48];
+    char v[MAX_KV][256]; /* redis_cmds is the longest */
     int n;
 } result;
 
@@ -535,6 +543,7 @@ static char *mint_token(uint32_t idx)
 static const char *room_name(const conn *c, char out[32])
 {
     if (c->room < 0) return "lobby";
+    if (g.cu_room[0]) return g.cu_room;
     if (!g.room_ready) return "fanout";
     snprintf(out, 32, "r%d", c->room);
     return out;
@@ -590,10 +599,9 @@ static void on_open(conn *c)
     }
     if (o.proto == PROTO_SOCKETIO) return; /* waits for Engine.IO's open packet */
     if (c->room >= 0) {
-        char b[128];
-        int n = g.room_ready
-                    ? snprintf(b, sizeof b, "{\"type\":\"subscribe\",\"rooms\":[\"r%d\"]}", c->room)
-                    : snprintf(b, sizeof b, "{\"type\":\"subscribe\",\"rooms\":[\"fanout\"]}");
+        char b[128], rn[32];
+        int n =
+            snprintf(b, sizeof b, "{\"type\":\"subscribe\",\"rooms\":[\"%s\"]}", room_name(c, rn));
         send_text(c, b, (size_t)n);
     } else if (!g.need_auth) {
         mark_ready(c);
@@ -654,6 +662,11 @@ static void on_frame_text(conn *c, const char *p, size_t n, uint64_t now)
             g.bad++;
             return;
         }
+        if (c == g.cu) { /* catchup: the recovered messages, in order, each once */
+            if (seq != g.cu_first + g.cu_got) g.ooo++;
+            if (++g.cu_got == (uint64_t)o.n) g.cu_done_ns = now;
+            return;
+        }
         if (seq < g.phase_seq0) {
             g.late++;
             return;
@@ -668,7 +681,15 @@ static void on_frame_text(conn *c, const char *p, size_t n, uint64_t now)
         break;
     }
     case BL_T_SUBSCRIBED:
+        if (c == g.cu) {
+            g.cu_subd_ns = now;
+            const char *r = memmem(p, n, "\"recovered\":", 12);
+            g.cu_recovered = r ? strtol(r + 12, NULL, 10) : -1;
+        }
         mark_ready(c);
+        break;
+    case BL_T_ACK:
+        g.acks++;
         break;
     case BL_T_AUTHENTICATED:
         if (!c->authed) {
@@ -936,6 +957,102 @@ static void print_errors(void)
         fprintf(stderr, "parley-bench: %s\n", g.first_err[i]);
 }
 
+/* --------------------------------------------------- Redis command stats */
+
+/* INFO commandstats of the Redis at --redis-port: where Redis's time goes, per command.
+ * A script's usec include the commands it calls, which are counted under their own names too. */
+#define MAX_CMDSTATS 128
+typedef struct {
+    char name[48];
+    double calls, usec;
+} cmdstat_t;
+typedef struct {
+    int n;
+    cmdstat_t s[MAX_CMDSTATS];
+} cmdstats_t;
+
+static char g_info[1 << 16];
+
+/* Fill cs from INFO commandstats; 0, or -1 (noted) if Redis did not answer in 2 s. */
+static int cmdstats_read(cmdstats_t *cs)
+{
+    cs->n = 0;
+    if (!o.redis_port) return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o.redis_port)};
+    a.sin_addr.s_addr = htonl(0x7f000001u);
+    static const char req[] = "INFO commandstats\r\n";
+    size_t got = 0, want = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+        for (;;) { /* a bulk reply: $<len>\r\n<len bytes>\r\n */
+            ssize_t k = read(fd, g_info + got, sizeof g_info - 1 - got);
+            if (k <= 0) break;
+            got += (size_t)k;
+            g_info[got] = '\0';
+            char *crlf = strstr(g_info, "\r\n");
+            if (!want && crlf && g_info[0] == '$')
+                want = (size_t)strtoul(g_info + 1, NULL, 10) + (size_t)(crlf + 2 - g_info) + 2;
+            if ((want && got >= want) || got == sizeof g_info - 1) break;
+        }
+    }
+    close(fd);
+    if (!want || got < want) {
+        note_err("INFO commandstats from Redis port %d: no full answer", o.redis_port);
+        return -1;
+    }
+    for (char *l = strstr(g_info, "cmdstat_"); l && cs->n < MAX_CMDSTATS;
+         l = strstr(l + 1, "\ncmdstat_")) {
+        if (*l == '\n') l++;
+        char *colon = strchr(l, ':');
+        const char *calls = colon ? strstr(colon, "calls=") : NULL;
+        const char *usec = colon ? strstr(colon, "usec=") : NULL;
+        if (!calls || !usec || colon - l - 8 >= (long)sizeof cs->s[0].name) continue;
+        cmdstat_t *c = &cs->s[cs->n++];
+        memcpy(c->name, l + 8, (size_t)(colon - l - 8));
+        c->name[colon - l - 8] = '\0';
+        c->calls = strtod(calls + 6, NULL);
+        c->usec = strtod(usec + 5, NULL);
+    }
+    return 0;
+}
+
+/* The commands Redis ran between a and b, per `per` (messages or connections), the costliest
+ * first: redis_cmds=name:calls_per:us_per_call,... (INFO itself left out). */
+static void cmdstats_result(result *r, const cmdstats_t *a, const cmdstats_t *b, double per)
+{
+    if (!b->n || per <= 0) return;
+    cmdstat_t d[MAX_CMDSTATS];
+    int nd = 0;
+    for (int i = 0; i < b->n; i++) {
+        if (!strcmp(b->s[i].name, "info")) continue;
+        cmdstat_t x = b->s[i];
+        for (int j = 0; j < a->n; j++)
+            if (!strcmp(a->s[j].name, x.name)) {
+                x.calls -= a->s[j].calls;
+                x.usec -= a->s[j].usec;
+            }
+        if (x.calls > 0) d[nd++] = x;
+    }
+    for (int i = 1; i < nd; i++) /* by usec, descending */
+        for (int j = i; j > 0 && d[j - 1].usec < d[j].usec; j--) {
+            cmdstat_t tmp = d[j];
+            d[j] = d[j - 1];
+            d[j - 1] = tmp;
+        }
+    char out[1024];
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < nd && i < 8 && len < sizeof out - 80; i++)
+        len += (size_t)snprintf(out + len, sizeof out - len, "%s%s:%.2f:%.2f", i ? "," : "",
+                                d[i].name, d[i].calls / per, d[i].usec / d[i].calls);
+    rs(r, "redis_cmds", "%s", nd ? out : "-");
+}
+
 /* ------------------------------------------------------------ scenarios */
 
 static int32_t room_mod1000(int i)
@@ -1192,7 +1309,7 @@ static double steal_pct(double secs)
 }
 
 static int report_msgs(const char *scenario, double secs, long long cpu_us, long long rcpu_us,
-                       long long ccpu_us)
+                       long long ccpu_us, const cmdstats_t *cs0, const cmdstats_t *cs1)
 {
     result r = {0};
     base_result(&r, scenario);
@@ -1216,9 +1333,12 @@ static int report_msgs(const char *scenario, double secs, long long cpu_us, long
     rs(&r, "deliveries_per_s", "%.0f", g.delivered / (secs > 0 ? secs : 1));
     rs(&r, "server_cpu_us_per_delivery", "%.3f",
        g.delivered ? (double)cpu_us / (double)g.delivered : 0.0);
-    if (o.nrpids)
+    if (o.nrpids) {
         rs(&r, "redis_cpu_us_per_delivery", "%.3f",
            g.delivered ? (double)rcpu_us / (double)g.delivered : 0.0);
+        rs(&r, "redis_cpu_us_per_msg", "%.2f", g.sent ? (double)rcpu_us / (double)g.sent : 0.0);
+    }
+    cmdstats_result(&r, cs0, cs1, (double)g.sent);
     rs(&r, "server_cpu_pct", "%.0f", secs > 0 ? (double)cpu_us / 1e4 / secs : 0.0);
     rs(&r, "client_cpu_pct", "%.0f", secs > 0 ? (double)ccpu_us / 1e4 / secs : 0.0);
     rs(&r, "other_cpu_pct", "%.0f", other_cpu_pct(secs, cpu_us, rcpu_us, ccpu_us));
@@ -1276,13 +1396,15 @@ static void warmup(double rate, void (*pub_one)(void))
 typedef struct {
     long long c0, r0, s0;
     uint64_t t0;
+    cmdstats_t cs0;
 } meter_t;
 
 static meter_t meter_start(void)
 {
     phase_begin();
-    meter_t m = {bl_proc_cpu_us(o.pids, o.npids), bl_proc_cpu_us(o.rpids, o.nrpids), self_cpu_us(),
-                 0};
+    meter_t m = {
+        bl_proc_cpu_us(o.pids, o.npids), bl_proc_cpu_us(o.rpids, o.nrpids), self_cpu_us(), 0, {0}};
+    cmdstats_read(&m.cs0);
     machine_mark();
     m.t0 = bl_now_ns();
     return m;
@@ -1295,7 +1417,9 @@ static int meter_report(const meter_t *m, const char *name)
     double secs = (double)(bl_now_ns() - m->t0) / 1e9;
     long long c1 = bl_proc_cpu_us(o.pids, o.npids), r1 = bl_proc_cpu_us(o.rpids, o.nrpids),
               s1 = self_cpu_us();
-    return report_msgs(name, secs, c1 - m->c0, r1 - m->r0, s1 - m->s0);
+    static cmdstats_t cs1;
+    cmdstats_read(&cs1);
+    return report_msgs(name, secs, c1 - m->c0, r1 - m->r0, s1 - m->s0, &m->cs0, &cs1);
 }
 
 static int scen_fanout(void)
@@ -1361,10 +1485,105 @@ static int scen_rooms(void)
     return rc | (short_ready ? 3 : 0);
 }
 
+/* catchup: the publisher (connection 0) is in the room; the others catch up, one at a time. */
+static int32_t room_first(int i)
+{
+    return i == 0 ? 0 : -1;
+}
+
+/* One connection subscribes to the room with since 0 and gets every message published before:
+ * the time from `subscribed` (and from sending subscribe) to the last one. */
+static int catchup_one(conn *c, int run)
+{
+    char b[256], rn[32];
+    int n =
+        snprintf(b, sizeof b, "{\"type\":\"subscribe\",\"rooms\":[\"%s\"],\"since\":{\"%s\":0}}",
+                 room_name(&g.c[0], rn), g.cu_room);
+    g.cu = c;
+    g.cu_got = 0;
+    g.cu_subd_ns = g.cu_done_ns = 0;
+    g.cu_recovered = -1;
+    g.ooo = 0;
+    static cmdstats_t cs0, cs1;
+    cmdstats_read(&cs0);
+    long long c0 = bl_proc_cpu_us(o.pids, o.npids), r0 = bl_proc_cpu_us(o.rpids, o.nrpids);
+    machine_mark();
+    g.cu_sub_ns = bl_now_ns();
+    send_text(c, b, (size_t)n);
+    while (!g.cu_done_ns && c->fd >= 0 && bl_now_ns() - g.cu_sub_ns < 10000000000ull)
+        loop_once(1);
+    long long c1 = bl_proc_cpu_us(o.pids, o.npids), r1 = bl_proc_cpu_us(o.rpids, o.nrpids);
+    double wall = (double)(bl_now_ns() - g.cu_sub_ns) / 1e9;
+    run_for(0.2); /* anything more is a duplicate */
+    result r = {0};
+    base_result(&r, "catchup");
+    rs(&r, "run", "%d", run);
+    rs(&r, "msgs", "%d", o.n);
+    rs(&r, "recovered", "%ld", g.cu_recovered);
+    rs(&r, "got", "%" PRIu64, g.cu_got);
+    rs(&r, "lost", "%" PRIu64, g.cu_got < (uint64_t)o.n ? (uint64_t)o.n - g.cu_got : 0);
+    rs(&r, "extra", "%" PRIu64, g.cu_got > (uint64_t)o.n ? g.cu_got - (uint64_t)o.n : 0);
+    rs(&r, "out_of_order", "%" PRIu64, g.ooo);
+    rs(&r, "errors", "%d", g.errors);
+    rs(&r, "ms_after_subscribed", "%.2f",
+       g.cu_done_ns && g.cu_subd_ns ? (double)(g.cu_done_ns - g.cu_subd_ns) / 1e6 : -1.0);
+    rs(&r, "ms_from_subscribe", "%.2f",
+       g.cu_done_ns ? (double)(g.cu_done_ns - g.cu_sub_ns) / 1e6 : -1.0);
+    rs(&r, "server_cpu_ms", "%.1f", (double)(c1 - c0) / 1000);
+    if (o.nrpids) rs(&r, "redis_cpu_ms", "%.1f", (double)(r1 - r0) / 1000);
+    if (cmdstats_read(&cs1) == 0) cmdstats_result(&r, &cs0, &cs1, 1.0); /* per catch-up */
+    rs(&r, "steal_pct", "%.0f", steal_pct(wall));
+    result_print(&r);
+    g.cu = NULL;
+    return (g.cu_got != (uint64_t)o.n || g.ooo || g.errors || g.cu_recovered != o.n) ? 3 : 0;
+}
+
+static int scen_catchup(void)
+{
+    /* A fresh room: its seqs start at 1 and since 0 means all of them. */
+    snprintf(g.cu_room, sizeof g.cu_room, "cu-%d-%" PRIx64, (int)getpid(), bl_now_ns());
+    int nconn = 1 + o.runs;
+    open_all(nconn, room_first);
+    if (g.n_ready < nconn) {
+        print_errors();
+        fprintf(stderr, "parley-bench: catchup: only %d of %d connections ready\n", g.n_ready,
+                nconn);
+        return 3;
+    }
+    /* Publish N, at most 200 in flight (the publisher's own copies pace it). */
+    phase_begin();
+    conn *pub = &g.c[0];
+    uint64_t t0 = bl_now_ns();
+    while (g.sent < (uint64_t)o.n && pub->fd >= 0 && bl_now_ns() - t0 < 120000000000ull) {
+        while (g.sent < (uint64_t)o.n && g.sent - g.delivered < 200)
+            publish(pub, g.cu_room, 1);
+        loop_once(1);
+    }
+    drain();
+    while (o.acks && g.acks < g.sent && pub->fd >= 0 && bl_now_ns() - t0 < 180000000000ull)
+        loop_once(5);
+    if (g.delivered != (uint64_t)o.n || (o.acks && g.acks < g.sent)) {
+        print_errors();
+        fprintf(stderr,
+                "parley-bench: catchup: %" PRIu64 " of %d published came back, %" PRIu64 " acked\n",
+                g.delivered, o.n, g.acks);
+        return 3;
+    }
+    g.cu_first = g.phase_seq0;
+    int rc = 0;
+    for (int i = 1; i < nconn; i++)
+        rc |= catchup_one(&g.c[i], i);
+    print_errors();
+    close_all();
+    return rc;
+}
+
 static int scen_connect(void)
 {
     check_fit(o.n);
     g.need_auth = 1;
+    static cmdstats_t cs0, cs1;
+    cmdstats_read(&cs0);
     long long c0 = bl_proc_cpu_us(o.pids, o.npids), r0 = bl_proc_cpu_us(o.rpids, o.nrpids),
               s0 = self_cpu_us();
     machine_mark();
@@ -1386,6 +1605,7 @@ static int scen_connect(void)
     if (o.nrpids)
         rs(&r, "redis_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(r1 - r0) / g.n_authed : 0.0);
     rs(&r, "client_cpu_us_per_conn", "%.1f", g.n_authed ? (double)(s1 - s0) / g.n_authed : 0.0);
+    if (cmdstats_read(&cs1) == 0) cmdstats_result(&r, &cs0, &cs1, (double)g.n_authed);
     rs(&r, "other_cpu_pct", "%.0f", other_cpu_pct(wall, c1 - c0, r1 - r0, s1 - s0));
     rs(&r, "steal_pct", "%.0f", steal_pct(wall));
     result_print(&r);
@@ -1426,6 +1646,9 @@ static void usage(FILE *f)
            "           members publish to their room at --rate msg/s total (default 2000)\n"
            "  connect  connection storm: N (default 10000) connect+upgrade+authenticated, at most\n"
            "           --conc in progress; connections/s and server CPU per connection\n"
+           "  catchup  N messages (default 1000) published into a fresh room, then --runs (3)\n"
+           "           new connections one by one subscribe with since 0: time from `subscribed`\n"
+           "           to the last recovered message (--acks: wait until all are stored first)\n"
            "options:\n"
            "  --url ws://host:port/ws   (env PARLEY_URL; default ws://127.0.0.1:8080/ws);\n"
            "            wss://host:port/ws speaks TLS (mbedTLS); several, comma-separated: each\n"
@@ -1442,35 +1665,27 @@ static void usage(FILE *f)
            "  --procs P (idle: spread N over P client processes)\n"
            "  --src-ips K (bind sources over 127.0.0.1..K; default: auto when N > 25000)\n"
            "  --pids P1,P2 (server)     --redis-pids P (reported separately)\n"
+           "  --redis-port P  INFO commandstats around each phase: redis_cmds=name:calls per\n"
+           "            message:us per call,... (a script's time includes the calls it makes)\n"
            "  --label NAME (target= in RESULT lines, default parley)   -v, --verbose\n"
            "  --proto v1|nchan|socketio (default v1; the others drive the peers in bench/peers)\n");
 }
 
 int main(int argc, char **argv)
 {
-    static struct option lo[] = {{"url", 1, 0, 'u'},
-                                 {"secret", 1, 0, 's'},
-                                 {"conns", 1, 0, 'n'},
-                                 {"rooms", 1, 0, 'R'},
-                                 {"rate", 1, 0, 'r'},
-                                 {"duration", 1, 0, 'd'},
-                                 {"max-duration", 1, 0, 'M'},
-                                 {"window", 1, 0, 'w'},
-                                 {"proto", 1, 0, 'Y'},
-                                 {"settle", 1, 0, 'S'},
-                                 {"timeout", 1, 0, 'T'},
-                                 {"warmup", 1, 0, 'W'},
-                                 {"conc", 1, 0, 'c'},
-                                 {"procs", 1, 0, 'P'},
-                                 {"src-ips", 1, 0, 'I'},
-                                 {"pids", 1, 0, 'p'},
-                                 {"redis-pids", 1, 0, 'x'},
-                                 {"label", 1, 0, 'l'},
-                                 {"verbose", 0, 0, 'v'},
-                                 {"help", 0, 0, 'h'},
-                                 {"cacert", 1, 0, 'C'},
-                                 {"servername", 1, 0, 'N'},
-                                 {0, 0, 0, 0}};
+    static struct option lo[] = {{"url", 1, 0, 'u'},          {"secret", 1, 0, 's'},
+                                 {"conns", 1, 0, 'n'},        {"rooms", 1, 0, 'R'},
+                                 {"rate", 1, 0, 'r'},         {"duration", 1, 0, 'd'},
+                                 {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'},
+                                 {"proto", 1, 0, 'Y'},        {"settle", 1, 0, 'S'},
+                                 {"timeout", 1, 0, 'T'},      {"warmup", 1, 0, 'W'},
+                                 {"conc", 1, 0, 'c'},         {"procs", 1, 0, 'P'},
+                                 {"src-ips", 1, 0, 'I'},      {"pids", 1, 0, 'p'},
+                                 {"redis-pids", 1, 0, 'x'},   {"label", 1, 0, 'l'},
+                                 {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},
+                                 {"cacert", 1, 0, 'C'},       {"servername", 1, 0, 'N'},
+                                 {"redis-port", 1, 0, 'X'},   {"runs", 1, 0, 'U'},
+                                 {"acks", 0, 0, 'A'},         {0, 0, 0, 0}};
     o.url_s = getenv("PARLEY_URL") ? getenv("PARLEY_URL") : "ws://127.0.0.1:8080/ws";
     o.secret = getenv("PARLEY_JWT_SECRET");
     o.label = "parley";
@@ -1560,6 +1775,15 @@ int main(int argc, char **argv)
         case 'C':
             o.cacert = optarg;
             break;
+        case 'X':
+            o.redis_port = atoi(optarg);
+            break;
+        case 'U':
+            o.runs = atoi(optarg);
+            break;
+        case 'A':
+            o.acks = 1;
+            break;
         case 'N':
             o.sni = optarg;
             break;
@@ -1636,12 +1860,14 @@ int main(int argc, char **argv)
             return 1;
         }
     int is_idle = !strcmp(o.scenario, "idle"), is_fan = !strcmp(o.scenario, "fanout"),
-        is_rooms = !strcmp(o.scenario, "rooms"), is_conn = !strcmp(o.scenario, "connect");
-    if (!is_idle && !is_fan && !is_rooms && !is_conn) {
+        is_rooms = !strcmp(o.scenario, "rooms"), is_conn = !strcmp(o.scenario, "connect"),
+        is_cu = !strcmp(o.scenario, "catchup");
+    if (!is_idle && !is_fan && !is_rooms && !is_conn && !is_cu) {
         fprintf(stderr, "parley-bench: unknown scenario '%s'\n", o.scenario);
         return 1;
     }
-    if (!o.n_set) o.n = is_fan ? 1000 : 10000;
+    if (!o.n_set) o.n = is_fan || is_cu ? 1000 : 10000;
+    if (o.runs < 1) o.runs = 3;
     if (!o.rate_set) o.rate = is_rooms ? 2000 : 100;
     if (!o.dur_set) o.duration = 10;
     if (o.window > WINDOW_RING) {
@@ -1668,5 +1894,6 @@ int main(int argc, char **argv)
     if (is_idle) return scen_idle();
     if (is_fan) return scen_fanout();
     if (is_rooms) return scen_rooms();
+    if (is_cu) return scen_catchup();
     return scen_connect();
 }

@@ -42,4 +42,5 @@ run idle idle -n 200 --settle 0.5 --timeout 20
 run fanout fanout -n 50 -r 100 -d 1 --max-duration 1 -w 5 --warmup 0 --timeout 20
 run rooms rooms -n 200 --rooms 20 -r 200 -d 1 --warmup 0 --timeout 20
 run connect connect -n 200 --conc 50 --timeout 20
+run catchup catchup -n 300 --runs 2 --timeout 20
 exit $fail
