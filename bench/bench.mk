@@ -11,6 +11,9 @@
 #   make bench-cluster-redis  a local Redis Cluster (3 masters, 3 replicas): Redis CPU, bytes and
 #                   bus messages per published message, classic vs sharded Pub/Sub, Parley's own
 #                   publish script and keys (bench/cluster_redis.sh; docs/scaling.md)
+#   make bench-redis-cost  one private Redis: its CPU per durable room message with Parley's publish
+#                   script, beside the same commands sent plain, each alone and an empty script
+#                   (bench/redis_cost.c; docs/performance.md)
 #   make soak       3 min (SOAK_SECONDS) of mixed traffic on two instances, Redis and PostgreSQL
 #                   restarted in the middle; fails on growth or on a lost acked message (bench/soak.mjs)
 # Results land in bench/results/<date>.md; see docs/performance.md.
@@ -18,13 +21,17 @@
 BENCH_CFLAGS = $(CFLAGS) -Ibench
 BENCH_EXTRA_OBJ ?=
 
-all: $(BUILD)/parley-bench $(BUILD)/parley-floor $(BUILD)/parley-cluster-redis
+all: $(BUILD)/parley-bench $(BUILD)/parley-floor $(BUILD)/parley-cluster-redis $(BUILD)/parley-redis-cost
 
 $(BUILD)/parley-bench: bench/parley_bench.c bench/benchlib.h include/parley/base/jwt.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< $(BENCH_EXTRA_OBJ) $(LIB) -lmbedtls -lmbedx509 -lmbedcrypto -lcjson -lm
 
 $(BUILD)/parley-cluster-redis: bench/cluster_redis.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/parley-redis-cost: bench/redis_cost.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
@@ -58,10 +65,13 @@ bench-cluster: $(BUILD)/parleyd $(BUILD)/parley-bench
 bench-cluster-redis: $(BUILD)/parley-cluster-redis
 	@bench/cluster_redis.sh
 
+bench-redis-cost: $(BUILD)/parley-redis-cost
+	@bench/redis_cost.sh
+
 bench-redis-modes: deps
 	@$(MAKE) --no-print-directory $(BUILD)/parleyd
 	@node bench/redis_modes.mjs
 
-.PHONY: bench-callgrind bench-peers bench-tls soak bench-redis-modes bench-cluster bench-cluster-redis
+.PHONY: bench-callgrind bench-peers bench-tls soak bench-redis-modes bench-cluster bench-cluster-redis bench-redis-cost
 
--include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d $(BUILD)/parley-cluster-redis.d
+-include $(BUILD)/parley-bench.d $(BUILD)/parley-floor.d $(BUILD)/parley-cluster-redis.d $(BUILD)/parley-redis-cost.d
