@@ -69,7 +69,9 @@ test('make run: listens on 127.0.0.1 only by default and says so; with TLS only,
   current.cleanups.push(async () => { if (child.exitCode === null) { child.kill('SIGTERM'); await sleep(500); if (child.exitCode === null) child.kill('SIGKILL'); } });
   await until(() => new RegExp(`listening on 127\\.0\\.0\\.1:${port}`).test(out), 90000, `parleyd listening (output: ${out.slice(-400)})`);
   assert(/Listening: +127\.0\.0\.1:\d+, this machine only/.test(out), `the banner says where it listens: ${out}`);
-  eq((await httpRequest(port, 'GET', '/health')).status, 200, '/health on 127.0.0.1');
+  // The listener opens before the Redis connections are up, and /health says 503 until they are
+  // (so that a load balancer waits too): a loaded machine can take a moment.
+  await until(async () => (await httpRequest(port, 'GET', '/health')).status === 200, 15000, '/health 200 on 127.0.0.1');
   // Bound to 127.0.0.1, not the wildcard: another local address is refused.
   const refused = await new Promise((resolve) => {
     const s = net.connect({ host: '127.0.0.2', port });
@@ -93,10 +95,10 @@ test('make run: listens on 127.0.0.1 only by default and says so; with TLS only,
   assert(new RegExp(`WebSocket: +wss://localhost:${tport}/ws`).test(tout), `the banner names the wss URL: ${tout}`);
   assert(new RegExp(`curl -s -X POST https://localhost:${tport}/api/websocket/token`).test(tout), `the recipe uses https: ${tout}`);
   assert(!/ws:\/\/127/.test(tout), `no plain URL in a TLS-only banner: ${tout}`);
-  const status = await new Promise((resolve, reject) => {
+  const tlsHealth = () => new Promise((resolve, reject) => {
     https.get({ host: 'localhost', port: tport, path: '/health', ca: fs.readFileSync(f.ca), agent: false }, (res) => { res.resume(); resolve(res.statusCode); }).on('error', reject);
   });
-  eq(status, 200, '/health over https from make run');
+  await until(async () => (await tlsHealth()) === 200, 15000, '/health 200 over https from make run');
   tchild.kill('SIGTERM');
   await until(() => tchild.exitCode !== null || tchild.signalCode !== null, 10000, 'make run (TLS) to stop');
 }, { timeout: 200000 });
