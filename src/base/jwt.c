@@ -6,11 +6,13 @@
  */
 #include "parley/base/jwt.h"
 
+#include "parley/base/b64.h"
 #include "parley/base/buf.h"
 
 #include <cjson/cJSON.h>
-#include <mbedtls/base64.h>
 #include <mbedtls/md.h>
+#include <mbedtls/platform_util.h>
+#include <mbedtls/sha256.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,57 +23,59 @@
 /* base64url without padding, into out (NUL-terminated); returns length or -1. */
 static int b64url_encode(const unsigned char *in, size_t n, char *out, size_t out_size)
 {
-    size_t olen = 0;
-    if (mbedtls_base64_encode((unsigned char *)out, out_size, &olen, in, n) != 0) return -1;
-    while (olen > 0 && out[olen - 1] == '=')
-        olen--;
-    for (size_t i = 0; i < olen; i++) {
-        if (out[i] == '+')
-            out[i] = '-';
-        else if (out[i] == '/')
-            out[i] = '_';
-    }
-    out[olen] = '\0';
-    return (int)olen;
+    return pl_b64_encode(in, n, out, out_size, PL_B64_URL);
 }
 
-/* One base64url digit's value, or -1. */
-static int b64url_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
-    return -1;
-}
-
-/*
- * base64url without padding. Not mbedTLS's decoder: that one is constant-time
- * (for keys), which made it a visible share of connect CPU; nothing in a
- * token's encoding is secret, only the signature comparison must not leak.
- */
 static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t out_size,
                          size_t *out_len)
 {
-    if (n % 4 == 1 || (n / 4) * 3 + 2 > out_size) return -1;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_val((unsigned char)in[i]);
-        if (v < 0) return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
+    return pl_b64_decode(in, n, out, out_size, out_len, PL_B64_URL);
+}
+
+/*
+ * HMAC-SHA256 states after the key's inner and outer pad blocks (RFC 2104). Every token
+ * verified with a key starts from these: two SHA-256 blocks of the four to six a token costs,
+ * saved per connection. Read-only once made, so any thread may start from them.
+ */
+struct pl_jwt_hmac {
+    mbedtls_sha256_context in, out;
+};
+
+static struct pl_jwt_hmac *hmac_pads_new(const char *key, size_t len)
+{
+    unsigned char k[64] = {0}, pad[64];
+    struct pl_jwt_hmac *h = malloc(sizeof *h);
+    if (!h) return NULL;
+    int rc = 0;
+    if (len > sizeof k)
+        rc = mbedtls_sha256_ret((const unsigned char *)key, len, k, 0);
+    else
+        memcpy(k, key, len);
+    mbedtls_sha256_init(&h->in);
+    mbedtls_sha256_init(&h->out);
+    for (size_t i = 0; i < sizeof pad; i++)
+        pad[i] = k[i] ^ 0x36;
+    rc = rc || mbedtls_sha256_starts_ret(&h->in, 0) || mbedtls_sha256_update_ret(&h->in, pad, 64);
+    for (size_t i = 0; i < sizeof pad; i++)
+        pad[i] = k[i] ^ 0x5c;
+    rc = rc || mbedtls_sha256_starts_ret(&h->out, 0) || mbedtls_sha256_update_ret(&h->out, pad, 64);
+    mbedtls_platform_zeroize(k, sizeof k);
+    mbedtls_platform_zeroize(pad, sizeof pad);
+    if (rc) {
+        mbedtls_sha256_free(&h->in);
+        mbedtls_sha256_free(&h->out);
+        free(h);
+        return NULL;
     }
-    /* Leftover bits must be zero (a canonical encoding). */
-    if (acc & ((1u << bits) - 1)) return -1;
-    *out_len = o;
-    return 0;
+    return h;
+}
+
+static void hmac_pads_free(struct pl_jwt_hmac *h)
+{
+    if (!h) return;
+    mbedtls_sha256_free(&h->in);
+    mbedtls_sha256_free(&h->out);
+    free(h);
 }
 
 static int hmac256(const char *key, size_t key_len, const char *msg, size_t n,
@@ -82,6 +86,23 @@ static int hmac256(const char *key, size_t key_len, const char *msg, size_t n,
                            out) == 0
                ? 0
                : -1;
+}
+
+/* The MAC of msg under k: from its precomputed pads when it has them (a keyset's keys). */
+static int key_mac(const pl_jwt_key_t *k, const char *msg, size_t n, unsigned char out[32])
+{
+    if (!k->hmac) return hmac256(k->secret, k->secret_len, msg, n, out);
+    mbedtls_sha256_context c;
+    unsigned char inner[32];
+    mbedtls_sha256_init(&c);
+    mbedtls_sha256_clone(&c, &k->hmac->in);
+    int rc = mbedtls_sha256_update_ret(&c, (const unsigned char *)msg, n) ||
+             mbedtls_sha256_finish_ret(&c, inner);
+    mbedtls_sha256_clone(&c, &k->hmac->out);
+    rc = rc || mbedtls_sha256_update_ret(&c, inner, sizeof inner) ||
+         mbedtls_sha256_finish_ret(&c, out);
+    mbedtls_sha256_free(&c);
+    return rc ? -1 : 0;
 }
 
 static int sub_ok(const char *s)
@@ -127,7 +148,7 @@ static int sign_core(const pl_jwt_key_t *key, const char *sub, int64_t iat, int6
     size_t signing_len = (size_t)h + 1 + (size_t)p;
 
     unsigned char mac[32];
-    if (hmac256(key->secret, key->secret_len, buf, signing_len, mac) != 0) goto out;
+    if (key_mac(key, buf, signing_len, mac) != 0) goto out;
     if (signing_len + 2 >= sizeof buf) goto out;
     buf[signing_len] = '.';
     int sg = b64url_encode(mac, sizeof mac, buf + signing_len + 1, sizeof buf - signing_len - 1);
@@ -161,7 +182,7 @@ static int sig_matches(const pl_jwt_key_t *k, const char *signing, size_t n,
                        const unsigned char *sig, size_t sig_len)
 {
     unsigned char mac[32];
-    if (hmac256(k->secret, k->secret_len, signing, n, mac) != 0) return 0;
+    if (key_mac(k, signing, n, mac) != 0) return 0;
     unsigned char diff = sig_len != sizeof mac;
     for (size_t i = 0; i < sizeof mac; i++)
         diff |= (unsigned char)(mac[i] ^ sig[i % 64]);
@@ -291,6 +312,11 @@ int pl_jwt_keyset_add(pl_jwt_keyset_t *ks, const char *kid, const char *secret, 
     memcpy(k->secret, secret, len);
     k->secret[len] = '\0';
     k->secret_len = len;
+    if (!(k->hmac = hmac_pads_new(secret, len))) {
+        free(k->secret);
+        k->secret = NULL;
+        return -1;
+    }
     snprintf(k->kid, sizeof k->kid, "%s", kid);
     ks->nkeys++;
     return 0;
@@ -347,6 +373,7 @@ void pl_jwt_keyset_free(pl_jwt_keyset_t *ks)
     for (int i = 0; i < ks->nkeys; i++) {
         if (ks->key[i].secret) memset(ks->key[i].secret, 0, ks->key[i].secret_len);
         free(ks->key[i].secret);
+        hmac_pads_free(ks->key[i].hmac);
     }
     free(ks->issuer);
     free(ks->audience);

@@ -1,13 +1,13 @@
 /* ws: handshake key, UTF-8 check and pooled wslay frame parsing; see the header. */
 #include "parley/proto/ws.h"
 
-#include <mbedtls/base64.h>
 #include <mbedtls/sha1.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <wslay/wslay.h>
 
+#include "parley/base/b64.h"
 #include "parley/net/frame.h"
 
 /* Idle contexts kept per shard; more are freed (each is ~4.3 KB). */
@@ -18,17 +18,16 @@ int pl_ws_accept_key(const char *key, size_t len, char out[PL_WS_ACCEPT_LEN + 1]
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     unsigned char raw[16], sha[20], buf[64 + sizeof guid];
     size_t n;
-    /* The key must be base64 of 16 bytes. */
-    if (len != 24 ||
-        mbedtls_base64_decode(raw, sizeof raw, &n, (const unsigned char *)key, len) != 0 || n != 16)
+    /* The key must be base64 of 16 bytes: 22 digits and "==". */
+    if (len != 24 || key[22] != '=' || key[23] != '=' ||
+        pl_b64_decode(key, 22, raw, sizeof raw, &n, PL_B64_STD) != 0 || n != 16)
         return -1;
     memcpy(buf, key, len);
     memcpy(buf + len, guid, sizeof guid - 1);
     if (mbedtls_sha1_ret(buf, len + sizeof guid - 1, sha) != 0) return -1;
-    if (mbedtls_base64_encode((unsigned char *)out, PL_WS_ACCEPT_LEN + 1, &n, sha, sizeof sha) != 0)
-        return -1;
-    out[n] = '\0';
-    return 0;
+    return pl_b64_encode(sha, sizeof sha, out, PL_WS_ACCEPT_LEN + 1, PL_B64_STD) == PL_WS_ACCEPT_LEN
+               ? 0
+               : -1;
 }
 
 pl_ws_hs_t pl_ws_handshake_check(const pl_http_t *h, char accept[PL_WS_ACCEPT_LEN + 1])

@@ -42,11 +42,14 @@ enum {
 #define PL_JWT_KEYS_MAX 8
 #define PL_JWT_KID_MAX 64
 
+struct pl_jwt_hmac;
+
 /** One accepted secret. */
 typedef struct {
     char kid[PL_JWT_KID_MAX + 1]; /**< "" when it has none */
     char *secret;                 /**< owned */
     size_t secret_len;
+    struct pl_jwt_hmac *hmac; /**< owned: the secret's HMAC pad states (NULL: made per call) */
 } pl_jwt_key_t;
 
 /** What tokens are accepted, and what minted ones carry. Zero-initialise before use. */

@@ -345,6 +345,40 @@ static void verify_independent_token(void)
     CHECK_EQ_INT(verify_s(EXT_SECRET, EXT_TOKEN, 4102444800LL, sub), PL_JWT_EEXPIRED);
 }
 
+/* A keyset's key MACs from precomputed pad states; pl_jwt_sign and pl_jwt_verify through
+ * mbedTLS's HMAC. Each must accept the other's tokens, for keys below, at and above SHA-256's
+ * 64-byte block (longer keys are hashed first), and the external token too. */
+static void keyset_pads_match_plain_hmac(void)
+{
+    static const size_t lens[] = {1, 17, 63, 64, 65, 200};
+    char secret[201], tok[1024], sub[PL_JWT_SUB_MAX + 1];
+    for (size_t i = 0; i < sizeof secret; i++)
+        secret[i] = (char)('a' + i % 26);
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
+        pl_jwt_keyset_t ks = {0};
+        pl_jwt_claims_t cl;
+        CHECK_EQ_INT(pl_jwt_keyset_add(&ks, "", secret, lens[i]), 0);
+        CHECK(ks.key[0].hmac != NULL);
+        int n = pl_jwt_sign(secret, lens[i], "pad-user", NOW + 60, tok, sizeof tok);
+        CHECK(n > 0);
+        CHECK_EQ_INT(pl_jwt_check(&ks, tok, (size_t)n, NOW, &cl), 0);
+        CHECK_STR(cl.sub, "pad-user");
+        n = pl_jwt_mint(&ks, "minted", NOW, NOW + 60, tok, sizeof tok);
+        CHECK(n > 0);
+        CHECK_EQ_INT(pl_jwt_verify(secret, lens[i], tok, (size_t)n, NOW, sub), 0);
+        CHECK_STR(sub, "minted");
+        /* One byte more or less of the secret is another key. */
+        CHECK(pl_jwt_verify(secret, lens[i] + 1, tok, (size_t)n, NOW, sub) == PL_JWT_ESIG);
+        pl_jwt_keyset_free(&ks);
+    }
+    pl_jwt_keyset_t ks = {0};
+    pl_jwt_claims_t cl;
+    CHECK_EQ_INT(pl_jwt_keyset_add(&ks, "", EXT_SECRET, strlen(EXT_SECRET)), 0);
+    CHECK_EQ_INT(pl_jwt_check(&ks, EXT_TOKEN, strlen(EXT_TOKEN), NOW, &cl), 0);
+    CHECK_STR(cl.sub, "carol-\xc3\xa9");
+    pl_jwt_keyset_free(&ks);
+}
+
 /* ---- key sets: kid rotation, nbf, leeway, iss, aud ---- */
 
 static int check_s(const pl_jwt_keyset_t *ks, const char *tok, int64_t now, pl_jwt_claims_t *cl)
@@ -514,6 +548,7 @@ int main(void)
     RUN(sub_with_nul_rejected);
     RUN(sign_small_buffer);
     RUN(verify_independent_token);
+    RUN(keyset_pads_match_plain_hmac);
     RUN(keyset_parse);
     RUN(kid_rotation);
     RUN(single_secret_ignores_foreign_kid);
