@@ -64,7 +64,8 @@ static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then retur
 /*
  * Chat state. ARGV[1] is always the key prefix (PARLEY_REDIS_PREFIX, "ws:").
  * These scripts name keys built from user and room ids, which is fine on one
- * Redis (Parley does not use Redis Cluster).
+ * Redis; on a Redis Cluster the same work is split into single-slot steps
+ * (the c* scripts below; docs/redis.md gives their order).
  *
  * A user's connections are counted per shard of each instance: field
  * "conn:<server>#<shard>" of ws:user:<id>. Each shard writes only its own
