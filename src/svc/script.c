@@ -43,23 +43,19 @@ static const char publish_lua[] =
                        "ARGV[6]") "if ARGV[7] ~= '' then redis.call(ARGV[7], ARGV[1], msg) end\n"
                                   "return {1, seq}\n";
 
-/* KEYS: seq, stream, ready, read hash. ARGV: since (-1: none), most entries, user.
+/* KEYS: seq, stream (unused: the stream is read with plain XRANGEs after this, app/subscribe.c),
+ * ready, read hash. ARGV: since (-1: none), most entries, user.
  * Returns {-1} if Redis is not ready (see above), else {cur, truncated, since, read position
- * (-1 if none), entries after since...}: when more than `most` are missing, since moves up to
- * cur - most (truncated = 1). */
+ * (-1 if none)}: when more than `most` are missing, since moves up to cur - most (truncated =
+ * 1); the catch-up then reads the stream entries after since up to cur. */
 static const char sync_lua[] = "if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end\n"
                                "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
                                "local since = tonumber(ARGV[1])\n"
                                "local most = tonumber(ARGV[2])\n"
                                "local rd = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '-1')\n"
                                "if since < 0 or since >= cur then return {cur, 0, since, rd} end\n"
-                               "local trunc = 0\n"
-                               "if cur - since > most then since = cur - most; trunc = 1 end\n"
-                               "local out = {cur, trunc, since, rd}\n"
-                               "local e = redis.call('XRANGE', KEYS[2], string.format('%d', since "
-                               "+ 1) .. '-0', '+', 'COUNT', most)\n"
-                               "for i = 1, #e do out[#out + 1] = e[i][2][2] end\n"
-                               "return out\n";
+                               "if cur - since > most then return {cur, 1, cur - most, rd} end\n"
+                               "return {cur, 0, since, rd}\n";
 
 /*
  * Chat state. ARGV[1] is always the key prefix (PARLEY_REDIS_PREFIX, "ws:").

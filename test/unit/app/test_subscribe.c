@@ -31,19 +31,56 @@ static fake_cmd_t *subscribe_since(pl_sock_t *c, const char *room, long long sin
     return sync;
 }
 
+/* XRANGE's answer: messages from..to of `room` (none if from > to), each with `text`. */
+static redisReply *stream_entries(const char *room, long long from, long long to, const char *text)
+{
+    redisReply *r = rarr(0);
+    for (long long seq = from; seq <= to; seq++) {
+        char m[512], id[32];
+        msg_json(m, sizeof m, room, seq, text);
+        snprintf(id, sizeof id, "%lld-0", seq);
+        r->element = realloc(r->element, (r->elements + 1) * sizeof *r->element);
+        r->element[r->elements++] = rarr(2, rstr(id), rarr(2, rstr("m"), rstr(m)));
+    }
+    return r;
+}
+
+/* Answer the pages the catch-up reads (XRANGE from-0 to-0 COUNT n) from a stream that holds
+ * messages first..first + n - 1 of `room`, each with `text`, until it asks for no more. */
+static void answer_pages(const char *room, long long first, int n, const char *text)
+{
+    fake_cmd_t *x;
+    while (turn(), (x = fr_take(is_cmd, "XRANGE"))) {
+        CHECK(x->argc == 6 && strcmp(x->argv[4], "COUNT") == 0);
+        long long from = atoll(x->argv[2]), to = atoll(x->argv[3]), count = atoll(x->argv[5]);
+        if (from < first) from = first;
+        if (to > first + n - 1) to = first + n - 1;
+        if (to > from + count - 1) to = from + count - 1;
+        fr_answer(x, stream_entries(room, from, to, text));
+    }
+}
+
+/* Read every frame `c` has: the seq one past the last, and how many were out of the run that
+ * starts at `first`. */
+static long long read_run(pl_sock_t *c, long long first, int *bad)
+{
+    char *f;
+    *bad = 0;
+    while ((f = cl_next(c))) {
+        if (frame_seq(f) != first) (*bad)++;
+        first++;
+        free(f);
+    }
+    return first;
+}
+
 /* Answer a sync script as Redis would: the room is at `cur`, the catch-up reads after `since`,
  * and the stream holds messages first..first + n - 1 of `room`. */
 static void answer_sync(fake_cmd_t *sync, const char *room, long long cur, long long since,
                         long long first, int n)
 {
-    redisReply *r = rarr(4, rinteger(cur), rinteger(0), rinteger(since), rinteger(-1));
-    r->element = realloc(r->element, (size_t)(4 + n) * sizeof *r->element);
-    for (int i = 0; i < n; i++) {
-        char m[256];
-        msg_json(m, sizeof m, room, first + i, "x");
-        r->element[r->elements++] = rstr(m);
-    }
-    fr_answer(sync, r);
+    fr_answer(sync, rarr(4, rinteger(cur), rinteger(0), rinteger(since), rinteger(-1)));
+    answer_pages(room, first, n, "x");
 }
 
 /*
@@ -146,34 +183,21 @@ static void large_catchup_streams(void)
     fake_cmd_t *sync = fr_script(PL_SCRIPT_SYNC);
     CHECK(sync != NULL);
     if (!sync) return;
-    enum { N = 3000 };
-    redisReply *r = rarr(4, rinteger(N), rinteger(0), rinteger(0), rinteger(-1));
-    r->element = realloc(r->element, (4 + N) * sizeof *r->element);
+    enum { N = 3000 }; /* three pages */
+    fr_answer(sync, rarr(4, rinteger(N), rinteger(0), rinteger(0), rinteger(-1)));
     char text[300];
     memset(text, 'x', 200);
     text[200] = '\0';
-    for (int i = 0; i < N; i++) {
-        char m[512];
-        msg_json(m, sizeof m, "big", i + 1, text);
-        r->element[4 + i] = rstr(m);
-    }
-    r->elements = 4 + N;
-    fr_answer(sync, r);
+    answer_pages("big", 1, N, text);
     bcast("big", N + 1, "live");
     turn();
     turn();
     char *f = cl_expect(c, "subscribed");
     CHECK(f != NULL);
     free(f);
-    long long next = 1;
-    int bad = 0;
-    while ((f = cl_next(c))) {
-        if (frame_seq(f) != next) bad++;
-        next++;
-        free(f);
-    }
+    int bad;
+    CHECK_EQ_INT(read_run(c, 1, &bad), N + 2); /* 1..N recovered, then the live N + 1 */
     CHECK_EQ_INT(bad, 0);
-    CHECK_EQ_INT(next, N + 2); /* 1..N recovered, then the live N + 1 */
 }
 
 /*
@@ -254,6 +278,65 @@ static void seq_jump_catches_up(void)
     }
     CHECK(cl_next(c) == NULL);
     CHECK(fr_script(PL_SCRIPT_SYNC) == NULL);
+}
+
+/* One page of a catch-up's XRANGE answered with messages from..to of `room` (none if from >
+ * to); returns 0 if no page was asked for. */
+static int answer_page_with(const char *room, long long from, long long to)
+{
+    fake_cmd_t *x = fr_take(is_cmd, "XRANGE");
+    if (!x) return 0;
+    redisReply *r = stream_entries(room, from, to, "t");
+    fr_answer(x, r);
+    turn();
+    return 1;
+}
+
+/*
+ * The stream is read in pages after the sync script, so it can be trimmed between two pages.
+ * Page one brings 1..1000; by page two the stream starts at 1500. What came before the gap is
+ * dropped and the rest is what the catch-up has (no database here: `truncated`); nothing is
+ * delivered out of order or twice. Then entries up to cur vanish altogether (Redis lost its
+ * data, or a burst trimmed past cur): the room is read again, from the same since.
+ */
+static void catchup_pages_and_trimming(void)
+{
+    pl_sock_t *c = subscribed_client("hana");
+    fake_cmd_t *sync = subscribe_since(c, "tp", 0);
+    if (!sync) return;
+    fr_answer(sync, rarr(4, rinteger(2500), rinteger(0), rinteger(0), rinteger(-1)));
+    turn();
+    CHECK(answer_page_with("tp", 1, 1000));
+    CHECK(answer_page_with("tp", 1500, 2499)); /* asked from 1001: a gap */
+    CHECK(answer_page_with("tp", 2500, 2500));
+    CHECK(fr_take(is_cmd, "XRANGE") == NULL); /* up to cur: done */
+    char *f = cl_expect(c, "subscribed");
+    CHECK(f && strstr(f, "\"truncated\":true") && strstr(f, "\"seq\":2500"));
+    free(f);
+    int bad;
+    CHECK_EQ_INT(read_run(c, 1500, &bad), 2501);
+    CHECK_EQ_INT(bad, 0);
+
+    pl_sock_t *d = subscribed_client("ivan");
+    sync = subscribe_since(d, "tv", 10);
+    if (!sync) return;
+    fr_answer(sync, rarr(4, rinteger(30), rinteger(0), rinteger(10), rinteger(-1)));
+    turn();
+    CHECK(answer_page_with("tv", 1, 0)); /* nothing up to 30 any more */
+    fake_cmd_t *again = fr_script(PL_SCRIPT_SYNC);
+    CHECK(again != NULL);
+    if (!again) return;
+    CHECK_STR(again->argv[7], "10");
+    answer_sync(again, "tv", 40, 10, 11, 30);
+    f = cl_expect(d, "subscribed");
+    CHECK(f && strstr(f, "\"seq\":40") && !strstr(f, "truncated"));
+    free(f);
+    for (long long want = 11; want <= 40; want++) {
+        f = cl_next(d);
+        CHECK_EQ_INT(f ? frame_seq(f) : -2, want);
+        free(f);
+    }
+    CHECK(cl_next(d) == NULL);
 }
 
 /* ---- PARLEY_SUBSCRIBE=rooms (app/roomsub.c) ---- */
@@ -362,6 +445,7 @@ int main(void)
     RUN(large_catchup_streams);
     RUN(catchup_waits_for_restore);
     RUN(seq_jump_catches_up);
+    RUN(catchup_pages_and_trimming);
     /* Rooms mode from here on: the subscriber is set up, never started (the test is its
      * thread). */
     srv.cfg.subscribe_rooms = 1;
