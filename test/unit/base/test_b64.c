@@ -65,7 +65,7 @@ static void decode_refuses(void)
     CHECK_EQ_INT(pl_b64_decode("Zm9vYg", 6, dec, 3, &n, PL_B64_URL), -1);
     CHECK_EQ_INT(pl_b64_decode("Zm9vYg", 6, dec, 4, &n, PL_B64_URL), 0);
     CHECK_EQ_INT(n, 4);
-    char out[8];
+    char out[16];
     CHECK_EQ_INT(pl_b64_encode((const unsigned char *)"foob", 4, out, 8, PL_B64_STD), -1);
     CHECK_EQ_INT(pl_b64_encode((const unsigned char *)"foob", 4, out, 9, PL_B64_STD), 8);
 }
