@@ -298,7 +298,7 @@ void pl_chat_resync(pl_shard_t *s)
         pl_split_resync(s);
         return;
     }
-    size_t users = s->users.count, k = 0;
+    size_t users = pl_users_count(&s->users), k = 0;
     const char **argv = malloc((PRESENCE_FIXED_ARGS + 2 * users) * sizeof *argv);
     size_t *lens = malloc((PRESENCE_FIXED_ARGS + 2 * users) * sizeof *lens);
     char *counts = malloc(users * 12 + 1);
@@ -311,10 +311,10 @@ void pl_chat_resync(pl_shard_t *s)
     /* Every connection in the user table is authenticated and not yet gone: from now on each
      * is counted in Redis, so its close must be sent. */
     char *cp = counts;
-    for (pl_room_t *u = pl_room_first(&s->users); u; u = pl_room_next(&s->users, u)) {
-        for (uint32_t i = 0; i < u->nmembers; i++)
-            ((pl_session_t *)u->members[i]->owner)->presence = 1;
-        int len = snprintf(cp, 12, "%u", u->nmembers);
+    for (pl_user_t *u = pl_users_first(&s->users); u; u = pl_users_next(&s->users, u)) {
+        for (pl_user_link_t *l = u->first; l; l = l->next)
+            pl_session_of_ulink(l)->presence = 1;
+        int len = snprintf(cp, 12, "%u", u->n);
         argv[k] = u->name, lens[k++] = u->len;
         argv[k] = cp, lens[k++] = (size_t)len;
         cp += len + 1;

@@ -245,9 +245,9 @@ static void deliver_dm(pl_shard_t *s, const pl_bcast_t *b)
     const char *users[2] = {b->user_a, b->user_b};
     for (int u = 0; u < 2; u++) {
         if (u == 1 && strcmp(users[0], users[1]) == 0) break;
-        pl_room_t *r = pl_room_find(&s->users, users[u], strlen(users[u]));
-        for (uint32_t i = 0; r && i < r->nmembers; i++)
-            if (pl_conn_send(pl_session_conn(r->members[i]->owner), b->frame) == 0) n++;
+        pl_user_t *r = pl_users_find(&s->users, users[u], strlen(users[u]));
+        for (pl_user_link_t *l = r ? r->first : NULL; l; l = l->next)
+            if (pl_conn_send(pl_session_conn(pl_session_of_ulink(l)), b->frame) == 0) n++;
     }
     pl_counter_add(&s->stats.delivered, n);
 }
@@ -256,9 +256,9 @@ static void deliver_dm(pl_shard_t *s, const pl_bcast_t *b)
  * queued (the end of the turn closes), so the user's list does not change under the walk. */
 static void kick(pl_shard_t *s, const pl_bcast_t *b)
 {
-    pl_room_t *r = pl_room_find(&s->users, b->user_a, strlen(b->user_a));
-    for (uint32_t i = 0; r && i < r->nmembers; i++) {
-        pl_session_t *ss = r->members[i]->owner;
+    pl_user_t *r = pl_users_find(&s->users, b->user_a, strlen(b->user_a));
+    for (pl_user_link_t *l = r ? r->first : NULL; l; l = l->next) {
+        pl_session_t *ss = pl_session_of_ulink(l);
         pl_conn_t *c = pl_session_conn(ss);
         /* A connection authenticated after the disconnect reached this instance is not one it
          * was asked to close (a loop busier than the others may take its copy late). */

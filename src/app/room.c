@@ -1,4 +1,4 @@
-/* room: chained hash table of rooms, each with an array of subscriptions. */
+/* room: the shard's rooms (an htab), each with an array of subscriptions. */
 #include "parley/app/room.h"
 
 #include <stdlib.h>
@@ -18,10 +18,12 @@ int pl_room_id_valid(const char *name, size_t len)
 
 uint32_t pl_room_hash(const char *s, size_t n)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
+    return pl_htab_hash(s, n);
+}
+
+static pl_room_t *room_of(pl_hnode_t *n)
+{
+    return n ? (pl_room_t *)((char *)n - offsetof(pl_room_t, node)) : NULL;
 }
 
 void pl_room_table_init(pl_room_table_t *t)
@@ -31,45 +33,37 @@ void pl_room_table_init(pl_room_table_t *t)
 
 void pl_room_table_free(pl_room_table_t *t)
 {
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        pl_room_t *r = t->buckets[i];
-        while (r) {
-            pl_room_t *next = r->hnext;
-            for (uint32_t j = 0; j < r->nmembers; j++)
-                free(r->members[j]);
-            free(r->members);
-            free(r);
-            r = next;
-        }
+    pl_hnode_t *n = pl_htab_first(&t->h);
+    while (n) {
+        pl_room_t *r = room_of(n);
+        n = pl_htab_next(&t->h, n);
+        for (uint32_t j = 0; j < r->nmembers; j++)
+            free(r->members[j]);
+        free(r->members);
+        free(r);
     }
-    free(t->buckets);
+    pl_htab_free(&t->h);
     memset(t, 0, sizeof *t);
 }
 
 pl_room_t *pl_room_find(const pl_room_table_t *t, const char *name, size_t len)
 {
-    if (!t->nbuckets) return NULL;
     uint32_t h = pl_room_hash(name, len);
-    for (pl_room_t *r = t->buckets[h & (t->nbuckets - 1)]; r; r = r->hnext)
-        if (r->hash == h && r->len == len && memcmp(r->name, name, len) == 0) return r;
-    return NULL;
-}
-
-static pl_room_t *first_from(const pl_room_table_t *t, size_t bucket)
-{
-    for (; bucket < t->nbuckets; bucket++)
-        if (t->buckets[bucket]) return t->buckets[bucket];
+    for (pl_hnode_t *n = pl_htab_chain(&t->h, h); n; n = n->next) {
+        pl_room_t *r = room_of(n);
+        if (n->hash == h && r->len == len && memcmp(r->name, name, len) == 0) return r;
+    }
     return NULL;
 }
 
 pl_room_t *pl_room_first(const pl_room_table_t *t)
 {
-    return first_from(t, 0);
+    return room_of(pl_htab_first(&t->h));
 }
 
 pl_room_t *pl_room_next(const pl_room_table_t *t, const pl_room_t *r)
 {
-    return r->hnext ? r->hnext : first_from(t, (r->hash & (t->nbuckets - 1)) + 1);
+    return room_of(pl_htab_next(&t->h, &r->node));
 }
 
 pl_sub_t *pl_room_sub_of(pl_sub_t *list, const pl_room_t *room)
@@ -79,34 +73,9 @@ pl_sub_t *pl_room_sub_of(pl_sub_t *list, const pl_room_t *room)
     return NULL;
 }
 
-/* Keep the load factor at most 1; returns -1 on allocation failure. */
-static int maybe_grow(pl_room_table_t *t)
-{
-    if (t->count < t->nbuckets) return 0;
-    size_t n = t->nbuckets ? t->nbuckets * 2 : 64;
-    pl_room_t **b = calloc(n, sizeof *b);
-    if (!b) return t->nbuckets ? 0 : -1; /* a full table still works, only slower */
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        pl_room_t *r = t->buckets[i];
-        while (r) {
-            pl_room_t *next = r->hnext;
-            r->hnext = b[r->hash & (n - 1)];
-            b[r->hash & (n - 1)] = r;
-            r = next;
-        }
-    }
-    free(t->buckets);
-    t->buckets = b;
-    t->nbuckets = n;
-    return 0;
-}
-
 static void room_unlink_free(pl_room_table_t *t, pl_room_t *room)
 {
-    pl_room_t **pp = &t->buckets[room->hash & (t->nbuckets - 1)];
-    while (*pp != room)
-        pp = &(*pp)->hnext;
-    *pp = room->hnext;
+    pl_htab_remove(&t->h, &room->node);
     t->count--;
     if (t->on_room) t->on_room(t->on_room_ctx, room, 0);
     free(room->members);
@@ -121,14 +90,13 @@ pl_sub_t *pl_room_join(pl_room_table_t *t, const char *name, size_t len, void *o
         pl_sub_t *s = pl_room_sub_of(*list, room);
         if (s) return s;
     } else {
-        if (maybe_grow(t) != 0) return NULL;
+        if (pl_htab_reserve(&t->h) != 0) return NULL;
         room = calloc(1, sizeof *room + len + 1);
         if (!room) return NULL;
-        room->hash = pl_room_hash(name, len);
+        room->node.hash = pl_room_hash(name, len);
         room->len = (uint32_t)len;
         memcpy(room->name, name, len);
-        room->hnext = t->buckets[room->hash & (t->nbuckets - 1)];
-        t->buckets[room->hash & (t->nbuckets - 1)] = room;
+        pl_htab_insert(&t->h, &room->node);
         t->count++;
         if (t->on_room) t->on_room(t->on_room_ctx, room, 1);
     }
@@ -186,8 +154,7 @@ size_t pl_room_count(const pl_sub_t *list)
 
 void pl_room_table_each(pl_room_table_t *t, void (*cb)(pl_sub_t *sub, void *arg), void *arg)
 {
-    for (size_t b = 0; b < t->nbuckets; b++)
-        for (pl_room_t *r = t->buckets[b]; r; r = r->hnext)
-            for (uint32_t i = 0; i < r->nmembers; i++)
-                cb(r->members[i], arg);
+    for (pl_room_t *r = pl_room_first(t); r; r = pl_room_next(t, r))
+        for (uint32_t i = 0; i < r->nmembers; i++)
+            cb(r->members[i], arg);
 }

@@ -82,7 +82,7 @@ void pl_session_start(pl_conn_t *c, const char *user, int64_t exp, int64_t iat)
     pl_wire_authenticated(b, user, s->srv->cfg.server_id, session, ss->exp);
     pl_session_send(c, b);
     pl_debug("conn %s: authenticated, session %s", user, session);
-    if (!pl_room_join(&s->users, user, strlen(user), ss, &ss->usub)) {
+    if (pl_users_add(&s->users, user, strlen(user), &ss->ulink) != 0) {
         pl_conn_abort(c, "out of memory");
         return;
     }
@@ -297,7 +297,7 @@ static void on_close(pl_conn_t *c)
     pl_counter_set(&s->stats.sessions, pl_counter_get(&s->stats.sessions) - 1);
     pl_subscribe_leave_all(c);
     pl_chat_typing_stop_all(c);
-    if (ss->usub) pl_room_leave(&s->users, &ss->usub, ss->usub);
+    pl_users_remove(&s->users, &ss->ulink);
     pl_chat_presence_down(c);
 }
 

@@ -117,7 +117,7 @@ static void presence_timer_cb(uv_timer_t *t)
 static void room_cb(void *ctx, pl_room_t *room, int present)
 {
     pl_shard_t *s = ctx;
-    pl_shardmask_update(s->srv->rooms_mask, s->mask_counts, s->index, room->hash, present);
+    pl_shardmask_update(s->srv->rooms_mask, s->mask_counts, s->index, room->node.hash, present);
     pl_roomsub_room(s, room, present);
     if (!present) pl_deliver_room_gone(s, room);
 }
@@ -130,7 +130,7 @@ int pl_shard_init(pl_loop_t *loop, pl_server_t *srv, int fd, int tls_fd, void *t
     s->loop = loop;
     s->index = pl_loop_index(loop);
     pl_room_table_init(&s->rooms);
-    pl_room_table_init(&s->users);
+    memset(&s->users, 0, sizeof s->users);
     s->rooms.on_room = room_cb;
     s->rooms.on_room_ctx = s;
     if (!(s->mask_counts = calloc(1, sizeof *s->mask_counts))) return UV_ENOMEM;
@@ -196,7 +196,7 @@ void pl_shard_exit(pl_loop_t *loop)
 {
     pl_shard_t *s = pl_shard_of_loop(loop);
     pl_room_table_free(&s->rooms);
-    pl_room_table_free(&s->users);
+    pl_users_free(&s->users);
     free(s->mask_counts);
     pl_chat_free(s);
     pl_kv_free(s);

@@ -225,7 +225,7 @@ static void members_reply(struct redisAsyncContext *ac, void *reply, void *privd
     for (size_t i = 0; i < r->elements; i++) {
         int k;
         const char *u = member_user(r->element[i], &k);
-        if (k != s->index || pl_room_find(&s->users, u, strlen(u))) continue;
+        if (k != s->index || pl_users_find(&s->users, u, strlen(u))) continue;
         step_t *x = step_new(s, u, '=');
         if (x) send_user_step(s, x, "=0");
     }
@@ -235,13 +235,13 @@ void pl_split_resync(pl_shard_t *s)
 {
     const pl_config_t *cfg = &s->srv->cfg;
     pl_split_heartbeat(s);
-    s->registered = s->registered || s->users.count > 0;
+    s->registered = s->registered || pl_users_count(&s->users) > 0;
     size_t n = 0;
     char op[16];
-    for (pl_room_t *u = pl_room_first(&s->users); u; u = pl_room_next(&s->users, u)) {
-        for (uint32_t i = 0; i < u->nmembers; i++)
-            ((pl_session_t *)u->members[i]->owner)->presence = 1;
-        snprintf(op, sizeof op, "=%u", u->nmembers);
+    for (pl_user_t *u = pl_users_first(&s->users); u; u = pl_users_next(&s->users, u)) {
+        for (pl_user_link_t *l = u->first; l; l = l->next)
+            pl_session_of_ulink(l)->presence = 1;
+        snprintf(op, sizeof op, "=%u", u->n);
         step_t *x = step_new(s, u->name, '=');
         if (x && send_user_step(s, x, op) == 0) n++;
     }

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "parley/base/htab.h"
+
 /** Longest room id, in bytes. */
 #define PL_ROOM_MAX 128
 
@@ -45,8 +47,7 @@ typedef struct pl_sub {
 
 /** A room with at least one subscriber on this shard. */
 typedef struct pl_room {
-    struct pl_room *hnext; /**< hash chain */
-    uint32_t hash;
+    pl_hnode_t node; /**< in the table; node.hash is the name's pl_room_hash */
     uint32_t nmembers, cap;
     pl_sub_t **members; /**< [0, nmembers): the subscriptions, in no particular order */
     /* Kept by the shard (app/roomsub.h); the table only zeroes them. */
@@ -63,10 +64,9 @@ typedef struct pl_room {
 
 /** The table; zero-initialise or pl_room_table_init. */
 typedef struct {
-    pl_room_t **buckets;
-    size_t nbuckets; /**< 0 or a power of two */
-    size_t count;    /**< rooms */
-    size_t subs;     /**< subscriptions, in every room */
+    pl_htab_t h;  /**< the rooms */
+    size_t count; /**< rooms */
+    size_t subs;  /**< subscriptions, in every room */
     /** If set: called with the room when it appears (first join, present = 1; before the
      *  joining subscription is added) and when it goes (last leave, present = 0; freed right
      *  after). Not called by pl_room_table_free. */

@@ -16,6 +16,7 @@
 
 #include "parley/app/limits.h"
 #include "parley/app/room.h"
+#include "parley/app/users.h"
 #include "parley/app/wire.h"
 #include "parley/base/buf.h"
 #include "parley/proto/conn.h"
@@ -27,7 +28,7 @@ typedef struct pl_session {
     char *user;               /**< after authentication; owned */
     uint64_t id;              /**< unique per connection across the cluster */
     pl_sub_t *subs;           /**< rooms subscribed to, on the shard's room table */
-    pl_sub_t *usub;           /**< this connection in the shard's user table */
+    pl_user_link_t ulink;     /**< this connection in the shard's user index */
     struct pl_typing *typing; /**< rooms it is typing in (chat.c) */
     uint8_t authed;
     uint8_t presence;      /**< counted in Redis presence (chat.c) */
@@ -53,6 +54,12 @@ static inline pl_session_t *pl_session_of(pl_conn_t *c)
 static inline pl_conn_t *pl_session_conn(pl_session_t *s)
 {
     return pl_conn_of(s);
+}
+
+/** The session whose user link is `l` (a pl_user_t's chain). */
+static inline pl_session_t *pl_session_of_ulink(pl_user_link_t *l)
+{
+    return (pl_session_t *)((char *)l - offsetof(pl_session_t, ulink));
 }
 
 /** The gateway's handler table for its connections (proto/conn.h). */

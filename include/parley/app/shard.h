@@ -20,6 +20,7 @@
 #include "parley/app/drain.h"
 #include "parley/app/limits.h"
 #include "parley/app/room.h"
+#include "parley/app/users.h"
 #include "parley/app/wire.h"
 #include "parley/base/buf.h"
 #include "parley/base/idgen.h"
@@ -94,7 +95,7 @@ typedef struct pl_shard {
     int index;
     pl_room_table_t rooms;              /**< rooms subscribed to here */
     pl_shardmask_counts_t *mask_counts; /**< this shard's share of the server's room mask; owned */
-    pl_room_table_t users; /**< user id -> this shard's connections of that user (DMs, presence) */
+    pl_users_t users; /**< user id -> this shard's connections of that user (DMs, presence) */
     uv_timer_t presence_timer; /**< shard 0 only: heartbeat and dead-instance sweep */
     uv_timer_t ready_timer;
     uv_timer_t gap_timer;     /**< gap catch-ups tried again (subscribe.h) */

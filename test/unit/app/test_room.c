@@ -237,8 +237,8 @@ static void many_rooms_table_growth(void)
         CHECK(join_s(&t, name, &owner, &l) != NULL);
     }
     CHECK_EQ_INT(t.count, N);
-    CHECK(t.nbuckets >= N);                      /* load factor at most 1 */
-    CHECK((t.nbuckets & (t.nbuckets - 1)) == 0); /* a power of two */
+    CHECK(t.h.nbuckets >= N);                        /* load factor at most 1 */
+    CHECK((t.h.nbuckets & (t.h.nbuckets - 1)) == 0); /* a power of two */
     CHECK_EQ_INT(pl_room_count(l), N);
     int missing = 0, wrong = 0;
     for (int i = 0; i < N; i++) {
@@ -253,10 +253,10 @@ static void many_rooms_table_growth(void)
     CHECK_EQ_INT(wrong, 0);
     /* every room is in exactly one chain, in the right bucket */
     size_t chained = 0, misplaced = 0;
-    for (size_t bkt = 0; bkt < t.nbuckets; bkt++)
-        for (pl_room_t *r = t.buckets[bkt]; r; r = r->hnext) {
+    for (size_t bkt = 0; bkt < t.h.nbuckets; bkt++)
+        for (pl_hnode_t *n = t.h.buckets[bkt]; n; n = n->next) {
             chained++;
-            misplaced += (r->hash & (t.nbuckets - 1)) != bkt;
+            misplaced += (n->hash & (t.h.nbuckets - 1)) != bkt;
         }
     CHECK_EQ_INT(chained, N);
     CHECK_EQ_INT(misplaced, 0);
@@ -286,7 +286,7 @@ static void many_rooms_table_growth(void)
     /* free with rooms and subscriptions still in it (valgrind: no leak) */
     pl_room_table_free(&t);
     CHECK_EQ_INT(t.count, 0);
-    CHECK(t.buckets == NULL);
+    CHECK(t.h.buckets == NULL);
 }
 
 static void sub_of(void)

@@ -36,7 +36,7 @@ static void bits_follow_counts(void)
 static int shard_index;
 static void room_cb(void *ctx, pl_room_t *room, int present)
 {
-    pl_shardmask_update(mask, ctx, shard_index, room->hash, present);
+    pl_shardmask_update(mask, ctx, shard_index, room->node.hash, present);
 }
 
 static void room_table_hook(void)

@@ -1,0 +1,70 @@
+/*
+ * users: one shard's index of its authenticated connections by user id, for
+ * what is addressed to a user rather than a room (direct messages, a
+ * disconnect) and for the per-user counts presence reports to Redis.
+ *
+ * A connection embeds a pl_user_link_t (the session does); an entry per user
+ * chains the links of that user's connections on this shard. An entry costs
+ * one small allocation per user, a connection two pointers: the index is kept
+ * for every connection, so it is held to what it needs.
+ *
+ * Ownership: the index allocates and frees its entries (the first add
+ * creates one, the last remove frees it); links belong to their connections.
+ * Not thread-safe: an index belongs to one shard thread.
+ */
+#ifndef PARLEY_APP_USERS_H
+#define PARLEY_APP_USERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley/base/htab.h"
+
+struct pl_user;
+
+/** A connection's place in its user's chain; zeroed = not filed. */
+typedef struct pl_user_link {
+    struct pl_user_link *next; /**< the user's next connection on this shard */
+    struct pl_user *user;      /**< its entry, NULL while not filed */
+} pl_user_link_t;
+
+/** One user with at least one connection on this shard. */
+typedef struct pl_user {
+    pl_hnode_t node;
+    pl_user_link_t *first; /**< its connections, newest first */
+    uint32_t n;            /**< how many */
+    uint32_t len;
+    char name[]; /**< NUL-terminated */
+} pl_user_t;
+
+/** The index; zero-initialised is empty. */
+typedef struct {
+    pl_htab_t h;
+} pl_users_t;
+
+/** Users in the index. */
+static inline size_t pl_users_count(const pl_users_t *t)
+{
+    return t->h.count;
+}
+
+/** The entry of user `name[0..len)`, or NULL if it has no connection here. */
+pl_user_t *pl_users_find(const pl_users_t *t, const char *name, size_t len);
+
+/** File `l` (not filed) under user `name[0..len)`. 0, or -1 on allocation failure (nothing
+ *  changed). */
+int pl_users_add(pl_users_t *t, const char *name, size_t len, pl_user_link_t *l);
+
+/** Unfile `l` if it is filed; the user's last link frees its entry. */
+void pl_users_remove(pl_users_t *t, pl_user_link_t *l);
+
+/** The first entry in no particular order, or NULL; with pl_users_next, each once. The index
+ *  must not change during the walk. */
+pl_user_t *pl_users_first(const pl_users_t *t);
+/** The entry after `u` in that walk, or NULL. */
+pl_user_t *pl_users_next(const pl_users_t *t, const pl_user_t *u);
+
+/** Free every entry (links still filed then dangle) and empty the index. */
+void pl_users_free(pl_users_t *t);
+
+#endif

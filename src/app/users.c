@@ -1,0 +1,78 @@
+/* users: the shard's connections by user id; see the header. */
+#include "parley/app/users.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static pl_user_t *user_of(pl_hnode_t *n)
+{
+    return n ? (pl_user_t *)((char *)n - offsetof(pl_user_t, node)) : NULL;
+}
+
+pl_user_t *pl_users_find(const pl_users_t *t, const char *name, size_t len)
+{
+    uint32_t h = pl_htab_hash(name, len);
+    for (pl_hnode_t *n = pl_htab_chain(&t->h, h); n; n = n->next) {
+        pl_user_t *u = user_of(n);
+        if (n->hash == h && u->len == len && memcmp(u->name, name, len) == 0) return u;
+    }
+    return NULL;
+}
+
+int pl_users_add(pl_users_t *t, const char *name, size_t len, pl_user_link_t *l)
+{
+    pl_user_t *u = pl_users_find(t, name, len);
+    if (!u) {
+        if (pl_htab_reserve(&t->h) != 0) return -1;
+        if (!(u = malloc(sizeof *u + len + 1))) return -1;
+        u->node.hash = pl_htab_hash(name, len);
+        u->first = NULL;
+        u->n = 0;
+        u->len = (uint32_t)len;
+        memcpy(u->name, name, len);
+        u->name[len] = '\0';
+        pl_htab_insert(&t->h, &u->node);
+    }
+    l->next = u->first;
+    l->user = u;
+    u->first = l;
+    u->n++;
+    return 0;
+}
+
+void pl_users_remove(pl_users_t *t, pl_user_link_t *l)
+{
+    pl_user_t *u = l->user;
+    if (!u) return;
+    pl_user_link_t **pp = &u->first;
+    while (*pp != l)
+        pp = &(*pp)->next;
+    *pp = l->next;
+    l->next = NULL;
+    l->user = NULL;
+    if (--u->n == 0) {
+        pl_htab_remove(&t->h, &u->node);
+        free(u);
+    }
+}
+
+pl_user_t *pl_users_first(const pl_users_t *t)
+{
+    return user_of(pl_htab_first(&t->h));
+}
+
+pl_user_t *pl_users_next(const pl_users_t *t, const pl_user_t *u)
+{
+    return user_of(pl_htab_next(&t->h, &u->node));
+}
+
+void pl_users_free(pl_users_t *t)
+{
+    pl_hnode_t *n = pl_htab_first(&t->h);
+    while (n) {
+        pl_user_t *u = user_of(n);
+        n = pl_htab_next(&t->h, n);
+        free(u);
+    }
+    pl_htab_free(&t->h);
+}

@@ -1,0 +1,110 @@
+/* Unit tests for src/app/users.c (and the htab under it): filing connections by user, chains
+ * of several connections, removal from any place, the walk, growth, free. */
+#include "parley/app/users.h"
+#include "unit.h"
+
+#include <stdlib.h>
+
+static pl_user_t *find_s(const pl_users_t *t, const char *name)
+{
+    return pl_users_find(t, name, strlen(name));
+}
+
+/* 1 if `u`'s chain holds exactly the `n` links given, each pointing back at u. */
+static int chain_is(const pl_user_t *u, pl_user_link_t **want, int n)
+{
+    int seen = 0;
+    for (pl_user_link_t *l = u->first; l; l = l->next) {
+        int found = 0;
+        for (int i = 0; i < n; i++)
+            found |= want[i] == l;
+        if (!found || l->user != u) return 0;
+        seen++;
+    }
+    return seen == n && u->n == (uint32_t)n;
+}
+
+static void add_find_remove(void)
+{
+    pl_users_t t = {0};
+    pl_user_link_t a1 = {0}, a2 = {0}, a3 = {0}, b1 = {0};
+    CHECK(find_s(&t, "alice") == NULL); /* no buckets yet */
+    CHECK_EQ_INT(pl_users_add(&t, "alice", 5, &a1), 0);
+    CHECK_EQ_INT(pl_users_add(&t, "alice", 5, &a2), 0);
+    CHECK_EQ_INT(pl_users_add(&t, "bob", 3, &b1), 0);
+    CHECK_EQ_INT(pl_users_add(&t, "alice", 5, &a3), 0);
+    CHECK_EQ_INT(pl_users_count(&t), 2);
+    pl_user_t *a = find_s(&t, "alice"), *b = find_s(&t, "bob");
+    CHECK(a && b && a != b);
+    CHECK_STR(a->name, "alice");
+    CHECK(chain_is(a, (pl_user_link_t *[]){&a1, &a2, &a3}, 3));
+    CHECK(chain_is(b, (pl_user_link_t *[]){&b1}, 1));
+    CHECK(find_s(&t, "alic") == NULL && find_s(&t, "alicee") == NULL);
+    pl_users_remove(&t, &a2); /* the middle of the chain */
+    CHECK(a2.user == NULL && a2.next == NULL);
+    CHECK(chain_is(a, (pl_user_link_t *[]){&a1, &a3}, 2));
+    pl_users_remove(&t, &a2); /* not filed: nothing happens */
+    CHECK(chain_is(a, (pl_user_link_t *[]){&a1, &a3}, 2));
+    pl_users_remove(&t, &a3); /* the head */
+    CHECK(chain_is(a, (pl_user_link_t *[]){&a1}, 1));
+    pl_users_remove(&t, &a1); /* the last: the entry goes */
+    CHECK(find_s(&t, "alice") == NULL);
+    CHECK_EQ_INT(pl_users_count(&t), 1);
+    CHECK_EQ_INT(pl_users_add(&t, "alice", 5, &a1), 0); /* back again */
+    CHECK(chain_is(find_s(&t, "alice"), (pl_user_link_t *[]){&a1}, 1));
+    pl_users_free(&t); /* with entries in it (valgrind: no leak) */
+    CHECK_EQ_INT(pl_users_count(&t), 0);
+    CHECK(t.h.buckets == NULL);
+}
+
+static void many_users_walk_and_growth(void)
+{
+    enum { N = 3000 };
+    pl_users_t t = {0};
+    pl_user_link_t *links = calloc(2 * N, sizeof *links);
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "user-%d", i);
+        CHECK_EQ_INT(pl_users_add(&t, name, strlen(name), &links[2 * i]), 0);
+        if (i % 3 == 0) CHECK_EQ_INT(pl_users_add(&t, name, strlen(name), &links[2 * i + 1]), 0);
+    }
+    CHECK_EQ_INT(pl_users_count(&t), N);
+    CHECK(t.h.nbuckets >= N && (t.h.nbuckets & (t.h.nbuckets - 1)) == 0);
+    /* the walk sees every user once, with its count */
+    int seen = 0, wrong = 0;
+    char *mark = calloc(N, 1);
+    for (pl_user_t *u = pl_users_first(&t); u; u = pl_users_next(&t, u)) {
+        int i = atoi(u->name + 5);
+        wrong += i < 0 || i >= N || mark[i] || u->n != (i % 3 == 0 ? 2u : 1u) ||
+                 u->node.hash != pl_htab_hash(u->name, u->len);
+        if (i >= 0 && i < N) mark[i] = 1;
+        seen++;
+    }
+    CHECK_EQ_INT(seen, N);
+    CHECK_EQ_INT(wrong, 0);
+    /* remove every odd user's links (one or two): the rest are still found */
+    for (int i = 1; i < N; i += 2) {
+        pl_users_remove(&t, &links[2 * i]);
+        if (i % 3 == 0) {
+            CHECK(links[2 * i + 1].user && links[2 * i + 1].user->n == 1); /* one still there */
+            pl_users_remove(&t, &links[2 * i + 1]);
+        }
+    }
+    int missing = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "user-%d", i);
+        missing += (find_s(&t, name) == NULL) != (i % 2 == 1);
+    }
+    CHECK_EQ_INT(missing, 0);
+    CHECK_EQ_INT(pl_users_count(&t), N / 2);
+    pl_users_free(&t);
+    free(mark);
+    free(links);
+}
+
+int main(void)
+{
+    RUN(add_find_remove);
+    RUN(many_users_walk_and_growth);
+    UNIT_EXIT();
+}
