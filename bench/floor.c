@@ -11,7 +11,16 @@
  * with a single write(). That is the cheapest honest way to broadcast on this
  * kernel and what Parley's figures are divided by.
  *
- *   parley-floor [--listen 127.0.0.1:9001]      (or PARLEY_LISTEN)
+ * With --redis HOST:PORT it is also the floor of Redis's cost per durable
+ * message: each message is stored and announced with the least any durable
+ * fan-out through Redis needs, `XADD room:<r>:s MAXLEN ~ 1000 * m <frame>`
+ * and `PUBLISH room:<r> <frame>` (no script, no seq, no dedup record), the
+ * commands of one loop turn written to Redis in one write; a second
+ * connection PSUBSCRIBEs room:* and reads what Redis sends it, as an
+ * instance's subscriber does. Delivery stays local, so only Redis's side
+ * changes (bench/run's "floor-redis").
+ *
+ *   parley-floor [--listen 127.0.0.1:9001] [--redis 127.0.0.1:6379]   (or PARLEY_LISTEN)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -81,6 +90,13 @@ static uint8_t g_rbuf[1 << 18];
 static volatile sig_atomic_t g_stop;
 static int g_listener_tag;
 static uint64_t g_writes, g_wbytes, g_frames, g_turns;
+/* --redis: the command connection, its unwritten commands, the subscriber connection. */
+static int g_rfd = -1, g_sfd = -1;
+static int g_redis_tag, g_rsub_tag;
+static uint8_t *g_rout;
+static size_t g_rout_len, g_rout_cap;
+static uint64_t g_rcmds, g_rerrors;
+static int g_rnl = 1; /* the last byte read from the command connection ended a line */
 
 static void on_sig(int s)
 {
@@ -298,6 +314,112 @@ static void on_subscribe(conn *c, const char *p, size_t n, int sub)
     }
 }
 
+/* ---- --redis ---- */
+
+static void rout_add(const void *p, size_t n)
+{
+    if (g_rout_len + n > g_rout_cap) {
+        size_t cap = g_rout_cap ? g_rout_cap : 64 * 1024;
+        while (cap < g_rout_len + n)
+            cap *= 2;
+        if (!(g_rout = realloc(g_rout, cap))) abort();
+        g_rout_cap = cap;
+    }
+    memcpy(g_rout + g_rout_len, p, n);
+    g_rout_len += n;
+}
+
+/* One RESP bulk string; `a` and `b` are concatenated (b may be NULL). */
+static void resp_arg(const char *a, size_t al, const char *b, size_t bl)
+{
+    char h[32];
+    rout_add(h, (size_t)snprintf(h, sizeof h, "$%zu\r\n", al + bl));
+    rout_add(a, al);
+    if (bl) rout_add(b, bl);
+    rout_add("\r\n", 2);
+}
+
+static void redis_store(const char *rname, size_t rl, const char *frame, size_t n)
+{
+    rout_add("*8\r\n", 4);
+    resp_arg("XADD", 4, NULL, 0);
+    char key[MAX_ROOM + 8];
+    int kl = snprintf(key, sizeof key, "room:%.*s:s", (int)rl, rname);
+    resp_arg(key, (size_t)kl, NULL, 0);
+    resp_arg("MAXLEN", 6, NULL, 0);
+    resp_arg("~", 1, NULL, 0);
+    resp_arg("1000", 4, NULL, 0);
+    resp_arg("*", 1, NULL, 0);
+    resp_arg("m", 1, NULL, 0);
+    resp_arg(frame, n, NULL, 0);
+    rout_add("*3\r\n", 4);
+    resp_arg("PUBLISH", 7, NULL, 0);
+    resp_arg("room:", 5, rname, rl);
+    resp_arg(frame, n, NULL, 0);
+    g_rcmds += 2;
+}
+
+/* Write the loop turn's commands; what the socket does not take waits for EPOLLOUT. */
+static void redis_flush(void)
+{
+    size_t off = 0;
+    while (off < g_rout_len) {
+        ssize_t w = write(g_rfd, g_rout + off, g_rout_len - off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) break;
+            fprintf(stderr, "parley-floor: redis write: %s\n", strerror(errno));
+            exit(1);
+        }
+        off += (size_t)w;
+    }
+    memmove(g_rout, g_rout + off, g_rout_len - off);
+    g_rout_len -= off;
+    struct epoll_event ev = {.events = EPOLLIN | (g_rout_len ? EPOLLOUT : 0),
+                             .data.ptr = &g_redis_tag};
+    epoll_ctl(g_ep, EPOLL_CTL_MOD, g_rfd, &ev);
+}
+
+/* Replies are read and dropped; an error reply (a line starting with '-') is counted. */
+static void redis_read(int fd)
+{
+    for (;;) {
+        ssize_t r = read(fd, g_rbuf, sizeof g_rbuf);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (r <= 0) {
+            fprintf(stderr, "parley-floor: redis connection lost\n");
+            exit(1);
+        }
+        if (fd != g_rfd) continue;
+        for (ssize_t i = 0; i < r; i++) {
+            if (g_rnl && g_rbuf[i] == '-') g_rerrors++;
+            g_rnl = g_rbuf[i] == '\n';
+        }
+    }
+}
+
+static int redis_connect(const char *hostport, int *tag)
+{
+    char host[64];
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || (size_t)(colon - hostport) >= sizeof host) return -1;
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1 ||
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag};
+    epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev);
+    return fd;
+}
+
 static void on_message(conn *c, const char *p, size_t n)
 {
     size_t rl, tl, cl = 0;
@@ -343,6 +465,7 @@ static void on_message(conn *c, const char *p, size_t n)
     for (uint32_t i = 0; i < r->n; i++)
         out_append(r->m[i], frame, fl);
     g_frames += r->n;
+    if (g_rfd >= 0) redis_store(rn, rl, pl, (size_t)m);
     if (f != stackbuf) free(f);
 }
 
@@ -619,12 +742,15 @@ int main(int argc, char **argv)
      * next message: thousands of brk calls and page faults a second, ~10 % of the floor's CPU
      * at maximum fan-out. A floor must not pay for that. */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
-    const char *listen_s = getenv("PARLEY_LISTEN");
+    const char *listen_s = getenv("PARLEY_LISTEN"), *redis_s = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc)
             listen_s = argv[++i];
+        else if (!strcmp(argv[i], "--redis") && i + 1 < argc)
+            redis_s = argv[++i];
         else {
-            fprintf(stderr, "usage: parley-floor [--listen host:port]  (or PARLEY_LISTEN)\n");
+            fprintf(stderr, "usage: parley-floor [--listen host:port] [--redis host:port]  (or "
+                            "PARLEY_LISTEN)\n");
             return 2;
         }
     }
@@ -664,8 +790,21 @@ int main(int argc, char **argv)
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &g_listener_tag};
     epoll_ctl(g_ep, EPOLL_CTL_ADD, g_lfd, &lev);
-    fprintf(stderr, "parley-floor: listening on %s (fd limit %llu)\n", listen_s,
-            (unsigned long long)rl.rlim_cur);
+    if (redis_s) {
+        if ((g_rfd = redis_connect(redis_s, &g_redis_tag)) < 0 ||
+            (g_sfd = redis_connect(redis_s, &g_rsub_tag)) < 0) {
+            fprintf(stderr, "parley-floor: cannot connect to redis at %s\n", redis_s);
+            return 1;
+        }
+        static const char psub[] = "*2\r\n$10\r\nPSUBSCRIBE\r\n$6\r\nroom:*\r\n";
+        if (write(g_sfd, psub, sizeof psub - 1) != (ssize_t)(sizeof psub - 1)) {
+            fprintf(stderr, "parley-floor: redis: PSUBSCRIBE not sent\n");
+            return 1;
+        }
+    }
+    fprintf(stderr, "parley-floor: listening on %s (fd limit %llu)%s%s\n", listen_s,
+            (unsigned long long)rl.rlim_cur, redis_s ? ", storing to redis at " : "",
+            redis_s ? redis_s : "");
 
     struct epoll_event evs[1024];
     while (!g_stop) {
@@ -675,6 +814,11 @@ int main(int argc, char **argv)
             if (evs[i].data.ptr == &g_listener_tag) {
                 on_accept();
                 continue;
+            }
+            if (evs[i].data.ptr == &g_redis_tag || evs[i].data.ptr == &g_rsub_tag) {
+                if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                    redis_read(evs[i].data.ptr == &g_redis_tag ? g_rfd : g_sfd);
+                continue; /* EPOLLOUT: the flush below */
             }
             conn *c = evs[i].data.ptr;
             if (c->dead) continue;
@@ -690,6 +834,7 @@ int main(int argc, char **argv)
             if (!d->dead) flush(d);
             d = nx;
         }
+        if (g_rfd >= 0 && g_rout_len) redis_flush();
         while (g_dead) {
             conn *x = g_dead;
             g_dead = x->next_dead;
@@ -704,5 +849,8 @@ int main(int argc, char **argv)
             "%llu bytes written\n",
             (unsigned long long)g_turns, (unsigned long long)g_frames, (unsigned long long)g_writes,
             (unsigned long long)g_wbytes);
-    return 0;
+    if (g_rfd >= 0)
+        fprintf(stderr, "parley-floor: %llu redis commands, %llu error replies\n",
+                (unsigned long long)g_rcmds, (unsigned long long)g_rerrors);
+    return g_rerrors ? 1 : 0;
 }

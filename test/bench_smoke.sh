@@ -3,6 +3,8 @@
 # against a private redis-server and parleyd that this script starts and
 # stops, over ws:// and again over wss:// (parley-bench's TLS client against
 # parleyd's TLS listener, certificate made here with openssl and verified).
+# Then the floor with --redis (make bench's floor-redis) runs the rooms
+# scenario: nothing lost, every message in its room's stream, no error reply.
 # Prints PASS/FAIL lines; fails on any lost message.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -25,9 +27,10 @@ PARLEY_LISTEN=127.0.0.1:$pport PARLEY_REDIS_URL=redis://127.0.0.1:$rport/0 \
     PARLEY_TLS_LISTEN=127.0.0.1:$tport PARLEY_TLS_CERT="$dir/cert.pem" PARLEY_TLS_KEY="$dir/key.pem" \
     PARLEY_JWT_SECRET=$secret PARLEY_API_KEY=k build/parleyd >"$dir/parleyd.log" 2>&1 &
 ppid=$!
+fpid=
 cleanup() {
-    kill "$ppid" "$rpid" 2>/dev/null
-    wait "$ppid" "$rpid" 2>/dev/null
+    kill "$ppid" "$rpid" $fpid 2>/dev/null
+    wait "$ppid" "$rpid" $fpid 2>/dev/null
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -40,4 +43,32 @@ rc=$?
 PARLEY_URL=wss://127.0.0.1:$tport/ws PARLEY_JWT_SECRET=$secret PARLEY_PIDS=$ppid SMOKE_SUFFIX=_tls \
     SMOKE_ARGS="--cacert $dir/cert.pem --servername localhost" bench/smoke.sh || rc=1
 [ $rc -eq 0 ] || tail -20 "$dir/parleyd.log"
+
+# floor-redis: 20 rooms, 200 msg/s for 1 s; each message is XADDed to room:<r>:s.
+fport=$(free_port)
+build/parley-floor --listen "127.0.0.1:$fport" --redis "127.0.0.1:$rport" 2>"$dir/floor.log" &
+fpid=$!
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$fport") 2>/dev/null && break
+    sleep 0.1
+done
+before=$(redis-cli -p "$rport" --scan --pattern 'room:*:s' | while read -r k; do redis-cli -p "$rport" xlen "$k"; done | awk '{ n += $1 } END { print n + 0 }')
+out=$(PARLEY_JWT_SECRET=$secret timeout 60 build/parley-bench rooms -n 200 --rooms 20 -r 200 -d 1 --warmup 0 --timeout 20 \
+    --url "ws://127.0.0.1:$fport/ws" --label floor-redis --pids "$fpid" 2>&1)
+brc=$?
+sent=$(printf '%s\n' "$out" | grep '^RESULT' | sed -n 's/.* sent=\([0-9]*\).*/\1/p')
+stored=$(redis-cli -p "$rport" --scan --pattern 'room:*:s' | while read -r k; do redis-cli -p "$rport" xlen "$k"; done | awk -v b="$before" '{ n += $1 } END { print n - b }')
+kill -INT "$fpid"
+wait "$fpid"
+frc=$?
+fpid=
+if [ $brc -eq 0 ] && [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$stored" = "$sent" ] && [ $frc -eq 0 ] &&
+    ! printf '%s\n' "$out" | grep '^RESULT' | grep -Eq ' (lost|extra|errors|closed)=[1-9]'; then
+    echo "PASS bench_smoke_floor_redis"
+else
+    echo "FAIL bench_smoke_floor_redis (bench exit $brc, sent ${sent:-?}, stored in streams $stored, floor exit $frc)"
+    printf '%s\n' "$out" | grep -v '^  [|+]' | sed 's/^/    /' | head -8
+    sed 's/^/    /' "$dir/floor.log" | tail -5
+    rc=1
+fi
 exit $rc
