@@ -641,9 +641,12 @@ void pl_publish(pl_conn_t *c, const pl_req_t *req)
         memcpy(m->room, req->room, req->room_len + 1);
     }
     pl_conn_hold(c);
-    if (sub && sub->sync_gen) {
-        /* Still catching up: a subscription starts where `subscribed` says, so the sender's
-         * own message must come after it; it waits on the subscription until then. */
+    if (sub && sub->sync_gen && !sub->replay) {
+        /* The catch-up is still reading: a subscription starts where `subscribed` says, so the
+         * sender's own message must come after it; it waits on the subscription until then.
+         * Once the catch-up is read (replay set, `subscribed` sent) messages go at once: their
+         * live copies are held behind the replay like any live frame, and a replay to a slow
+         * reader may take long. */
         pl_msg_append(&sub->pending, &sub->pending_tail, m);
         return;
     }

@@ -291,6 +291,7 @@ static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
         sub->replay = rp;
         pl_conn_want_drain(c, 1);
         pl_subscribe_drain(c);
+        pl_publish_release(s, sub); /* what the owner sent meanwhile, as when it succeeds */
         return;
     }
     char msg[256];

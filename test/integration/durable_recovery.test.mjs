@@ -192,3 +192,38 @@ test('durable recovery: more missed than PARLEY_RECOVER_MAX: the newest are repl
   sameAsReference(bob, room, 71, 120, ref, 'bob (since 0, cap 50)');
   sameAsReference(carol, room, 101, 120, ref, 'carol (since 100)');
 }, { timeout: 60000 });
+
+// A message sent right after `subscribed`, while the catch-up is still being written to a reader
+// that does not keep up: it used to wait on the subscription until the subscription ended (the
+// owner's messages wait only until `subscribed` is out), and was never acked.
+test('durable recovery: a message sent right after subscribed, while a long catch-up is still going to a slow reader, is published and acked, after the catch-up, with no gap', async () => {
+  const redis = await startRedis();
+  const pg = await startPostgres();
+  const env = dbEnv(pg, { PARLEY_OPEN_ROOMS: 1, PARLEY_STREAM_LEN: 20000 });
+  const A = await startParleyd({ redis, env });
+  const room = 'slow-replay';
+  const S = await connectAuthed(A, `sr-s-${process.pid}`); track(S); await S.subscribe([room]);
+  // ~11 MB to catch up: more than loopback's socket buffers hold, so the replay waits on the reader.
+  const N = 6000, big = 'x'.repeat(1900);
+  await sendAcked(S, room, N, { window: 200, text: (i) => `${i} ${big}` });
+  const R = await connectAuthed(A, `sr-r-${process.pid}`); track(R);
+  let sentN = 0;
+  R.ws.on('message', (d) => {
+    if (sentN || !d.toString('latin1', 0, 24).startsWith('{"type":"subscribed"')) return;
+    R.send({ type: 'message', room, text: 'right after subscribed', cid: 'sr-1' });
+    sentN = 1;
+    R.ws._socket.pause(); // a reader that stops for a while: the replay stalls on a full socket
+    setTimeout(() => R.ws._socket.resume(), 1500);
+  });
+  R.send({ type: 'subscribe', rooms: [room], since: { [room]: 0 } });
+  await until(() => R.track.acks.has('sr-1') || R.track.errors.length > 0, 15000, 'ack of the message sent right after subscribed');
+  eq(R.track.errors.length, 0, `errors ${JSON.stringify(R.track.errors)}`);
+  eq(R.track.acks.get('sr-1')[0].seq, N + 1, 'its seq follows the room\'s');
+  await until(() => (R.track.rooms.get(room) || []).length >= N + 1, 15000, `R gets ${N} + 1 (has ${(R.track.rooms.get(room) || []).length})`);
+  await sleep(200);
+  const list = R.track.rooms.get(room);
+  const p = seqProblems(list, 1, N + 1, 'slow reader');
+  assert(p.length === 0, p.join(' | '));
+  eq(list.at(-1).cid, 'sr-1', 'the last is its own, after the catch-up');
+  assert(R.track.problems.length === 0, R.track.problems.join(' | '));
+}, { timeout: 90000 });
