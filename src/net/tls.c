@@ -41,6 +41,9 @@ typedef struct {
     mbedtls_pk_context pk;
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
+    /* Plaintext of one record being gathered from several frames (tls_write). The loop's
+     * connections share it: it is only used inside one call, on the loop's thread. */
+    unsigned char stage[16384];
 } tls_conf_t;
 
 /* A connection's TLS state (pl_sock_t.tstate). */
@@ -345,25 +348,53 @@ static void tls_read(pl_sock_t *s, char *p, size_t n)
     if (t->out.len > t->out_off) pl_sock__dirty(s); /* alerts */
 }
 
+/*
+ * Encrypt queued plaintext. Frames are small (a chat message is a few hundred bytes) and a
+ * fan-out burst queues several per connection: they are gathered into records of up to the
+ * largest payload, so that the burst costs one record's framing, nonce, tag and cipher set-up
+ * rather than one per frame. A frame at least a record long goes in without a copy.
+ */
 static ssize_t tls_write(pl_sock_t *s, const uv_buf_t *iov, unsigned n, int *full)
 {
     tls_conn_t *t = s->tstate;
-    size_t taken = 0;
+    size_t taken = 0, total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += iov[i].len;
+    int most = mbedtls_ssl_get_max_out_record_payload(&t->ssl);
+    size_t cap =
+        most > 0 && (size_t)most < sizeof t->conf->stage ? (size_t)most : sizeof t->conf->stage;
+    unsigned i = 0;
+    size_t off = 0; /* into iov[i] */
     *full = 0;
-    for (unsigned i = 0; i < n && t->out.len - t->out_off < OUT_CAP; i++) {
-        size_t off = 0;
-        while (off < iov[i].len && t->out.len - t->out_off < OUT_CAP) {
-            int rc = mbedtls_ssl_write(&t->ssl, (const unsigned char *)iov[i].base + off,
-                                       iov[i].len - off);
-            if (rc < 0) {
-                if (rc == MBEDTLS_ERR_SSL_WANT_WRITE || rc == MBEDTLS_ERR_SSL_WANT_READ) break;
-                tls_fail(s, "write", rc);
-                return UV_EPROTO;
+    while (taken < total && t->out.len - t->out_off < OUT_CAP) {
+        while (off == iov[i].len)
+            i++, off = 0;
+        const unsigned char *p = (const unsigned char *)iov[i].base + off;
+        size_t len = iov[i].len - off;
+        if (len < cap) { /* gather what fits behind it */
+            unsigned char *st = t->conf->stage;
+            size_t k = 0;
+            for (unsigned j = i, o = (unsigned)off; j < n && k < cap; j++, o = 0) {
+                size_t c = iov[j].len - o < cap - k ? iov[j].len - o : cap - k;
+                memcpy(st + k, iov[j].base + o, c);
+                k += c;
             }
-            off += (size_t)rc;
+            p = st;
+            len = k;
         }
-        taken += off;
-        if (off < iov[i].len) break;
+        int rc = mbedtls_ssl_write(&t->ssl, p, len);
+        if (rc < 0) {
+            if (rc == MBEDTLS_ERR_SSL_WANT_WRITE || rc == MBEDTLS_ERR_SSL_WANT_READ) break;
+            tls_fail(s, "write", rc);
+            return UV_EPROTO;
+        }
+        taken += (size_t)rc;
+        for (size_t left = (size_t)rc; left;) { /* step over what the record took */
+            size_t c = iov[i].len - off < left ? iov[i].len - off : left;
+            off += c;
+            left -= c;
+            if (off == iov[i].len && left) i++, off = 0;
+        }
     }
     /* What is encrypted goes to the socket now, as much as it takes. */
     if (t->out.len > t->out_off && !t->busy) {
@@ -377,9 +408,6 @@ static ssize_t tls_write(pl_sock_t *s, const uv_buf_t *iov, unsigned n, int *ful
             t->out_off = 0;
         }
     }
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += iov[i].len;
     *full = t->out.len > t->out_off || taken < total;
     return (ssize_t)taken;
 }

@@ -69,6 +69,17 @@ test('tls: wss and https beside plain ws, with a client that verifies the certif
   const big = 'z'.repeat(60000);
   a.send({ type: 'message', room: 'mixed', text: big });
   eq((await b.nextJson((j) => j.type === 'message' && j.text.length === big.length, 5000)).text, big, 'a 60 KB message over TLS');
+  // A burst queues many frames at once; the server gathers them into records of up to 16 KB
+  // (tls_write): sizes from a few bytes to 40 KB, so records end inside frames, frames span
+  // records and some go in without the gathering copy. Every one must arrive intact, in order.
+  const sizes = Array.from({ length: 300 }, (_, i) => [1, 7, 150, 900, 5000, 16383, 16384, 16385, 40000][i % 9] + (i % 5));
+  const got = [];
+  a.onFrame = (f) => { if (f.json && f.json.type === 'message' && /^burst /.test(f.json.text)) { got.push(f.json.text); return true; } return false; };
+  sizes.forEach((n, i) => b.send({ type: 'message', room: 'mixed', text: `burst ${i} ${'y'.repeat(n)}` }));
+  await until(() => got.length === sizes.length, 15000, `the burst over wss (${got.length} of ${sizes.length})`);
+  for (let i = 0; i < sizes.length; i++)
+    if (got[i] !== `burst ${i} ${'y'.repeat(sizes[i])}`) throw new Error(`burst message ${i} (of ${sizes[i]} bytes) arrived as ${String(got[i]).slice(0, 60)}... (${String(got[i]).length} chars)`);
+  a.onFrame = null;
   // a client that does not trust the certificate is refused by its own check
   let refused = null;
   try { await tlsConnect(srv.tlsPort, { ca: undefined }); } catch (e) { refused = e; }
