@@ -3,7 +3,8 @@
 #   make bench-big  19,000 idle connections on one parleyd (and on the floor)
 #   make bench-callgrind  instructions and allocations per message in parleyd (valgrind)
 #   make bench-peers      the same scenarios as bench, parleyd against a Node ws + ioredis server
-#   make bench-tls        idle, fanout, connect: plain, TLS in parleyd (mbedTLS), TLS in nginx
+#   make bench-tls        idle, fanout, connect: plain, TLS in parleyd (mbedTLS), TLS in nginx,
+#                   the floor plain and over TLS
 #   make bench-redis-modes  Redis CPU and bytes per message, 2/4/6 instances, PARLEY_SUBSCRIBE
 #                   pattern and rooms side by side (bench/redis_modes.mjs; docs/scaling.md)
 #   make bench-cluster  6 instances on one Redis: 100,000 connections, fan-out and rooms over all six,
@@ -37,7 +38,7 @@ $(BUILD)/parley-redis-cost: bench/redis_cost.c $(LIB)
 
 $(BUILD)/parley-floor: bench/floor.c bench/benchlib.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< -lmbedcrypto
+	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) -o $@ $< -lmbedtls -lmbedx509 -lmbedcrypto
 
 bench: $(BUILD)/parleyd $(BUILD)/parley-bench $(BUILD)/parley-floor
 	@bench/run

@@ -20,13 +20,25 @@
  * instance's subscriber does. Delivery stays local, so only Redis's side
  * changes (bench/run's "floor-redis").
  *
- *   parley-floor [--listen 127.0.0.1:9001] [--redis 127.0.0.1:6379]   (or PARLEY_LISTEN)
+ * With --tls CERT KEY it serves wss instead ("floor-tls", make bench-tls):
+ * mbedTLS with parleyd's TLS settings (TLS 1.2, the same cipher suites in
+ * the same order, X25519 first). A dirty connection's queued plaintext is
+ * encrypted in records of up to 16 KB, all of them written with one write()
+ * per loop turn: the least TLS can add to the plain floor with the library
+ * parleyd uses, so "TLS costs at most 1.3x plain" can be judged on it too.
+ *
+ *   parley-floor [--listen 127.0.0.1:9001] [--redis 127.0.0.1:6379] [--tls CERT KEY]
+ *   (or PARLEY_LISTEN)
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <mbedtls/base64.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
 #include <mbedtls/sha1.h>
+#include <mbedtls/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -50,6 +62,7 @@
 
 typedef struct room room;
 typedef struct conn conn;
+typedef struct tlsx tlsx;
 
 struct room {
     room *next;
@@ -66,6 +79,7 @@ struct conn {
     uint8_t dead;
     uint8_t dirty;
     uint8_t epout; /* EPOLLOUT armed */
+    tlsx *tls;     /* --tls only; out of line, since the conn is reallocated at the upgrade */
     uint8_t *in;   /* leftover partial input */
     uint32_t in_len;
     uint8_t *out;
@@ -89,6 +103,7 @@ static uint64_t g_session;
 static uint8_t g_rbuf[1 << 18];
 static volatile sig_atomic_t g_stop;
 static int g_listener_tag;
+static int g_tls; /* --tls: every connection is wss */
 static uint64_t g_writes, g_wbytes, g_frames, g_turns;
 /* --redis: the command connection, its unwritten commands, the subscriber connection. */
 static int g_rfd = -1, g_sfd = -1;
@@ -179,6 +194,14 @@ static void conn_kill(conn *c)
     g_dead = c;
 }
 
+static void mark_dirty(conn *c)
+{
+    if (c->dirty) return;
+    c->dirty = 1;
+    c->next_dirty = g_dirty;
+    g_dirty = c;
+}
+
 static void out_append(conn *c, const void *p, size_t n)
 {
     if (c->dead) return;
@@ -203,11 +226,7 @@ static void out_append(conn *c, const void *p, size_t n)
     }
     memcpy(c->out + c->out_len, p, n);
     c->out_len += (uint32_t)n;
-    if (!c->dirty) {
-        c->dirty = 1;
-        c->next_dirty = g_dirty;
-        g_dirty = c;
-    }
+    mark_dirty(c);
 }
 
 static void send_text(conn *c, const char *p, size_t n)
@@ -226,37 +245,195 @@ static void send_error(conn *c, const char *code, const char *msg)
     send_text(c, b, (size_t)n);
 }
 
-static void flush(conn *c)
+static void want_out(conn *c, int on)
 {
-    while (c->out_off < c->out_len) {
-        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+    if (c->epout == on) return;
+    struct epoll_event ev = {.events = on ? EPOLLIN | EPOLLOUT : EPOLLIN, .data.ptr = c};
+    epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->epout = (uint8_t)on;
+}
+
+/* Write p[*off..len) to c: 1 when all is written, 0 when the socket is full (EPOLLOUT is
+ * armed), -1 when the connection died. */
+static int write_out(conn *c, const uint8_t *p, uint32_t len, uint32_t *off)
+{
+    while (*off < len) {
+        ssize_t w = write(c->fd, p + *off, len - *off);
         g_writes++;
         if (w > 0) {
             g_wbytes += (uint64_t)w;
-            c->out_off += (uint32_t)w;
+            *off += (uint32_t)w;
             continue;
         }
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && errno == EAGAIN) {
-            if (!c->epout) {
-                struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-                epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev);
-                c->epout = 1;
-            }
-            return;
+            want_out(c, 1);
+            return 0;
         }
         conn_kill(c);
+        return -1;
+    }
+    return 1;
+}
+
+static void tls_flush(conn *c);
+
+static void flush(conn *c)
+{
+    if (c->tls) {
+        tls_flush(c);
         return;
     }
+    if (write_out(c, c->out, c->out_len, &c->out_off) <= 0) return;
     /* fully flushed: give small buffers back, keep the connection lean */
     free(c->out);
     c->out = NULL;
     c->out_len = c->out_off = c->out_cap = 0;
-    if (c->epout) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev);
-        c->epout = 0;
+    want_out(c, 0);
+}
+
+/* ---- TLS (--tls) ---- */
+
+static mbedtls_ssl_config g_tlsconf;
+static mbedtls_x509_crt g_crt;
+static mbedtls_pk_context g_pk;
+static mbedtls_entropy_context g_entropy;
+static mbedtls_ctr_drbg_context g_drbg;
+static uint8_t g_cbuf[1 << 16]; /* ciphertext just read */
+
+/* parleyd's (src/net/tls.c): the same suites, in the same order. A copy: the floor shares no
+ * code with what it measures. */
+static const int tls_suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    0,
+};
+static const mbedtls_ecp_group_id tls_groups[] = {MBEDTLS_ECP_DP_CURVE25519,
+                                                  MBEDTLS_ECP_DP_SECP256R1,
+                                                  MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE};
+
+struct tlsx {
+    mbedtls_ssl_context ssl;
+    int hs_done;
+    const uint8_t *in; /* ciphertext being fed (inside on_readable) */
+    size_t in_len;
+    uint8_t *out; /* records not yet written */
+    uint32_t out_len, out_off, out_cap;
+};
+
+/* Records go to a buffer, written by tls_flush: one write for all of a turn's records. */
+static int tls_send_cb(void *ctx, const unsigned char *p, size_t n)
+{
+    tlsx *t = ctx;
+    if (t->out_len + n > t->out_cap) {
+        uint32_t cap = t->out_cap ? t->out_cap : 4096;
+        while (cap < t->out_len + n)
+            cap *= 2;
+        if (!(t->out = realloc(t->out, cap))) abort();
+        t->out_cap = cap;
     }
+    memcpy(t->out + t->out_len, p, n);
+    t->out_len += (uint32_t)n;
+    return (int)n;
+}
+
+static int tls_recv_cb(void *ctx, unsigned char *p, size_t n)
+{
+    tlsx *t = ctx;
+    if (!t->in_len) return MBEDTLS_ERR_SSL_WANT_READ;
+    if (n > t->in_len) n = t->in_len;
+    memcpy(p, t->in, n);
+    t->in += n;
+    t->in_len -= n;
+    return (int)n;
+}
+
+static int tls_init(const char *cert, const char *key)
+{
+    static const unsigned char pers[] = "parley-floor";
+    mbedtls_ssl_config_init(&g_tlsconf);
+    mbedtls_x509_crt_init(&g_crt);
+    mbedtls_pk_init(&g_pk);
+    mbedtls_entropy_init(&g_entropy);
+    mbedtls_ctr_drbg_init(&g_drbg);
+    int rc;
+    if ((rc = mbedtls_x509_crt_parse_file(&g_crt, cert)) != 0 ||
+        (rc = mbedtls_pk_parse_keyfile(&g_pk, key, NULL)) != 0 ||
+        (rc = mbedtls_ctr_drbg_seed(&g_drbg, mbedtls_entropy_func, &g_entropy, pers,
+                                    sizeof pers - 1)) != 0 ||
+        (rc = mbedtls_ssl_config_defaults(&g_tlsconf, MBEDTLS_SSL_IS_SERVER,
+                                          MBEDTLS_SSL_TRANSPORT_STREAM,
+                                          MBEDTLS_SSL_PRESET_DEFAULT)) != 0 ||
+        (rc = mbedtls_ssl_conf_own_cert(&g_tlsconf, &g_crt, &g_pk)) != 0) {
+        char why[200];
+        mbedtls_strerror(rc, why, sizeof why);
+        fprintf(stderr, "parley-floor: TLS: %s\n", why);
+        return -1;
+    }
+    mbedtls_ssl_conf_rng(&g_tlsconf, mbedtls_ctr_drbg_random, &g_drbg);
+    mbedtls_ssl_conf_min_version(&g_tlsconf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_ciphersuites(&g_tlsconf, tls_suites);
+    mbedtls_ssl_conf_curves(&g_tlsconf, tls_groups);
+    mbedtls_ssl_conf_renegotiation(&g_tlsconf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    return 0;
+}
+
+static int tls_new(conn *c)
+{
+    tlsx *t = calloc(1, sizeof *t);
+    if (!t) return -1;
+    mbedtls_ssl_init(&t->ssl);
+    if (mbedtls_ssl_setup(&t->ssl, &g_tlsconf) != 0) {
+        mbedtls_ssl_free(&t->ssl);
+        free(t);
+        return -1;
+    }
+    mbedtls_ssl_set_bio(&t->ssl, t, tls_send_cb, tls_recv_cb, NULL);
+    c->tls = t;
+    return 0;
+}
+
+static void tls_free(tlsx *t)
+{
+    if (!t) return;
+    mbedtls_ssl_free(&t->ssl);
+    free(t->out);
+    free(t);
+}
+
+/* Encrypt what is queued (only once the records before are written: the socket's back
+ * pressure reaches the plaintext, bounded by MAX_OUT), then write the records at once. */
+static void tls_flush(conn *c)
+{
+    tlsx *t = c->tls;
+    if (t->hs_done && t->out_off == t->out_len) {
+        t->out_len = t->out_off = 0;
+        while (c->out_off < c->out_len) {
+            size_t n = c->out_len - c->out_off;
+            int r = mbedtls_ssl_write(&t->ssl, c->out + c->out_off, n < 16384 ? n : 16384);
+            if (r < 0) {
+                conn_kill(c);
+                return;
+            }
+            c->out_off += (uint32_t)r;
+        }
+        free(c->out);
+        c->out = NULL;
+        c->out_len = c->out_off = c->out_cap = 0;
+    }
+    if (write_out(c, t->out, t->out_len, &t->out_off) <= 0) return;
+    if (t->out_cap > 65536) { /* a burst's buffer goes back; an idle one stays small */
+        free(t->out);
+        t->out = NULL;
+        t->out_cap = 0;
+    }
+    t->out_len = t->out_off = 0;
+    want_out(c, c->out_off < c->out_len);
 }
 
 static int valid_room(const char *p, size_t n)
@@ -667,6 +844,33 @@ static ssize_t http_input(conn **cp, uint8_t *p, size_t n)
     return (ssize_t)hlen;
 }
 
+/* Read ciphertext, step the handshake or decrypt into `p`: plaintext bytes, or -1 to close.
+ * Handshake records are written at the end of the turn (the connection is made dirty). */
+static ssize_t tls_input(conn *c, uint8_t *p, size_t cap)
+{
+    tlsx *t = c->tls;
+    ssize_t r = read(c->fd, g_cbuf, sizeof g_cbuf);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) return -1;
+    t->in = g_cbuf;
+    t->in_len = r > 0 ? (size_t)r : 0;
+    size_t have = 0;
+    if (!t->hs_done) {
+        int rc = mbedtls_ssl_handshake(&t->ssl);
+        mark_dirty(c);
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return 0;
+        if (rc != 0) return -1;
+        t->hs_done = 1;
+    }
+    /* A bench client's input is small: what does not fit `cap` (256 KB) is not expected. */
+    while (have < cap) {
+        int rc = mbedtls_ssl_read(&t->ssl, p + have, cap - have);
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) break;
+        if (rc <= 0) return -1; /* close_notify, EOF or an error */
+        have += (size_t)rc;
+    }
+    return (ssize_t)have;
+}
+
 static void on_readable(conn *c)
 {
     uint8_t *buf = g_rbuf;
@@ -678,12 +882,21 @@ static void on_readable(conn *c)
         c->in = NULL;
         c->in_len = 0;
     }
-    ssize_t r = read(c->fd, buf + have, sizeof g_rbuf - have);
-    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-        conn_kill(c);
-        return;
+    if (c->tls) {
+        ssize_t got = tls_input(c, buf + have, sizeof g_rbuf - have);
+        if (got < 0) {
+            conn_kill(c);
+            return;
+        }
+        have += (size_t)got;
+    } else {
+        ssize_t r = read(c->fd, buf + have, sizeof g_rbuf - have);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+            conn_kill(c);
+            return;
+        }
+        if (r > 0) have += (size_t)r;
     }
-    if (r > 0) have += (size_t)r;
     size_t off = 0;
     if (!c->ws) {
         ssize_t k = http_input(&c, buf, have);
@@ -728,8 +941,9 @@ static void on_accept(void)
         if (!c) abort();
         c->fd = fd;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if ((g_tls && tls_new(c) != 0) || epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
             close(fd);
+            tls_free(c->tls);
             free(c);
         }
     }
@@ -742,18 +956,22 @@ int main(int argc, char **argv)
      * next message: thousands of brk calls and page faults a second, ~10 % of the floor's CPU
      * at maximum fan-out. A floor must not pay for that. */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
-    const char *listen_s = getenv("PARLEY_LISTEN"), *redis_s = NULL;
+    const char *listen_s = getenv("PARLEY_LISTEN"), *redis_s = NULL, *cert_s = NULL, *key_s = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc)
             listen_s = argv[++i];
         else if (!strcmp(argv[i], "--redis") && i + 1 < argc)
             redis_s = argv[++i];
+        else if (!strcmp(argv[i], "--tls") && i + 2 < argc)
+            cert_s = argv[++i], key_s = argv[++i];
         else {
-            fprintf(stderr, "usage: parley-floor [--listen host:port] [--redis host:port]  (or "
-                            "PARLEY_LISTEN)\n");
+            fprintf(stderr, "usage: parley-floor [--listen host:port] [--redis host:port] [--tls "
+                            "cert.pem key.pem]  (or PARLEY_LISTEN)\n");
             return 2;
         }
     }
+    if (cert_s && tls_init(cert_s, key_s) != 0) return 1;
+    g_tls = cert_s != NULL;
     if (!listen_s) listen_s = "127.0.0.1:9001";
     char host[64];
     int port;
@@ -802,9 +1020,9 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    fprintf(stderr, "parley-floor: listening on %s (fd limit %llu)%s%s\n", listen_s,
-            (unsigned long long)rl.rlim_cur, redis_s ? ", storing to redis at " : "",
-            redis_s ? redis_s : "");
+    fprintf(stderr, "parley-floor: listening on %s%s (fd limit %llu)%s%s\n", listen_s,
+            g_tls ? " (TLS)" : "", (unsigned long long)rl.rlim_cur,
+            redis_s ? ", storing to redis at " : "", redis_s ? redis_s : "");
 
     struct epoll_event evs[1024];
     while (!g_stop) {
@@ -841,6 +1059,7 @@ int main(int argc, char **argv)
             free(x->in);
             free(x->out);
             free(x->rooms);
+            tls_free(x->tls);
             free(x);
         }
     }

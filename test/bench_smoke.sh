@@ -5,6 +5,8 @@
 # parleyd's TLS listener, certificate made here with openssl and verified).
 # Then the floor with --redis (make bench's floor-redis) runs the rooms
 # scenario: nothing lost, every message in its room's stream, no error reply.
+# Last the floor with --tls (make bench-tls's floor-tls) carries a fan-out over
+# wss:// with nothing lost.
 # Prints PASS/FAIL lines; fails on any lost message.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -69,6 +71,33 @@ else
     echo "FAIL bench_smoke_floor_redis (bench exit $brc, sent ${sent:-?}, stored in streams $stored, floor exit $frc)"
     printf '%s\n' "$out" | grep -v '^  [|+]' | sed 's/^/    /' | head -8
     sed 's/^/    /' "$dir/floor.log" | tail -5
+    rc=1
+fi
+
+# floor-tls: 50 receivers over wss://, the certificate verified.
+fport=$(free_port)
+build/parley-floor --listen "127.0.0.1:$fport" --tls "$dir/cert.pem" "$dir/key.pem" 2>"$dir/floor-tls.log" &
+fpid=$!
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$fport") 2>/dev/null && break
+    sleep 0.1
+done
+out=$(PARLEY_JWT_SECRET=$secret timeout 60 build/parley-bench fanout -n 50 -r 100 -d 1 --max-duration 1 -w 5 \
+    --warmup 0 --timeout 20 --url "wss://127.0.0.1:$fport/ws" --cacert "$dir/cert.pem" \
+    --servername localhost --label floor-tls --pids "$fpid" 2>&1)
+brc=$?
+kill -INT "$fpid"
+wait "$fpid"
+frc=$?
+fpid=
+n=$(printf '%s\n' "$out" | grep -c '^RESULT.* delivered=[1-9]')
+if [ $brc -eq 0 ] && [ $frc -eq 0 ] && [ "$n" = 2 ] &&
+    ! printf '%s\n' "$out" | grep '^RESULT' | grep -Eq ' (lost|extra|out_of_order|errors|closed)=[1-9]'; then
+    echo "PASS bench_smoke_floor_tls"
+else
+    echo "FAIL bench_smoke_floor_tls (bench exit $brc, floor exit $frc, $n runs with deliveries)"
+    printf '%s\n' "$out" | grep -v '^  [|+]' | sed 's/^/    /' | head -8
+    sed 's/^/    /' "$dir/floor-tls.log" | tail -5
     rc=1
 fi
 exit $rc
