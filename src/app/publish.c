@@ -569,8 +569,9 @@ static void submit(pl_shard_t *s, pl_msg_t *m)
 
 void pl_publish_release(pl_shard_t *s, pl_sub_t *sub)
 {
-    pl_msg_t *m = sub->pending;
-    sub->pending = sub->pending_tail = NULL;
+    if (!sub->cu) return;
+    pl_msg_t *m = sub->cu->pending;
+    sub->cu->pending = sub->cu->pending_tail = NULL;
     while (m) {
         pl_msg_t *next = m->next;
         submit(s, m);
@@ -641,13 +642,13 @@ void pl_publish(pl_conn_t *c, const pl_req_t *req)
         memcpy(m->room, req->room, req->room_len + 1);
     }
     pl_conn_hold(c);
-    if (sub && sub->sync_gen && !sub->replay) {
+    if (sub && sub->cu && !sub->cu->replay) {
         /* The catch-up is still reading: a subscription starts where `subscribed` says, so the
          * sender's own message must come after it; it waits on the subscription until then.
          * Once the catch-up is read (replay set, `subscribed` sent) messages go at once: their
          * live copies are held behind the replay like any live frame, and a replay to a slow
          * reader may take long. */
-        pl_msg_append(&sub->pending, &sub->pending_tail, m);
+        pl_msg_append(&sub->cu->pending, &sub->cu->pending_tail, m);
         return;
     }
     submit(s, m);

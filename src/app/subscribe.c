@@ -94,32 +94,45 @@ typedef struct pl_replay {
     pl_frame_t *frames[]; /**< owned references */
 } pl_replay_t;
 
-/* End a catch-up early (resubscribe, leave): what it held and had still to send goes. */
+/* End a catch-up early (resubscribe, leave): what it held and had still to send goes (the
+ * owner's pending messages stay: pl_publish_release). */
 static void drop_catchup(pl_shard_t *s, pl_sub_t *sub)
 {
+    pl_catchup_t *cu = sub->cu;
+    if (!cu) return;
     pl_sock_ctx_t *sctx = s->conns->sock;
-    while (sub->held) {
-        pl_outq_node_t *n = sub->held;
-        sub->held = n->next;
+    while (cu->held) {
+        pl_outq_node_t *n = cu->held;
+        cu->held = n->next;
         pl_frame_unref(n->frame);
         pl_sock_node_put(sctx, n);
     }
-    sub->held_tail = NULL;
-    sub->held_bytes = 0;
-    pl_replay_t *rp = sub->replay;
+    cu->held_tail = NULL;
+    cu->held_bytes = 0;
+    pl_replay_t *rp = cu->replay;
     if (rp) {
         for (size_t i = rp->next; i < rp->n; i++)
             pl_frame_unref(rp->frames[i]);
         free(rp);
-        sub->replay = NULL;
+        cu->replay = NULL;
     }
+}
+
+/* The subscription is live again, or ends: its catch-up state goes. */
+static void end_catchup(pl_shard_t *s, pl_sub_t *sub)
+{
+    drop_catchup(s, sub);
+    free(sub->cu);
+    sub->cu = NULL;
+    sub->sync_gen = 0;
 }
 
 void pl_subscribe_hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
+    pl_catchup_t *cu = sub->cu;
     /* Held frames wait on the catch-up, not on the client: bounded by the hard limit. */
-    if (sub->held_bytes + f->len > s->srv->cfg.max_outbuf) {
+    if (cu->held_bytes + f->len > s->srv->cfg.max_outbuf) {
         pl_conn_close(c, 4008, "slow consumer");
         drop_catchup(s, sub);
         return;
@@ -131,8 +144,8 @@ void pl_subscribe_hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
     }
     n->frame = pl_frame_ref(f);
     n->seq = seq;
-    pl_outq_append(&sub->held, &sub->held_tail, n);
-    sub->held_bytes += f->len;
+    pl_outq_append(&cu->held, &cu->held_tail, n);
+    cu->held_bytes += f->len;
 }
 
 /* Queue a room frame on a subscription unless its seq was already sent. */
@@ -147,7 +160,8 @@ static void send_once(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
  * held meanwhile. Returns 1 when it is all out and the subscription is live. */
 static int replay_some(pl_conn_t *c, pl_sub_t *sub, size_t mark)
 {
-    pl_replay_t *rp = sub->replay;
+    pl_catchup_t *cu = sub->cu;
+    pl_replay_t *rp = cu->replay;
     while (rp->next < rp->n && c->sock.q_bytes < mark && pl_conn_open(c)) {
         pl_frame_t *f = rp->frames[rp->next++];
         send_once(c, sub, f, frame_seq(f));
@@ -155,19 +169,16 @@ static int replay_some(pl_conn_t *c, pl_sub_t *sub, size_t mark)
     }
     if (rp->next < rp->n) return 0;
     if (sub->last_seq < rp->cur) sub->last_seq = rp->cur; /* held frames up to it: duplicates */
-    while (sub->held && c->sock.q_bytes < mark && pl_conn_open(c)) {
-        pl_outq_node_t *n = sub->held;
-        sub->held = n->next;
-        sub->held_bytes -= n->frame->len;
+    while (cu->held && c->sock.q_bytes < mark && pl_conn_open(c)) {
+        pl_outq_node_t *n = cu->held;
+        cu->held = n->next;
+        cu->held_bytes -= n->frame->len;
         send_once(c, sub, n->frame, n->seq);
         pl_frame_unref(n->frame);
         pl_sock_node_put(c->sock.ctx, n);
     }
-    if (sub->held) return 0;
-    sub->held_tail = NULL;
-    free(rp);
-    sub->replay = NULL;
-    sub->sync_gen = 0; /* live from here on */
+    if (cu->held) return 0;
+    end_catchup(pl_shard_of_conn(c), sub); /* live from here on */
     return 1;
 }
 
@@ -176,7 +187,7 @@ void pl_subscribe_drain(pl_conn_t *c)
     size_t mark = c->sock.ctx->lim.refill_mark;
     int more = 0;
     for (pl_sub_t *sub = pl_session_of(c)->subs; sub && pl_conn_open(c); sub = sub->next) {
-        if (!sub->replay) continue;
+        if (!sub->cu || !sub->cu->replay) continue;
         if (c->sock.q_bytes >= mark || !replay_some(c, sub, mark)) more = 1;
     }
     if (!more) pl_conn_want_drain(c, 0);
@@ -186,7 +197,7 @@ static void leave(pl_conn_t *c, pl_sub_t *sub)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
     pl_publish_release(s, sub); /* accepted while catching up: they still go out */
-    drop_catchup(s, sub);
+    end_catchup(s, sub);
     pl_room_leave(&s->rooms, &pl_session_of(c)->subs, sub);
 }
 
@@ -252,14 +263,15 @@ static void finish_sync(pl_conn_t *c, pl_sub_t *sub, sync_ctx_t *ctx, pl_frame_t
     rp->n = n;
     rp->next = 0;
     rp->cur = ctx->cur;
-    sub->replay = rp;
+    sub->cu->replay = rp;
     /* A client claiming more than the room has (Redis lost its data) is not trusted. */
     sub->last_seq = ctx->since > 0 ? (ctx->since < ctx->cur ? ctx->since : ctx->cur) : 0;
+    /* Messages the client sent to the room before `subscribed`: published now; their live
+     * copies come after the catch-up like any live frame. Before the drain, which may finish
+     * the catch-up and free what holds them. */
+    pl_publish_release(pl_shard_of_conn(c), sub);
     pl_conn_want_drain(c, 1);
     pl_subscribe_drain(c);
-    /* Messages the client sent to the room before `subscribed`: published now; their live
-     * copies come after the catch-up like any live frame. */
-    pl_publish_release(pl_shard_of_conn(c), sub);
 }
 
 static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
@@ -288,10 +300,10 @@ static void sync_fail(pl_conn_t *c, pl_sub_t *sub, const char *why)
         }
         rp->n = rp->next = 0;
         rp->cur = sub->last_seq;
-        sub->replay = rp;
+        sub->cu->replay = rp;
+        pl_publish_release(s, sub); /* what the owner sent meanwhile, as when it succeeds */
         pl_conn_want_drain(c, 1);
         pl_subscribe_drain(c);
-        pl_publish_release(s, sub); /* what the owner sent meanwhile, as when it succeeds */
         return;
     }
     char msg[256];
@@ -648,19 +660,25 @@ static int send_sync(pl_shard_t *s, sync_ctx_t *ctx)
 }
 
 /* A new catch-up generation for `sub` (answers to an older one are ignored: sub_for), and what
- * the older one held or had still to send goes. From now on live frames are held. */
-static void begin_catchup(pl_shard_t *s, pl_sub_t *sub)
+ * the older one held or had still to send goes. From now on live frames are held. 0, or -1 (out
+ * of memory: nothing changed). */
+static int begin_catchup(pl_shard_t *s, pl_sub_t *sub)
 {
+    if (!sub->cu && !(sub->cu = calloc(1, sizeof *sub->cu))) return -1;
     if (++s->sync_gen == 0) s->sync_gen = 1;
     sub->sync_gen = s->sync_gen;
     drop_catchup(s, sub);
+    return 0;
 }
 
 static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet, int recheck)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
+    if (begin_catchup(s, sub) != 0) {
+        pl_conn_abort(c, "out of memory");
+        return;
+    }
     sub->quiet = (uint8_t)quiet;
-    begin_catchup(s, sub);
     sync_ctx_t *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
         sync_fail(c, sub, "out of memory");

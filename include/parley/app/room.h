@@ -26,23 +26,33 @@ struct pl_outq_node;
 struct pl_msg;
 struct pl_replay;
 
-/** One owner's membership of one room. */
-typedef struct pl_sub {
-    struct pl_room *room;
-    void *owner;
-    uint32_t idx;        /**< position in room->members */
-    struct pl_sub *next; /**< next subscription of the same owner */
-    /* Kept by the session layer; the table only zeroes them at join. */
-    int64_t last_seq;          /**< highest room seq delivered on this subscription */
-    uint32_t sync_gen;         /**< the catch-up in progress, 0 if none */
-    uint8_t quiet;             /**< that catch-up fills a gap: no `subscribed` frame */
-    uint8_t gap_retries;       /**< gap catch-ups that failed in a row (Redis unreachable) */
-    uint8_t gap_retry;         /**< one waits for the shard's gap timer to be tried again */
+/**
+ * A catch-up in progress on a subscription (app/subscribe.c; `pending`: app/publish.c).
+ * Allocated by subscribe.c when one begins, freed when the subscription is live again or ends.
+ * Out of pl_sub_t, which every connection has for every room it is in, while a catch-up is rare
+ * and brief.
+ */
+typedef struct pl_catchup {
     struct pl_outq_node *held; /**< live frames held back during a catch-up, oldest first */
     struct pl_outq_node *held_tail;
     size_t held_bytes;
     struct pl_replay *replay;              /**< recovered messages still to send, or NULL */
     struct pl_msg *pending, *pending_tail; /**< the owner's messages sent while catching up */
+} pl_catchup_t;
+
+/** One owner's membership of one room. */
+typedef struct pl_sub {
+    struct pl_room *room;
+    void *owner;
+    struct pl_sub *next; /**< next subscription of the same owner */
+    uint32_t idx;        /**< position in room->members */
+    /* Kept by the session layer; the table only zeroes them at join. */
+    uint32_t sync_gen;   /**< the catch-up in progress, 0 if none */
+    int64_t last_seq;    /**< highest room seq delivered on this subscription */
+    pl_catchup_t *cu;    /**< set exactly while sync_gen is; owned */
+    uint8_t quiet;       /**< that catch-up fills a gap: no `subscribed` frame */
+    uint8_t gap_retries; /**< gap catch-ups that failed in a row (Redis unreachable) */
+    uint8_t gap_retry;   /**< one waits for the shard's gap timer to be tried again */
 } pl_sub_t;
 
 /** A room with at least one subscriber on this shard. */
