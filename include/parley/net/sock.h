@@ -136,25 +136,29 @@ enum {
 
 /** A connection. The layer above's struct begins with it. */
 struct pl_sock {
-    uv_tcp_t tcp; /**< tcp.data == this */
+    /* What a fan-out touches for each recipient comes first, in 64 bytes: queueing a frame and
+     * writing it out then cost one or two cache lines per recipient (thousands of sockets do
+     * not stay in cache), and the write needs nothing of the libuv handle. */
     pl_sock_ctx_t *ctx;
+    pl_outq_node_t *q_head, *q_tail; /**< output: frames in order; the head may be partly written */
+    size_t q_bytes;
+    struct pl_sock *dirty_next; /**< ctx->dirty */
     const pl_sock_type_t *type;
-    void *tstate;                 /**< the type's state (TLS), or NULL */
-    struct pl_sock *prev, *next;  /**< the context's sockets */
-    struct pl_sock *dirty_next;   /**< ctx->dirty */
-    struct pl_sock *closing_next; /**< ctx->closing */
-    uint16_t flags;
-    uint16_t close_code;  /**< given to pl_sock_close, for the layer above's on_closing */
-    uint8_t listener;     /**< index of the listener it came from (pl_sock_listen's order) */
-    uint32_t holds;       /**< pl_sock_hold */
+    uint32_t q_off;       /**< bytes of the head already written */
+    int fd;               /**< the TCP socket (written directly: see flush), -1 if none */
     uint32_t over_soft_s; /**< loop second since which more than the soft limit is unread, or 0 */
+    uint16_t flags;
+    uint16_t close_code; /**< given to pl_sock_close, for the layer above's on_closing */
+    /* The rest. */
+    void *tstate;                  /**< the type's state (TLS), or NULL */
+    struct pl_sock *prev, *next;   /**< the context's sockets */
+    struct pl_sock *closing_next;  /**< ctx->closing */
     uint64_t created_ms, close_ms; /**< uv_now of the loop */
     const char *close_reason;      /**< static string */
-    /* Output: frames in order; the head may be partly written (q_off). */
-    pl_outq_node_t *q_head, *q_tail;
-    uint32_t q_off;
-    uint32_t w_nodes; /**< queue nodes the type's write in flight covers (TCP) */
-    size_t q_bytes;
+    uint32_t holds;                /**< pl_sock_hold */
+    uint16_t w_nodes; /**< queue nodes the type's write in flight covers (TCP; <= 64) */
+    uint8_t listener; /**< index of the listener it came from (pl_sock_listen's order) */
+    uv_tcp_t tcp;     /**< tcp.data == this */
 };
 
 /** Most listeners on one context (plain, TLS, metrics). */
