@@ -46,58 +46,68 @@ PARLEY_URL=wss://127.0.0.1:$tport/ws PARLEY_JWT_SECRET=$secret PARLEY_PIDS=$ppid
     SMOKE_ARGS="--cacert $dir/cert.pem --servername localhost" bench/smoke.sh || rc=1
 [ $rc -eq 0 ] || tail -20 "$dir/parleyd.log"
 
+# The floor's runs: start one (floor_start LOG ARGS...: sets fport, fpid), stop it (floor_stop:
+# sets frc, its exit), judge one (floor_verdict NAME OK DETAIL: OK is 1 or 0; prints what the
+# bench printed and the floor's log on failure).
+floor_start() {
+    local log=$1
+    shift
+    fport=$(free_port)
+    build/parley-floor --listen "127.0.0.1:$fport" "$@" 2>"$dir/$log.log" &
+    fpid=$!
+    flog=$dir/$log.log
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$fport") 2>/dev/null && break
+        sleep 0.1
+    done
+}
+floor_stop() {
+    kill -INT "$fpid"
+    wait "$fpid"
+    frc=$?
+    fpid=
+}
+bad_result() { # what parley-bench printed ($out) reports a loss or an error
+    printf '%s\n' "$out" | grep '^RESULT' | grep -Eq " ($1)=[1-9]"
+}
+floor_verdict() {
+    if [ "$2" = 1 ]; then
+        echo "PASS bench_smoke_$1"
+        return
+    fi
+    echo "FAIL bench_smoke_$1 ($3)"
+    printf '%s\n' "$out" | grep -v '^  [|+]' | sed 's/^/    /' | head -8
+    sed 's/^/    /' "$flog" | tail -5
+    rc=1
+}
+xlen_sum() { # messages in all room streams
+    redis-cli -p "$rport" --scan --pattern 'room:*:s' | while read -r k; do redis-cli -p "$rport" xlen "$k"; done |
+        awk '{ n += $1 } END { print n + 0 }'
+}
+
 # floor-redis: 20 rooms, 200 msg/s for 1 s; each message is XADDed to room:<r>:s.
-fport=$(free_port)
-build/parley-floor --listen "127.0.0.1:$fport" --redis "127.0.0.1:$rport" 2>"$dir/floor.log" &
-fpid=$!
-for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$fport") 2>/dev/null && break
-    sleep 0.1
-done
-before=$(redis-cli -p "$rport" --scan --pattern 'room:*:s' | while read -r k; do redis-cli -p "$rport" xlen "$k"; done | awk '{ n += $1 } END { print n + 0 }')
+floor_start floor-redis --redis "127.0.0.1:$rport"
+before=$(xlen_sum)
 out=$(PARLEY_JWT_SECRET=$secret timeout 60 build/parley-bench rooms -n 200 --rooms 20 -r 200 -d 1 --warmup 0 --timeout 20 \
     --url "ws://127.0.0.1:$fport/ws" --label floor-redis --pids "$fpid" 2>&1)
 brc=$?
 sent=$(printf '%s\n' "$out" | grep '^RESULT' | sed -n 's/.* sent=\([0-9]*\).*/\1/p')
-stored=$(redis-cli -p "$rport" --scan --pattern 'room:*:s' | while read -r k; do redis-cli -p "$rport" xlen "$k"; done | awk -v b="$before" '{ n += $1 } END { print n - b }')
-kill -INT "$fpid"
-wait "$fpid"
-frc=$?
-fpid=
-if [ $brc -eq 0 ] && [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$stored" = "$sent" ] && [ $frc -eq 0 ] &&
-    ! printf '%s\n' "$out" | grep '^RESULT' | grep -Eq ' (lost|extra|errors|closed)=[1-9]'; then
-    echo "PASS bench_smoke_floor_redis"
-else
-    echo "FAIL bench_smoke_floor_redis (bench exit $brc, sent ${sent:-?}, stored in streams $stored, floor exit $frc)"
-    printf '%s\n' "$out" | grep -v '^  [|+]' | sed 's/^/    /' | head -8
-    sed 's/^/    /' "$dir/floor.log" | tail -5
-    rc=1
-fi
+stored=$(($(xlen_sum) - before))
+floor_stop
+ok=0
+[ $brc -eq 0 ] && [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$stored" = "$sent" ] && [ $frc -eq 0 ] &&
+    ! bad_result 'lost|extra|errors|closed' && ok=1
+floor_verdict floor_redis $ok "bench exit $brc, sent ${sent:-?}, stored in streams $stored, floor exit $frc"
 
 # floor-tls: 50 receivers over wss://, the certificate verified.
-fport=$(free_port)
-build/parley-floor --listen "127.0.0.1:$fport" --tls "$dir/cert.pem" "$dir/key.pem" 2>"$dir/floor-tls.log" &
-fpid=$!
-for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$fport") 2>/dev/null && break
-    sleep 0.1
-done
+floor_start floor-tls --tls "$dir/cert.pem" "$dir/key.pem"
 out=$(PARLEY_JWT_SECRET=$secret timeout 60 build/parley-bench fanout -n 50 -r 100 -d 1 --max-duration 1 -w 5 \
     --warmup 0 --timeout 20 --url "wss://127.0.0.1:$fport/ws" --cacert "$dir/cert.pem" \
     --servername localhost --label floor-tls --pids "$fpid" 2>&1)
 brc=$?
-kill -INT "$fpid"
-wait "$fpid"
-frc=$?
-fpid=
+floor_stop
 n=$(printf '%s\n' "$out" | grep -c '^RESULT.* delivered=[1-9]')
-if [ $brc -eq 0 ] && [ $frc -eq 0 ] && [ "$n" = 2 ] &&
-    ! printf '%s\n' "$out" | grep '^RESULT' | grep -Eq ' (lost|extra|out_of_order|errors|closed)=[1-9]'; then
-    echo "PASS bench_smoke_floor_tls"
-else
-    echo "FAIL bench_smoke_floor_tls (bench exit $brc, floor exit $frc, $n runs with deliveries)"
-    printf '%s\n' "$out" | grep -v '^  [|+]' | sed 's/^/    /' | head -8
-    sed 's/^/    /' "$dir/floor-tls.log" | tail -5
-    rc=1
-fi
+ok=0
+[ $brc -eq 0 ] && [ $frc -eq 0 ] && [ "$n" = 2 ] && ! bad_result 'lost|extra|out_of_order|errors|closed' && ok=1
+floor_verdict floor_tls $ok "bench exit $brc, floor exit $frc, $n runs with deliveries"
 exit $rc
