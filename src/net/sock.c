@@ -7,12 +7,15 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "parley/base/log.h"
 
@@ -31,6 +34,12 @@ _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
 #define SWEEP_MS 1000
 /* Output queue nodes kept for reuse after a burst; the rest go back to the heap. */
 #define NODES_KEEP 65536
+/* Events taken from the epoll set per loop wake-up; more stay ready and wake the loop again. */
+#define EVENTS_MAX 256
+/* Connections accepted per listener wake-up, so that a storm cannot starve the open ones. */
+#define ACCEPT_MAX 128
+/* Listen backlog (the kernel caps it at net.core.somaxconn). */
+#define BACKLOG 4096
 
 /* ---- the node pool ---- */
 
@@ -115,16 +124,50 @@ static void drop_queue(pl_sock_t *s, uint32_t keep)
     s->q_tail = last;
 }
 
-/* What an in-flight write still needs of the queue. */
+/* What must stay queued when the rest is dropped: a partly written head, whose remaining bytes
+ * keep the stream whole for what follows (a close frame). */
 static uint32_t kept_nodes(const pl_sock_t *s)
 {
-    return (s->flags & PL_SOCK_WAITING) ? s->w_nodes : (s->q_off ? 1 : 0);
+    return s->q_off ? 1 : 0;
 }
 
 int pl_sock_peer(const pl_sock_t *s, struct sockaddr_storage *ss)
 {
-    int len = sizeof *ss;
-    return uv_tcp_getpeername(&s->tcp, (struct sockaddr *)ss, &len);
+    socklen_t len = sizeof *ss;
+    if (s->fd < 0) return UV_ENOTCONN;
+    return getpeername(s->fd, (struct sockaddr *)ss, &len) == 0 ? 0 : uv_translate_sys_error(errno);
+}
+
+/* ---- the epoll set ---- */
+
+/* Register what the socket wants now: EPOLLIN while reading, EPOLLOUT while waiting to drain.
+ * Called where either may have changed; a failure closes the socket. An EPOLLOUT no longer
+ * wanted is only removed here, after the flush that follows it, so that a socket which fills
+ * again at once costs no system call. */
+static void sync_events(pl_sock_t *s)
+{
+    if (s->fd < 0 || (s->flags & (PL_SOCK_HANDLE_CLOSED | PL_SOCK_EV_GONE))) return;
+    uint16_t want = (s->flags & PL_SOCK_READING ? PL_SOCK_EV_IN : 0) |
+                    (s->flags & PL_SOCK_WAITING ? PL_SOCK_EV_OUT : 0);
+    uint16_t have = s->flags & (PL_SOCK_EV_IN | PL_SOCK_EV_OUT);
+    if (want == have) return;
+    struct epoll_event e = {.events = (want & PL_SOCK_EV_IN ? EPOLLIN : 0u) |
+                                      (want & PL_SOCK_EV_OUT ? EPOLLOUT : 0u),
+                            .data.ptr = s};
+    if (epoll_ctl(s->ctx->epfd, EPOLL_CTL_MOD, s->fd, &e) != 0) {
+        pl_sock_abort(s, uv_strerror(uv_translate_sys_error(errno)));
+        return;
+    }
+    s->flags = (uint16_t)((s->flags & ~(PL_SOCK_EV_IN | PL_SOCK_EV_OUT)) | want);
+}
+
+static void set_reading(pl_sock_t *s, int on)
+{
+    if (on)
+        s->flags |= PL_SOCK_READING;
+    else
+        s->flags &= (uint16_t)~PL_SOCK_READING;
+    sync_events(s);
 }
 
 const char *pl_sock_peer_str(const pl_sock_t *s, char *out, size_t n)
@@ -247,16 +290,10 @@ static void free_sock(pl_sock_t *s)
     free(s);
 }
 
-static void on_handle_closed(uv_handle_t *h)
+/* A closed socket's end, at the end of the turn that closed it: nothing of this turn (an
+ * epoll event already taken, a caller up the stack) can still be using it. */
+static void finish_gone(pl_sock_t *s)
 {
-    pl_sock_t *s = h->data;
-    pl_sock_ctx_t *ctx = s->ctx;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        ctx->socks = s->next;
-    if (s->next) s->next->prev = s->prev;
-    atomic_fetch_sub_explicit(&ctx->nsocks, 1, memory_order_relaxed);
     while (s->q_head)
         pop_node(s);
     if (s->type->free) s->type->free(s);
@@ -269,36 +306,39 @@ void pl_sock_release(pl_sock_t *s)
     if (--s->holds == 0 && (s->flags & PL_SOCK_GONE)) free_sock(s);
 }
 
+/* Close the descriptor (which leaves the epoll set with it) and move the socket from the
+ * context's sockets to the ones finished at the end of this turn. */
 static void close_handle(pl_sock_t *s)
 {
     if (s->flags & PL_SOCK_HANDLE_CLOSED) return;
+    pl_sock_ctx_t *ctx = s->ctx;
     s->flags |= PL_SOCK_HANDLE_CLOSED;
-    uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+    if (s->fd >= 0 && close(s->fd) != 0) pl_debug("close: %s", strerror(errno));
+    s->fd = -1;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        ctx->socks = s->next;
+    if (s->next) s->next->prev = s->prev;
+    atomic_fetch_sub_explicit(&ctx->nsocks, 1, memory_order_relaxed);
+    s->prev = NULL;
+    s->next = ctx->gone;
+    ctx->gone = s;
 }
 
 /* End of turn: the close requested during it takes effect. */
 static void begin_close(pl_sock_t *s)
 {
-    uv_read_stop((uv_stream_t *)&s->tcp);
+    set_reading(s, 0);
     if (s->flags & PL_SOCK_OPENED) s->ctx->h->on_closing(s);
     if (s->flags & PL_SOCK_ABORT) {
-        /* uv_close cancels a write in flight; its callback releases what it covered. */
-        drop_queue(s, (s->flags & PL_SOCK_WAITING) ? s->w_nodes : 0);
+        drop_queue(s, 0);
         close_handle(s);
         return;
     }
     s->flags |= PL_SOCK_CLOSING;
     mark_dirty(s);
 }
-
-/* A lingering socket's input: discarded, until the peer's EOF (or an error) ends it. */
-static void linger_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    (void)buf;
-    if (nread < 0) close_handle(st->data);
-}
-
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /*
  * Everything is written: send FIN and read, discarding, until the peer's EOF, for at most
@@ -310,19 +350,18 @@ static void linger(pl_sock_t *s)
 {
     if (s->flags & PL_SOCK_LINGER) return;
     s->flags |= PL_SOCK_LINGER;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&s->tcp, &fd) != 0 || shutdown(fd, SHUT_WR) != 0 ||
-        uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, linger_cb) != 0)
+    if (s->fd < 0 || shutdown(s->fd, SHUT_WR) != 0) {
         close_handle(s);
+        return;
+    }
+    set_reading(s, 1); /* the socket read (on_io) discards what comes, to the EOF */
 }
 
 /* ---- writing ---- */
 
 /*
  * Write to a TCP socket's descriptor: the bytes taken (0 when it is full), or a negative libuv
- * error. What uv_try_write does, without reading the libuv handle (two more cache lines per
- * recipient of a fan-out); valid because nothing else writes while no uv_write is out
- * (PL_SOCK_WAITING: flush does not run). MSG_NOSIGNAL: a peer gone is an error, not SIGPIPE.
+ * error. MSG_NOSIGNAL: a peer gone is an error, not SIGPIPE.
  */
 static ssize_t fd_write(int fd, const uv_buf_t *iov, unsigned n)
 {
@@ -364,30 +403,33 @@ static void consumed(pl_sock_t *s, size_t left)
     }
 }
 
-/* Hand what the socket did not take to the type, which writes it as the socket drains. */
-static void wait_writable(pl_sock_t *s, const uv_buf_t *iov, unsigned n)
+ssize_t pl_sock__write_fd(pl_sock_t *s, const uv_buf_t *iov, unsigned n)
 {
-    uint32_t nodes = 0;
-    int rc = s->type->wait(s, iov, n, &nodes);
-    if (rc != 0) {
-        pl_sock_abort(s, uv_strerror(rc));
+    return s->fd < 0 ? UV_EBADF : fd_write(s->fd, iov, n);
+}
+
+/* The socket is full: what is left (queued, or held by the type) is written when it drains
+ * (on_io: EPOLLOUT makes it dirty again). */
+static void wait_writable(pl_sock_t *s)
+{
+    if (s->fd < 0) {
+        pl_sock_abort(s, "full, and no descriptor to wait on");
         return;
     }
     s->flags |= PL_SOCK_WAITING;
-    s->w_nodes = (uint16_t)nodes;
+    sync_events(s);
 }
 
 /*
- * Write what is queued, as long as the socket takes all of it (keeping a catch-up topped up),
- * then hand the rest to the type, which writes it as the socket drains and makes the socket
- * dirty again when done. Whatever stays unread is judged against the slow-consumer limits.
+ * Write what is queued, as long as the socket takes all of it (keeping a catch-up topped up);
+ * the rest stays queued until the socket drains. Whatever stays unread is judged against the
+ * slow-consumer limits.
  */
-static void flush(pl_sock_t *s)
+static void flush_out(pl_sock_t *s)
 {
-    if ((s->flags & (PL_SOCK_WAITING | PL_SOCK_HANDLE_CLOSED))) return;
     const pl_sock_type_t *t = s->type;
     uv_buf_t iov[IOV_MAX_FRAMES];
-    uint32_t n = 0, done = 0; /* iov[done..n): what the socket did not take */
+    uint32_t n = 0;
     int full = 0;
     for (;;) {
         if ((s->flags & PL_SOCK_REFILL) && s->q_bytes < s->ctx->lim.refill_mark)
@@ -408,16 +450,7 @@ static void flush(pl_sock_t *s)
             return;
         }
         consumed(s, (size_t)r);
-        if (!full) continue;
-        /* The socket is full: the rest of this gather waits for it to drain. */
-        size_t left = (size_t)r;
-        while (done < n && left >= iov[done].len)
-            left -= iov[done++].len;
-        if (done < n) {
-            iov[done].base += left;
-            iov[done].len -= left;
-        }
-        break;
+        if (full) break;
     }
     if (!s->q_head) {
         s->over_soft_s = 0;
@@ -430,7 +463,7 @@ static void flush(pl_sock_t *s)
             return;
         }
         if (t->pending && t->pending(s)) {
-            wait_writable(s, NULL, 0);
+            wait_writable(s);
             return;
         }
         if (s->flags & PL_SOCK_CLOSING) linger(s);
@@ -440,25 +473,18 @@ static void flush(pl_sock_t *s)
         cut_off(s); /* the close comes back here at the end of this turn */
         return;
     }
-    wait_writable(s, iov + done, n - done);
+    wait_writable(s);
 }
 
-void pl_sock__written(pl_sock_t *s, int status)
+static void flush(pl_sock_t *s)
 {
-    uint32_t n = s->w_nodes;
-    s->flags &= (uint16_t)~PL_SOCK_WAITING;
-    s->w_nodes = 0;
-    while (n-- && s->q_head)
-        pop_node(s);
-    if (s->flags & PL_SOCK_HANDLE_CLOSED) return;
-    if (status < 0) {
-        pl_sock_abort(s, uv_strerror(status));
-        return;
-    }
-    mark_dirty(s); /* more to write, a refill, or the close to finish */
+    if ((s->flags & (PL_SOCK_WAITING | PL_SOCK_HANDLE_CLOSED))) return;
+    flush_out(s);
+    sync_events(s); /* drops an EPOLLOUT no longer needed */
 }
 
-/* The context's end-of-turn hook: closes, then every dirty socket. */
+/* The context's end-of-turn hook: closes, then every dirty socket, then the sockets closed
+ * (whose on_free may queue output to others: the loop goes round until all is done). */
 static void turn_hook(pl_loop_t *loop, void *arg)
 {
     pl_sock_ctx_t *ctx = arg;
@@ -471,6 +497,9 @@ static void turn_hook(pl_loop_t *loop, void *arg)
             ctx->dirty = s->dirty_next;
             s->flags &= (uint16_t)~PL_SOCK_DIRTY;
             flush(s);
+        } else if ((s = ctx->gone)) {
+            ctx->gone = s->next;
+            finish_gone(s);
         } else {
             break;
         }
@@ -490,39 +519,82 @@ void pl_sock__deliver(pl_sock_t *s, char *p, size_t n)
     if (pl_sock_open(s)) s->ctx->h->on_data(s, p, n);
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* One read: what it brings is processed at once, so the loop's one buffer serves all. One per
+ * wake-up keeps the sockets fair; the epoll set is level-triggered, so more wakes the loop
+ * again. A lingering socket's bytes are discarded until the peer's EOF ends it. */
+static void sock_read(pl_sock_t *s)
 {
-    pl_sock_t *s = h->data;
-    *buf = uv_buf_init(s->ctx->rbuf, sizeof s->ctx->rbuf);
-}
-
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    pl_sock_t *s = st->data;
-    if (nread == 0) return;
-    if (nread < 0) {
-        pl_sock_abort(s, nread == UV_EOF ? "peer closed" : uv_strerror((int)nread));
+    ssize_t n;
+    do
+        n = read(s->fd, s->ctx->rbuf, sizeof s->ctx->rbuf);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        if (pl_sock_open(s)) s->type->read(s, s->ctx->rbuf, (size_t)n);
         return;
     }
-    if (pl_sock_open(s)) s->type->read(s, buf->base, (size_t)nread);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (s->flags & PL_SOCK_LINGER)
+        close_handle(s);
+    else
+        pl_sock_abort(s, n == 0 ? "peer closed" : uv_strerror(uv_translate_sys_error(errno)));
+}
+
+/* One socket's epoll event. */
+static void on_io(pl_sock_t *s, uint32_t ev)
+{
+    if (s->flags & PL_SOCK_HANDLE_CLOSED) return; /* closed earlier in this batch */
+    if ((ev & EPOLLOUT) && (s->flags & PL_SOCK_WAITING)) {
+        s->flags &= (uint16_t)~PL_SOCK_WAITING;
+        mark_dirty(s); /* more to write, a refill, or the close to finish */
+    }
+    if (!(ev & (EPOLLIN | EPOLLERR | EPOLLHUP))) return;
+    if (s->flags & PL_SOCK_READING) {
+        sock_read(s); /* an error or hang-up shows there */
+        return;
+    }
+    if (ev & (EPOLLERR | EPOLLHUP)) {
+        /* Reported even while reading is paused: the set would keep waking the loop until the
+         * close at the end of the turn, so the socket leaves it now. */
+        if (epoll_ctl(s->ctx->epfd, EPOLL_CTL_DEL, s->fd, NULL) == 0) s->flags |= PL_SOCK_EV_GONE;
+        s->flags &= (uint16_t)~PL_SOCK_WAITING;
+        pl_sock_abort(s, ev & EPOLLERR ? "connection error" : "peer hung up");
+    }
+}
+
+static void io_cb(uv_poll_t *h, int status, int events)
+{
+    pl_sock_ctx_t *ctx = h->data;
+    if (status < 0) {
+        pl_error("socket epoll set: %s", uv_strerror(status));
+        return;
+    }
+    struct epoll_event ev[EVENTS_MAX];
+    int n;
+    do
+        n = epoll_wait(ctx->epfd, ev, EVENTS_MAX, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) pl_error("epoll_wait: %s", strerror(errno));
+    for (int i = 0; i < n; i++)
+        on_io(ev[i].data.ptr, ev[i].events);
 }
 
 void pl_sock_pause(pl_sock_t *s)
 {
-    uv_read_stop((uv_stream_t *)&s->tcp);
+    set_reading(s, 0);
 }
 
 int pl_sock_resume(pl_sock_t *s)
 {
-    int rc = uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, read_cb);
-    if (rc != 0) pl_sock_abort(s, "read_start");
-    return rc;
+    if (s->flags & PL_SOCK_CLOSE_QUEUED) return 0;
+    set_reading(s, 1);
+    return (s->flags & PL_SOCK_ABORT) ? UV_EIO : 0;
 }
 
 /* ---- accepting ---- */
 
-/* A new socket on `ctx`, linked and counted, its handle initialised; NULL (logged) on failure. */
-static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type)
+/* A new socket on `ctx` for `fd` (-1: none), linked and counted, in the epoll set and reading;
+ * NULL (logged) on failure. */
+static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type, int fd)
 {
     pl_sock_t *s = calloc(1, ctx->sock_size);
     if (!s) {
@@ -531,13 +603,15 @@ static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type)
     }
     s->ctx = ctx;
     s->type = type;
-    s->fd = -1;
-    s->tcp.data = s;
-    int rc = uv_tcp_init(pl_loop_uv(ctx->loop), &s->tcp);
-    if (rc != 0) {
-        pl_error("accept: uv_tcp_init: %s", uv_strerror(rc));
-        free(s);
-        return NULL;
+    s->fd = fd;
+    if (fd >= 0) {
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = s};
+        if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
+            pl_error("accept: epoll_ctl: %s", strerror(errno));
+            free(s);
+            return NULL;
+        }
+        s->flags = PL_SOCK_READING | PL_SOCK_EV_IN;
     }
     s->next = ctx->socks;
     if (ctx->socks) ctx->socks->prev = s;
@@ -547,41 +621,61 @@ static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type)
     return s;
 }
 
-static void accept_cb(uv_stream_t *listener, int status)
+/* Out of descriptors: accepting again at once would fail again at once (the listener stays
+ * readable), so the listeners wait for the next sweep, as nginx waits 500 ms. */
+static void pause_accepting(pl_sock_ctx_t *ctx, int err)
+{
+    pl_warn("accept: %s; not accepting for a second", strerror(err));
+    ctx->accept_paused = 1;
+    for (int i = 0; i < ctx->nlisteners; i++)
+        if (ctx->lfd[i] >= 0) uv_poll_stop(&ctx->listeners[i]);
+}
+
+static void accept_cb(uv_poll_t *listener, int status, int events)
 {
     pl_sock_ctx_t *ctx = listener->data;
-    int which = (int)((uv_tcp_t *)listener - ctx->listeners);
+    int which = (int)(listener - ctx->listeners);
     if (status < 0) {
         pl_warn("accept: %s", uv_strerror(status));
         return;
     }
-    pl_sock_t *s = sock_new(ctx, ctx->ltype[which]);
-    if (!s) return;
-    s->listener = (uint8_t)which;
-    pl_counter_add(&ctx->stats.accepted, 1);
-    int rc;
-    uv_os_fd_t fd;
-    if ((rc = uv_accept(listener, (uv_stream_t *)&s->tcp)) != 0 ||
-        (rc = uv_fileno((uv_handle_t *)&s->tcp, &fd)) != 0) {
-        pl_warn("accept: %s", uv_strerror(rc));
-        close_handle(s);
-        return;
+    for (int k = 0; k < ACCEPT_MAX; k++) {
+        int fd = accept4(ctx->lfd[which], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(ctx, errno);
+            else
+                pl_warn("accept: %s", strerror(errno));
+            return;
+        }
+        /* TCP_NODELAY comes from the listening socket (the server sets it before listening). */
+        pl_sock_t *s = sock_new(ctx, ctx->ltype[which], fd);
+        if (!s) {
+            close(fd);
+            return;
+        }
+        s->listener = (uint8_t)which;
+        pl_counter_add(&ctx->stats.accepted, 1);
+        if (s->type->accept(s, ctx->larg[which], &ctx->lstate[which]) != 0) close_handle(s);
     }
-    s->fd = fd;
-    if ((rc = s->type->accept(s, ctx->larg[which], &ctx->lstate[which])) != 0) {
-        close_handle(s);
-        return;
-    }
-    /* TCP_NODELAY comes from the listening socket (the server sets it before listening). */
-    if ((rc = uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, read_cb)) != 0) {
-        pl_warn("read_start: %s", uv_strerror(rc));
-        pl_sock_abort(s, "read_start");
+}
+
+static void resume_accepting(pl_sock_ctx_t *ctx)
+{
+    ctx->accept_paused = 0;
+    for (int i = 0; i < ctx->nlisteners; i++) {
+        int rc;
+        if (ctx->lfd[i] >= 0 &&
+            (rc = uv_poll_start(&ctx->listeners[i], UV_READABLE, accept_cb)) != 0)
+            pl_error("listener %d: %s", i, uv_strerror(rc));
     }
 }
 
 pl_sock_t *pl_sock_attach(pl_sock_ctx_t *ctx, const pl_sock_type_t *type, void *arg)
 {
-    pl_sock_t *s = sock_new(ctx, type);
+    pl_sock_t *s = sock_new(ctx, type, -1);
     void *state = NULL;
     if (s && type->accept(s, arg, &state) != 0) {
         close_handle(s);
@@ -597,25 +691,41 @@ void pl_sock_feed(pl_sock_t *s, char *p, size_t n)
 
 int pl_sock_listen(pl_sock_ctx_t *ctx, int fd, const pl_sock_type_t *type, void *arg)
 {
-    if (ctx->nlisteners == PL_SOCK_LISTENERS) return UV_ENOSPC;
+    if (ctx->nlisteners == PL_SOCK_LISTENERS) {
+        close(fd);
+        return UV_ENOSPC;
+    }
     int i = ctx->nlisteners;
-    uv_tcp_t *l = &ctx->listeners[i];
-    int rc = uv_tcp_init(pl_loop_uv(ctx->loop), l);
-    if (rc != 0) return rc;
+    uv_poll_t *l = &ctx->listeners[i];
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 || listen(fd, BACKLOG) != 0) {
+        int rc = uv_translate_sys_error(errno);
+        close(fd);
+        return rc;
+    }
+    int rc = uv_poll_init(ctx->uv, l, fd);
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
     l->data = ctx;
+    ctx->lfd[i] = fd;
     ctx->ltype[i] = type;
     ctx->larg[i] = arg;
     ctx->nlisteners++;
-    if ((rc = uv_tcp_open(l, fd)) != 0 || (rc = uv_listen((uv_stream_t *)l, 4096, accept_cb)) != 0)
-        return rc; /* the handle is closed with the context */
+    if (!ctx->accept_paused && (rc = uv_poll_start(l, UV_READABLE, accept_cb)) != 0)
+        return rc; /* the handle and fd are closed with the context */
     return i;
 }
 
 void pl_sock_ctx_unlisten(pl_sock_ctx_t *ctx)
 {
-    for (int i = 0; i < ctx->nlisteners; i++)
-        if (!uv_is_closing((uv_handle_t *)&ctx->listeners[i]))
-            uv_close((uv_handle_t *)&ctx->listeners[i], NULL);
+    for (int i = 0; i < ctx->nlisteners; i++) {
+        if (ctx->lfd[i] < 0) continue;
+        uv_close((uv_handle_t *)&ctx->listeners[i], NULL); /* stops it: the fd may go now */
+        close(ctx->lfd[i]);
+        ctx->lfd[i] = -1;
+    }
 }
 
 /* ---- the sweep ---- */
@@ -626,7 +736,7 @@ static void sweep_one(pl_sock_t *s, uint64_t now)
     if (s->flags & PL_SOCK_HANDLE_CLOSED) return;
     if (s->flags & PL_SOCK_CLOSE_QUEUED) {
         if (now - s->close_ms > CLOSE_GRACE_MS) {
-            drop_queue(s, (s->flags & PL_SOCK_WAITING) ? s->w_nodes : 0);
+            drop_queue(s, 0);
             close_handle(s);
         }
         return;
@@ -654,8 +764,11 @@ static void sweep_cb(uv_timer_t *t)
 {
     pl_sock_ctx_t *ctx = t->data;
     uint64_t now = uv_now(t->loop);
-    for (pl_sock_t *s = ctx->socks; s; s = s->next)
+    if (ctx->accept_paused) resume_accepting(ctx);
+    for (pl_sock_t *s = ctx->socks, *next; s; s = next) {
+        next = s->next; /* a socket closed by its sweep moves to ctx->gone */
         sweep_one(s, now);
+    }
 }
 
 /* ---- the context ---- */
@@ -670,18 +783,32 @@ pl_sock_ctx_t *pl_sock_ctx_new(pl_loop_t *loop, const pl_sock_handlers_t *h, voi
     ctx->ud = ud;
     ctx->sock_size = sock_size < sizeof(pl_sock_t) ? sizeof(pl_sock_t) : sock_size;
     ctx->lim = *lim;
+    ctx->uv = pl_loop_uv(loop);
+    for (int i = 0; i < PL_SOCK_LISTENERS; i++)
+        ctx->lfd[i] = -1;
     atomic_init(&ctx->nsocks, 0);
     int rc;
-    if ((rc = uv_timer_init(pl_loop_uv(loop), &ctx->sweep)) != 0) {
+    if ((ctx->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+        pl_error("socket context: epoll_create1: %s", strerror(errno));
         free(ctx);
         return NULL;
     }
+    if ((rc = uv_poll_init(ctx->uv, &ctx->io, ctx->epfd)) != 0) {
+        pl_error("socket context: %s", uv_strerror(rc));
+        close(ctx->epfd);
+        free(ctx);
+        return NULL;
+    }
+    ctx->io.data = ctx;
+    uv_timer_init(ctx->uv, &ctx->sweep); /* cannot fail */
     ctx->sweep.data = ctx;
-    if ((rc = uv_timer_start(&ctx->sweep, sweep_cb, SWEEP_MS, SWEEP_MS)) != 0 ||
+    if ((rc = uv_poll_start(&ctx->io, UV_READABLE, io_cb)) != 0 ||
+        (rc = uv_timer_start(&ctx->sweep, sweep_cb, SWEEP_MS, SWEEP_MS)) != 0 ||
         (rc = pl_loop_hook(loop, turn_hook, ctx)) != 0) {
         pl_error("socket context: %s", uv_strerror(rc));
+        uv_close((uv_handle_t *)&ctx->io, NULL);
         uv_close((uv_handle_t *)&ctx->sweep, NULL);
-        return NULL; /* the loop is not started: freed with it */
+        return NULL; /* the loop is not started: freed with it; epfd leaks with the error */
     }
     return ctx;
 }
@@ -690,11 +817,18 @@ void pl_sock_ctx_close(pl_sock_ctx_t *ctx)
 {
     pl_sock_ctx_unlisten(ctx);
     if (!uv_is_closing((uv_handle_t *)&ctx->sweep)) uv_close((uv_handle_t *)&ctx->sweep, NULL);
+    if (!uv_is_closing((uv_handle_t *)&ctx->io)) uv_close((uv_handle_t *)&ctx->io, NULL);
 }
 
 void pl_sock_ctx_free(pl_sock_ctx_t *ctx)
 {
     if (!ctx) return;
+    while (ctx->gone) { /* closed in the loop's last turn */
+        pl_sock_t *s = ctx->gone;
+        ctx->gone = s->next;
+        finish_gone(s);
+    }
+    if (ctx->epfd >= 0) close(ctx->epfd);
     for (int i = 0; i < ctx->nlisteners; i++)
         if (ctx->lstate[i] && ctx->ltype[i]->loop_free) ctx->ltype[i]->loop_free(ctx->lstate[i]);
     while (ctx->free_nodes) {
@@ -723,34 +857,10 @@ static ssize_t tcp_write(pl_sock_t *s, const uv_buf_t *iov, unsigned n, int *ful
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
         total += iov[i].len;
-    ssize_t r = n ? fd_write(s->fd, iov, n) : 0;
+    ssize_t r = n ? pl_sock__write_fd(s, iov, n) : 0;
     if (r < 0) return r;
     *full = (size_t)r < total;
     return r;
-}
-
-static void tcp_written(uv_write_t *req, int status)
-{
-    pl_sock_t *s = req->data;
-    free(req);
-    s->tstate = NULL;
-    pl_sock__written(s, status);
-}
-
-/* The queue's own bytes are handed to uv_write: the nodes stay queued until it is done. */
-static int tcp_wait(pl_sock_t *s, const uv_buf_t *iov, unsigned n, uint32_t *nodes)
-{
-    uv_write_t *req = malloc(sizeof *req);
-    if (!req) return UV_ENOMEM;
-    req->data = s;
-    int rc = uv_write(req, (uv_stream_t *)&s->tcp, iov, n, tcp_written);
-    if (rc != 0) {
-        free(req);
-        return rc;
-    }
-    s->tstate = req;
-    *nodes = n;
-    return 0;
 }
 
 const pl_sock_type_t pl_sock_tcp = {
@@ -758,5 +868,4 @@ const pl_sock_type_t pl_sock_tcp = {
     .accept = tcp_accept,
     .read = tcp_read,
     .write = tcp_write,
-    .wait = tcp_wait,
 };

@@ -2,7 +2,8 @@
  * tls: the TLS socket type; see the header. mbedTLS talks to the socket
  * through two memory callbacks: bio_recv reads from the ciphertext the
  * socket just read, bio_send appends records to the connection's output
- * buffer, which the transport writes (tls_write, tls_wait) like any bytes.
+ * buffer, which tls_write writes to the socket as far as it takes; the
+ * transport calls it again once the socket drains.
  */
 #include "parley/net/tls.h"
 
@@ -52,11 +53,8 @@ typedef struct {
     tls_conf_t *conf;
     const unsigned char *in; /**< ciphertext being fed to mbedTLS (valid inside tls_read) */
     size_t in_len;
-    pl_buf_t out;     /**< records not yet written */
-    size_t out_off;   /**< written bytes at its start */
-    pl_buf_t writing; /**< records handed to uv_write (kept stable until it completes) */
-    uv_write_t wreq;
-    int busy; /**< wreq in flight */
+    pl_buf_t out;   /**< records not yet written */
+    size_t out_off; /**< written bytes at its start */
 } tls_conn_t;
 
 static const int ciphersuites[] = {
@@ -397,10 +395,9 @@ static ssize_t tls_write(pl_sock_t *s, const uv_buf_t *iov, unsigned n, int *ful
         }
     }
     /* What is encrypted goes to the socket now, as much as it takes. */
-    if (t->out.len > t->out_off && !t->busy) {
+    if (t->out.len > t->out_off) {
         uv_buf_t b = uv_buf_init(t->out.data + t->out_off, (unsigned)(t->out.len - t->out_off));
-        int r = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-        if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
+        ssize_t r = pl_sock__write_fd(s, &b, 1);
         if (r < 0) return r;
         t->out_off += (size_t)r;
         if (t->out_off == t->out.len) {
@@ -412,37 +409,10 @@ static ssize_t tls_write(pl_sock_t *s, const uv_buf_t *iov, unsigned n, int *ful
     return (ssize_t)taken;
 }
 
-static void tls_written(uv_write_t *req, int status)
-{
-    pl_sock_t *s = req->data;
-    tls_conn_t *t = s->tstate;
-    t->busy = 0;
-    pl_buf_reset(&t->writing);
-    pl_sock__written(s, status);
-}
-
-/* The socket is full: the records not written are handed to uv_write (moved aside, so that
- * records made meanwhile, alerts say, cannot move them); the queue keeps its plaintext. */
-static int tls_wait(pl_sock_t *s, const uv_buf_t *iov, unsigned n, uint32_t *nodes)
-{
-    tls_conn_t *t = s->tstate;
-    *nodes = 0;
-    pl_buf_reset(&t->writing);
-    pl_buf_add(&t->writing, t->out.data + t->out_off, t->out.len - t->out_off);
-    if (!t->writing.data) return UV_ENOMEM;
-    pl_buf_reset(&t->out);
-    t->out_off = 0;
-    t->wreq.data = s;
-    uv_buf_t b = uv_buf_init(t->writing.data, (unsigned)t->writing.len);
-    int rc = uv_write(&t->wreq, (uv_stream_t *)&s->tcp, &b, 1, tls_written);
-    if (rc == 0) t->busy = 1;
-    return rc;
-}
-
 static int tls_pending(const pl_sock_t *s)
 {
     const tls_conn_t *t = s->tstate;
-    return t && (t->busy || t->out.len > t->out_off);
+    return t && t->out.len > t->out_off;
 }
 
 static void tls_shutdown(pl_sock_t *s)
@@ -458,7 +428,6 @@ static void tls_free(pl_sock_t *s)
     mbedtls_ssl_free(&t->ssl);
     conf_unref(t->conf);
     pl_buf_free(&t->out);
-    pl_buf_free(&t->writing);
     free(t);
     s->tstate = NULL;
 }
@@ -470,7 +439,6 @@ const pl_sock_type_t pl_sock_tls = {
     .loop_free = tls_loop_free,
     .read = tls_read,
     .write = tls_write,
-    .wait = tls_wait,
     .pending = tls_pending,
     .shutdown = tls_shutdown,
     .free = tls_free,

@@ -8,12 +8,17 @@
  * socket's type (pl_sock_type_t: plain TCP here, TLS in tls.h), so nothing
  * above this layer knows whether a connection is encrypted.
  *
+ * A context does its sockets' I/O itself, as uSockets does: the sockets are
+ * registered in the context's own epoll set, which the libuv loop watches as
+ * one descriptor (a socket then costs its fd and the bytes below, not a
+ * 248-byte uv_tcp_t), and the listeners are libuv poll handles.
+ *
  * Per loop turn (loop.h): callbacks only queue output and closes; the
  * context's end-of-turn hook carries out the closes and writes every dirty
- * socket for as long as the kernel takes everything, then hands the rest to
- * libuv. A slow consumer is cut off (pl_sock_handlers_t.on_closing decides
- * what it is told) for what it fails to read: more than the hard limit
- * unread at once, or more than the soft limit for its seconds.
+ * socket for as long as the kernel takes everything; the rest waits for the
+ * socket to drain (EPOLLOUT) while it stays queued. A slow consumer is cut off
+ * (pl_sock_handlers_t.on_closing decides what it is told) for what it fails to read: more than the
+ * hard limit unread at once, or more than the soft limit for its seconds.
  *
  * Ownership: a context belongs to its loop (pl_sock_ctx_new, freed by
  * pl_sock_ctx_free after the loop ended). A socket is allocated by its
@@ -77,10 +82,6 @@ typedef struct pl_sock_type {
      *  (written, or held by the type to be written), or a negative libuv error; sets *full when
      *  the socket takes no more now. */
     ssize_t (*write)(pl_sock_t *s, const uv_buf_t *iov, unsigned n, int *full);
-    /** The socket is full: write `iov` (what write did not take; the type's own buffer for
-     *  TLS) when it drains, then call pl_sock__written. *nodes: queue nodes the write covers.
-     *  0, or a negative libuv error. */
-    int (*wait)(pl_sock_t *s, const uv_buf_t *iov, unsigned n, uint32_t *nodes);
     /** 1 if the type holds bytes still to write (TLS records, a close_notify). */
     int (*pending)(const pl_sock_t *s);
     /** Nothing more will be queued: end the stream (TLS: close_notify). */
@@ -125,13 +126,17 @@ enum {
     PL_SOCK_CLOSE_QUEUED = 1 << 1, /**< on the closing list, or past it */
     PL_SOCK_CLOSING = 1 << 2,      /**< close carried out: writing the last bytes */
     PL_SOCK_HANDLE_CLOSED = 1 << 3,
-    PL_SOCK_ABORT = 1 << 4,   /**< drop queued output, close at once */
-    PL_SOCK_GONE = 1 << 5,    /**< the handle closed; freed once holds is 0 */
-    PL_SOCK_OPENED = 1 << 6,  /**< on_open was called */
-    PL_SOCK_REFILL = 1 << 7,  /**< the layer above wants on_drain */
-    PL_SOCK_SHUT = 1 << 8,    /**< the type's shutdown was called */
-    PL_SOCK_WAITING = 1 << 9, /**< the type waits for the socket to drain (its write is out) */
-    PL_SOCK_LINGER = 1 << 10, /**< all written, FIN sent: reading to the peer's EOF */
+    PL_SOCK_ABORT = 1 << 4,    /**< drop queued output, close at once */
+    PL_SOCK_GONE = 1 << 5,     /**< the handle closed; freed once holds is 0 */
+    PL_SOCK_OPENED = 1 << 6,   /**< on_open was called */
+    PL_SOCK_REFILL = 1 << 7,   /**< the layer above wants on_drain */
+    PL_SOCK_SHUT = 1 << 8,     /**< the type's shutdown was called */
+    PL_SOCK_WAITING = 1 << 9,  /**< full: waiting for the socket to drain (EPOLLOUT) */
+    PL_SOCK_LINGER = 1 << 10,  /**< all written, FIN sent: reading to the peer's EOF */
+    PL_SOCK_READING = 1 << 11, /**< reading wanted (not paused, not closing) */
+    PL_SOCK_EV_IN = 1 << 12,   /**< registered for EPOLLIN */
+    PL_SOCK_EV_OUT = 1 << 13,  /**< registered for EPOLLOUT */
+    PL_SOCK_EV_GONE = 1 << 14, /**< removed from the epoll set (an error seen while not reading) */
 };
 
 /** A connection. The layer above's struct begins with it. */
@@ -145,20 +150,18 @@ struct pl_sock {
     struct pl_sock *dirty_next; /**< ctx->dirty */
     const pl_sock_type_t *type;
     uint32_t q_off;       /**< bytes of the head already written */
-    int fd;               /**< the TCP socket (written directly: see flush), -1 if none */
+    int fd;               /**< the TCP socket, -1 if none (attached) or closed */
     uint32_t over_soft_s; /**< loop second since which more than the soft limit is unread, or 0 */
     uint16_t flags;
     uint16_t close_code; /**< given to pl_sock_close, for the layer above's on_closing */
     /* The rest. */
     void *tstate;                  /**< the type's state (TLS), or NULL */
-    struct pl_sock *prev, *next;   /**< the context's sockets */
+    struct pl_sock *prev, *next;   /**< the context's sockets; once closed, next is ctx->gone */
     struct pl_sock *closing_next;  /**< ctx->closing */
     uint64_t created_ms, close_ms; /**< uv_now of the loop */
     const char *close_reason;      /**< static string */
     uint32_t holds;                /**< pl_sock_hold */
-    uint16_t w_nodes; /**< queue nodes the type's write in flight covers (TCP; <= 64) */
     uint8_t listener; /**< index of the listener it came from (pl_sock_listen's order) */
-    uv_tcp_t tcp;     /**< tcp.data == this */
 };
 
 /** Most listeners on one context (plain, TLS, metrics). */
@@ -187,8 +190,14 @@ struct pl_sock_ctx {
     pl_sock_t *socks;   /**< every live socket (doubly linked) */
     pl_sock_t *dirty;   /**< sockets with output to write this turn */
     pl_sock_t *closing; /**< sockets whose close was requested this turn */
+    pl_sock_t *gone;    /**< sockets closed this turn, finished at its end (freeClientAsync) */
+    uv_loop_t *uv;
+    int epfd;     /**< the sockets' epoll set */
+    uv_poll_t io; /**< watches epfd */
     uv_timer_t sweep;
-    uv_tcp_t listeners[PL_SOCK_LISTENERS];
+    uv_poll_t listeners[PL_SOCK_LISTENERS];
+    int lfd[PL_SOCK_LISTENERS]; /**< the listening sockets (owned), -1 once closed */
+    int accept_paused;          /**< out of descriptors: the listeners wait for the sweep */
     const pl_sock_type_t *ltype[PL_SOCK_LISTENERS];
     void *larg[PL_SOCK_LISTENERS];
     void *lstate[PL_SOCK_LISTENERS]; /**< each listener's type state (pl_sock_type_t.accept) */
@@ -205,9 +214,10 @@ struct pl_sock_ctx {
 pl_sock_ctx_t *pl_sock_ctx_new(pl_loop_t *loop, const pl_sock_handlers_t *h, void *ud,
                                size_t sock_size, const pl_sock_limits_t *lim);
 
-/** Accept on the bound socket `fd` (SO_REUSEPORT: each loop its own) as `type` (with `arg`,
- *  e.g. the TLS configuration). Returns the listener's index (pl_sock_t.listener of what it
- *  accepts), or a negative libuv error. */
+/** Accept on the bound, listening socket `fd` (SO_REUSEPORT: each loop its own; the context
+ *  owns it from here, even on failure) as `type` (with `arg`, e.g. the TLS configuration).
+ *  Returns the listener's index (pl_sock_t.listener of what it accepts), or a negative libuv
+ *  error. */
 int pl_sock_listen(pl_sock_ctx_t *ctx, int fd, const pl_sock_type_t *type, void *arg);
 
 /** A socket not from a listener, with no file descriptor: `type` moves its bytes (the unit
@@ -285,7 +295,7 @@ static inline int pl_sock_secure(const pl_sock_t *s)
 /** uv_now of the socket's loop. */
 static inline uint64_t pl_sock_now(const pl_sock_t *s)
 {
-    return uv_now(s->tcp.loop);
+    return uv_now(s->ctx->uv);
 }
 
 /** An output queue node from the context's pool (or the heap). NULL on OOM. */
@@ -299,8 +309,9 @@ void pl_sock_node_put(pl_sock_ctx_t *ctx, pl_outq_node_t *n);
 void pl_sock__opened(pl_sock_t *s);
 /** Plaintext from the type. */
 void pl_sock__deliver(pl_sock_t *s, char *p, size_t n);
-/** The type's pending write completed (status < 0: failed). */
-void pl_sock__written(pl_sock_t *s, int status);
+/** Write to the socket's descriptor: the bytes it took (0 when it is full), or a negative
+ *  libuv error. */
+ssize_t pl_sock__write_fd(pl_sock_t *s, const uv_buf_t *iov, unsigned n);
 /** The type has bytes to write: flush at the end of the turn. */
 void pl_sock__dirty(pl_sock_t *s);
 

@@ -294,11 +294,6 @@ static ssize_t lb_write(pl_sock_t *s, const uv_buf_t *iov, unsigned n, int *full
     return (ssize_t)total;
 }
 
-static inline int lb_wait(pl_sock_t *s, const uv_buf_t *iov, unsigned n, uint32_t *nodes)
-{
-    return UV_EINVAL; /* never full */
-}
-
 /* The last connection freed: what it was sent, for a test to read after the close (cl_closed). */
 static loopback_t lb_closed;
 
@@ -315,7 +310,6 @@ static const pl_sock_type_t loopback = {
     .accept = lb_accept,
     .read = lb_read,
     .write = lb_write,
-    .wait = lb_wait,
     .free = lb_free,
 };
 
