@@ -20,22 +20,21 @@ uint32_t pl_limits_take(pl_limits_bucket_t *b, const pl_limits_rate_t *r, uint32
                         uint64_t now_ms)
 {
     int64_t cap = (int64_t)r->burst * 1000;
-    /* Refill for the time since the last take; a zeroed bucket (at_ms 0) fills at once. */
-    if (now_ms > b->at_ms) {
-        uint64_t dt = now_ms - b->at_ms;
-        /* Past a full refill the product could only overflow: the bucket is full. */
-        b->milli = dt >= 1000000000ull ? cap : b->milli + (int64_t)dt * r->rate;
-        if (b->milli > cap) b->milli = cap;
-        b->at_ms = now_ms;
+    uint32_t now = (uint32_t)now_ms;
+    if (b->debt > 0) { /* refill for the time since the last take (unsigned: wraps right) */
+        int64_t paid = (int64_t)(uint32_t)(now - b->at) * r->rate;
+        b->debt = paid >= b->debt ? 0 : b->debt - (int32_t)paid;
     }
+    b->at = now;
     /* More than a bucket costs a whole bucket: it passes once the bucket is full. */
     int64_t want = (int64_t)(n < r->burst ? n : r->burst) * 1000;
-    if (b->milli >= want) {
-        b->milli -= want;
+    int64_t have = cap - b->debt;
+    if (have >= want) {
+        b->debt += (int32_t)want;
         return 0;
     }
     if (!r->rate) return UINT32_MAX;
-    int64_t ms = (want - b->milli + r->rate - 1) / r->rate; /* ceil: the tokens are there then */
+    int64_t ms = (want - have + r->rate - 1) / r->rate; /* ceil: the tokens are there then */
     return ms < 1 ? 1 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
 }
 

@@ -21,10 +21,14 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/** A token bucket, in thousandths of a token. Zeroed it is full at its first use. */
+/**
+ * A token bucket, kept as what it lacks of full so that a zeroed one is full. Eight bytes:
+ * every connection holds three. The clock is kept modulo 2^32 ms: a bucket left unused for
+ * over 49 days may refill by less than it should, once.
+ */
 typedef struct {
-    int64_t milli;  /**< tokens x 1000 at at_ms */
-    uint64_t at_ms; /**< when last refilled (the loop's clock) */
+    int32_t debt; /**< tokens x 1000 missing from full at `at` (burst x 1000 fits: <= 1e9) */
+    uint32_t at;  /**< when last refilled: the loop's clock in ms, modulo 2^32 */
 } pl_limits_bucket_t;
 
 /** A bucket's refill rate (tokens per second) and its size. */
