@@ -187,7 +187,7 @@ static void presence_queue(pl_conn_t *c, int up)
     else
         pl_buf_adds(&pq->users, up ? "u" : "d");
     pl_buf_add(&pq->users, "", 1);
-    pl_buf_add(&pq->users, ss->user, strlen(ss->user) + 1);
+    pl_buf_add(&pq->users, pl_session_user(ss), strlen(pl_session_user(ss)) + 1);
     pq->conn[pq->n++] = up ? ss : NULL;
 }
 
@@ -349,7 +349,7 @@ typedef struct pl_typing {
 static int typing_script(pl_conn_t *c, const char *room, const char *op, pl_redis_cb cb, void *priv)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
-    const char *pfx = s->srv->cfg.redis_prefix, *user = pl_session_of(c)->user;
+    const char *pfx = s->srv->cfg.redis_prefix, *user = pl_session_user(pl_session_of(c));
     size_t room_len = strlen(room);
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)pl_now_ms());
@@ -500,7 +500,7 @@ static void read_reply(struct redisAsyncContext *ac, void *reply, void *privdata
         if (j) {
             pl_db_job_init(&j->h, PL_DB_READ, s->loop, PL_EV_DB, job_free_cb);
             snprintf(j->room, sizeof j->room, "%s", x->room);
-            snprintf(j->user, sizeof j->user, "%s", pl_session_of(c)->user);
+            snprintf(j->user, sizeof j->user, "%s", pl_session_user(pl_session_of(c)));
             j->seq = x->seq;
             pl_db_submit(s->srv->db, &j->h);
         }
@@ -520,7 +520,7 @@ void pl_chat_read(pl_conn_t *c, const pl_req_t *req)
     pl_key_read(&s->kbuf[1], s->srv->cfg.redis_prefix, req->room, req->room_len);
     pl_key_room_chan(&s->kbuf[2], req->room, req->room_len);
     const char *keys[2] = {s->kbuf[0].data, s->kbuf[1].data};
-    const char *args[5] = {req->room, pl_session_of(c)->user, seq, s->kbuf[2].data,
+    const char *args[5] = {req->room, pl_session_user(pl_session_of(c)), seq, s->kbuf[2].data,
                            pl_key_publish_cmd()};
     if (chat_script(s, PL_SCRIPT_READ, 2, keys, 5, args, read_reply, x) != 0) {
         chat_ctx_done(x);

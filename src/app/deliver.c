@@ -277,7 +277,7 @@ static void end_subs(pl_shard_t *s, const pl_bcast_t *b)
     for (uint32_t i = room ? room->nmembers : 0; i-- > 0;) {
         pl_sub_t *sub = room->members[i];
         pl_session_t *ss = sub->owner;
-        if (!ss->user || strcmp(ss->user, b->user_a) != 0) continue;
+        if (!pl_session_user(ss) || strcmp(pl_session_user(ss), b->user_a) != 0) continue;
         pl_conn_t *c = pl_session_conn(ss);
         if (sub->sync_gen && !sub->quiet) {
             /* A subscribe still being checked or caught up: its client waits for an answer to
@@ -302,7 +302,9 @@ static void deliver_room(pl_shard_t *s, pl_room_t *room, const pl_bcast_t *b)
         pl_session_t *ss = sub->owner;
         pl_conn_t *c = pl_session_conn(ss);
         /* Typing and presence go to the room's other users. */
-        if (b->kind == PL_BC_OTHERS && ss->user && strcmp(ss->user, b->user_a) == 0) continue;
+        if (b->kind == PL_BC_OTHERS && pl_session_user(ss) &&
+            strcmp(pl_session_user(ss), b->user_a) == 0)
+            continue;
         if (sub->sync_gen) {
             pl_subscribe_hold(c, sub, b->frame, b->seq); /* catching up: after the missed ones */
             continue;

@@ -54,7 +54,8 @@ static void tick(pl_shard_t *s)
         pl_session_t *ss = pl_session_of(c);
         /* A rebalance asks only the clients it found: one that arrived since (perhaps one asked
          * a moment ago, back at the instance its address hashes to) is left alone. */
-        if (!ss->leaving && !p->drain && c->sock.created_ms > p->t0) continue;
+        if (!ss->leaving && !p->drain && (int32_t)(c->sock.created_ms - pl_sock_ms32(p->t0)) > 0)
+            continue;
         if (!ss->leaving) {
             if (p->started >= want) {
                 left++;

@@ -587,7 +587,7 @@ static pl_msg_t *msg_new(pl_shard_t *s, pl_conn_t *c, const pl_req_t *req)
     memcpy(m->text, req->text, req->text_len);
     m->shard = s;
     m->conn = c;
-    snprintf(m->user, sizeof m->user, "%s", pl_session_of(c)->user);
+    snprintf(m->user, sizeof m->user, "%s", pl_session_user(pl_session_of(c)));
     if (req->cid) memcpy(m->cid, req->cid, req->cid_len + 1);
     m->m.room = m->room;
     m->m.sender = m->user;
@@ -608,12 +608,12 @@ void pl_publish(pl_conn_t *c, const pl_req_t *req)
     char dm[3 + 32 + 1];
     pl_counter_add(&s->stats.received, 1);
     if (req->to) {
-        if (strcmp(req->to, ss->user) == 0) {
+        if (strcmp(req->to, pl_session_user(ss)) == 0) {
             pl_session_error(c, PL_ERR_BAD_REQUEST, "a direct message needs another user", req->cid,
                              req->cid_len);
             return;
         }
-        dm_room(s, ss->user, req->to, dm);
+        dm_room(s, pl_session_user(ss), req->to, dm);
     }
     pl_room_t *room = req->to ? NULL : pl_room_find(&s->rooms, req->room, req->room_len);
     pl_sub_t *sub = room ? pl_room_sub_of(ss->subs, room) : NULL;

@@ -62,7 +62,7 @@ void pl_session_start(pl_conn_t *c, const char *user, int64_t exp, int64_t iat)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
     pl_session_t *ss = pl_session_of(c);
-    if (!(ss->user = strdup(user))) {
+    if (pl_users_add(&s->users, user, strlen(user), &ss->ulink) != 0) {
         pl_conn_abort(c, "out of memory");
         return;
     }
@@ -82,10 +82,6 @@ void pl_session_start(pl_conn_t *c, const char *user, int64_t exp, int64_t iat)
     pl_wire_authenticated(b, user, s->srv->cfg.server_id, session, ss->exp);
     pl_session_send(c, b);
     pl_debug("conn %s: authenticated, session %s", user, session);
-    if (pl_users_add(&s->users, user, strlen(user), &ss->ulink) != 0) {
-        pl_conn_abort(c, "out of memory");
-        return;
-    }
     pl_chat_presence_up(c);
 }
 
@@ -129,7 +125,7 @@ static void reauthenticate(pl_conn_t *c, const pl_req_t *req)
         pl_session_error(c, PL_ERR_UNAUTHORIZED, msg, req->cid, req->cid_len);
         return;
     }
-    if (strcmp(cl.sub, ss->user) != 0) {
+    if (strcmp(cl.sub, pl_session_user(ss)) != 0) {
         pl_session_error(c, PL_ERR_FORBIDDEN, "the token is for another user", req->cid,
                          req->cid_len);
         return;
@@ -137,7 +133,7 @@ static void reauthenticate(pl_conn_t *c, const pl_req_t *req)
     set_exp(ss, cl.exp);
     pl_buf_t *b = pl_shard_scratch(s);
     pl_buf_adds(b, "{\"type\":\"reauthenticated\",\"user\":");
-    pl_buf_json_str(b, ss->user, strlen(ss->user));
+    pl_buf_json_str(b, pl_session_user(ss), strlen(pl_session_user(ss)));
     if (ss->exp) pl_buf_printf(b, ",\"exp\":%lu", (unsigned long)ss->exp);
     pl_buf_adds(b, "}");
     pl_session_send(c, b);
@@ -303,9 +299,7 @@ static void on_close(pl_conn_t *c)
 
 static void on_free(pl_conn_t *c)
 {
-    pl_session_t *ss = pl_session_of(c);
-    free(ss->user);
-    ss->user = NULL;
+    pl_users_release(&pl_shard_of_conn(c)->users, &pl_session_of(c)->ulink);
 }
 
 /* Once a second: the authentication deadline, the token's expiry, typing states that expire. */
@@ -314,7 +308,7 @@ static void on_tick(pl_conn_t *c, uint64_t now)
     pl_session_t *ss = pl_session_of(c);
     if (!ss->authed) {
         uint64_t auth_ms = (uint64_t)pl_shard_of_conn(c)->srv->cfg.auth_timeout * 1000;
-        if (now - c->sock.created_ms >= auth_ms && pl_conn_open(c)) {
+        if (pl_sock_ms_since(now, c->sock.created_ms) >= auth_ms && pl_conn_open(c)) {
             pl_session_auth_failed(c, 0);
             pl_conn_close(c, 4001, "authentication timeout");
         }
@@ -326,7 +320,7 @@ static void on_tick(pl_conn_t *c, uint64_t now)
 
 static const char *label(pl_conn_t *c)
 {
-    const char *user = pl_session_of(c)->user;
+    const char *user = pl_session_user(pl_session_of(c));
     return user ? user : "-";
 }
 

@@ -635,7 +635,7 @@ static int send_sync(pl_shard_t *s, sync_ctx_t *ctx)
     pl_key_stream(&s->kbuf[1], ctx->room, room_len);
     pl_key_read(&s->kbuf[2], cfg->redis_prefix, ctx->room, room_len);
     pl_key_ready(&s->kbuf[3], ctx->room, room_len);
-    const char *user = pl_session_of(ctx->conn)->user;
+    const char *user = pl_session_user(pl_session_of(ctx->conn));
     const char *argv[10] = {"EVALSHA",
                             pl_script_sha(PL_SCRIPT_SYNC),
                             "4",
@@ -775,7 +775,7 @@ static int join_again(pl_shard_t *s, pl_conn_t *c, const sync_ctx_t *ctx)
     pl_db_job_init(&j->job.h, PL_DB_MEMBER, s->loop, PL_EV_DB, join_checked);
     j->job.op = PL_DB_MEMBER_CHECK;
     snprintf(j->job.room, sizeof j->job.room, "%s", ctx->room);
-    snprintf(j->job.user, sizeof j->job.user, "%s", pl_session_of(c)->user);
+    snprintf(j->job.user, sizeof j->job.user, "%s", pl_session_user(pl_session_of(c)));
     j->conn = c;
     j->gen = ctx->gen;
     j->since = ctx->since;
@@ -831,8 +831,8 @@ static void join_checked(pl_db_job_t *job)
         int ok = job->status == PL_DB_OK && (j->open_rooms || j->job.member);
         if (ok || j->open_rooms) {
             if (!j->again)
-                pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_of(c)->user, 1, NULL,
-                               NULL, NULL);
+                pl_chat_member(pl_shard_of_conn(c), j->job.room, pl_session_user(pl_session_of(c)),
+                               1, NULL, NULL, NULL);
             start_sync(c, sub, j->since, 0, !j->open_rooms && !j->again);
         } else {
             int forbidden = job->status == PL_DB_OK;
@@ -888,7 +888,7 @@ void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
         }
         int64_t since = pl_wire_since(req, r->valuestring);
         if (!db) {
-            pl_chat_member(s, r->valuestring, ss->user, 1, NULL, NULL, NULL);
+            pl_chat_member(s, r->valuestring, pl_session_user(ss), 1, NULL, NULL, NULL);
             start_sync(c, sub, since, 0, 0);
             continue;
         }
@@ -904,7 +904,7 @@ void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
         pl_db_job_init(&j->job.h, PL_DB_MEMBER, s->loop, PL_EV_DB, join_checked);
         j->job.op = cfg->open_rooms ? PL_DB_MEMBER_ADD : PL_DB_MEMBER_CHECK;
         snprintf(j->job.room, sizeof j->job.room, "%s", r->valuestring);
-        snprintf(j->job.user, sizeof j->job.user, "%s", ss->user);
+        snprintf(j->job.user, sizeof j->job.user, "%s", pl_session_user(ss));
         j->conn = c;
         j->gen = sub->sync_gen;
         j->since = since;

@@ -28,7 +28,8 @@ int pl_users_add(pl_users_t *t, const char *name, size_t len, pl_user_link_t *l)
         u->node.hash = pl_htab_hash(name, len);
         u->first = NULL;
         u->n = 0;
-        u->len = (uint32_t)len;
+        u->refs = 0;
+        u->len = (uint16_t)len;
         memcpy(u->name, name, len);
         u->name[len] = '\0';
         pl_htab_insert(&t->h, &u->node);
@@ -37,23 +38,30 @@ int pl_users_add(pl_users_t *t, const char *name, size_t len, pl_user_link_t *l)
     l->user = u;
     u->first = l;
     u->n++;
+    u->refs++;
     return 0;
 }
 
 void pl_users_remove(pl_users_t *t, pl_user_link_t *l)
 {
     pl_user_t *u = l->user;
-    if (!u) return;
+    if (!u || l->next == l) return; /* zeroed, or held already */
     pl_user_link_t **pp = &u->first;
     while (*pp != l)
         pp = &(*pp)->next;
     *pp = l->next;
+    l->next = l;
+    if (--u->n == 0) pl_htab_remove(&t->h, &u->node); /* freed when the last hold goes */
+}
+
+void pl_users_release(pl_users_t *t, pl_user_link_t *l)
+{
+    pl_user_t *u = l->user;
+    if (!u) return;
+    pl_users_remove(t, l);
+    if (--u->refs == 0) free(u);
     l->next = NULL;
     l->user = NULL;
-    if (--u->n == 0) {
-        pl_htab_remove(&t->h, &u->node);
-        free(u);
-    }
 }
 
 pl_user_t *pl_users_first(const pl_users_t *t)

@@ -271,7 +271,7 @@ void pl_sock_close(pl_sock_t *s, uint16_t code, const char *reason)
     s->flags |= PL_SOCK_CLOSE_QUEUED;
     s->close_code = code;
     s->close_reason = reason;
-    s->close_ms = pl_sock_now(s);
+    s->close_ms = pl_sock_ms32(pl_sock_now(s));
     s->closing_next = s->ctx->closing;
     s->ctx->closing = s;
 }
@@ -617,7 +617,7 @@ static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type, int f
     if (ctx->socks) ctx->socks->prev = s;
     ctx->socks = s;
     atomic_fetch_add_explicit(&ctx->nsocks, 1, memory_order_relaxed);
-    s->created_ms = pl_sock_now(s);
+    s->created_ms = pl_sock_ms32(pl_sock_now(s));
     return s;
 }
 
@@ -735,14 +735,14 @@ static void sweep_one(pl_sock_t *s, uint64_t now)
     const pl_sock_limits_t *lim = &s->ctx->lim;
     if (s->flags & PL_SOCK_HANDLE_CLOSED) return;
     if (s->flags & PL_SOCK_CLOSE_QUEUED) {
-        if (now - s->close_ms > CLOSE_GRACE_MS) {
+        if (pl_sock_ms_since(now, s->close_ms) > CLOSE_GRACE_MS) {
             drop_queue(s, 0);
             close_handle(s);
         }
         return;
     }
     if (!(s->flags & PL_SOCK_OPENED)) {
-        if (now - s->created_ms >= (uint64_t)lim->handshake_s * 1000) {
+        if (pl_sock_ms_since(now, s->created_ms) >= (uint32_t)lim->handshake_s * 1000) {
             if (pl_log_enabled(PL_LOG_DEBUG)) {
                 char peer[64];
                 pl_debug("conn from %s: no %s handshake within %d s; closed",

@@ -239,7 +239,7 @@ void pl_conn_http_resume(pl_conn_t *c, int keep_alive)
             pl_conn_close(c, 0, NULL);
         } else {
             http_served(c);
-            c->last_rx_ms = pl_sock_now(&c->sock);
+            c->last_rx_ms = pl_sock_ms32(pl_sock_now(&c->sock));
             if (pl_sock_resume(&c->sock) == 0 && c->http->stash.len) {
                 /* Pipelined requests read before the answer was ready. */
                 pl_buf_t rest = c->http->stash;
@@ -262,7 +262,7 @@ static void on_open(pl_sock_t *s)
         pl_conn_abort(c, "out of memory");
         return;
     }
-    c->http->mark_ms = s->created_ms; /* the first request's clock */
+    c->http->mark_ms = pl_sock_now(s); /* the first request's clock */
     if (cctx(c)->lim.http_max_head) c->http->max_head = cctx(c)->lim.http_max_head;
     if (cctx(c)->lim.http_max_body) c->http->max_body = cctx(c)->lim.http_max_body;
     if (pl_log_enabled(PL_LOG_DEBUG)) {
@@ -274,7 +274,7 @@ static void on_open(pl_sock_t *s)
 static void on_data(pl_sock_t *s, char *p, size_t n)
 {
     pl_conn_t *c = (pl_conn_t *)s;
-    c->last_rx_ms = pl_sock_now(s);
+    c->last_rx_ms = pl_sock_ms32(pl_sock_now(s));
     if (c->phase == PL_CONN_HTTP)
         feed_http(c, p, n);
     else
@@ -344,19 +344,19 @@ static void on_tick(pl_sock_t *s, uint64_t now)
         return;
     }
     const pl_conn_limits_t *lim = &cctx(c)->lim;
-    uint64_t idle = now - c->last_rx_ms;
+    uint64_t idle = pl_sock_ms_since(now, c->last_rx_ms);
     if (idle >= (uint64_t)lim->idle_s * 1000) {
         pl_conn_close(c, 1001, "idle timeout");
         return;
     }
     if (idle >= (uint64_t)lim->ping_s * 1000 &&
-        now - c->last_ping_ms >= (uint64_t)lim->ping_s * 1000) {
+        pl_sock_ms_since(now, c->last_ping_ms) >= (uint64_t)lim->ping_s * 1000) {
         pl_frame_t *f = pl_frame_ws(PL_WS_PING, NULL, 0);
         if (f) {
             pl_conn_send(c, f);
             pl_frame_unref(f);
         }
-        c->last_ping_ms = now;
+        c->last_ping_ms = pl_sock_ms32(now);
     }
     cctx(c)->app->on_tick(c, now);
 }

@@ -6,7 +6,8 @@
  * subscribe.h, publish.h and chat.h, and error frames.
  *
  * Ownership: a session lives in its connection's memory (proto/conn.h); its
- * user id is allocated at authentication and freed with the connection.
+ * user id is its entry in the shard's user index (users.h), filed at
+ * authentication, held from the close and let go of when the memory goes.
  */
 #ifndef PARLEY_APP_SESSION_H
 #define PARLEY_APP_SESSION_H
@@ -25,23 +26,23 @@ struct pl_typing;
 
 /** A connection's protocol state. Zeroed at accept. */
 typedef struct pl_session {
-    char *user;               /**< after authentication; owned */
     uint64_t id;              /**< unique per connection across the cluster */
     pl_sub_t *subs;           /**< rooms subscribed to, on the shard's room table */
-    pl_user_link_t ulink;     /**< this connection in the shard's user index */
+    pl_user_link_t ulink;     /**< in the shard's user index; its entry holds the user's name */
     struct pl_typing *typing; /**< rooms it is typing in (chat.c) */
-    uint8_t authed;
-    uint8_t presence;      /**< counted in Redis presence (chat.c) */
-    uint8_t up_pending;    /**< its "u" is sent and unanswered: a close waits for the answer */
-    uint8_t down_deferred; /**< closed meanwhile: its "d" goes once the "u" is answered */
-    uint8_t leaving;       /**< asked to leave (drain.h): not read any more */
-    uint32_t leave_ms;     /**< when, uv_now truncated */
-    uint32_t exp; /**< the token's exp (unix seconds), 0 if none: closed with 4001 after it */
+    int64_t authed_ms; /**< pl_mono_ms of its authentication (a disconnect closes those before) */
+    /* Small fields together: every connection holds a session (no holes). */
+    uint32_t leave_ms; /**< when it was asked to leave, uv_now truncated */
+    uint32_t exp;      /**< the token's exp (unix seconds), 0 if none: closed with 4001 after it */
     uint32_t iat; /**< the token's iat (unix seconds), 0 if none: checked against revocations */
-    int64_t authed_ms;   /**< pl_mono_ms of its authentication (a disconnect closes those before) */
     uint16_t exp_notice; /**< seconds before exp the expiry notice goes; 0 once sent, or none */
-    pl_limits_bucket_t frames;   /**< messages, typing, reads: PARLEY_RATE_LIMIT (limits.h) */
-    pl_limits_bucket_t churn;    /**< rooms subscribed or left: PARLEY_SUBSCRIBE_RATE */
+    uint8_t authed;
+    uint8_t presence;          /**< counted in Redis presence (chat.c) */
+    uint8_t up_pending;        /**< its "u" is sent and unanswered: a close waits for the answer */
+    uint8_t down_deferred;     /**< closed meanwhile: its "d" goes once the "u" is answered */
+    uint8_t leaving;           /**< asked to leave (drain.h): not read any more */
+    pl_limits_bucket_t frames; /**< messages, typing, reads: PARLEY_RATE_LIMIT (limits.h) */
+    pl_limits_bucket_t churn;  /**< rooms subscribed or left: PARLEY_SUBSCRIBE_RATE */
     pl_limits_bucket_t refusals; /**< refusals it may still draw before it is closed (1008) */
     pl_limits_slot_t slot;       /**< where the server's connection table counted it */
 } pl_session_t;
@@ -54,6 +55,12 @@ static inline pl_session_t *pl_session_of(pl_conn_t *c)
 static inline pl_conn_t *pl_session_conn(pl_session_t *s)
 {
     return pl_conn_of(s);
+}
+
+/** The user id of an authenticated session (until its memory goes), or NULL. */
+static inline const char *pl_session_user(const pl_session_t *ss)
+{
+    return pl_users_name(&ss->ulink);
 }
 
 /** The session whose user link is `l` (a pl_user_t's chain). */

@@ -22,10 +22,14 @@
 
 struct pl_user;
 
-/** A connection's place in its user's chain; zeroed = not filed. */
+/**
+ * A connection's place in its user's chain. Zeroed: not filed. Filed: in the chain. Held
+ * (pl_users_remove): out of the chain, but `user` and its name stay valid until
+ * pl_users_release, so that a closing connection still knows its user without a copy.
+ */
 typedef struct pl_user_link {
-    struct pl_user_link *next; /**< the user's next connection on this shard */
-    struct pl_user *user;      /**< its entry, NULL while not filed */
+    struct pl_user_link *next; /**< the user's next connection on this shard; itself if held */
+    struct pl_user *user;      /**< its entry, NULL while zeroed */
 } pl_user_link_t;
 
 /** One user with at least one connection on this shard. */
@@ -33,8 +37,9 @@ typedef struct pl_user {
     pl_hnode_t node;
     pl_user_link_t *first; /**< its connections, newest first */
     uint32_t n;            /**< how many */
-    uint32_t len;
-    char name[]; /**< NUL-terminated */
+    uint16_t len;          /**< <= PL_JWT_SUB_MAX */
+    uint16_t refs;         /**< links filed or held: the entry is freed at 0 */
+    char name[];           /**< NUL-terminated */
 } pl_user_t;
 
 /** The index; zero-initialised is empty. */
@@ -51,12 +56,22 @@ static inline size_t pl_users_count(const pl_users_t *t)
 /** The entry of user `name[0..len)`, or NULL if it has no connection here. */
 pl_user_t *pl_users_find(const pl_users_t *t, const char *name, size_t len);
 
-/** File `l` (not filed) under user `name[0..len)`. 0, or -1 on allocation failure (nothing
- *  changed). */
+/** File `l` (zeroed) under user `name[0..len)` (len < 65536). 0, or -1 on allocation failure
+ *  (nothing changed). */
 int pl_users_add(pl_users_t *t, const char *name, size_t len, pl_user_link_t *l);
 
-/** Unfile `l` if it is filed; the user's last link frees its entry. */
+/** Unfile `l` if it is filed, and hold it: the user's last filed link takes the entry out of
+ *  the index (a new connection of that user files a new one). */
 void pl_users_remove(pl_users_t *t, pl_user_link_t *l);
+
+/** Unfile `l` if filed, let go of its entry (the last link frees it) and zero it. */
+void pl_users_release(pl_users_t *t, pl_user_link_t *l);
+
+/** The user's name of a filed or held link, or NULL if zeroed. */
+static inline const char *pl_users_name(const pl_user_link_t *l)
+{
+    return l->user ? l->user->name : NULL;
+}
 
 /** The first entry in no particular order, or NULL; with pl_users_next, each once. The index
  *  must not change during the walk. */

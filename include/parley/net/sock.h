@@ -158,8 +158,8 @@ struct pl_sock {
     void *tstate;                  /**< the type's state (TLS), or NULL */
     struct pl_sock *prev, *next;   /**< the context's sockets; once closed, next is ctx->gone */
     struct pl_sock *closing_next;  /**< ctx->closing */
-    uint64_t created_ms, close_ms; /**< uv_now of the loop */
     const char *close_reason;      /**< static string */
+    uint32_t created_ms, close_ms; /**< the loop's clock, a pl_sock_ms32 (pl_sock_ms_since) */
     uint32_t holds;                /**< pl_sock_hold */
     uint8_t listener; /**< index of the listener it came from (pl_sock_listen's order) */
 };
@@ -296,6 +296,20 @@ static inline int pl_sock_secure(const pl_sock_t *s)
 static inline uint64_t pl_sock_now(const pl_sock_t *s)
 {
     return uv_now(s->ctx->uv);
+}
+
+/** The loop's clock as a connection keeps it: milliseconds modulo 2^32 (4 bytes, not 8, in
+ *  every connection). Only the time since is taken (pl_sock_ms_since): right for spans under
+ *  49 days, and every span kept is seconds or minutes. */
+static inline uint32_t pl_sock_ms32(uint64_t now)
+{
+    return (uint32_t)now;
+}
+
+/** Milliseconds from `then` (a pl_sock_ms32) to `now` (the loop's clock). */
+static inline uint32_t pl_sock_ms_since(uint64_t now, uint32_t then)
+{
+    return (uint32_t)now - then;
 }
 
 /** An output queue node from the context's pool (or the heap). NULL on OOM. */

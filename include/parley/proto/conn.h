@@ -93,13 +93,13 @@ enum {
 
 /** A client connection. */
 struct pl_conn {
-    pl_sock_t sock; /**< first: the transport allocates the whole */
+    pl_sock_t sock;                    /**< first: the transport allocates the whole */
+    uint32_t last_rx_ms, last_ping_ms; /**< the loop's clock, pl_sock_ms32 */
     uint8_t phase;
     uint8_t flags;
-    uint64_t last_rx_ms, last_ping_ms; /**< uv_now of the loop */
-    pl_http_t *http;                   /**< HTTP phase only */
-    pl_ws_in_t in;                     /**< WebSocket phase: the client frame reader */
-    _Alignas(16) unsigned char ext[];  /**< the application's area */
+    pl_http_t *http;                  /**< HTTP phase only */
+    pl_ws_in_t in;                    /**< WebSocket phase: the client frame reader */
+    _Alignas(16) unsigned char ext[]; /**< the application's area */
 };
 
 /**

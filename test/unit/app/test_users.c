@@ -1,5 +1,5 @@
 /* Unit tests for src/app/users.c (and the htab under it): filing connections by user, chains
- * of several connections, removal from any place, the walk, growth, free. */
+ * of several connections, removal from any place, held links, the walk, growth, free. */
 #include "parley/app/users.h"
 #include "unit.h"
 
@@ -40,18 +40,29 @@ static void add_find_remove(void)
     CHECK(chain_is(a, (pl_user_link_t *[]){&a1, &a2, &a3}, 3));
     CHECK(chain_is(b, (pl_user_link_t *[]){&b1}, 1));
     CHECK(find_s(&t, "alic") == NULL && find_s(&t, "alicee") == NULL);
-    pl_users_remove(&t, &a2); /* the middle of the chain */
-    CHECK(a2.user == NULL && a2.next == NULL);
+    pl_users_remove(&t, &a2); /* the middle of the chain: held, its name still there */
+    CHECK(a2.user == a && a2.next == &a2 && strcmp(pl_users_name(&a2), "alice") == 0);
     CHECK(chain_is(a, (pl_user_link_t *[]){&a1, &a3}, 2));
-    pl_users_remove(&t, &a2); /* not filed: nothing happens */
+    pl_users_remove(&t, &a2); /* held already: nothing happens */
     CHECK(chain_is(a, (pl_user_link_t *[]){&a1, &a3}, 2));
+    pl_users_release(&t, &a2); /* let go: zeroed, the entry stays for a1 and a3 */
+    CHECK(a2.user == NULL && a2.next == NULL && pl_users_name(&a2) == NULL);
+    CHECK(find_s(&t, "alice") == a && a->refs == 2);
     pl_users_remove(&t, &a3); /* the head */
     CHECK(chain_is(a, (pl_user_link_t *[]){&a1}, 1));
-    pl_users_remove(&t, &a1); /* the last: the entry goes */
+    pl_users_remove(&t, &a1); /* the last filed: the entry leaves the index, held by a1, a3 */
     CHECK(find_s(&t, "alice") == NULL);
     CHECK_EQ_INT(pl_users_count(&t), 1);
-    CHECK_EQ_INT(pl_users_add(&t, "alice", 5, &a1), 0); /* back again */
-    CHECK(chain_is(find_s(&t, "alice"), (pl_user_link_t *[]){&a1}, 1));
+    CHECK_STR(pl_users_name(&a1), "alice");
+    pl_user_link_t a4 = {0};
+    CHECK_EQ_INT(pl_users_add(&t, "alice", 5, &a4), 0); /* back again: a new entry */
+    CHECK(find_s(&t, "alice") != NULL && find_s(&t, "alice") != a1.user);
+    CHECK(chain_is(find_s(&t, "alice"), (pl_user_link_t *[]){&a4}, 1));
+    pl_users_release(&t, &a3);
+    CHECK_STR(pl_users_name(&a1), "alice"); /* the old entry lives while a1 holds it */
+    pl_users_release(&t, &a1);              /* and goes with it (valgrind: no leak) */
+    pl_users_release(&t, &b1);              /* filed: unfiled, and its entry goes */
+    CHECK(find_s(&t, "bob") == NULL);
     pl_users_free(&t); /* with entries in it (valgrind: no leak) */
     CHECK_EQ_INT(pl_users_count(&t), 0);
     CHECK(t.h.buckets == NULL);
@@ -84,10 +95,10 @@ static void many_users_walk_and_growth(void)
     CHECK_EQ_INT(wrong, 0);
     /* remove every odd user's links (one or two): the rest are still found */
     for (int i = 1; i < N; i += 2) {
-        pl_users_remove(&t, &links[2 * i]);
+        pl_users_release(&t, &links[2 * i]);
         if (i % 3 == 0) {
             CHECK(links[2 * i + 1].user && links[2 * i + 1].user->n == 1); /* one still there */
-            pl_users_remove(&t, &links[2 * i + 1]);
+            pl_users_release(&t, &links[2 * i + 1]);
         }
     }
     int missing = 0;
