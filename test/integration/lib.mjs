@@ -301,6 +301,9 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
     const logFile = path.join(dir, `${serverId}.${attempt}.log`);
     const p = new Parleyd({ port, serverId, logFile, tls: !!withTls, tlsPort });
     const tlsEnv = {};
+    // A port is TLS or not per instance: a free port handed out again (an earlier instance's
+    // TLS port, now a plain one) must not be spoken to in TLS.
+    if (withTls !== true) tlsPorts.delete(port);
     if (withTls) {
       const f = tlsFiles();
       Object.assign(tlsEnv, { PARLEY_TLS_LISTEN: `127.0.0.1:${tlsPort}`, PARLEY_TLS_CERT: f.cert, PARLEY_TLS_KEY: f.key });
