@@ -257,7 +257,8 @@ static int client_sockaddr(pl_conn_t *c, struct sockaddr_storage *out)
     const pl_config_t *cfg = &pl_shard_of_conn(c)->srv->cfg;
     struct sockaddr_storage who;
     if (pl_sock_peer(&c->sock, &who) != 0) return -1;
-    const char *xff = c->http ? pl_http_header(c->http, PL_H_X_FORWARDED_FOR) : NULL;
+    const pl_http_t *h = pl_conn_http(c);
+    const char *xff = h ? pl_http_header(h, PL_H_X_FORWARDED_FOR) : NULL;
     if (xff && cfg->trusted_proxies.n &&
         pl_cidr_match(&cfg->trusted_proxies, (struct sockaddr *)&who)) {
         size_t end = strlen(xff);

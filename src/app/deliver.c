@@ -279,7 +279,7 @@ static void end_subs(pl_shard_t *s, const pl_bcast_t *b)
         pl_session_t *ss = sub->owner;
         if (!pl_session_user(ss) || strcmp(pl_session_user(ss), b->user_a) != 0) continue;
         pl_conn_t *c = pl_session_conn(ss);
-        if (sub->sync_gen && !sub->quiet) {
+        if (sub->cu && !sub->quiet) {
             /* A subscribe still being checked or caught up: its client waits for an answer to
              * it, so the answer is the refusal; `unsubscribed` would leave it waiting. */
             char name[PL_ROOM_MAX + 1];
@@ -305,7 +305,7 @@ static void deliver_room(pl_shard_t *s, pl_room_t *room, const pl_bcast_t *b)
         if (b->kind == PL_BC_OTHERS && pl_session_user(ss) &&
             strcmp(pl_session_user(ss), b->user_a) == 0)
             continue;
-        if (sub->sync_gen) {
+        if (sub->cu) {
             pl_subscribe_hold(c, sub, b->frame, b->seq); /* catching up: after the missed ones */
             continue;
         }
@@ -318,7 +318,7 @@ static void deliver_room(pl_shard_t *s, pl_room_t *room, const pl_bcast_t *b)
                 pl_debug("%s: seq %lld after %lld: catching up", room->name, (long long)b->seq,
                          (long long)sub->last_seq);
                 pl_subscribe_catch_up(c, sub);
-                if (sub->sync_gen) {
+                if (sub->cu) {
                     pl_subscribe_hold(c, sub, b->frame, b->seq);
                     continue;
                 }

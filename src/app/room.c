@@ -37,12 +37,13 @@ void pl_room_table_free(pl_room_table_t *t)
     while (n) {
         pl_room_t *r = room_of(n);
         n = pl_htab_next(&t->h, n);
-        for (uint32_t j = 0; j < r->nmembers; j++)
-            free(r->members[j]);
+        for (uint32_t j = 0; j < r->nmembers; j++) /* one by one: memory checkers count them */
+            pl_slab_put(&t->sub_slab, r->members[j]);
         free(r->members);
         free(r);
     }
     pl_htab_free(&t->h);
+    pl_slab_free(&t->sub_slab);
     memset(t, 0, sizeof *t);
 }
 
@@ -107,7 +108,8 @@ pl_sub_t *pl_room_join(pl_room_table_t *t, const char *name, size_t len, void *o
         room->members = m;
         room->cap = cap;
     }
-    pl_sub_t *s = calloc(1, sizeof *s);
+    if (!t->sub_slab.size) pl_slab_init(&t->sub_slab, sizeof(pl_sub_t)); /* zero-initialised */
+    pl_sub_t *s = pl_slab_get(&t->sub_slab);
     if (!s) goto fail;
     s->room = room;
     s->owner = owner;
@@ -134,7 +136,7 @@ void pl_room_leave(pl_room_table_t *t, pl_sub_t **list, pl_sub_t *sub)
     room->members[sub->idx] = last;
     last->idx = sub->idx;
     t->subs--;
-    free(sub);
+    pl_slab_put(&t->sub_slab, sub);
     if (room->nmembers == 0) room_unlink_free(t, room);
 }
 

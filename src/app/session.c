@@ -62,7 +62,14 @@ void pl_session_start(pl_conn_t *c, const char *user, int64_t exp, int64_t iat)
 {
     pl_shard_t *s = pl_shard_of_conn(c);
     pl_session_t *ss = pl_session_of(c);
-    if (pl_users_add(&s->users, user, strlen(user), &ss->ulink) != 0) {
+    int rc = pl_users_add(&s->users, user, strlen(user), &ss->ulink);
+    if (rc == -2) {
+        pl_warn("conn %s: more than %d connections of one user on one shard: refused", user,
+                PL_USERS_MAX_LINKS);
+        pl_conn_close(c, 1008, "too many connections of this user");
+        return;
+    }
+    if (rc != 0) {
         pl_conn_abort(c, "out of memory");
         return;
     }
@@ -74,10 +81,12 @@ void pl_session_start(pl_conn_t *c, const char *user, int64_t exp, int64_t iat)
     pl_counter_add(&s->stats.sessions, 1);
     /* Before Redis gave this shard its id node, a random session id: it only has to be unique,
      * and 64 random bits are, for all practical purposes. */
-    if (s->ids_ready || getrandom(&ss->id, sizeof ss->id, 0) != sizeof ss->id)
-        ss->id = pl_idgen_next(&s->ids, pl_now_ms());
+    uint64_t id;
+    if (s->ids_ready || getrandom(&id, sizeof id, 0) != sizeof id)
+        id = pl_idgen_next(&s->ids, pl_now_ms());
+    /* Told to the client and logged, not kept: nothing later names a connection by it. */
     char session[24];
-    snprintf(session, sizeof session, "%016llx", (unsigned long long)ss->id);
+    snprintf(session, sizeof session, "%016llx", (unsigned long long)id);
     pl_buf_t *b = pl_shard_scratch(s);
     pl_wire_authenticated(b, user, s->srv->cfg.server_id, session, ss->exp);
     pl_session_send(c, b);

@@ -124,7 +124,6 @@ static void end_catchup(pl_shard_t *s, pl_sub_t *sub)
     drop_catchup(s, sub);
     free(sub->cu);
     sub->cu = NULL;
-    sub->sync_gen = 0;
 }
 
 void pl_subscribe_hold(pl_conn_t *c, pl_sub_t *sub, pl_frame_t *f, int64_t seq)
@@ -227,7 +226,7 @@ static pl_sub_t *sub_for(pl_conn_t *c, const char *room, uint32_t gen)
     if (!pl_conn_open(c)) return NULL;
     pl_room_t *r = pl_room_find(&pl_shard_of_conn(c)->rooms, room, strlen(room));
     pl_sub_t *sub = r ? pl_room_sub_of(pl_session_of(c)->subs, r) : NULL;
-    return sub && sub->sync_gen == gen ? sub : NULL;
+    return sub && pl_sub_gen(sub) == gen ? sub : NULL;
 }
 
 /* ---- catching up ---- */
@@ -666,7 +665,7 @@ static int begin_catchup(pl_shard_t *s, pl_sub_t *sub)
 {
     if (!sub->cu && !(sub->cu = calloc(1, sizeof *sub->cu))) return -1;
     if (++s->sync_gen == 0) s->sync_gen = 1;
-    sub->sync_gen = s->sync_gen;
+    sub->cu->gen = s->sync_gen;
     drop_catchup(s, sub);
     return 0;
 }
@@ -685,7 +684,7 @@ static void start_sync(pl_conn_t *c, pl_sub_t *sub, int64_t since, int quiet, in
         return;
     }
     ctx->conn = c;
-    ctx->gen = sub->sync_gen;
+    ctx->gen = pl_sub_gen(sub);
     ctx->since = since;
     ctx->read = -1;
     snprintf(ctx->room, sizeof ctx->room, "%s", sub->room->name);
@@ -906,7 +905,7 @@ void pl_subscribe(pl_conn_t *c, const pl_req_t *req)
         snprintf(j->job.room, sizeof j->job.room, "%s", r->valuestring);
         snprintf(j->job.user, sizeof j->job.user, "%s", pl_session_user(ss));
         j->conn = c;
-        j->gen = sub->sync_gen;
+        j->gen = pl_sub_gen(sub);
         j->since = since;
         j->open_rooms = cfg->open_rooms;
         pl_conn_hold(c);
@@ -950,7 +949,7 @@ void pl_subscribe_gap_timer_cb(uv_timer_t *t)
 
 void pl_subscribe_catch_up(pl_conn_t *c, pl_sub_t *sub)
 {
-    if (!pl_conn_open(c) || (sub->sync_gen && !sub->quiet)) return;
+    if (!pl_conn_open(c) || (sub->cu && !sub->quiet)) return;
     start_sync(c, sub, sub->last_seq, 1, 0);
 }
 
@@ -962,7 +961,7 @@ static void gap_one(pl_sub_t *sub, void *arg)
      * its `since` is not kept here. It may miss what the gap held if it read the room before;
      * rare (a subscribe racing a Redis restart), and its client can resubscribe with since. A
      * gap catch-up under way is started again: it reads after this gap too. */
-    if (sub->sync_gen && !sub->quiet) return;
+    if (sub->cu && !sub->quiet) return;
     start_sync(c, sub, sub->last_seq, 1, 0);
 }
 

@@ -22,6 +22,7 @@ pl_user_t *pl_users_find(const pl_users_t *t, const char *name, size_t len)
 int pl_users_add(pl_users_t *t, const char *name, size_t len, pl_user_link_t *l)
 {
     pl_user_t *u = pl_users_find(t, name, len);
+    if (u && u->refs == PL_USERS_MAX_LINKS) return -2;
     if (!u) {
         if (pl_htab_reserve(&t->h) != 0) return -1;
         if (!(u = malloc(sizeof *u + len + 1))) return -1;

@@ -109,9 +109,9 @@ static const opt_t opts[] = {
      "in PARLEY_MAX_FRAME with 512 bytes of envelope)"},
     {"max-rooms", "PARLEY_MAX_ROOMS", T_SIZE, AT(max_rooms), "1024", 1, 1 << 20, NULL,
      "rooms one connection may hold"},
-    {"max-outbuf", "PARLEY_MAX_OUTBUF", T_SIZE, AT(max_outbuf), "16777216", 65536, 1LL << 34, NULL,
+    {"max-outbuf", "PARLEY_MAX_OUTBUF", T_SIZE, AT(max_outbuf), "16777216", 65536, 1LL << 30, NULL,
      "unread bytes queued to one client at which it is cut off at once (close 4008)"},
-    {"max-outbuf-soft", "PARLEY_MAX_OUTBUF_SOFT", T_SIZE, AT(outbuf_soft), NULL, 4096, 1LL << 34,
+    {"max-outbuf-soft", "PARLEY_MAX_OUTBUF_SOFT", T_SIZE, AT(outbuf_soft), NULL, 4096, 1LL << 30,
      NULL,
      "unread bytes a client may keep queued for at most PARLEY_MAX_OUTBUF_SOFT_SECONDS "
      "(default: a quarter of PARLEY_MAX_OUTBUF)"},

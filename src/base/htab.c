@@ -14,7 +14,7 @@ uint32_t pl_htab_hash(const char *s, size_t n)
 
 int pl_htab_reserve(pl_htab_t *t)
 {
-    if (t->count < t->nbuckets) return 0;
+    if (t->count < 2 * t->nbuckets) return 0; /* two per bucket: half the buckets' bytes */
     size_t n = t->nbuckets ? t->nbuckets * 2 : 64;
     pl_hnode_t **b = calloc(n, sizeof *b);
     if (!b) return t->nbuckets ? 0 : -1;

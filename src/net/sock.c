@@ -32,8 +32,6 @@ _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
 #define CLOSE_GRACE_MS 2000
 /* Sweep period: timeouts are coarse (seconds), so one timer per context suffices. */
 #define SWEEP_MS 1000
-/* Output queue nodes kept for reuse after a burst; the rest go back to the heap. */
-#define NODES_KEEP 65536
 /* Events taken from the epoll set per loop wake-up; more stay ready and wake the loop again. */
 #define EVENTS_MAX 256
 /* Connections accepted per listener wake-up, so that a storm cannot starve the open ones. */
@@ -41,28 +39,16 @@ _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
 /* Listen backlog (the kernel caps it at net.core.somaxconn). */
 #define BACKLOG 4096
 
-/* ---- the node pool ---- */
+/* ---- output queue nodes ---- */
 
 pl_outq_node_t *pl_sock_node_get(pl_sock_ctx_t *ctx)
 {
-    pl_outq_node_t *n = ctx->free_nodes;
-    if (n) {
-        ctx->free_nodes = n->next;
-        ctx->nfree_nodes--;
-        return n;
-    }
-    return malloc(sizeof *n);
+    return pl_slab_get(&ctx->nodes);
 }
 
 void pl_sock_node_put(pl_sock_ctx_t *ctx, pl_outq_node_t *n)
 {
-    if (ctx->nfree_nodes >= NODES_KEEP) {
-        free(n);
-        return;
-    }
-    n->next = ctx->free_nodes;
-    ctx->free_nodes = n;
-    ctx->nfree_nodes++;
+    pl_slab_put(&ctx->nodes, n);
 }
 
 /* ---- the output queue ---- */
@@ -200,9 +186,11 @@ static int over_limit(pl_sock_t *s)
         s->over_soft_s = 0;
         return 0;
     }
-    uint32_t now_s = (uint32_t)(pl_sock_now(s) / 1000) | 1; /* 0 means "not over" */
+    /* Seconds modulo 2^16, odd (0 means "not over"): the soft limit's seconds are at most 3600
+     * (config.c) and this runs at every flush and sweep, so the difference never wraps. */
+    uint16_t now_s = (uint16_t)((pl_sock_now(s) / 1000) | 1);
     if (!s->over_soft_s) s->over_soft_s = now_s;
-    return now_s - s->over_soft_s >= (uint32_t)lim->outbuf_soft_s;
+    return (uint16_t)(now_s - s->over_soft_s) >= (uint32_t)lim->outbuf_soft_s;
 }
 
 /* A slow consumer: what it has not been sent is dropped, the close follows what is. */
@@ -212,8 +200,8 @@ static void cut_off(pl_sock_t *s)
     char peer[64];
     pl_warn("conn from %s: %zu bytes unread (limits %zu, or %zu for %d s); closing (slow "
             "consumer)",
-            pl_sock_peer_str(s, peer, sizeof peer), s->q_bytes, lim->max_outbuf, lim->outbuf_soft,
-            lim->outbuf_soft_s);
+            pl_sock_peer_str(s, peer, sizeof peer), (size_t)s->q_bytes, lim->max_outbuf,
+            lim->outbuf_soft, lim->outbuf_soft_s);
     pl_counter_add(&s->ctx->stats.slow_consumers, 1);
     pl_sock_close(s, lim->cut_code, "slow consumer");
     drop_queue(s, kept_nodes(s));
@@ -287,7 +275,7 @@ void pl_sock_abort(pl_sock_t *s, const char *why)
 static void free_sock(pl_sock_t *s)
 {
     if (s->flags & PL_SOCK_OPENED) s->ctx->h->on_free(s);
-    free(s);
+    pl_slab_put(&s->ctx->blocks, s);
 }
 
 /* A closed socket's end, at the end of the turn that closed it: nothing of this turn (an
@@ -596,7 +584,7 @@ int pl_sock_resume(pl_sock_t *s)
  * NULL (logged) on failure. */
 static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type, int fd)
 {
-    pl_sock_t *s = calloc(1, ctx->sock_size);
+    pl_sock_t *s = pl_slab_get(&ctx->blocks);
     if (!s) {
         pl_error("accept: out of memory");
         return NULL;
@@ -608,7 +596,7 @@ static pl_sock_t *sock_new(pl_sock_ctx_t *ctx, const pl_sock_type_t *type, int f
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = s};
         if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &e) != 0) {
             pl_error("accept: epoll_ctl: %s", strerror(errno));
-            free(s);
+            pl_slab_put(&ctx->blocks, s);
             return NULL;
         }
         s->flags = PL_SOCK_READING | PL_SOCK_EV_IN;
@@ -782,6 +770,14 @@ pl_sock_ctx_t *pl_sock_ctx_new(pl_loop_t *loop, const pl_sock_handlers_t *h, voi
     ctx->h = h;
     ctx->ud = ud;
     ctx->sock_size = sock_size < sizeof(pl_sock_t) ? sizeof(pl_sock_t) : sock_size;
+    if (ctx->sock_size > PL_SLAB_MAX) {
+        pl_error("socket context: %zu bytes per socket is more than %d", ctx->sock_size,
+                 PL_SLAB_MAX);
+        free(ctx);
+        return NULL;
+    }
+    pl_slab_init(&ctx->blocks, ctx->sock_size);
+    pl_slab_init(&ctx->nodes, sizeof(pl_outq_node_t));
     ctx->lim = *lim;
     ctx->uv = pl_loop_uv(loop);
     for (int i = 0; i < PL_SOCK_LISTENERS; i++)
@@ -831,11 +827,8 @@ void pl_sock_ctx_free(pl_sock_ctx_t *ctx)
     if (ctx->epfd >= 0) close(ctx->epfd);
     for (int i = 0; i < ctx->nlisteners; i++)
         if (ctx->lstate[i] && ctx->ltype[i]->loop_free) ctx->ltype[i]->loop_free(ctx->lstate[i]);
-    while (ctx->free_nodes) {
-        pl_outq_node_t *n = ctx->free_nodes;
-        ctx->free_nodes = n->next;
-        free(n);
-    }
+    pl_slab_free(&ctx->nodes);
+    pl_slab_free(&ctx->blocks);
     free(ctx);
 }
 

@@ -10,8 +10,20 @@
 #include "parley/base/b64.h"
 #include "parley/net/frame.h"
 
-/* Idle contexts kept per shard; more are freed (each is ~4.3 KB). */
+/* Idle parts kept per shard; more are freed (each is ~4.3 KB with its wslay context). */
 #define POOL_KEEP 64
+
+/* The state of a message being read. A connection holds one only while a frame or a fragmented
+ * message is incomplete: one read normally carries whole messages, handed over in place. */
+struct pl_ws_part {
+    struct wslay_frame_context *ctx;
+    uint32_t buffered;  /* bytes given to ctx not yet part of a whole frame */
+    uint32_t frame_got; /* payload bytes of the current frame seen so far */
+    uint8_t in_frame;   /* a frame's header has been parsed */
+    uint8_t msg_opcode; /* opcode of the fragmented message in progress, or 0 */
+    pl_buf_t *msg;      /* reassembly of a message split over frames or reads */
+    pl_buf_t *ctrl;     /* reassembly of a split control frame */
+};
 
 int pl_ws_accept_key(const char *key, size_t len, char out[PL_WS_ACCEPT_LEN + 1])
 {
@@ -108,37 +120,52 @@ void pl_ws_pool_init(pl_ws_pool_t *pool)
     memset(pool, 0, sizeof *pool);
 }
 
+static void drop(pl_buf_t **b);
+
+static void part_free(pl_ws_part_t *p)
+{
+    wslay_frame_context_free(p->ctx);
+    drop(&p->msg);
+    drop(&p->ctrl);
+    free(p);
+}
+
 void pl_ws_pool_free(pl_ws_pool_t *pool)
 {
     for (size_t i = 0; i < pool->nfree; i++)
-        wslay_frame_context_free(pool->free[i]);
+        part_free(pool->free[i]);
     free(pool->free);
     memset(pool, 0, sizeof *pool);
 }
 
-static struct wslay_frame_context *pool_get(pl_ws_pool_t *pool)
+static pl_ws_part_t *pool_get(pl_ws_pool_t *pool)
 {
     if (pool->nfree) return pool->free[--pool->nfree];
     static const struct wslay_frame_callbacks cbs = {send_cb, recv_cb, genmask_cb};
-    wslay_frame_context_ptr ctx;
-    if (wslay_frame_context_init(&ctx, &cbs, pool) != 0) return NULL;
-    return ctx;
+    pl_ws_part_t *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    if (wslay_frame_context_init(&p->ctx, &cbs, pool) != 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
 }
 
-static void pool_put(pl_ws_pool_t *pool, struct wslay_frame_context *ctx)
+/* Only a clean part comes back: between frames, nothing buffered or reassembled. */
+static void pool_put(pl_ws_pool_t *pool, pl_ws_part_t *p)
 {
     if (pool->nfree == pool->cap && pool->cap < POOL_KEEP) {
         size_t cap = pool->cap ? pool->cap * 2 : 8;
-        void *p = realloc(pool->free, cap * sizeof *pool->free);
-        if (p) {
-            pool->free = p;
+        void *m = realloc(pool->free, cap * sizeof *pool->free);
+        if (m) {
+            pool->free = m;
             pool->cap = cap;
         }
     }
     if (pool->nfree < pool->cap)
-        pool->free[pool->nfree++] = ctx;
+        pool->free[pool->nfree++] = p;
     else
-        wslay_frame_context_free(ctx);
+        part_free(p);
 }
 
 static size_t header_len(uint64_t plen, int masked)
@@ -166,7 +193,7 @@ static void drop(pl_buf_t **b)
 }
 
 /* Validate a frame's header on its first chunk; returns a close code or 0. */
-static int check_header(pl_ws_in_t *in, const struct wslay_frame_iocb *io, size_t max_msg)
+static int check_header(pl_ws_part_t *in, const struct wslay_frame_iocb *io, size_t max_msg)
 {
     if (io->rsv) return 1002;
     if (!io->mask) return 1002; /* RFC 6455 5.1: clients must mask */
@@ -190,10 +217,11 @@ static int check_header(pl_ws_in_t *in, const struct wslay_frame_iocb *io, size_
     return 0;
 }
 
-int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *in, const uint8_t *data, size_t len, size_t max_msg,
+int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *win, const uint8_t *data, size_t len, size_t max_msg,
                pl_ws_msg_cb cb, void *ud)
 {
-    if (!in->ctx && !(in->ctx = pool_get(pool))) return 1011;
+    if (!win->part && !(win->part = pool_get(pool))) return 1011;
+    pl_ws_part_t *in = win->part;
     pool->in = data;
     pool->in_len = len;
     pool->cur = in;
@@ -249,21 +277,19 @@ int pl_ws_feed(pl_ws_pool_t *pool, pl_ws_in_t *in, const uint8_t *data, size_t l
     pool->in = NULL;
     pool->in_len = 0;
     if (rc != 0) {
-        pl_ws_in_free(in);
+        pl_ws_in_free(win);
         return rc < 0 ? 0 : rc;
     }
-    /* Between frames with nothing buffered: the context is clean, give it back. */
-    if (in->buffered == 0 && !in->in_frame) {
-        pool_put(pool, in->ctx);
-        in->ctx = NULL;
+    /* Between whole messages with nothing buffered: the part is clean, give it back. */
+    if (in->buffered == 0 && !in->in_frame && !in->msg_opcode && !in->msg && !in->ctrl) {
+        pool_put(pool, in);
+        win->part = NULL;
     }
     return 0;
 }
 
 void pl_ws_in_free(pl_ws_in_t *in)
 {
-    if (in->ctx) wslay_frame_context_free(in->ctx);
-    drop(&in->msg);
-    drop(&in->ctrl);
-    memset(in, 0, sizeof *in);
+    if (in->part) part_free(in->part);
+    in->part = NULL;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "parley/base/htab.h"
+#include "parley/base/slab.h"
 
 /** Longest room id, in bytes. */
 #define PL_ROOM_MAX 128
@@ -33,6 +34,7 @@ struct pl_replay;
  * and brief.
  */
 typedef struct pl_catchup {
+    uint32_t gen;              /**< its generation (shard's sync_gen): older answers are ignored */
     struct pl_outq_node *held; /**< live frames held back during a catch-up, oldest first */
     struct pl_outq_node *held_tail;
     size_t held_bytes;
@@ -45,15 +47,20 @@ typedef struct pl_sub {
     struct pl_room *room;
     void *owner;
     struct pl_sub *next; /**< next subscription of the same owner */
-    uint32_t idx;        /**< position in room->members */
     /* Kept by the session layer; the table only zeroes them at join. */
-    uint32_t sync_gen;   /**< the catch-up in progress, 0 if none */
     int64_t last_seq;    /**< highest room seq delivered on this subscription */
-    pl_catchup_t *cu;    /**< set exactly while sync_gen is; owned */
+    pl_catchup_t *cu;    /**< the catch-up in progress, or NULL; owned */
+    uint32_t idx;        /**< position in room->members (the table's) */
     uint8_t quiet;       /**< that catch-up fills a gap: no `subscribed` frame */
     uint8_t gap_retries; /**< gap catch-ups that failed in a row (Redis unreachable) */
     uint8_t gap_retry;   /**< one waits for the shard's gap timer to be tried again */
 } pl_sub_t;
+
+/** The generation of `sub`'s catch-up in progress, 0 if none. */
+static inline uint32_t pl_sub_gen(const pl_sub_t *sub)
+{
+    return sub->cu ? sub->cu->gen : 0;
+}
 
 /** A room with at least one subscriber on this shard. */
 typedef struct pl_room {
@@ -74,9 +81,10 @@ typedef struct pl_room {
 
 /** The table; zero-initialise or pl_room_table_init. */
 typedef struct {
-    pl_htab_t h;  /**< the rooms */
-    size_t count; /**< rooms */
-    size_t subs;  /**< subscriptions, in every room */
+    pl_htab_t h;        /**< the rooms */
+    size_t count;       /**< rooms */
+    size_t subs;        /**< subscriptions, in every room */
+    pl_slab_t sub_slab; /**< their memory (every connection holds one per room it is in) */
     /** If set: called with the room when it appears (first join, present = 1; before the
      *  joining subscription is added) and when it goes (last leave, present = 0; freed right
      *  after). Not called by pl_room_table_free. */

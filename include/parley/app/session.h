@@ -26,7 +26,6 @@ struct pl_typing;
 
 /** A connection's protocol state. Zeroed at accept. */
 typedef struct pl_session {
-    uint64_t id;              /**< unique per connection across the cluster */
     pl_sub_t *subs;           /**< rooms subscribed to, on the shard's room table */
     pl_user_link_t ulink;     /**< in the shard's user index; its entry holds the user's name */
     struct pl_typing *typing; /**< rooms it is typing in (chat.c) */

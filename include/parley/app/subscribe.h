@@ -49,7 +49,7 @@ void pl_subscribe_gap(struct pl_shard *s);
 /**
  * One subscription missed frames (a live frame came with a seq past the next one expected): it
  * catches up from its last seq as pl_subscribe_gap does, unless a catch-up it started itself
- * is under way. Afterwards sub->sync_gen says whether live frames are now held.
+ * is under way. Afterwards sub->cu says whether live frames are now held.
  */
 void pl_subscribe_catch_up(pl_conn_t *c, pl_sub_t *sub);
 

@@ -42,6 +42,9 @@ typedef struct pl_user {
     char name[];           /**< NUL-terminated */
 } pl_user_t;
 
+/** Most links one user's entry counts (pl_user_t.refs). */
+#define PL_USERS_MAX_LINKS UINT16_MAX
+
 /** The index; zero-initialised is empty. */
 typedef struct {
     pl_htab_t h;
@@ -56,8 +59,8 @@ static inline size_t pl_users_count(const pl_users_t *t)
 /** The entry of user `name[0..len)`, or NULL if it has no connection here. */
 pl_user_t *pl_users_find(const pl_users_t *t, const char *name, size_t len);
 
-/** File `l` (zeroed) under user `name[0..len)` (len < 65536). 0, or -1 on allocation failure
- *  (nothing changed). */
+/** File `l` (zeroed) under user `name[0..len)` (len < 65536). 0; -1 on allocation failure, or
+ *  -2 if the user has PL_USERS_MAX_LINKS links on this shard already (nothing changed). */
 int pl_users_add(pl_users_t *t, const char *name, size_t len, pl_user_link_t *l);
 
 /** Unfile `l` if it is filed, and hold it: the user's last filed link takes the entry out of

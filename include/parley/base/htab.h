@@ -1,9 +1,9 @@
 /*
  * htab: an intrusive chained hash table. The caller embeds a pl_hnode_t in
  * its entries, computes their hash and compares keys itself; the table only
- * files nodes by hash, grows its bucket array (load factor at most 1) and
- * walks them. Used by the shard's room and user tables (app/room.h,
- * app/users.h).
+ * files nodes by hash, grows its bucket array (two entries per bucket at most
+ * on average: the user index pays its buckets per connection) and walks them. Used by the shard's
+ * room and user tables (app/room.h, app/users.h).
  *
  * Ownership: the table owns its bucket array only (pl_htab_free); entries
  * belong to the caller, which removes them before freeing them. Not

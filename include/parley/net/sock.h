@@ -22,8 +22,9 @@
  *
  * Ownership: a context belongs to its loop (pl_sock_ctx_new, freed by
  * pl_sock_ctx_free after the loop ended). A socket is allocated by its
- * context at accept, `sock_size` bytes (the layer above's struct, which
- * begins with a pl_sock_t), and freed after its handle closed and every hold
+ * context at accept from the context's slab (base/slab.h), `sock_size` bytes
+ * aligned to 8 (the layer above's struct, which begins with a pl_sock_t), and
+ * freed after its handle closed and every hold
  * (pl_sock_hold: a reply or job that will name it) is released, never inside
  * the callback that decided to close it. Only the loop's thread touches
  * either.
@@ -38,6 +39,7 @@
 #include <uv.h>
 
 #include "parley/base/metric.h"
+#include "parley/base/slab.h"
 #include "parley/net/frame.h"
 #include "parley/net/loop.h"
 
@@ -146,14 +148,14 @@ struct pl_sock {
      * not stay in cache), and the write needs nothing of the libuv handle. */
     pl_sock_ctx_t *ctx;
     pl_outq_node_t *q_head, *q_tail; /**< output: frames in order; the head may be partly written */
-    size_t q_bytes;
-    struct pl_sock *dirty_next; /**< ctx->dirty */
+    struct pl_sock *dirty_next;      /**< ctx->dirty */
     const pl_sock_type_t *type;
+    uint32_t q_bytes;     /**< bytes queued (at most max_outbuf, < 1 GiB, and one frame more) */
     uint32_t q_off;       /**< bytes of the head already written */
     int fd;               /**< the TCP socket, -1 if none (attached) or closed */
-    uint32_t over_soft_s; /**< loop second since which more than the soft limit is unread, or 0 */
+    uint16_t over_soft_s; /**< loop second (mod 2^16, odd) since which more than the soft limit
+                             is unread, or 0 */
     uint16_t flags;
-    uint16_t close_code; /**< given to pl_sock_close, for the layer above's on_closing */
     /* The rest. */
     void *tstate;                  /**< the type's state (TLS), or NULL */
     struct pl_sock *prev, *next;   /**< the context's sockets; once closed, next is ctx->gone */
@@ -161,6 +163,7 @@ struct pl_sock {
     const char *close_reason;      /**< static string */
     uint32_t created_ms, close_ms; /**< the loop's clock, a pl_sock_ms32 (pl_sock_ms_since) */
     uint32_t holds;                /**< pl_sock_hold */
+    uint16_t close_code;           /**< given to pl_sock_close, for the layer above's on_closing */
     uint8_t listener; /**< index of the listener it came from (pl_sock_listen's order) */
 };
 
@@ -186,6 +189,7 @@ struct pl_sock_ctx {
     const pl_sock_handlers_t *h;
     void *ud;         /**< the layer above's per-loop state */
     size_t sock_size; /**< bytes per socket */
+    pl_slab_t blocks; /**< the sockets' memory: every connection holds one as long as it lives */
     pl_sock_limits_t lim;
     pl_sock_t *socks;   /**< every live socket (doubly linked) */
     pl_sock_t *dirty;   /**< sockets with output to write this turn */
@@ -202,10 +206,9 @@ struct pl_sock_ctx {
     void *larg[PL_SOCK_LISTENERS];
     void *lstate[PL_SOCK_LISTENERS]; /**< each listener's type state (pl_sock_type_t.accept) */
     int nlisteners;
-    atomic_long nsocks;         /**< read by other threads (status) */
-    pl_sock_stats_t stats;      /**< read by other threads (metrics) */
-    pl_outq_node_t *free_nodes; /**< recycled output queue nodes */
-    size_t nfree_nodes;
+    atomic_long nsocks;    /**< read by other threads (status) */
+    pl_sock_stats_t stats; /**< read by other threads (metrics) */
+    pl_slab_t nodes; /**< output queue nodes: a page empties and goes once its frames are out */
     char rbuf[64 * 1024];        /**< reads are processed at once: one buffer serves all */
     char pbuf[16 * 1024 + 2048]; /**< plaintext of one TLS record */
 };
@@ -312,7 +315,7 @@ static inline uint32_t pl_sock_ms_since(uint64_t now, uint32_t then)
     return (uint32_t)now - then;
 }
 
-/** An output queue node from the context's pool (or the heap). NULL on OOM. */
+/** An output queue node from the context's slab (zeroed). NULL on OOM. */
 pl_outq_node_t *pl_sock_node_get(pl_sock_ctx_t *ctx);
 /** Give one back. */
 void pl_sock_node_put(pl_sock_ctx_t *ctx, pl_outq_node_t *n);

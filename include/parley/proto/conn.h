@@ -89,6 +89,7 @@ struct pl_conn_ctx {
 /** Connection flags (pl_conn_t.flags). */
 enum {
     PL_CONN_HTTP_WAIT = 1 << 0, /**< an HTTP answer is being prepared elsewhere */
+    PL_CONN_WS_IN = 1 << 1,     /**< the request is gone: the union holds `in`, not `http` */
 };
 
 /** A client connection. */
@@ -97,10 +98,19 @@ struct pl_conn {
     uint32_t last_rx_ms, last_ping_ms; /**< the loop's clock, pl_sock_ms32 */
     uint8_t phase;
     uint8_t flags;
-    pl_http_t *http;                  /**< HTTP phase only */
-    pl_ws_in_t in;                    /**< WebSocket phase: the client frame reader */
-    _Alignas(16) unsigned char ext[]; /**< the application's area */
+    /* One or the other (PL_CONN_WS_IN says which): every connection pays for this block. */
+    union {
+        pl_http_t *http; /**< until the upgrade is done: read it through pl_conn_http */
+        pl_ws_in_t in;   /**< after it: the client frame reader */
+    };
+    _Alignas(8) unsigned char ext[]; /**< the application's area (8-aligned: a slab slot) */
 };
+
+/** The connection's HTTP request state: in the HTTP phase and during on_upgrade; else NULL. */
+static inline pl_http_t *pl_conn_http(const pl_conn_t *c)
+{
+    return (c->flags & PL_CONN_WS_IN) ? NULL : c->http;
+}
 
 /**
  * A context on `loop`: connections of the application `app` (whose per-loop state is

@@ -4,14 +4,16 @@
  *
  * Client frames are parsed by wslay's frame API. A wslay_frame context costs
  * ~4.3 KB (its 4 KiB input buffer), far more than an idle connection may cost
- * (docs/performance.md), so contexts live in a per-shard pool: a connection
- * borrows one for the duration of a read and gives it back whenever it is
- * between frames with nothing buffered, which is almost always. Only a
- * connection caught in the middle of a frame keeps one across reads.
+ * (docs/performance.md), so contexts live in a per-shard pool, each in a
+ * "part" with the rest of a message's reading state: a connection borrows a
+ * part for the duration of a read and gives it back whenever it is between
+ * whole messages with nothing buffered, which is almost always. Only a
+ * connection caught in the middle of a frame or of a fragmented message keeps
+ * one across reads; an idle one holds a NULL pointer.
  *
- * Ownership: the pool owns its idle contexts; a pl_ws_in_t owns the context
- * it has borrowed and its reassembly buffer until pl_ws_in_free. One pool
- * per shard thread; nothing here is thread-safe.
+ * Ownership: the pool owns its idle parts; a pl_ws_in_t owns the part it has
+ * borrowed (with its reassembly buffers) until pl_ws_in_free. One pool per
+ * shard thread; nothing here is thread-safe.
  */
 #ifndef PARLEY_PROTO_WS_H
 #define PARLEY_PROTO_WS_H
@@ -48,25 +50,26 @@ pl_ws_hs_t pl_ws_handshake_check(const pl_http_t *h, char accept[PL_WS_ACCEPT_LE
 /** 1 if `p[0..n)` is valid UTF-8 (no overlongs, no surrogates, at most U+10FFFF). */
 int pl_utf8_valid(const uint8_t *p, size_t n);
 
-/** Per-connection read state: a few words while idle. Zero-initialise. */
+/** A frame being read (ws.c): wslay's context and reassembly, from the shard's pool. */
+typedef struct pl_ws_part pl_ws_part_t;
+
+/**
+ * Per-connection read state: one pointer, NULL between whole messages (an idle connection).
+ * A read that ends inside a frame or a fragmented message takes a part from the shard's pool
+ * until the message is whole. Zero-initialise.
+ */
 typedef struct {
-    struct wslay_frame_context *ctx; /**< borrowed from the pool while mid-frame */
-    uint32_t buffered;               /**< bytes given to ctx not yet part of a whole frame */
-    uint32_t frame_got;              /**< payload bytes of the current frame seen so far */
-    uint8_t in_frame;                /**< a frame's header has been parsed */
-    uint8_t msg_opcode;              /**< opcode of the fragmented message in progress, or 0 */
-    pl_buf_t *msg;                   /**< reassembly of a message split over frames or reads */
-    pl_buf_t *ctrl;                  /**< reassembly of a split control frame */
+    pl_ws_part_t *part;
 } pl_ws_in_t;
 
-/** A shard's pool of idle wslay frame contexts and its feeding state. */
+/** A shard's pool of idle parts (each with its wslay frame context) and its feeding state. */
 typedef struct {
-    struct wslay_frame_context **free;
+    pl_ws_part_t **free;
     size_t nfree, cap;
     /* The read being fed (valid only inside pl_ws_feed). */
     const uint8_t *in;
     size_t in_len;
-    pl_ws_in_t *cur;
+    pl_ws_part_t *cur;
 } pl_ws_pool_t;
 
 /**

@@ -80,7 +80,7 @@ static void many_users_walk_and_growth(void)
         if (i % 3 == 0) CHECK_EQ_INT(pl_users_add(&t, name, strlen(name), &links[2 * i + 1]), 0);
     }
     CHECK_EQ_INT(pl_users_count(&t), N);
-    CHECK(t.h.nbuckets >= N && (t.h.nbuckets & (t.h.nbuckets - 1)) == 0);
+    CHECK(2 * t.h.nbuckets >= N && (t.h.nbuckets & (t.h.nbuckets - 1)) == 0);
     /* the walk sees every user once, with its count */
     int seen = 0, wrong = 0;
     char *mark = calloc(N, 1);
@@ -113,8 +113,32 @@ static void many_users_walk_and_growth(void)
     free(links);
 }
 
+/* One user's entry counts at most PL_USERS_MAX_LINKS links: one more is refused (-2), not
+ * wrapped around to a count that would free the entry under its links. */
+static void links_per_user_bounded(void)
+{
+    pl_users_t t = {0};
+    pl_user_link_t *l = calloc(PL_USERS_MAX_LINKS + 1, sizeof *l);
+    CHECK(l != NULL);
+    int ok = 1;
+    for (int i = 0; i < PL_USERS_MAX_LINKS; i++)
+        ok &= pl_users_add(&t, "many", 4, &l[i]) == 0;
+    CHECK(ok);
+    CHECK_EQ_INT(pl_users_add(&t, "many", 4, &l[PL_USERS_MAX_LINKS]), -2);
+    CHECK(l[PL_USERS_MAX_LINKS].user == NULL);
+    /* Releasing one makes room for one. */
+    pl_users_release(&t, &l[0]);
+    CHECK_EQ_INT(pl_users_add(&t, "many", 4, &l[PL_USERS_MAX_LINKS]), 0);
+    for (int i = 1; i <= PL_USERS_MAX_LINKS; i++)
+        pl_users_release(&t, &l[i]);
+    CHECK(find_s(&t, "many") == NULL);
+    pl_users_free(&t);
+    free(l);
+}
+
 int main(void)
 {
+    RUN(links_per_user_bounded);
     RUN(add_find_remove);
     RUN(many_users_walk_and_growth);
     UNIT_EXIT();

@@ -230,11 +230,15 @@ static void bad_numbers(void)
     setenv("PARLEY_SHARDS", "64", 1);
     setenv("PARLEY_MAX_FRAME", "1024", 1);
     setenv("PARLEY_MAX_TEXT", "512", 1);
-    setenv("PARLEY_MAX_OUTBUF", "17179869184", 1); /* 1 << 34 */
+    setenv("PARLEY_MAX_OUTBUF", "1073741824",
+           1); /* 1 << 30: a socket counts its queue in 32 bits */
     CHECK_EQ_INT(LOAD0(&c), 0);
     CHECK_EQ_INT(c.shards, 64);
     CHECK_EQ_INT(c.max_frame, 1024);
-    CHECK_EQ_INT(c.max_outbuf, 17179869184LL);
+    CHECK_EQ_INT(c.max_outbuf, 1073741824LL);
+    pl_config_free(&c);
+    setenv("PARLEY_MAX_OUTBUF", "1073741825", 1);
+    CHECK(fails_naming(LOAD0(&c), "PARLEY_MAX_OUTBUF"));
     pl_config_free(&c);
 }
 

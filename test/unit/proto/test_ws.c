@@ -246,16 +246,15 @@ static void whole_text_frame(void)
     CHECK_EQ_INT(r.n, 1);
     CHECK(rec_is(&r, 0, PL_WS_TEXT, "Hello", 5));
     /* the context went back to the pool */
-    CHECK(in.ctx == NULL);
+    CHECK(in.part == NULL);
     CHECK_EQ_INT(pool.nfree, 1);
-    CHECK(in.msg == NULL && in.ctrl == NULL);
     /* a binary frame too, through the pooled context */
     rec_clear(&r);
     uint8_t bin[3] = {0, 0xff, 0x80};
     n = mk(buf, 1, 0, PL_WS_BINARY, 1, bin, 3);
     CHECK_EQ_INT(feed(&pool, &in, buf, n, &r), 0);
     CHECK(r.n == 1 && rec_is(&r, 0, PL_WS_BINARY, bin, 3));
-    CHECK(in.ctx == NULL);
+    CHECK(in.part == NULL);
     CHECK_EQ_INT(pool.nfree, 1);
     rec_clear(&r);
     pl_ws_in_free(&in);
@@ -263,11 +262,15 @@ static void whole_text_frame(void)
 }
 
 /* 1 if `pos` is 0 or the end of a frame in buf[0..n) (frames built by mk). */
-static int at_frame_end(const uint8_t *buf, size_t n, size_t pos)
+static int at_message_end(const uint8_t *buf, size_t n, size_t pos)
 {
     size_t off = 0;
+    int open = 0; /* a fragmented message has begun and not ended */
     if (pos == 0) return 1;
     while (off < n) {
+        unsigned op = buf[off] & 0x0f, fin = buf[off] & 0x80;
+        if (op == PL_WS_TEXT || op == PL_WS_BINARY) open = !fin;
+        if (op == 0 && fin) open = 0;
         uint64_t len = buf[off + 1] & 0x7f;
         size_t h = 2;
         if (len == 126) {
@@ -281,13 +284,13 @@ static int at_frame_end(const uint8_t *buf, size_t n, size_t pos)
         }
         if (buf[off + 1] & 0x80) h += 4;
         off += h + (size_t)len;
-        if (off == pos) return 1;
+        if (off == pos) return !open;
     }
     return 0;
 }
 
 /* Feed `buf` split at every point (two reads), then byte by byte; expect the
- * messages in `want`, and a borrowed context exactly while mid-frame. */
+ * messages in `want`, and a borrowed part exactly while mid-message. */
 static void check_all_splits(const uint8_t *buf, size_t n, const rec_t *want)
 {
     for (size_t k = 0; k <= n + 1; k++) {
@@ -298,16 +301,15 @@ static void check_all_splits(const uint8_t *buf, size_t n, const rec_t *want)
         int rc = 0, ctx_wrong = 0;
         if (k <= n) {
             rc |= feed(&pool, &in, buf, k, &r);
-            ctx_wrong += (in.ctx == NULL) != at_frame_end(buf, n, k);
+            ctx_wrong += (in.part == NULL) != at_message_end(buf, n, k);
             rc |= feed(&pool, &in, buf + k, n - k, &r);
         } else { /* k == n+1: one byte per read */
             for (size_t i = 0; i < n; i++) {
                 rc |= feed(&pool, &in, buf + i, 1, &r);
-                ctx_wrong += (in.ctx == NULL) != at_frame_end(buf, n, i + 1);
+                ctx_wrong += (in.part == NULL) != at_message_end(buf, n, i + 1);
             }
         }
-        int ok = rc == 0 && r.n == want->n && in.ctx == NULL && pool.nfree == 1 && !ctx_wrong &&
-                 in.msg == NULL && in.ctrl == NULL;
+        int ok = rc == 0 && r.n == want->n && in.part == NULL && pool.nfree == 1 && !ctx_wrong;
         for (int i = 0; ok && i < want->n; i++)
             ok = rec_is(&r, i, want->op[i], want->data[i], want->len[i]);
         if (!ok) {
@@ -364,18 +366,18 @@ static void two_frames_one_buffer(void)
     CHECK_EQ_INT(r.n, 2);
     CHECK(rec_is(&r, 0, PL_WS_TEXT, "first", 5));
     CHECK(rec_is(&r, 1, PL_WS_TEXT, "second", 6));
-    CHECK(in.ctx == NULL && pool.nfree == 1);
+    CHECK(in.part == NULL && pool.nfree == 1);
     rec_clear(&r);
     /* one and a half frames: the first is delivered, the context is kept */
     size_t n1 = text(buf, "one");
     size_t n2 = text(buf + n1, "two");
     CHECK_EQ_INT(feed(&pool, &in, buf, n1 + 4, &r), 0);
     CHECK(r.n == 1 && rec_is(&r, 0, PL_WS_TEXT, "one", 3));
-    CHECK(in.ctx != NULL);
+    CHECK(in.part != NULL);
     CHECK_EQ_INT(pool.nfree, 0);
     CHECK_EQ_INT(feed(&pool, &in, buf + n1 + 4, n2 - 4, &r), 0);
     CHECK(r.n == 2 && rec_is(&r, 1, PL_WS_TEXT, "two", 3));
-    CHECK(in.ctx == NULL && pool.nfree == 1);
+    CHECK(in.part == NULL && pool.nfree == 1);
     rec_clear(&r);
     /* both splits together, every split point */
     rec_t want = {0};
@@ -404,7 +406,7 @@ static void fragmented_with_ping(void)
     CHECK_EQ_INT(r.n, 2);
     CHECK(rec_is(&r, 0, PL_WS_PING, "p!", 2));
     CHECK(rec_is(&r, 1, PL_WS_TEXT, "Hello world", 11));
-    CHECK(in.ctx == NULL && in.msg == NULL && in.msg_opcode == 0);
+    CHECK(in.part == NULL);
     rec_clear(&r);
     pl_ws_pool_free(&pool);
 
@@ -464,7 +466,7 @@ static void empty_text(void)
     CHECK_EQ_INT(feed(&pool, &in, buf, n, &r), 0);
     CHECK_EQ_INT(r.n, 1);
     CHECK(r.n == 1 && r.op[0] == PL_WS_TEXT && r.len[0] == 0);
-    CHECK(in.ctx == NULL && pool.nfree == 1);
+    CHECK(in.part == NULL && pool.nfree == 1);
     rec_clear(&r);
     rec_t want = {0};
     want_add(&want, PL_WS_TEXT, "", 0);
@@ -484,7 +486,7 @@ static int expect_close(const uint8_t *buf, size_t n, size_t max, int code, int 
     pl_ws_in_t in = {0};
     rec_t r = {0};
     int rc = pl_ws_feed(&pool, &in, buf, n, max, on_msg, &r);
-    int ok = rc == code && r.n == before && in.ctx == NULL && in.msg == NULL && in.ctrl == NULL;
+    int ok = rc == code && r.n == before && in.part == NULL;
     if (!ok) printf("  rc %d (want %d), %d messages (want %d)\n", rc, code, r.n, before);
     rec_clear(&r);
     pl_ws_in_free(&in);
@@ -625,7 +627,7 @@ static void big_frame_in_chunks(void)
     CHECK_EQ_INT(r.n, 2);
     CHECK(rec_is(&r, 0, PL_WS_BINARY, payload, sizeof payload));
     CHECK(rec_is(&r, 1, PL_WS_TEXT, "after", 5));
-    CHECK(in.ctx == NULL && pool.nfree == 1 && in.msg == NULL);
+    CHECK(in.part == NULL && pool.nfree == 1);
     rec_clear(&r);
     /* the whole thing in one read (more than wslay's 4 KiB buffer) */
     rc = pl_ws_feed(&pool, &in, buf, n, 100000, on_msg, &r);
@@ -633,7 +635,7 @@ static void big_frame_in_chunks(void)
     CHECK_EQ_INT(r.n, 2);
     CHECK(rec_is(&r, 0, PL_WS_BINARY, payload, sizeof payload));
     CHECK(rec_is(&r, 1, PL_WS_TEXT, "after", 5));
-    CHECK(in.ctx == NULL && pool.nfree == 1);
+    CHECK(in.part == NULL && pool.nfree == 1);
     rec_clear(&r);
     pl_ws_in_free(&in);
     pl_ws_pool_free(&pool);
@@ -654,7 +656,7 @@ static void callback_stop(void)
     CHECK_EQ_INT(rc, 0);  /* not a protocol error */
     CHECK_EQ_INT(r.n, 2); /* "three" is not delivered */
     CHECK(rec_is(&r, 1, PL_WS_TEXT, "two", 3));
-    CHECK(in.ctx == NULL && in.msg == NULL);
+    CHECK(in.part == NULL);
     rec_clear(&r);
     /* stopping on a control frame in the middle of a fragmented message */
     n = mk(buf, 0, 0, PL_WS_TEXT, 1, "ab", 2);
@@ -665,7 +667,7 @@ static void callback_stop(void)
     CHECK_EQ_INT(rc, 0);
     CHECK_EQ_INT(r.n, 1);
     CHECK(r.n >= 1 && r.op[0] == PL_WS_CLOSE);
-    CHECK(in.ctx == NULL && in.msg == NULL && in.ctrl == NULL); /* released */
+    CHECK(in.part == NULL); /* released */
     rec_clear(&r);
     pl_ws_in_free(&in);
     pl_ws_pool_free(&pool);
@@ -681,38 +683,38 @@ static void pool_borrow_and_return(void)
     rec_t r = {0};
     /* a is mid-frame: it keeps a context; none is pooled yet */
     CHECK_EQ_INT(feed(&pool, &a, buf, 7, &r), 0);
-    CHECK(a.ctx != NULL);
+    CHECK(a.part != NULL);
     CHECK_EQ_INT(pool.nfree, 0);
     CHECK_EQ_INT(r.n, 0);
     /* b completes a frame: its context goes to the pool */
     CHECK_EQ_INT(feed(&pool, &b, buf, n, &r), 0);
-    CHECK(b.ctx == NULL);
+    CHECK(b.part == NULL);
     CHECK_EQ_INT(pool.nfree, 1);
     /* c mid-header borrows the pooled one */
     CHECK_EQ_INT(feed(&pool, &c, buf, 1, &r), 0);
-    CHECK(c.ctx != NULL);
+    CHECK(c.part != NULL);
     CHECK_EQ_INT(pool.nfree, 0);
     /* a finishes: its context goes back, and it is a's own (still mid-frame
      * state would have corrupted b's message) */
     CHECK_EQ_INT(feed(&pool, &a, buf + 7, n - 7, &r), 0);
-    CHECK(a.ctx == NULL);
+    CHECK(a.part == NULL);
     CHECK_EQ_INT(pool.nfree, 1);
     CHECK_EQ_INT(feed(&pool, &c, buf + 1, n - 1, &r), 0);
-    CHECK(c.ctx == NULL);
+    CHECK(c.part == NULL);
     CHECK_EQ_INT(pool.nfree, 2);
     CHECK_EQ_INT(r.n, 3);
     for (int i = 0; i < 3; i++)
         CHECK(rec_is(&r, i, PL_WS_TEXT, "pooled message", 14));
-    /* a fragmented message between reads keeps its context (and the partial message) */
+    /* a fragmented message between reads keeps its part (and the partial message) */
     rec_clear(&r);
     n = mk(buf, 0, 0, PL_WS_TEXT, 1, "frag", 4);
     CHECK_EQ_INT(feed(&pool, &a, buf, n, &r), 0);
     CHECK_EQ_INT(r.n, 0);
-    CHECK(a.msg != NULL && a.msg_opcode == PL_WS_TEXT);
+    CHECK(a.part != NULL);
     n = mk(buf, 1, 0, 0x0, 1, "ment", 4);
     CHECK_EQ_INT(feed(&pool, &a, buf, n, &r), 0);
     CHECK(r.n == 1 && rec_is(&r, 0, PL_WS_TEXT, "fragment", 8));
-    CHECK(a.ctx == NULL && a.msg == NULL);
+    CHECK(a.part == NULL);
     rec_clear(&r);
     pl_ws_in_free(&a);
     pl_ws_in_free(&b);
@@ -732,10 +734,9 @@ static void in_free_releases(void)
     size_t n = mk(buf, 0, 0, PL_WS_TEXT, 1, "abc", 3);
     size_t n2 = mk(buf + n, 1, 0, PL_WS_PING, 1, "0123456789", 10);
     CHECK_EQ_INT(feed(&pool, &in, buf, n + n2 - 3, &r), 0);
-    CHECK(in.ctx != NULL && in.msg != NULL && in.ctrl != NULL);
+    CHECK(in.part != NULL);
     pl_ws_in_free(&in);
-    CHECK(in.ctx == NULL && in.msg == NULL && in.ctrl == NULL);
-    CHECK(in.buffered == 0 && in.in_frame == 0 && in.msg_opcode == 0 && in.frame_got == 0);
+    CHECK(in.part == NULL);
     CHECK_EQ_INT(pool.nfree, 0); /* freed, not pooled */
     pl_ws_in_free(&in);          /* twice is harmless */
     /* the same pl_ws_in_t is reusable after free */
