@@ -43,7 +43,7 @@ _Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
 
 pl_outq_node_t *pl_sock_node_get(pl_sock_ctx_t *ctx)
 {
-    return pl_slab_get(&ctx->nodes);
+    return pl_slab_take(&ctx->nodes); /* callers set what they use, as malloc's did */
 }
 
 void pl_sock_node_put(pl_sock_ctx_t *ctx, pl_outq_node_t *n)

@@ -36,6 +36,7 @@ typedef struct {
     pl_slab_page_t *spare;   /**< an empty page kept, or NULL */
     uint32_t size;           /**< bytes per slot */
     uint32_t per_page;       /**< slots per page */
+    uint32_t vg;             /**< running under valgrind: slots are announced to it */
     size_t npages;           /**< pages mapped, the spare included */
     size_t used;             /**< objects allocated */
 } pl_slab_t;
@@ -45,6 +46,10 @@ void pl_slab_init(pl_slab_t *s, size_t size);
 
 /** A zeroed object, aligned to 8; NULL if no page could be mapped. */
 void *pl_slab_get(pl_slab_t *s);
+
+/** The same, not zeroed (its bytes are undefined): for objects the caller fills whole on a hot
+ *  path (an output queue node per recipient). */
+void *pl_slab_take(pl_slab_t *s);
 
 /** Give back `p`, from pl_slab_get on `s` (NULL: nothing). */
 void pl_slab_put(pl_slab_t *s, void *p);

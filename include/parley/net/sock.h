@@ -315,7 +315,7 @@ static inline uint32_t pl_sock_ms_since(uint64_t now, uint32_t then)
     return (uint32_t)now - then;
 }
 
-/** An output queue node from the context's slab (zeroed). NULL on OOM. */
+/** An output queue node from the context's slab (not zeroed). NULL on OOM. */
 pl_outq_node_t *pl_sock_node_get(pl_sock_ctx_t *ctx);
 /** Give one back. */
 void pl_sock_node_put(pl_sock_ctx_t *ctx, pl_outq_node_t *n);

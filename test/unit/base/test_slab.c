@@ -39,6 +39,13 @@ static void slots_distinct_zeroed_aligned(void)
         CHECK(p[i] && p[i][0] == 0 && p[i][63] == 0);
     }
     CHECK_EQ_INT(s.used, N);
+    /* pl_slab_take: a slot too, counted, not zeroed (contents are the caller's to set). */
+    char *t = pl_slab_take(&s);
+    CHECK(t != NULL && (uintptr_t)t % 8 == 0);
+    CHECK_EQ_INT(s.used, N + 1);
+    memset(t, 1, 64);
+    pl_slab_put(&s, t);
+    CHECK_EQ_INT(s.used, N);
     pl_slab_put(&s, NULL);
     CHECK_EQ_INT(s.used, N);
     pl_slab_free(&s);
