@@ -44,6 +44,8 @@ struct pl_slab_page {
 
 #define HDR ((sizeof(pl_slab_page_t) + 15) & ~(size_t)15)
 
+#ifndef SLAB_MALLOC /* the pages' helpers; a sanitizer build has no pages */
+
 static pl_slab_page_t *page_of(const void *p)
 {
     return (pl_slab_page_t *)((uintptr_t)p & ~(uintptr_t)(PL_SLAB_PAGE - 1));
@@ -88,6 +90,8 @@ static void unmap_list(pl_slab_page_t *g)
         g = next;
     }
 }
+
+#endif
 
 void pl_slab_init(pl_slab_t *s, size_t size)
 {
