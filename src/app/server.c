@@ -329,11 +329,12 @@ static unsigned long long raise_nofile(void)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
     if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) pl_warn("setrlimit(NOFILE): %s", strerror(errno));
+        struct rlimit up = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl = up;
+        else
+            pl_warn("setrlimit(NOFILE): %s", strerror(errno));
     }
-    pl_info("open files limit %llu (at most ~%llu connections per process)",
-            (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_cur - 100);
     return (unsigned long long)rl.rlim_cur;
 }
 
@@ -346,6 +347,8 @@ static int setup_limits(pl_server_t *srv, unsigned long long nofile)
 {
     pl_config_t *cfg = &srv->cfg;
     unsigned long long fit = nofile > 200 ? nofile - 100 : nofile / 2;
+    if (nofile)
+        pl_info("open files limit %llu (at most ~%llu connections per process)", nofile, fit);
     if (!cfg->max_conns)
         cfg->max_conns = fit && fit < 100000000 ? (int)fit : 100000000;
     else if (fit && (unsigned long long)cfg->max_conns > fit)

@@ -290,7 +290,8 @@ export class Parleyd {
 let instanceSeq = 0;
 // startParleyd({ redis, env: { PARLEY_...: value }, serverId, waitHealthy })
 // tls: true (or PARLEY_TEST_TLS=1): TLS only, on `port`; 'both': plain on `port`, TLS on `tlsPort`.
-export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHealthy = true, tls: withTls = TLS_MODE } = {}) {
+// nofile: the process's open-files limit (ulimit -n), to run it out of descriptors.
+export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHealthy = true, tls: withTls = TLS_MODE, nofile } = {}) {
   if (!fs.existsSync(PARLEYD)) throw new Error(`${PARLEYD} missing: build it with make`);
   const dir = tmpDir();
   serverId = serverId || `it-${process.pid}-${++instanceSeq}`;
@@ -328,7 +329,10 @@ export async function startParleyd({ redis, redisUrl, env = {}, serverId, waitHe
     };
     p.env = fullEnv;
     const fd = fs.openSync(logFile, 'a');
-    p.child = spawn(PARLEYD, [], { env: fullEnv, stdio: ['ignore', fd, fd] });
+    // The shell execs parleyd, so the child's pid is parleyd's.
+    p.child = nofile
+      ? spawn('/bin/sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0"`, PARLEYD], { env: fullEnv, stdio: ['ignore', fd, fd] })
+      : spawn(PARLEYD, [], { env: fullEnv, stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);
     p.child.on('error', () => {});
     current.procs.push(p);

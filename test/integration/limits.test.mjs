@@ -10,6 +10,7 @@ import {
   rawExchange, runCmd, eq, assert, until, sleep, PARLEYD, WebSocket,
 } from './lib.mjs';
 import { ParleyClient } from '../../web/parley.js';
+import net from 'node:net';
 
 async function metrics(port, { check = false } = {}) {
   const r = await httpRequest(port, 'GET', '/metrics');
@@ -208,6 +209,49 @@ test('limits conns instance: past PARLEY_MAX_CONNS upgrades get 503 while HTTP a
   eq(m.get('parley_connections_refused_total{reason="instance"}'), 1, 'refused instance');
   eq(m.get('parley_websockets_limit'), 3, 'parley_websockets_limit');
   eq(m.get('parley_websockets'), 3, 'parley_websockets');
+});
+
+test('limits open files: out of descriptors, accept pauses (a line a second per shard, no spinning); open clients carry on; once descriptors are free the waiting connections are served', async () => {
+  const redis = await startRedis();
+  // PARLEY_MAX_CONNS above what 160 descriptors hold, so that accept(2) runs out first.
+  const srv = await startParleyd({ redis, nofile: 160, env: { PARLEY_MAX_CONNS: 1000, PARLEY_MAX_CONNS_PER_IP: 0 } });
+  assert(/open files limit 160 \(at most ~80 connections/.test(srv.log()), `the limit in the log: ${srv.logTail(10)}`);
+  assert(/PARLEY_MAX_CONNS=1000 is more than the open-files limit/.test(srv.log()), 'the warning about PARLEY_MAX_CONNS');
+  const c = await connectAuthed(srv);
+  const room = `fd-${newUser()}`;
+  await c.subscribe([room]);
+  // Bare TCP connections hold a descriptor each until they send a request or time out.
+  const socks = [];
+  const closed = () => socks.forEach((s) => s.destroy());
+  try {
+    for (let i = 0; i < 200; i++) {
+      const s = net.connect({ port: srv.port, host: '127.0.0.1', localAddress: `127.0.${1 + (i % 50)}.${1 + (i >> 4)}` });
+      s.on('error', () => {});
+      socks.push(s);
+    }
+    await until(() => /accept: Too many open files; not accepting for a second/.test(srv.log()), 10000, 'the pause in the log');
+    const t0 = Date.now();
+    // The instance still serves who it holds: a pong, and a message through Redis and back.
+    await c.ping();
+    c.send({ type: 'message', room, text: 'while out of descriptors', cid: 'fd-1' });
+    const j = await c.nextJson((x) => x.type === 'message' && x.cid === 'fd-1' || x.type === 'error', 5000, 'the message while out of descriptors');
+    eq(j.text, 'while out of descriptors', `the message: ${JSON.stringify(j)}`);
+    await sleep(3000);
+    const pauses = (srv.log().match(/not accepting for a second/g) || []).length;
+    const secs = (Date.now() - t0) / 1000;
+    // One line per shard per paused second at most (two shards), where a busy loop on the
+    // readable listener would log thousands.
+    assert(pauses <= 2 * (Math.ceil(secs) + 2), `${pauses} pause lines in ${secs.toFixed(1)} s`);
+  } finally {
+    closed();
+  }
+  // With the descriptors back, the backlog and new clients are served.
+  const d = await until(() => connectAuthed(srv).catch(() => null), 10000, 'a connection once descriptors are free');
+  await d.ping();
+  eq((await httpRequest(srv.port, 'GET', '/health')).status, 200, '/health afterwards');
+  await c.ping();
+  const m = await metrics(srv.port, { check: true });
+  assert(m.get('parley_websockets') >= 2, `parley_websockets ${m.get('parley_websockets')}`);
 });
 
 test('limits origin: PARLEY_ALLOWED_ORIGINS admits its origins and non-browser clients (no Origin), refuses another origin with 403; unset or * admits any', async () => {
