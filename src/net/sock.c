@@ -264,11 +264,20 @@ void pl_sock_close(pl_sock_t *s, uint16_t code, const char *reason)
     s->ctx->closing = s;
 }
 
+static void close_handle(pl_sock_t *s);
+
 void pl_sock_abort(pl_sock_t *s, const char *why)
 {
     /* Not logged here: the layer above logs an opened socket's close (with `why` as the
      * reason), a type logs why a socket never opened. */
     s->flags |= PL_SOCK_ABORT;
+    if (s->flags & PL_SOCK_CLOSING) {
+        /* Failed while writing its last bytes (the peer reset or hung up): nothing more can
+         * be sent, so the descriptor goes now rather than at the sweep after CLOSE_GRACE_MS. */
+        drop_queue(s, 0);
+        close_handle(s);
+        return;
+    }
     pl_sock_close(s, 0, why);
 }
 
