@@ -10,6 +10,10 @@
  *
  * Ownership: the index allocates and frees its entries (the first add
  * creates one, the last remove frees it); links belong to their connections.
+ * Entries come from the index's slabs, one per 16-byte size class (names of
+ * up to 143 bytes; a longer one from malloc): an entry lives as long as its
+ * user's connections, and from malloc it would sit between the short-lived
+ * allocations of the connection burst and strand their space.
  * Not thread-safe: an index belongs to one shard thread.
  */
 #ifndef PARLEY_APP_USERS_H
@@ -19,6 +23,7 @@
 #include <stdint.h>
 
 #include "parley/base/htab.h"
+#include "parley/base/slab.h"
 
 struct pl_user;
 
@@ -45,9 +50,13 @@ typedef struct pl_user {
 /** Most links one user's entry counts (pl_user_t.refs). */
 #define PL_USERS_MAX_LINKS UINT16_MAX
 
+/** Size classes of entries: 48, 64, ... 176 bytes (the entry's 32 and a name of 15 to 143). */
+#define PL_USERS_CLASSES 9
+
 /** The index; zero-initialised is empty. */
 typedef struct {
     pl_htab_t h;
+    pl_slab_t slab[PL_USERS_CLASSES]; /**< set up at their first entry */
 } pl_users_t;
 
 /** Users in the index. */
@@ -82,7 +91,8 @@ pl_user_t *pl_users_first(const pl_users_t *t);
 /** The entry after `u` in that walk, or NULL. */
 pl_user_t *pl_users_next(const pl_users_t *t, const pl_user_t *u);
 
-/** Free every entry (links still filed then dangle) and empty the index. */
+/** Free every entry and the slabs (links still filed or held then dangle) and empty the
+ *  index. */
 void pl_users_free(pl_users_t *t);
 
 #endif

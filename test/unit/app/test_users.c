@@ -136,8 +136,36 @@ static void links_per_user_bounded(void)
     free(l);
 }
 
+/* Names of every length an entry class takes, and longer (from malloc): each is filed, found
+ * whole and freed by its last release (valgrind: no leak, no access past a slot). */
+static void name_lengths(void)
+{
+    enum { N = 200 };
+    static pl_user_link_t l[N];
+    static char name[N + 1];
+    pl_users_t t = {0};
+    memset(l, 0, sizeof l);
+    for (int n = 1; n < N; n++) {
+        memset(name, 'a' + n % 26, (size_t)n);
+        name[n] = '\0';
+        CHECK_EQ_INT(pl_users_add(&t, name, (size_t)n, &l[n]), 0);
+    }
+    CHECK_EQ_INT(pl_users_count(&t), N - 1);
+    for (int n = 1; n < N; n++) {
+        memset(name, 'a' + n % 26, (size_t)n);
+        name[n] = '\0';
+        pl_user_t *u = find_s(&t, name);
+        CHECK(u && u->len == n && strcmp(u->name, name) == 0);
+    }
+    for (int n = 1; n < N; n += 2)
+        pl_users_release(&t, &l[n]);
+    CHECK_EQ_INT(pl_users_count(&t), N / 2 - 1);
+    pl_users_free(&t); /* the rest, and the slabs */
+}
+
 int main(void)
 {
+    RUN(name_lengths);
     RUN(links_per_user_bounded);
     RUN(add_find_remove);
     RUN(many_users_walk_and_growth);
