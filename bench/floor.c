@@ -20,6 +20,18 @@
  * instance's subscriber does. Delivery stays local, so only Redis's side
  * changes (bench/run's "floor-redis").
  *
+ * With --redis and --durable SCRIPT.lua it is the floor of a durable fan-out
+ * that keeps Parley's guarantees ("floor-durable"): every message goes
+ * through the given script (EVALSHA; bench/redis_cost/seq_from_stream.lua is
+ * the cheapest known to keep a gap-free seq, the cid's dedup record, the
+ * stream and the PUBLISH), the sender is acknowledged with the seq from the
+ * script's reply, and every subscriber, the sender's room-mates here too,
+ * gets the message from what the subscriber connection reads, with its seq,
+ * as it would from another instance. Still one thread, one epoll loop, no
+ * JSON library: what the guarantees cost with nothing of Parley's design
+ * around them. It uses channels `fd:<room>` (and PSUBSCRIBEs `fd:*`), so
+ * nothing else on the same Redis hears it or is heard by it.
+ *
  * With --tls CERT KEY it serves wss instead ("floor-tls", make bench-tls):
  * mbedTLS with parleyd's TLS settings (TLS 1.2, the same cipher suites in
  * the same order, X25519 first). A dirty connection's queued plaintext is
@@ -27,7 +39,8 @@
  * per loop turn: the least TLS can add to the plain floor with the library
  * parleyd uses, so "TLS costs at most 1.3x plain" can be judged on it too.
  *
- *   parley-floor [--listen 127.0.0.1:9001] [--redis 127.0.0.1:6379] [--tls CERT KEY]
+ *   parley-floor [--listen 127.0.0.1:9001] [--redis 127.0.0.1:6379 [--durable S.lua]]
+ *                [--tls CERT KEY]
  *   (or PARLEY_LISTEN)
  */
 #include <arpa/inet.h>
@@ -88,6 +101,7 @@ struct conn {
     conn *next_dead;
     room **rooms;
     uint16_t nrooms, rooms_cap;
+    uint32_t pending; /* --durable: script calls not yet answered; freed only at 0 */
     uint8_t ulen;
     char user[];
 };
@@ -112,6 +126,23 @@ static uint8_t *g_rout;
 static size_t g_rout_len, g_rout_cap;
 static uint64_t g_rcmds, g_rerrors;
 static int g_rnl = 1; /* the last byte read from the command connection ended a line */
+/* --durable: the script's SHA-1, the senders waiting for their script's reply (a ring, in
+ * command order; a NULL conn is the SCRIPT LOAD), and what was read but not yet parsed. */
+typedef struct {
+    conn *c;
+    uint64_t id;
+    uint8_t cl;
+    char cid[64];
+} pend;
+static int g_durable;
+static char g_sha[41];
+static pend *g_pend;
+static size_t g_pend_head, g_pend_len, g_pend_cap;
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} inbuf;
+static inbuf g_rin, g_sin;
 
 static void on_sig(int s)
 {
@@ -557,9 +588,15 @@ static void redis_flush(void)
     epoll_ctl(g_ep, EPOLL_CTL_MOD, g_rfd, &ev);
 }
 
+static void durable_read(int fd, inbuf *b);
+
 /* Replies are read and dropped; an error reply (a line starting with '-') is counted. */
 static void redis_read(int fd)
 {
+    if (g_durable) {
+        durable_read(fd, fd == g_rfd ? &g_rin : &g_sin);
+        return;
+    }
     for (;;) {
         ssize_t r = read(fd, g_rbuf, sizeof g_rbuf);
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
@@ -597,6 +634,247 @@ static int redis_connect(const char *hostport, int *tag)
     return fd;
 }
 
+/* ---- --durable ---- */
+
+/* One RESP value that is not an array: its type byte, text (bulk, simple, error) or integer. */
+typedef struct {
+    char t;
+    const char *p;
+    size_t n;
+    long long i;
+} rval;
+
+/* Parse one non-array value at p[0..n): its length, 0 when incomplete, -1 when malformed. */
+static ssize_t resp_one(const char *p, size_t n, rval *v)
+{
+    const char *e = n ? memchr(p, '\r', n) : NULL;
+    if (!e || e + 1 >= p + n) return 0;
+    size_t hl = (size_t)(e - p) + 2;
+    v->t = p[0];
+    switch (p[0]) {
+    case '+':
+    case '-':
+    case ':':
+        v->p = p + 1;
+        v->n = (size_t)(e - p - 1);
+        v->i = strtoll(p + 1, NULL, 10);
+        return (ssize_t)hl;
+    case '$': {
+        long long len = strtoll(p + 1, NULL, 10);
+        v->p = NULL;
+        v->n = 0;
+        v->i = 0;
+        if (len < 0) return (ssize_t)hl;
+        if (hl + (size_t)len + 2 > n) return 0;
+        v->p = p + hl;
+        v->n = (size_t)len;
+        v->i = strtoll(v->p, NULL, 10);
+        return (ssize_t)(hl + (size_t)len + 2);
+    }
+    default:
+        return -1;
+    }
+}
+
+/* Parse one reply at p[0..n) into el[0..*nel): a non-array is one element, an array's
+ * elements (not nested) the first `max` of them. Returns its length, 0, or -1 as resp_one. */
+static ssize_t resp_parse(const char *p, size_t n, rval *el, int max, int *nel)
+{
+    *nel = 0;
+    if (!n) return 0;
+    if (p[0] != '*') {
+        *nel = 1;
+        return resp_one(p, n, el);
+    }
+    const char *e = memchr(p, '\r', n);
+    if (!e || e + 1 >= p + n) return 0;
+    long long cnt = strtoll(p + 1, NULL, 10);
+    size_t off = (size_t)(e - p) + 2;
+    for (long long k = 0; k < cnt; k++) {
+        rval skip;
+        ssize_t r = resp_one(p + off, n - off, k < max ? &el[k] : &skip);
+        if (r <= 0) return r;
+        off += (size_t)r;
+    }
+    *nel = cnt < max ? (int)cnt : max;
+    return (ssize_t)off;
+}
+
+static void pend_push(conn *c, uint64_t id, const char *cid, size_t cl)
+{
+    if (g_pend_len == g_pend_cap) {
+        size_t cap = g_pend_cap ? g_pend_cap * 2 : 1024;
+        pend *np = malloc(cap * sizeof *np);
+        if (!np) abort();
+        for (size_t i = 0; i < g_pend_len; i++)
+            np[i] = g_pend[(g_pend_head + i) % (g_pend_cap ? g_pend_cap : 1)];
+        free(g_pend);
+        g_pend = np;
+        g_pend_cap = cap;
+        g_pend_head = 0;
+    }
+    pend *e = &g_pend[(g_pend_head + g_pend_len++) % g_pend_cap];
+    e->c = c;
+    e->id = id;
+    e->cl = (uint8_t)(cl < sizeof e->cid ? cl : sizeof e->cid);
+    memcpy(e->cid, cid, e->cl);
+    if (c) c->pending++;
+}
+
+/* The sender's message: one EVALSHA with the key and argument layout of
+ * bench/redis_cost's scripts (KEYS seq, stream, ready, cid record; ARGV channel, tail, id, ts,
+ * maxlen, cid ttl, publish command). The script adds {"type":"message","seq":N, in front. */
+static void durable_send(conn *c, const char *rn, size_t rl, const char *t, size_t tl,
+                         const char *cid, size_t cl, uint64_t ms)
+{
+    uint64_t id = ++g_id;
+    char idb[24], tsb[24], tail[MAX_FRAME + 256], k[4][MAX_ROOM + 160], chan[MAX_ROOM + 8];
+    char cidb[32];
+    if (!cid) { /* never a duplicate: the message's own id */
+        cl = (size_t)snprintf(cidb, sizeof cidb, "-%llu", (unsigned long long)id);
+        cid = cidb;
+    }
+    int il = snprintf(idb, sizeof idb, "%llu", (unsigned long long)id);
+    int tsl = snprintf(tsb, sizeof tsb, "%llu", (unsigned long long)ms);
+    int tl2 = snprintf(tail, sizeof tail,
+                       "\"room\":\"%.*s\",\"id\":\"%s\",\"from\":\"%.*s\",\"text\":\"%.*s\","
+                       "\"ts\":%s,\"cid\":\"%.*s\"}",
+                       (int)rl, rn, idb, (int)c->ulen, c->user, (int)tl, t, tsb, (int)cl, cid);
+    int kl[4];
+    kl[0] = snprintf(k[0], sizeof k[0], "fd:%.*s:seq", (int)rl, rn);
+    kl[1] = snprintf(k[1], sizeof k[1], "fd:%.*s:s", (int)rl, rn);
+    kl[2] = snprintf(k[2], sizeof k[2], "fd:ready");
+    kl[3] = snprintf(k[3], sizeof k[3], "fd:cid:%.*s:%.*s", (int)c->ulen, c->user, (int)cl, cid);
+    int chl = snprintf(chan, sizeof chan, "fd:%.*s", (int)rl, rn);
+    if (tl2 < 0 || (size_t)tl2 >= sizeof tail) {
+        send_error(c, "bad_request", "message too long");
+        return;
+    }
+    rout_add("*14\r\n", 5);
+    resp_arg("EVALSHA", 7, NULL, 0);
+    resp_arg(g_sha, 40, NULL, 0);
+    resp_arg("4", 1, NULL, 0);
+    for (int i = 0; i < 4; i++)
+        resp_arg(k[i], (size_t)kl[i], NULL, 0);
+    resp_arg(chan, (size_t)chl, NULL, 0);
+    resp_arg(tail, (size_t)tl2, NULL, 0);
+    resp_arg(idb, (size_t)il, NULL, 0);
+    resp_arg(tsb, (size_t)tsl, NULL, 0);
+    resp_arg("1000", 4, NULL, 0);
+    resp_arg("86400", 5, NULL, 0);
+    resp_arg("PUBLISH", 7, NULL, 0);
+    pend_push(c, id, cid, cl);
+    g_rcmds++;
+}
+
+/* A script's reply: {1, seq} acknowledges the sender, {0, record} tells it the message was a
+ * duplicate; an error reply is counted (and fails the run at exit). */
+static void durable_reply(const rval *el, int nel)
+{
+    if (!g_pend_len) {
+        g_rerrors++;
+        return;
+    }
+    pend e = g_pend[g_pend_head];
+    g_pend_head = (g_pend_head + 1) % g_pend_cap;
+    g_pend_len--;
+    if (nel < 1 || el[0].t == '-') {
+        g_rerrors++;
+        if (nel >= 1) fprintf(stderr, "parley-floor: redis: %.*s\n", (int)el[0].n, el[0].p);
+    }
+    if (!e.c) return;
+    e.c->pending--;
+    if (e.c->dead || nel < 2 || el[0].t == '-') return;
+    char b[256];
+    int n = el[0].i == 1
+                ? snprintf(b, sizeof b,
+                           "{\"type\":\"ack\",\"cid\":\"%.*s\",\"id\":\"%llu\",\"seq\":%lld}",
+                           (int)e.cl, e.cid, (unsigned long long)e.id, el[1].i)
+                : snprintf(b, sizeof b, "{\"type\":\"ack\",\"cid\":\"%.*s\",\"duplicate\":true}",
+                           (int)e.cl, e.cid);
+    send_text(e.c, b, (size_t)n);
+}
+
+/* A pmessage: the stored frame, with its seq, to the room's subscribers here. */
+static void durable_deliver(const rval *el, int nel)
+{
+    if (nel < 4 || el[0].n != 8 || memcmp(el[0].p, "pmessage", 8) != 0) return;
+    if (el[2].n < 4 || memcmp(el[2].p, "fd:", 3) != 0) return;
+    room *r = room_get(el[2].p + 3, el[2].n - 3, 0);
+    if (!r || !r->n) return;
+    uint8_t h[14];
+    size_t hl = bl_ws_header(h, BL_OP_TEXT, el[3].n, NULL);
+    for (uint32_t i = 0; i < r->n; i++) {
+        out_append(r->m[i], h, hl);
+        out_append(r->m[i], el[3].p, el[3].n);
+    }
+    g_frames += r->n;
+}
+
+/* Read all that is there on a --durable connection and handle every complete reply. */
+static void durable_read(int fd, inbuf *b)
+{
+    for (;;) {
+        if (b->cap - b->len < 65536) {
+            b->cap = b->cap ? b->cap * 2 : 1 << 18;
+            if (!(b->p = realloc(b->p, b->cap))) abort();
+        }
+        ssize_t r = read(fd, b->p + b->len, b->cap - b->len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EAGAIN) break;
+        if (r <= 0) {
+            fprintf(stderr, "parley-floor: redis connection lost\n");
+            exit(1);
+        }
+        b->len += (size_t)r;
+    }
+    size_t off = 0;
+    for (;;) {
+        rval el[4];
+        int nel;
+        ssize_t r = resp_parse((const char *)b->p + off, b->len - off, el, 4, &nel);
+        if (r < 0) {
+            fprintf(stderr, "parley-floor: redis: malformed reply\n");
+            exit(1);
+        }
+        if (r == 0) break;
+        if (fd == g_rfd)
+            durable_reply(el, nel);
+        else
+            durable_deliver(el, nel);
+        off += (size_t)r;
+    }
+    memmove(b->p, b->p + off, b->len - off);
+    b->len -= off;
+}
+
+/* Queue SCRIPT LOAD of the file's script as the first command; its SHA-1 for EVALSHA. */
+static int durable_load(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "parley-floor: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    static char body[65536];
+    size_t n = fread(body, 1, sizeof body, f);
+    fclose(f);
+    if (n == 0 || n == sizeof body) {
+        fprintf(stderr, "parley-floor: %s: empty or too long\n", path);
+        return -1;
+    }
+    unsigned char d[20];
+    if (mbedtls_sha1_ret((const unsigned char *)body, n, d) != 0) return -1;
+    for (int i = 0; i < 20; i++)
+        sprintf(g_sha + 2 * i, "%02x", d[i]);
+    rout_add("*3\r\n", 4);
+    resp_arg("SCRIPT", 6, NULL, 0);
+    resp_arg("LOAD", 4, NULL, 0);
+    resp_arg(body, n, NULL, 0);
+    pend_push(NULL, 0, "", 0);
+    return 0;
+}
+
 static void on_message(conn *c, const char *p, size_t n)
 {
     size_t rl, tl, cl = 0;
@@ -615,6 +893,10 @@ static void on_message(conn *c, const char *p, size_t n)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (g_durable) { /* delivered when the subscriber connection reads it back */
+        durable_send(c, rn, rl, t, tl, cid, cl, ms);
+        return;
+    }
     size_t cap = 14 + 128 + rl + c->ulen + tl + cl;
     uint8_t stackbuf[1024];
     uint8_t *f = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
@@ -956,19 +1238,27 @@ int main(int argc, char **argv)
      * next message: thousands of brk calls and page faults a second, ~10 % of the floor's CPU
      * at maximum fan-out. A floor must not pay for that. */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
-    const char *listen_s = getenv("PARLEY_LISTEN"), *redis_s = NULL, *cert_s = NULL, *key_s = NULL;
+    const char *listen_s = getenv("PARLEY_LISTEN"), *redis_s = NULL, *cert_s = NULL, *key_s = NULL,
+               *durable_s = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc)
             listen_s = argv[++i];
         else if (!strcmp(argv[i], "--redis") && i + 1 < argc)
             redis_s = argv[++i];
+        else if (!strcmp(argv[i], "--durable") && i + 1 < argc)
+            durable_s = argv[++i];
         else if (!strcmp(argv[i], "--tls") && i + 2 < argc)
             cert_s = argv[++i], key_s = argv[++i];
         else {
-            fprintf(stderr, "usage: parley-floor [--listen host:port] [--redis host:port] [--tls "
-                            "cert.pem key.pem]  (or PARLEY_LISTEN)\n");
+            fprintf(stderr, "usage: parley-floor [--listen host:port] [--redis host:port "
+                            "[--durable script.lua]] [--tls cert.pem key.pem]  (or "
+                            "PARLEY_LISTEN)\n");
             return 2;
         }
+    }
+    if (durable_s && !redis_s) {
+        fprintf(stderr, "parley-floor: --durable needs --redis\n");
+        return 2;
     }
     if (cert_s && tls_init(cert_s, key_s) != 0) return 1;
     g_tls = cert_s != NULL;
@@ -1015,7 +1305,12 @@ int main(int argc, char **argv)
             return 1;
         }
         static const char psub[] = "*2\r\n$10\r\nPSUBSCRIBE\r\n$6\r\nroom:*\r\n";
-        if (write(g_sfd, psub, sizeof psub - 1) != (ssize_t)(sizeof psub - 1)) {
+        static const char psub_fd[] = "*2\r\n$10\r\nPSUBSCRIBE\r\n$4\r\nfd:*\r\n";
+        g_durable = durable_s != NULL;
+        if (g_durable && durable_load(durable_s) != 0) return 1;
+        const char *ps = g_durable ? psub_fd : psub;
+        size_t psl = g_durable ? sizeof psub_fd - 1 : sizeof psub - 1;
+        if (write(g_sfd, ps, psl) != (ssize_t)psl) {
             fprintf(stderr, "parley-floor: redis: PSUBSCRIBE not sent\n");
             return 1;
         }
@@ -1053,15 +1348,22 @@ int main(int argc, char **argv)
             d = nx;
         }
         if (g_rfd >= 0 && g_rout_len) redis_flush();
+        conn *waiting = NULL; /* --durable: dead, but a script reply still names them */
         while (g_dead) {
             conn *x = g_dead;
             g_dead = x->next_dead;
+            if (x->pending) {
+                x->next_dead = waiting;
+                waiting = x;
+                continue;
+            }
             free(x->in);
             free(x->out);
             free(x->rooms);
             tls_free(x->tls);
             free(x);
         }
+        g_dead = waiting;
     }
     fprintf(stderr,
             "parley-floor: stopping; %llu loop turns, %llu message deliveries, %llu writes, "

@@ -4,7 +4,8 @@
 # stops, over ws:// and again over wss:// (parley-bench's TLS client against
 # parleyd's TLS listener, certificate made here with openssl and verified).
 # Then the floor with --redis (make bench's floor-redis) runs the rooms
-# scenario: nothing lost, every message in its room's stream, no error reply.
+# scenario: nothing lost, every message in its room's stream, no error reply; and with
+# --durable (make bench's floor-durable): the same, with gap-free seqs in the streams.
 # Last the floor with --tls (make bench-tls's floor-tls) carries a fan-out over
 # wss:// with nothing lost.
 # Prints PASS/FAIL lines; fails on any lost message.
@@ -98,6 +99,28 @@ ok=0
 [ $brc -eq 0 ] && [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$stored" = "$sent" ] && [ $frc -eq 0 ] &&
     ! bad_result 'lost|extra|errors|closed' && ok=1
 floor_verdict floor_redis $ok "bench exit $brc, sent ${sent:-?}, stored in streams $stored, floor exit $frc"
+
+# floor-durable: the same through the publish script of bench/redis_cost/seq_from_stream.lua;
+# every message is in its room's fd:<r>:s stream, whose entry IDs 0-1..0-N are the gap-free
+# seqs, and came back through the subscriber connection (nothing lost, nothing out of order).
+floor_start floor-durable --redis "127.0.0.1:$rport" --durable bench/redis_cost/seq_from_stream.lua
+out=$(PARLEY_JWT_SECRET=$secret timeout 60 build/parley-bench rooms -n 200 --rooms 20 -r 200 -d 1 --warmup 0 --timeout 20 \
+    --url "ws://127.0.0.1:$fport/ws" --label floor-durable --pids "$fpid" 2>&1)
+brc=$?
+sent=$(printf '%s\n' "$out" | grep '^RESULT' | sed -n 's/.* sent=\([0-9]*\).*/\1/p')
+stored=0
+gaps=0
+for k in $(redis-cli -p "$rport" --scan --pattern 'fd:*:s'); do
+    n=$(redis-cli -p "$rport" xlen "$k")
+    last=$(redis-cli -p "$rport" xrevrange "$k" + - count 1 | head -1)
+    stored=$((stored + n))
+    [ "$last" = "0-$n" ] || gaps=$((gaps + 1))
+done
+floor_stop
+ok=0
+[ $brc -eq 0 ] && [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$stored" = "$sent" ] && [ $gaps = 0 ] && [ $frc -eq 0 ] &&
+    ! bad_result 'lost|extra|out_of_order|errors|closed' && ok=1
+floor_verdict floor_durable $ok "bench exit $brc, sent ${sent:-?}, stored $stored, streams with gaps $gaps, floor exit $frc"
 
 # floor-tls: 50 receivers over wss://, the certificate verified.
 floor_start floor-tls --tls "$dir/cert.pem" "$dir/key.pem"
