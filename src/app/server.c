@@ -464,7 +464,7 @@ static void on_sighup(uv_signal_t *h, int signum)
 static int start_loops(pl_server_t *srv, const int *fds, const int *tls_fds, int metrics_fd,
                        int64_t node)
 {
-    if (!(srv->rooms_mask = calloc(1, sizeof *srv->rooms_mask)) ||
+    if (!(srv->rooms_mask = pl_shardmask_new(srv->nshards)) ||
         !(srv->loops = calloc((size_t)srv->nshards, sizeof *srv->loops)) ||
         !(srv->owe = calloc((size_t)srv->nshards, 1))) {
         pl_error("out of memory");

@@ -21,28 +21,41 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-/** Buckets (a power of two). 16384: 128 KiB of bits per instance, 64 KiB of counts per shard. */
+/** Buckets (a power of two). */
 #define PL_SHARDMASK_BUCKETS 16384
 
-/** The instance-wide bits; zero-initialised (calloc) means "no shard has any room". */
+/** The instance-wide bits: each bucket has `width` bits (the shard count rounded up to a power
+ *  of two, so a bucket never straddles two words), bucket b's at bit b * width. Two shards
+ *  need 4 KiB, 64 shards 128 KiB. Made by pl_shardmask_new, freed with free(). */
 typedef struct {
-    _Atomic uint64_t bits[PL_SHARDMASK_BUCKETS];
+    unsigned width;
+    _Atomic uint64_t words[];
 } pl_shardmask_t;
 
-/** One shard's rooms per bucket; zero-initialised. */
+/** One shard's rooms per bucket; zero-initialised. A count that reaches UINT16_MAX stays there
+ *  (its bucket's bit stays set: at worst a wake-up for nothing, never a missed room), which
+ *  takes more than a billion rooms spread evenly. */
 typedef struct {
-    uint32_t count[PL_SHARDMASK_BUCKETS];
+    uint16_t count[PL_SHARDMASK_BUCKETS];
 } pl_shardmask_counts_t;
 
-/** Shard `shard` (0..63) gained (present = 1) or lost (0) a room whose name hashes to `hash`
- *  (pl_room_hash). */
+/** A mask for `shards` (1..64) shards, every bucket empty; NULL if out of memory or `shards`
+ *  is out of range. */
+pl_shardmask_t *pl_shardmask_new(int shards);
+
+/** Shard `shard` (0..shards-1) gained (present = 1) or lost (0) a room whose name hashes to
+ *  `hash` (pl_room_hash). */
 void pl_shardmask_update(pl_shardmask_t *m, pl_shardmask_counts_t *c, int shard, uint32_t hash,
                          int present);
 
-/** The shards that may have subscribers of a room whose name hashes to `hash`. Any thread. */
+/** The shards that may have subscribers of a room whose name hashes to `hash`: bit i is shard
+ *  i. Any thread. */
 static inline uint64_t pl_shardmask_get(pl_shardmask_t *m, uint32_t hash)
 {
-    return atomic_load(&m->bits[hash & (PL_SHARDMASK_BUCKETS - 1)]);
+    uint32_t pos = (hash & (PL_SHARDMASK_BUCKETS - 1)) * m->width;
+    uint64_t w = atomic_load(&m->words[pos >> 6]);
+    if (m->width == 64) return w;
+    return (w >> (pos & 63)) & (((uint64_t)1 << m->width) - 1);
 }
 
 #endif

@@ -1,4 +1,4 @@
-/* Unit tests for src/shardmask.c, and the room table's on_room hook that drives it. */
+/* Unit tests for src/base/shardmask.c, and the room table's on_room hook that drives it. */
 #include "parley/app/room.h"
 #include "parley/base/shardmask.h"
 #include "unit.h"
@@ -30,6 +30,54 @@ static void bits_follow_counts(void)
     pl_shardmask_update(mask, counts[1], 1, h, 1);
     CHECK(pl_shardmask_get(mask, h) == 0x2);
     pl_shardmask_update(mask, counts[1], 1, h, 0);
+}
+
+/* Every shard count packs its buckets (1..64 bits each) without one touching its neighbours:
+ * each shard's bit in the first, a middle and the last bucket reads back alone. */
+static void widths(void)
+{
+    static const int shards[] = {1, 2, 3, 5, 8, 33, 64};
+    pl_shardmask_counts_t *c = calloc(1, sizeof *c);
+    CHECK(c != NULL);
+    CHECK(pl_shardmask_new(0) == NULL);
+    CHECK(pl_shardmask_new(65) == NULL);
+    for (size_t k = 0; k < sizeof shards / sizeof shards[0]; k++) {
+        int n = shards[k];
+        pl_shardmask_t *m = pl_shardmask_new(n);
+        CHECK(m != NULL);
+        if (!m) continue;
+        const uint32_t buckets[] = {0, 1, PL_SHARDMASK_BUCKETS / 2, PL_SHARDMASK_BUCKETS - 1};
+        for (size_t j = 0; j < 4; j++) {
+            uint32_t b = buckets[j];
+            for (int sh = 0; sh < n; sh++) {
+                pl_shardmask_update(m, c, sh, b, 1);
+                CHECK(pl_shardmask_get(m, b) == (uint64_t)1 << sh);
+                CHECK(pl_shardmask_get(m, b + 1) == 0 && pl_shardmask_get(m, b - 1) == 0);
+                pl_shardmask_update(m, c, sh, b, 0);
+                CHECK(pl_shardmask_get(m, b) == 0);
+            }
+        }
+        free(m);
+    }
+    free(c);
+}
+
+/* A count that reaches its ceiling keeps its bit for good: a wasted wake-up, never a missed
+ * room. */
+static void saturated(void)
+{
+    pl_shardmask_t *m = pl_shardmask_new(2);
+    pl_shardmask_counts_t *c = calloc(1, sizeof *c);
+    CHECK(m != NULL && c != NULL);
+    if (!m || !c) return;
+    for (int i = 0; i < UINT16_MAX; i++)
+        pl_shardmask_update(m, c, 1, 7, 1);
+    pl_shardmask_update(m, c, 1, 7, 1); /* one more than the count holds */
+    for (int i = 0; i < UINT16_MAX + 1; i++)
+        pl_shardmask_update(m, c, 1, 7, 0);
+    CHECK(pl_shardmask_get(m, 7) == 0x2);
+    free(m);
+    free(c);
 }
 
 /* Wired like a shard: the table reports rooms appearing and going. */
@@ -70,18 +118,20 @@ static void room_table_hook(void)
     CHECK_EQ_INT(missing, 0);
     pl_room_leave_all(&t, &list);
     int set = 0;
-    for (int i = 0; i < PL_SHARDMASK_BUCKETS; i++)
-        if (atomic_load(&mask->bits[i])) set++;
+    for (uint32_t i = 0; i < PL_SHARDMASK_BUCKETS; i++)
+        if (pl_shardmask_get(mask, i)) set++;
     CHECK_EQ_INT(set, 0);
     pl_room_table_free(&t);
 }
 
 int main(void)
 {
-    mask = calloc(1, sizeof *mask);
+    mask = pl_shardmask_new(3);
     for (int i = 0; i < 3; i++)
         counts[i] = calloc(1, sizeof *counts[i]);
     RUN(bits_follow_counts);
+    RUN(widths);
+    RUN(saturated);
     RUN(room_table_hook);
     for (int i = 0; i < 3; i++)
         free(counts[i]);
