@@ -13,10 +13,10 @@
  *
  * With --redis HOST:PORT it is also the floor of Redis's cost per durable
  * message: each message is stored and announced with the least any durable
- * fan-out through Redis needs, `XADD room:<r>:s MAXLEN ~ 1000 * m <frame>`
- * and `PUBLISH room:<r> <frame>` (no script, no seq, no dedup record), the
+ * fan-out through Redis needs, `XADD fr:<r>:s MAXLEN ~ 1000 * m <frame>`
+ * and `PUBLISH fr:<r> <frame>` (no script, no seq, no dedup record), the
  * commands of one loop turn written to Redis in one write; a second
- * connection PSUBSCRIBEs room:* and reads what Redis sends it, as an
+ * connection PSUBSCRIBEs fr:* and reads what Redis sends it, as an
  * instance's subscriber does. Delivery stays local, so only Redis's side
  * changes (bench/run's "floor-redis").
  *
@@ -552,7 +552,7 @@ static void redis_store(const char *rname, size_t rl, const char *frame, size_t 
     rout_add("*8\r\n", 4);
     resp_arg("XADD", 4, NULL, 0);
     char key[MAX_ROOM + 8];
-    int kl = snprintf(key, sizeof key, "room:%.*s:s", (int)rl, rname);
+    int kl = snprintf(key, sizeof key, "fr:%.*s:s", (int)rl, rname);
     resp_arg(key, (size_t)kl, NULL, 0);
     resp_arg("MAXLEN", 6, NULL, 0);
     resp_arg("~", 1, NULL, 0);
@@ -562,7 +562,7 @@ static void redis_store(const char *rname, size_t rl, const char *frame, size_t 
     resp_arg(frame, n, NULL, 0);
     rout_add("*3\r\n", 4);
     resp_arg("PUBLISH", 7, NULL, 0);
-    resp_arg("room:", 5, rname, rl);
+    resp_arg("fr:", 3, rname, rl);
     resp_arg(frame, n, NULL, 0);
     g_rcmds += 2;
 }
@@ -1304,7 +1304,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "parley-floor: cannot connect to redis at %s\n", redis_s);
             return 1;
         }
-        static const char psub[] = "*2\r\n$10\r\nPSUBSCRIBE\r\n$6\r\nroom:*\r\n";
+        /* Channels of their own (fr:, fd:), not parleyd's room:*: on a Redis shared with a
+         * parleyd, each would otherwise make Redis write every message of the other to one
+         * more subscriber, and charge it to the other's CPU per message. */
+        static const char psub[] = "*2\r\n$10\r\nPSUBSCRIBE\r\n$4\r\nfr:*\r\n";
         static const char psub_fd[] = "*2\r\n$10\r\nPSUBSCRIBE\r\n$4\r\nfd:*\r\n";
         g_durable = durable_s != NULL;
         if (g_durable && durable_load(durable_s) != 0) return 1;

@@ -82,11 +82,11 @@ floor_verdict() {
     rc=1
 }
 xlen_sum() { # messages in all room streams
-    redis-cli -p "$rport" --scan --pattern 'room:*:s' | while read -r k; do redis-cli -p "$rport" xlen "$k"; done |
+    redis-cli -p "$rport" --scan --pattern 'fr:*:s' | while read -r k; do redis-cli -p "$rport" xlen "$k"; done |
         awk '{ n += $1 } END { print n + 0 }'
 }
 
-# floor-redis: 20 rooms, 200 msg/s for 1 s; each message is XADDed to room:<r>:s.
+# floor-redis: 20 rooms, 200 msg/s for 1 s; each message is XADDed to fr:<r>:s.
 floor_start floor-redis --redis "127.0.0.1:$rport"
 before=$(xlen_sum)
 out=$(PARLEY_JWT_SECRET=$secret timeout 60 build/parley-bench rooms -n 200 --rooms 20 -r 200 -d 1 --warmup 0 --timeout 20 \
