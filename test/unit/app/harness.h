@@ -349,7 +349,7 @@ static inline void gw_init(int with_db)
     }
     srv.nshards = 1;
     srv.db = with_db ? (struct pl_db *)&fdb : NULL;
-    srv.rooms_mask = calloc(1, sizeof *srv.rooms_mask);
+    srv.rooms_mask = pl_shardmask_new(1);
     srv.loops = calloc(1, sizeof *srv.loops);
     srv.owe = calloc(1, 1);
     srv.conns = calloc(1, sizeof *srv.conns);
