@@ -558,7 +558,8 @@ int pl_server_run(pl_config_t *cfg)
     }
     if (cfg->tls_listen_host) {
         char err[256];
-        if (!(srv->tls = pl_tls_new(cfg->tls_cert, cfg->tls_key, err, sizeof err))) {
+        if (!(srv->tls = pl_tls_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ticket_lifetime, err,
+                                    sizeof err))) {
             pl_error("TLS: %s", err);
             return 1;
         }

@@ -69,6 +69,10 @@ static const opt_t opts[] = {
      "PEM private key for PARLEY_TLS_LISTEN (reloaded on SIGHUP)"},
     {"tls-handshake-timeout", "PARLEY_TLS_HANDSHAKE_TIMEOUT", T_INT, AT(tls_handshake_timeout),
      "10", 1, 600, NULL, "seconds a TLS client has to finish its handshake"},
+    {"tls-ticket-lifetime", "PARLEY_TLS_TICKET_LIFETIME", T_INT, AT(tls_ticket_lifetime), "3600", 0,
+     86400, NULL,
+     "seconds a TLS session ticket can resume a session, and how often its key changes (0: no "
+     "tickets, every reconnect pays a full handshake)"},
     {"shards", "PARLEY_SHARDS", T_INT, AT(shards), NULL, 1, 64, NULL,
      "event loops, each with its own SO_REUSEPORT socket (default: online CPUs)"},
     {"server-id", "PARLEY_SERVER_ID", T_SPECIAL, 0, NULL, 0, 0, parse_server_id,

@@ -12,6 +12,7 @@
 #include <mbedtls/error.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crt.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,6 +32,13 @@ struct pl_tls {
     pthread_mutex_t mu;
     pl_buf_t cert, key; /**< the current PEM files (NUL-terminated), guarded by mu */
     atomic_uint gen;    /**< bumped by each successful (re)load */
+    /* Session tickets (ticket_lifetime > 0): the key is shared by every loop's configuration;
+     * mbedTLS locks `ticket` around each use and draws new keys from `tdrbg` under that lock,
+     * so the generator is this context's alone. */
+    int ticket_lifetime;
+    mbedtls_ssl_ticket_context ticket;
+    mbedtls_entropy_context tentropy;
+    mbedtls_ctr_drbg_context tdrbg;
 };
 
 /* One loop's mbedTLS configuration, built from one generation of the files. Referenced by the
@@ -160,19 +168,43 @@ static int load(pl_tls_t *t, char *err, size_t n)
     return 0;
 }
 
-pl_tls_t *pl_tls_new(const char *cert_file, const char *key_file, char *err, size_t n)
+pl_tls_t *pl_tls_new(const char *cert_file, const char *key_file, int ticket_lifetime, char *err,
+                     size_t n)
 {
     pl_tls_t *t = calloc(1, sizeof *t);
-    if (!t || !(t->cert_file = strdup(cert_file)) || !(t->key_file = strdup(key_file))) {
+    if (!t) {
         snprintf(err, n, "out of memory");
-        pl_tls_free(t);
         return NULL;
     }
     pthread_mutex_init(&t->mu, NULL);
     atomic_init(&t->gen, 0);
+    mbedtls_ssl_ticket_init(&t->ticket);
+    mbedtls_entropy_init(&t->tentropy);
+    mbedtls_ctr_drbg_init(&t->tdrbg);
+    if (!(t->cert_file = strdup(cert_file)) || !(t->key_file = strdup(key_file))) {
+        snprintf(err, n, "out of memory");
+        pl_tls_free(t);
+        return NULL;
+    }
     if (load(t, err, n) != 0) {
         pl_tls_free(t);
         return NULL;
+    }
+    if (ticket_lifetime > 0) {
+        static const unsigned char pers[] = "parley-tls-ticket";
+        char why[200];
+        int rc = mbedtls_ctr_drbg_seed(&t->tdrbg, mbedtls_entropy_func, &t->tentropy, pers,
+                                       sizeof pers - 1);
+        if (rc == 0)
+            rc = mbedtls_ssl_ticket_setup(&t->ticket, mbedtls_ctr_drbg_random, &t->tdrbg,
+                                          MBEDTLS_CIPHER_AES_256_GCM, (uint32_t)ticket_lifetime);
+        if (rc != 0) {
+            errstr(rc, why, sizeof why);
+            snprintf(err, n, "session tickets: %s", why);
+            pl_tls_free(t);
+            return NULL;
+        }
+        t->ticket_lifetime = ticket_lifetime;
     }
     return t;
 }
@@ -190,6 +222,9 @@ void pl_tls_free(pl_tls_t *t)
     free(t->cert_file);
     free(t->key_file);
     pthread_mutex_destroy(&t->mu);
+    mbedtls_ssl_ticket_free(&t->ticket);
+    mbedtls_ctr_drbg_free(&t->tdrbg);
+    mbedtls_entropy_free(&t->tentropy);
     free(t);
 }
 
@@ -244,6 +279,9 @@ static tls_conf_t *conf_new(pl_tls_t *t)
     mbedtls_ssl_conf_ciphersuites(&c->conf, ciphersuites);
     mbedtls_ssl_conf_curves(&c->conf, groups);
     mbedtls_ssl_conf_renegotiation(&c->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    if (t->ticket_lifetime > 0)
+        mbedtls_ssl_conf_session_tickets_cb(&c->conf, mbedtls_ssl_ticket_write,
+                                            mbedtls_ssl_ticket_parse, &t->ticket);
     return c;
 }
 

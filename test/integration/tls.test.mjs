@@ -183,3 +183,72 @@ test('tls: PARLEY_LISTEN=none serves TLS only; TLS settings are checked at start
   const mismatch = spawnSync(PARLEYD, [], { env: { ...base, PARLEY_TLS_LISTEN: '127.0.0.1:1', PARLEY_TLS_CERT: tlsFiles().cert, PARLEY_TLS_KEY: tlsFiles('other').key }, encoding: 'utf8', timeout: 5000 });
   assert(mismatch.status === 1 && /does not hold the key/.test(mismatch.stderr), `a key of another certificate: ${mismatch.stderr}`);
 });
+
+// A TLS 1.2 handshake that stays open until the server's NewSessionTicket (if any) has come:
+// resolves { socket, reused, ticket, session, health (the answer to GET /health) }.
+function tlsSession(port, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: tlsCa(), ...opts });
+    let session = null;
+    s.on('session', (sess) => { session = sess; });
+    s.once('secureConnect', () => {
+      // The ticket message follows the server's Finished; a request's answer comes after it.
+      s.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+      s.once('data', (d) => resolve({ socket: s, reused: s.isSessionReused(), ticket: s.getTLSTicket(), session, health: String(d) }));
+    });
+    s.once('error', reject);
+    setTimeout(() => reject(new Error('TLS connect timed out')), 5000);
+  });
+}
+
+test('tls: a reconnect resumes its session with its ticket (shards share the key); a forged, foreign or absent ticket gets a full handshake; PARLEY_TLS_TICKET_LIFETIME=0 issues none', async () => {
+  const redis = await startRedis();
+  const srv = await startParleyd({ redis, tls: 'both', env: { PARLEY_SHARDS: 2 } });
+  const first = await tlsSession(srv.tlsPort);
+  eq(first.reused, false, 'first connection: a full handshake');
+  assert(first.ticket && first.ticket.length > 32, `no session ticket issued: ${first.ticket && first.ticket.length}`);
+  assert(first.session, 'no session to resume');
+  first.socket.destroy();
+  // Reconnects land on either shard (SO_REUSEPORT hashes the new source port): all resume.
+  for (let i = 0; i < 8; i++) {
+    const again = await tlsSession(srv.tlsPort, { session: first.session });
+    eq(again.reused, true, `reconnect ${i} resumed its session`);
+    assert(/^HTTP\/1.1 200/.test(again.health), `GET /health over a resumed session: ${again.health.slice(0, 80)}`);
+    again.socket.destroy();
+  }
+  // WebSocket traffic over a resumed session
+  const ws = await connect(srv.wssUrl, { token: mintToken('resumed'), wsOptions: { session: first.session } });
+  eq((await ws.nextJson('authenticated')).user, 'resumed', 'wss over a resumed session');
+  eq(ws.ws._socket.isSessionReused(), true, 'the WebSocket resumed its session');
+  await ws.ping();
+  ws.close();
+  // A forged ticket (one byte changed inside it, in the session the client presents): the server
+  // cannot decrypt it and completes a full handshake; the connection works.
+  const forged = Buffer.from(first.session);
+  const at = forged.indexOf(first.ticket);
+  assert(at > 0, 'the ticket inside the session');
+  forged[at + (first.ticket.length >> 1)] ^= 0x5a;
+  const f = await tlsSession(srv.tlsPort, { session: forged });
+  eq(f.reused, false, 'a forged ticket resumes nothing');
+  assert(/^HTTP\/1.1 200/.test(f.health), `a forged ticket, then a full handshake: ${f.health.slice(0, 80)}`);
+  assert(f.ticket && !f.ticket.equals(first.ticket), 'a new ticket after the full handshake');
+  f.socket.destroy();
+  // Another instance has its own ticket key (ip_hash normally sends a client back to the issuer).
+  const other = await startParleyd({ redis, tls: 'both' });
+  const o = await tlsSession(other.tlsPort, { session: first.session });
+  eq(o.reused, false, "another instance's ticket resumes nothing");
+  assert(/^HTTP\/1.1 200/.test(o.health), `another instance, full handshake: ${o.health.slice(0, 80)}`);
+  o.socket.destroy();
+  // Tickets off: none issued, nothing resumed.
+  const off = await startParleyd({ redis, tls: 'both', env: { PARLEY_TLS_TICKET_LIFETIME: 0 } });
+  const n1 = await tlsSession(off.tlsPort);
+  assert(!n1.ticket || n1.ticket.length === 0, 'PARLEY_TLS_TICKET_LIFETIME=0: no ticket');
+  n1.socket.destroy();
+  if (n1.session) {
+    const n2 = await tlsSession(off.tlsPort, { session: n1.session });
+    eq(n2.reused, false, 'PARLEY_TLS_TICKET_LIFETIME=0: no resumption');
+    n2.socket.destroy();
+  }
+  for (const s of [srv, other, off]) assert(s.running, 'parleyd exited');
+  assert(!/ (ERROR|WARN) .*TLS/.test(srv.log()), 'a forged ticket is not an error');
+});

@@ -33,6 +33,7 @@ typedef struct {
     char *tls_cert;            /**< PARLEY_TLS_CERT: PEM certificate chain */
     char *tls_key;             /**< PARLEY_TLS_KEY: PEM private key */
     int tls_handshake_timeout; /**< PARLEY_TLS_HANDSHAKE_TIMEOUT, seconds */
+    int tls_ticket_lifetime;   /**< PARLEY_TLS_TICKET_LIFETIME, seconds; 0: no tickets */
     int shards;                /**< PARLEY_SHARDS, default: online CPUs */
     char *server_id;           /**< PARLEY_SERVER_ID, default hostname-pid */
     char *redis_host;          /**< from PARLEY_REDIS_URL: its first host */
