@@ -103,6 +103,7 @@ static struct {
     int redis_port;     /* --redis-port: INFO commandstats of this Redis around each phase */
     int runs;           /* catchup: subscriptions measured */
     int acks;           /* catchup: wait for every ack (stored in PostgreSQL) before measuring */
+    int resume;         /* connect over wss://: resume one session (a ticket) on every connection */
 } o;
 
 /* Protocol v1 is Parley's. The others let the same scenarios drive peers:
@@ -271,6 +272,11 @@ static struct {
     mbedtls_entropy_context ent;
     mbedtls_ctr_drbg_context drbg;
     mbedtls_x509_crt ca;
+    /* --resume: the session of a priming handshake, offered by every measured connection; a
+     * connection whose session ends up with the same master secret resumed it. */
+    mbedtls_ssl_session sess;
+    int have_sess;
+    int resumed;
 } t;
 
 static void tls_err(int rc, char *out, size_t n)
@@ -822,6 +828,14 @@ static void tls_step(conn *c)
 {
     int r = mbedtls_ssl_handshake(c->ssl);
     if (r == 0) {
+        if (t.have_sess) {
+            mbedtls_ssl_session s;
+            mbedtls_ssl_session_init(&s);
+            if (mbedtls_ssl_get_session(c->ssl, &s) == 0 &&
+                !memcmp(s.master, t.sess.master, sizeof s.master))
+                t.resumed++;
+            mbedtls_ssl_session_free(&s);
+        }
         send_upgrade(c);
     } else if (r != MBEDTLS_ERR_SSL_WANT_READ && r != MBEDTLS_ERR_SSL_WANT_WRITE) {
         char e[200];
@@ -848,6 +862,7 @@ static void tls_begin(conn *c)
     mbedtls_ssl_init(c->ssl);
     int r = mbedtls_ssl_setup(c->ssl, &t.conf);
     if (r == 0) r = mbedtls_ssl_set_hostname(c->ssl, o.sni ? o.sni : o.url.host);
+    if (r == 0 && t.have_sess) r = mbedtls_ssl_set_session(c->ssl, &t.sess);
     if (r != 0) {
         char e[200];
         tls_err(r, e, sizeof e);
@@ -1578,9 +1593,48 @@ static int scen_catchup(void)
     return rc;
 }
 
+/* --resume: one blocking handshake with the first URL, before anything is measured; its session
+ * (with the server's ticket, if it issued one) is what the measured connections offer. */
+static int tls_prime(void)
+{
+    conn c = {0};
+    mbedtls_ssl_context ssl;
+    mbedtls_ssl_init(&ssl);
+    mbedtls_ssl_session_init(&t.sess);
+    int r = -1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        struct timeval tv = {5, 0}; /* a server that stalls fails the priming, not the run */
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        c.fd = fd;
+        if (connect(fd, (struct sockaddr *)&g.dst[0], sizeof g.dst[0]) == 0 &&
+            (r = mbedtls_ssl_setup(&ssl, &t.conf)) == 0 &&
+            (r = mbedtls_ssl_set_hostname(&ssl, o.sni ? o.sni : o.url.host)) == 0) {
+            mbedtls_ssl_set_bio(&ssl, &c, tls_send_cb, tls_recv_cb, NULL);
+            r = mbedtls_ssl_handshake(&ssl); /* blocking: WANT_* only after a 5 s timeout */
+            if (r == 0) r = mbedtls_ssl_get_session(&ssl, &t.sess);
+            if (r == 0) mbedtls_ssl_close_notify(&ssl);
+        }
+        close(fd);
+    }
+    mbedtls_ssl_free(&ssl);
+    if (r != 0) {
+        char e[200];
+        if (r == -1)
+            snprintf(e, sizeof e, "%s", strerror(errno));
+        else
+            tls_err(r, e, sizeof e);
+        fprintf(stderr, "parley-bench: --resume: the priming handshake failed: %s\n", e);
+        return -1;
+    }
+    t.have_sess = 1;
+    return 0;
+}
+
 static int scen_connect(void)
 {
     check_fit(o.n);
+    if (o.resume && tls_prime() != 0) return 1;
     g.need_auth = 1;
     static cmdstats_t cs0, cs1;
     cmdstats_read(&cs0);
@@ -1593,10 +1647,11 @@ static int scen_connect(void)
     long long c1 = bl_proc_cpu_us(o.pids, o.npids), r1 = bl_proc_cpu_us(o.rpids, o.nrpids),
               s1 = self_cpu_us();
     result r = {0};
-    base_result(&r, "connect");
+    base_result(&r, o.resume ? "connect-resumed" : "connect");
     rs(&r, "conns", "%d", o.n);
     rs(&r, "concurrency", "%d", o.conc);
     rs(&r, "authenticated", "%d", g.n_authed);
+    if (o.resume) rs(&r, "resumed", "%d", t.resumed);
     rs(&r, "failed", "%d", g.n_failed);
     rs(&r, "closed", "%d", g.n_closed);
     rs(&r, "secs", "%.3f", secs);
@@ -1656,6 +1711,9 @@ static void usage(FILE *f)
            "  --cacert FILE             wss://: verify the server's certificate (PEM CA)\n"
            "  --servername NAME         wss://: name sent and verified (default: URL host;\n"
            "            mbedTLS 2.28 matches DNS names only, not IP addresses)\n"
+           "  --resume                  connect over wss://: one handshake first, then every\n"
+           "            connection offers its session (ticket); RESULT scenario=connect-resumed,\n"
+           "            resumed= how many the server resumed\n"
            "  --secret S                (env PARLEY_JWT_SECRET) tokens minted per user bench-<i>\n"
            "  -n, --conns N   --rooms K   -r, --rate R   -d, --duration S   -w, --window W\n"
            "  --max-duration S (fanout, default 5; 0 skips)  --window W (default 20)\n"
@@ -1673,19 +1731,16 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static struct option lo[] = {{"url", 1, 0, 'u'},          {"secret", 1, 0, 's'},
-                                 {"conns", 1, 0, 'n'},        {"rooms", 1, 0, 'R'},
-                                 {"rate", 1, 0, 'r'},         {"duration", 1, 0, 'd'},
-                                 {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'},
-                                 {"proto", 1, 0, 'Y'},        {"settle", 1, 0, 'S'},
-                                 {"timeout", 1, 0, 'T'},      {"warmup", 1, 0, 'W'},
-                                 {"conc", 1, 0, 'c'},         {"procs", 1, 0, 'P'},
-                                 {"src-ips", 1, 0, 'I'},      {"pids", 1, 0, 'p'},
-                                 {"redis-pids", 1, 0, 'x'},   {"label", 1, 0, 'l'},
-                                 {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},
-                                 {"cacert", 1, 0, 'C'},       {"servername", 1, 0, 'N'},
-                                 {"redis-port", 1, 0, 'X'},   {"runs", 1, 0, 'U'},
-                                 {"acks", 0, 0, 'A'},         {0, 0, 0, 0}};
+    static struct option lo[] = {
+        {"url", 1, 0, 'u'},          {"secret", 1, 0, 's'},     {"conns", 1, 0, 'n'},
+        {"rooms", 1, 0, 'R'},        {"rate", 1, 0, 'r'},       {"duration", 1, 0, 'd'},
+        {"max-duration", 1, 0, 'M'}, {"window", 1, 0, 'w'},     {"proto", 1, 0, 'Y'},
+        {"settle", 1, 0, 'S'},       {"timeout", 1, 0, 'T'},    {"warmup", 1, 0, 'W'},
+        {"conc", 1, 0, 'c'},         {"procs", 1, 0, 'P'},      {"src-ips", 1, 0, 'I'},
+        {"pids", 1, 0, 'p'},         {"redis-pids", 1, 0, 'x'}, {"label", 1, 0, 'l'},
+        {"verbose", 0, 0, 'v'},      {"help", 0, 0, 'h'},       {"cacert", 1, 0, 'C'},
+        {"servername", 1, 0, 'N'},   {"redis-port", 1, 0, 'X'}, {"runs", 1, 0, 'U'},
+        {"acks", 0, 0, 'A'},         {"resume", 0, 0, 'E'},     {0, 0, 0, 0}};
     o.url_s = getenv("PARLEY_URL") ? getenv("PARLEY_URL") : "ws://127.0.0.1:8080/ws";
     o.secret = getenv("PARLEY_JWT_SECRET");
     o.label = "parley";
@@ -1784,6 +1839,9 @@ int main(int argc, char **argv)
         case 'A':
             o.acks = 1;
             break;
+        case 'E':
+            o.resume = 1;
+            break;
         case 'N':
             o.sni = optarg;
             break;
@@ -1831,8 +1889,8 @@ int main(int argc, char **argv)
     }
     o.url = o.urls[0];
     if (o.url.tls && tls_init() != 0) return 1;
-    if ((o.cacert || o.sni) && !o.url.tls) {
-        fprintf(stderr, "parley-bench: --cacert and --servername are for a wss:// URL\n");
+    if ((o.cacert || o.sni || o.resume) && !o.url.tls) {
+        fprintf(stderr, "parley-bench: --cacert, --servername and --resume are for a wss:// URL\n");
         return 1;
     }
     if (!o.secret || !*o.secret) {

@@ -9,6 +9,7 @@
 # PARLEY_BENCH=path to parley-bench (default build/parley-bench),
 # SMOKE_ARGS=more parley-bench options (a wss:// URL: --cacert, --servername),
 # SMOKE_SUFFIX=a suffix for the test names (e.g. _tls).
+# Over wss:// it also runs connect --resume: every connection must resume (session tickets).
 # Checks correctness only; timings are printed, never asserted.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -27,9 +28,13 @@ run() { # name args...
     shift
     out=$(timeout 60 "$BENCH" "$@" --url "$PARLEY_URL" --label smoke "${PIDS[@]}" "${EXTRA[@]}" 2>&1)
     rc=$?
-    local res
+    local res resumed authed
     res=$(printf '%s\n' "$out" | grep '^RESULT')
-    if [ $rc -ne 0 ] || [ -z "$res" ] || printf '%s\n' "$res" | grep -Eq ' (lost|extra|out_of_order|failed|errors|closed)=[1-9]'; then
+    # connect --resume: every connection must have resumed the primed session
+    resumed=$(printf '%s\n' "$res" | sed -n 's/.* resumed=\([0-9]*\).*/\1/p')
+    authed=$(printf '%s\n' "$res" | sed -n 's/.* authenticated=\([0-9]*\).*/\1/p')
+    if [ $rc -ne 0 ] || [ -z "$res" ] || printf '%s\n' "$res" | grep -Eq ' (lost|extra|out_of_order|failed|errors|closed)=[1-9]' ||
+        { [ -n "$resumed" ] && [ "$resumed" != "$authed" ]; }; then
         echo "FAIL bench_smoke_$name$SFX (exit $rc)"
         printf '%s\n' "$out" | grep -v '^  [|+]' | sed 's/^/    /' | head -12
         fail=1
@@ -42,5 +47,7 @@ run idle idle -n 200 --settle 0.5 --timeout 20
 run fanout fanout -n 50 -r 100 -d 1 --max-duration 1 -w 5 --warmup 0 --timeout 20
 run rooms rooms -n 200 --rooms 20 -r 200 -d 1 --warmup 0 --timeout 20
 run connect connect -n 200 --conc 50 --timeout 20
+# wss://: reconnects offering one session's ticket, each resumed
+[[ "$PARLEY_URL" = wss://* ]] && run connect_resumed connect -n 200 --conc 50 --timeout 20 --resume
 run catchup catchup -n 300 --runs 2 --timeout 20
 exit $fail
